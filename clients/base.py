@@ -1,0 +1,161 @@
+"""What every typed client shares: channels, deadlines, retries on UNAVAILABLE, and errors
+turned into exceptions that carry the `ErrorInfo` reason and name the service and address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from grpc_status import rpc_status
+
+from services.common.errors import HTTP_STATUS, error_info
+
+T = TypeVar("T")
+
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+
+def channel_options(round_robin: bool = True) -> list[tuple[str, Any]]:
+    """Options for every channel. `round_robin` spreads calls over every address a `dns:///`
+    name resolves to (a headless Kubernetes Service), since a Service balances connections, not
+    requests."""
+    opts: list[tuple[str, Any]] = [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.enable_retries", 0),
+    ]
+    if round_robin:
+        opts.append(("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})))
+    return opts
+
+
+class ServiceCallError(Exception):
+    """A failed call: the gRPC code, the ErrorInfo reason, a message for people, the service and
+    address called."""
+
+    def __init__(
+        self,
+        service: str,
+        address: str,
+        code: grpc.StatusCode,
+        message: str,
+        reason: str = "",
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        self.service = service
+        self.address = address
+        self.code = code
+        self.message = message
+        self.reason = reason or code.name
+        self.metadata = dict(metadata or {})
+        super().__init__(self.describe())
+
+    @property
+    def http_status(self) -> int:
+        return HTTP_STATUS.get(self.code, 500)
+
+    def describe(self) -> str:
+        if self.code in (grpc.StatusCode.UNAVAILABLE,) and self.reason in ("UNAVAILABLE", ""):
+            return f"the {self.service} service at {self.address} is unavailable: {self.message}"
+        if self.code == grpc.StatusCode.DEADLINE_EXCEEDED and self.reason == "DEADLINE_EXCEEDED":
+            return f"the {self.service} service at {self.address} did not answer in time"
+        return self.message
+
+    @classmethod
+    def from_rpc_error(cls, service: str, address: str, err: grpc.aio.AioRpcError | grpc.RpcError) -> ServiceCallError:
+        code = err.code() if callable(getattr(err, "code", None)) else grpc.StatusCode.UNKNOWN
+        message = err.details() or code.name
+        reason, metadata = "", {}
+        try:
+            status = rpc_status.from_call(err)  # type: ignore[arg-type]
+        except Exception:  # noqa: BLE001 - a malformed trailer must not hide the error
+            status = None
+        if status is not None:
+            info = error_info(status)
+            if info is not None:
+                reason, metadata = info.reason, dict(info.metadata)
+        return cls(service, address, code, message, reason, metadata)
+
+
+class BaseClient:
+    """One channel to one service. Subclasses wrap the generated stub with typed methods."""
+
+    service = "service"
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout_s: float = 30.0,
+        retries: int = 3,
+        channel: grpc.aio.Channel | None = None,
+    ) -> None:
+        self.address = address
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.channel = channel or grpc.aio.insecure_channel(address, options=channel_options())
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> BaseClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _timeout(self, timeout: float | None) -> float:
+        return self.timeout_s if timeout is None else timeout
+
+    async def unary(
+        self,
+        method: Callable[..., Awaitable[T]],
+        request: Any,
+        *,
+        timeout: float | None = None,
+        idempotent: bool = True,
+    ) -> T:
+        """Calls a unary RPC with a deadline; retries UNAVAILABLE with jittered backoff when the
+        call is idempotent (or failed before reaching the server)."""
+        attempts = self.retries + 1 if idempotent else 1
+        deadline = asyncio.get_running_loop().time() + self._timeout(timeout)
+        for attempt in range(attempts):
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise ServiceCallError(self.service, self.address, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+            try:
+                return await method(request, timeout=left)
+            except grpc.aio.AioRpcError as err:
+                if err.code() == grpc.StatusCode.UNAVAILABLE and attempt + 1 < attempts:
+                    await asyncio.sleep(min(left, 0.05 * 2**attempt * (1 + random.random())))
+                    continue
+                raise ServiceCallError.from_rpc_error(self.service, self.address, err) from None
+        raise AssertionError("unreachable")
+
+    async def stream(self, call: Any) -> AsyncIterator[Any]:
+        """Iterates a server-streaming call, turning errors into ServiceCallError and cancelling
+        the call if the consumer stops early."""
+        try:
+            async for item in call:
+                yield item
+        except grpc.aio.AioRpcError as err:
+            raise ServiceCallError.from_rpc_error(self.service, self.address, err) from None
+        finally:
+            call.cancel()
+
+
+def remaining_timeout(context: grpc.aio.ServicerContext | None, default: float) -> float:
+    """The deadline left on an incoming call, to pass on to the next hop (capped by `default`)."""
+    if context is None:
+        return default
+    left = context.time_remaining()
+    if left is None:
+        return default
+    return max(0.001, min(left, default))

@@ -1,0 +1,221 @@
+from ddnrag.common.v1 import common_pb2 as _common_pb2
+from ddnrag.retriever.v1 import retriever_service_pb2 as _retriever_service_pb2
+from google.rpc import status_pb2 as _status_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Passage(_message.Message):
+    __slots__ = ("text", "chunk_id", "document_id", "document_name", "collection", "object_key", "score")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_NAME_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_KEY_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    chunk_id: str
+    document_id: str
+    document_name: str
+    collection: str
+    object_key: str
+    score: float
+    def __init__(self, text: _Optional[str] = ..., chunk_id: _Optional[str] = ..., document_id: _Optional[str] = ..., document_name: _Optional[str] = ..., collection: _Optional[str] = ..., object_key: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+
+class GenerationParams(_message.Message):
+    __slots__ = ("backend", "model", "max_tokens", "temperature", "no_cache")
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    NO_CACHE_FIELD_NUMBER: _ClassVar[int]
+    backend: str
+    model: str
+    max_tokens: int
+    temperature: float
+    no_cache: bool
+    def __init__(self, backend: _Optional[str] = ..., model: _Optional[str] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., no_cache: _Optional[bool] = ...) -> None: ...
+
+class GenerateRequest(_message.Message):
+    __slots__ = ("question", "passages", "params")
+    QUESTION_FIELD_NUMBER: _ClassVar[int]
+    PASSAGES_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    question: str
+    passages: _containers.RepeatedCompositeFieldContainer[Passage]
+    params: GenerationParams
+    def __init__(self, question: _Optional[str] = ..., passages: _Optional[_Iterable[_Union[Passage, _Mapping]]] = ..., params: _Optional[_Union[GenerationParams, _Mapping]] = ...) -> None: ...
+
+class Start(_message.Message):
+    __slots__ = ("backend", "model", "cache_hit")
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
+    backend: str
+    model: str
+    cache_hit: bool
+    def __init__(self, backend: _Optional[str] = ..., model: _Optional[str] = ..., cache_hit: _Optional[bool] = ...) -> None: ...
+
+class Token(_message.Message):
+    __slots__ = ("text", "index")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    index: int
+    def __init__(self, text: _Optional[str] = ..., index: _Optional[int] = ...) -> None: ...
+
+class Usage(_message.Message):
+    __slots__ = ("prompt_tokens", "completion_tokens", "source")
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    prompt_tokens: int
+    completion_tokens: int
+    source: str
+    def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., source: _Optional[str] = ...) -> None: ...
+
+class Done(_message.Message):
+    __slots__ = ("usage", "ttft_ns", "rag_ttft_ns", "generation_ns", "tokens_per_s", "inter_token_p50_ns", "inter_token_p99_ns", "finish_reason", "citations", "text", "timings")
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    TTFT_NS_FIELD_NUMBER: _ClassVar[int]
+    RAG_TTFT_NS_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_NS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    INTER_TOKEN_P50_NS_FIELD_NUMBER: _ClassVar[int]
+    INTER_TOKEN_P99_NS_FIELD_NUMBER: _ClassVar[int]
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    CITATIONS_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    usage: Usage
+    ttft_ns: int
+    rag_ttft_ns: int
+    generation_ns: int
+    tokens_per_s: float
+    inter_token_p50_ns: int
+    inter_token_p99_ns: int
+    finish_reason: str
+    citations: _containers.RepeatedCompositeFieldContainer[_common_pb2.Citation]
+    text: str
+    timings: _common_pb2.Timings
+    def __init__(self, usage: _Optional[_Union[Usage, _Mapping]] = ..., ttft_ns: _Optional[int] = ..., rag_ttft_ns: _Optional[int] = ..., generation_ns: _Optional[int] = ..., tokens_per_s: _Optional[float] = ..., inter_token_p50_ns: _Optional[int] = ..., inter_token_p99_ns: _Optional[int] = ..., finish_reason: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[_common_pb2.Citation, _Mapping]]] = ..., text: _Optional[str] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ...) -> None: ...
+
+class Retrieval(_message.Message):
+    __slots__ = ("chunks", "index_version", "cache_hit", "timings")
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    chunks: _containers.RepeatedCompositeFieldContainer[_retriever_service_pb2.ScoredChunk]
+    index_version: str
+    cache_hit: bool
+    timings: _common_pb2.Timings
+    def __init__(self, chunks: _Optional[_Iterable[_Union[_retriever_service_pb2.ScoredChunk, _Mapping]]] = ..., index_version: _Optional[str] = ..., cache_hit: _Optional[bool] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ...) -> None: ...
+
+class GenerateResponse(_message.Message):
+    __slots__ = ("start", "token", "citation", "done", "error")
+    START_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CITATION_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    start: Start
+    token: Token
+    citation: _common_pb2.Citation
+    done: Done
+    error: _status_pb2.Status
+    def __init__(self, start: _Optional[_Union[Start, _Mapping]] = ..., token: _Optional[_Union[Token, _Mapping]] = ..., citation: _Optional[_Union[_common_pb2.Citation, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
+
+class AnswerRequest(_message.Message):
+    __slots__ = ("question", "collection", "storage_backend", "top_k", "params", "filters")
+    class FiltersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    QUESTION_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_BACKEND_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    FILTERS_FIELD_NUMBER: _ClassVar[int]
+    question: str
+    collection: str
+    storage_backend: str
+    top_k: int
+    params: GenerationParams
+    filters: _containers.ScalarMap[str, str]
+    def __init__(self, question: _Optional[str] = ..., collection: _Optional[str] = ..., storage_backend: _Optional[str] = ..., top_k: _Optional[int] = ..., params: _Optional[_Union[GenerationParams, _Mapping]] = ..., filters: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class AnswerResponse(_message.Message):
+    __slots__ = ("retrieval", "start", "token", "citation", "done", "error")
+    RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CITATION_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    retrieval: Retrieval
+    start: Start
+    token: Token
+    citation: _common_pb2.Citation
+    done: Done
+    error: _status_pb2.Status
+    def __init__(self, retrieval: _Optional[_Union[Retrieval, _Mapping]] = ..., start: _Optional[_Union[Start, _Mapping]] = ..., token: _Optional[_Union[Token, _Mapping]] = ..., citation: _Optional[_Union[_common_pb2.Citation, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
+
+class Model(_message.Message):
+    __slots__ = ("id", "backend", "kind", "priority")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    backend: str
+    kind: str
+    priority: int
+    def __init__(self, id: _Optional[str] = ..., backend: _Optional[str] = ..., kind: _Optional[str] = ..., priority: _Optional[int] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[Model]
+    def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...
+
+class CacheStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CacheStatsResponse(_message.Message):
+    __slots__ = ("entries", "size_bytes", "max_size_bytes", "hits", "misses")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    MISSES_FIELD_NUMBER: _ClassVar[int]
+    entries: int
+    size_bytes: int
+    max_size_bytes: int
+    hits: int
+    misses: int
+    def __init__(self, entries: _Optional[int] = ..., size_bytes: _Optional[int] = ..., max_size_bytes: _Optional[int] = ..., hits: _Optional[int] = ..., misses: _Optional[int] = ...) -> None: ...
+
+class PurgeCacheRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PurgeCacheResponse(_message.Message):
+    __slots__ = ("removed",)
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    removed: int
+    def __init__(self, removed: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,214 @@
+"""The bootstrap every service shares: a grpc.aio server with health, reflection, metrics,
+a catch-all interceptor, JSON logs and graceful SIGTERM.
+
+A service builds its servicers, then calls `build_server`. `create_server(cfg)` in each service
+returns `(GrpcApp, port)` so tests can bind port 0; `run_forever` is what `serve()` calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+from .errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+# Message size limits: chunks and index files travel in BatchPut/BatchGet.
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+SERVER_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.so_reuseport", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+]
+
+
+class Metrics:
+    """`<svc>_requests_total{method,code}` and `<svc>_request_duration_seconds{method}`."""
+
+    def __init__(self, service: str, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.requests = Counter(
+            f"{service}_requests", "RPCs handled", ["method", "code"], registry=self.registry
+        )
+        self.duration = Histogram(
+            f"{service}_request_duration_seconds",
+            "RPC duration (whole stream for streaming RPCs)",
+            ["method"],
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+
+    def observe(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
+        self.requests.labels(method, code.name).inc()
+        self.duration.labels(method).observe(seconds)
+
+
+def _code_of(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    return grpc.StatusCode.OK if code in (None, 0) else grpc.StatusCode.UNKNOWN
+
+
+class ObservingInterceptor(grpc.aio.ServerInterceptor):
+    """Counts and times every RPC; the catch-all for errors nobody mapped.
+
+    A `ServiceError` that escapes a servicer is mapped here too, so servicers may simply raise.
+    Any other exception is logged with its traceback and becomes INTERNAL: the last resort, not
+    the mapping.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[override]
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        metrics = self.metrics
+
+        async def handle_error(exc: BaseException, context: grpc.aio.ServicerContext) -> None:
+            if isinstance(exc, ServiceError):
+                await context.abort_with_status(exc.to_grpc_status())
+            log.exception("unhandled error in %s", method, extra={"method": method})
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the service log")
+
+        if handler.unary_unary or handler.stream_unary:
+            inner = handler.unary_unary or handler.stream_unary
+
+            async def unary_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                t0 = time.perf_counter()
+                try:
+                    return await inner(request, context)
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the catch-all
+                    await handle_error(exc, context)
+                finally:
+                    metrics.observe(method, _code_of(context), time.perf_counter() - t0)
+
+            factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+        else:
+            inner = handler.unary_stream or handler.stream_stream
+
+            async def unary_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:  # type: ignore[misc]
+                t0 = time.perf_counter()
+                try:
+                    async for item in inner(request, context):
+                        yield item
+                except (asyncio.CancelledError, grpc.aio.AbortError):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the catch-all
+                    await handle_error(exc, context)
+                finally:
+                    metrics.observe(method, _code_of(context), time.perf_counter() - t0)
+
+            factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+        return factory(
+            unary_behavior,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+@dataclass
+class GrpcApp:
+    """A built server: the grpc.aio server, its bound port, health and the service names."""
+
+    name: str
+    server: grpc.aio.Server
+    port: int
+    health: HealthServicer
+    service_names: list[str]
+    metrics: Metrics
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def set_serving(self, serving: bool) -> None:
+        status = SERVING if serving else NOT_SERVING
+        await self.health.set("", status)
+        for svc in self.service_names:
+            await self.health.set(svc, status)
+
+    async def stop(self, grace: float) -> None:
+        """Health goes NOT_SERVING, in-flight RPCs get `grace` seconds, then cleanup hooks run."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        for hook in reversed(self.on_stop):
+            try:
+                await hook()
+            except Exception:  # noqa: BLE001 - shutdown must go on
+                log.exception("shutdown hook failed")
+
+
+async def build_server(
+    name: str,
+    register: list[tuple[Callable[[Any, grpc.aio.Server], None], Any, str]],
+    host: str,
+    port: int,
+    *,
+    serving: bool = True,
+    metrics: Metrics | None = None,
+) -> GrpcApp:
+    """Builds and starts a server for `register` = [(add_fn, servicer, full_service_name)].
+
+    Health starts NOT_SERVING when `serving` is False (the service flips it once ready).
+    """
+    metrics = metrics or Metrics(name)
+    server = grpc.aio.server(interceptors=[ObservingInterceptor(metrics)], options=SERVER_OPTIONS)
+    names = []
+    for add_fn, servicer, full_name in register:
+        add_fn(servicer, server)
+        names.append(full_name)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind gRPC port {host}:{port}")
+    await server.start()
+    app = GrpcApp(name, server, bound, health, names, metrics)
+    await app.set_serving(serving)
+    return app
+
+
+def start_metrics(metrics: Metrics, host: str, port: int) -> None:
+    """Serves Prometheus metrics on a side port (0 disables)."""
+    if port:
+        start_http_server(port, addr=host, registry=metrics.registry)
+
+
+async def run_forever(app: GrpcApp, grace_s: float) -> None:
+    """Waits for SIGTERM/SIGINT, then shuts down gracefully."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("serving", extra={"port": app.port})
+    waiter = asyncio.create_task(app.server.wait_for_termination())
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    log.info("shutting down", extra={"grace_s": grace_s})
+    await app.stop(grace_s)
+    waiter.cancel()
+    stopper.cancel()
+    log.info("stopped")
