@@ -75,7 +75,7 @@ class ServiceCallError(Exception):
         reason, metadata = "", {}
         try:
             status = rpc_status.from_call(err)  # type: ignore[arg-type]
-        except Exception:  # noqa: BLE001 - a malformed trailer must not hide the error
+        except Exception:
             status = None
         if status is not None:
             info = error_info(status)
@@ -129,7 +129,9 @@ class BaseClient:
         for attempt in range(attempts):
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
-                raise ServiceCallError(self.service, self.address, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+                raise ServiceCallError(
+                    self.service, self.address, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded"
+                )
             try:
                 return await method(request, timeout=left)
             except grpc.aio.AioRpcError as err:

@@ -41,7 +41,7 @@ class S3Server:
     secret_access_key: str
     process: SeaweedProcess
 
-    def boto3_client(self):  # noqa: ANN201 - boto3 client type is dynamic
+    def boto3_client(self):
         import boto3
         from botocore.config import Config
 
@@ -62,7 +62,7 @@ def start_seaweed(data_dir: Path, bucket: str = "ddnrag") -> SeaweedProcess:
         try:
             proc.start(timeout_s=60)
             return proc
-        except Exception as err:  # noqa: BLE001 - a port clash: try another block
+        except Exception as err:
             last = err
     raise RuntimeError(f"SeaweedFS did not start: {last}")
 

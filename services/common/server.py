@@ -44,9 +44,7 @@ class Metrics:
 
     def __init__(self, service: str, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self.requests = Counter(
-            f"{service}_requests", "RPCs handled", ["method", "code"], registry=self.registry
-        )
+        self.requests = Counter(f"{service}_requests", "RPCs handled", ["method", "code"], registry=self.registry)
         self.duration = Histogram(
             f"{service}_request_duration_seconds",
             "RPC duration (whole stream for streaming RPCs)",
@@ -100,12 +98,14 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
                     return await inner(request, context)
                 except (asyncio.CancelledError, grpc.aio.AbortError):
                     raise
-                except Exception as exc:  # noqa: BLE001 - the catch-all
+                except Exception as exc:
                     await handle_error(exc, context)
                 finally:
                     metrics.observe(method, _code_of(context), time.perf_counter() - t0)
 
-            factory = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+            factory = (
+                grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+            )
         else:
             inner = handler.unary_stream or handler.stream_stream
 
@@ -116,12 +116,14 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
                         yield item
                 except (asyncio.CancelledError, grpc.aio.AbortError):
                     raise
-                except Exception as exc:  # noqa: BLE001 - the catch-all
+                except Exception as exc:
                     await handle_error(exc, context)
                 finally:
                     metrics.observe(method, _code_of(context), time.perf_counter() - t0)
 
-            factory = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+            factory = (
+                grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+            )
         return factory(
             unary_behavior,
             request_deserializer=handler.request_deserializer,
@@ -154,7 +156,7 @@ class GrpcApp:
         for hook in reversed(self.on_stop):
             try:
                 await hook()
-            except Exception:  # noqa: BLE001 - shutdown must go on
+            except Exception:
                 log.exception("shutdown hook failed")
 
 

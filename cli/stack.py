@@ -1,0 +1,367 @@
+"""The local stack supervisor behind `rag up`.
+
+It starts SeaweedFS, then storage and embedder, then retriever, llm_gateway and the gateway, each
+as a child process on loopback. It waits on each health check before starting what needs it,
+restarts a child that dies (with backoff, once its dependencies are healthy, as Kubernetes would),
+and on SIGINT/SIGTERM stops every child in reverse order. Everything lives under one data
+directory: SeaweedFS volumes, state directories, caches and logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.config import env_field, load_env
+
+from .seaweed import SeaweedPorts, ensure_credentials, port_in_use, wait_s3_ready, weed_command, write_identities
+
+log = logging.getLogger("ddnrag.stack")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Where the local stack lives and which loopback ports it uses. Every port has a variable."""
+
+    data_dir: str = env_field("DDNRAG_DATA_DIR", "data", "Directory holding every piece of local state")
+    host: str = env_field("DDNRAG_STACK_HOST", "127.0.0.1", "Address every local service binds")
+    bucket: str = env_field("DDNRAG_STORAGE_DEFAULT_BUCKET", "ddnrag", "Bucket of the embedded store")
+    s3_port: int = env_field("DDNRAG_S3_PORT", 8333, "SeaweedFS S3 port")
+    seaweed_master_port: int = env_field("DDNRAG_SEAWEED_MASTER_PORT", 9333, "SeaweedFS master port (+10000 gRPC)")
+    seaweed_volume_port: int = env_field("DDNRAG_SEAWEED_VOLUME_PORT", 9340, "SeaweedFS volume port (+10000 gRPC)")
+    seaweed_filer_port: int = env_field("DDNRAG_SEAWEED_FILER_PORT", 8888, "SeaweedFS filer port (+10000 gRPC)")
+    seaweed_admin_port: int = env_field("DDNRAG_SEAWEED_ADMIN_PORT", 23646, "SeaweedFS admin port (+10000 gRPC)")
+    embedder_port: int = env_field("DDNRAG_EMBEDDER_PORT", 50051, "Embedder gRPC port")
+    storage_port: int = env_field("DDNRAG_STORAGE_PORT", 50052, "Storage gRPC port")
+    retriever_port: int = env_field("DDNRAG_RETRIEVER_PORT", 50053, "Retriever gRPC port")
+    llm_gateway_port: int = env_field("DDNRAG_LLM_GATEWAY_PORT", 50054, "LLM gateway gRPC port")
+    gateway_port: int = env_field("DDNRAG_GATEWAY_PORT", 8080, "Gateway HTTP port")
+    embedder_metrics_port: int = env_field("DDNRAG_EMBEDDER_METRICS_PORT", 9101, "Embedder Prometheus port")
+    storage_metrics_port: int = env_field("DDNRAG_STORAGE_METRICS_PORT", 9102, "Storage Prometheus port")
+    retriever_metrics_port: int = env_field("DDNRAG_RETRIEVER_METRICS_PORT", 9103, "Retriever Prometheus port")
+    llm_gateway_metrics_port: int = env_field("DDNRAG_LLM_GATEWAY_METRICS_PORT", 9104, "LLM gateway Prometheus port")
+    sample_corpus: str = env_field(
+        "DDNRAG_STACK_SAMPLE_CORPUS", str(ROOT / "sample_corpus"), "Directory ingested once at first start ('' to skip)"
+    )
+    start_timeout_s: float = env_field(
+        "DDNRAG_STACK_START_TIMEOUT_S", 300.0, "How long each child may take to become healthy"
+    )
+
+    @property
+    def data(self) -> Path:
+        return Path(self.data_dir).resolve()
+
+    @property
+    def seaweed_ports(self) -> SeaweedPorts:
+        return SeaweedPorts(
+            s3=self.s3_port,
+            master=self.seaweed_master_port,
+            volume=self.seaweed_volume_port,
+            filer=self.seaweed_filer_port,
+            admin=self.seaweed_admin_port,
+        )
+
+    def addr(self, port: int) -> str:
+        return f"{self.host}:{port}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.host}:{self.gateway_port}"
+
+    def ports_with_variables(self) -> list[tuple[int, str]]:
+        """Every port the stack binds, with the variable that changes it."""
+        out: list[tuple[int, str]] = []
+        for f in self.__dataclass_fields__.values():
+            if f.name.endswith("_port"):
+                port = getattr(self, f.name)
+                var = f.metadata["env"]
+                out.append((port, var))
+                if f.name.startswith("seaweed_") or f.name == "s3_port":
+                    out.append((port + 10000, f"{var} (its gRPC twin, port + 10000)"))
+        return out
+
+
+class PortInUseError(RuntimeError):
+    pass
+
+
+def check_ports(cfg: StackConfig) -> None:
+    busy = [(p, var) for p, var in cfg.ports_with_variables() if p and port_in_use(p, cfg.host)]
+    if busy:
+        lines = "\n".join(f"  port {p} is already in use; set {var} to another port" for p, var in busy)
+        raise PortInUseError(f"cannot start the stack:\n{lines}\n(is another `rag up` running? try `rag status`)")
+
+
+@dataclass
+class Child:
+    """One supervised process."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    ready: Callable[[], asyncio.Future[bool] | object]
+    needs: list[str] = field(default_factory=list)
+    proc: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    healthy: bool = False
+    started_at: float = 0.0
+
+
+def _die_with_parent() -> None:
+    """Child preexec: receive SIGTERM when the supervisor dies, so nothing is orphaned."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+async def grpc_serving(addr: str, timeout: float = 1.0) -> bool:
+    try:
+        async with grpc.aio.insecure_channel(addr) as ch:
+            resp = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+            return resp.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.aio.AioRpcError:
+        return False
+
+
+async def http_ok(url: str, timeout: float = 2.0) -> bool:
+    try:
+        async with aiohttp.ClientSession() as s, s.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as r:
+            return r.status == 200
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return False
+
+
+class Supervisor:
+    def __init__(self, cfg: StackConfig, *, out: Callable[[str], None] = print) -> None:
+        self.cfg = cfg
+        self.out = out
+        self.children: dict[str, Child] = {}
+        self.stopping = asyncio.Event()
+        self.data = cfg.data
+        (self.data / "logs").mkdir(parents=True, exist_ok=True)
+
+    # ---- definitions -------------------------------------------------------------------------
+    def _service_env(self, svc: str, port: int, metrics_port: int) -> dict[str, str]:
+        prefix = f"DDNRAG_{svc.upper()}_"
+        state = self.data / "state" / svc
+        state.mkdir(parents=True, exist_ok=True)
+        return {
+            prefix + "HOST": self.cfg.host,
+            prefix + "PORT": str(port),
+            prefix + "METRICS_PORT": str(metrics_port),
+            prefix + "STATE_DIR": str(state),
+        }
+
+    def define(self) -> None:
+        cfg = self.cfg
+        py = sys.executable
+        base = {k: v for k, v in os.environ.items() if not k.startswith("DDNRAG_")}
+        base.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
+        base["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        creds = ensure_credentials(self.data)
+        identities = write_identities(self.data, creds)
+        s3 = f"http://{cfg.host}:{cfg.s3_port}"
+
+        async def seaweed_ready() -> bool:
+            try:
+                await asyncio.to_thread(wait_s3_ready, s3, creds, cfg.bucket, 1.0)
+                return True
+            except TimeoutError:
+                return False
+
+        def svc(name: str, port: int, metrics: int, needs: list[str], extra: dict[str, str]) -> Child:
+            env = {**base, **self._service_env(name, port, metrics), **extra}
+            argv = [py, "-m", f"services.{name}.server"]
+            return Child(name, argv, env, lambda: grpc_serving(cfg.addr(port)), needs)
+
+        storage_env = {
+            "DDNRAG_STORAGE_DEFAULT_ENDPOINT": s3,
+            "DDNRAG_STORAGE_DEFAULT_BUCKET": cfg.bucket,
+            "DDNRAG_STORAGE_DEFAULT_REGION": "us-east-1",
+            "DDNRAG_STORAGE_DEFAULT_ACCESS_KEY_ID": creds.access_key_id,
+            "DDNRAG_STORAGE_DEFAULT_SECRET_ACCESS_KEY": creds.secret_access_key,
+        }
+        children = [
+            Child("seaweedfs", weed_command(self.data, cfg.seaweed_ports, identities), base, seaweed_ready),
+            svc("storage", cfg.storage_port, cfg.storage_metrics_port, ["seaweedfs"], storage_env),
+            svc("embedder", cfg.embedder_port, cfg.embedder_metrics_port, [], {}),
+            svc(
+                "retriever",
+                cfg.retriever_port,
+                cfg.retriever_metrics_port,
+                ["storage", "embedder"],
+                {
+                    "DDNRAG_RETRIEVER_EMBEDDER_ADDR": cfg.addr(cfg.embedder_port),
+                    "DDNRAG_RETRIEVER_STORAGE_ADDR": cfg.addr(cfg.storage_port),
+                },
+            ),
+            svc(
+                "llm_gateway",
+                cfg.llm_gateway_port,
+                cfg.llm_gateway_metrics_port,
+                ["retriever", "embedder"],
+                {
+                    "DDNRAG_LLM_GATEWAY_RETRIEVER_ADDR": cfg.addr(cfg.retriever_port),
+                    "DDNRAG_LLM_GATEWAY_EMBEDDER_ADDR": cfg.addr(cfg.embedder_port),
+                },
+            ),
+        ]
+        gw_env = {
+            **base,
+            "DDNRAG_GATEWAY_HOST": cfg.host,
+            "DDNRAG_GATEWAY_PORT": str(cfg.gateway_port),
+            "DDNRAG_GATEWAY_STORAGE_ADDR": cfg.addr(cfg.storage_port),
+            "DDNRAG_GATEWAY_RETRIEVER_ADDR": cfg.addr(cfg.retriever_port),
+            "DDNRAG_GATEWAY_LLM_GATEWAY_ADDR": cfg.addr(cfg.llm_gateway_port),
+            "DDNRAG_GATEWAY_EMBEDDER_ADDR": cfg.addr(cfg.embedder_port),
+            "DDNRAG_GATEWAY_STATE_DIR": str(self.data / "state" / "gateway"),
+        }
+        children.append(
+            Child(
+                "gateway",
+                [py, "-m", "gateway.server"],
+                gw_env,
+                lambda: http_ok(f"{cfg.gateway_url}/api/health"),
+                ["storage", "embedder", "retriever", "llm_gateway"],
+            )
+        )
+        self.children = {c.name: c for c in children}
+
+    # ---- process control ---------------------------------------------------------------------
+    async def spawn(self, child: Child) -> None:
+        logf = open(self.data / "logs" / f"{child.name}.log", "ab")  # noqa: ASYNC230 - opened once per spawn, handed to the child
+        child.proc = await asyncio.create_subprocess_exec(
+            *child.argv,
+            env=child.env,
+            cwd=str(ROOT),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=logf,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        logf.close()
+        child.healthy = False
+        child.started_at = time.monotonic()
+
+    async def wait_healthy(self, child: Child, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if child.proc is not None and child.proc.returncode is not None:
+                raise RuntimeError(
+                    f"{child.name} exited with code {child.proc.returncode} while starting; "
+                    f"see {self.data / 'logs' / (child.name + '.log')}"
+                )
+            if await child.ready():  # type: ignore[misc]
+                child.healthy = True
+                return
+            await asyncio.sleep(0.2)
+        raise TimeoutError(
+            f"{child.name} did not become healthy in {timeout_s:.0f}s; see {self.data / 'logs' / (child.name + '.log')}"
+        )
+
+    async def start_all(self) -> None:
+        check_ports(self.cfg)
+        self.define()
+        started: set[str] = set()
+        pending = dict(self.children)
+        # Start in dependency waves; children with no unmet needs start together.
+        while pending:
+            wave = [c for c in pending.values() if all(n in started for n in c.needs)]
+            for c in wave:
+                t0 = time.monotonic()
+                await self.spawn(c)
+                c.started_at = t0
+            await asyncio.gather(*(self.wait_healthy(c, self.cfg.start_timeout_s) for c in wave))
+            for c in wave:
+                self.out(f"  {c.name:<12} healthy in {time.monotonic() - c.started_at:5.1f}s  (pid {c.proc.pid})")  # type: ignore[union-attr]
+                started.add(c.name)
+                del pending[c.name]
+
+    async def monitor(self) -> None:
+        """Restarts children that die, with backoff, once their dependencies are healthy."""
+        backoff: dict[str, float] = {}
+        while not self.stopping.is_set():
+            for c in self.children.values():
+                if c.proc is None or c.proc.returncode is None:
+                    continue
+                if self.stopping.is_set():
+                    return
+                code = c.proc.returncode
+                c.healthy = False
+                delay = backoff.get(c.name, 1.0)
+                self.out(f"  {c.name} exited with code {code}; restarting in {delay:.0f}s (see data/logs/{c.name}.log)")
+                log.warning("child exited", extra={"child": c.name, "code": code})
+                await asyncio.sleep(delay)
+                while not all(self.children[n].healthy for n in c.needs) and not self.stopping.is_set():
+                    await asyncio.sleep(0.5)
+                if self.stopping.is_set():
+                    return
+                c.restarts += 1
+                await self.spawn(c)
+                try:
+                    await self.wait_healthy(c, self.cfg.start_timeout_s)
+                    self.out(f"  {c.name} restarted (restart #{c.restarts})")
+                    backoff[c.name] = 1.0
+                except (RuntimeError, TimeoutError) as err:
+                    self.out(f"  {c.name} did not come back: {err}")
+                    backoff[c.name] = min(delay * 2, 30.0)
+            # Track health of running children so dependants wait correctly after restarts.
+            for c in self.children.values():
+                if c.proc is not None and c.proc.returncode is None and not c.healthy:
+                    c.healthy = bool(await c.ready())  # type: ignore[misc]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), 0.5)
+
+    async def stop_all(self, grace_s: float = 15.0) -> None:
+        for c in reversed(list(self.children.values())):
+            if c.proc is None or c.proc.returncode is not None:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                c.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(c.proc.wait(), grace_s)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    c.proc.kill()
+                await c.proc.wait()
+            self.out(f"  {c.name:<12} stopped")
+
+    def status(self) -> dict[str, dict[str, object]]:
+        return {
+            c.name: {
+                "pid": c.proc.pid if c.proc else None,
+                "running": bool(c.proc and c.proc.returncode is None),
+                "healthy": c.healthy,
+                "restarts": c.restarts,
+            }
+            for c in self.children.values()
+        }
+
+
+def pidfile(cfg: StackConfig) -> Path:
+    return cfg.data / "run" / "stack.json"
+
+
+def write_pidfile(cfg: StackConfig) -> None:
+    path = pidfile(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pid": os.getpid(), "gateway_url": cfg.gateway_url, "started": time.time()}))
+
+
+def load_config(**overrides: object) -> StackConfig:
+    return load_env(StackConfig, **overrides)
