@@ -75,7 +75,7 @@ class ServiceCallError(Exception):
         reason, metadata = "", {}
         try:
             status = rpc_status.from_call(err)  # type: ignore[arg-type]
-        except Exception:
+        except Exception:  # noqa: BLE001 - a malformed trailer must not hide the error
             status = None
         if status is not None:
             info = error_info(status)

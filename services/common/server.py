@@ -98,7 +98,7 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
                     return await inner(request, context)
                 except (asyncio.CancelledError, grpc.aio.AbortError):
                     raise
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - the catch-all
                     await handle_error(exc, context)
                 finally:
                     metrics.observe(method, _code_of(context), time.perf_counter() - t0)
@@ -116,7 +116,7 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
                         yield item
                 except (asyncio.CancelledError, grpc.aio.AbortError):
                     raise
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - the catch-all
                     await handle_error(exc, context)
                 finally:
                     metrics.observe(method, _code_of(context), time.perf_counter() - t0)

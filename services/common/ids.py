@@ -1,0 +1,24 @@
+"""Content-addressed and stable ids shared by every component."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def document_id(collection: str, name: str) -> str:
+    """The id of the document called `name` in `collection`: stable, so uploading a file with the
+    same name again replaces that document instead of adding a second copy."""
+    return hashlib.sha256(f"{collection}\x00{name}".encode()).hexdigest()[:16]
+
+
+def document_key(collection: str, doc_id: str, name: str) -> str:
+    """Where a raw document lives in the object store."""
+    return f"docs/{collection}/{doc_id}/{name}"
+
+
+def valid_name(name: str) -> bool:
+    """Collection and backend names: [a-z0-9][a-z0-9_-]{0,62}."""
+    return bool(_NAME_RE.match(name))
