@@ -315,7 +315,7 @@ class Supervisor:
                 await self.spawn(c)
                 try:
                     await self.wait_healthy(c, self.cfg.start_timeout_s)
-                    self.out(f"  {c.name} restarted (restart #{c.restarts})")
+                    self.out(f"  {c.name} restarted (restart #{c.restarts}) (pid {c.proc.pid})")  # type: ignore[union-attr]
                     backoff[c.name] = 1.0
                 except (RuntimeError, TimeoutError) as err:
                     self.out(f"  {c.name} did not come back: {err}")

@@ -30,7 +30,7 @@ from cli.stack import (
 )
 from services.common.ids import document_id, document_key
 
-console = Console()
+console = Console(soft_wrap=True)
 SAMPLE_COLLECTION = "default"
 SAMPLE_TYPES = {".md": "text/markdown", ".txt": "text/plain"}
 

@@ -1,0 +1,180 @@
+"""The whole stack as a user runs it: `rag up` (SeaweedFS + four services + gateway as processes),
+then upload -> ingestion SSE -> question SSE with citations, then a clean stop."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import boto3
+import pytest
+from botocore.config import Config
+
+from cli.seaweed import port_in_use
+from tests.support.sse import iter_sse
+from tests.support.stack import RunningStack, start_stack
+
+pytestmark = [pytest.mark.e2e]
+
+DOC_NAME = "zephyr-cooling.md"
+DOC = b"""# Project Zephyr cooling loop
+
+Project Zephyr is the liquid cooling loop of the Oslo data hall. The Zephyr loop keeps every
+GPU rack below 30 degrees Celsius using a glycol mixture pumped at 120 litres per minute.
+The loop was commissioned in March 2024 by the facilities team led by Ingrid Solberg.
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    s = start_stack(tmp_path_factory.mktemp("stack") / "data")
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+async def _upload(
+    session: aiohttp.ClientSession, url: str, name: str, body: bytes, ctype: str
+) -> aiohttp.ClientResponse:
+    form = aiohttp.FormData()
+    form.add_field("file", body, filename=name, content_type=ctype)
+    return await session.post(f"{url}/api/documents", data=form)
+
+
+async def test_upload_ingest_ask_with_citations(stack: RunningStack) -> None:
+    async with aiohttp.ClientSession() as session:
+        resp = await _upload(session, stack.url, DOC_NAME, DOC, "text/markdown")
+        assert resp.status in (200, 201, 202), await resp.text()
+        job_id = (await resp.json())["job_id"]
+
+        events = []
+        async with session.get(f"{stack.url}/api/ingestion/stream", params={"job_id": job_id}) as sse:
+            assert sse.status == 200
+            assert sse.headers["Content-Type"].startswith("text/event-stream")
+            async for ev in iter_sse(sse):
+                events.append(ev)
+                if ev.event in ("done", "error"):
+                    break
+        names = [e.event for e in events]
+        assert names[-1] == "done", f"ingestion ended with {events[-1].event}: {events[-1].data}"
+        assert "progress" in names
+
+        async with session.get(
+            f"{stack.url}/api/rag/stream", params={"q": "What temperature does the Zephyr loop keep GPU racks below?"}
+        ) as sse:
+            assert sse.status == 200
+            got = [ev async for ev in iter_sse(sse)]
+        kinds = [e.event for e in got]
+        assert kinds[0] == "start", kinds
+        assert kinds.count("token") >= 2
+        assert kinds[-1] == "done", got[-1].data
+        done = got[-1].json()
+        answer = "".join(e.json()["text"] for e in got if e.event == "token")
+        assert "30" in answer, answer
+        docs = {c["document_name"] for c in done["citations"]}
+        assert DOC_NAME in docs, done["citations"]
+        cited = next(c for c in done["citations"] if c["document_name"] == DOC_NAME)
+        assert cited["object_key"].startswith("chunks/") and cited["chunk_id"]
+        assert "timings" in done
+
+
+def test_chunk_objects_really_are_in_seaweedfs(stack: RunningStack) -> None:
+    creds = json.loads((stack.data_dir / "secrets" / "s3-credentials.json").read_text())
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{stack.ports['DDNRAG_S3_PORT']}",
+        aws_access_key_id=creds["access_key_id"],
+        aws_secret_access_key=creds["secret_access_key"],
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}),
+    )
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="ddnrag", Prefix="chunks/default/").get("Contents", [])]
+    assert keys, "no chunk objects in the bucket"
+    docs = [o["Key"] for o in s3.list_objects_v2(Bucket="ddnrag", Prefix="docs/default/").get("Contents", [])]
+    assert any(k.endswith("/ttfb-and-latency.md") for k in docs), docs  # the sample corpus
+
+
+async def test_bad_input_is_refused_and_leaves_nothing(stack: RunningStack) -> None:
+    async with aiohttp.ClientSession() as session:
+        empty = await _upload(session, stack.url, "empty.txt", b"", "text/plain")
+        assert empty.status in (415, 422)
+        assert "accepted" in (await empty.text()).lower() or "empty" in (await empty.text()).lower()
+        binary = await _upload(session, stack.url, "blob.txt", bytes(range(256)) * 4, "text/plain")
+        assert binary.status in (415, 422), await binary.text()
+        exe = await _upload(session, stack.url, "tool.exe", b"MZ\x90\x00", "application/octet-stream")
+        assert exe.status == 415, await exe.text()
+        assert "pdf" in (await exe.text()).lower()
+        q = await session.get(f"{stack.url}/api/rag/stream", params={"q": "   "})
+        assert q.status == 400
+        docs = await session.get(f"{stack.url}/api/documents")
+        if docs.status == 200:
+            names = json.dumps(await docs.json())
+            assert "blob.txt" not in names and "tool.exe" not in names and "empty.txt" not in names
+
+
+def test_rag_status_reports_serving(stack: RunningStack) -> None:
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "rag"), "status", "--json"],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    status = json.loads(out.stdout)
+    assert all(s["serving"] for s in status["services"].values()), status
+
+
+def test_port_in_use_names_port_and_variable(stack: RunningStack, tmp_path: Path) -> None:
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "rag"), "up"],
+        env={**stack.env, "DDNRAG_DATA_DIR": str(tmp_path / "other")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert f"port {stack.ports['DDNRAG_GATEWAY_PORT']} is already in use" in out.stdout
+    assert "DDNRAG_GATEWAY_PORT" in out.stdout
+
+
+def _child_pids(output: str) -> dict[str, int]:
+    """The latest pid of each child, from the supervisor's output."""
+    pids: dict[str, int] = {}
+    for name, pid in re.findall(r"^\s+(\w+)\s+(?:healthy in .*|restarted .*)\(pid (\d+)\)", output, re.M):
+        pids[name] = int(pid)
+    return pids
+
+
+def test_dead_child_is_restarted(stack: RunningStack) -> None:
+    import requests
+
+    before = _child_pids(stack.output())["llm_gateway"]
+    subprocess.run(["kill", "-9", str(before)], check=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and "llm_gateway restarted" not in stack.output():
+        time.sleep(0.5)
+    assert "llm_gateway restarted" in stack.output(), stack.output()[-3000:]
+    after = _child_pids(stack.output())["llm_gateway"]
+    assert after != before
+    assert requests.get(f"{stack.url}/api/health", timeout=10).status_code == 200
+
+
+def test_sigterm_stops_every_child_and_frees_ports(stack: RunningStack) -> None:
+    child_pids = list(_child_pids(stack.output()).values())
+    assert len(child_pids) == 6, stack.output()
+    code = stack.stop()
+    assert code == 0, stack.output()[-3000:]
+    assert "stopped" in stack.output()
+    time.sleep(0.5)
+    for var, port in stack.ports.items():
+        assert not port_in_use(port), f"{var}={port} still bound after stop"
+    alive = [pid for pid in child_pids if Path(f"/proc/{pid}").exists()]
+    assert not alive, f"orphaned children: {alive}"

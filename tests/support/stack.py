@@ -1,0 +1,115 @@
+"""Starts the real local stack (`rag up`) as a process on free loopback ports, for e2e tests."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from cli.seaweed import port_in_use
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PORT_VARS = [
+    "DDNRAG_S3_PORT",
+    "DDNRAG_SEAWEED_MASTER_PORT",
+    "DDNRAG_SEAWEED_VOLUME_PORT",
+    "DDNRAG_SEAWEED_FILER_PORT",
+    "DDNRAG_SEAWEED_ADMIN_PORT",
+    "DDNRAG_EMBEDDER_PORT",
+    "DDNRAG_STORAGE_PORT",
+    "DDNRAG_RETRIEVER_PORT",
+    "DDNRAG_LLM_GATEWAY_PORT",
+    "DDNRAG_GATEWAY_PORT",
+    "DDNRAG_EMBEDDER_METRICS_PORT",
+    "DDNRAG_STORAGE_METRICS_PORT",
+    "DDNRAG_RETRIEVER_METRICS_PORT",
+    "DDNRAG_LLM_GATEWAY_METRICS_PORT",
+]
+SEAWEED_VARS = PORT_VARS[:5]
+
+
+def free_stack_ports() -> dict[str, int]:
+    """A free port per variable (SeaweedFS ports also need port + 10000 free)."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(30000, 39000, 20)
+        ports = {var: base + i for i, var in enumerate(PORT_VARS)}
+        needed = list(ports.values()) + [ports[v] + 10000 for v in SEAWEED_VARS]
+        if not any(port_in_use(p) for p in needed):
+            return ports
+    raise RuntimeError("no free port block for the stack")
+
+
+@dataclass
+class RunningStack:
+    proc: subprocess.Popen[bytes]
+    data_dir: Path
+    ports: dict[str, int]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['DDNRAG_GATEWAY_PORT']}"
+
+    def addr(self, var: str) -> str:
+        return f"127.0.0.1:{self.ports[var]}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, **{k: str(v) for k, v in self.ports.items()}, "DDNRAG_DATA_DIR": str(self.data_dir)}
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout_s: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_stack(data_dir: Path, *, extra_env: dict[str, str] | None = None, timeout_s: float = 420) -> RunningStack:
+    ports = free_stack_ports()
+    env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "DDNRAG_DATA_DIR": str(data_dir), **(extra_env or {})}
+    env.pop("PYTHONPATH", None)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / "rag-up.out"
+    rag = Path(sys.executable).parent / "rag"
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(
+            [str(rag), "up"], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    stack = RunningStack(proc, data_dir, ports, log_path)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"`rag up` exited with {proc.returncode}:\n{stack.output()[-4000:]}")
+        if "Build.DDN.RAG is up" in stack.output():
+            return stack
+        time.sleep(0.5)
+    stack.stop()
+    raise TimeoutError(f"`rag up` did not come up in {timeout_s}s:\n{stack.output()[-4000:]}")
+
+
+def wait_http_ok(url: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(url)
