@@ -119,6 +119,36 @@ async def test_bad_input_is_refused_and_leaves_nothing(stack: RunningStack) -> N
             assert "blob.txt" not in names and "tool.exe" not in names and "empty.txt" not in names
 
 
+SERVICES = {
+    "DDNRAG_EMBEDDER_PORT": "ddnrag.embedder.v1.EmbedderService",
+    "DDNRAG_STORAGE_PORT": "ddnrag.storage.v1.StorageService",
+    "DDNRAG_RETRIEVER_PORT": "ddnrag.retriever.v1.RetrieverService",
+    "DDNRAG_LLM_GATEWAY_PORT": "ddnrag.llm.v1.LlmService",
+}
+
+
+@pytest.mark.parametrize("port_var", list(SERVICES))
+def test_grpcurl_lists_service_and_health_says_serving(stack: RunningStack, port_var: str) -> None:
+    grpcurl = str(Path(sys.executable).parent / "grpcurl")
+    addr = stack.addr(port_var)
+    listed = subprocess.run([grpcurl, "-plaintext", addr, "list"], capture_output=True, text=True, timeout=30)
+    assert listed.returncode == 0, listed.stderr
+    names = listed.stdout.split()
+    assert SERVICES[port_var] in names and "grpc.health.v1.Health" in names, names
+    described = subprocess.run(
+        [grpcurl, "-plaintext", addr, "describe", SERVICES[port_var]], capture_output=True, text=True, timeout=30
+    )
+    assert described.returncode == 0 and "rpc " in described.stdout, described.stderr
+    health = subprocess.run(
+        [grpcurl, "-plaintext", "-d", "{}", addr, "grpc.health.v1.Health/Check"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert health.returncode == 0, health.stderr
+    assert json.loads(health.stdout)["status"] == "SERVING"
+
+
 def test_rag_status_reports_serving(stack: RunningStack) -> None:
     out = subprocess.run(
         [str(Path(sys.executable).parent / "rag"), "status", "--json"],
