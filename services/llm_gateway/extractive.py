@@ -1,0 +1,164 @@
+"""The grounded extractive generator: the default backend, no LLM needed.
+
+It splits the context passages into sentences, ranks them against the question with the
+embedder (cosine similarity of L2-normalised embeddings, plus a small bonus for shared content
+words), and composes a short answer from the best ones, each followed by the number of its
+passage as [n]. When no sentence is close enough to the question it says plainly that the
+passages do not answer it. Given the same passages and embeddings it always gives the same answer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from services.common.errors import ErrorKind, ServiceError
+
+from .backend import BackendError, BackendLimits, BackendRequest, Delta
+from .tokens import TokenCounter, pieces
+
+
+class Encoder(Protocol):
+    """Embeds texts: (n, dim) float32, rows L2-normalised."""
+
+    async def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+NO_PASSAGES = "No passages were found for this question, so it cannot be answered from the collection."
+NOT_ANSWERED = "The passages found do not answer this question."
+
+_SENT_SPLIT = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+_WORD = re.compile(r"[a-z0-9]+")
+_STOP = frozenset(
+    """a an the and or but if of to in on at by for with from into over as is are was were be been being
+    it its this that these those there here what which who whom whose when where why how do does did
+    can could should would will shall may might must have has had i you he she we they me my your our
+    their his her not no yes than then so such about up down out off only own same too very just also
+    any all each some most more other""".split()
+)
+
+
+@dataclass(frozen=True)
+class Sentence:
+    passage: int  # 1-based passage number
+    position: int
+    text: str
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of a passage: paragraphs and list items first, then sentence punctuation.
+    Markdown heading marks and list bullets are dropped."""
+    out: list[str] = []
+    for line in re.split(r"\n\s*\n|\n(?=\s*(?:[-*+]|\d+[.)]|#+)\s)", text):
+        line = " ".join(line.split())
+        line = re.sub(r"^(?:#+|[-*+]|\d+[.)])\s+", "", line)
+        if not line:
+            continue
+        out.extend(s.strip() for s in _SENT_SPLIT.split(line) if s.strip())
+    return out
+
+
+def content_words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1}
+
+
+class ExtractiveBackend:
+    """The extractive generator as a backend (kind "extractive", model "extractive-v1")."""
+
+    kind = "extractive"
+    default_model = "extractive-v1"
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        counter: TokenCounter,
+        *,
+        name: str = "extractive",
+        min_score: float = 0.35,
+        margin: float = 0.15,
+        max_sentences: int = 3,
+        min_words: int = 4,
+        limits: BackendLimits | None = None,
+    ) -> None:
+        self.name = name
+        self.encoder = encoder
+        self.counter = counter
+        self.min_score = min_score
+        self.margin = margin
+        self.max_sentences = max_sentences
+        self.min_words = min_words
+        self.limits = limits or BackendLimits(first_token_timeout_s=30.0, retries=0, max_concurrency=64)
+
+    def models(self) -> list[str]:
+        return [self.default_model]
+
+    async def close(self) -> None:
+        return None
+
+    async def compose(self, question: str, passages: Sequence[str]) -> str:
+        """The answer text, citations included."""
+        if not passages:
+            return NO_PASSAGES
+        sentences: list[Sentence] = []
+        seen: set[str] = set()
+        for n, text in enumerate(passages, start=1):
+            for pos, s in enumerate(split_sentences(text)):
+                key = " ".join(s.lower().split())
+                if len(s.split()) < self.min_words or key in seen:
+                    continue
+                seen.add(key)
+                sentences.append(Sentence(n, pos, s))
+        if not sentences:
+            return NOT_ANSWERED
+        vecs = await self.encoder.encode([question, *(s.text for s in sentences)])
+        q, m = vecs[0], vecs[1:]
+        cos = m @ q
+        qwords = content_words(question)
+        scores: list[float] = []
+        for s, c in zip(sentences, cos.tolist(), strict=True):
+            overlap = len(qwords & content_words(s.text)) / len(qwords) if qwords else 0.0
+            scores.append(float(c) + 0.15 * overlap)
+        # Best first; ties broken by passage number then position, so the answer is deterministic.
+        order = sorted(range(len(sentences)), key=lambda i: (-round(scores[i], 6), sentences[i].passage, i))
+        best = scores[order[0]]
+        if best < self.min_score:
+            return NOT_ANSWERED
+        floor = max(self.min_score, best - self.margin)
+        chosen = [sentences[i] for i in order[: self.max_sentences] if scores[i] >= floor]
+        return " ".join(cite(s.text, s.passage) for s in chosen)
+
+    async def stream(self, request: BackendRequest) -> AsyncIterator[Delta]:
+        prompt = request.prompt
+        try:
+            text = await self.compose(prompt.question, [p.text for p in prompt.passages])
+        except ServiceError as err:
+            raise BackendError(
+                ErrorKind.UNAVAILABLE if err.kind != ErrorKind.DEADLINE_EXCEEDED else err.kind,
+                f"the extractive generator could not embed the passages: {err.message}",
+                reason="EMBEDDER_FAILED",
+                backend=self.name,
+                retryable=err.kind in (ErrorKind.UNAVAILABLE, ErrorKind.DEADLINE_EXCEEDED),
+            ) from None
+        budget = request.max_tokens
+        used = 0
+        finish = "stop"
+        for piece in pieces(text):
+            n = self.counter.count(piece)
+            if used + n > budget:
+                finish = "length"
+                break
+            used += n
+            yield Delta(text=piece)
+        yield Delta(finish_reason=finish)
+
+
+def cite(sentence: str, number: int) -> str:
+    """ "A sentence." -> "A sentence [n].": the citation goes before the final punctuation."""
+    s = sentence.rstrip()
+    if s and s[-1] in ".!?":
+        return f"{s[:-1]} [{number}]{s[-1]}"
+    return f"{s} [{number}]."

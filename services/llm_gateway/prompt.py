@@ -1,0 +1,120 @@
+"""Prompt building: numbered context passages inside a token budget, a system prompt that asks
+for citations, and the map from each citation number to its passage (chunk and document)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .domain import Citation, Passage
+from .tokens import TokenCounter
+
+SYSTEM_PROMPT = (
+    "You answer questions using only the numbered context passages the user gives. "
+    "Cite every statement with the number of the passage it comes from in square brackets, "
+    "for example [1] or [2][3]. If the passages do not contain the answer, say plainly that they "
+    "do not answer the question, and do not guess. Answer briefly."
+)
+
+# A passage cut to fit the budget keeps at least this many tokens, otherwise it is left out.
+MIN_PASSAGE_TOKENS = 32
+# Tokens the chat template adds around each message (role markers); an allowance, not exact.
+MESSAGE_OVERHEAD_TOKENS = 4
+
+_CITE = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """The built prompt. `passages[i]` is cited as [i + 1]."""
+
+    question: str
+    passages: tuple[Passage, ...]
+    messages: tuple[dict[str, str], ...]
+    prompt_tokens: int
+    # Passages given but left out (or cut) to stay inside the budget.
+    dropped: int
+    truncated: int
+
+    @property
+    def citation_map(self) -> dict[int, Passage]:
+        return {i + 1: p for i, p in enumerate(self.passages)}
+
+
+def passage_header(number: int, p: Passage) -> str:
+    name = p.document_name or p.document_id or p.chunk_id or "passage"
+    return f"[{number}] (source: {name})"
+
+
+def user_message(question: str, passages: Sequence[Passage]) -> str:
+    if not passages:
+        ctx = "(no passages were found)"
+    else:
+        ctx = "\n\n".join(f"{passage_header(i + 1, p)}\n{p.text.strip()}" for i, p in enumerate(passages))
+    return f"Context passages:\n\n{ctx}\n\nQuestion: {question.strip()}"
+
+
+def build_prompt(question: str, passages: Sequence[Passage], counter: TokenCounter, budget_tokens: int) -> Prompt:
+    """Numbers the passages in the order given and keeps as many as fit in `budget_tokens`
+    (system prompt, question and passage headers included). The last passage that does not fit
+    whole is cut at a token boundary if at least MIN_PASSAGE_TOKENS of it fit; the rest are left
+    out. Counts use `counter` (see tokens.py)."""
+    fixed = counter.count(SYSTEM_PROMPT) + counter.count(user_message(question, [])) + 2 * MESSAGE_OVERHEAD_TOKENS
+    left = budget_tokens - fixed
+    kept: list[Passage] = []
+    truncated = 0
+    texts = [p.text.strip() for p in passages]
+    counts = counter.count_many(texts)
+    for i, (p, text, n) in enumerate(zip(passages, texts, counts, strict=True)):
+        header = counter.count(passage_header(i + 1, p)) + 2
+        if header + n <= left:
+            kept.append(p)
+            left -= header + n
+            continue
+        room = left - header
+        if room >= MIN_PASSAGE_TOKENS:
+            cut = counter.truncate(text, room)
+            kept.append(_with_text(p, cut))
+            truncated += 1
+        break
+    user = user_message(question, kept)
+    messages = ({"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user})
+    total = counter.count(SYSTEM_PROMPT) + counter.count(user) + 2 * MESSAGE_OVERHEAD_TOKENS
+    return Prompt(
+        question=question,
+        passages=tuple(kept),
+        messages=messages,
+        prompt_tokens=total,
+        dropped=len(passages) - len(kept),
+        truncated=truncated,
+    )
+
+
+def _with_text(p: Passage, text: str) -> Passage:
+    return Passage(
+        text=text,
+        chunk_id=p.chunk_id,
+        document_id=p.document_id,
+        document_name=p.document_name,
+        collection=p.collection,
+        object_key=p.object_key,
+        score=p.score,
+    )
+
+
+def cited_numbers(text: str, valid: int) -> list[int]:
+    """The citation numbers used in `text` ("[1]", "[2, 3]"), in order of first use, keeping
+    only 1..valid."""
+    out: list[int] = []
+    for m in _CITE.finditer(text):
+        for part in m.group(1).split(","):
+            n = int(part)
+            if 1 <= n <= valid and n not in out:
+                out.append(n)
+    return out
+
+
+def citations_for(text: str, prompt: Prompt) -> tuple[Citation, ...]:
+    cmap = prompt.citation_map
+    return tuple(Citation(n, cmap[n]) for n in cited_numbers(text, len(prompt.passages)))

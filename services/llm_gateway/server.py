@@ -1,0 +1,128 @@
+"""The LLM gateway server: `python -m services.llm_gateway.server`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from ddnrag.llm.v1 import llm_service_pb2 as pb
+from ddnrag.llm.v1 import llm_service_pb2_grpc as pb_grpc
+from services.common.config import ConfigError, load_env
+from services.common.logs import setup_logging
+from services.common.server import GrpcApp, build_server, run_forever, start_metrics
+
+from .backends import build_backends, parse_specs
+from .cache import AnswerCache
+from .config import LlmGatewayConfig
+from .core import LlmGateway, Searcher
+from .extractive import Encoder
+from .servicer import LlmServicer
+from .tokens import default_counter
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LlmService"].full_name
+
+
+def _backends_json(cfg: LlmGatewayConfig) -> tuple[str, str]:
+    if cfg.backends_file:
+        try:
+            return Path(cfg.backends_file).read_text(encoding="utf-8"), "DDNRAG_LLM_GATEWAY_BACKENDS_FILE"
+        except OSError as err:
+            raise ConfigError(
+                f"DDNRAG_LLM_GATEWAY_BACKENDS_FILE={cfg.backends_file}: cannot read it: {err.strerror}"
+            ) from None
+    return cfg.backends, "DDNRAG_LLM_GATEWAY_BACKENDS"
+
+
+def _default_encoder(cfg: LlmGatewayConfig) -> Encoder:
+    from .adapters import EmbedderEncoder, LocalEncoder
+
+    if cfg.embedder_addr == "local":
+        return LocalEncoder()
+    from clients.embedder import EmbedderClient
+
+    return EmbedderEncoder(EmbedderClient(cfg.embedder_addr))
+
+
+def _default_searcher(cfg: LlmGatewayConfig) -> Searcher:
+    from clients.retriever import RetrieverClient
+
+    from .adapters import RetrieverSearcher
+
+    return RetrieverSearcher(RetrieverClient(cfg.retriever_addr))
+
+
+async def build_core(
+    cfg: LlmGatewayConfig, *, searcher: Searcher | None = None, encoder: Encoder | None = None
+) -> LlmGateway:
+    raw, source = _backends_json(cfg)
+    specs = parse_specs(raw, source=source)
+    counter = await asyncio.to_thread(default_counter)
+    encoder = encoder or _default_encoder(cfg)
+    warm = getattr(encoder, "warm", None)
+    if warm is not None:
+        await warm()  # the in-process model loads before health says SERVING
+    searcher = searcher or _default_searcher(cfg)
+    backends = build_backends(
+        specs,
+        encoder=encoder,
+        counter=counter,
+        extractive_fallback=cfg.extractive_fallback,
+        extractive_min_score=cfg.extractive_min_score,
+    )
+    cache = None
+    if cfg.cache_max_bytes > 0:
+        cache = AnswerCache(Path(cfg.state_dir) / "answer_cache.sqlite", cfg.cache_max_bytes)
+        await cache.open()
+    core = LlmGateway(
+        backends,
+        counter,
+        searcher=searcher,
+        cache=cache,
+        context_budget_tokens=cfg.context_budget_tokens,
+        retrieval_timeout_s=cfg.retrieval_timeout_s,
+    )
+    core.closers.extend(c for c in (encoder, searcher) if hasattr(c, "close"))
+    return core
+
+
+async def create_server(
+    cfg: LlmGatewayConfig, *, searcher: Searcher | None = None, encoder: Encoder | None = None
+) -> tuple[GrpcApp, int]:
+    """Builds the core and serves it on `cfg.host:cfg.port` (0 picks a port, returned).
+    `searcher` / `encoder` replace the retriever and embedder clients (tests)."""
+    core = await build_core(cfg, searcher=searcher, encoder=encoder)
+    app = await build_server(
+        "llm_gateway",
+        [(pb_grpc.add_LlmServiceServicer_to_server, LlmServicer(core), SERVICE_NAME)],
+        cfg.host,
+        cfg.port,
+    )
+    app.on_stop.append(core.close)
+    log.info(
+        "llm gateway ready",
+        extra={"backends": ",".join(f"{b.name}:{b.kind}" for b in core.backends), "port": app.port},
+    )
+    return app, app.port
+
+
+async def _main() -> None:
+    cfg = load_env(LlmGatewayConfig)
+    setup_logging("llm_gateway", cfg.log_level)
+    app, _ = await create_server(cfg)
+    start_metrics(app.metrics, cfg.host, cfg.metrics_port)
+    await run_forever(app, cfg.shutdown_grace_s)
+
+
+def main() -> None:
+    try:
+        asyncio.run(_main())
+    except ConfigError as err:
+        logging.getLogger(__name__).error("bad configuration: %s", err)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

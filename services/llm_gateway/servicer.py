@@ -1,0 +1,197 @@
+"""`ddnrag.llm.v1.LlmService`: protobuf <-> domain, calls the core. A ServiceError raised before
+the first event escapes to the shared interceptor, which maps it to its status with ErrorInfo."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+from google.rpc import status_pb2
+
+from clients.base import remaining_timeout
+from ddnrag.common.v1 import common_pb2
+from ddnrag.llm.v1 import llm_service_pb2 as pb
+from ddnrag.llm.v1 import llm_service_pb2_grpc as pb_grpc
+from ddnrag.retriever.v1 import retriever_service_pb2 as rpb
+from services.common.pb import stage_pb
+from services.common.timing import Stage
+
+from .core import LlmGateway
+from .domain import (
+    Citation,
+    CitationEvent,
+    DoneEvent,
+    ErrorEvent,
+    GenParams,
+    Passage,
+    RetrievalEvent,
+    RetrievedChunk,
+    StartEvent,
+    TokenEvent,
+)
+
+
+def params_from_pb(m: pb.GenerationParams) -> GenParams:
+    return GenParams(
+        backend=m.backend, model=m.model, max_tokens=m.max_tokens, temperature=m.temperature, no_cache=m.no_cache
+    )
+
+
+def passage_from_pb(m: pb.Passage) -> Passage:
+    return Passage(
+        text=m.text,
+        chunk_id=m.chunk_id,
+        document_id=m.document_id,
+        document_name=m.document_name,
+        collection=m.collection,
+        object_key=m.object_key,
+        score=m.score,
+    )
+
+
+def citation_pb(c: Citation) -> common_pb2.Citation:
+    p = c.passage
+    return common_pb2.Citation(
+        number=c.number,
+        collection=p.collection,
+        document_id=p.document_id,
+        document_name=p.document_name,
+        chunk_id=p.chunk_id,
+        object_key=p.object_key,
+        score=p.score,
+        text=p.text[:1000],
+    )
+
+
+def timings_from(stages: tuple[Stage, ...], total_ns: int) -> common_pb2.Timings:
+    return common_pb2.Timings(
+        total_ns=total_ns,
+        stages=[stage_pb(s) for s in stages],
+        stages_sum_ns=sum(s.duration_ns for s in stages),
+    )
+
+
+def done_pb(ev: DoneEvent) -> pb.Done:
+    return pb.Done(
+        usage=pb.Usage(
+            prompt_tokens=ev.usage.prompt_tokens,
+            completion_tokens=ev.usage.completion_tokens,
+            source=ev.usage.source,
+        ),
+        ttft_ns=ev.ttft_ns,
+        rag_ttft_ns=ev.rag_ttft_ns,
+        generation_ns=ev.generation_ns,
+        tokens_per_s=ev.tokens_per_s,
+        inter_token_p50_ns=ev.inter_token_p50_ns,
+        inter_token_p99_ns=ev.inter_token_p99_ns,
+        finish_reason=ev.finish_reason,
+        citations=[citation_pb(c) for c in ev.citations],
+        text=ev.text,
+        timings=timings_from(ev.stages, ev.total_ns),
+    )
+
+
+def chunk_pb(c: RetrievedChunk) -> rpb.ScoredChunk:
+    p = c.passage
+    return rpb.ScoredChunk(
+        chunk_id=p.chunk_id,
+        document_id=p.document_id,
+        document_name=p.document_name,
+        collection=p.collection,
+        object_key=p.object_key,
+        text=p.text,
+        score=p.score,
+        bm25_rank=c.bm25_rank,
+        dense_rank=c.dense_rank,
+        position=c.position,
+        metadata=c.metadata,
+        status=status_pb2.Status(code=c.status.code, message=c.status.message),
+    )
+
+
+def retrieval_pb(ev: RetrievalEvent) -> pb.Retrieval:
+    r = ev.result
+    return pb.Retrieval(
+        chunks=[chunk_pb(c) for c in r.chunks],
+        index_version=r.index_version,
+        cache_hit=r.cache_hit,
+        timings=timings_from(r.stages, r.total_ns),
+    )
+
+
+def event_fields(ev: object) -> dict[str, object]:
+    """The oneof field (shared by GenerateResponse and AnswerResponse) for a core event."""
+    match ev:
+        case TokenEvent(text=text, index=index):
+            return {"token": pb.Token(text=text, index=index)}
+        case StartEvent(backend=backend, model=model, cache_hit=hit):
+            return {"start": pb.Start(backend=backend, model=model, cache_hit=hit)}
+        case CitationEvent(citation=c):
+            return {"citation": citation_pb(c)}
+        case DoneEvent():
+            return {"done": done_pb(ev)}
+        case ErrorEvent(error=err):
+            return {"error": err.to_status_proto()}
+        case RetrievalEvent():
+            return {"retrieval": retrieval_pb(ev)}
+    raise TypeError(f"unknown event {type(ev).__name__}")
+
+
+class LlmServicer(pb_grpc.LlmServiceServicer):
+    def __init__(self, core: LlmGateway) -> None:
+        self.core = core
+
+    async def Generate(
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.GenerateResponse]:
+        passages = [passage_from_pb(p) for p in request.passages]
+        stream = self.core.generate(request.question, passages, params_from_pb(request.params))
+        try:
+            async for ev in stream:
+                yield pb.GenerateResponse(**event_fields(ev))
+        finally:
+            await stream.aclose()
+
+    async def Answer(
+        self, request: pb.AnswerRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.AnswerResponse]:
+        stream = self.core.answer(
+            request.question,
+            collection=request.collection,
+            storage_backend=request.storage_backend,
+            top_k=request.top_k,
+            params=params_from_pb(request.params),
+            filters=dict(request.filters),
+            timeout_s=remaining_timeout(context, self.core.retrieval_timeout_s),
+        )
+        try:
+            async for ev in stream:
+                yield pb.AnswerResponse(**event_fields(ev))
+        finally:
+            await stream.aclose()
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
+        return pb.ListModelsResponse(
+            models=[
+                pb.Model(id=m.id, backend=m.backend, kind=m.kind, priority=m.priority) for m in self.core.list_models()
+            ]
+        )
+
+    async def CacheStats(
+        self, request: pb.CacheStatsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CacheStatsResponse:
+        if self.core.cache is None:
+            return pb.CacheStatsResponse()
+        s = await self.core.cache.stats()
+        return pb.CacheStatsResponse(
+            entries=s.entries, size_bytes=s.size_bytes, max_size_bytes=s.max_size_bytes, hits=s.hits, misses=s.misses
+        )
+
+    async def PurgeCache(
+        self, request: pb.PurgeCacheRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PurgeCacheResponse:
+        if self.core.cache is None:
+            return pb.PurgeCacheResponse()
+        return pb.PurgeCacheResponse(removed=await self.core.cache.purge())
