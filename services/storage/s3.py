@@ -1,0 +1,335 @@
+"""One S3 bucket behind a boto3 client, driven from asyncio through a bounded executor.
+
+Every blocking boto3 call runs in the executor; the connection pool is sized to the executor so
+parallel BatchGet items really run in parallel. botocore's own retries are off: throttling and
+transient failures are retried here with jittered exponential backoff, so each `Transfer`
+counts its retries and the backoff shows in its latency.
+
+Timing: a `before-send` hook stamps, per thread, the moment the HTTP request leaves. `ttfb_ns`
+is that moment -> the first body byte (or -> the response headers for calls with no body);
+`total_ns` -> the last byte. With retries both run from the first attempt's send, so the time
+a retry cost the caller is never hidden.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import boto3
+from botocore import UNSIGNED
+from botocore.config import Config
+
+from .errors import is_retryable, map_error
+from .model import BackendSpec, Credentials, Kind, ObjectMeta, Transfer
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    max_pool_connections: int = 64
+    connect_timeout_s: float = 3.0
+    read_timeout_s: float = 30.0
+    max_retries: int = 4
+    retry_base_ms: float = 50.0
+
+
+def build_client(
+    spec: BackendSpec,
+    creds: Credentials | None,
+    settings: ClientSettings,
+    *,
+    endpoint_override: str = "",
+    proxies: dict[str, str] | None = None,
+) -> Any:
+    """A boto3 S3 client for `spec`. Blocking (loads botocore's models): call it in an executor."""
+    checksum = "when_supported" if spec.kind is Kind.AWS_S3 else "when_required"
+    config = Config(
+        region_name=spec.region or "us-east-1",
+        signature_version=UNSIGNED if creds is None and spec.kind is not Kind.AWS_S3 else "s3v4",
+        s3={"addressing_style": spec.effective_addressing},
+        retries={"total_max_attempts": 1},
+        max_pool_connections=settings.max_pool_connections,
+        connect_timeout=settings.connect_timeout_s,
+        read_timeout=settings.read_timeout_s,
+        tcp_keepalive=True,
+        # The OCI quirk: OCI Object Storage (and older S3-compatible stores) reject the CRC
+        # trailers boto3 sends by default; only send/validate checksums where an API needs them.
+        request_checksum_calculation=checksum,
+        response_checksum_validation=checksum,
+        proxies=proxies,
+    )
+    if spec.insecure_skip_verify:
+        verify: bool | str = False
+    elif spec.ca_bundle_path:
+        verify = spec.ca_bundle_path
+    else:
+        verify = True
+    session = boto3.session.Session()
+    kwargs: dict[str, Any] = {}
+    if creds is not None:
+        kwargs.update(aws_access_key_id=creds.access_key_id, aws_secret_access_key=creds.secret_access_key)
+        if creds.session_token:
+            kwargs["aws_session_token"] = creds.session_token
+    return session.client(
+        "s3", endpoint_url=endpoint_override or spec.endpoint or None, verify=verify, config=config, **kwargs
+    )
+
+
+def _meta_from_head(key: str, h: dict[str, Any]) -> ObjectMeta:
+    lm = h.get("LastModified")
+    return ObjectMeta(
+        key=key,
+        size_bytes=int(h.get("ContentLength", 0) or 0),
+        etag=str(h.get("ETag", "")).strip('"'),
+        content_type=str(h.get("ContentType", "") or ""),
+        last_modified_unix_ns=int(lm.timestamp() * 1e9) if lm else 0,
+        metadata=dict(h.get("Metadata") or {}),
+    )
+
+
+class S3Store:
+    """A bucket of one backend. Async methods return results plus a measured `Transfer`."""
+
+    def __init__(self, spec: BackendSpec, client: Any, executor: Executor, settings: ClientSettings) -> None:
+        self.spec = spec
+        self.client = client
+        self.executor = executor
+        self.settings = settings
+        self._tls = threading.local()
+        client.meta.events.register("before-send.s3", self._on_send)
+
+    @property
+    def bucket(self) -> str:
+        return self.spec.bucket
+
+    def _on_send(self, **_: Any) -> None:
+        self._tls.sent_ns = time.perf_counter_ns()
+
+    def sent_ns(self, fallback: int) -> int:
+        """When the current thread's last request left (set by the `before-send` hook)."""
+        return getattr(self._tls, "sent_ns", 0) or fallback
+
+    def _mark(self) -> int:
+        self._tls.sent_ns = 0
+        return time.perf_counter_ns()
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:  # noqa: BLE001 - closing must not fail shutdown
+            pass
+
+    # --- the retry loop -------------------------------------------------------------------
+
+    async def run(self, fn: Callable[..., T], *args: Any, key: str = "", transfer: Transfer | None = None) -> T:
+        """Runs blocking `fn(*args)` in the executor, retrying throttling/transient errors with
+        full-jitter exponential backoff; failures come out as `ServiceError`."""
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            try:
+                return await loop.run_in_executor(self.executor, fn, *args)
+            except Exception as exc:  # noqa: BLE001 - mapped below
+                if attempt < self.settings.max_retries and is_retryable(exc):
+                    attempt += 1
+                    if transfer is not None:
+                        transfer.retries = attempt
+                    cap = self.settings.retry_base_ms * (2 ** (attempt - 1)) / 1000.0
+                    await asyncio.sleep(random.uniform(cap / 2, cap))
+                    continue
+                raise map_error(exc, self.spec.name, self.bucket, key, attempt) from None
+
+    # --- blocking operations (executor threads) ------------------------------------------
+
+    def _put(self, key: str, data: bytes, content_type: str, metadata: dict[str, str], tr: Transfer) -> str:
+        t0 = self._mark()
+        resp = self.client.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=data,
+            ContentType=content_type or "application/octet-stream",
+            Metadata=metadata,
+        )
+        end = time.perf_counter_ns()
+        sent = self.sent_ns(t0)
+        tr.ttfb_ns, tr.total_ns, tr.bytes = end - sent, end - sent, len(data)
+        return str(resp.get("ETag", "")).strip('"')
+
+    def _get(self, key: str, range_header: str, tr: Transfer) -> tuple[bytes, ObjectMeta]:
+        t0 = self._mark()
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if range_header:
+            kwargs["Range"] = range_header
+        resp = self.client.get_object(**kwargs)
+        sent = self.sent_ns(t0)
+        body = resp["Body"]
+        try:
+            first = body.read(1)
+            t_first = time.perf_counter_ns()
+            rest = body.read() if first else b""
+        finally:
+            body.close()
+        end = time.perf_counter_ns()
+        data = first + rest
+        tr.ttfb_ns, tr.total_ns, tr.bytes = t_first - sent, end - sent, len(data)
+        return data, _meta_from_head(key, resp)
+
+    def _head(self, key: str, tr: Transfer) -> ObjectMeta:
+        t0 = self._mark()
+        resp = self.client.head_object(Bucket=self.bucket, Key=key)
+        end = time.perf_counter_ns()
+        sent = self.sent_ns(t0)
+        tr.ttfb_ns = tr.total_ns = end - sent
+        return _meta_from_head(key, resp)
+
+    def _list(self, prefix: str, max_keys: int, token: str, tr: Transfer) -> tuple[list[ObjectMeta], str]:
+        t0 = self._mark()
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": max_keys}
+        if token:
+            kwargs["ContinuationToken"] = token
+        resp = self.client.list_objects_v2(**kwargs)
+        end = time.perf_counter_ns()
+        sent = self.sent_ns(t0)
+        tr.ttfb_ns, tr.total_ns = end - sent, tr.total_ns + (end - sent)
+        out = [
+            ObjectMeta(
+                key=o["Key"],
+                size_bytes=int(o.get("Size", 0)),
+                etag=str(o.get("ETag", "")).strip('"'),
+                last_modified_unix_ns=int(o["LastModified"].timestamp() * 1e9) if o.get("LastModified") else 0,
+            )
+            for o in resp.get("Contents", [])
+        ]
+        nxt = resp.get("NextContinuationToken", "") if resp.get("IsTruncated") else ""
+        return out, nxt or ""
+
+    def _delete(self, keys: list[str], tr: Transfer) -> int:
+        t0 = self._mark()
+        resp = self.client.delete_objects(
+            Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
+        )
+        end = time.perf_counter_ns()
+        sent = self.sent_ns(t0)
+        tr.ttfb_ns, tr.total_ns = end - sent, tr.total_ns + (end - sent)
+        errors = [e for e in resp.get("Errors", []) if e.get("Code") != "NoSuchKey"]
+        if errors:
+            from botocore.exceptions import ClientError
+
+            first = errors[0]
+            raise ClientError(
+                {"Error": {"Code": first.get("Code", ""), "Message": ""}, "ResponseMetadata": {}}, "DeleteObjects"
+            )
+        return len(keys)
+
+    def _copy(self, src: str, dst: str, tr: Transfer) -> ObjectMeta:
+        t0 = self._mark()
+        self.client.copy_object(Bucket=self.bucket, Key=dst, CopySource={"Bucket": self.bucket, "Key": src})
+        end = time.perf_counter_ns()
+        sent = self.sent_ns(t0)
+        tr.ttfb_ns = tr.total_ns = end - sent
+        h = self.client.head_object(Bucket=self.bucket, Key=dst)
+        meta = _meta_from_head(dst, h)
+        tr.bytes = meta.size_bytes
+        return meta
+
+    def _head_bucket(self) -> int:
+        t0 = self._mark()
+        self.client.head_bucket(Bucket=self.bucket)
+        return time.perf_counter_ns() - self.sent_ns(t0)
+
+    # multipart
+    def _mpu_create(self, key: str, content_type: str, metadata: dict[str, str]) -> str:
+        resp = self.client.create_multipart_upload(
+            Bucket=self.bucket, Key=key, ContentType=content_type or "application/octet-stream", Metadata=metadata
+        )
+        return str(resp["UploadId"])
+
+    def _mpu_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
+        resp = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data)
+        return str(resp["ETag"])
+
+    def _mpu_complete(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> str:
+        resp = self.client.complete_multipart_upload(
+            Bucket=self.bucket,
+            Key=key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in parts]},
+        )
+        return str(resp.get("ETag", "")).strip('"')
+
+    def _mpu_abort(self, key: str, upload_id: str) -> None:
+        self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+
+    # --- async API -----------------------------------------------------------------------
+
+    async def put(
+        self, key: str, data: bytes, content_type: str = "", metadata: dict[str, str] | None = None
+    ) -> tuple[str, Transfer]:
+        tr = Transfer()
+        start = time.perf_counter_ns()
+        etag = await self.run(self._put, key, data, content_type, dict(metadata or {}), tr, key=key, transfer=tr)
+        _span_retries(tr, start)
+        return etag, tr
+
+    async def get(self, key: str, range_header: str = "") -> tuple[bytes, ObjectMeta, Transfer]:
+        tr = Transfer()
+        start = time.perf_counter_ns()
+        data, meta = await self.run(self._get, key, range_header, tr, key=key, transfer=tr)
+        _span_retries(tr, start)
+        return data, meta, tr
+
+    async def head(self, key: str) -> tuple[ObjectMeta, Transfer]:
+        tr = Transfer()
+        start = time.perf_counter_ns()
+        meta = await self.run(self._head, key, tr, key=key, transfer=tr)
+        _span_retries(tr, start)
+        return meta, tr
+
+    async def list(self, prefix: str, max_keys: int, token: str = "") -> tuple[list[ObjectMeta], str, Transfer]:
+        tr = Transfer()
+        objs, nxt = await self.run(self._list, prefix, max_keys, token, tr, transfer=tr)
+        return objs, nxt, tr
+
+    async def delete_keys(self, keys: list[str], tr: Transfer) -> int:
+        done = 0
+        for i in range(0, len(keys), 1000):
+            batch = keys[i : i + 1000]
+            done += await self.run(self._delete, batch, tr, key=batch[0], transfer=tr)
+        return done
+
+    async def delete_prefix(self, prefix: str, tr: Transfer) -> int:
+        done = 0
+        while True:
+            objs, _nxt, ltr = await self.list(prefix, 1000)
+            tr.total_ns += ltr.total_ns
+            if not objs:
+                return done
+            done += await self.delete_keys([o.key for o in objs], tr)
+
+    async def copy(self, src: str, dst: str) -> tuple[ObjectMeta, Transfer]:
+        tr = Transfer()
+        start = time.perf_counter_ns()
+        meta = await self.run(self._copy, src, dst, tr, key=src, transfer=tr)
+        _span_retries(tr, start)
+        return meta, tr
+
+    async def head_bucket(self) -> int:
+        return await self.run(self._head_bucket)
+
+
+def _span_retries(tr: Transfer, start_ns: int) -> None:
+    """With retries, time runs from the first attempt: add what earlier attempts and backoff cost."""
+    if tr.retries:
+        extra = max(0, (time.perf_counter_ns() - start_ns) - tr.total_ns)
+        tr.ttfb_ns += extra
+        tr.total_ns += extra

@@ -1,0 +1,68 @@
+"""`python -m services.storage.server`: the storage service on DDNRAG_STORAGE_PORT (50052)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from ddnrag.storage.v1 import storage_service_pb2 as pb
+from ddnrag.storage.v1 import storage_service_pb2_grpc as pb_grpc
+from services.common.config import load_env
+from services.common.logs import setup_logging
+from services.common.server import GrpcApp, build_server, run_forever, start_metrics
+
+from .config import StorageConfig
+from .core import StorageCore
+from .servicer import StorageServicer
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StorageService"].full_name
+
+
+async def create_server(cfg: StorageConfig) -> tuple[GrpcApp, int]:
+    """Builds the core and the server. Health is SERVING as soon as the default backend is
+    configured: the store being briefly unreachable fails calls with UNAVAILABLE, not start-up."""
+    core = StorageCore(cfg)
+    servicer = StorageServicer(core)
+    app = await build_server(
+        "storage",
+        [(pb_grpc.add_StorageServiceServicer_to_server, servicer, SERVICE_NAME)],
+        cfg.host,
+        cfg.port,
+        serving=True,
+    )
+    app.core = core  # type: ignore[attr-defined] - tests and bench reach the core through the app
+
+    async def warm() -> None:
+        with contextlib.suppress(Exception):
+            await core.store("")
+
+    warm_task = asyncio.create_task(warm())
+
+    async def cleanup() -> None:
+        warm_task.cancel()
+        await core.close()
+
+    app.on_stop.append(cleanup)
+    return app, app.port
+
+
+async def _main() -> None:
+    cfg = load_env(StorageConfig)
+    setup_logging("storage", cfg.log_level)
+    app, port = await create_server(cfg)
+    start_metrics(app.metrics, cfg.host, cfg.metrics_port)
+    log.info(
+        "storage service ready",
+        extra={"port": port, "default_backend": cfg.default_backend_name, "endpoint": cfg.default_endpoint},
+    )
+    await run_forever(app, cfg.shutdown_grace_s)
+
+
+def main() -> None:
+    asyncio.run(_main())
+
+
+if __name__ == "__main__":
+    main()

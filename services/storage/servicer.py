@@ -1,0 +1,175 @@
+"""StorageService: protobuf <-> core. Thin: converts, calls the core, lets ServiceError escape to
+the shared interceptor (which maps it once, with ErrorInfo). Per-item failures of batches go in
+the item's `google.rpc.Status`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from ddnrag.storage.v1 import storage_service_pb2 as pb
+from ddnrag.storage.v1 import storage_service_pb2_grpc as pb_grpc
+from services.common.errors import OK_STATUS, invalid
+from services.common.pb import page_size, timings_pb
+from services.common.timing import Timer
+
+from .convert import backend_from_pb, backend_pb, info_pb, transfer_pb
+from .core import StorageCore
+
+
+class StorageServicer(pb_grpc.StorageServiceServicer):
+    def __init__(self, core: StorageCore, bench: object | None = None) -> None:
+        self.core = core
+        self.bench = bench
+
+    # --- backends ------------------------------------------------------------------------
+
+    async def ListBackends(
+        self, request: pb.ListBackendsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListBackendsResponse:
+        timer = Timer()
+        backends = [backend_pb(s, has) for s, has in self.core.list_backends()]
+        return pb.ListBackendsResponse(
+            backends=backends, default_backend=self.core.default_backend, timings=timings_pb(timer)
+        )
+
+    async def PutBackend(
+        self, request: pb.PutBackendRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PutBackendResponse:
+        timer = Timer()
+        spec, inline = backend_from_pb(request.backend)
+        saved, has = await self.core.put_backend(spec, inline)
+        return pb.PutBackendResponse(backend=backend_pb(saved, has), timings=timings_pb(timer))
+
+    async def RemoveBackend(
+        self, request: pb.RemoveBackendRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RemoveBackendResponse:
+        timer = Timer()
+        await self.core.remove_backend(request.name)
+        return pb.RemoveBackendResponse(timings=timings_pb(timer))
+
+    async def TestConnection(
+        self, request: pb.TestConnectionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TestConnectionResponse:
+        timer = Timer()
+        self.core.registry.get(request.backend)  # an unknown backend is NOT_FOUND, not a failed test
+        with timer.stage("test_connection", backend=request.backend or self.core.default_backend):
+            rep = await self.core.test_connection(request.backend)
+        return pb.TestConnectionResponse(
+            ok=rep.ok,
+            head_bucket_ns=rep.head_bucket_ns,
+            can_write=rep.can_write,
+            can_read=rep.can_read,
+            message=rep.message,
+            timings=timings_pb(timer),
+        )
+
+    # --- objects -------------------------------------------------------------------------
+
+    async def Put(
+        self, request_iterator: AsyncIterator[pb.PutRequest], context: grpc.aio.ServicerContext
+    ) -> pb.PutResponse:
+        timer = Timer()
+        it = request_iterator.__aiter__()
+        try:
+            first = await it.__anext__()
+        except StopAsyncIteration:
+            raise invalid("a Put stream must start with a header message", reason="MISSING_HEADER") from None
+        if first.WhichOneof("part") != "header":
+            raise invalid("a Put stream must start with a header message", reason="MISSING_HEADER")
+        h = first.header
+
+        async def data() -> AsyncIterator[bytes]:
+            async for msg in it:
+                if msg.WhichOneof("part") != "data":
+                    raise invalid("only the first Put message may be a header", reason="DUPLICATE_HEADER")
+                yield msg.data
+
+        out = await self.core.put_stream(
+            h.backend, h.key, data(), h.content_type, dict(h.metadata), h.size_bytes, timer
+        )
+        if h.size_bytes and out.size_bytes != h.size_bytes:
+            # The object is already stored; say so plainly rather than leave a silent mismatch.
+            await self.core.delete(h.backend, [h.key])
+            raise invalid(
+                f"the header announced {h.size_bytes} bytes but the stream carried {out.size_bytes}; "
+                "nothing was stored",
+                reason="SIZE_MISMATCH",
+            )
+        return pb.PutResponse(
+            key=out.key,
+            size_bytes=out.size_bytes,
+            etag=out.etag,
+            multipart=out.multipart,
+            transfer=transfer_pb(out.transfer),
+            timings=timings_pb(timer),
+        )
+
+    async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.GetResponse]:
+        stream = await self.core.open_get(request.backend, request.key, request.range_start, request.range_end)
+        try:
+            assert stream.info is not None
+            yield pb.GetResponse(info=info_pb(stream.info))
+            async for chunk in stream.chunks():
+                yield pb.GetResponse(data=chunk)
+            yield pb.GetResponse(transfer=transfer_pb(stream.transfer))
+        finally:
+            stream.close()
+
+    async def BatchPut(self, request: pb.BatchPutRequest, context: grpc.aio.ServicerContext) -> pb.BatchPutResponse:
+        timer = Timer()
+        items = [(i.key, i.data, i.content_type, dict(i.metadata)) for i in request.items]
+        results = await self.core.batch_put(request.backend, items, timer)
+        return pb.BatchPutResponse(
+            results=[
+                pb.PutResult(
+                    key=r.key,
+                    status=r.error.to_status_proto() if r.error else OK_STATUS,
+                    transfer=transfer_pb(r.transfer),
+                    etag=r.etag,
+                )
+                for r in results
+            ],
+            timings=timings_pb(timer),
+        )
+
+    async def BatchGet(self, request: pb.BatchGetRequest, context: grpc.aio.ServicerContext) -> pb.BatchGetResponse:
+        timer = Timer()
+        results = await self.core.batch_get(request.backend, list(request.keys), timer)
+        out = []
+        for r in results:
+            if r.error is not None:
+                out.append(pb.GetResult(key=r.key, status=r.error.to_status_proto()))
+            else:
+                assert r.meta is not None
+                out.append(
+                    pb.GetResult(
+                        key=r.key, status=OK_STATUS, data=r.data, info=info_pb(r.meta), transfer=transfer_pb(r.transfer)
+                    )
+                )
+        return pb.BatchGetResponse(results=out, timings=timings_pb(timer))
+
+    async def Head(self, request: pb.HeadRequest, context: grpc.aio.ServicerContext) -> pb.HeadResponse:
+        timer = Timer()
+        meta, tr = await self.core.head(request.backend, request.key, timer)
+        return pb.HeadResponse(info=info_pb(meta), transfer=transfer_pb(tr), timings=timings_pb(timer))
+
+    async def List(self, request: pb.ListRequest, context: grpc.aio.ServicerContext) -> pb.ListResponse:
+        timer = Timer()
+        objs, nxt, tr = await self.core.list(
+            request.backend, request.prefix, page_size(request.page), request.page.page_token, timer
+        )
+        return pb.ListResponse(
+            objects=[info_pb(o) for o in objs], next_page_token=nxt, transfer=transfer_pb(tr), timings=timings_pb(timer)
+        )
+
+    async def Delete(self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext) -> pb.DeleteResponse:
+        timer = Timer()
+        n, tr = await self.core.delete(request.backend, list(request.keys), request.prefix, timer)
+        return pb.DeleteResponse(deleted=n, transfer=transfer_pb(tr), timings=timings_pb(timer))
+
+    async def Copy(self, request: pb.CopyRequest, context: grpc.aio.ServicerContext) -> pb.CopyResponse:
+        timer = Timer()
+        meta, tr = await self.core.copy(request.backend, request.source_key, request.destination_key, timer)
+        return pb.CopyResponse(info=info_pb(meta), transfer=transfer_pb(tr), timings=timings_pb(timer))

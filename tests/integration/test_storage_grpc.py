@@ -1,0 +1,237 @@
+"""The storage service over real gRPC against the real SeaweedFS: every object RPC, measured
+transfers, and the bad-input table."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from clients.base import ServiceCallError
+from clients.storage import StorageClient
+from ddnrag.storage.v1 import storage_service_pb2 as pb
+from services.common.config import load_env
+from services.storage.config import StorageConfig
+from services.storage.server import create_server
+
+
+def storage_cfg(seaweed, bucket: str, state_dir: Path, **overrides: object) -> StorageConfig:
+    values: dict[str, object] = dict(
+        port=0,
+        metrics_port=0,
+        state_dir=str(state_dir),
+        default_endpoint=seaweed.endpoint,
+        default_bucket=bucket,
+        default_access_key_id=seaweed.access_key_id,
+        default_secret_access_key=seaweed.secret_access_key,
+        max_retries=1,
+        retry_base_ms=5.0,
+    )
+    values.update(overrides)
+    return load_env(StorageConfig, environ={}, **values)
+
+
+@pytest.fixture
+async def storage(seaweed, s3_bucket, tmp_path) -> AsyncIterator[StorageClient]:
+    app, port = await create_server(storage_cfg(seaweed, s3_bucket, tmp_path / "state"))
+    client = StorageClient(f"127.0.0.1:{port}", timeout_s=20)
+    client.app = app  # type: ignore[attr-defined]
+    try:
+        yield client
+    finally:
+        await client.close()
+        await app.stop(0)
+
+
+async def test_put_get_head_list_delete_copy(storage: StorageClient, seaweed, s3_bucket) -> None:
+    put = await storage.put("docs/a.txt", b"hello world", content_type="text/plain", metadata={"doc": "a"})
+    assert put.key == "docs/a.txt" and put.size_bytes == 11 and not put.multipart and put.etag
+    assert put.transfer.bytes == 11 and put.transfer.total_ns > 0
+    assert put.timings.total_ns >= put.timings.stages_sum_ns > 0
+
+    # What the service wrote is really in the bucket.
+    direct = seaweed.boto3_client().get_object(Bucket=s3_bucket, Key="docs/a.txt")
+    assert direct["Body"].read() == b"hello world"
+
+    data, info, tr = await storage.get("docs/a.txt")
+    assert data == b"hello world"
+    assert info.size_bytes == 11 and info.content_type == "text/plain" and info.metadata["doc"] == "a"
+    assert 0 < tr.ttfb_ns <= tr.total_ns and tr.bytes == 11 and tr.retries == 0
+
+    part, _, tr = await storage.get("docs/a.txt", range_start=6, range_end=10)
+    assert part == b"world" and tr.bytes == 5
+    tail, _, _ = await storage.get("docs/a.txt", range_start=6)
+    assert tail == b"world"
+
+    head = await storage.head("docs/a.txt")
+    assert head.info.size_bytes == 11 and head.info.etag == put.etag and head.transfer.ttfb_ns > 0
+
+    cp = await storage.copy("docs/a.txt", "docs/b.txt")
+    assert cp.info.key == "docs/b.txt" and cp.info.size_bytes == 11
+    assert (await storage.get("docs/b.txt"))[0] == b"hello world"
+
+    listed = [o.key async for o in storage.list_all("docs/")]
+    assert listed == ["docs/a.txt", "docs/b.txt"]
+
+    deleted = await storage.delete(["docs/a.txt", "docs/missing.txt"])
+    assert deleted.deleted == 2
+    assert [o.key async for o in storage.list_all("docs/")] == ["docs/b.txt"]
+    deleted = await storage.delete(prefix="docs/")
+    assert deleted.deleted == 1
+    assert [o.key async for o in storage.list_all("docs/")] == []
+
+
+async def test_list_paginates(storage: StorageClient) -> None:
+    resp = await storage.batch_put([(f"p/{i:03d}", b"x" * i) for i in range(25)])
+    assert all(r.status.code == 0 for r in resp.results)
+    page1 = await storage.list("p/", page_size=10)
+    assert len(page1.objects) == 10 and page1.next_page_token
+    page2 = await storage.list("p/", page_size=10, page_token=page1.next_page_token)
+    page3 = await storage.list("p/", page_size=10, page_token=page2.next_page_token)
+    keys = [o.key for o in [*page1.objects, *page2.objects, *page3.objects]]
+    assert keys == [f"p/{i:03d}" for i in range(25)] and not page3.next_page_token
+    assert page1.objects[3].size_bytes == 3
+
+
+async def test_batch_get_parallel_with_per_item_status(storage: StorageClient) -> None:
+    items = [(f"chunks/c{i}", f"chunk {i}".encode()) for i in range(40)]
+    put = await storage.batch_put(items)
+    assert [r.key for r in put.results] == [k for k, _ in items]
+    assert all(r.status.code == 0 and r.etag and r.transfer.bytes > 0 for r in put.results)
+
+    keys = [k for k, _ in items[:10]] + ["chunks/missing", "../bad"]
+    got = await storage.batch_get(keys)
+    assert [r.key for r in got.results] == keys
+    for r, (_, data) in zip(got.results[:10], items[:10], strict=True):
+        assert r.status.code == 0 and r.data == data and r.transfer.ttfb_ns > 0 and r.info.size_bytes == len(data)
+    assert got.results[10].status.code == grpc.StatusCode.NOT_FOUND.value[0]
+    assert "chunks/missing" in got.results[10].status.message
+    assert got.results[11].status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    stage = next(s for s in got.timings.stages if s.name == "s3_batch_get")
+    assert stage.count == 10 and stage.backend == "local" and stage.bytes == sum(len(d) for _, d in items[:10])
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["", "/abs/key", "a/../b", "..", "a/./b", "bad\x00key", "tab\tkey", "k" * 1025, "é" * 513],
+)
+async def test_bad_keys_are_invalid_argument_on_every_rpc(storage: StorageClient, key: str) -> None:
+    calls = [
+        storage.put(key, b"x"),
+        storage.get(key),
+        storage.head(key),
+        storage.copy(key, "ok/dst"),
+        storage.copy("ok/src", key),
+        storage.delete([key]),
+    ]
+    for coro in calls:
+        with pytest.raises(ServiceCallError) as ei:
+            await coro
+        assert ei.value.code == grpc.StatusCode.INVALID_ARGUMENT, key
+        assert ei.value.reason == "INVALID_KEY"
+    with pytest.raises(ServiceCallError) as ei:
+        await storage.list(prefix=key or "/abs")
+    assert ei.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    # Nothing was written.
+    assert [o async for o in storage.list_all()] == []
+
+
+async def test_key_of_exactly_1024_bytes_is_accepted(storage: StorageClient) -> None:
+    key = "/".join(["k" * 200] * 5) + "/" + "z" * 19
+    assert len(key.encode()) == 1024
+    await storage.put(key, b"ok")
+    assert (await storage.get(key))[0] == b"ok"
+
+
+async def test_missing_object_and_unknown_backend_are_not_found(storage: StorageClient) -> None:
+    for coro in (storage.get("nope/x"), storage.head("nope/x"), storage.copy("nope/x", "nope/y")):
+        with pytest.raises(ServiceCallError) as ei:
+            await coro
+        assert ei.value.code == grpc.StatusCode.NOT_FOUND
+        assert "nope/x" in ei.value.message
+    with pytest.raises(ServiceCallError) as ei:
+        await storage.get("a", backend="nosuch")
+    assert ei.value.code == grpc.StatusCode.NOT_FOUND and ei.value.reason == "BACKEND_NOT_FOUND"
+    assert "nosuch" in ei.value.message
+
+
+async def test_missing_bucket_is_not_found_naming_it(seaweed, tmp_path) -> None:
+    app, port = await create_server(storage_cfg(seaweed, "no-such-bucket-xyz", tmp_path))
+    try:
+        async with StorageClient(f"127.0.0.1:{port}") as c:
+            with pytest.raises(ServiceCallError) as ei:
+                await c.get("a/b")
+            assert ei.value.code == grpc.StatusCode.NOT_FOUND
+            assert "no-such-bucket-xyz" in ei.value.message
+            assert ei.value.reason == "BUCKET_NOT_FOUND"
+            # (SeaweedFS creates a missing bucket on PUT, so only reads are asserted here.)
+            with pytest.raises(ServiceCallError) as ei:
+                await c.list("a/")
+            assert ei.value.code == grpc.StatusCode.NOT_FOUND and "no-such-bucket-xyz" in ei.value.message
+    finally:
+        await app.stop(0)
+
+
+async def test_wrong_credentials_name_backend_not_secret(seaweed, s3_bucket, tmp_path) -> None:
+    secret = "WRONG-secret-" + os.urandom(8).hex()
+    cfg = storage_cfg(seaweed, s3_bucket, tmp_path, default_secret_access_key=secret)
+    app, port = await create_server(cfg)
+    try:
+        async with StorageClient(f"127.0.0.1:{port}") as c:
+            for coro in (c.put("a/b", b"x"), c.get("a/b")):
+                with pytest.raises(ServiceCallError) as ei:
+                    await coro
+                assert ei.value.code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+                assert "local" in ei.value.message
+                assert secret not in str(ei.value) and secret not in str(ei.value.metadata)
+    finally:
+        await app.stop(0)
+
+
+async def test_backend_down_is_unavailable_after_retries(seaweed, tmp_path) -> None:
+    # A port nothing listens on: bind, read the port, close.
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    dead = s.getsockname()[1]
+    s.close()
+    cfg = storage_cfg(seaweed, "ddnrag", tmp_path, default_endpoint=f"http://127.0.0.1:{dead}", max_retries=2)
+    app, port = await create_server(cfg)
+    try:
+        async with StorageClient(f"127.0.0.1:{port}", retries=0) as c:
+            with pytest.raises(ServiceCallError) as ei:
+                await c.get("a/b")
+            assert ei.value.code == grpc.StatusCode.UNAVAILABLE
+            assert "after 2 retries" in ei.value.message and "local" in ei.value.message
+            resp = await c.batch_get(["a/b"])
+            assert resp.results[0].status.code == grpc.StatusCode.UNAVAILABLE.value[0]
+    finally:
+        await app.stop(0)
+
+
+async def test_health_serving_with_default_backend(storage: StorageClient) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    stub = health_pb2_grpc.HealthStub(storage.channel)
+    resp = await stub.Check(health_pb2.HealthCheckRequest(service="ddnrag.storage.v1.StorageService"))
+    assert resp.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_concurrent_gets(storage: StorageClient) -> None:
+    await storage.batch_put([(f"c/{i}", bytes([i]) * 4096) for i in range(16)])
+    results = await asyncio.gather(*(storage.get(f"c/{i}") for i in range(16)))
+    assert [r[0] for r in results] == [bytes([i]) * 4096 for i in range(16)]
+
+
+async def test_list_backends_shows_default_without_secrets(storage: StorageClient, seaweed) -> None:
+    resp = await storage.list_backends()
+    assert resp.default_backend == "local"
+    (b,) = resp.backends
+    assert b.name == "local" and b.is_default and b.has_credentials and b.kind == pb.BACKEND_KIND_S3_COMPATIBLE
+    assert b.access_key_id == "" and b.secret_access_key == ""
+    assert seaweed.secret_access_key not in str(resp)
