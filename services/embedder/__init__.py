@@ -1,0 +1,1 @@
+"""The embedder service: texts in, dense vectors out (sentence-transformers, dynamic batching)."""
