@@ -1,0 +1,144 @@
+"""A small fault-injecting HTTP proxy on loopback, for tests of throttling and mid-transfer
+failures against a real store.
+
+Each client connection carries one request: the proxy reads the request head, then either
+answers it itself (503 SlowDown, as S3 does when throttling) or forwards it upstream with
+`Connection: close` and relays the response, optionally resetting the connection (RST) after a
+number of response bytes. Faults are armed by count, optionally only for one HTTP method.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from dataclasses import dataclass
+
+SLOWDOWN_BODY = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
+
+
+@dataclass
+class _Fault:
+    kind: str  # "throttle" or "reset"
+    remaining: int
+    method: str = ""
+    after_bytes: int = 0
+
+
+class FaultProxy:
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.target_port = port
+        self.port = 0
+        self.requests = 0
+        self.injected: dict[str, int] = {"throttle": 0, "reset": 0}
+        self._faults: list[_Fault] = []
+        self._server: asyncio.Server | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def throttle(self, n: int, method: str = "") -> None:
+        """The next `n` matching requests get 503 SlowDown."""
+        self._faults.append(_Fault("throttle", n, method.upper()))
+
+    def reset(self, n: int, after_bytes: int, method: str = "GET") -> None:
+        """The next `n` matching responses are cut (TCP RST) after `after_bytes` bytes."""
+        self._faults.append(_Fault("reset", n, method.upper(), after_bytes))
+
+    def clear(self) -> None:
+        self._faults.clear()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+            self._server = None
+
+    def _take(self, method: str) -> _Fault | None:
+        for f in self._faults:
+            if f.remaining > 0 and (not f.method or f.method == method):
+                f.remaining -= 1
+                self.injected[f.kind] += 1
+                return f
+        return None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_writer: asyncio.StreamWriter | None = None
+        try:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                return
+            self.requests += 1
+            lines = head.decode("latin-1").split("\r\n")
+            method = lines[0].split(" ", 1)[0].upper()
+            headers = [ln for ln in lines[1:] if ln]
+            length = 0
+            for ln in headers:
+                name, _, value = ln.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value.strip())
+            fault = self._take(method)
+            if fault is not None and fault.kind == "throttle":
+                if length:
+                    await reader.readexactly(length)
+                writer.write(
+                    b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\n"
+                    + f"Content-Length: {len(SLOWDOWN_BODY)}\r\n\r\n".encode()
+                    + SLOWDOWN_BODY
+                )
+                await writer.drain()
+                return
+            kept = [ln for ln in headers if ln.split(":", 1)[0].strip().lower() not in ("connection", "keep-alive")]
+            new_head = "\r\n".join([lines[0], *kept, "Connection: close", "", ""]).encode("latin-1")
+            up_reader, up_writer = await asyncio.open_connection(self.host, self.target_port)
+            up_writer.write(new_head)
+            remaining = length
+            while remaining > 0:
+                chunk = await reader.read(min(remaining, 65536))
+                if not chunk:
+                    break
+                up_writer.write(chunk)
+                remaining -= len(chunk)
+            await up_writer.drain()
+            sent = 0
+            limit = fault.after_bytes if fault is not None else -1
+            while True:
+                chunk = await up_reader.read(65536)
+                if not chunk:
+                    break
+                if limit >= 0 and sent + len(chunk) > limit:
+                    writer.write(chunk[: limit - sent])
+                    await writer.drain()
+                    _rst(writer)
+                    return
+                writer.write(chunk)
+                sent += len(chunk)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            for w in (writer, up_writer):
+                if w is not None:
+                    w.close()
+
+
+def _rst(writer: asyncio.StreamWriter) -> None:
+    """Closes with a TCP reset (SO_LINGER 0), as a dropped connection looks to the client."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
