@@ -1,0 +1,74 @@
+"""Builds the aiohttp application: routes, middlewares, upstream channels, static demo."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from aiohttp import web
+
+from .config import GatewayConfig
+from .errors import error_middleware
+from .metrics import GatewayMetrics, metrics_middleware
+from .protect import RateLimiter, load_api_keys, protect_middleware
+from .routes import documents, health, ingestion, rag
+from .sse import close_open_streams
+from .state import API_KEYS, BACKGROUND, CONFIG, METRICS, OPEN_STREAMS, RATE_LIMITER, UPSTREAMS, Upstreams
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+async def upstreams_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Opens one channel per service for the app's life and closes them at cleanup."""
+    from clients.embedder import EmbedderClient
+    from clients.llm import LlmClient
+    from clients.retriever import RetrieverClient
+    from clients.storage import StorageClient
+
+    cfg = app[CONFIG]
+    t = cfg.request_timeout_s
+    ups = Upstreams(
+        storage=StorageClient(cfg.storage_addr, timeout_s=t),
+        retriever=RetrieverClient(cfg.retriever_addr, timeout_s=t),
+        llm=LlmClient(cfg.llm_gateway_addr, timeout_s=cfg.answer_timeout_s),
+        embedder=EmbedderClient(cfg.embedder_addr, timeout_s=t),
+    )
+    app[UPSTREAMS] = ups
+    app[BACKGROUND] = set()
+    try:
+        yield
+    finally:
+        pending = list(app[BACKGROUND])
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+        for client in ups.by_name().values():
+            await client.close()
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+def create_app(cfg: GatewayConfig) -> web.Application:
+    """The whole gateway for `cfg`; nothing is opened until the app starts."""
+    app = web.Application(
+        middlewares=[metrics_middleware, protect_middleware, error_middleware],
+        client_max_size=cfg.max_request_bytes,
+    )
+    app[CONFIG] = cfg
+    app[OPEN_STREAMS] = weakref.WeakSet()
+    app[METRICS] = GatewayMetrics()
+    app[API_KEYS] = load_api_keys(cfg)
+    app[RATE_LIMITER] = RateLimiter(cfg.rate_limit_rps, cfg.rate_limit_burst)
+    app.cleanup_ctx.append(upstreams_ctx)
+    app.on_shutdown.append(close_open_streams)
+    for module in (health, documents, ingestion, rag):
+        app.router.add_routes(module.routes)
+    app.router.add_get("/", index)
+    app.router.add_static("/static/", STATIC_DIR, append_version=False)
+    return app

@@ -1,0 +1,58 @@
+"""The gateway's configuration: one frozen dataclass read from `DDNRAG_GATEWAY_*` variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.common.config import env_field
+
+P = "DDNRAG_GATEWAY_"
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Every field names its variable, default and meaning (see `env_vars(GatewayConfig)`)."""
+
+    host: str = env_field(P + "HOST", "127.0.0.1", "Address the HTTP server binds (0.0.0.0 in a pod).")
+    port: int = env_field(P + "PORT", 8080, "HTTP port; 0 picks a free one (tests).")
+    storage_addr: str = env_field(P + "STORAGE_ADDR", "127.0.0.1:50052", "gRPC address of the storage service.")
+    retriever_addr: str = env_field(P + "RETRIEVER_ADDR", "127.0.0.1:50053", "gRPC address of the retriever service.")
+    llm_gateway_addr: str = env_field(
+        P + "LLM_GATEWAY_ADDR", "127.0.0.1:50054", "gRPC address of the llm_gateway service."
+    )
+    embedder_addr: str = env_field(P + "EMBEDDER_ADDR", "127.0.0.1:50051", "gRPC address of the embedder service.")
+    shutdown_grace_s: float = env_field(
+        P + "SHUTDOWN_GRACE_S", 10.0, "Seconds open requests get to finish on SIGTERM before they are cut."
+    )
+    log_level: str = env_field(P + "LOG_LEVEL", "INFO", "Log level: DEBUG, INFO, WARNING or ERROR.")
+    request_timeout_s: float = env_field(
+        P + "REQUEST_TIMEOUT_S", 30.0, "Deadline set on unary gRPC calls made for one HTTP request."
+    )
+    answer_timeout_s: float = env_field(
+        P + "ANSWER_TIMEOUT_S", 300.0, "Deadline of one streamed answer (retrieval and generation)."
+    )
+    ping_interval_s: float = env_field(P + "PING_INTERVAL_S", 15.0, "Seconds between `: ping` SSE comments.")
+    max_upload_bytes: int = env_field(
+        P + "MAX_UPLOAD_BYTES", 100 * 1024 * 1024, "Largest accepted file in an upload, in bytes (413 above)."
+    )
+    max_request_bytes: int = env_field(
+        P + "MAX_REQUEST_BYTES", 1024 * 1024, "Largest accepted JSON request body, in bytes (413 above)."
+    )
+    max_upload_files: int = env_field(P + "MAX_UPLOAD_FILES", 50, "Most files accepted in one upload request.")
+    api_keys: tuple[str, ...] = env_field(
+        P + "API_KEYS",
+        (),
+        "Comma-separated Bearer API keys for /api and /v1; empty disables authentication.",
+    )
+    api_keys_file: str = env_field(
+        P + "API_KEYS_FILE", "", "File with one API key per line (a mounted Secret), added to API_KEYS."
+    )
+    cors_origins: tuple[str, ...] = env_field(
+        P + "CORS_ORIGINS", (), "Comma-separated origins allowed to call the API from a browser (CORS)."
+    )
+    rate_limit_rps: float = env_field(
+        P + "RATE_LIMIT_RPS", 0.0, "Requests per second allowed per API key (or client address); 0 disables."
+    )
+    rate_limit_burst: int = env_field(P + "RATE_LIMIT_BURST", 50, "Requests a key may make at once above the rate.")
+    default_collection: str = env_field(P + "DEFAULT_COLLECTION", "default", "Collection used when none is given.")
+    health_timeout_s: float = env_field(P + "HEALTH_TIMEOUT_S", 2.0, "Deadline of each upstream health check.")

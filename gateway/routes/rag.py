@@ -1,0 +1,249 @@
+"""Questions: `GET /api/rag/stream` (SSE), `POST /api/rag/query` (JSON), and compare mode.
+
+One `LlmService.Answer` call per question (per backend in compare mode): the llm_gateway does the
+retrieval and generation; this module only turns its events into SSE/JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from ddnrag.llm.v1 import llm_service_pb2 as lpb
+
+from ..convert import ns_to_ms, to_dict
+from ..errors import ApiError, error_payload
+from ..sse import Event, stream_events
+from ..state import CONFIG, UPSTREAMS
+from ..uploads import check_collection
+from ..views import (
+    citation_json,
+    field_num,
+    field_str,
+    json_body,
+    query_bool,
+    query_float,
+    query_int,
+    question_text,
+    status_json,
+    timings_json,
+)
+
+routes = web.RouteTableDef()
+
+
+@dataclass
+class Ask:
+    """One question, as parsed from the query string or a JSON body."""
+
+    question: str
+    collection: str
+    backend: str
+    top_k: int
+    params: lpb.GenerationParams
+
+
+def chunk_json(c: Any) -> dict[str, Any]:
+    return {
+        "chunk_id": c.chunk_id,
+        "document_id": c.document_id,
+        "document_name": c.document_name,
+        "collection": c.collection,
+        "object_key": c.object_key,
+        "text": c.text,
+        "score": c.score,
+        "bm25_rank": c.bm25_rank,
+        "dense_rank": c.dense_rank,
+        "position": c.position,
+        "ok": c.status.code == 0,
+    }
+
+
+def retrieval_json(r: lpb.Retrieval | None) -> dict[str, Any] | None:
+    if r is None:
+        return None
+    return {
+        "index_version": r.index_version,
+        "cache_hit": r.cache_hit,
+        "timings": timings_json(r.timings),
+        "chunks": [chunk_json(c) for c in r.chunks],
+    }
+
+
+def done_json(d: lpb.Done, retrieval: lpb.Retrieval | None) -> dict[str, Any]:
+    return {
+        "text": d.text,
+        "finish_reason": d.finish_reason,
+        "ttft_ms": ns_to_ms(d.rag_ttft_ns or d.ttft_ns),
+        "llm_ttft_ms": ns_to_ms(d.ttft_ns),
+        "generation_ms": ns_to_ms(d.generation_ns),
+        "tokens_per_s": round(d.tokens_per_s, 2),
+        "inter_token_p50_ms": ns_to_ms(d.inter_token_p50_ns),
+        "inter_token_p99_ms": ns_to_ms(d.inter_token_p99_ns),
+        "usage": to_dict(d.usage),
+        "citations": [citation_json(c) for c in d.citations],
+        "timings": timings_json(d.timings),
+        "retrieval_timings": timings_json(retrieval.timings) if retrieval is not None else None,
+    }
+
+
+async def answer_events(request: web.Request, ask: Ask) -> AsyncIterator[Event]:
+    """The Answer stream as `start`, `token`…, then `done` or `error`."""
+    cfg = request.app[CONFIG]
+    retrieval: lpb.Retrieval | None = None
+    async for ev in request.app[UPSTREAMS].llm.answer(
+        ask.question,
+        collection=ask.collection,
+        storage_backend=ask.backend,
+        top_k=ask.top_k,
+        params=ask.params,
+        timeout=cfg.answer_timeout_s,
+    ):
+        kind = ev.WhichOneof("event")
+        if kind == "retrieval":
+            retrieval = ev.retrieval
+        elif kind == "start":
+            yield Event(
+                "start",
+                {
+                    "backend": ev.start.backend,
+                    "model": ev.start.model,
+                    "cache_hit": ev.start.cache_hit,
+                    "storage_backend": ask.backend,
+                    "collection": ask.collection,
+                    "retrieval": retrieval_json(retrieval),
+                },
+            )
+        elif kind == "token":
+            yield Event("token", {"text": ev.token.text, "index": ev.token.index})
+        elif kind == "done":
+            yield Event("done", done_json(ev.done, retrieval))
+            return
+        elif kind == "error":
+            yield Event("error", status_json(ev.error))
+            return
+
+
+def parse_ask(request: web.Request, source: dict[str, Any]) -> Ask:
+    cfg = request.app[CONFIG]
+    collection = str(source.get("collection") or cfg.default_collection)
+    return Ask(
+        question=question_text(source.get("q") or source.get("question")),
+        collection=check_collection(collection),
+        backend=str(source.get("backend") or ""),
+        top_k=int(source.get("top_k") or 5),
+        params=lpb.GenerationParams(
+            backend=str(source.get("llm_backend") or ""),
+            model=str(source.get("model") or ""),
+            max_tokens=int(source.get("max_tokens") or 0),
+            temperature=float(source.get("temperature") or 0.0),
+            no_cache=bool(source.get("no_cache")),
+        ),
+    )
+
+
+def _ask_from_query(request: web.Request) -> Ask:
+    q = request.query
+    return parse_ask(
+        request,
+        {
+            "q": q.get("q", ""),
+            "collection": q.get("collection", ""),
+            "backend": q.get("backend", ""),
+            "top_k": query_int(request, "top_k", 5, 1, 20),
+            "llm_backend": q.get("llm_backend", ""),
+            "model": q.get("model", ""),
+            "max_tokens": query_int(request, "max_tokens", 0, 0, 8192),
+            "temperature": query_float(request, "temperature", 0.0, 0.0, 2.0),
+            "no_cache": query_bool(request, "no_cache"),
+        },
+    )
+
+
+def _compare_backends(raw: str) -> list[str]:
+    names = [b.strip() for b in raw.split(",") if b.strip()]
+    if len(names) != 2 or names[0] == names[1]:
+        raise ApiError(400, "compare takes two different backend names: compare=ddn,s3")
+    return names
+
+
+@routes.get("/api/rag/stream")
+async def rag_stream(request: web.Request) -> web.StreamResponse:
+    """SSE: `start` (retrieval timings, chunks), `token`…, `done` (TTFT, tokens/s, citations) or `error`.
+
+    With `compare=a,b` both backends answer at once; every event carries `lane` (the backend), each
+    lane ends with `lane_done` or `lane_error`, and the stream ends with `done` holding both."""
+    ask = _ask_from_query(request)
+    compare = request.query.get("compare", "")
+    if compare:
+        return await stream_events(request, _compare_events(request, ask, _compare_backends(compare)))
+    return await stream_events(request, answer_events(request, ask))
+
+
+async def _compare_events(request: web.Request, ask: Ask, backends: list[str]) -> AsyncIterator[Event]:
+    queue: asyncio.Queue[tuple[str, Event | None]] = asyncio.Queue()
+
+    async def lane(name: str) -> None:
+        lane_ask = Ask(ask.question, ask.collection, name, ask.top_k, ask.params)
+        try:
+            async for ev in answer_events(request, lane_ask):
+                await queue.put((name, ev))
+        except Exception as err:  # noqa: BLE001 - the lane's failure is an event; the other lane goes on
+            await queue.put((name, Event("error", error_payload(err))))
+        finally:
+            await queue.put((name, None))
+
+    tasks = [asyncio.create_task(lane(b)) for b in backends]
+    results: dict[str, Any] = {}
+    try:
+        open_lanes = len(tasks)
+        yield Event("compare", {"backends": backends, "question": ask.question})
+        while open_lanes:
+            name, ev = await queue.get()
+            if ev is None:
+                open_lanes -= 1
+                continue
+            data = {"lane": name, **ev.data}
+            if ev.name == "done":
+                results[name] = data
+                yield Event("lane_done", data)
+            elif ev.name == "error":
+                results[name] = {"lane": name, "error": ev.data}
+                yield Event("lane_error", data)
+            else:
+                yield Event(ev.name, data)
+        yield Event("done", {"lanes": results, "backends": backends})
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(BaseException):
+                await t
+
+
+@routes.post("/api/rag/query")
+async def rag_query(request: web.Request) -> web.Response:
+    """JSON in: {"question", "collection", "backend", "top_k", ...}; JSON out: the whole answer."""
+    body = await json_body(request)
+    field_str(body, "question")
+    field_num(body, "top_k", 5, 1, 20)
+    field_num(body, "max_tokens", 0, 0, 8192)
+    field_num(body, "temperature", 0.0, 0.0, 2.0)
+    ask = parse_ask(request, body)
+    start: dict[str, Any] | None = None
+    tokens: list[str] = []
+    async for ev in answer_events(request, ask):
+        if ev.name == "start":
+            start = ev.data
+        elif ev.name == "token":
+            tokens.append(ev.data["text"])
+        elif ev.name == "done":
+            return web.json_response({"answer": ev.data["text"] or "".join(tokens), "start": start, **ev.data})
+        elif ev.name == "error":
+            return web.json_response({"error": ev.data}, status=ev.data["status"])
+    raise ApiError(502, "the llm_gateway ended the answer without a result", "STREAM_ENDED")

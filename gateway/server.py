@@ -1,0 +1,58 @@
+"""`python -m gateway.server`: runs the gateway until SIGTERM/SIGINT.
+
+On SIGTERM the listening socket closes, open SSE streams get a terminal `error` event
+(SHUTTING_DOWN) and end, in-flight requests get `shutdown_grace_s` to finish, then the upstream
+channels close (cleanup_ctx).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from services.common.config import load_env
+from services.common.logs import setup_logging
+
+from .app import create_app
+from .config import GatewayConfig
+
+log = logging.getLogger(__name__)
+
+
+async def start(cfg: GatewayConfig) -> tuple[web.AppRunner, int]:
+    """Starts the app on cfg.host:cfg.port and returns the runner and the bound port."""
+    app = create_app(cfg)
+    # handler_cancellation: a client that disconnects cancels its handler, whose `finally`
+    # cancels the upstream gRPC call.
+    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=cfg.shutdown_grace_s, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, port
+
+
+async def serve(cfg: GatewayConfig) -> None:
+    runner, port = await start(cfg)
+    log.info("gateway listening", extra={"url": f"http://{cfg.host}:{port}/"})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down", extra={"grace_s": cfg.shutdown_grace_s})
+    await runner.cleanup()
+    log.info("stopped")
+
+
+def main() -> None:
+    cfg = load_env(GatewayConfig)
+    setup_logging("gateway", cfg.log_level)
+    asyncio.run(serve(cfg))
+
+
+if __name__ == "__main__":
+    main()

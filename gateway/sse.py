@@ -1,0 +1,158 @@
+"""Server-sent events made from gRPC streams (STYLE.md, "The gateway's SSE").
+
+A route hands `stream_events` an async iterator of `Event`s that wraps one upstream gRPC stream.
+`stream_events`:
+- pulls the first event before sending a byte, so an upstream that fails at once (down, bad
+  argument) gets a proper HTTP status and a JSON error, not a 200 with an error event;
+- then sends named events with ids and JSON data through aiohttp-sse, which adds `: ping` every
+  `ping_interval_s`;
+- always ends with a terminal event (`done` or `error`): an upstream failure, an iterator that
+  stops early, and a server shutdown all become an `error` event;
+- closes the iterator in `finally`, which cancels the upstream call when the client went away
+  (aiohttp cancels the handler on disconnect: `handler_cancellation=True`);
+- registers itself in the app's `OPEN_STREAMS` WeakSet, so shutdown can end every stream with a
+  terminal event and wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from aiohttp_sse import sse_response
+
+from .errors import ApiError, dumps, error_payload, json_error
+from .state import CONFIG, METRICS, OPEN_STREAMS
+
+log = logging.getLogger(__name__)
+
+TERMINAL = frozenset({"done", "error"})
+
+
+@dataclass
+class Event:
+    """One SSE event: a name, JSON-able data and an optional id (a counter when None)."""
+
+    name: str
+    data: Any
+    id: str | None = None
+
+
+@dataclass(eq=False)
+class OpenStream:
+    """Handle on one open SSE response, kept in `OPEN_STREAMS` for shutdown."""
+
+    task: asyncio.Task[Any]
+    path: str
+    shutting_down: bool = False
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def shutdown(self) -> None:
+        """Ends the stream: the handler sends an `error` event (SHUTTING_DOWN) and returns."""
+        if not self.finished.is_set():
+            self.shutting_down = True
+            self.task.cancel()
+
+
+async def stream_events(
+    request: web.Request,
+    events: AsyncIterator[Event],
+    *,
+    terminal: frozenset[str] = TERMINAL,
+) -> web.StreamResponse:
+    """Serves `events` as SSE; see the module docstring for the guarantees."""
+    cfg = request.app[CONFIG]
+    metrics = request.app[METRICS]
+    task = asyncio.current_task()
+    assert task is not None
+    handle = OpenStream(task, request.path)
+    request.app[OPEN_STREAMS].add(handle)
+    counter = 0
+    try:
+        # The status is chosen here, before the first byte.
+        try:
+            first: Event | None = await anext(events)
+        except StopAsyncIteration:
+            first = None
+        except asyncio.CancelledError:
+            if handle.shutting_down:
+                return json_error(ApiError(503, "the gateway is shutting down; retry", "SHUTTING_DOWN"))
+            raise
+        except Exception as err:  # noqa: BLE001 - any failure before the first byte picks the status
+            log.info("stream refused before start", extra={"path": request.path, "err": repr(err)})
+            return json_error(err)
+
+        async with sse_response(request, ping_interval=cfg.ping_interval_s) as sse:
+
+            async def send(ev: Event) -> None:
+                nonlocal counter
+                counter += 1
+                await sse.send(dumps(ev.data), id=ev.id if ev.id is not None else str(counter), event=ev.name)
+                metrics.sse_events.labels(ev.name).inc()
+                if ev.name == "done" and isinstance(ev.data, dict) and ev.data.get("ttft_ms"):
+                    metrics.ttft.observe(ev.data["ttft_ms"] / 1000)
+
+            ended = False
+            try:
+                if first is not None:
+                    await send(first)
+                    ended = first.name in terminal
+                    while not ended:
+                        try:
+                            ev = await anext(events)
+                        except StopAsyncIteration:
+                            break
+                        await send(ev)
+                        ended = ev.name in terminal
+                if not ended:
+                    await send(
+                        Event(
+                            "error",
+                            {
+                                "status": 502,
+                                "reason": "STREAM_ENDED",
+                                "message": "the upstream stream ended without a result",
+                            },
+                        )
+                    )
+            except asyncio.CancelledError:
+                if not handle.shutting_down:
+                    raise  # the client went away: nothing more can be sent
+                task.uncancel()
+                await send(
+                    Event(
+                        "error",
+                        {"status": 503, "reason": "SHUTTING_DOWN", "message": "the gateway is shutting down"},
+                    )
+                )
+            except (ConnectionResetError, ConnectionError):
+                raise
+            except Exception as err:
+                if not isinstance(err, ApiError) and not hasattr(err, "http_status"):
+                    log.exception("stream failed", extra={"path": request.path})
+                await send(Event("error", error_payload(err)))
+        return sse
+    finally:
+        handle.finished.set()
+        request.app[OPEN_STREAMS].discard(handle)
+        with contextlib.suppress(BaseException):
+            await events.aclose()  # type: ignore[attr-defined]
+
+
+async def close_open_streams(app: web.Application) -> None:
+    """on_shutdown: ends every open stream with a terminal event and waits for it (bounded)."""
+    handles = list(app[OPEN_STREAMS])
+    if not handles:
+        return
+    log.info("closing open streams", extra={"count": len(handles)})
+    for h in handles:
+        h.shutdown()
+    waits = [asyncio.ensure_future(h.finished.wait()) for h in handles]
+    _, pending = await asyncio.wait(waits, timeout=app[CONFIG].shutdown_grace_s)
+    for p in pending:
+        p.cancel()
