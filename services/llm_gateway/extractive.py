@@ -32,6 +32,8 @@ NO_PASSAGES = "No passages were found for this question, so it cannot be answere
 NOT_ANSWERED = "The passages found do not answer this question."
 
 _SENT_SPLIT = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
+# A split after one of these is undone ("Dr. Smith", "e.g. this").
+_ABBREV = re.compile(r"(?:^|\s)(?:dr|mr|mrs|ms|prof|st|vs|etc|fig|no|e\.g|i\.e|approx|inc|ltd)\.$", re.IGNORECASE)
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset(
     """a an the and or but if of to in on at by for with from into over as is are was were be been being
@@ -58,7 +60,15 @@ def split_sentences(text: str) -> list[str]:
         line = re.sub(r"^(?:#+|[-*+]|\d+[.)])\s+", "", line)
         if not line:
             continue
-        out.extend(s.strip() for s in _SENT_SPLIT.split(line) if s.strip())
+        merged: list[str] = []
+        for s in (s.strip() for s in _SENT_SPLIT.split(line)):
+            if not s:
+                continue
+            if merged and _ABBREV.search(merged[-1]):
+                merged[-1] = f"{merged[-1]} {s}"
+            else:
+                merged.append(s)
+        out.extend(merged)
     return out
 
 
@@ -129,6 +139,12 @@ class ExtractiveBackend:
             return NOT_ANSWERED
         floor = max(self.min_score, best - self.margin)
         chosen = [sentences[i] for i in order[: self.max_sentences] if scores[i] >= floor]
+        # Passages in the order of their best sentence; inside a passage, the text's own order,
+        # so a sentence that leans on the one before it ("That makes them ...") reads right.
+        rank: dict[int, int] = {}
+        for s in chosen:
+            rank.setdefault(s.passage, len(rank))
+        chosen.sort(key=lambda s: (rank[s.passage], s.position))
         return " ".join(cite(s.text, s.passage) for s in chosen)
 
     async def stream(self, request: BackendRequest) -> AsyncIterator[Delta]:

@@ -1,0 +1,436 @@
+"""LLM gateway core pieces without network or model: prompt budget, citations, SSE decoding,
+chunk parsing, backend config, the answer cache, and the core's failover rules over scripted
+backends (test doubles defined here)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from services.common.config import ConfigError
+from services.common.errors import ErrorKind, ServiceError
+from services.llm_gateway.backend import BackendError, BackendLimits, BackendRequest, Delta
+from services.llm_gateway.backends import parse_specs, read_api_key
+from services.llm_gateway.cache import AnswerCache, CachedAnswer
+from services.llm_gateway.core import LlmGateway, StreamStats, cache_key
+from services.llm_gateway.domain import (
+    CitationEvent,
+    DoneEvent,
+    ErrorEvent,
+    GenParams,
+    Passage,
+    StartEvent,
+    TokenEvent,
+    Usage,
+)
+from services.llm_gateway.openai_backend import OpenAIBackend, SSEDecoder, parse_chunk
+from services.llm_gateway.prompt import SYSTEM_PROMPT, build_prompt, cited_numbers
+from services.llm_gateway.tokens import TokenCounter, default_counter, pieces
+
+
+@pytest.fixture(scope="module")
+def counter() -> TokenCounter:
+    return default_counter()
+
+
+# ---- tokens and prompt ------------------------------------------------------------------------
+def test_pieces_rejoin_exactly() -> None:
+    text = "  Object storage,\nkeeps data [1].  "
+    assert "".join(pieces(text)) == text
+    assert len(pieces("a b c")) == 3
+
+
+def test_counter_counts_and_truncates(counter: TokenCounter) -> None:
+    assert counter.count("") == 0
+    assert counter.count("object storage") == 2
+    cut = counter.truncate("one two three four five", 2)
+    assert cut == "one two"
+    assert counter.truncate("short", 10) == "short"
+
+
+def test_prompt_numbers_passages_and_asks_for_citations(counter: TokenCounter) -> None:
+    ps = [Passage("Alpha text.", chunk_id="a", document_name="a.md"), Passage("Beta text.", chunk_id="b")]
+    p = build_prompt("What is alpha?", ps, counter, 1000)
+    assert p.messages[0] == {"role": "system", "content": SYSTEM_PROMPT}
+    user = p.messages[1]["content"]
+    assert "[1] (source: a.md)\nAlpha text." in user
+    assert "[2] (source: b)\nBeta text." in user
+    assert user.endswith("Question: What is alpha?")
+    assert p.citation_map == {1: ps[0], 2: ps[1]}
+    assert p.dropped == 0
+    assert p.prompt_tokens == counter.count(SYSTEM_PROMPT) + counter.count(user) + 8
+
+
+def test_prompt_stays_inside_budget(counter: TokenCounter) -> None:
+    long = " ".join(f"word{i}" for i in range(400))
+    ps = [Passage("Short first passage."), Passage(long, chunk_id="long"), Passage("Never reached.")]
+    base = build_prompt("q?", [], counter, 10_000).prompt_tokens
+    budget = base + 150
+    p = build_prompt("q?", ps, counter, budget)
+    assert p.prompt_tokens <= budget
+    assert len(p.passages) == 2  # the long one is cut, the third left out
+    assert p.truncated == 1 and p.dropped == 1
+    assert p.passages[1].chunk_id == "long" and long.startswith(p.passages[1].text)
+    assert len(p.passages[1].text) < len(long)
+
+
+def test_prompt_drops_a_passage_that_would_keep_too_little(counter: TokenCounter) -> None:
+    base = build_prompt("q?", [], counter, 10_000).prompt_tokens
+    p = build_prompt("q?", [Passage(" ".join(["x"] * 200))], counter, base + 20)
+    assert p.passages == () and p.dropped == 1
+
+
+def test_cited_numbers_keep_order_and_range() -> None:
+    assert cited_numbers("A [2]. B [1, 3] and [2][9] [x]", 3) == [2, 1, 3]
+    assert cited_numbers("nothing cited", 3) == []
+
+
+# ---- SSE and chunks ---------------------------------------------------------------------------
+def test_sse_decoder_handles_split_lines_crlf_comments_and_multiline() -> None:
+    d = SSEDecoder()
+    assert d.feed(b'data: {"a"') == []
+    assert d.feed(b":1}\r\n\r\n: ping\n\ndata: x\ndata: y\n") == ['{"a":1}']
+    assert d.feed(b"\nevent: foo\ndata:[DONE]\n\n") == ["x\ny", "[DONE]"]
+    assert not d.pending()
+
+
+def test_sse_decoder_rejects_endless_line() -> None:
+    d = SSEDecoder()
+    with pytest.raises(ValueError, match="exceeds"):
+        d.feed(b"data: " + b"x" * (1 << 20) + b"y")
+
+
+def test_parse_chunk_reads_content_finish_and_usage() -> None:
+    c = parse_chunk('{"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}')
+    assert c == Delta()
+    c = parse_chunk('{"choices":[{"delta":{"content":"Hi"},"finish_reason":null}]}')
+    assert c.text == "Hi"
+    c = parse_chunk('{"choices":[{"delta":{},"finish_reason":"length"}]}')
+    assert c.finish_reason == "length"
+    c = parse_chunk('{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}')
+    assert c.usage == Usage(7, 3, "backend")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    ["{not json", "[1,2]", '{"id":"x"}', '{"choices":"x"}', '{"choices":[{"delta":{"content":5}}]}'],
+)
+def test_parse_chunk_rejects_malformed(payload: str) -> None:
+    with pytest.raises(ValueError):
+        parse_chunk(payload)
+
+
+# ---- backend config ---------------------------------------------------------------------------
+def test_parse_specs_reads_kinds_and_limits() -> None:
+    raw = json.dumps(
+        [
+            {"name": "vllm", "base_url": "http://h:8000/v1", "model": "m", "max_concurrency": 2, "retries": 0},
+            {"name": "extractive", "kind": "extractive", "min_score": 0.5},
+        ]
+    )
+    specs = parse_specs(raw)
+    assert [s.name for s in specs] == ["vllm", "extractive"]
+    assert specs[0].kind == "openai" and specs[0].limits.max_concurrency == 2 and specs[0].limits.retries == 0
+    assert specs[1].options == {"min_score": 0.5}
+    assert parse_specs("") == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("{", "not valid JSON"),
+        ('{"name": "x"}', "must be a JSON list"),
+        ('[{"kind": "openai"}]', "non-empty string 'name'"),
+        ('[{"name": "a", "kind": "gpt"}]', "kind must be one of"),
+        ('[{"name": "a", "base_url": "h:1", "model": "m"}]', "base_url"),
+        ('[{"name": "a", "base_url": "http://h/v1"}]', "'model'"),
+        ('[{"name": "a", "kind": "extractive"}, {"name": "a", "kind": "extractive"}]', "used twice"),
+        ('[{"name": "a", "kind": "extractive", "max_concurrency": 0}]', "must be > 0"),
+    ],
+)
+def test_parse_specs_errors_name_the_problem(raw: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_specs(raw)
+
+
+def test_api_key_from_env_or_file_and_never_in_repr(tmp_path: Path) -> None:
+    spec = parse_specs('[{"name": "n", "base_url": "http://h/v1", "model": "m", "api_key_env": "MY_KEY"}]')[0]
+    with pytest.raises(ConfigError, match="MY_KEY"):
+        read_api_key(spec, {})
+    assert read_api_key(spec, {"MY_KEY": "sk-123\n"}) == "sk-123"
+    f = tmp_path / "key"
+    f.write_text("sk-file\n")
+    spec2 = parse_specs(json.dumps([{"name": "n", "base_url": "http://h/v1", "model": "m", "api_key_file": str(f)}]))[0]
+    assert read_api_key(spec2, {}) == "sk-file"
+    backend = OpenAIBackend.from_spec(spec, api_key="sk-123")
+    assert "sk-123" not in repr(backend)
+    assert "sk-123" not in backend._http_error(401, b'{"error": {"message": "bad key sk-123"}}').message
+
+
+# ---- answer cache -----------------------------------------------------------------------------
+def _answer(text: str) -> CachedAnswer:
+    return CachedAnswer("b", "m", tuple(pieces(text)), "stop", Usage(10, 3, "tokenizer"), (1,))
+
+
+async def test_cache_roundtrip_stats_and_purge(tmp_path: Path) -> None:
+    cache = AnswerCache(tmp_path / "c.sqlite", 1 << 20)
+    try:
+        assert await cache.get("k") is None
+        await cache.put("k", _answer("an answer [1]."))
+        hit = await cache.get("k")
+        assert hit == _answer("an answer [1].")
+        s = await cache.stats()
+        assert (s.entries, s.hits, s.misses) == (1, 1, 1) and s.size_bytes > 0
+        assert await cache.purge() == 1
+        assert (await cache.stats()).entries == 0
+    finally:
+        await cache.close()
+
+
+async def test_cache_evicts_least_recently_used_within_its_bound(tmp_path: Path) -> None:
+    one = len(_answer("x" * 100).to_bytes()) + 64
+    cache = AnswerCache(tmp_path / "c.sqlite", int(one * 2.5))
+    try:
+        for k in "abc":
+            key = k * 64
+            await cache.put(key, _answer("x" * 100))
+            if k == "b":
+                assert await cache.get("a" * 64) is not None  # a is now more recent than b
+        s = await cache.stats()
+        assert s.entries == 2 and s.size_bytes <= s.max_size_bytes and s.evictions == 1
+        assert await cache.get("b" * 64) is None
+        assert await cache.get("a" * 64) is not None and await cache.get("c" * 64) is not None
+        await cache.put("big", _answer("y" * 10_000))  # larger than the bound: not stored
+        assert await cache.get("big") is None
+    finally:
+        await cache.close()
+
+
+async def test_cache_corrupt_row_is_a_miss(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    cache = AnswerCache(path, 1 << 20)
+    try:
+        await cache.put("k", _answer("a"))
+        db = sqlite3.connect(path)
+        db.execute("UPDATE answers SET value = ?", (b"{broken",))
+        db.commit()
+        db.close()
+        assert await cache.get("k") is None
+    finally:
+        await cache.close()
+
+
+def test_cache_key_depends_on_context_model_and_params(counter: TokenCounter) -> None:
+    p1 = build_prompt("q", [Passage("text one", chunk_id="c")], counter, 1000)
+    p2 = build_prompt("q", [Passage("text two", chunk_id="c")], counter, 1000)
+    k = cache_key("q", p1, "b", "m", GenParams())
+    assert k == cache_key("q ", p1, "b", "m", GenParams())
+    assert k != cache_key("q", p2, "b", "m", GenParams())
+    assert k != cache_key("q", p1, "b", "m2", GenParams())
+    assert k != cache_key("q", p1, "b", "m", GenParams(temperature=0.7))
+    assert k != cache_key("q", p1, "b", "m", GenParams(max_tokens=10))
+
+
+def test_stream_stats() -> None:
+    s = StreamStats(0)
+    s.times = [100, 200, 300, 1300]
+    assert s.ttft_ns == 100 and s.generation_ns == 1200
+    assert s.inter_token() == (100, 1000)
+    assert s.tokens_per_s(4) == pytest.approx(3 / 1.2e-6)
+
+
+# ---- core failover over scripted backends ---------------------------------------------------
+class ScriptedBackend:
+    """Test double: fails `fail_times` times with `error`, then streams `text` word by word,
+    optionally holding after the first word until `release` is set."""
+
+    kind = "scripted"
+    default_model = "scripted-1"
+
+    def __init__(
+        self,
+        name: str,
+        text: str = "Answer [1].",
+        *,
+        error: BackendError | None = None,
+        fail_times: int = 0,
+        limits: BackendLimits | None = None,
+        hold: asyncio.Event | None = None,
+    ) -> None:
+        self.name = name
+        self.text = text
+        self.error = error
+        self.fail_times = fail_times
+        self.limits = limits or BackendLimits(retries=1, backoff_s=0.001)
+        self.hold = hold
+        self.calls = 0
+
+    def models(self) -> list[str]:
+        return [self.default_model]
+
+    async def close(self) -> None:
+        return None
+
+    async def stream(self, request: BackendRequest) -> AsyncIterator[Delta]:
+        self.calls += 1
+        if self.error is not None and self.calls <= self.fail_times:
+            raise self.error
+        for i, p in enumerate(pieces(self.text)):
+            yield Delta(text=p)
+            if i == 0 and self.hold is not None:
+                await self.hold.wait()
+        yield Delta(finish_reason="stop")
+
+
+def _err(name: str, retryable: bool, kind: ErrorKind = ErrorKind.UNAVAILABLE) -> BackendError:
+    return BackendError(kind, f"{name} failed", reason="X", backend=name, retryable=retryable)
+
+
+async def _collect(it: AsyncIterator[object]) -> list[object]:
+    return [ev async for ev in it]
+
+
+PASSAGES = [Passage("Some passage text.", chunk_id="c1", document_name="d.md")]
+
+
+async def test_core_streams_start_tokens_citations_done(counter: TokenCounter) -> None:
+    gw = LlmGateway([ScriptedBackend("a", "It is so [1].")], counter)
+    evs = await _collect(gw.generate("q?", PASSAGES))
+    assert evs[0] == StartEvent("a", "scripted-1", False)
+    toks = [e for e in evs if isinstance(e, TokenEvent)]
+    assert "".join(t.text for t in toks) == "It is so [1]." and [t.index for t in toks] == [0, 1, 2, 3]
+    cites = [e for e in evs if isinstance(e, CitationEvent)]
+    assert [c.citation.number for c in cites] == [1] and cites[0].citation.passage.chunk_id == "c1"
+    done = evs[-1]
+    assert isinstance(done, DoneEvent)
+    assert done.usage == Usage(done.usage.prompt_tokens, counter.count("It is so [1]."), "tokenizer")
+    assert done.usage.prompt_tokens > 0 and done.ttft_ns > 0 and done.finish_reason == "stop"
+    assert [s.name for s in done.stages] == ["prompt", "first_token", "generate"]
+
+
+async def test_core_retries_then_fails_over(counter: TokenCounter) -> None:
+    a = ScriptedBackend("a", error=_err("a", True), fail_times=99)
+    b = ScriptedBackend("b", error=_err("b", True), fail_times=1)
+    gw = LlmGateway([a, b], counter)
+    evs = await _collect(gw.generate("q?", PASSAGES))
+    assert evs[0] == StartEvent("b", "scripted-1", False)
+    assert (a.calls, b.calls) == (2, 2)  # a: first try + 1 retry; b: fails once, then answers
+
+
+async def test_core_does_not_retry_a_non_retryable_failure(counter: TokenCounter) -> None:
+    a = ScriptedBackend("a", error=_err("a", False, ErrorKind.INVALID_ARGUMENT), fail_times=99)
+    gw = LlmGateway([a], counter)
+    with pytest.raises(ServiceError) as info:
+        await _collect(gw.generate("q?", PASSAGES))
+    assert info.value.kind == ErrorKind.INVALID_ARGUMENT and a.calls == 1
+
+
+async def test_core_all_failed_names_every_backend(counter: TokenCounter) -> None:
+    gw = LlmGateway(
+        [
+            ScriptedBackend("a", error=_err("a", False), fail_times=9),
+            ScriptedBackend("b", error=_err("b", False), fail_times=9),
+        ],
+        counter,
+    )
+    with pytest.raises(ServiceError) as info:
+        await _collect(gw.generate("q?", PASSAGES))
+    assert info.value.reason == "ALL_BACKENDS_FAILED" and info.value.kind == ErrorKind.UNAVAILABLE
+    assert "a: a failed" in info.value.message and "b: b failed" in info.value.message
+
+
+async def test_core_concurrency_limit_skips_then_exhausts(counter: TokenCounter) -> None:
+    hold = asyncio.Event()
+    a = ScriptedBackend("a", limits=BackendLimits(max_concurrency=1), hold=hold)
+    b = ScriptedBackend("b", limits=BackendLimits(max_concurrency=1), hold=hold)
+    gw = LlmGateway([a, b], counter)
+    s1, s2 = gw.generate("q?", PASSAGES), gw.generate("q?", PASSAGES)
+    assert (await anext(s1)).backend == "a"
+    assert (await anext(s2)).backend == "b"  # a is full: failover to b
+    with pytest.raises(ServiceError) as info:
+        await _collect(gw.generate("q?", PASSAGES))
+    assert info.value.kind == ErrorKind.RESOURCE_EXHAUSTED and info.value.reason == "BACKEND_BUSY"
+    pinned = gw.generate("q?", PASSAGES, GenParams(backend="a"))
+    with pytest.raises(ServiceError, match="concurrency limit"):
+        await anext(pinned)
+    hold.set()
+    await _collect(s1)
+    await _collect(s2)
+    assert gw.slots["a"].used == 0 and gw.slots["b"].used == 0
+    assert isinstance((await _collect(gw.generate("q?", PASSAGES)))[-1], DoneEvent)
+
+
+async def test_core_releases_slot_when_caller_stops_early(counter: TokenCounter) -> None:
+    hold = asyncio.Event()
+    gw = LlmGateway([ScriptedBackend("a", limits=BackendLimits(max_concurrency=1), hold=hold)], counter)
+    s = gw.generate("q?", PASSAGES)
+    await anext(s)
+    await anext(s)
+    await s.aclose()
+    assert gw.slots["a"].used == 0
+
+
+@pytest.mark.parametrize(
+    ("question", "params", "reason"),
+    [
+        ("  ", GenParams(), "EMPTY_QUESTION"),
+        ("x" * 4097, GenParams(), "QUESTION_TOO_LONG"),
+        ("q", GenParams(temperature=2.5), "BAD_TEMPERATURE"),
+        ("q", GenParams(max_tokens=-1), "BAD_MAX_TOKENS"),
+        ("q", GenParams(backend="nope"), "UNKNOWN_BACKEND"),
+        ("q", GenParams(model="nope"), "UNKNOWN_MODEL"),
+    ],
+)
+async def test_core_rejects_bad_input(counter: TokenCounter, question: str, params: GenParams, reason: str) -> None:
+    gw = LlmGateway([ScriptedBackend("a")], counter)
+    with pytest.raises(ServiceError) as info:
+        await _collect(gw.generate(question, PASSAGES, params))
+    assert info.value.reason == reason
+
+
+async def test_core_rejects_empty_passage(counter: TokenCounter) -> None:
+    gw = LlmGateway([ScriptedBackend("a")], counter)
+    with pytest.raises(ServiceError, match="passage 2 has no text"):
+        await _collect(gw.generate("q", [PASSAGES[0], Passage("  ")]))
+
+
+async def test_core_cache_hit_replays_and_is_flagged(counter: TokenCounter, tmp_path: Path) -> None:
+    a = ScriptedBackend("a", "Cached answer [1].")
+    cache = AnswerCache(tmp_path / "c.sqlite", 1 << 20)
+    gw = LlmGateway([a], counter, cache=cache)
+    try:
+        first = await _collect(gw.generate("q?", PASSAGES))
+        second = await _collect(gw.generate("q?", PASSAGES))
+        assert a.calls == 1
+        assert second[0] == StartEvent("a", "scripted-1", True)
+        d1, d2 = first[-1], second[-1]
+        assert isinstance(d1, DoneEvent) and isinstance(d2, DoneEvent)
+        assert d2.text == d1.text and d2.usage == d1.usage and d2.citations == d1.citations
+        assert [s.name for s in d2.stages] == ["prompt", "cache_lookup"]
+        await _collect(gw.generate("q?", PASSAGES, GenParams(no_cache=True)))
+        assert a.calls == 2
+    finally:
+        await gw.close()
+
+
+async def test_core_mid_stream_failure_is_an_error_event_and_not_cached(counter: TokenCounter, tmp_path: Path) -> None:
+    class Breaking(ScriptedBackend):
+        async def stream(self, request: BackendRequest) -> AsyncIterator[Delta]:
+            self.calls += 1
+            yield Delta(text="Partial ")
+            raise _err(self.name, True)
+
+    b = Breaking("a")
+    gw = LlmGateway([b], counter, cache=AnswerCache(tmp_path / "c.sqlite", 1 << 20))
+    try:
+        evs = await _collect(gw.generate("q?", PASSAGES))
+        assert isinstance(evs[0], StartEvent) and isinstance(evs[1], TokenEvent)
+        assert isinstance(evs[-1], ErrorEvent) and b.calls == 1  # no retry after the first token
+        assert (await gw.cache.stats()).entries == 0  # type: ignore[union-attr]
+    finally:
+        await gw.close()
