@@ -56,6 +56,7 @@ def backend_pb(spec: BackendSpec, has_credentials: bool) -> pb.Backend:
         emulated=spec.emulated,
         allowed_prefixes=list(spec.allowed_prefixes),
         is_default=spec.is_default,
+        label=spec.label(),
     )
 
 

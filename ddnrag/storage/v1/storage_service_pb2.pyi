@@ -68,7 +68,7 @@ class Shaping(_message.Message):
     def __init__(self, rtt_ms: _Optional[float] = ..., jitter_ms: _Optional[float] = ..., bandwidth_mbps: _Optional[float] = ...) -> None: ...
 
 class Backend(_message.Message):
-    __slots__ = ("name", "kind", "endpoint", "region", "bucket", "addressing_style", "insecure_skip_verify", "ca_bundle_path", "access_key_id", "secret_access_key", "credentials_env_prefix", "credentials_file", "has_credentials", "shaping", "emulated", "allowed_prefixes", "is_default")
+    __slots__ = ("name", "kind", "endpoint", "region", "bucket", "addressing_style", "insecure_skip_verify", "ca_bundle_path", "access_key_id", "secret_access_key", "credentials_env_prefix", "credentials_file", "has_credentials", "shaping", "emulated", "allowed_prefixes", "is_default", "label")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +86,7 @@ class Backend(_message.Message):
     EMULATED_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_PREFIXES_FIELD_NUMBER: _ClassVar[int]
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: BackendKind
     endpoint: str
@@ -103,7 +104,8 @@ class Backend(_message.Message):
     emulated: bool
     allowed_prefixes: _containers.RepeatedScalarFieldContainer[str]
     is_default: bool
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[BackendKind, str]] = ..., endpoint: _Optional[str] = ..., region: _Optional[str] = ..., bucket: _Optional[str] = ..., addressing_style: _Optional[_Union[AddressingStyle, str]] = ..., insecure_skip_verify: _Optional[bool] = ..., ca_bundle_path: _Optional[str] = ..., access_key_id: _Optional[str] = ..., secret_access_key: _Optional[str] = ..., credentials_env_prefix: _Optional[str] = ..., credentials_file: _Optional[str] = ..., has_credentials: _Optional[bool] = ..., shaping: _Optional[_Union[Shaping, _Mapping]] = ..., emulated: _Optional[bool] = ..., allowed_prefixes: _Optional[_Iterable[str]] = ..., is_default: _Optional[bool] = ...) -> None: ...
+    label: str
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[BackendKind, str]] = ..., endpoint: _Optional[str] = ..., region: _Optional[str] = ..., bucket: _Optional[str] = ..., addressing_style: _Optional[_Union[AddressingStyle, str]] = ..., insecure_skip_verify: _Optional[bool] = ..., ca_bundle_path: _Optional[str] = ..., access_key_id: _Optional[str] = ..., secret_access_key: _Optional[str] = ..., credentials_env_prefix: _Optional[str] = ..., credentials_file: _Optional[str] = ..., has_credentials: _Optional[bool] = ..., shaping: _Optional[_Union[Shaping, _Mapping]] = ..., emulated: _Optional[bool] = ..., allowed_prefixes: _Optional[_Iterable[str]] = ..., is_default: _Optional[bool] = ..., label: _Optional[str] = ...) -> None: ...
 
 class Transfer(_message.Message):
     __slots__ = ("ttfb_ns", "total_ns", "bytes", "retries")
@@ -465,7 +467,7 @@ class Percentiles(_message.Message):
     def __init__(self, p50_ns: _Optional[int] = ..., p90_ns: _Optional[int] = ..., p99_ns: _Optional[int] = ..., max_ns: _Optional[int] = ..., mean_ns: _Optional[int] = ...) -> None: ...
 
 class LevelResult(_message.Message):
-    __slots__ = ("backend", "emulated", "object_size", "concurrency", "ops", "errors", "errors_by_kind", "duration_s", "ops_per_s", "mib_per_s", "latency", "ttfb", "cold_ttfb_p50_ns", "warm_ttfb_p50_ns", "operation")
+    __slots__ = ("backend", "emulated", "object_size", "concurrency", "ops", "errors", "errors_by_kind", "duration_s", "ops_per_s", "mib_per_s", "latency", "ttfb", "cold_ttfb_p50_ns", "warm_ttfb_p50_ns", "operation", "label", "bytes", "cold_samples", "warm_samples")
     class ErrorsByKindEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -488,6 +490,10 @@ class LevelResult(_message.Message):
     COLD_TTFB_P50_NS_FIELD_NUMBER: _ClassVar[int]
     WARM_TTFB_P50_NS_FIELD_NUMBER: _ClassVar[int]
     OPERATION_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    COLD_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    WARM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     backend: str
     emulated: bool
     object_size: int
@@ -503,7 +509,11 @@ class LevelResult(_message.Message):
     cold_ttfb_p50_ns: int
     warm_ttfb_p50_ns: int
     operation: str
-    def __init__(self, backend: _Optional[str] = ..., emulated: _Optional[bool] = ..., object_size: _Optional[int] = ..., concurrency: _Optional[int] = ..., ops: _Optional[int] = ..., errors: _Optional[int] = ..., errors_by_kind: _Optional[_Mapping[str, int]] = ..., duration_s: _Optional[float] = ..., ops_per_s: _Optional[float] = ..., mib_per_s: _Optional[float] = ..., latency: _Optional[_Union[Percentiles, _Mapping]] = ..., ttfb: _Optional[_Union[Percentiles, _Mapping]] = ..., cold_ttfb_p50_ns: _Optional[int] = ..., warm_ttfb_p50_ns: _Optional[int] = ..., operation: _Optional[str] = ...) -> None: ...
+    label: str
+    bytes: int
+    cold_samples: int
+    warm_samples: int
+    def __init__(self, backend: _Optional[str] = ..., emulated: _Optional[bool] = ..., object_size: _Optional[int] = ..., concurrency: _Optional[int] = ..., ops: _Optional[int] = ..., errors: _Optional[int] = ..., errors_by_kind: _Optional[_Mapping[str, int]] = ..., duration_s: _Optional[float] = ..., ops_per_s: _Optional[float] = ..., mib_per_s: _Optional[float] = ..., latency: _Optional[_Union[Percentiles, _Mapping]] = ..., ttfb: _Optional[_Union[Percentiles, _Mapping]] = ..., cold_ttfb_p50_ns: _Optional[int] = ..., warm_ttfb_p50_ns: _Optional[int] = ..., operation: _Optional[str] = ..., label: _Optional[str] = ..., bytes: _Optional[int] = ..., cold_samples: _Optional[int] = ..., warm_samples: _Optional[int] = ...) -> None: ...
 
 class BenchmarkProgress(_message.Message):
     __slots__ = ("backend", "object_size", "concurrency", "ops_done", "errors", "p50_ns", "levels_done", "levels_total")
@@ -584,3 +594,45 @@ class GetBenchmarkRunResponse(_message.Message):
     run: BenchmarkRun
     timings: _common_pb2.Timings
     def __init__(self, run: _Optional[_Union[BenchmarkRun, _Mapping]] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ...) -> None: ...
+
+class CompareBenchmarkRunsRequest(_message.Message):
+    __slots__ = ("run_id_a", "run_id_b")
+    RUN_ID_A_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_B_FIELD_NUMBER: _ClassVar[int]
+    run_id_a: str
+    run_id_b: str
+    def __init__(self, run_id_a: _Optional[str] = ..., run_id_b: _Optional[str] = ...) -> None: ...
+
+class BenchmarkComparison(_message.Message):
+    __slots__ = ("backend", "operation", "object_size", "concurrency", "a", "b", "ops_per_s_ratio", "latency_p50_ratio", "ttfb_p50_ratio")
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    A_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    OPS_PER_S_RATIO_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P50_RATIO_FIELD_NUMBER: _ClassVar[int]
+    TTFB_P50_RATIO_FIELD_NUMBER: _ClassVar[int]
+    backend: str
+    operation: str
+    object_size: int
+    concurrency: int
+    a: LevelResult
+    b: LevelResult
+    ops_per_s_ratio: float
+    latency_p50_ratio: float
+    ttfb_p50_ratio: float
+    def __init__(self, backend: _Optional[str] = ..., operation: _Optional[str] = ..., object_size: _Optional[int] = ..., concurrency: _Optional[int] = ..., a: _Optional[_Union[LevelResult, _Mapping]] = ..., b: _Optional[_Union[LevelResult, _Mapping]] = ..., ops_per_s_ratio: _Optional[float] = ..., latency_p50_ratio: _Optional[float] = ..., ttfb_p50_ratio: _Optional[float] = ...) -> None: ...
+
+class CompareBenchmarkRunsResponse(_message.Message):
+    __slots__ = ("a", "b", "rows", "timings")
+    A_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    a: BenchmarkRun
+    b: BenchmarkRun
+    rows: _containers.RepeatedCompositeFieldContainer[BenchmarkComparison]
+    timings: _common_pb2.Timings
+    def __init__(self, a: _Optional[_Union[BenchmarkRun, _Mapping]] = ..., b: _Optional[_Union[BenchmarkRun, _Mapping]] = ..., rows: _Optional[_Iterable[_Union[BenchmarkComparison, _Mapping]]] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ...) -> None: ...

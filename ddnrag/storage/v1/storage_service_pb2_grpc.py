@@ -111,6 +111,11 @@ class StorageServiceStub:
                 request_serializer=ddnrag_dot_storage_dot_v1_dot_storage__service__pb2.GetBenchmarkRunRequest.SerializeToString,
                 response_deserializer=ddnrag_dot_storage_dot_v1_dot_storage__service__pb2.GetBenchmarkRunResponse.FromString,
                 _registered_method=True)
+        self.CompareBenchmarkRuns = channel.unary_unary(
+                '/ddnrag.storage.v1.StorageService/CompareBenchmarkRuns',
+                request_serializer=ddnrag_dot_storage_dot_v1_dot_storage__service__pb2.CompareBenchmarkRunsRequest.SerializeToString,
+                response_deserializer=ddnrag_dot_storage_dot_v1_dot_storage__service__pb2.CompareBenchmarkRunsResponse.FromString,
+                _registered_method=True)
 
 
 class StorageServiceServicer:
@@ -230,6 +235,14 @@ class StorageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CompareBenchmarkRuns(self, request, context):
+        """CompareBenchmarkRuns lines up two saved runs cell by cell (backend, operation, size,
+        concurrency) with the ratios of their headline numbers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -307,6 +320,11 @@ def add_StorageServiceServicer_to_server(servicer, server):
                     servicer.GetBenchmarkRun,
                     request_deserializer=ddnrag_dot_storage_dot_v1_dot_storage__service__pb2.GetBenchmarkRunRequest.FromString,
                     response_serializer=ddnrag_dot_storage_dot_v1_dot_storage__service__pb2.GetBenchmarkRunResponse.SerializeToString,
+            ),
+            'CompareBenchmarkRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompareBenchmarkRuns,
+                    request_deserializer=ddnrag_dot_storage_dot_v1_dot_storage__service__pb2.CompareBenchmarkRunsRequest.FromString,
+                    response_serializer=ddnrag_dot_storage_dot_v1_dot_storage__service__pb2.CompareBenchmarkRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -716,6 +734,33 @@ class StorageService:
             '/ddnrag.storage.v1.StorageService/GetBenchmarkRun',
             ddnrag_dot_storage_dot_v1_dot_storage__service__pb2.GetBenchmarkRunRequest.SerializeToString,
             ddnrag_dot_storage_dot_v1_dot_storage__service__pb2.GetBenchmarkRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompareBenchmarkRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ddnrag.storage.v1.StorageService/CompareBenchmarkRuns',
+            ddnrag_dot_storage_dot_v1_dot_storage__service__pb2.CompareBenchmarkRunsRequest.SerializeToString,
+            ddnrag_dot_storage_dot_v1_dot_storage__service__pb2.CompareBenchmarkRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,
