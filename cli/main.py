@@ -16,7 +16,7 @@ from rich.console import Console
 from clients.base import ServiceCallError
 
 # Modules under cli.commands, in help order.
-COMMAND_MODULES = ["stack", "eval"]
+COMMAND_MODULES = ["stack", "ingest", "ask", "search", "bench", "jobs", "cache", "eval", "export", "config"]
 
 err_console = Console(stderr=True)
 

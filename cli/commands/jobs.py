@@ -1,0 +1,119 @@
+"""`rag jobs list|status|cancel`: the retriever's ingestion jobs."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+
+from rich.markup import escape
+from rich.table import Table
+
+from ddnrag.retriever.v1 import retriever_service_pb2 as rpb
+
+from .common import EXIT_FAILED, EXIT_OK, add_common, console, emit_json, rag_client, run, to_dict
+from .ingest import follow_job, show_job_summary
+
+ENDED_BADLY = (rpb.JOB_STATE_FAILED, rpb.JOB_STATE_PARTIAL)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("jobs", help="list, inspect, follow or cancel ingestion jobs")
+    jsub = p.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
+    q = jsub.add_parser("list", help="list jobs, newest first")
+    q.add_argument("--collection", default="", help="only jobs of this collection")
+    q.add_argument("--limit", type=int, default=20, help="most jobs to show (default 20)")
+    add_common(q, services=("retriever",))
+    q.set_defaults(func=cmd_list)
+    q = jsub.add_parser("status", help="one job's state, files in error and write figures")
+    q.add_argument("job_id")
+    q.add_argument("--watch", action="store_true", help="follow the job's progress until it ends")
+    add_common(q, services=("retriever",))
+    q.set_defaults(func=cmd_status)
+    q = jsub.add_parser("cancel", help="cancel a running job (the index stays at its last committed version)")
+    q.add_argument("job_id")
+    add_common(q, services=("retriever",))
+    q.set_defaults(func=cmd_cancel)
+
+
+def state_name(state: int) -> str:
+    return rpb.JobState.Name(state).removeprefix("JOB_STATE_").lower()
+
+
+def _when(unix_ns: int) -> str:
+    if not unix_ns:
+        return "-"
+    return datetime.fromtimestamp(unix_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    async def work() -> int:
+        async with rag_client(args) as rag:
+            resp = await rag.retriever.list_jobs(args.collection, page_size=max(1, min(args.limit, 1000)))
+        if args.json:
+            emit_json({"jobs": [to_dict(j) for j in resp.jobs]})
+            return EXIT_OK
+        if not resp.jobs:
+            console.print("no ingestion jobs yet" + (f" in {args.collection!r}" if args.collection else ""))
+            return EXIT_OK
+        t = Table(title="ingestion jobs (newest first)", title_justify="left")
+        for col in ("job", "collection", "state", "stage", "documents", "chunks", "errors", "created (UTC)", "took"):
+            t.add_column(col, justify="right" if col in ("documents", "chunks", "errors", "took") else "left")
+        for j in resp.jobs:
+            took = (j.updated_unix_ns - j.created_unix_ns) / 1e9 if j.updated_unix_ns else 0
+            t.add_row(
+                j.job_id,
+                escape(j.collection),
+                state_name(j.state),
+                j.stage,
+                f"{j.documents_done}/{j.documents_total}",
+                str(j.chunks_done),
+                str(len(j.file_errors)),
+                _when(j.created_unix_ns),
+                f"{took:.1f}s",
+            )
+        console.print(t)
+        return EXIT_OK
+
+    return run(args, work)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    async def work() -> int:
+        async with rag_client(args) as rag:
+            if args.watch:
+                job = await follow_job(
+                    rag.retriever.watch_job(args.job_id),
+                    None if args.json else console,
+                    title=f"job {args.job_id}",
+                )
+                if job is None:
+                    job = await rag.retriever.get_job(args.job_id)
+            else:
+                job = await rag.retriever.get_job(args.job_id)
+        if args.json:
+            emit_json({"job": to_dict(job)})
+        else:
+            show_job_summary(job)
+            console.print(f"stage: {job.stage} · created {_when(job.created_unix_ns)} UTC")
+            if job.eta_s > 0 and job.state in (rpb.JOB_STATE_QUEUED, rpb.JOB_STATE_RUNNING):
+                console.print(f"about {job.eta_s:.0f}s left")
+            for e in job.file_errors:
+                console.print(f"  [red]✗[/red] {escape(e.name)}: {escape(e.reason)}")
+        return EXIT_FAILED if job.state in ENDED_BADLY else EXIT_OK
+
+    return run(args, work)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    async def work() -> int:
+        async with rag_client(args) as rag:
+            job = await rag.retriever.cancel_job(args.job_id)
+        if args.json:
+            emit_json({"job": to_dict(job)})
+        elif job.state == rpb.JOB_STATE_CANCELLED:
+            console.print(f"job {job.job_id} cancelled; collection {job.collection} keeps its last committed index")
+        else:
+            console.print(f"job {job.job_id} had already ended: {state_name(job.state)}")
+        return EXIT_OK
+
+    return run(args, work)
