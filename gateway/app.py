@@ -13,8 +13,8 @@ from aiohttp import web
 from .config import GatewayConfig
 from .errors import error_middleware
 from .metrics import GatewayMetrics, metrics_middleware
-from .protect import RateLimiter, load_api_keys, protect_middleware
-from .routes import documents, health, ingestion, rag
+from .protect import RateLimiter, cors_on_prepare, load_api_keys, protect_middleware
+from .routes import admin, backends, benchmarks, documents, health, ingestion, openai_compat, rag
 from .sse import close_open_streams
 from .state import API_KEYS, BACKGROUND, CONFIG, METRICS, OPEN_STREAMS, RATE_LIMITER, UPSTREAMS, Upstreams
 
@@ -67,7 +67,8 @@ def create_app(cfg: GatewayConfig) -> web.Application:
     app[RATE_LIMITER] = RateLimiter(cfg.rate_limit_rps, cfg.rate_limit_burst)
     app.cleanup_ctx.append(upstreams_ctx)
     app.on_shutdown.append(close_open_streams)
-    for module in (health, documents, ingestion, rag):
+    app.on_response_prepare.append(cors_on_prepare)
+    for module in (health, documents, ingestion, rag, backends, benchmarks, admin, openai_compat):
         app.router.add_routes(module.routes)
     app.router.add_get("/", index)
     app.router.add_static("/static/", STATIC_DIR, append_version=False)

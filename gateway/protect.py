@@ -127,10 +127,12 @@ async def protect_middleware(request: web.Request, handler: Handler) -> web.Stre
             resp = json_error(ApiError(429, f"rate limit exceeded; retry in {wait:.1f} s", "RATE_LIMITED"))
             resp.headers.update({**cors, "Retry-After": str(max(1, math.ceil(wait)))})
             return resp
-    if cors:
-        request["cors"] = cors
-        resp = await handler(request)
-        if not resp.prepared:
-            resp.headers.update(cors)
-        return resp
     return await handler(request)
+
+
+async def cors_on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """Adds the CORS headers to every response of an allowed origin, streams included (their
+    headers go out before the handler returns, so a middleware would be too late)."""
+    cors = _cors_headers(request)
+    for k, v in cors.items():
+        response.headers.setdefault(k, v)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,13 +64,20 @@ async def stream_events(
     events: AsyncIterator[Event],
     *,
     terminal: frozenset[str] = TERMINAL,
+    named: bool = True,
+    wrap_error: Callable[[dict[str, Any]], Any] | None = None,
 ) -> web.StreamResponse:
-    """Serves `events` as SSE; see the module docstring for the guarantees."""
+    """Serves `events` as SSE; see the module docstring for the guarantees.
+
+    `named=False` sends bare `data:` lines with no event name or id (the OpenAI streaming
+    format); a `str` data is then sent as is (`[DONE]`). `wrap_error` shapes the data of the
+    error events this function makes itself."""
     cfg = request.app[CONFIG]
     metrics = request.app[METRICS]
     task = asyncio.current_task()
     assert task is not None
     handle = OpenStream(task, request.path)
+    shape = wrap_error or (lambda payload: payload)
     request.app[OPEN_STREAMS].add(handle)
     counter = 0
     try:
@@ -87,12 +94,15 @@ async def stream_events(
             log.info("stream refused before start", extra={"path": request.path, "err": repr(err)})
             return json_error(err)
 
-        async with sse_response(request, ping_interval=cfg.ping_interval_s) as sse:
+        async with sse_response(request, ping_interval=cfg.ping_interval_s, allow_all_methods=True) as sse:
 
             async def send(ev: Event) -> None:
                 nonlocal counter
                 counter += 1
-                await sse.send(dumps(ev.data), id=ev.id if ev.id is not None else str(counter), event=ev.name)
+                if named:
+                    await sse.send(dumps(ev.data), id=ev.id if ev.id is not None else str(counter), event=ev.name)
+                else:
+                    await sse.send(ev.data if isinstance(ev.data, str) else dumps(ev.data))
                 metrics.sse_events.labels(ev.name).inc()
                 if ev.name == "done" and isinstance(ev.data, dict) and ev.data.get("ttft_ms"):
                     metrics.ttft.observe(ev.data["ttft_ms"] / 1000)
@@ -113,11 +123,13 @@ async def stream_events(
                     await send(
                         Event(
                             "error",
-                            {
-                                "status": 502,
-                                "reason": "STREAM_ENDED",
-                                "message": "the upstream stream ended without a result",
-                            },
+                            shape(
+                                {
+                                    "status": 502,
+                                    "reason": "STREAM_ENDED",
+                                    "message": "the upstream stream ended without a result",
+                                }
+                            ),
                         )
                     )
             except asyncio.CancelledError:
@@ -127,7 +139,7 @@ async def stream_events(
                 await send(
                     Event(
                         "error",
-                        {"status": 503, "reason": "SHUTTING_DOWN", "message": "the gateway is shutting down"},
+                        shape({"status": 503, "reason": "SHUTTING_DOWN", "message": "the gateway is shutting down"}),
                     )
                 )
             except (ConnectionResetError, ConnectionError):
@@ -135,7 +147,7 @@ async def stream_events(
             except Exception as err:
                 if not isinstance(err, ApiError) and not hasattr(err, "http_status"):
                     log.exception("stream failed", extra={"path": request.path})
-                await send(Event("error", error_payload(err)))
+                await send(Event("error", shape(error_payload(err))))
         return sse
     finally:
         handle.finished.set()

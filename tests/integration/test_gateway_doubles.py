@@ -190,6 +190,7 @@ class DoubleRetriever(rpb_grpc.RetrieverServiceServicer):
         self.watch_cancelled = asyncio.Event()
         self.fail_start = False
         self.documents: dict[str, rpb.Document] = {}
+        self.watches: dict[str, rpb.Watch] = {}
 
     def _events(self, job_id: str) -> list[rpb.IngestProgress]:
         base = self.jobs[job_id]
@@ -269,6 +270,31 @@ class DoubleRetriever(rpb_grpc.RetrieverServiceServicer):
             raise not_found(f"no document {request.document_id!r} in {request.collection!r}")
         del self.documents[request.document_id]
         return rpb.DeleteDocumentResponse()
+
+    async def ListCollections(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return rpb.ListCollectionsResponse(collections=[rpb.Collection(name="default", documents=len(self.documents))])
+
+    async def StartWatch(self, request: rpb.StartWatchRequest, context: grpc.aio.ServicerContext) -> Any:
+        w = rpb.Watch(
+            watch_id=f"w{len(self.watches) + 1}",
+            collection=request.collection,
+            prefix=request.prefix,
+            backend=request.backend,
+            interval_s=request.interval_s or 10,
+            active=True,
+            files=[rpb.WatchedFile(object_key=request.prefix + "a.md", status="ingested", job_id="job-1")],
+        )
+        self.watches[w.watch_id] = w
+        return rpb.StartWatchResponse(watch=w)
+
+    async def StopWatch(self, request: rpb.StopWatchRequest, context: grpc.aio.ServicerContext) -> Any:
+        if request.watch_id not in self.watches:
+            raise not_found(f"no watch {request.watch_id!r}")
+        self.watches[request.watch_id].active = False
+        return rpb.StopWatchResponse(watch=self.watches[request.watch_id])
+
+    async def ListWatches(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return rpb.ListWatchesResponse(watches=list(self.watches.values()))
 
     async def CacheStats(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return rpb.CacheStatsResponse(entries=3, hits=7, misses=3)

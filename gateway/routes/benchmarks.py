@@ -1,0 +1,270 @@
+"""Storage benchmarks: run one (SSE progress and results), list past runs, fetch, export, compare.
+
+The storage service runs the benchmark and saves each run in object storage; this module streams
+its events and reshapes saved runs (ns -> ms, CSV export, per-cell comparison).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from ddnrag.storage.v1 import storage_service_pb2 as spb
+
+from ..convert import enum_value, ns_to_ms, to_dict
+from ..errors import ApiError
+from ..sse import Event, stream_events
+from ..state import UPSTREAMS
+from ..views import query_float, query_int
+
+routes = web.RouteTableDef()
+
+PRESETS = {
+    "standard": spb.BENCHMARK_PRESET_STANDARD,
+    "extended": spb.BENCHMARK_PRESET_EXTENDED,
+    "stress": spb.BENCHMARK_PRESET_STRESS,
+    "custom": spb.BENCHMARK_PRESET_UNSPECIFIED,
+}
+
+
+def pct_json(p: spb.Percentiles) -> dict[str, float]:
+    return {
+        "p50_ms": ns_to_ms(p.p50_ns),
+        "p90_ms": ns_to_ms(p.p90_ns),
+        "p99_ms": ns_to_ms(p.p99_ns),
+        "max_ms": ns_to_ms(p.max_ns),
+        "mean_ms": ns_to_ms(p.mean_ns),
+    }
+
+
+def level_json(lv: spb.LevelResult) -> dict[str, Any]:
+    return {
+        "backend": lv.backend,
+        "emulated": lv.emulated,
+        "operation": lv.operation,
+        "object_size": lv.object_size,
+        "concurrency": lv.concurrency,
+        "ops": lv.ops,
+        "errors": lv.errors,
+        "errors_by_kind": dict(lv.errors_by_kind),
+        "duration_s": round(lv.duration_s, 3),
+        "ops_per_s": round(lv.ops_per_s, 2),
+        "mib_per_s": round(lv.mib_per_s, 3),
+        "latency": pct_json(lv.latency),
+        "ttfb": pct_json(lv.ttfb),
+        "cold_ttfb_p50_ms": ns_to_ms(lv.cold_ttfb_p50_ns),
+        "warm_ttfb_p50_ms": ns_to_ms(lv.warm_ttfb_p50_ns),
+    }
+
+
+def _iso(unix_ns: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix_ns / 1e9)) if unix_ns else ""
+
+
+def run_json(run: spb.BenchmarkRun) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "label": run.request.label,
+        "started": _iso(run.started_unix_ns),
+        "finished": _iso(run.finished_unix_ns),
+        "started_unix_ms": run.started_unix_ns // 1_000_000,
+        "request": to_dict(run.request),
+        "results": [level_json(lv) for lv in run.results],
+        "not_configured": list(run.not_configured),
+        "json_key": run.json_key,
+        "csv_key": run.csv_key,
+    }
+
+
+def _csv_list(raw: str, what: str) -> list[int]:
+    try:
+        return [int(x) for x in raw.split(",") if x.strip()]
+    except ValueError:
+        raise ApiError(400, f"{what} must be comma-separated integers") from None
+
+
+def benchmark_request(request: web.Request) -> spb.RunBenchmarkRequest:
+    q = request.query
+    backends = [b.strip() for b in q.get("backends", "").split(",") if b.strip()]
+    if not backends:
+        raise ApiError(400, "name at least one backend: backends=ddn,s3")
+    preset_name = q.get("preset", "standard").lower()
+    if preset_name not in PRESETS:
+        raise ApiError(400, f"preset must be one of {', '.join(PRESETS)}")
+    try:
+        operation = enum_value(spb.BenchmarkOperation.DESCRIPTOR, q.get("operation", "get") or "get")
+    except ValueError as err:
+        raise ApiError(400, f"operation: {err}") from None
+    levels = _csv_list(q.get("levels", ""), "levels")
+    if preset_name == "custom" and not levels:
+        raise ApiError(400, "a custom benchmark needs levels=1,4,16 (concurrency levels)")
+    if any(not 1 <= c <= 1000 for c in levels):
+        raise ApiError(400, "concurrency levels must be between 1 and 1000")
+    sizes = _csv_list(q.get("sizes", "") or q.get("object_size", ""), "sizes") or [64 * 1024]
+    if any(not 1024 <= s <= 64 * 1024 * 1024 for s in sizes):
+        raise ApiError(400, "object sizes must be between 1024 bytes (1 KiB) and 67108864 (64 MiB)")
+    return spb.RunBenchmarkRequest(
+        backends=backends,
+        operation=operation,
+        preset=PRESETS[preset_name],
+        concurrency_levels=levels if preset_name == "custom" else [],
+        object_sizes=sizes,
+        duration_s=query_float(request, "duration_s", 0.0, 0.0, 3600.0),
+        ops_per_level=query_int(request, "ops_per_level", 0 if q.get("duration_s") else 50, 0, 1_000_000),
+        warmup_s=query_float(request, "warmup_s", 0.0, 0.0, 600.0),
+        read_ratio=query_float(request, "read_ratio", 0.8, 0.0, 1.0),
+        label=q.get("label", "")[:200],
+    )
+
+
+@routes.get("/api/benchmarks/stream")
+async def run_stream(request: web.Request) -> web.StreamResponse:
+    """SSE: `progress` while a level runs, `level` for each finished level, then `done` with the
+    saved run. Closing the stream cancels the run."""
+    req = benchmark_request(request)
+    storage = request.app[UPSTREAMS].storage
+
+    async def events() -> AsyncIterator[Event]:
+        async for msg in storage.run_benchmark(req):
+            kind = msg.WhichOneof("event")
+            if kind == "progress":
+                p = msg.progress
+                data = to_dict(p)
+                data["p50_ms"] = ns_to_ms(p.p50_ns)
+                yield Event("progress", data)
+            elif kind == "level":
+                yield Event("level", level_json(msg.level))
+            elif kind == "run":
+                yield Event("done", {"run": run_json(msg.run)})
+                return
+
+    return await stream_events(request, events())
+
+
+@routes.get("/api/benchmarks")
+async def list_runs(request: web.Request) -> web.Response:
+    resp = await request.app[UPSTREAMS].storage.list_benchmark_runs(
+        page_size=query_int(request, "page_size", 50, 1, 1000), page_token=request.query.get("page_token", "")
+    )
+    runs = []
+    for r in resp.runs:
+        d = run_json(r)
+        d["backends"] = sorted({lv["backend"] for lv in d["results"]}) or list(r.request.backends)
+        runs.append(d)
+    return web.json_response({"runs": runs, "next_page_token": resp.next_page_token})
+
+
+@routes.get("/api/benchmarks/compare")
+async def compare(request: web.Request) -> web.Response:
+    """Two saved runs side by side: for each (backend, operation, size, concurrency) cell both have,
+    the p50/p99 latency, TTFB and ops/s of each and B relative to A."""
+    a_id, b_id = request.query.get("a", ""), request.query.get("b", "")
+    if not a_id or not b_id:
+        raise ApiError(400, "give two run ids: /api/benchmarks/compare?a=RUN&b=RUN")
+    storage = request.app[UPSTREAMS].storage
+    a = run_json((await storage.get_benchmark_run(a_id)).run)
+    b = run_json((await storage.get_benchmark_run(b_id)).run)
+
+    def key(lv: dict[str, Any]) -> tuple[str, str, int, int]:
+        return (lv["backend"], lv["operation"], lv["object_size"], lv["concurrency"])
+
+    bmap = {key(lv): lv for lv in b["results"]}
+    rows = []
+    for lv in a["results"]:
+        other = bmap.get(key(lv))
+        if other is None:
+            continue
+        row: dict[str, Any] = {
+            "backend": lv["backend"],
+            "operation": lv["operation"],
+            "object_size": lv["object_size"],
+            "concurrency": lv["concurrency"],
+        }
+        for name, get in (
+            ("latency_p50_ms", lambda x: x["latency"]["p50_ms"]),
+            ("latency_p99_ms", lambda x: x["latency"]["p99_ms"]),
+            ("ttfb_p50_ms", lambda x: x["ttfb"]["p50_ms"]),
+            ("ops_per_s", lambda x: x["ops_per_s"]),
+        ):
+            va, vb = get(lv), get(other)
+            row[name] = {"a": va, "b": vb, "ratio": round(vb / va, 3) if va else None}
+        rows.append(row)
+    return web.json_response({"a": a, "b": b, "rows": rows})
+
+
+@routes.get("/api/benchmarks/{run_id}")
+async def get_run(request: web.Request) -> web.Response:
+    run = (await request.app[UPSTREAMS].storage.get_benchmark_run(request.match_info["run_id"])).run
+    return web.json_response({"run": run_json(run)})
+
+
+CSV_COLUMNS = [
+    "backend",
+    "emulated",
+    "operation",
+    "object_size",
+    "concurrency",
+    "ops",
+    "errors",
+    "duration_s",
+    "ops_per_s",
+    "mib_per_s",
+    "latency_p50_ms",
+    "latency_p90_ms",
+    "latency_p99_ms",
+    "ttfb_p50_ms",
+    "ttfb_p90_ms",
+    "ttfb_p99_ms",
+    "cold_ttfb_p50_ms",
+    "warm_ttfb_p50_ms",
+]
+
+
+def run_csv(run: dict[str, Any]) -> str:
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["run_id", "started", *CSV_COLUMNS])
+    for lv in run["results"]:
+        w.writerow(
+            [
+                run["run_id"],
+                run["started"],
+                lv["backend"],
+                lv["emulated"],
+                lv["operation"],
+                lv["object_size"],
+                lv["concurrency"],
+                lv["ops"],
+                lv["errors"],
+                lv["duration_s"],
+                lv["ops_per_s"],
+                lv["mib_per_s"],
+                lv["latency"]["p50_ms"],
+                lv["latency"]["p90_ms"],
+                lv["latency"]["p99_ms"],
+                lv["ttfb"]["p50_ms"],
+                lv["ttfb"]["p90_ms"],
+                lv["ttfb"]["p99_ms"],
+                lv["cold_ttfb_p50_ms"],
+                lv["warm_ttfb_p50_ms"],
+            ]
+        )
+    return out.getvalue()
+
+
+@routes.get("/api/benchmarks/{run_id}/export")
+async def export_run(request: web.Request) -> web.Response:
+    fmt = request.query.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise ApiError(400, "format must be json or csv")
+    run_id = request.match_info["run_id"]
+    run = run_json((await request.app[UPSTREAMS].storage.get_benchmark_run(run_id)).run)
+    disposition = {"Content-Disposition": f'attachment; filename="benchmark-{run_id}.{fmt}"'}
+    if fmt == "csv":
+        return web.Response(text=run_csv(run), content_type="text/csv", headers=disposition)
+    return web.json_response(run, headers=disposition)
