@@ -214,13 +214,19 @@ def test_every_object_validates_strictly(rendered: dict[str, list[dict[str, Any]
     assert not errors, "\n".join(errors)
 
 
+def _secret_examples() -> dict[str, dict[str, Any]]:
+    docs = yaml.safe_load_all((K8S / "base" / "secret.example.yaml").read_text())
+    return {d["metadata"]["name"]: d for d in docs if d}
+
+
 def test_secret_example_validates_and_is_not_deployed(rendered: dict[str, list[dict[str, Any]]]) -> None:
     import kubernetes_validate
 
-    docs = [d for d in yaml.safe_load_all((K8S / "base" / "secret.example.yaml").read_text()) if d]
-    assert {d["metadata"]["name"] for d in docs} == {"ddnrag-storage-credentials", "ddnrag-gateway-api-keys"}
-    for doc in docs:
+    examples = _secret_examples()
+    assert {"ddnrag-storage-credentials", "ddnrag-gateway-api-keys"} <= set(examples)
+    for doc in examples.values():
         kubernetes_validate.validate(doc, _k8s_version(), strict=True)
+        assert set(doc["stringData"].values()) <= {"REPLACE_ME", "REPLACE_ME_WITH_A_LONG_RANDOM_KEY\n"}
     for target, objs in rendered.items():
         assert not _objects(objs, "Secret"), f"{target} renders a Secret: secrets are never committed"
 
@@ -404,19 +410,23 @@ def test_secrets_are_referenced_never_inlined(rendered: dict[str, list[dict[str,
         for key, value in cm.get("data", {}).items():
             if SECRET_VARS.search(key) and not key.endswith("_FILE"):
                 assert value == "", f"ConfigMap {cm['metadata']['name']} sets secret {key}"
-    example = {
-        d["metadata"]["name"]: d for d in yaml.safe_load_all((K8S / "base" / "secret.example.yaml").read_text()) if d
-    }
+    example = _secret_examples()
     for workload in _workloads(objs):
-        for c in _containers(workload):
-            for var in c.get("env", []):
-                ref = var.get("valueFrom", {}).get("secretKeyRef")
-                if ref and ref["name"].startswith("ddnrag-storage"):
-                    assert _app(workload) in {"storage", "seaweedfs"}, (
-                        f"only the storage service (and the local SeaweedFS it uses) may read {ref['name']}"
-                    )
-                if ref and ref["name"] in example:
-                    assert ref["key"] in example[ref["name"]]["stringData"], f"{ref} not in secret.example.yaml"
+        app = _app(workload)
+        pod = workload["spec"]["template"]["spec"]
+        refs = [
+            (v["valueFrom"]["secretKeyRef"]["name"], v["valueFrom"]["secretKeyRef"]["key"])
+            for c in _containers(workload)
+            for v in c.get("env", [])
+            if "secretKeyRef" in v.get("valueFrom", {})
+        ]
+        refs += [(v["secret"]["secretName"], None) for v in pod.get("volumes", []) if "secret" in v]
+        for name, key in refs:
+            assert name in example, f"{app} uses Secret {name}, which secret.example.yaml does not show"
+            assert key is None or key in example[name]["stringData"], f"{app}: {name} has no key {key}"
+            if name in ("ddnrag-storage-credentials", "ddnrag-s3-credentials"):
+                # Only the storage service (and the local SeaweedFS it uses) hold object-store keys.
+                assert app in {"storage", "seaweedfs"}, f"{app} reads {name}"
 
 
 # ----------------------------------------------------------------------------- Services, PDBs, HPAs
@@ -623,6 +633,11 @@ def test_oci_overlay_gpu_pool_ocir_infinia_and_load_balancer(rendered: dict[str,
         assert sa.get("imagePullSecrets") == [{"name": "ocir-pull"}], sa["metadata"]["name"]
     storage = _load_config(objs, "storage")
     assert storage.default_kind == "ddn_infinia" and storage.default_endpoint.startswith("https://")
+    # The second (S3) backend's credentials: files from a Secret, for a backend added at run time.
+    storage_c = _main_container(_service_workload(objs, "storage"))
+    assert {"name": "s3-credentials", "mountPath": "/etc/ddnrag/s3-credentials", "readOnly": True} in storage_c[
+        "volumeMounts"
+    ]
     gateway = _get(objs, "Service", "gateway")
     assert gateway["spec"]["type"] == "LoadBalancer"
     notes = gateway["metadata"]["annotations"]
