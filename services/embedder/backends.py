@@ -159,7 +159,9 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, model_dir: Path, device: str, threads: int) -> None:
+    def __init__(self, model_dir: Path, device: str, threads: int, *, half: bool | None = None) -> None:
+        """`half` (fp16 weights and activations) defaults to on for CUDA and off for the CPU;
+        tests turn it on for the CPU to exercise the GPU path's conversion."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         import torch
@@ -170,7 +172,7 @@ class TorchBackend:
             torch.set_num_threads(threads)
         self.device = device
         self.model = SentenceTransformer(str(model_dir), device=device, local_files_only=True)
-        if device.startswith("cuda"):
+        if device.startswith("cuda") if half is None else half:
             self.model.half()
             self.dtype = "float16"
         else:
@@ -218,8 +220,8 @@ class OpenVinoBackend:
 
 def _ov_precision_name(p: str) -> str:
     p = p.lower()
-    if "bf16" in p:
+    if "bf16" in p or "bfloat16" in p:
         return "bfloat16"
-    if "f16" in p:
+    if "f16" in p or "float16" in p:
         return "float16"
     return "float32"
