@@ -81,6 +81,8 @@ class CacheReport:
     hits: int = 0
     misses: int = 0
     error: str = ""
+    # The gRPC status code name of the failure ("UNAVAILABLE", ...), empty when there was none.
+    error_code: str = ""
 
 
 class RagClient:
@@ -236,7 +238,7 @@ class RagClient:
                     CacheReport(svc, self.addresses[svc], r.entries, r.size_bytes, r.max_size_bytes, r.hits, r.misses)
                 )
             except ServiceCallError as err:
-                out.append(CacheReport(svc, self.addresses[svc], error=err.describe()))
+                out.append(CacheReport(svc, self.addresses[svc], error=err.describe(), error_code=err.code.name))
         return out
 
     async def purge_cache(self, service: str) -> int:

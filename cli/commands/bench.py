@@ -332,10 +332,11 @@ def compare_runs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
                 "errors": [ra["errors"], rb["errors"]],
             }
         )
-    only = lambda x, y: [
-        dict(zip(("backend", "operation", "object_size", "concurrency"), k, strict=True))
-        for k in sorted(set(x) - set(y))
-    ]  # noqa: E731
+
+    def only(x: dict, y: dict) -> list[dict[str, Any]]:
+        keys = ("backend", "operation", "object_size", "concurrency")
+        return [dict(zip(keys, k, strict=True)) for k in sorted(set(x) - set(y))]
+
     return {
         "run_a": a["run_id"],
         "run_b": b["run_id"],

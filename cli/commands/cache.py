@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from rich.markup import escape
 from rich.table import Table
 
 from clients.base import ServiceCallError
@@ -13,6 +14,7 @@ from clients.base import ServiceCallError
 from .common import (
     EXIT_OK,
     EXIT_UNAVAILABLE,
+    UsageError,
     add_common,
     console,
     emit_json,
@@ -21,6 +23,7 @@ from .common import (
     human_bytes,
     rag_client,
     run,
+    unreachable_message,
 )
 
 CACHES = {"embedder": "embeddings", "retriever": "search results", "llm_gateway": "answers"}
@@ -35,7 +38,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.add_argument(
             "caches",
             nargs="*",
-            choices=[*ALIASES, "all"],
             metavar="CACHE",
             help="embedder, retriever, llm (default: all three)",
         )
@@ -44,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _selected(names: list[str]) -> list[str]:
+    unknown = [n for n in names if n not in ALIASES and n != "all"]
+    if unknown:
+        raise UsageError(f"unknown cache {unknown[0]!r}; choose embedder, retriever, llm or all")
     if not names or "all" in names:
         return list(CACHES)
     return list(dict.fromkeys(ALIASES[n] for n in names))
@@ -78,7 +83,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
                 )
             console.print(t)
         for r in down:
-            err_console.print(f"[red]error:[/red] {r.error}")
+            msg = r.error
+            if r.error_code in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+                msg = unreachable_message(r.service, r.address, r.error_code)
+            err_console.print(f"[red]error:[/red] {escape(msg)}")
         return EXIT_UNAVAILABLE if down else EXIT_OK
 
     return run(args, work)

@@ -109,6 +109,11 @@ class Failure:
     detail: dict[str, Any]
 
 
+def unreachable_message(service: str, address: str, code: str = "UNAVAILABLE") -> str:
+    what = "did not answer in time" if code == "DEADLINE_EXCEEDED" else "is not reachable"
+    return f"the {service} service at {address} {what} (is the stack running? try `rag status`)"
+
+
 def failure_of(exc: BaseException) -> Failure:
     if isinstance(exc, ServiceCallError):
         unreachable = exc.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and exc.reason in (
@@ -117,8 +122,7 @@ def failure_of(exc: BaseException) -> Failure:
             "",
         )
         if unreachable:
-            what = "is not reachable" if exc.code == grpc.StatusCode.UNAVAILABLE else "did not answer in time"
-            msg = f"the {exc.service} service at {exc.address} {what} (is the stack running? try `rag status`)"
+            msg = unreachable_message(exc.service, exc.address, exc.code.name)
             code = EXIT_UNAVAILABLE
         else:
             msg = f"{exc.service} service at {exc.address}: {exc.describe()}"

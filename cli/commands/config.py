@@ -220,7 +220,9 @@ def _test_dict(t: spb.TestConnectionResponse) -> dict[str, Any]:
 
 
 def _show_test(name: str, t: spb.TestConnectionResponse) -> None:
-    mark = lambda ok: "[green]yes[/green]" if ok else "[red]no[/red]"  # noqa: E731
+    def mark(ok: bool) -> str:
+        return "[green]yes[/green]" if ok else "[red]no[/red]"
+
     verdict = "[bold green]ok[/bold green]" if t.ok else "[bold red]failed[/bold red]"
     console.print(
         f"{escape(name or 'default')}: {verdict} · HeadBucket {ms(t.head_bucket_ns)} · "
