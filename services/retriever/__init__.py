@@ -1,0 +1,1 @@
+"""The retriever service: parsing, chunking, ingestion jobs, the hybrid index and search."""

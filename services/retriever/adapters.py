@@ -1,0 +1,121 @@
+"""The core's ports implemented over the storage and embedder gRPC clients."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+import numpy as np
+
+from clients.base import ServiceCallError
+from clients.embedder import EmbedderClient
+from clients.storage import StorageClient
+from services.common.errors import ErrorKind, ServiceError, invalid, unavailable
+
+from .ports import GetOutcome, ObjectMeta, ObjectNotFound, PutOutcome
+
+# BatchPut/BatchGet carry at most this many objects per call.
+BATCH_LIMIT = 1000
+
+
+def _as_service_error(err: ServiceCallError) -> ServiceError:
+    if err.code == grpc.StatusCode.NOT_FOUND:
+        return ServiceError(ErrorKind.NOT_FOUND, err.message, reason=err.reason)
+    if err.code == grpc.StatusCode.INVALID_ARGUMENT:
+        return invalid(err.message, reason=err.reason or "INVALID_ARGUMENT")
+    return unavailable(f"{err.service} service: {err.describe()}", reason="PEER_UNAVAILABLE")
+
+
+class StorageStore:
+    """`ObjectStore` over `StorageClient`."""
+
+    def __init__(self, client: StorageClient) -> None:
+        self.client = client
+
+    async def put_many(self, items: Sequence[tuple[str, bytes]], *, backend: str = "") -> list[PutOutcome]:
+        out: list[PutOutcome] = []
+        for i in range(0, len(items), BATCH_LIMIT):
+            part = list(items[i : i + BATCH_LIMIT])
+            try:
+                resp = await self.client.batch_put(part, backend=backend)
+            except ServiceCallError as err:
+                raise _as_service_error(err) from None
+            for r in resp.results:
+                ok = r.status.code == 0
+                out.append(PutOutcome(r.key, ok, "" if ok else r.status.message, r.transfer.total_ns))
+        return out
+
+    async def get_many(self, keys: Sequence[str], *, backend: str = "") -> list[GetOutcome]:
+        out: list[GetOutcome] = []
+        for i in range(0, len(keys), BATCH_LIMIT):
+            try:
+                resp = await self.client.batch_get(list(keys[i : i + BATCH_LIMIT]), backend=backend)
+            except ServiceCallError as err:
+                raise _as_service_error(err) from None
+            for r in resp.results:
+                ok = r.status.code == 0
+                out.append(
+                    GetOutcome(
+                        r.key,
+                        r.data if ok else b"",
+                        ok=ok,
+                        missing=r.status.code == grpc.StatusCode.NOT_FOUND.value[0],
+                        error="" if ok else r.status.message,
+                        ttfb_ns=r.transfer.ttfb_ns,
+                        total_ns=r.transfer.total_ns,
+                    )
+                )
+        return out
+
+    async def get(self, key: str, *, backend: str = "") -> bytes:
+        try:
+            data, _info, _transfer = await self.client.get(key, backend=backend)
+        except ServiceCallError as err:
+            if err.code == grpc.StatusCode.NOT_FOUND:
+                raise ObjectNotFound(key) from None
+            raise _as_service_error(err) from None
+        return data
+
+    async def list(self, prefix: str, *, backend: str = "") -> list[ObjectMeta]:
+        out = []
+        try:
+            async for o in self.client.list_all(prefix, backend=backend):
+                out.append(ObjectMeta(o.key, o.size_bytes, o.etag, o.last_modified_unix_ns, dict(o.metadata)))
+        except ServiceCallError as err:
+            raise _as_service_error(err) from None
+        return out
+
+    async def delete(self, keys: Sequence[str] = (), *, prefix: str = "", backend: str = "") -> int:
+        deleted = 0
+        try:
+            keys = list(keys)
+            for i in range(0, len(keys), BATCH_LIMIT):
+                deleted += (await self.client.delete(keys[i : i + BATCH_LIMIT], backend=backend)).deleted
+            if prefix:
+                deleted += (await self.client.delete((), prefix=prefix, backend=backend)).deleted
+        except ServiceCallError as err:
+            raise _as_service_error(err) from None
+        return deleted
+
+
+class EmbedderEncoder:
+    """`Encoder` over `EmbedderClient`."""
+
+    def __init__(self, client: EmbedderClient) -> None:
+        self.client = client
+        self._dim = 0
+
+    async def encode(self, texts: Sequence[str]) -> np.ndarray:
+        try:
+            arr = await self.client.embed_array(list(texts), truncate=True)
+        except ServiceCallError as err:
+            raise _as_service_error(err) from None
+        return np.asarray(arr, dtype=np.float32)
+
+    async def dimension(self) -> int:
+        if not self._dim:
+            try:
+                self._dim = int((await self.client.info()).dimension)
+            except ServiceCallError as err:
+                raise _as_service_error(err) from None
+        return self._dim

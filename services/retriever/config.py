@@ -1,0 +1,42 @@
+"""The retriever's configuration, read from `DDNRAG_RETRIEVER_*` variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.common.config import env_field
+
+P = "DDNRAG_RETRIEVER_"
+
+
+@dataclass(frozen=True)
+class RetrieverConfig:
+    """Every setting of the retriever service; each field names its variable."""
+
+    host: str = env_field(P + "HOST", "127.0.0.1", "address the gRPC server binds")
+    port: int = env_field(P + "PORT", 50053, "gRPC port (0 picks a free one)")
+    metrics_port: int = env_field(P + "METRICS_PORT", 9103, "Prometheus metrics port (0 disables)")
+    shutdown_grace_s: float = env_field(P + "SHUTDOWN_GRACE_S", 10.0, "seconds in-flight RPCs get on SIGTERM")
+    log_level: str = env_field(P + "LOG_LEVEL", "INFO", "log level")
+    state_dir: str = env_field(P + "STATE_DIR", "./data/retriever", "directory of the job database and caches")
+    embedder_addr: str = env_field(P + "EMBEDDER_ADDR", "", "embedder service address host:port", required=True)
+    storage_addr: str = env_field(P + "STORAGE_ADDR", "", "storage service address host:port", required=True)
+    chunk_size_tokens: int = env_field(P + "CHUNK_SIZE_TOKENS", 256, "default chunk size in model tokens")
+    chunk_overlap_tokens: int = env_field(P + "CHUNK_OVERLAP_TOKENS", 32, "default overlap in model tokens")
+    max_file_bytes: int = env_field(P + "MAX_FILE_BYTES", 64 * 1024 * 1024, "largest source file ingested")
+    max_unpacked_bytes: int = env_field(
+        P + "MAX_UNPACKED_BYTES", 256 * 1024 * 1024, "largest uncompressed size of a docx/pptx/xlsx (zip bomb guard)"
+    )
+    embed_batch: int = env_field(P + "EMBED_BATCH", 64, "chunks per embedding request")
+    embed_concurrency: int = env_field(P + "EMBED_CONCURRENCY", 2, "embedding requests in flight per job")
+    write_batch: int = env_field(P + "WRITE_BATCH", 256, "chunks per BatchPut and per committed batch")
+    hnsw_threshold: int = env_field(P + "HNSW_THRESHOLD", 50_000, "vectors above which FAISS uses HNSW")
+    fusion: str = env_field(P + "FUSION", "weighted", "default fusion: rrf or weighted")
+    rrf_k: int = env_field(P + "RRF_K", 60, "default RRF constant")
+    dense_weight: float = env_field(P + "DENSE_WEIGHT", 0.5, "default dense weight of weighted fusion")
+    candidates: int = env_field(P + "CANDIDATES", 100, "candidates taken from each retriever before fusion")
+    max_top_k: int = env_field(P + "MAX_TOP_K", 100, "largest top_k a search may ask for")
+    cache_max_bytes: int = env_field(P + "CACHE_MAX_BYTES", 64 * 1024 * 1024, "retrieval cache size bound")
+    persist_index: bool = env_field(P + "PERSIST_INDEX", True, "write index segments to object storage")
+    index_backend: str = env_field(P + "INDEX_BACKEND", "faiss", "dense index: faiss (in process) or milvus")
+    milvus_uri: str = env_field(P + "MILVUS_URI", "", "Milvus URI (a milvus-lite file path or http://host:19530)")

@@ -1,0 +1,135 @@
+"""The retriever's gRPC server: `python -m services.retriever.server`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from ddnrag.retriever.v1 import retriever_service_pb2 as pb
+from ddnrag.retriever.v1 import retriever_service_pb2_grpc as pb_grpc
+from services.common.config import ConfigError, load_env
+from services.common.logs import setup_logging
+from services.common.server import GrpcApp, build_server, run_forever, start_metrics
+
+from .config import RetrieverConfig
+from .core import Retriever, Settings
+from .ingest import JobManager
+from .jobs import JobDB
+from .ports import Encoder, ObjectStore
+from .servicer import RetrieverServicer
+from .watch import WatchManager
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RetrieverService"].full_name
+
+
+def settings_from(cfg: RetrieverConfig) -> Settings:
+    return Settings(
+        state_dir=Path(cfg.state_dir),
+        chunk_size_tokens=cfg.chunk_size_tokens,
+        chunk_overlap_tokens=cfg.chunk_overlap_tokens,
+        max_file_bytes=cfg.max_file_bytes,
+        max_unpacked_bytes=cfg.max_unpacked_bytes,
+        embed_batch=cfg.embed_batch,
+        embed_concurrency=cfg.embed_concurrency,
+        write_batch=cfg.write_batch,
+        hnsw_threshold=cfg.hnsw_threshold,
+        fusion=cfg.fusion,
+        rrf_k=cfg.rrf_k,
+        dense_weight=cfg.dense_weight,
+        candidates=cfg.candidates,
+        max_top_k=cfg.max_top_k,
+        cache_max_bytes=cfg.cache_max_bytes,
+        persist_index=cfg.persist_index,
+    )
+
+
+async def create_server(
+    cfg: RetrieverConfig, *, store: ObjectStore | None = None, encoder: Encoder | None = None
+) -> tuple[GrpcApp, int]:
+    """Builds the service over the storage and embedder services (or the given ports), loads and
+    verifies every collection's index, resumes unfinished jobs, then reports SERVING."""
+    closers = []
+    if store is None or encoder is None:
+        from clients.embedder import EmbedderClient
+        from clients.storage import StorageClient
+
+        from .adapters import EmbedderEncoder, StorageStore
+
+        if store is None:
+            sc = StorageClient(cfg.storage_addr)
+            closers.append(sc.close)
+            store = StorageStore(sc)
+        if encoder is None:
+            ec = EmbedderClient(cfg.embedder_addr)
+            closers.append(ec.close)
+            encoder = EmbedderEncoder(ec)
+    settings = settings_from(cfg)
+    db = JobDB(settings.state_dir / "retriever.sqlite")
+    core = Retriever(store, encoder, settings, db)
+    jobs = JobManager(core)
+    watches = WatchManager(jobs)
+    servicer = RetrieverServicer(core, jobs, watches)
+    app = await build_server(
+        "retriever",
+        [(pb_grpc.add_RetrieverServiceServicer_to_server, servicer, SERVICE_NAME)],
+        cfg.host,
+        cfg.port,
+        serving=False,
+    )
+
+    async def stop() -> None:
+        await watches.stop()
+        await jobs.stop()
+        await core.close()
+        for close in closers:
+            await close()
+        await db.run(lambda: None)
+        db.close()
+
+    app.on_stop.append(stop)
+    app.retriever = core  # type: ignore[attr-defined]
+    app.jobs = jobs  # type: ignore[attr-defined]
+    app.watches = watches  # type: ignore[attr-defined]
+
+    async def ready() -> None:
+        # The peers may still be starting: retry until the index loads, then serve.
+        delay = 0.5
+        while True:
+            try:
+                await core.start()
+                break
+            except Exception as err:  # noqa: BLE001 - keep trying while the peers come up
+                log.warning("start-up is waiting for its peers", extra={"error": str(err)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+        await jobs.start()
+        await watches.start()
+        await app.set_serving(True)
+        log.info("ready", extra={"collections": len(core.collections)})
+
+    app.ready_task = asyncio.create_task(ready())  # type: ignore[attr-defined]
+    return app, app.port
+
+
+async def serve(cfg: RetrieverConfig) -> None:
+    app, _ = await create_server(cfg)
+    start_metrics(app.metrics, cfg.host, cfg.metrics_port)
+    await run_forever(app, cfg.shutdown_grace_s)
+
+
+def main() -> None:
+    try:
+        cfg = load_env(RetrieverConfig)
+    except ConfigError as err:
+        print(f"retriever: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    setup_logging("retriever", cfg.log_level)
+    asyncio.run(serve(cfg))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""RetrieverService: protobuf <-> domain, calls the core, maps errors (the interceptor maps an
+escaped ServiceError to its status with ErrorInfo)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from ddnrag.retriever.v1 import retriever_service_pb2 as pb
+from ddnrag.retriever.v1 import retriever_service_pb2_grpc as pb_grpc
+from services.common.errors import OK_STATUS
+from services.common.pb import page_size, timings_pb
+from services.common.timing import Timer
+
+from .core import CollectionState, Retriever, SearchParams
+from .ingest import JobManager, JobView, SourceSpec
+from .segments import DocumentInfo
+from .watch import WatchManager
+
+_STATES = {
+    "queued": pb.JOB_STATE_QUEUED,
+    "running": pb.JOB_STATE_RUNNING,
+    "succeeded": pb.JOB_STATE_SUCCEEDED,
+    "partial": pb.JOB_STATE_PARTIAL,
+    "failed": pb.JOB_STATE_FAILED,
+    "cancelled": pb.JOB_STATE_CANCELLED,
+}
+_MODES = {pb.SEARCH_MODE_DENSE: "dense", pb.SEARCH_MODE_BM25: "bm25"}
+_FUSIONS = {pb.FUSION_METHOD_RRF: "rrf", pb.FUSION_METHOD_WEIGHTED: "weighted"}
+
+
+def collection_pb(c: CollectionState) -> pb.Collection:
+    return pb.Collection(
+        name=c.name,
+        documents=len(c.snapshot.documents),
+        chunks=len(c.snapshot.records),
+        version=c.snapshot.version,
+        updated_unix_ns=c.snapshot.updated_unix_ns or c.created_unix_ns,
+    )
+
+
+def document_pb(d: DocumentInfo) -> pb.Document:
+    return pb.Document(
+        document_id=d.document_id,
+        name=d.name,
+        object_key=d.object_key,
+        size_bytes=d.size_bytes,
+        chunks=d.chunks,
+        sha256=d.sha256,
+        metadata=d.metadata,
+        ingested_unix_ns=d.ingested_unix_ns,
+    )
+
+
+def job_pb(v: JobView) -> pb.Job:
+    return pb.Job(
+        job_id=v.job_id,
+        collection=v.collection,
+        state=_STATES.get(v.state, pb.JOB_STATE_UNSPECIFIED),
+        stage=v.stage,
+        documents_done=v.documents_done,
+        documents_total=v.documents_total,
+        chunks_done=v.chunks_done,
+        chunks_total=v.chunks_total,
+        embeddings_per_s=v.embeddings_per_s,
+        backends=[
+            pb.BackendWriteStats(
+                backend=b.backend,
+                objects_written=b.objects_written,
+                write_ops_per_s=b.ops_per_s,
+                write_p50_ns=b.p50_ns,
+                write_avg_ns=b.avg_ns,
+            )
+            for b in v.backends
+        ],
+        eta_s=v.eta_s,
+        file_errors=[pb.FileError(name=e.name, object_key=e.object_key, reason=e.reason) for e in v.file_errors],
+        error=v.error,
+        created_unix_ns=v.created_unix_ns,
+        updated_unix_ns=v.updated_unix_ns,
+        index_version=v.index_version,
+        document_ids=v.document_ids,
+    )
+
+
+def watch_pb(w: dict[str, Any]) -> pb.Watch:
+    return pb.Watch(
+        watch_id=w["watch_id"],
+        collection=w["collection"],
+        backend=w["backend"],
+        prefix=w["prefix"],
+        interval_s=w["interval_s"],
+        active=w["active"],
+        files=[pb.WatchedFile(object_key=k, **f) for k, f in sorted(w["files"].items())],
+    )
+
+
+class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
+    def __init__(self, core: Retriever, jobs: JobManager, watches: WatchManager) -> None:
+        self.core = core
+        self.jobs = jobs
+        self.watches = watches
+
+    async def CreateCollection(self, request: pb.CreateCollectionRequest, context: grpc.aio.ServicerContext) -> Any:
+        t = Timer()
+        c = await self.core.create_collection(request.name)
+        return pb.CreateCollectionResponse(collection=collection_pb(c), timings=timings_pb(t))
+
+    async def ListCollections(self, request: pb.ListCollectionsRequest, context: grpc.aio.ServicerContext) -> Any:
+        t = Timer()
+        cs = [collection_pb(c) for c in self.core.list_collections()]
+        return pb.ListCollectionsResponse(collections=cs, timings=timings_pb(t))
+
+    async def DeleteCollection(self, request: pb.DeleteCollectionRequest, context: grpc.aio.ServicerContext) -> Any:
+        t = Timer()
+        await self.core.delete_collection(request.name)
+        return pb.DeleteCollectionResponse(timings=timings_pb(t))
+
+    async def ListDocuments(self, request: pb.ListDocumentsRequest, context: grpc.aio.ServicerContext) -> Any:
+        t = Timer()
+        docs, nxt, total = self.core.list_documents(
+            request.collection, page_size(request.page), request.page.page_token
+        )
+        return pb.ListDocumentsResponse(
+            documents=[document_pb(d) for d in docs], next_page_token=nxt, total=total, timings=timings_pb(t)
+        )
+
+    async def DeleteDocument(self, request: pb.DeleteDocumentRequest, context: grpc.aio.ServicerContext) -> Any:
+        t = Timer()
+        await self.core.delete_document(request.collection, request.document_id)
+        return pb.DeleteDocumentResponse(timings=timings_pb(t))
+
+    async def _start(self, request: pb.StartIngestRequest) -> JobView:
+        return await self.jobs.start_ingest(
+            request.collection or "default",
+            [SourceSpec(s.object_key, s.name, s.document_id, dict(s.metadata)) for s in request.sources],
+            source_prefix=request.source_prefix,
+            source_backend=request.source_backend,
+            target_backends=list(request.target_backends),
+            chunk_size=request.chunking.chunk_size_tokens,
+            chunk_overlap=request.chunking.chunk_overlap_tokens,
+        )
+
+    async def StartIngest(self, request: pb.StartIngestRequest, context: grpc.aio.ServicerContext) -> Any:
+        t = Timer()
+        job = await self._start(request)
+        return pb.StartIngestResponse(job=job_pb(job), timings=timings_pb(t))
+
+    async def Ingest(self, request: pb.StartIngestRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        job = await self._start(request)
+        async for item in self._follow(job.job_id, 0):
+            yield item
+
+    async def WatchJob(self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        await self.jobs.get(request.job_id)  # NOT_FOUND before the stream starts
+        async for item in self._follow(request.job_id, request.after_sequence):
+            yield item
+
+    async def _follow(self, job_id: str, after: int) -> AsyncIterator[pb.IngestProgress]:
+        t = Timer()
+        async for seq, view, terminal in self.jobs.watch(job_id, after):
+            yield pb.IngestProgress(sequence=seq, job=job_pb(view), terminal=terminal, timings=timings_pb(t))
+
+    async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> Any:
+        t = Timer()
+        return pb.GetJobResponse(job=job_pb(await self.jobs.get(request.job_id)), timings=timings_pb(t))
+
+    async def ListJobs(self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext) -> Any:
+        t = Timer()
+        jobs, nxt = await self.jobs.list(request.collection, page_size(request.page, 50), request.page.page_token)
+        return pb.ListJobsResponse(jobs=[job_pb(j) for j in jobs], next_page_token=nxt, timings=timings_pb(t))
+
+    async def CancelJob(self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext) -> Any:
+        t = Timer()
+        return pb.CancelJobResponse(job=job_pb(await self.jobs.cancel(request.job_id)), timings=timings_pb(t))
+
+    async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> Any:
+        params = SearchParams(
+            top_k=request.top_k,
+            mode=_MODES.get(request.mode, "hybrid"),
+            fusion=_FUSIONS.get(request.fusion, ""),
+            rrf_k=request.rrf_k,
+            dense_weight=request.dense_weight if request.HasField("dense_weight") else None,
+            filters=dict(request.filters),
+            backend=request.backend,
+            no_cache=request.no_cache,
+        )
+        res = await self.core.search(request.collection or "default", request.query, params)
+        chunks = [
+            pb.ScoredChunk(
+                chunk_id=h.chunk_id,
+                document_id=h.document_id,
+                document_name=h.document_name,
+                collection=h.collection,
+                object_key=h.object_key,
+                text=h.text,
+                score=h.score,
+                bm25_rank=h.bm25_rank,
+                dense_rank=h.dense_rank,
+                position=h.position,
+                metadata=h.metadata,
+                status=h.error.to_status_proto() if h.error else OK_STATUS,
+            )
+            for h in res.hits
+        ]
+        return pb.SearchResponse(
+            chunks=chunks, index_version=res.index_version, cache_hit=res.cache_hit, timings=timings_pb(res.timer)
+        )
+
+    async def StartWatch(self, request: pb.StartWatchRequest, context: grpc.aio.ServicerContext) -> Any:
+        w = await self.watches.start_watch(
+            request.collection or "default", request.prefix, request.backend, request.interval_s
+        )
+        return pb.StartWatchResponse(watch=watch_pb(w))
+
+    async def StopWatch(self, request: pb.StopWatchRequest, context: grpc.aio.ServicerContext) -> Any:
+        return pb.StopWatchResponse(watch=watch_pb(await self.watches.stop_watch(request.watch_id)))
+
+    async def ListWatches(self, request: pb.ListWatchesRequest, context: grpc.aio.ServicerContext) -> Any:
+        return pb.ListWatchesResponse(watches=[watch_pb(w) for w in self.watches.list()])
+
+    async def CacheStats(self, request: pb.CacheStatsRequest, context: grpc.aio.ServicerContext) -> Any:
+        return pb.CacheStatsResponse(**self.core.cache_stats())
+
+    async def PurgeCache(self, request: pb.PurgeCacheRequest, context: grpc.aio.ServicerContext) -> Any:
+        return pb.PurgeCacheResponse(removed=await self.core.purge_cache())
