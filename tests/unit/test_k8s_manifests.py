@@ -358,6 +358,10 @@ def test_config_loads_and_matches_ports_probes_and_grace(
             assert _port(c, probe["httpGet"]["port"]) == cfg.port, f"{app} {kind}"
     if app == "embedder":
         assert "startupProbe" in probes, "the embedder is NOT_SERVING until its model loads"
+        # THREADS=0 would mean the node's CPU count, not the pod's limit.
+        limit = c["resources"]["limits"]["cpu"]
+        cpus = int(limit[:-1]) / 1000 if str(limit).endswith("m") else float(limit)
+        assert 1 <= cfg.threads <= cpus, f"DDNRAG_EMBEDDER_THREADS={cfg.threads} with a CPU limit of {limit}"
     if app == "gateway":
         # Liveness must not depend on the upstreams; readiness does.
         assert probes["livenessProbe"]["httpGet"]["path"] == "/healthz"
