@@ -667,6 +667,10 @@ def test_components_wire_their_services(rendered: dict[str, list[dict[str, Any]]
     for overlay in OVERLAYS:
         objs = rendered[f"{overlay}+vllm"]
         llm = _load_config(objs, "llm-gateway")
+        from services.llm_gateway.backends import parse_specs
+
+        specs = parse_specs(llm.backends)  # the service's own checks of the backends list
+        assert specs[0].kind == "openai"
         backends = json.loads(llm.backends)
         url = backends[0]["base_url"]
         m = re.match(r"^http://(?P<svc>[a-z0-9-]+)\.ddnrag\.svc\.cluster\.local:(?P<port>\d+)/v1$", url)
@@ -675,6 +679,8 @@ def test_components_wire_their_services(rendered: dict[str, list[dict[str, Any]]
         assert int(m["port"]) in {p["port"] for p in svc["spec"]["ports"]}
         vllm = _service_workload(objs, "vllm")
         assert _main_container(vllm)["resources"]["limits"]["nvidia.com/gpu"] == 1
+        served = _main_container(vllm)["args"][0]
+        assert backends[0]["model"] == served, "llm_gateway asks for a model vLLM does not serve"
 
         objs = rendered[f"{overlay}+milvus"]
         retriever = _load_config(objs, "retriever")
