@@ -213,6 +213,8 @@ def cmd_storage(args: argparse.Namespace) -> int:
             TimeElapsedColumn(),
         )
         async with rag_client(args) as rag:
+            if not req.backends:
+                req.backends.append((await rag.storage.list_backends()).default_backend)
             with Progress(*columns, console=console, disable=args.json, transient=True) as bar:
                 task = bar.add_task("bench", total=None, now="starting")
                 async for ev in rag.storage.run_benchmark(req):
@@ -226,7 +228,7 @@ def cmd_storage(args: argparse.Namespace) -> int:
                             now=f"{escape(p.backend)} {human_bytes(p.object_size)} ×{p.concurrency}: "
                             f"{p.ops_done} ops, {p.errors} errors, p50 {p.p50_ns / 1e6:.1f} ms",
                         )
-                    elif kind == "level":
+                    elif kind == "level" and not args.json:
                         lv = ev.level
                         bar.print(
                             f"  {escape(lv.backend)} {lv.operation} {human_bytes(lv.object_size)} ×{lv.concurrency}: "

@@ -144,9 +144,17 @@ def failure_of(exc: BaseException) -> Failure:
     raise exc
 
 
+def fit_width() -> None:
+    """Tables keep their columns when the output goes to a pipe or a file: rich would wrap them to
+    80 columns there, so the width comes from COLUMNS or is 160."""
+    for c in (console, err_console):
+        c.width = int(os.environ.get("COLUMNS") or 0) or (c.size.width if c.is_terminal else 160)
+
+
 def run(args: argparse.Namespace, work: Callable[[], Awaitable[int]]) -> int:
     """Runs `work()` on a fresh event loop; failures become one line (and `{"error": ...}` on
     stdout with `--json`) and an exit code, never a traceback."""
+    fit_width()
     try:
         return asyncio.run(_guarded(work))
     except KeyboardInterrupt:

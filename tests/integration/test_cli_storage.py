@@ -1,0 +1,178 @@
+"""`rag config backends ...` and `rag bench ...` against a real storage service (127.0.0.1:0) over
+the session's real SeaweedFS. The server runs on its own event loop in a thread, because each CLI
+command runs its own `asyncio.run`, as it does in a terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cli.main import main
+from services.common.config import load_env
+from services.storage.config import StorageConfig
+from services.storage.server import create_server
+from tests.conftest import S3Server
+
+
+class ThreadedServer:
+    """A grpc.aio server on its own loop in a daemon thread."""
+
+    def __init__(self, cfg: StorageConfig) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.app, self.port = asyncio.run_coroutine_threadsafe(create_server(cfg), self.loop).result(30)
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.app.stop(0), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def storage(seaweed: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedServer]:
+    cfg = load_env(
+        StorageConfig,
+        environ={},
+        port=0,
+        metrics_port=0,
+        state_dir=str(tmp_path_factory.mktemp("storage-state")),
+        default_endpoint=seaweed.endpoint,
+        default_bucket=seaweed.bucket,
+        default_access_key_id=seaweed.access_key_id,
+        default_secret_access_key=seaweed.secret_access_key,
+    )
+    server = ThreadedServer(cfg)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def rag(capsys: pytest.CaptureFixture[str], storage: ThreadedServer, data: Path, *argv: str) -> tuple[int, str, str]:
+    code = main([*argv, "--storage-addr", storage.addr, "--data-dir", str(data)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_backends_list_shows_the_default(storage: ThreadedServer, capsys, tmp_path: Path) -> None:
+    code, out, _ = rag(capsys, storage, tmp_path, "config", "backends", "list", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["default_backend"] == "local"
+    local = next(b for b in doc["backends"] if b["name"] == "local")
+    assert local["has_credentials"] is True and "secret_access_key" not in local
+    code, out, _ = rag(capsys, storage, tmp_path, "config", "backends", "list")
+    assert code == 0 and "local" in out and "default" in out
+
+
+def test_backend_add_test_remove_never_shows_the_secret(
+    storage: ThreadedServer, seaweed: S3Server, capsys, monkeypatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DDNRAG_CLI_ACCESS_KEY_ID", seaweed.access_key_id)
+    monkeypatch.setenv("DDNRAG_CLI_SECRET_ACCESS_KEY", seaweed.secret_access_key)
+    code, out, err = rag(
+        capsys,
+        storage,
+        tmp_path,
+        "config",
+        "backends",
+        "add",
+        "mirror",
+        "--kind",
+        "s3-compatible",
+        "--endpoint",
+        seaweed.endpoint,
+        "--bucket",
+        seaweed.bucket,
+        "--region",
+        "us-east-1",
+        "--test",
+    )
+    assert code == 0, err
+    assert "backend mirror saved" in out and "credentials set" in out
+    assert "mirror: ok" in out and "write yes" in out and "read yes" in out
+    assert seaweed.secret_access_key not in out + err
+
+    code, out, _ = rag(capsys, storage, tmp_path, "config", "backends", "test", "mirror", "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["ok"] is True and doc["can_write"] and doc["can_read"] and doc["head_bucket_ns"] > 0
+
+    code, out, _ = rag(capsys, storage, tmp_path, "config", "backends", "list", "--json")
+    assert seaweed.secret_access_key not in out and seaweed.access_key_id not in out
+    assert any(b["name"] == "mirror" and b["has_credentials"] for b in json.loads(out)["backends"])
+
+    code, out, _ = rag(capsys, storage, tmp_path, "config", "backends", "remove", "mirror")
+    assert code == 0 and "backend mirror removed" in out
+    code, _, err = rag(capsys, storage, tmp_path, "config", "backends", "test", "mirror")
+    assert code == 1 and "mirror" in err and "not configured" in err and "Traceback" not in err
+
+
+def test_backend_that_cannot_be_reached_fails_its_test(storage: ThreadedServer, capsys, tmp_path: Path) -> None:
+    code, out, err = rag(
+        capsys,
+        storage,
+        tmp_path,
+        "config",
+        "backends",
+        "add",
+        "nowhere",
+        "--kind",
+        "s3-compatible",
+        "--endpoint",
+        "http://127.0.0.1:9",
+        "--bucket",
+        "none",
+        "--no-credentials",
+    )
+    assert code == 0, err
+    code, out, err = rag(capsys, storage, tmp_path, "config", "backends", "test", "nowhere")
+    assert code == 1
+    assert "nowhere: failed" in out
+    rag(capsys, storage, tmp_path, "config", "backends", "remove", "nowhere")
+
+
+def test_bench_storage_saves_json_csv_svg_and_compares(storage: ThreadedServer, capsys, tmp_path: Path) -> None:
+    out_dir = tmp_path / "bench"
+    argv = ["bench", "storage", "--op", "put", "--levels", "1,2", "--sizes", "4KiB", "--ops", "12", "--warmup", "0"]
+    code, out, err = rag(capsys, storage, tmp_path, *argv, "--out", str(out_dir), "--json")
+    assert code == 0, err
+    first = json.loads(out)
+    run = first["run"]
+    assert [r["concurrency"] for r in run["results"]] == [1, 2]
+    assert all(r["backend"] == "local" and r["ops"] >= 12 and r["ops_per_s"] > 0 for r in run["results"])
+    for kind in ("json", "csv", "svg"):
+        assert Path(first["files"][kind]).is_file()
+    assert "<polyline" in Path(first["files"]["svg"]).read_text()
+
+    code, out, err = rag(capsys, storage, tmp_path, *argv, "--out", str(out_dir), "--label", "second")
+    assert code == 0, err
+    assert "run " in out and "ops/s" in out and "saved " in out
+    second_id = next(p.stem for p in out_dir.glob("*.json") if p.stem != run["run_id"])
+
+    code, out, err = rag(capsys, storage, tmp_path, "bench", "cmp", run["run_id"], second_id, "--out", str(out_dir))
+    assert code == 0, err
+    assert f"{run['run_id']} → {second_id}" in out and "local" in out
+    code, out, _ = rag(
+        capsys, storage, tmp_path, "bench", "cmp", first["files"]["json"], second_id, "--out", str(out_dir), "--json"
+    )
+    cmp = json.loads(out)
+    assert [c["concurrency"] for c in cmp["cells"]] == [1, 2] and not cmp["only_in_a"]
+
+    code, out, _ = rag(capsys, storage, tmp_path, "bench", "list", "--json")
+    ids = [r["run_id"] for r in json.loads(out)["runs"]]
+    assert run["run_id"] in ids and second_id in ids
+
+    # a run id neither saved here nor known to the service
+    code, _, err = rag(capsys, storage, tmp_path, "bench", "cmp", run["run_id"], "nope", "--out", str(out_dir))
+    assert code == 1 and "nope" in err and "Traceback" not in err
