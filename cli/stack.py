@@ -120,6 +120,7 @@ class Child:
     restarts: int = 0
     healthy: bool = False
     started_at: float = 0.0
+    healthy_after_s: float = 0.0
 
 
 def _die_with_parent() -> None:
@@ -268,6 +269,7 @@ class Supervisor:
                 )
             if await child.ready():  # type: ignore[misc]
                 child.healthy = True
+                child.healthy_after_s = time.monotonic() - child.started_at
                 return
             await asyncio.sleep(0.2)
         raise TimeoutError(
@@ -283,12 +285,10 @@ class Supervisor:
         while pending:
             wave = [c for c in pending.values() if all(n in started for n in c.needs)]
             for c in wave:
-                t0 = time.monotonic()
                 await self.spawn(c)
-                c.started_at = t0
             await asyncio.gather(*(self.wait_healthy(c, self.cfg.start_timeout_s) for c in wave))
             for c in wave:
-                self.out(f"  {c.name:<12} healthy in {time.monotonic() - c.started_at:5.1f}s  (pid {c.proc.pid})")  # type: ignore[union-attr]
+                self.out(f"  {c.name:<12} healthy in {c.healthy_after_s:5.1f}s  (pid {c.proc.pid})")  # type: ignore[union-attr]
                 started.add(c.name)
                 del pending[c.name]
 
