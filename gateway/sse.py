@@ -104,7 +104,7 @@ async def stream_events(
                 else:
                     await sse.send(ev.data if isinstance(ev.data, str) else dumps(ev.data))
                 metrics.sse_events.labels(ev.name).inc()
-                if ev.name == "done" and isinstance(ev.data, dict) and ev.data.get("ttft_ms"):
+                if ev.name in ("done", "lane_done") and isinstance(ev.data, dict) and ev.data.get("ttft_ms"):
                     metrics.ttft.observe(ev.data["ttft_ms"] / 1000)
 
             ended = False

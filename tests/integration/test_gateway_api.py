@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 
 import aiohttp
 from aiohttp import web
@@ -351,8 +352,17 @@ async def test_index_page_is_served(aiohttp_client, doubles: Doubles) -> None:
     resp = await client.get("/")
     assert resp.status == 200
     html = await resp.text()
-    assert "<html" in html and "/api/rag/stream" in (html + await (await client.get("/static/app.js")).text())
-    assert "https://" not in html and "http://" not in html  # nothing loaded from outside
+    assert "<html" in html
+    scripts = re.findall(r'<script src="([^"]+)"', html) + re.findall(r'href="(/static/[^"]+)"', html)
+    assert len(scripts) >= 6
+    for src in scripts:
+        assert src.startswith("/static/"), src  # everything the page loads is served by the gateway
+        asset = await client.get(src)
+        assert asset.status == 200, src
+        body = await asset.text()
+        assert not re.search(r"(src|href|url)\s*[=(]\s*[\"']?https?://", body), src
+    chat = await (await client.get("/static/js/chat.js")).text()
+    assert "/api/rag/stream" in chat
 
 
 async def test_unknown_api_path_is_json_404(aiohttp_client, doubles: Doubles) -> None:
