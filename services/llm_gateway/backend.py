@@ -46,11 +46,13 @@ class BackendRequest:
 
 @dataclass(frozen=True)
 class Delta:
-    """One piece of a backend's stream: text, and/or the end (finish reason, usage)."""
+    """One piece of a backend's stream: text, and/or the end (finish reason, usage). `count` is
+    how many backend tokens `text` joins (tokens that arrived in one network read)."""
 
     text: str = ""
     finish_reason: str = ""
     usage: Usage | None = None
+    count: int = 1
 
 
 class BackendError(ServiceError):

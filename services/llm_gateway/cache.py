@@ -40,6 +40,8 @@ class CachedAnswer:
     finish_reason: str
     usage: Usage
     citation_numbers: tuple[int, ...]
+    # Backend tokens in each piece (pieces were sent as they arrived); empty means 1 each.
+    counts: tuple[int, ...] = ()
 
     def to_bytes(self) -> bytes:
         doc = {
@@ -49,6 +51,7 @@ class CachedAnswer:
             "finish_reason": self.finish_reason,
             "usage": [self.usage.prompt_tokens, self.usage.completion_tokens, self.usage.source],
             "citations": list(self.citation_numbers),
+            "counts": list(self.counts),
         }
         return json.dumps(doc, ensure_ascii=False).encode("utf-8")
 
@@ -63,6 +66,7 @@ class CachedAnswer:
             finish_reason=d["finish_reason"],
             usage=Usage(int(pt), int(ct), str(src)),
             citation_numbers=tuple(int(n) for n in d["citations"]),
+            counts=tuple(int(n) for n in d.get("counts", ())),
         )
 
 

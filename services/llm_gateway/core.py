@@ -93,8 +93,9 @@ class StreamStats:
         self.t0_ns = t0_ns
         self.times: list[int] = []
 
-    def mark(self) -> None:
-        self.times.append(time.perf_counter_ns())
+    def mark(self, count: int = 1) -> None:
+        now = time.perf_counter_ns()
+        self.times.extend([now] * max(1, count))
 
     @property
     def ttft_ns(self) -> int:
@@ -267,6 +268,7 @@ class LlmGateway:
         req_model = params.model or backend.default_model
         stats = StreamStats(t0)
         parts: list[str] = []
+        counts: list[int] = []
         usage: Usage | None = None
         finish = ""
         index = 0
@@ -276,10 +278,11 @@ class LlmGateway:
             with timer.stage("generate", backend=backend.name) as gen_stage:
                 while delta is not None:
                     if delta.text:
-                        stats.mark()
+                        stats.mark(delta.count)
                         parts.append(delta.text)
-                        yield TokenEvent(delta.text, index)
-                        index += 1
+                        counts.append(delta.count)
+                        yield TokenEvent(delta.text, index, delta.count)
+                        index += delta.count
                     if delta.usage is not None:
                         usage = delta.usage
                     if delta.finish_reason:
@@ -307,6 +310,7 @@ class LlmGateway:
             backend=backend.name,
             model=req_model,
             pieces=tuple(parts),
+            counts=tuple(counts),
             finish_reason=finish or "stop",
             usage=usage,
             citation_numbers=tuple(c.number for c in citations),
@@ -335,9 +339,11 @@ class LlmGateway:
         """A cache hit streams at once, flagged `cache_hit`."""
         stats = StreamStats(t0)
         yield StartEvent(hit.backend, hit.model, True)
-        for i, piece in enumerate(hit.pieces):
-            stats.mark()
-            yield TokenEvent(piece, i)
+        index = 0
+        for piece, count in zip(hit.pieces, hit.counts or [1] * len(hit.pieces), strict=True):
+            stats.mark(count)
+            yield TokenEvent(piece, index, count)
+            index += count
         cmap = prompt.citation_map
         citations = tuple(Citation(n, cmap[n]) for n in hit.citation_numbers if n in cmap)
         for c in citations:

@@ -74,8 +74,12 @@ class StartEvent:
 
 @dataclass(frozen=True)
 class TokenEvent:
+    """Generated text: `count` backend tokens from `index` on (more than one when they arrived
+    together faster than the stream was read)."""
+
     text: str
     index: int
+    count: int = 1
 
 
 @dataclass(frozen=True)

@@ -271,24 +271,41 @@ class OpenAIBackend:
                     events = decoder.feed(raw)
                 except (ValueError, UnicodeDecodeError) as err:
                     raise self._malformed(str(err)) from None
+                # Tokens that arrived in one read go out as one Delta: when the reader is slower
+                # than the backend, batches grow by themselves instead of messages piling up.
+                texts: list[str] = []
+                failure: BackendError | None = None
                 for data in events:
                     if data.strip() == "[DONE]":
                         finished = True
-                        return
+                        break
                     try:
                         delta = parse_chunk(data)
                     except _StreamReportedError as err:
-                        raise self._err(
+                        failure = self._err(
                             ErrorKind.UNAVAILABLE,
                             f"backend {self.name!r} reported an error in the stream: {err}",
                             "BACKEND_STREAM_ERROR",
                             retryable=False,
-                        ) from None
+                        )
+                        break
                     except (ValueError, TypeError) as err:
-                        raise self._malformed(f"{err}: {data[:120]!r}") from None
-                    if delta.finish_reason:
-                        finish = delta.finish_reason
-                    yield delta
+                        failure = self._malformed(f"{err}: {data[:120]!r}")
+                        break
+                    if delta.text:
+                        texts.append(delta.text)
+                    if delta.finish_reason or delta.usage is not None:
+                        if texts:
+                            yield Delta(text="".join(texts), count=len(texts))
+                            texts = []
+                        finish = delta.finish_reason or finish
+                        yield Delta(finish_reason=delta.finish_reason, usage=delta.usage)
+                if texts:
+                    yield Delta(text="".join(texts), count=len(texts))
+                if failure is not None:
+                    raise failure
+                if finished:
+                    return
             if finish:
                 # Some servers end after the finish reason without [DONE]; the answer is complete.
                 finished = True

@@ -61,9 +61,6 @@ async def build_core(
     specs = parse_specs(raw, source=source)
     counter = await asyncio.to_thread(default_counter)
     encoder = encoder or _default_encoder(cfg)
-    warm = getattr(encoder, "warm", None)
-    if warm is not None:
-        await warm()  # the in-process model loads before health says SERVING
     searcher = searcher or _default_searcher(cfg)
     backends = build_backends(
         specs,
@@ -72,6 +69,9 @@ async def build_core(
         extractive_fallback=cfg.extractive_fallback,
         extractive_min_score=cfg.extractive_min_score,
     )
+    warm = getattr(encoder, "warm", None)
+    if warm is not None and any(b.kind == "extractive" for b in backends):
+        await warm()  # the in-process model loads before health says SERVING
     cache = None
     if cfg.cache_max_bytes > 0:
         cache = AnswerCache(Path(cfg.state_dir) / "answer_cache.sqlite", cfg.cache_max_bytes)

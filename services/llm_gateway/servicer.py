@@ -13,8 +13,8 @@ from ddnrag.common.v1 import common_pb2
 from ddnrag.llm.v1 import llm_service_pb2 as pb
 from ddnrag.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from ddnrag.retriever.v1 import retriever_service_pb2 as rpb
-from services.common.pb import stage_pb
-from services.common.timing import Stage
+from services.common.pb import stage_pb, timings_pb
+from services.common.timing import Stage, Timer
 
 from .core import LlmGateway
 from .domain import (
@@ -122,8 +122,8 @@ def retrieval_pb(ev: RetrievalEvent) -> pb.Retrieval:
 def event_fields(ev: object) -> dict[str, object]:
     """The oneof field (shared by GenerateResponse and AnswerResponse) for a core event."""
     match ev:
-        case TokenEvent(text=text, index=index):
-            return {"token": pb.Token(text=text, index=index)}
+        case TokenEvent(text=text, index=index, count=count):
+            return {"token": pb.Token(text=text, index=index, count=count)}
         case StartEvent(backend=backend, model=model, cache_hit=hit):
             return {"start": pb.Start(backend=backend, model=model, cache_hit=hit)}
         case CitationEvent(citation=c):
@@ -173,25 +173,36 @@ class LlmServicer(pb_grpc.LlmServiceServicer):
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        return pb.ListModelsResponse(
-            models=[
-                pb.Model(id=m.id, backend=m.backend, kind=m.kind, priority=m.priority) for m in self.core.list_models()
-            ]
-        )
+        timer = Timer()
+        models = [
+            pb.Model(id=m.id, backend=m.backend, kind=m.kind, priority=m.priority) for m in self.core.list_models()
+        ]
+        return pb.ListModelsResponse(models=models, timings=timings_pb(timer))
 
     async def CacheStats(
         self, request: pb.CacheStatsRequest, context: grpc.aio.ServicerContext
     ) -> pb.CacheStatsResponse:
+        timer = Timer()
         if self.core.cache is None:
-            return pb.CacheStatsResponse()
-        s = await self.core.cache.stats()
+            return pb.CacheStatsResponse(timings=timings_pb(timer))
+        with timer.stage("cache_stats"):
+            s = await self.core.cache.stats()
         return pb.CacheStatsResponse(
-            entries=s.entries, size_bytes=s.size_bytes, max_size_bytes=s.max_size_bytes, hits=s.hits, misses=s.misses
+            entries=s.entries,
+            size_bytes=s.size_bytes,
+            max_size_bytes=s.max_size_bytes,
+            hits=s.hits,
+            misses=s.misses,
+            evictions=s.evictions,
+            timings=timings_pb(timer),
         )
 
     async def PurgeCache(
         self, request: pb.PurgeCacheRequest, context: grpc.aio.ServicerContext
     ) -> pb.PurgeCacheResponse:
+        timer = Timer()
         if self.core.cache is None:
-            return pb.PurgeCacheResponse()
-        return pb.PurgeCacheResponse(removed=await self.core.cache.purge())
+            return pb.PurgeCacheResponse(timings=timings_pb(timer))
+        with timer.stage("cache_purge"):
+            removed = await self.core.cache.purge()
+        return pb.PurgeCacheResponse(removed=removed, timings=timings_pb(timer))

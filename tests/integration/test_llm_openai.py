@@ -70,7 +70,18 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
 
 
 def kinds(events: list) -> list[str]:
-    return [e.WhichOneof("event") for e in events]
+    """Event kinds, with consecutive token events shown once (tokens that arrive together are
+    sent as one event)."""
+    out: list[str] = []
+    for e in events:
+        k = e.WhichOneof("event")
+        if not (k == "token" and out and out[-1] == "token"):
+            out.append(k)
+    return out
+
+
+def token_count(events: list) -> int:
+    return sum(e.token.count for e in events if e.WhichOneof("event") == "token")
 
 
 NO_CACHE = GenerationParams(no_cache=True)
@@ -83,7 +94,8 @@ async def test_streams_tokens_with_backend_usage_and_metrics(make_gateway: Gatew
     k = kinds(evs)
     assert k[0] == "start" and evs[0].start.backend == "vllm" and evs[0].start.model == "test-model"
     toks = [e.token for e in evs if e.WhichOneof("event") == "token"]
-    assert [t.text for t in toks] == srv.tokens and [t.index for t in toks] == list(range(len(srv.tokens)))
+    assert "".join(t.text for t in toks) == "".join(srv.tokens) and token_count(evs) == len(srv.tokens)
+    assert [t.index for t in toks] == [sum(t.count for t in toks[:i]) for i in range(len(toks))]
     done = evs[-1].done
     assert done.text == "".join(srv.tokens) and done.finish_reason == "stop"
     assert [(c.number, c.chunk_id) for c in done.citations] == [(1, "c1"), (2, "c2")]
@@ -111,7 +123,7 @@ async def test_max_tokens_reports_length(make_gateway: GatewayFactory) -> None:
     async with OpenAITestServer() as srv:
         client = await make_gateway([spec(srv)])
         evs = [e async for e in client.generate(Q, PASSAGES, params=GenerationParams(max_tokens=3))]
-    assert evs[-1].done.finish_reason == "length" and kinds(evs).count("token") == 3
+    assert evs[-1].done.finish_reason == "length" and token_count(evs) == 3
 
 
 async def test_5xx_is_retried_before_the_first_token(make_gateway: GatewayFactory) -> None:
@@ -203,7 +215,7 @@ async def test_malformed_chunk_mid_stream_is_an_error_event(make_gateway: Gatewa
     async with OpenAITestServer(malformed_after=2) as srv:
         client = await make_gateway([spec(srv)])
         evs = [e async for e in client.generate(Q, PASSAGES, params=NO_CACHE)]
-    assert kinds(evs) == ["start", "token", "token", "error"]
+    assert kinds(evs) == ["start", "token", "error"] and token_count(evs) == 2
     assert "sent a malformed chunk" in evs[-1].error.message and len(srv.records) == 1
 
 
@@ -211,7 +223,7 @@ async def test_dropped_connection_mid_stream_is_an_error_event(make_gateway: Gat
     async with OpenAITestServer(drop_after=3) as srv:
         client = await make_gateway([spec(srv)])
         evs = [e async for e in client.generate(Q, PASSAGES)]
-    assert kinds(evs) == ["start", "token", "token", "token", "error"]
+    assert kinds(evs) == ["start", "token", "error"] and token_count(evs) == 3
     assert "mid-stream" in evs[-1].error.message or "ended the stream" in evs[-1].error.message
 
 
@@ -223,7 +235,7 @@ async def test_stalled_backend_hits_the_idle_timeout_and_is_aborted(make_gateway
         assert time.perf_counter() - t0 < 3
         await asyncio.sleep(0.1)
         assert srv.records[0].disconnected_ns > 0
-    assert kinds(evs) == ["start", "token", "token", "error"]
+    assert kinds(evs) == ["start", "token", "error"] and token_count(evs) == 2
     assert evs[-1].error.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
     assert "stalled: nothing for 0.3 s" in evs[-1].error.message
 
@@ -235,8 +247,8 @@ async def test_caller_cancel_aborts_the_backend_request_within_100ms(make_gatewa
         async with contextlib.aclosing(stream):
             got = 0
             async for ev in stream:
-                got += ev.WhichOneof("event") == "token"
-                if got == 3:
+                got += ev.token.count if ev.WhichOneof("event") == "token" else 0
+                if got >= 3:
                     break
             cancelled_ns = time.perf_counter_ns()
         deadline = time.perf_counter() + 2
@@ -290,7 +302,8 @@ async def test_cache_hit_skips_the_backend(make_gateway: GatewayFactory) -> None
     assert len(srv.records) == 2  # the third differs in temperature: a miss
     assert not a[0].start.cache_hit and b[0].start.cache_hit and not c[0].start.cache_hit
     assert b[-1].done.text == a[-1].done.text and b[-1].done.usage == a[-1].done.usage
-    assert b[-1].done.ttft_ns < a[-1].done.ttft_ns
+    stages = [st.name for st in b[-1].done.timings.stages]
+    assert "cache_lookup" in stages and "first_token" not in stages
 
 
 async def test_list_models_in_failover_order(make_gateway: GatewayFactory) -> None:
@@ -306,3 +319,20 @@ async def test_list_models_in_failover_order(make_gateway: GatewayFactory) -> No
         ("extractive-v1", "extractive", "extractive", 1),
     ]
     assert evs[0].start.model == "second-model" and srv.records[0].body["model"] == "second-model"
+
+
+async def test_tokens_that_arrive_together_are_sent_together(make_gateway: GatewayFactory) -> None:
+    """A reader slower than the backend gets fewer, larger token events, never lost tokens."""
+    tokens = [f"w{i} " for i in range(3000)]
+    async with OpenAITestServer(tokens=tokens) as srv:
+        client = await make_gateway([spec(srv)])
+        evs = []
+        async for ev in client.generate(Q, PASSAGES, params=GenerationParams(max_tokens=4000)):
+            evs.append(ev)
+            if len(evs) == 2:
+                await asyncio.sleep(0.2)  # a slow reader: the backend's tokens pile up meanwhile
+    toks = [e.token for e in evs if e.WhichOneof("event") == "token"]
+    assert "".join(t.text for t in toks) == "".join(tokens) == evs[-1].done.text
+    assert token_count(evs) == 3000 == evs[-1].done.usage.completion_tokens
+    assert max(t.count for t in toks) > 1 and len(toks) < 3000
+    assert [t.index for t in toks] == [sum(t.count for t in toks[:i]) for i in range(len(toks))]

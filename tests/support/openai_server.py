@@ -11,6 +11,7 @@ Variants, set on the instance (tests may change them between requests):
 - erroring: `status=500` (or 400, 401, 429, ...) answers with that status and an OpenAI error
   body; `fail_first=N` makes only the first N requests fail that way (for retries);
 - dropping: `drop_after=N` sends N tokens, then closes the connection without `[DONE]`;
+- stamped (benchmarks): `stamp=True` makes each token "<i>@<monotonic ns at emission> ";
 - disconnect-recording: every request is recorded in `records` with `started_ns`,
   `first_token_ns`, `ended_ns`, `disconnected_ns` (perf_counter_ns when aiohttp saw the client go
   away: the handler is cancelled then, as `handler_cancellation=True` asks), `tokens_sent` and
@@ -70,6 +71,9 @@ class OpenAITestServer:
     error_message: str = "the test server was told to fail"
     api_key: str = ""
     send_usage: bool = True
+    # Benchmarks: each token's text becomes "<i>@<time.monotonic_ns() at emission> ", so a reader
+    # in another process on the same machine can measure each token's delivery latency.
+    stamp: bool = False
     host: str = "127.0.0.1"
     port: int = 0
     records: list[RequestRecord] = field(default_factory=list)
@@ -182,6 +186,8 @@ class OpenAITestServer:
                     await asyncio.sleep(ahead)
             elif self.token_delay_s and i:
                 await asyncio.sleep(self.token_delay_s)
+            if self.stamp:
+                tok = f"{i}@{time.monotonic_ns()} "
             await resp.write(self._chunk({"content": tok}))
             if i == 0:
                 rec.first_token_ns = time.perf_counter_ns()
@@ -208,6 +214,7 @@ async def _serve(args: argparse.Namespace) -> None:
     srv = OpenAITestServer(
         tokens=[f"t{i} " for i in range(args.tokens)] if args.tokens else split_tokens(DEFAULT_REPLY),
         rate_tps=args.rate,
+        stamp=args.stamp,
         port=args.port,
         model=args.model,
     )
@@ -222,6 +229,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=0, help="tokens per answer (0: the default reply)")
     ap.add_argument("--rate", type=float, default=0.0, help="tokens per second (0: as fast as possible)")
     ap.add_argument("--model", default="test-model")
+    ap.add_argument("--stamp", action="store_true", help="tokens carry their emission time (monotonic ns)")
     asyncio.run(_serve(ap.parse_args()))
 
 

@@ -27,7 +27,7 @@ from ddnrag.retriever.v1 import retriever_service_pb2 as ddnrag_dot_retriever_do
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x64\x64nrag/llm/v1/llm_service.proto\x12\rddnrag.llm.v1\x1a\x1d\x64\x64nrag/common/v1/common.proto\x1a+ddnrag/retriever/v1/retriever_service.proto\x1a\x17google/rpc/status.proto\"\x8c\x01\n\x07Passage\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08\x63hunk_id\x18\x02 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x03 \x01(\t\x12\x15\n\rdocument_name\x18\x04 \x01(\t\x12\x12\n\ncollection\x18\x05 \x01(\t\x12\x12\n\nobject_key\x18\x06 \x01(\t\x12\r\n\x05score\x18\x07 \x01(\x01\"m\n\x10GenerationParams\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\nmax_tokens\x18\x03 \x01(\x05\x12\x13\n\x0btemperature\x18\x04 \x01(\x01\x12\x10\n\x08no_cache\x18\x05 \x01(\x08\"~\n\x0fGenerateRequest\x12\x10\n\x08question\x18\x01 \x01(\t\x12(\n\x08passages\x18\x02 \x03(\x0b\x32\x16.ddnrag.llm.v1.Passage\x12/\n\x06params\x18\x03 \x01(\x0b\x32\x1f.ddnrag.llm.v1.GenerationParams\":\n\x05Start\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x11\n\tcache_hit\x18\x03 \x01(\x08\"$\n\x05Token\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\"I\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x0e\n\x06source\x18\x03 \x01(\t\"\xb6\x02\n\x04\x44one\x12#\n\x05usage\x18\x01 \x01(\x0b\x32\x14.ddnrag.llm.v1.Usage\x12\x0f\n\x07ttft_ns\x18\x02 \x01(\x03\x12\x13\n\x0brag_ttft_ns\x18\x03 \x01(\x03\x12\x15\n\rgeneration_ns\x18\x04 \x01(\x03\x12\x14\n\x0ctokens_per_s\x18\x05 \x01(\x01\x12\x1a\n\x12inter_token_p50_ns\x18\x06 \x01(\x03\x12\x1a\n\x12inter_token_p99_ns\x18\x07 \x01(\x03\x12\x15\n\rfinish_reason\x18\x08 \x01(\t\x12-\n\tcitations\x18\t \x03(\x0b\x32\x1a.ddnrag.common.v1.Citation\x12\x0c\n\x04text\x18\n \x01(\t\x12*\n\x07timings\x18\x0b \x01(\x0b\x32\x19.ddnrag.common.v1.Timings\"\x93\x01\n\tRetrieval\x12\x30\n\x06\x63hunks\x18\x01 \x03(\x0b\x32 .ddnrag.retriever.v1.ScoredChunk\x12\x15\n\rindex_version\x18\x02 \x01(\t\x12\x11\n\tcache_hit\x18\x03 \x01(\x08\x12*\n\x07timings\x18\x04 \x01(\x0b\x32\x19.ddnrag.common.v1.Timings\"\xe3\x01\n\x10GenerateResponse\x12%\n\x05start\x18\x01 \x01(\x0b\x32\x14.ddnrag.llm.v1.StartH\x00\x12%\n\x05token\x18\x02 \x01(\x0b\x32\x14.ddnrag.llm.v1.TokenH\x00\x12.\n\x08\x63itation\x18\x03 \x01(\x0b\x32\x1a.ddnrag.common.v1.CitationH\x00\x12#\n\x04\x64one\x18\x04 \x01(\x0b\x32\x13.ddnrag.llm.v1.DoneH\x00\x12#\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x07\n\x05\x65vent\"\xfa\x01\n\rAnswerRequest\x12\x10\n\x08question\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\x17\n\x0fstorage_backend\x18\x03 \x01(\t\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12/\n\x06params\x18\x05 \x01(\x0b\x32\x1f.ddnrag.llm.v1.GenerationParams\x12:\n\x07\x66ilters\x18\x06 \x03(\x0b\x32).ddnrag.llm.v1.AnswerRequest.FiltersEntry\x1a.\n\x0c\x46iltersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x90\x02\n\x0e\x41nswerResponse\x12-\n\tretrieval\x18\x01 \x01(\x0b\x32\x18.ddnrag.llm.v1.RetrievalH\x00\x12%\n\x05start\x18\x02 \x01(\x0b\x32\x14.ddnrag.llm.v1.StartH\x00\x12%\n\x05token\x18\x03 \x01(\x0b\x32\x14.ddnrag.llm.v1.TokenH\x00\x12.\n\x08\x63itation\x18\x04 \x01(\x0b\x32\x1a.ddnrag.common.v1.CitationH\x00\x12#\n\x04\x64one\x18\x05 \x01(\x0b\x32\x13.ddnrag.llm.v1.DoneH\x00\x12#\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x07\n\x05\x65vent\"D\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x04 \x01(\x05\"\x13\n\x11ListModelsRequest\":\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.ddnrag.llm.v1.Model\"\x13\n\x11\x43\x61\x63heStatsRequest\"o\n\x12\x43\x61\x63heStatsResponse\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x03\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x16\n\x0emax_size_bytes\x18\x03 \x01(\x03\x12\x0c\n\x04hits\x18\x04 \x01(\x03\x12\x0e\n\x06misses\x18\x05 \x01(\x03\"\x13\n\x11PurgeCacheRequest\"%\n\x12PurgeCacheResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x03\x32\xac\x03\n\nLlmService\x12M\n\x08Generate\x12\x1e.ddnrag.llm.v1.GenerateRequest\x1a\x1f.ddnrag.llm.v1.GenerateResponse0\x01\x12G\n\x06\x41nswer\x12\x1c.ddnrag.llm.v1.AnswerRequest\x1a\x1d.ddnrag.llm.v1.AnswerResponse0\x01\x12V\n\nListModels\x12 .ddnrag.llm.v1.ListModelsRequest\x1a!.ddnrag.llm.v1.ListModelsResponse\"\x03\x90\x02\x01\x12V\n\nCacheStats\x12 .ddnrag.llm.v1.CacheStatsRequest\x1a!.ddnrag.llm.v1.CacheStatsResponse\"\x03\x90\x02\x01\x12V\n\nPurgeCache\x12 .ddnrag.llm.v1.PurgeCacheRequest\x1a!.ddnrag.llm.v1.PurgeCacheResponse\"\x03\x90\x02\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x64\x64nrag/llm/v1/llm_service.proto\x12\rddnrag.llm.v1\x1a\x1d\x64\x64nrag/common/v1/common.proto\x1a+ddnrag/retriever/v1/retriever_service.proto\x1a\x17google/rpc/status.proto\"\x8c\x01\n\x07Passage\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08\x63hunk_id\x18\x02 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x03 \x01(\t\x12\x15\n\rdocument_name\x18\x04 \x01(\t\x12\x12\n\ncollection\x18\x05 \x01(\t\x12\x12\n\nobject_key\x18\x06 \x01(\t\x12\r\n\x05score\x18\x07 \x01(\x01\"m\n\x10GenerationParams\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\nmax_tokens\x18\x03 \x01(\x05\x12\x13\n\x0btemperature\x18\x04 \x01(\x01\x12\x10\n\x08no_cache\x18\x05 \x01(\x08\"~\n\x0fGenerateRequest\x12\x10\n\x08question\x18\x01 \x01(\t\x12(\n\x08passages\x18\x02 \x03(\x0b\x32\x16.ddnrag.llm.v1.Passage\x12/\n\x06params\x18\x03 \x01(\x0b\x32\x1f.ddnrag.llm.v1.GenerationParams\":\n\x05Start\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x11\n\tcache_hit\x18\x03 \x01(\x08\"3\n\x05Token\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\"I\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x0e\n\x06source\x18\x03 \x01(\t\"\xb6\x02\n\x04\x44one\x12#\n\x05usage\x18\x01 \x01(\x0b\x32\x14.ddnrag.llm.v1.Usage\x12\x0f\n\x07ttft_ns\x18\x02 \x01(\x03\x12\x13\n\x0brag_ttft_ns\x18\x03 \x01(\x03\x12\x15\n\rgeneration_ns\x18\x04 \x01(\x03\x12\x14\n\x0ctokens_per_s\x18\x05 \x01(\x01\x12\x1a\n\x12inter_token_p50_ns\x18\x06 \x01(\x03\x12\x1a\n\x12inter_token_p99_ns\x18\x07 \x01(\x03\x12\x15\n\rfinish_reason\x18\x08 \x01(\t\x12-\n\tcitations\x18\t \x03(\x0b\x32\x1a.ddnrag.common.v1.Citation\x12\x0c\n\x04text\x18\n \x01(\t\x12*\n\x07timings\x18\x0b \x01(\x0b\x32\x19.ddnrag.common.v1.Timings\"\x93\x01\n\tRetrieval\x12\x30\n\x06\x63hunks\x18\x01 \x03(\x0b\x32 .ddnrag.retriever.v1.ScoredChunk\x12\x15\n\rindex_version\x18\x02 \x01(\t\x12\x11\n\tcache_hit\x18\x03 \x01(\x08\x12*\n\x07timings\x18\x04 \x01(\x0b\x32\x19.ddnrag.common.v1.Timings\"\xe3\x01\n\x10GenerateResponse\x12%\n\x05start\x18\x01 \x01(\x0b\x32\x14.ddnrag.llm.v1.StartH\x00\x12%\n\x05token\x18\x02 \x01(\x0b\x32\x14.ddnrag.llm.v1.TokenH\x00\x12.\n\x08\x63itation\x18\x03 \x01(\x0b\x32\x1a.ddnrag.common.v1.CitationH\x00\x12#\n\x04\x64one\x18\x04 \x01(\x0b\x32\x13.ddnrag.llm.v1.DoneH\x00\x12#\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x07\n\x05\x65vent\"\xfa\x01\n\rAnswerRequest\x12\x10\n\x08question\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\x17\n\x0fstorage_backend\x18\x03 \x01(\t\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12/\n\x06params\x18\x05 \x01(\x0b\x32\x1f.ddnrag.llm.v1.GenerationParams\x12:\n\x07\x66ilters\x18\x06 \x03(\x0b\x32).ddnrag.llm.v1.AnswerRequest.FiltersEntry\x1a.\n\x0c\x46iltersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x90\x02\n\x0e\x41nswerResponse\x12-\n\tretrieval\x18\x01 \x01(\x0b\x32\x18.ddnrag.llm.v1.RetrievalH\x00\x12%\n\x05start\x18\x02 \x01(\x0b\x32\x14.ddnrag.llm.v1.StartH\x00\x12%\n\x05token\x18\x03 \x01(\x0b\x32\x14.ddnrag.llm.v1.TokenH\x00\x12.\n\x08\x63itation\x18\x04 \x01(\x0b\x32\x1a.ddnrag.common.v1.CitationH\x00\x12#\n\x04\x64one\x18\x05 \x01(\x0b\x32\x13.ddnrag.llm.v1.DoneH\x00\x12#\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x07\n\x05\x65vent\"D\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x04 \x01(\x05\"\x13\n\x11ListModelsRequest\"f\n\x12ListModelsResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.ddnrag.llm.v1.Model\x12*\n\x07timings\x18\x02 \x01(\x0b\x32\x19.ddnrag.common.v1.Timings\"\x13\n\x11\x43\x61\x63heStatsRequest\"\xae\x01\n\x12\x43\x61\x63heStatsResponse\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x03\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x16\n\x0emax_size_bytes\x18\x03 \x01(\x03\x12\x0c\n\x04hits\x18\x04 \x01(\x03\x12\x0e\n\x06misses\x18\x05 \x01(\x03\x12\x11\n\tevictions\x18\x06 \x01(\x03\x12*\n\x07timings\x18\x07 \x01(\x0b\x32\x19.ddnrag.common.v1.Timings\"\x13\n\x11PurgeCacheRequest\"Q\n\x12PurgeCacheResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x03\x12*\n\x07timings\x18\x02 \x01(\x0b\x32\x19.ddnrag.common.v1.Timings2\xac\x03\n\nLlmService\x12M\n\x08Generate\x12\x1e.ddnrag.llm.v1.GenerateRequest\x1a\x1f.ddnrag.llm.v1.GenerateResponse0\x01\x12G\n\x06\x41nswer\x12\x1c.ddnrag.llm.v1.AnswerRequest\x1a\x1d.ddnrag.llm.v1.AnswerResponse0\x01\x12V\n\nListModels\x12 .ddnrag.llm.v1.ListModelsRequest\x1a!.ddnrag.llm.v1.ListModelsResponse\"\x03\x90\x02\x01\x12V\n\nCacheStats\x12 .ddnrag.llm.v1.CacheStatsRequest\x1a!.ddnrag.llm.v1.CacheStatsResponse\"\x03\x90\x02\x01\x12V\n\nPurgeCache\x12 .ddnrag.llm.v1.PurgeCacheRequest\x1a!.ddnrag.llm.v1.PurgeCacheResponse\"\x03\x90\x02\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -51,35 +51,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_START']._serialized_start=533
   _globals['_START']._serialized_end=591
   _globals['_TOKEN']._serialized_start=593
-  _globals['_TOKEN']._serialized_end=629
-  _globals['_USAGE']._serialized_start=631
-  _globals['_USAGE']._serialized_end=704
-  _globals['_DONE']._serialized_start=707
-  _globals['_DONE']._serialized_end=1017
-  _globals['_RETRIEVAL']._serialized_start=1020
-  _globals['_RETRIEVAL']._serialized_end=1167
-  _globals['_GENERATERESPONSE']._serialized_start=1170
-  _globals['_GENERATERESPONSE']._serialized_end=1397
-  _globals['_ANSWERREQUEST']._serialized_start=1400
-  _globals['_ANSWERREQUEST']._serialized_end=1650
-  _globals['_ANSWERREQUEST_FILTERSENTRY']._serialized_start=1604
-  _globals['_ANSWERREQUEST_FILTERSENTRY']._serialized_end=1650
-  _globals['_ANSWERRESPONSE']._serialized_start=1653
-  _globals['_ANSWERRESPONSE']._serialized_end=1925
-  _globals['_MODEL']._serialized_start=1927
-  _globals['_MODEL']._serialized_end=1995
-  _globals['_LISTMODELSREQUEST']._serialized_start=1997
-  _globals['_LISTMODELSREQUEST']._serialized_end=2016
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2018
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2076
-  _globals['_CACHESTATSREQUEST']._serialized_start=2078
-  _globals['_CACHESTATSREQUEST']._serialized_end=2097
-  _globals['_CACHESTATSRESPONSE']._serialized_start=2099
-  _globals['_CACHESTATSRESPONSE']._serialized_end=2210
-  _globals['_PURGECACHEREQUEST']._serialized_start=2212
-  _globals['_PURGECACHEREQUEST']._serialized_end=2231
-  _globals['_PURGECACHERESPONSE']._serialized_start=2233
-  _globals['_PURGECACHERESPONSE']._serialized_end=2270
-  _globals['_LLMSERVICE']._serialized_start=2273
-  _globals['_LLMSERVICE']._serialized_end=2701
+  _globals['_TOKEN']._serialized_end=644
+  _globals['_USAGE']._serialized_start=646
+  _globals['_USAGE']._serialized_end=719
+  _globals['_DONE']._serialized_start=722
+  _globals['_DONE']._serialized_end=1032
+  _globals['_RETRIEVAL']._serialized_start=1035
+  _globals['_RETRIEVAL']._serialized_end=1182
+  _globals['_GENERATERESPONSE']._serialized_start=1185
+  _globals['_GENERATERESPONSE']._serialized_end=1412
+  _globals['_ANSWERREQUEST']._serialized_start=1415
+  _globals['_ANSWERREQUEST']._serialized_end=1665
+  _globals['_ANSWERREQUEST_FILTERSENTRY']._serialized_start=1619
+  _globals['_ANSWERREQUEST_FILTERSENTRY']._serialized_end=1665
+  _globals['_ANSWERRESPONSE']._serialized_start=1668
+  _globals['_ANSWERRESPONSE']._serialized_end=1940
+  _globals['_MODEL']._serialized_start=1942
+  _globals['_MODEL']._serialized_end=2010
+  _globals['_LISTMODELSREQUEST']._serialized_start=2012
+  _globals['_LISTMODELSREQUEST']._serialized_end=2031
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2033
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2135
+  _globals['_CACHESTATSREQUEST']._serialized_start=2137
+  _globals['_CACHESTATSREQUEST']._serialized_end=2156
+  _globals['_CACHESTATSRESPONSE']._serialized_start=2159
+  _globals['_CACHESTATSRESPONSE']._serialized_end=2333
+  _globals['_PURGECACHEREQUEST']._serialized_start=2335
+  _globals['_PURGECACHEREQUEST']._serialized_end=2354
+  _globals['_PURGECACHERESPONSE']._serialized_start=2356
+  _globals['_PURGECACHERESPONSE']._serialized_end=2437
+  _globals['_LLMSERVICE']._serialized_start=2440
+  _globals['_LLMSERVICE']._serialized_end=2868
 # @@protoc_insertion_point(module_scope)

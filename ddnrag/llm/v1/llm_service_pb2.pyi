@@ -62,12 +62,14 @@ class Start(_message.Message):
     def __init__(self, backend: _Optional[str] = ..., model: _Optional[str] = ..., cache_hit: _Optional[bool] = ...) -> None: ...
 
 class Token(_message.Message):
-    __slots__ = ("text", "index")
+    __slots__ = ("text", "index", "count")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
     text: str
     index: int
-    def __init__(self, text: _Optional[str] = ..., index: _Optional[int] = ...) -> None: ...
+    count: int
+    def __init__(self, text: _Optional[str] = ..., index: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "completion_tokens", "source")
@@ -187,35 +189,43 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ListModelsResponse(_message.Message):
-    __slots__ = ("models",)
+    __slots__ = ("models", "timings")
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[Model]
-    def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...
+    timings: _common_pb2.Timings
+    def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ...) -> None: ...
 
 class CacheStatsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class CacheStatsResponse(_message.Message):
-    __slots__ = ("entries", "size_bytes", "max_size_bytes", "hits", "misses")
+    __slots__ = ("entries", "size_bytes", "max_size_bytes", "hits", "misses", "evictions", "timings")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     HITS_FIELD_NUMBER: _ClassVar[int]
     MISSES_FIELD_NUMBER: _ClassVar[int]
+    EVICTIONS_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
     entries: int
     size_bytes: int
     max_size_bytes: int
     hits: int
     misses: int
-    def __init__(self, entries: _Optional[int] = ..., size_bytes: _Optional[int] = ..., max_size_bytes: _Optional[int] = ..., hits: _Optional[int] = ..., misses: _Optional[int] = ...) -> None: ...
+    evictions: int
+    timings: _common_pb2.Timings
+    def __init__(self, entries: _Optional[int] = ..., size_bytes: _Optional[int] = ..., max_size_bytes: _Optional[int] = ..., hits: _Optional[int] = ..., misses: _Optional[int] = ..., evictions: _Optional[int] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ...) -> None: ...
 
 class PurgeCacheRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class PurgeCacheResponse(_message.Message):
-    __slots__ = ("removed",)
+    __slots__ = ("removed", "timings")
     REMOVED_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
     removed: int
-    def __init__(self, removed: _Optional[int] = ...) -> None: ...
+    timings: _common_pb2.Timings
+    def __init__(self, removed: _Optional[int] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ...) -> None: ...
