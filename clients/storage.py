@@ -234,3 +234,9 @@ class StorageClient(BaseClient):
 
     async def get_benchmark_run(self, run_id: str) -> pb.GetBenchmarkRunResponse:
         return await self.unary(self.stub.GetBenchmarkRun, pb.GetBenchmarkRunRequest(run_id=run_id))
+
+    async def compare_benchmark_runs(self, run_id_a: str, run_id_b: str) -> pb.CompareBenchmarkRunsResponse:
+        """Both runs lined up cell by cell, with b / a ratios."""
+        return await self.unary(
+            self.stub.CompareBenchmarkRuns, pb.CompareBenchmarkRunsRequest(run_id_a=run_id_a, run_id_b=run_id_b)
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ddnrag.storage.v1 import storage_service_pb2 as pb
 from services.common.errors import invalid
 
+from .bench_model import BenchRequest, Comparison, LevelStats, Pct, Progress, RunRecord
 from .model import BackendSpec, Credentials, Kind, ObjectMeta, Shaping, Transfer
 
 KIND_FROM_PB = {
@@ -88,3 +89,126 @@ def backend_from_pb(b: pb.Backend) -> tuple[BackendSpec, Credentials | None]:
         allowed_prefixes=tuple(b.allowed_prefixes),
     )
     return spec, inline
+
+
+# --- benchmarks ----------------------------------------------------------------------------
+
+OP_FROM_PB = {
+    pb.BENCHMARK_OPERATION_GET: "get",
+    pb.BENCHMARK_OPERATION_PUT: "put",
+    pb.BENCHMARK_OPERATION_MIXED: "mixed",
+    pb.BENCHMARK_OPERATION_STAT: "stat",
+    pb.BENCHMARK_OPERATION_LIST: "list",
+    pb.BENCHMARK_OPERATION_DELETE: "delete",
+}
+OP_TO_PB = {v: k for k, v in OP_FROM_PB.items()}
+PRESET_FROM_PB = {
+    pb.BENCHMARK_PRESET_UNSPECIFIED: "",
+    pb.BENCHMARK_PRESET_STANDARD: "standard",
+    pb.BENCHMARK_PRESET_EXTENDED: "extended",
+    pb.BENCHMARK_PRESET_STRESS: "stress",
+}
+PRESET_TO_PB = {v: k for k, v in PRESET_FROM_PB.items()}
+
+
+def bench_request_from_pb(r: pb.RunBenchmarkRequest) -> BenchRequest:
+    if r.operation not in OP_FROM_PB:
+        raise invalid("set the benchmark operation: get, put, mixed, stat, list or delete", reason="INVALID_BENCHMARK")
+    return BenchRequest(
+        backends=list(r.backends),
+        operation=OP_FROM_PB[r.operation],
+        preset=PRESET_FROM_PB.get(r.preset, ""),
+        levels=list(r.concurrency_levels),
+        sizes=list(r.object_sizes) or [4096],
+        duration_s=r.duration_s,
+        ops_per_level=r.ops_per_level,
+        warmup_s=r.warmup_s,
+        read_ratio=r.read_ratio,
+        label=r.label,
+    )
+
+
+def bench_request_pb(r: BenchRequest) -> pb.RunBenchmarkRequest:
+    return pb.RunBenchmarkRequest(
+        backends=r.backends,
+        operation=OP_TO_PB.get(r.operation, pb.BENCHMARK_OPERATION_UNSPECIFIED),
+        preset=PRESET_TO_PB.get(r.preset, pb.BENCHMARK_PRESET_UNSPECIFIED),
+        concurrency_levels=r.resolved_levels(),
+        object_sizes=r.sizes,
+        duration_s=r.duration_s,
+        ops_per_level=r.ops_per_level,
+        warmup_s=r.warmup_s,
+        read_ratio=r.read_ratio,
+        label=r.label,
+    )
+
+
+def _pct(p: Pct) -> pb.Percentiles:
+    return pb.Percentiles(p50_ns=p.p50_ns, p90_ns=p.p90_ns, p99_ns=p.p99_ns, max_ns=p.max_ns, mean_ns=p.mean_ns)
+
+
+def level_pb(s: LevelStats) -> pb.LevelResult:
+    return pb.LevelResult(
+        backend=s.backend,
+        emulated=s.emulated,
+        object_size=s.object_size,
+        concurrency=s.concurrency,
+        ops=s.ops,
+        errors=s.errors,
+        errors_by_kind=s.errors_by_kind,
+        duration_s=s.duration_s,
+        ops_per_s=s.ops_per_s,
+        mib_per_s=s.mib_per_s,
+        latency=_pct(s.latency),
+        ttfb=_pct(s.ttfb),
+        cold_ttfb_p50_ns=s.cold_ttfb_p50_ns,
+        warm_ttfb_p50_ns=s.warm_ttfb_p50_ns,
+        operation=s.operation,
+        label=s.label,
+        bytes=s.bytes,
+        cold_samples=s.cold_samples,
+        warm_samples=s.warm_samples,
+    )
+
+
+def progress_pb(p: Progress) -> pb.BenchmarkProgress:
+    return pb.BenchmarkProgress(
+        backend=p.backend,
+        object_size=p.object_size,
+        concurrency=p.concurrency,
+        ops_done=p.ops_done,
+        errors=p.errors,
+        p50_ns=p.p50_ns,
+        levels_done=p.levels_done,
+        levels_total=p.levels_total,
+    )
+
+
+def run_pb(r: RunRecord) -> pb.BenchmarkRun:
+    return pb.BenchmarkRun(
+        run_id=r.run_id,
+        started_unix_ns=r.started_unix_ns,
+        finished_unix_ns=r.finished_unix_ns,
+        request=bench_request_pb(r.request),
+        results=[level_pb(x) for x in r.results],
+        not_configured=r.not_configured,
+        json_key=r.json_key,
+        csv_key=r.csv_key,
+    )
+
+
+def comparison_pb(c: Comparison) -> pb.BenchmarkComparison:
+    out = pb.BenchmarkComparison(
+        backend=c.backend,
+        operation=c.operation,
+        object_size=c.object_size,
+        concurrency=c.concurrency,
+        ops_per_s_ratio=c.ops_per_s_ratio,
+        latency_p50_ratio=c.latency_p50_ratio,
+        ttfb_p50_ratio=c.ttfb_p50_ratio,
+    )
+    if c.a is not None:
+        out.a.CopyFrom(level_pb(c.a))
+    if c.b is not None:
+        out.b.CopyFrom(level_pb(c.b))
+    return out

@@ -118,6 +118,7 @@ class StorageCore:
         self.executor = ThreadPoolExecutor(max_workers=cfg.max_concurrency, thread_name_prefix="s3")
         self._stores: dict[str, tuple[BackendSpec, S3Store]] = {}
         self._proxies: dict[str, ShapingProxy] = {}
+        self._routes: dict[str, tuple[str, dict[str, str] | None]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         if registry.default.insecure_skip_verify:
             log.warning("TLS verification is OFF for the default backend (explicit opt-out)")
@@ -151,7 +152,32 @@ class StorageCore:
             )
             store = S3Store(spec, client, self.executor, self.settings)
             self._stores[spec.name] = (spec, store)
+            self._routes[spec.name] = (endpoint_override, proxies)
             return store
+
+    async def dedicated_store(self, name: str, pool: int) -> S3Store:
+        """A separate client for `name` (same route, emulation proxy included) with its own
+        executor of `pool` threads and `pool` connections: the benchmark engine's, so a run at
+        concurrency 500 neither starves nor is starved by the service's own traffic. The caller
+        shuts its executor down."""
+        main = await self.store(name)
+        spec = main.spec
+        endpoint_override, proxies = self._routes.get(spec.name, ("", None))
+        loop = asyncio.get_running_loop()
+        creds = await loop.run_in_executor(self.executor, self.registry.credentials, spec)
+        settings = ClientSettings(
+            max_pool_connections=pool,
+            connect_timeout_s=self.settings.connect_timeout_s,
+            read_timeout_s=self.settings.read_timeout_s,
+            max_retries=0,
+            retry_base_ms=self.settings.retry_base_ms,
+        )
+        client = await loop.run_in_executor(
+            self.executor,
+            lambda: build_client(spec, creds, settings, endpoint_override=endpoint_override, proxies=proxies),
+        )
+        executor = ThreadPoolExecutor(max_workers=pool, thread_name_prefix=f"bench-{spec.name}")
+        return S3Store(spec, client, executor, settings)
 
     async def _start_proxy(self, spec: BackendSpec) -> tuple[str, dict[str, str] | None]:
         from urllib.parse import urlsplit
@@ -169,6 +195,7 @@ class StorageCore:
 
     async def _drop(self, name: str) -> None:
         cached = self._stores.pop(name, None)
+        self._routes.pop(name, None)
         if cached is not None:
             cached[1].close()
         proxy = self._proxies.pop(name, None)

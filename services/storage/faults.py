@@ -38,6 +38,8 @@ class FaultProxy:
         self.injected: dict[str, int] = {"throttle": 0, "reset": 0}
         self._faults: list[_Fault] = []
         self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     @property
     def endpoint(self) -> str:
@@ -62,6 +64,12 @@ class FaultProxy:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+            # Closing the sockets ends every handler on its own (cancelling them trips asyncio's
+            # stream callback on 3.11).
+            for w in list(self._writers):
+                w.close()
+            if self._tasks:
+                await asyncio.wait(list(self._tasks), timeout=2)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
             self._server = None
@@ -76,6 +84,11 @@ class FaultProxy:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_writer: asyncio.StreamWriter | None = None
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        self._writers.add(writer)
+        body_task: asyncio.Task[None] | None = None
         try:
             try:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -104,15 +117,12 @@ class FaultProxy:
             kept = [ln for ln in headers if ln.split(":", 1)[0].strip().lower() not in ("connection", "keep-alive")]
             new_head = "\r\n".join([lines[0], *kept, "Connection: close", "", ""]).encode("latin-1")
             up_reader, up_writer = await asyncio.open_connection(self.host, self.target_port)
+            self._writers.add(up_writer)
             up_writer.write(new_head)
-            remaining = length
-            while remaining > 0:
-                chunk = await reader.read(min(remaining, 65536))
-                if not chunk:
-                    break
-                up_writer.write(chunk)
-                remaining -= len(chunk)
             await up_writer.drain()
+            # The body flows while the response is relayed: a client sending
+            # `Expect: 100-continue` waits for the store's interim answer before its body.
+            body_task = asyncio.create_task(self._copy_body(reader, up_writer, length))
             sent = 0
             limit = fault.after_bytes if fault is not None else -1
             while True:
@@ -130,9 +140,28 @@ class FaultProxy:
         except OSError:
             pass
         finally:
+            if body_task is not None:
+                body_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await body_task
             for w in (writer, up_writer):
                 if w is not None:
                     w.close()
+                    self._writers.discard(w)
+            if task is not None:
+                self._tasks.discard(task)
+
+    @staticmethod
+    async def _copy_body(reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter, length: int) -> None:
+        remaining = length
+        with contextlib.suppress(OSError):
+            while remaining > 0:
+                chunk = await reader.read(min(remaining, 65536))
+                if not chunk:
+                    return
+                up_writer.write(chunk)
+                remaining -= len(chunk)
+                await up_writer.drain()
 
 
 def _rst(writer: asyncio.StreamWriter) -> None:

@@ -14,14 +14,28 @@ from services.common.errors import OK_STATUS, invalid
 from services.common.pb import page_size, timings_pb
 from services.common.timing import Timer
 
-from .convert import backend_from_pb, backend_pb, info_pb, transfer_pb
+from .bench_engine import BenchmarkEngine
+from .bench_model import LevelStats, Progress
+from .bench_runs import BenchRuns
+from .convert import (
+    backend_from_pb,
+    backend_pb,
+    bench_request_from_pb,
+    comparison_pb,
+    info_pb,
+    level_pb,
+    progress_pb,
+    run_pb,
+    transfer_pb,
+)
 from .core import StorageCore
 
 
 class StorageServicer(pb_grpc.StorageServiceServicer):
-    def __init__(self, core: StorageCore, bench: object | None = None) -> None:
+    def __init__(self, core: StorageCore) -> None:
         self.core = core
-        self.bench = bench
+        self.engine = BenchmarkEngine(core)
+        self.runs = BenchRuns(core)
 
     # --- backends ------------------------------------------------------------------------
 
@@ -173,3 +187,41 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         timer = Timer()
         meta, tr = await self.core.copy(request.backend, request.source_key, request.destination_key, timer)
         return pb.CopyResponse(info=info_pb(meta), transfer=transfer_pb(tr), timings=timings_pb(timer))
+
+    # --- benchmarks ----------------------------------------------------------------------
+
+    async def RunBenchmark(
+        self, request: pb.RunBenchmarkRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.RunBenchmarkResponse]:
+        async for ev in self.engine.run(bench_request_from_pb(request)):
+            if isinstance(ev, Progress):
+                yield pb.RunBenchmarkResponse(progress=progress_pb(ev))
+            elif isinstance(ev, LevelStats):
+                yield pb.RunBenchmarkResponse(level=level_pb(ev))
+            else:
+                yield pb.RunBenchmarkResponse(run=run_pb(ev))
+
+    async def ListBenchmarkRuns(
+        self, request: pb.ListBenchmarkRunsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListBenchmarkRunsResponse:
+        timer = Timer()
+        runs, nxt = await self.runs.list(page_size(request.page, default=50, maximum=200), request.page.page_token)
+        return pb.ListBenchmarkRunsResponse(
+            runs=[run_pb(r) for r in runs], next_page_token=nxt, timings=timings_pb(timer)
+        )
+
+    async def GetBenchmarkRun(
+        self, request: pb.GetBenchmarkRunRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetBenchmarkRunResponse:
+        timer = Timer()
+        run = await self.runs.get(request.run_id)
+        return pb.GetBenchmarkRunResponse(run=run_pb(run), timings=timings_pb(timer))
+
+    async def CompareBenchmarkRuns(
+        self, request: pb.CompareBenchmarkRunsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CompareBenchmarkRunsResponse:
+        timer = Timer()
+        a, b, rows = await self.runs.compare(request.run_id_a, request.run_id_b)
+        return pb.CompareBenchmarkRunsResponse(
+            a=run_pb(a), b=run_pb(b), rows=[comparison_pb(r) for r in rows], timings=timings_pb(timer)
+        )

@@ -52,6 +52,7 @@ class ShapingProxy:
         self._up = _Link(shaping.bandwidth_mbps)
         self._down = _Link(shaping.bandwidth_mbps)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -65,9 +66,12 @@ class ShapingProxy:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-            for t in list(self._tasks):
-                t.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            # Closing the sockets ends every handler on its own (cancelling them trips asyncio's
+            # stream callback on 3.11).
+            for w in list(self._writers):
+                w.close()
+            if self._tasks:
+                await asyncio.wait(list(self._tasks), timeout=2)
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
             self._server = None
@@ -81,6 +85,7 @@ class ShapingProxy:
         if task is not None:
             self._tasks.add(task)
         up_writer: asyncio.StreamWriter | None = None
+        self._writers.add(writer)
         try:
             if self.tunnel:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -90,6 +95,7 @@ class ShapingProxy:
                     await writer.drain()
                     return
             up_reader, up_writer = await asyncio.open_connection(self.host, self.port_target)
+            self._writers.add(up_writer)
             if self.tunnel:
                 writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
                 await writer.drain()
@@ -103,6 +109,7 @@ class ShapingProxy:
             for w in (writer, up_writer):
                 if w is not None:
                     w.close()
+                    self._writers.discard(w)
             if task is not None:
                 self._tasks.discard(task)
 
