@@ -137,6 +137,12 @@ class Retriever:
     async def start(self) -> None:
         """Loads and verifies every known collection's live index; creates `default`."""
         await self.db.run(self.db.add_collection, DEFAULT_COLLECTION)
+        if self.settings.persist_index:
+            # Collections another replica (or an earlier state directory) published.
+            for o in await self.store.list("index/"):
+                parts = o.key.split("/")
+                if len(parts) == 3 and parts[2] == "CURRENT" and NAME_RE.match(parts[1]):
+                    await self.db.run(self.db.add_collection, parts[1])
         for name in await self.db.run(self.db.collections):
             await self._load(name)
 

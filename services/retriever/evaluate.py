@@ -1,0 +1,238 @@
+"""`rag eval BEIR_DIR --split test [--run-file RUN.json] [--json]`: retrieval quality on any
+BEIR-format directory (corpus.jsonl, queries.jsonl, qrels/<split>.tsv).
+
+It indexes the corpus with the retriever's own chunker, analyzer, BM25 and FAISS index and fusion
+(the classes the service runs), embeds with the same packaged model the embedder serves (in
+process, cached on disk by content), runs every query of the split and reports nDCG@10 and
+Recall@100. A document longer than one chunk is scored by its best chunk. Tune on the train split;
+report the test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .chunking import Chunker
+from .index import Analyzer, ChunkRecord, CollectionIndex
+
+Run = dict[str, dict[str, float]]
+Qrels = dict[str, dict[str, int]]
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    """What the evaluation runs with; the defaults are the service's tuned defaults."""
+
+    chunk_size: int = 256
+    chunk_overlap: int = 32
+    mode: str = "hybrid"
+    fusion: str = "weighted"
+    rrf_k: int = 60
+    dense_weight: float = 0.5
+    candidates: int = 100
+    depth: int = 100
+
+
+def load_beir(beir_dir: Path, split: str) -> tuple[dict[str, str], dict[str, str], Qrels]:
+    """(corpus: id -> "title\\n\\ntext", queries of the split: id -> text, qrels)."""
+    qrels_path = beir_dir / "qrels" / f"{split}.tsv"
+    if not qrels_path.exists():
+        raise FileNotFoundError(f"{qrels_path} does not exist: is {beir_dir} a BEIR directory with a {split!r} split?")
+    qrels: Qrels = {}
+    for i, line in enumerate(qrels_path.read_text().splitlines()):
+        parts = line.split("\t")
+        if i == 0 and not parts[-1].strip().lstrip("-").isdigit():
+            continue  # header
+        if len(parts) >= 3:
+            qrels.setdefault(parts[0].strip(), {})[parts[1].strip()] = int(parts[2])
+    corpus: dict[str, str] = {}
+    with (beir_dir / "corpus.jsonl").open() as f:
+        for line in f:
+            d = json.loads(line)
+            title = (d.get("title") or "").strip()
+            corpus[str(d["_id"])] = f"{title}\n\n{d.get('text', '')}".strip() if title else d.get("text", "")
+    queries: dict[str, str] = {}
+    with (beir_dir / "queries.jsonl").open() as f:
+        for line in f:
+            d = json.loads(line)
+            if str(d["_id"]) in qrels:
+                queries[str(d["_id"])] = d["text"]
+    return corpus, queries, qrels
+
+
+def ndcg_at_k(run: Run, qrels: Qrels, k: int = 10) -> float:
+    """Mean nDCG@k over the queries of `qrels` (trec_eval's linear gain)."""
+    total = 0.0
+    for qid, rels in qrels.items():
+        ranked = sorted(run.get(qid, {}).items(), key=lambda x: -x[1])[:k]
+        dcg = sum(rels.get(d, 0) / math.log2(i + 2) for i, (d, _) in enumerate(ranked))
+        ideal = sorted((r for r in rels.values() if r > 0), reverse=True)[:k]
+        idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
+        total += dcg / idcg if idcg else 0.0
+    return total / len(qrels) if qrels else 0.0
+
+
+def recall_at_k(run: Run, qrels: Qrels, k: int = 100) -> float:
+    total = 0.0
+    for qid, rels in qrels.items():
+        relevant = {d for d, r in rels.items() if r > 0}
+        top = {d for d, _ in sorted(run.get(qid, {}).items(), key=lambda x: -x[1])[:k]}
+        total += len(relevant & top) / len(relevant) if relevant else 0.0
+    return total / len(qrels) if qrels else 0.0
+
+
+def build_records(corpus: Mapping[str, str], chunker: Chunker) -> list[ChunkRecord]:
+    records = []
+    for doc_id, text in corpus.items():
+        for c in chunker.chunks("eval", doc_id, text):
+            records.append(ChunkRecord(c.chunk_id, doc_id, doc_id, c.position, c.text))
+    return records
+
+
+def rank(index: CollectionIndex, queries: Mapping[str, str], qvecs: np.ndarray | None, p: EvalParams) -> Run:
+    """Runs every query; a document's score is its best chunk's."""
+    run: Run = {}
+    for i, (qid, q) in enumerate(queries.items()):
+        hits = index.search(
+            q,
+            None if qvecs is None else qvecs[i],
+            top_k=2 * max(p.candidates, p.depth),
+            mode=p.mode,
+            fusion=p.fusion,
+            rrf_k=p.rrf_k,
+            dense_weight=p.dense_weight,
+            candidates=max(p.candidates, p.depth),
+        )
+        docs: dict[str, float] = {}
+        for h in hits:
+            d = index.records[h.row].document_id
+            if d not in docs:
+                docs[d] = h.score
+            if len(docs) >= p.depth:
+                break
+        run[qid] = docs
+    return run
+
+
+class Evaluation:
+    """Holds one corpus, chunked and embedded, so several parameter sets can be scored cheaply."""
+
+    def __init__(self, beir_dir: Path, split: str, encoder: Any | None = None) -> None:
+        from .local_encoder import LocalEncoder
+
+        self.corpus, self.queries, self.qrels = load_beir(beir_dir, split)
+        self.encoder = encoder or LocalEncoder()
+        self.analyzer = Analyzer()
+        self._indexes: dict[tuple[int, int], CollectionIndex] = {}
+        self._qvecs: np.ndarray | None = None
+
+    def index(
+        self, size: int, overlap: int, progress: Callable[[str, int, int], None] | None = None
+    ) -> CollectionIndex:
+        key = (size, overlap)
+        if key not in self._indexes:
+            records = build_records(self.corpus, Chunker(size, overlap))
+            cb = (lambda n: progress("embed corpus", n, len(records))) if progress else None
+            vecs = self.encoder.encode_sync([r.text for r in records], progress=cb)
+            self._indexes[key] = CollectionIndex(records, vecs, analyzer=self.analyzer, hnsw_threshold=10**9)
+        return self._indexes[key]
+
+    def qvecs(self, progress: Callable[[str, int, int], None] | None = None) -> np.ndarray:
+        if self._qvecs is None:
+            texts = list(self.queries.values())
+            cb = (lambda n: progress("embed queries", n, len(texts))) if progress else None
+            self._qvecs = self.encoder.encode_sync(texts, progress=cb)
+        return self._qvecs
+
+    def score(
+        self, p: EvalParams, progress: Callable[[str, int, int], None] | None = None
+    ) -> tuple[dict[str, Any], Run]:
+        t0 = time.perf_counter()
+        index = self.index(p.chunk_size, p.chunk_overlap, progress)
+        qv = self.qvecs(progress) if p.mode != "bm25" else None
+        run = rank(index, self.queries, qv, p)
+        return {
+            "ndcg@10": round(ndcg_at_k(run, self.qrels, 10), 4),
+            "recall@100": round(recall_at_k(run, self.qrels, 100), 4),
+            "queries": len(self.qrels),
+            "documents": len(self.corpus),
+            "chunks": len(index),
+            "params": asdict(p),
+            "seconds": round(time.perf_counter() - t0, 1),
+        }, run
+
+
+def default_params() -> EvalParams:
+    """The service's defaults (RetrieverConfig), so `rag eval` scores what the service serves."""
+    from .config import RetrieverConfig
+
+    c = RetrieverConfig(embedder_addr="-", storage_addr="-")
+    return EvalParams(
+        c.chunk_size_tokens, c.chunk_overlap_tokens, "hybrid", c.fusion, c.rrf_k, c.dense_weight, c.candidates
+    )
+
+
+def main(argv: list[str]) -> int:
+    """`rag eval BEIR_DIR --split test [--run-file RUN.json] [--json]`."""
+    ap = argparse.ArgumentParser(prog="rag eval", description=__doc__.split("\n\n")[0])
+    ap.add_argument("beir_dir", type=Path, help="a BEIR-format directory (corpus.jsonl, queries.jsonl, qrels/)")
+    ap.add_argument("--split", default="test", help="qrels split to score (default: test)")
+    ap.add_argument("--run-file", type=Path, help="also write the ranking {query_id: {doc_id: score}} (top 100)")
+    ap.add_argument("--json", action="store_true", help="print the result as JSON")
+    ap.add_argument("--mode", choices=("hybrid", "dense", "bm25"), default="hybrid")
+    ap.add_argument("--fusion", choices=("rrf", "weighted"), help="default: the service's")
+    args = ap.parse_args(argv)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    err = Console(stderr=True)
+    p = default_params()
+    p = EvalParams(**{**asdict(p), "mode": args.mode, **({"fusion": args.fusion} if args.fusion else {})})
+    try:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
+            tasks: dict[str, Any] = {}
+
+            def progress(stage: str, n: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(stage, total=total)
+                bar.advance(tasks[stage], n)
+
+            bar.add_task("load corpus", total=None)
+            ev = Evaluation(args.beir_dir, args.split)
+            result, run = ev.score(p, progress)
+    except FileNotFoundError as e:
+        err.print(f"[red]rag eval: {e}[/red]")
+        return 2
+    result = {"dataset": args.beir_dir.name, "split": args.split, **result}
+    if args.run_file:
+        args.run_file.write_text(json.dumps(run))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(
+            f"{result['dataset']} {args.split}: nDCG@10 {result['ndcg@10']:.4f}  Recall@100 {result['recall@100']:.4f}"
+            f"  ({result['queries']} queries, {result['documents']} documents, {result['chunks']} chunks,"
+            f" {p.mode}/{p.fusion})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
