@@ -36,6 +36,10 @@ SERVER_OPTIONS = [
     ("grpc.so_reuseport", 0),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+    # Recycle connections every 5 minutes (with 30 s for in-flight calls) so round_robin clients
+    # of a headless Service discover new replicas after a scale-out.
+    ("grpc.max_connection_age_ms", 300_000),
+    ("grpc.max_connection_age_grace_ms", 30_000),
 ]
 
 
