@@ -194,6 +194,10 @@ def test_dead_child_is_restarted(stack: RunningStack) -> None:
     assert "llm_gateway restarted" in stack.output(), stack.output()[-3000:]
     after = _child_pids(stack.output())["llm_gateway"]
     assert after != before
+    # The gateway's channel reconnects within its (short) reconnect backoff.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and requests.get(f"{stack.url}/api/health", timeout=10).status_code != 200:
+        time.sleep(0.5)
     assert requests.get(f"{stack.url}/api/health", timeout=10).status_code == 200
 
 
