@@ -195,6 +195,27 @@ class RagClient:
             target_backends=list(target_backends),
         )
 
+    async def start_ingest(
+        self,
+        collection: str,
+        documents: Sequence[UploadedDocument] = (),
+        *,
+        source_prefix: str = "",
+        source_backend: str = "",
+        target_backends: Sequence[str] = (),
+    ) -> ret_pb.Job:
+        """As `ingest`, but returns the queued job at once (follow it with `retriever.watch_job`)."""
+        from ddnrag.retriever.v1 import retriever_service_pb2 as rpb
+
+        sources = [rpb.SourceObject(object_key=d.object_key, name=d.name, document_id=d.document_id) for d in documents]
+        return await self.retriever.start_ingest(
+            collection,
+            sources,
+            source_prefix=source_prefix,
+            source_backend=source_backend,
+            target_backends=list(target_backends),
+        )
+
     # ---- questions -----------------------------------------------------------------------------
     def answer(
         self,

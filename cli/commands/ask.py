@@ -44,7 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("question", help="the question, in quotes")
     p.add_argument("--collection", default="default", help="the collection to search (default: default)")
     p.add_argument("--backend", default="", help="storage backend the chunks are read from (default: the default)")
-    p.add_argument("--compare", metavar="B1,B2", help="ask through each of these storage backends and compare")
+    p.add_argument(
+        "--compare",
+        metavar="B1,B2",
+        help="ask through each of these storage backends (answer cache skipped) and compare",
+    )
     p.add_argument("--llm-backend", default="", help="LLM backend (default: the first healthy one)")
     p.add_argument("--model", default="", help="model (default: the backend's default)")
     p.add_argument("--top-k", type=int, default=5, help="chunks to retrieve, 1..20 (default 5)")
@@ -175,7 +179,8 @@ async def _one(
         llm_backend=args.llm_backend,
         model=args.model,
         max_tokens=args.max_tokens,
-        no_cache=args.no_cache,
+        # Compared backends must all generate: an answer-cache hit would hide the difference.
+        no_cache=args.no_cache or bool(args.compare),
         filters=filters,
     )
     async for ev in events:

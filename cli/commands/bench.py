@@ -177,6 +177,8 @@ def save_run(run: dict[str, Any], out: Path) -> dict[str, str]:
 
 
 def results_table(results: list[dict[str, Any]], title: str = "results") -> Table:
+    """Results grouped by backend, then size, then concurrency (the run interleaves backends)."""
+    results = sorted(results, key=lambda r: (r["backend"], r.get("operation", ""), r["object_size"], r["concurrency"]))
     t = Table(title=title, title_justify="left")
     for col in ("backend", "op", "size", "conc", "ops", "errors", "ops/s", "MiB/s", "p50", "p99", "TTFB p50"):
         t.add_column(col, justify="left" if col in ("backend", "op") else "right")

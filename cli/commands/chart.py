@@ -28,7 +28,9 @@ def series_of(results: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any
     """Groups level results into lines keyed by their legend label, points sorted by concurrency."""
     out: dict[str, list[dict[str, Any]]] = {}
     for r in results:
-        label = f"{r['backend']}{' (emulated)' if r.get('emulated') else ''} · {r.get('operation') or 'op'} · "
+        kind = str(r.get("label") or "")
+        note = f" ({kind})" if kind.startswith("emulated") else " (emulated)" if r.get("emulated") else ""
+        label = f"{r['backend']}{note} · {r.get('operation') or 'op'} · "
         label += _size_label(int(r["object_size"]))
         out.setdefault(label, []).append(r)
     for pts in out.values():

@@ -126,7 +126,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                 notes.append("default")
             if b.emulated:
                 s = b.shaping
-                notes.append(f"emulated (rtt {s.rtt_ms:g} ms, jitter {s.jitter_ms:g} ms, {s.bandwidth_mbps:g} Mbit/s)")
+                cap = f"{s.bandwidth_mbps:g} Mbit/s" if s.bandwidth_mbps else "uncapped"
+                notes.append(escape(b.label) or f"emulated: RTT {s.rtt_ms:g} ms, jitter {s.jitter_ms:g} ms, {cap}")
             if b.insecure_skip_verify:
                 notes.append("[yellow]TLS not verified[/yellow]")
             t.add_row(

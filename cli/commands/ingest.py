@@ -61,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source-backend", default="", help="backend the documents are uploaded to and read from")
     p.add_argument("--bucket", help="with --prefix: the bucket to read from (the backend configured for it)")
     p.add_argument("--prefix", default="", help="ingest every object under this key prefix of the source backend")
+    p.add_argument("--detach", action="store_true", help="start the job and return its id (follow: rag jobs status)")
     add_common(p, services=("storage", "retriever"))
     p.set_defaults(func=cmd_ingest)
 
@@ -146,6 +147,15 @@ async def _ingest(args: argparse.Namespace) -> int:
             uploaded = await _upload(rag, args.collection, plan, source_backend, quiet=quiet)
         if not uploaded and not args.prefix:
             return _finish(args, None, plan, uploaded, 0.0)
+        if args.detach:
+            job = await rag.start_ingest(
+                args.collection,
+                uploaded,
+                source_prefix=args.prefix,
+                source_backend=source_backend,
+                target_backends=targets,
+            )
+            return _detached(args, job, plan, uploaded)
         t0 = time.monotonic()
         events = rag.ingest(
             args.collection,
@@ -206,8 +216,8 @@ async def follow_job(
         TextColumn(escape(title)),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("docs"),
-        TextColumn("{task.fields[stage]}"),
+        TextColumn("docs ·"),
+        TextColumn("{task.fields[stage]} ·"),
         TextColumn("{task.fields[chunks]}"),
         TextColumn("{task.fields[writes]}"),
         TimeElapsedColumn(),
@@ -239,8 +249,30 @@ async def follow_job(
     return last
 
 
+def _detached(args: argparse.Namespace, job: rpb.Job, plan: Plan, uploaded: list) -> int:
+    if args.json:
+        emit_json(
+            {
+                "job": to_dict(job),
+                "uploaded": [d.__dict__ for d in uploaded],
+                "errors": plan.errors,
+                "skipped": plan.skipped,
+            }
+        )
+    else:
+        console.print(f"job {job.job_id} started: {len(uploaded)} documents into {escape(job.collection)}")
+        console.print(f"follow it with: rag jobs status {job.job_id} --watch")
+        for e in plan.errors:
+            console.print(f"  [red]✗[/red] {escape(e['path'])}: {escape(e['reason'])}")
+    return EXIT_FAILED if plan.errors else EXIT_OK
+
+
 def _finish(args: argparse.Namespace, job: rpb.Job | None, plan: Plan, uploaded: list, elapsed: float) -> int:
-    job_errors = [{"name": e.name, "path": e.object_key, "reason": e.reason} for e in job.file_errors] if job else []
+    local = {name: str(path) for path, name in plan.files}
+    job_errors = [
+        {"name": e.name, "path": local.get(e.name, e.object_key), "object_key": e.object_key, "reason": e.reason}
+        for e in (job.file_errors if job else [])
+    ]
     errors = plan.errors + job_errors
     state = rpb.JobState.Name(job.state) if job else "NOT_STARTED"
     ok = job is not None and job.state in OK_STATES and not errors
