@@ -1,0 +1,110 @@
+"""The issue's browser flow against the REAL stack (`rag up`: SeaweedFS, the four services and the
+gateway as processes), in Debian's headless Chromium: upload a document, watch the ingestion panel
+reach 100%, ask a question about it, see the streamed answer citing it with the TTFT badge, then
+run a short storage benchmark, see the chart drawn, and see Business impact computed from that
+run. Screenshots go to test-artifacts/browser/stack-*.png."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.browser.test_gateway_demo import ARGS, ARTIFACTS, CHROMIUM
+from tests.support.stack import RunningStack, start_stack
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.e2e,
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"{CHROMIUM} is absent (apt-get install chromium)"),
+]
+
+DOC = """# Project Heliotrope storage tiering
+
+Project Heliotrope moves cold training shards from the flash tier to the capacity tier after
+fourteen days without a read. The Heliotrope mover runs every night at 02:00 and was written by
+the platform team in Lisbon. It keeps hot shards on flash so GPU data loaders never wait.
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    s = start_stack(tmp_path_factory.mktemp("stack") / "data")
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+async def page(stack: RunningStack) -> AsyncIterator:  # Playwright's Page
+    from playwright.async_api import async_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        context = await browser.new_context(viewport={"width": 1366, "height": 850})
+        pg = await context.new_page()
+        errors: list[str] = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        await pg.goto(stack.url + "/")
+        try:
+            yield pg
+        finally:
+            await context.close()
+            await browser.close()
+        assert errors == [], f"JavaScript errors: {errors}"
+
+
+async def test_real_stack_flow(page, tmp_path: Path) -> None:  # noqa: ANN001
+    from playwright.async_api import expect
+
+    await expect(page.locator("#health-pill .txt")).to_have_text("all services serving", timeout=60_000)
+
+    await page.get_by_role("tab", name="Documents").click()
+    doc = tmp_path / "heliotrope-tiering.md"
+    doc.write_text(DOC)
+    await page.locator("#file-input").set_input_files(str(doc))
+    panel = page.locator("#ingest-panel")
+    await expect(panel).to_have_attribute("data-state", "done", timeout=120_000)
+    await expect(panel.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
+    await expect(page.locator("#docs-table tbody")).to_contain_text("heliotrope-tiering.md", timeout=30_000)
+    await page.screenshot(path=str(ARTIFACTS / "stack-1-documents.png"), full_page=True)
+
+    await page.get_by_role("tab", name="Chat").click()
+    await page.get_by_label("Question").fill("When does the Heliotrope mover run?")
+    await page.get_by_role("button", name="Ask", exact=True).click()
+    lane = page.locator(".lane").first
+    await expect(lane).to_have_attribute("data-state", "done", timeout=120_000)
+    await expect(lane.get_by_test_id("answer")).not_to_be_empty()
+    await expect(lane.get_by_test_id("citations")).to_contain_text("heliotrope-tiering.md")
+    await expect(lane.get_by_test_id("ttft-badge")).to_have_text(re.compile(r"TTFT [\d.,]+ (ms|s)"))
+    await expect(lane.get_by_test_id("waterfall").locator("svg rect").first).to_be_visible()
+    await page.screenshot(path=str(ARTIFACTS / "stack-2-chat.png"), full_page=True)
+
+    await page.get_by_role("tab", name="Benchmark").click()
+    await page.get_by_role("radio", name="Custom").check()
+    await page.get_by_label("Custom concurrency levels").fill("1,2")
+    await page.get_by_label("Object size").select_option("4096")
+    await page.get_by_label("Ops per level").fill("10")
+    await page.get_by_label("Label").fill("browser-test")
+    await page.get_by_role("button", name="Run benchmark").click()
+    chart = page.locator("#bench-chart")
+    await expect(chart).to_have_attribute("data-state", "done", timeout=120_000)
+    await expect(chart.locator("path.series").first).to_be_visible()
+    await expect(page.locator("#bench-table tbody tr").first).to_be_visible()
+    status = await page.locator("#bench-status").inner_text()
+    run_id = re.search(r"Saved run (\S+)", status).group(1)  # type: ignore[union-attr]
+    await page.screenshot(path=str(ARTIFACTS / "stack-3-benchmark.png"), full_page=True)
+
+    await page.get_by_role("tab", name="Business impact").click()
+    await page.get_by_label("Benchmark run").select_option(run_id)
+    out = page.locator("#impact-out")
+    await expect(out).to_contain_text("GPU-h/day")
+    await expect(out).to_contain_text("run " + run_id)
+    await expect(out).to_contain_text("No PUT measurement")  # a GET run says what it did not measure
+    await page.screenshot(path=str(ARTIFACTS / "stack-4-impact.png"), full_page=True)
