@@ -100,7 +100,7 @@ async def one_chat(session: aiohttp.ClientSession, url: str, q: str, stats: Stat
                         stats.error("error_" + json.loads(line[6:]).get("reason", "unknown"))
                         return
             stats.error("stream_ended_early")
-    except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+    except (TimeoutError, aiohttp.ClientError) as err:
         stats.error(type(err).__name__)
 
 

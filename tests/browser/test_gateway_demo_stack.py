@@ -60,7 +60,7 @@ async def page(stack: RunningStack) -> AsyncIterator:  # Playwright's Page
         assert errors == [], f"JavaScript errors: {errors}"
 
 
-async def test_real_stack_flow(page, tmp_path: Path) -> None:  # noqa: ANN001
+async def test_real_stack_flow(page, tmp_path: Path) -> None:
     from playwright.async_api import expect
 
     await expect(page.locator("#health-pill .txt")).to_have_text("all services serving", timeout=60_000)
