@@ -30,6 +30,7 @@ def backend_json(b: spb.Backend, default_name: str = "") -> dict[str, Any]:
     return {
         "name": b.name,
         "kind": enum_name(spb.BackendKind.DESCRIPTOR, b.kind),
+        "label": b.label,
         "endpoint": b.endpoint,
         "region": b.region,
         "bucket": b.bucket,

@@ -45,6 +45,7 @@ def pct_json(p: spb.Percentiles) -> dict[str, float]:
 def level_json(lv: spb.LevelResult) -> dict[str, Any]:
     return {
         "backend": lv.backend,
+        "label": lv.label,
         "emulated": lv.emulated,
         "operation": lv.operation,
         "object_size": lv.object_size,
@@ -161,40 +162,35 @@ async def list_runs(request: web.Request) -> web.Response:
 
 @routes.get("/api/benchmarks/compare")
 async def compare(request: web.Request) -> web.Response:
-    """Two saved runs side by side: for each (backend, operation, size, concurrency) cell both have,
-    the p50/p99 latency, TTFB and ops/s of each and B relative to A."""
+    """Two saved runs lined up by the storage service, cell by cell (backend, operation, size,
+    concurrency): p50/p99 latency, TTFB p50 and ops/s of each side and B relative to A. A cell
+    only one run measured shows the other side as null."""
     a_id, b_id = request.query.get("a", ""), request.query.get("b", "")
     if not a_id or not b_id:
         raise ApiError(400, "give two run ids: /api/benchmarks/compare?a=RUN&b=RUN")
-    storage = request.app[UPSTREAMS].storage
-    a = run_json((await storage.get_benchmark_run(a_id)).run)
-    b = run_json((await storage.get_benchmark_run(b_id)).run)
-
-    def key(lv: dict[str, Any]) -> tuple[str, str, int, int]:
-        return (lv["backend"], lv["operation"], lv["object_size"], lv["concurrency"])
-
-    bmap = {key(lv): lv for lv in b["results"]}
+    resp = await request.app[UPSTREAMS].storage.compare_benchmark_runs(a_id, b_id)
     rows = []
-    for lv in a["results"]:
-        other = bmap.get(key(lv))
-        if other is None:
-            continue
-        row: dict[str, Any] = {
-            "backend": lv["backend"],
-            "operation": lv["operation"],
-            "object_size": lv["object_size"],
-            "concurrency": lv["concurrency"],
-        }
-        for name, get in (
-            ("latency_p50_ms", lambda x: x["latency"]["p50_ms"]),
-            ("latency_p99_ms", lambda x: x["latency"]["p99_ms"]),
-            ("ttfb_p50_ms", lambda x: x["ttfb"]["p50_ms"]),
-            ("ops_per_s", lambda x: x["ops_per_s"]),
-        ):
-            va, vb = get(lv), get(other)
-            row[name] = {"a": va, "b": vb, "ratio": round(vb / va, 3) if va else None}
-        rows.append(row)
-    return web.json_response({"a": a, "b": b, "rows": rows})
+    for r in resp.rows:
+        a = level_json(r.a) if r.HasField("a") else None
+        b = level_json(r.b) if r.HasField("b") else None
+
+        def side(get: Any, a: Any = a, b: Any = b) -> dict[str, Any]:
+            va, vb = (get(a) if a else None), (get(b) if b else None)
+            return {"a": va, "b": vb, "ratio": round(vb / va, 3) if va and vb else None}
+
+        rows.append(
+            {
+                "backend": r.backend,
+                "operation": r.operation,
+                "object_size": r.object_size,
+                "concurrency": r.concurrency,
+                "latency_p50_ms": side(lambda x: x["latency"]["p50_ms"]),
+                "latency_p99_ms": side(lambda x: x["latency"]["p99_ms"]),
+                "ttfb_p50_ms": side(lambda x: x["ttfb"]["p50_ms"]),
+                "ops_per_s": side(lambda x: x["ops_per_s"]),
+            }
+        )
+    return web.json_response({"a": run_json(resp.a), "b": run_json(resp.b), "rows": rows})
 
 
 @routes.get("/api/benchmarks/{run_id}")

@@ -175,6 +175,24 @@ class DoubleStorage(spb_grpc.StorageServiceServicer):
     async def ListBenchmarkRuns(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return spb.ListBenchmarkRunsResponse(runs=list(reversed(self.runs.values())))
 
+    async def CompareBenchmarkRuns(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        for rid in (request.run_id_a, request.run_id_b):
+            if rid not in self.runs:
+                raise not_found(f"no benchmark run {rid!r}")
+        a, b = self.runs[request.run_id_a], self.runs[request.run_id_b]
+        bmap = {(x.backend, x.operation, x.object_size, x.concurrency): x for x in b.results}
+        rows = []
+        for x in a.results:
+            y = bmap.get((x.backend, x.operation, x.object_size, x.concurrency))
+            row = spb.BenchmarkComparison(
+                backend=x.backend, operation=x.operation, object_size=x.object_size, concurrency=x.concurrency, a=x
+            )
+            if y is not None:
+                row.b.CopyFrom(y)
+                row.latency_p50_ratio = y.latency.p50_ns / x.latency.p50_ns
+            rows.append(row)
+        return spb.CompareBenchmarkRunsResponse(a=a, b=b, rows=rows)
+
     async def GetBenchmarkRun(self, request: spb.GetBenchmarkRunRequest, context: grpc.aio.ServicerContext) -> Any:
         if request.run_id not in self.runs:
             raise not_found(f"no benchmark run {request.run_id!r}")

@@ -116,7 +116,7 @@
       const conn = h("td", { class: "muted", text: "not tested" });
       tb.appendChild(h("tr", {}, h("td", {}, h("strong", { text: b.name }), b.is_default ? h("span", { class: "badge", text: "default" }) : null,
         b.emulated ? h("span", { class: "badge emu", text: "emulated" }) : null),
-        h("td", { text: b.kind }), h("td", { text: b.endpoint || "(AWS default)" }), h("td", { text: b.bucket }),
+        h("td", { text: b.label || b.kind }), h("td", { text: b.endpoint || "(AWS default)" }), h("td", { text: b.bucket }),
         h("td", {}, DDN.state(b.has_credentials ? "set" : "none")), conn,
         h("td", {}, h("button", { class: "ghost", type: "button", onclick: async () => {
           conn.textContent = "testing...";
