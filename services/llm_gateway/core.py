@@ -8,6 +8,10 @@ Failover: candidates are the pinned backend, or every backend in failover order.
 its concurrency limit is skipped; RESOURCE_EXHAUSTED when all are. Before the first token a
 retryable failure (connect error, HTTP 429/5xx, first-token timeout) is retried with backoff up to
 `retries` times, then the next candidate is tried. After the first token nothing is retried.
+
+Answer cache: the key (see `cache_key`) names the first candidate backend and its model. Only
+complete answers from that first choice are stored, so a fallback's answer given during an outage
+is not served from the cache once the first choice is back. A hit streams at once, flagged.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -152,6 +156,8 @@ class LlmGateway:
         self.retrieval_timeout_s = retrieval_timeout_s
         # Peers' clients (encoder, searcher) closed with the gateway.
         self.closers: list[Any] = []
+        # Called as on_backend_failure(backend, reason) for each failed attempt (metrics).
+        self.on_backend_failure: Callable[[str, str], None] | None = None
 
     # ---- listing and cache -------------------------------------------------------------------
     def list_models(self) -> list[ModelInfo]:
@@ -393,6 +399,8 @@ class LlmGateway:
                         await agen.aclose()
                         timer.add(Stage("backend_attempt", time.perf_counter_ns() - t_first, backend=backend.name))
                         failures.append(err)
+                        if self.on_backend_failure is not None:
+                            self.on_backend_failure(backend.name, err.reason)
                         log.warning(
                             "backend attempt failed",
                             extra={"backend": backend.name, "attempt": attempt, "reason": err.reason},

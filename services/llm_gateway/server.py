@@ -10,13 +10,14 @@ from ddnrag.llm.v1 import llm_service_pb2 as pb
 from ddnrag.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from services.common.config import ConfigError, load_env
 from services.common.logs import setup_logging
-from services.common.server import GrpcApp, build_server, run_forever, start_metrics
+from services.common.server import GrpcApp, Metrics, build_server, run_forever, start_metrics
 
 from .backends import build_backends, parse_specs
 from .cache import AnswerCache
 from .config import LlmGatewayConfig
 from .core import LlmGateway, Searcher
 from .extractive import Encoder
+from .metrics import LlmMetrics
 from .servicer import LlmServicer
 from .tokens import default_counter
 
@@ -94,12 +95,20 @@ async def create_server(
     """Builds the core and serves it on `cfg.host:cfg.port` (0 picks a port, returned).
     `searcher` / `encoder` replace the retriever and embedder clients (tests)."""
     core = await build_core(cfg, searcher=searcher, encoder=encoder)
-    app = await build_server(
-        "llm_gateway",
-        [(pb_grpc.add_LlmServiceServicer_to_server, LlmServicer(core), SERVICE_NAME)],
-        cfg.host,
-        cfg.port,
-    )
+    metrics = Metrics("llm_gateway")
+    llm_metrics = LlmMetrics(metrics.registry)
+    core.on_backend_failure = llm_metrics.backend_failed
+    try:
+        app = await build_server(
+            "llm_gateway",
+            [(pb_grpc.add_LlmServiceServicer_to_server, LlmServicer(core, llm_metrics), SERVICE_NAME)],
+            cfg.host,
+            cfg.port,
+            metrics=metrics,
+        )
+    except BaseException:
+        await core.close()
+        raise
     app.on_stop.append(core.close)
     log.info(
         "llm gateway ready",

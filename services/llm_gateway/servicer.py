@@ -29,6 +29,7 @@ from .domain import (
     StartEvent,
     TokenEvent,
 )
+from .metrics import LlmMetrics, StreamObserver
 
 
 def params_from_pb(m: pb.GenerationParams) -> GenParams:
@@ -138,16 +139,19 @@ def event_fields(ev: object) -> dict[str, object]:
 
 
 class LlmServicer(pb_grpc.LlmServiceServicer):
-    def __init__(self, core: LlmGateway) -> None:
+    def __init__(self, core: LlmGateway, metrics: LlmMetrics | None = None) -> None:
         self.core = core
+        self.metrics = metrics
 
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateResponse]:
         passages = [passage_from_pb(p) for p in request.passages]
         stream = self.core.generate(request.question, passages, params_from_pb(request.params))
+        seen = StreamObserver(self.metrics)
         try:
             async for ev in stream:
+                seen.see(ev)
                 yield pb.GenerateResponse(**event_fields(ev))
         finally:
             await stream.aclose()
@@ -164,8 +168,10 @@ class LlmServicer(pb_grpc.LlmServiceServicer):
             filters=dict(request.filters),
             timeout_s=remaining_timeout(context, self.core.retrieval_timeout_s),
         )
+        seen = StreamObserver(self.metrics)
         try:
             async for ev in stream:
+                seen.see(ev)
                 yield pb.AnswerResponse(**event_fields(ev))
         finally:
             await stream.aclose()

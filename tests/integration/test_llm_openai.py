@@ -336,3 +336,38 @@ async def test_tokens_that_arrive_together_are_sent_together(make_gateway: Gatew
     assert token_count(evs) == 3000 == evs[-1].done.usage.completion_tokens
     assert max(t.count for t in toks) > 1 and len(toks) < 3000
     assert [t.index for t in toks] == [sum(t.count for t in toks[:i]) for i in range(len(toks))]
+
+
+async def test_prometheus_metrics_follow_streams_and_failures(tmp_path: Path) -> None:
+    async with OpenAITestServer(status=500) as bad, OpenAITestServer() as good:
+        cfg = load_env(
+            LlmGatewayConfig,
+            environ={},
+            port=0,
+            metrics_port=0,
+            state_dir=str(tmp_path),
+            backends=json.dumps([spec(bad, "a", retries=0), spec(good, "b")]),
+            extractive_fallback=False,
+        )
+        app, port = await create_server(cfg, searcher=None, encoder=LocalEncoder())
+        try:
+            async with LlmClient(f"127.0.0.1:{port}") as client:
+                [e async for e in client.generate(Q, PASSAGES)]  # a fails, b answers (not cached:
+                # only the first choice's answers are, so an outage does not freeze fallbacks in)
+                pinned = GenerationParams(backend="b")
+                [e async for e in client.generate(Q, PASSAGES, params=pinned)]
+                [e async for e in client.generate(Q, PASSAGES, params=pinned)]  # a cache hit
+        finally:
+            await app.stop(0)
+    reg = app.metrics.registry
+    assert (
+        reg.get_sample_value("llm_gateway_backend_failures_total", {"backend": "a", "reason": "BACKEND_HTTP_ERROR"})
+        == 1
+    )
+    assert reg.get_sample_value("llm_gateway_streams_total", {"backend": "b", "outcome": "done"}) == 2
+    assert reg.get_sample_value("llm_gateway_streams_total", {"backend": "b", "outcome": "cache_hit"}) == 1
+    assert reg.get_sample_value("llm_gateway_ttft_seconds_count", {"backend": "b"}) == 2
+    completion = reg.get_sample_value("llm_gateway_tokens_total", {"backend": "b", "kind": "completion"})
+    assert completion == 2 * len(good.tokens)
+    assert reg.get_sample_value("llm_gateway_requests_total", {"method": "Generate", "code": "OK"}) == 3
+    assert len(bad.records) == 1 and len(good.records) == 2
