@@ -16,7 +16,7 @@ from .metrics import GatewayMetrics, metrics_middleware
 from .protect import RateLimiter, cors_on_prepare, load_api_keys, protect_middleware
 from .routes import admin, backends, benchmarks, documents, health, ingestion, openai_compat, rag
 from .sse import close_open_streams
-from .state import API_KEYS, BACKGROUND, CONFIG, METRICS, OPEN_STREAMS, RATE_LIMITER, UPSTREAMS, Upstreams
+from .state import ANSWER_SLOTS, API_KEYS, BACKGROUND, CONFIG, METRICS, OPEN_STREAMS, RATE_LIMITER, UPSTREAMS, Upstreams
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +35,12 @@ async def upstreams_ctx(app: web.Application) -> AsyncIterator[None]:
     ups = Upstreams(
         storage=StorageClient(cfg.storage_addr, timeout_s=t),
         retriever=RetrieverClient(cfg.retriever_addr, timeout_s=t),
-        llm=LlmClient(cfg.llm_gateway_addr, timeout_s=cfg.answer_timeout_s),
+        llm=LlmClient(cfg.llm_gateway_addr, timeout_s=t),  # answers pass answer_timeout_s themselves
         embedder=EmbedderClient(cfg.embedder_addr, timeout_s=t),
     )
     app[UPSTREAMS] = ups
     app[BACKGROUND] = set()
+    app[ANSWER_SLOTS] = asyncio.Semaphore(cfg.max_concurrent_answers) if cfg.max_concurrent_answers > 0 else None
     try:
         yield
     finally:

@@ -31,6 +31,14 @@ class GatewayConfig:
     answer_timeout_s: float = env_field(
         P + "ANSWER_TIMEOUT_S", 300.0, "Deadline of one streamed answer (retrieval and generation)."
     )
+    max_concurrent_answers: int = env_field(
+        P + "MAX_CONCURRENT_ANSWERS",
+        16,
+        "Answer streams this gateway runs at once (match the llm_gateway's capacity); others queue; 0: no limit.",
+    )
+    answer_queue_timeout_s: float = env_field(
+        P + "ANSWER_QUEUE_TIMEOUT_S", 120.0, "Longest wait for an answer slot; past it the request gets 429."
+    )
     ping_interval_s: float = env_field(P + "PING_INTERVAL_S", 15.0, "Seconds between `: ping` SSE comments.")
     max_upload_bytes: int = env_field(
         P + "MAX_UPLOAD_BYTES", 100 * 1024 * 1024, "Largest accepted file in an upload, in bytes (413 above)."

@@ -66,12 +66,14 @@ async def stream_events(
     terminal: frozenset[str] = TERMINAL,
     named: bool = True,
     wrap_error: Callable[[dict[str, Any]], Any] | None = None,
+    status_from_first_error: bool = False,
 ) -> web.StreamResponse:
     """Serves `events` as SSE; see the module docstring for the guarantees.
 
     `named=False` sends bare `data:` lines with no event name or id (the OpenAI streaming
     format); a `str` data is then sent as is (`[DONE]`). `wrap_error` shapes the data of the
-    error events this function makes itself."""
+    error events this function makes itself. With `status_from_first_error`, a stream whose very
+    first event is an `error` with a `status` becomes a JSON error with that HTTP status."""
     cfg = request.app[CONFIG]
     metrics = request.app[METRICS]
     task = asyncio.current_task()
@@ -93,6 +95,11 @@ async def stream_events(
         except Exception as err:  # noqa: BLE001 - any failure before the first byte picks the status
             log.info("stream refused before start", extra={"path": request.path, "err": repr(err)})
             return json_error(err)
+
+        if status_from_first_error and first is not None and first.name == "error" and isinstance(first.data, dict):
+            status = first.data.get("status")
+            if isinstance(status, int) and status >= 400:  # failed before anything was produced
+                return web.json_response({"error": first.data}, status=status, dumps=dumps)
 
         async with sse_response(request, ping_interval=cfg.ping_interval_s, allow_all_methods=True) as sse:
 

@@ -46,5 +46,7 @@ OPEN_STREAMS: web.AppKey[weakref.WeakSet[OpenStream]] = web.AppKey("open_streams
 METRICS: web.AppKey[GatewayMetrics] = web.AppKey("metrics")
 RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
 API_KEYS: web.AppKey[frozenset[str]] = web.AppKey("api_keys", frozenset)
+# Admission control of Answer streams (None when unlimited), made in cleanup_ctx on the app's loop.
+ANSWER_SLOTS: web.AppKey[asyncio.Semaphore | None] = web.AppKey("answer_slots")
 # Short background tasks (cleanup of staging objects), awaited before the channels close.
 BACKGROUND: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("background", set)

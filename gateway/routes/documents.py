@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
 
 from ddnrag.retriever.v1 import retriever_service_pb2 as rpb
 
@@ -59,6 +59,13 @@ def _backends_param(request: web.Request) -> list[str]:
     return [b.strip() for b in raw.split(",") if b.strip()]
 
 
+async def _next_part(reader: MultipartReader) -> BodyPartReader | MultipartReader | None:
+    try:
+        return await reader.next()
+    except ValueError as err:
+        raise ApiError(400, f"malformed multipart body: {err}", "BAD_MULTIPART") from None
+
+
 @routes.post("/api/documents")
 async def upload(request: web.Request) -> web.Response:
     """multipart/form-data: `collection` (optional, before the files), then one or more `file` parts.
@@ -76,8 +83,11 @@ async def upload(request: web.Request) -> web.Response:
     targets = _backends_param(request)
     stored: list[Stored] = []
     try:
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
+        try:
+            reader = await request.multipart()
+        except (ValueError, AssertionError) as err:
+            raise ApiError(400, f"malformed multipart body: {err}", "BAD_MULTIPART") from None
+        while (part := await _next_part(reader)) is not None:
             if not isinstance(part, BodyPartReader):
                 raise ApiError(400, "nested multipart bodies are not supported")
             if part.name == "collection":

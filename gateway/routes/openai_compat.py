@@ -63,7 +63,7 @@ def _ask(request: web.Request, body: dict[str, Any]) -> tuple[Ask, str]:
     else:
         llm_model = model  # a generator model id from /v1/models
     top_k = int(field_num(body, "top_k", 5, 1, 20))
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    limits = {"max_tokens": body.get("max_completion_tokens", body.get("max_tokens"))}
     ask = Ask(
         question=_question(body.get("messages")),
         collection=check_collection(collection or cfg.default_collection),
@@ -71,7 +71,7 @@ def _ask(request: web.Request, body: dict[str, Any]) -> tuple[Ask, str]:
         top_k=top_k,
         params=lpb.GenerationParams(
             model=llm_model,
-            max_tokens=int(field_num({"m": max_tokens}, "m", 0, 0, 8192)) if max_tokens is not None else 0,
+            max_tokens=int(field_num(limits, "max_tokens", 0, 0, 8192)),
             temperature=float(field_num(body, "temperature", 0.0, 0.0, 2.0)),
         ),
     )

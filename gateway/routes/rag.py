@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from ddnrag.llm.v1 import llm_service_pb2 as lpb
 from ..convert import ns_to_ms, to_dict
 from ..errors import ApiError, error_payload
 from ..sse import Event, stream_events
-from ..state import CONFIG, UPSTREAMS
+from ..state import ANSWER_SLOTS, CONFIG, UPSTREAMS
 from ..uploads import check_collection
 from ..views import (
     citation_json,
@@ -92,41 +93,71 @@ def done_json(d: lpb.Done, retrieval: lpb.Retrieval | None) -> dict[str, Any]:
     }
 
 
+@contextlib.asynccontextmanager
+async def answer_slot(request: web.Request) -> AsyncIterator[float]:
+    """Waits for one of the gateway's answer slots (admission control): requests beyond
+    `max_concurrent_answers` queue here instead of overloading the llm_gateway, which would refuse
+    them (BACKEND_BUSY) after running their retrieval for nothing. Yields the wait in ms; 429
+    when no slot frees within `answer_queue_timeout_s`."""
+    slots = request.app[ANSWER_SLOTS]
+    if slots is None:
+        yield 0.0
+        return
+    cfg = request.app[CONFIG]
+    t0 = time.perf_counter()
+    try:
+        async with asyncio.timeout(cfg.answer_queue_timeout_s):
+            await slots.acquire()
+    except TimeoutError:
+        raise ApiError(
+            429,
+            f"the gateway is answering {cfg.max_concurrent_answers} questions at once and no slot freed "
+            f"within {cfg.answer_queue_timeout_s:g} s; retry later",
+            "GATEWAY_BUSY",
+        ) from None
+    try:
+        yield (time.perf_counter() - t0) * 1000
+    finally:
+        slots.release()
+
+
 async def answer_events(request: web.Request, ask: Ask) -> AsyncIterator[Event]:
     """The Answer stream as `start`, `token`…, then `done` or `error`."""
     cfg = request.app[CONFIG]
     retrieval: lpb.Retrieval | None = None
-    async for ev in request.app[UPSTREAMS].llm.answer(
-        ask.question,
-        collection=ask.collection,
-        storage_backend=ask.backend,
-        top_k=ask.top_k,
-        params=ask.params,
-        timeout=cfg.answer_timeout_s,
-    ):
-        kind = ev.WhichOneof("event")
-        if kind == "retrieval":
-            retrieval = ev.retrieval
-        elif kind == "start":
-            yield Event(
-                "start",
-                {
-                    "backend": ev.start.backend,
-                    "model": ev.start.model,
-                    "cache_hit": ev.start.cache_hit,
-                    "storage_backend": ask.backend,
-                    "collection": ask.collection,
-                    "retrieval": retrieval_json(retrieval),
-                },
-            )
-        elif kind == "token":
-            yield Event("token", {"text": ev.token.text, "index": ev.token.index})
-        elif kind == "done":
-            yield Event("done", done_json(ev.done, retrieval))
-            return
-        elif kind == "error":
-            yield Event("error", status_json(ev.error))
-            return
+    async with answer_slot(request) as queue_ms:
+        async for ev in request.app[UPSTREAMS].llm.answer(
+            ask.question,
+            collection=ask.collection,
+            storage_backend=ask.backend,
+            top_k=ask.top_k,
+            params=ask.params,
+            timeout=cfg.answer_timeout_s,
+        ):
+            kind = ev.WhichOneof("event")
+            if kind == "retrieval":
+                retrieval = ev.retrieval
+            elif kind == "start":
+                yield Event(
+                    "start",
+                    {
+                        "backend": ev.start.backend,
+                        "model": ev.start.model,
+                        "cache_hit": ev.start.cache_hit,
+                        "storage_backend": ask.backend,
+                        "collection": ask.collection,
+                        "queue_ms": round(queue_ms),
+                        "retrieval": retrieval_json(retrieval),
+                    },
+                )
+            elif kind == "token":
+                yield Event("token", {"text": ev.token.text, "index": ev.token.index})
+            elif kind == "done":
+                yield Event("done", done_json(ev.done, retrieval))
+                return
+            elif kind == "error":
+                yield Event("error", status_json(ev.error))
+                return
 
 
 def parse_ask(request: web.Request, source: dict[str, Any]) -> Ask:
@@ -182,7 +213,7 @@ async def rag_stream(request: web.Request) -> web.StreamResponse:
     compare = request.query.get("compare", "")
     if compare:
         return await stream_events(request, _compare_events(request, ask, _compare_backends(compare)))
-    return await stream_events(request, answer_events(request, ask))
+    return await stream_events(request, answer_events(request, ask), status_from_first_error=True)
 
 
 async def _compare_events(request: web.Request, ask: Ask, backends: list[str]) -> AsyncIterator[Event]:

@@ -180,7 +180,7 @@ async def test_ingestion_stream_unknown_job_is_404_before_streaming(aiohttp_clie
 
 EXPECTED_RAG = (
     'id: 1\r\nevent: start\r\ndata: {"backend":"extractive","model":"extractive-v1","cache_hit":false,'
-    '"storage_backend":"","collection":"default","retrieval":{"index_version":"v1","cache_hit":false,'
+    '"storage_backend":"","collection":"default","queue_ms":0,"retrieval":{"index_version":"v1","cache_hit":false,'
     '"timings":{"total_ms":5.001,"stages_sum_ms":5.0,"stages":[{"name":"embed","ms":2.0,"backend":"",'
     '"ttfb_ms":0.0,"bytes":0,"count":0},{"name":"fetch","ms":3.0,"backend":"default","ttfb_ms":1.0,'
     '"bytes":0,"count":0}]},"chunks":[{"chunk_id":"c1","document_id":"d1","document_name":"storage.md",'
@@ -265,6 +265,32 @@ async def test_rag_stream_error_after_start_is_an_event(aiohttp_client, doubles:
         'id: 2\r\nevent: error\r\ndata: {"status":503,"reason":"BACKEND_DOWN",'
         '"message":"the LLM backend went away"}\r\n\r\n'
     )
+
+
+async def test_error_as_first_event_keeps_its_status(aiohttp_client, doubles: Doubles) -> None:
+    client = await aiohttp_client(make_app(doubles))
+    resp = await client.get("/api/rag/stream", params={"q": "busy now"})
+    assert resp.status == 429
+    assert (await resp.json())["error"]["reason"] == "BACKEND_BUSY"
+
+
+async def test_answer_admission_queue(aiohttp_client, doubles: Doubles) -> None:
+    app = make_app(doubles, max_concurrent_answers=1, answer_queue_timeout_s=0.3)
+    client = await aiohttp_client(app)
+    first = await client.get("/api/rag/stream", params={"q": "slow question"})
+    await first.content.readuntil(b"\r\n\r\n")  # holds the only slot
+    refused = await client.get("/api/rag/stream", params={"q": "second"})
+    assert refused.status == 429
+    assert (await refused.json())["error"]["reason"] == "GATEWAY_BUSY"
+    assert len(doubles.llm.requests) == 1  # the refused one never reached the llm_gateway
+    queued = asyncio.create_task(client.get("/api/rag/stream", params={"q": "third"}))
+    await asyncio.sleep(0.1)
+    first.close()  # frees the slot: the queued request goes through
+    resp = await queued
+    assert resp.status == 200
+    events = parse_sse(await resp.read())
+    assert events[-1]["event"] == "done"
+    assert events[0]["data"]["queue_ms"] >= 50
 
 
 async def test_llm_down_is_503_naming_the_service(aiohttp_client, doubles: Doubles) -> None:

@@ -354,6 +354,10 @@ class DoubleLlm(lpb_grpc.LlmServiceServicer):
                     timings=timings(("embed", 2_000_000, "", 0), ("fetch", 3_000_000, backend, 1_000_000)),
                 )
             )
+            if request.question.startswith("busy"):
+                err = ServiceError(ErrorKind.RESOURCE_EXHAUSTED, "every backend is busy", reason="BACKEND_BUSY")
+                yield lpb.AnswerResponse(error=err.to_status_proto())
+                return
             yield lpb.AnswerResponse(start=lpb.Start(backend="extractive", model="extractive-v1"))
             if request.question.startswith("broken"):
                 err = ServiceError(ErrorKind.UNAVAILABLE, "the LLM backend went away", reason="BACKEND_DOWN")
