@@ -8,7 +8,10 @@ import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 from aiohttp import web
+
+from clients.base import channel_options
 
 from .config import GatewayConfig
 from .errors import error_middleware
@@ -23,6 +26,18 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 
 
+# A restarted service is found again within a few seconds (gRPC's default backoff grows to 120 s).
+RECONNECT_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 3000),
+]
+
+
+def _channel(address: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(address, options=channel_options() + RECONNECT_OPTIONS)
+
+
 async def upstreams_ctx(app: web.Application) -> AsyncIterator[None]:
     """Opens one channel per service for the app's life and closes them at cleanup."""
     from clients.embedder import EmbedderClient
@@ -33,10 +48,11 @@ async def upstreams_ctx(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG]
     t = cfg.request_timeout_s
     ups = Upstreams(
-        storage=StorageClient(cfg.storage_addr, timeout_s=t),
-        retriever=RetrieverClient(cfg.retriever_addr, timeout_s=t),
-        llm=LlmClient(cfg.llm_gateway_addr, timeout_s=t),  # answers pass answer_timeout_s themselves
-        embedder=EmbedderClient(cfg.embedder_addr, timeout_s=t),
+        storage=StorageClient(cfg.storage_addr, timeout_s=t, channel=_channel(cfg.storage_addr)),
+        retriever=RetrieverClient(cfg.retriever_addr, timeout_s=t, channel=_channel(cfg.retriever_addr)),
+        # answers pass answer_timeout_s themselves
+        llm=LlmClient(cfg.llm_gateway_addr, timeout_s=t, channel=_channel(cfg.llm_gateway_addr)),
+        embedder=EmbedderClient(cfg.embedder_addr, timeout_s=t, channel=_channel(cfg.embedder_addr)),
     )
     app[UPSTREAMS] = ups
     app[BACKGROUND] = set()
