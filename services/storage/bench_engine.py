@@ -11,8 +11,8 @@ rotates from level to level, so machine drift favours none. Each (backend, size,
    the measured window.
 
 Timings are taken in the worker thread: a `before-send` hook stamps when the request left,
-`ttfb` is -> the first body byte (GET) or -> the response (no body), latency is -> the last
-byte. A failed operation is an error, counted by kind, never a success; botocore retries are
+`ttfb` is -> the first body byte reaching the host (GET) or -> the first response byte (no
+body), both from kernel receive stamps (see wire.py); latency is -> the last byte, parsed. A failed operation is an error, counted by kind, never a success; botocore retries are
 off, so throttling shows as errors. Cold TTFB is the first access to each object of the pool,
 warm TTFB every later one.
 """
@@ -307,7 +307,7 @@ def _op_get(cell: Cell, wid: int, idx: int, rng: random.Random) -> tuple[int, in
     body = resp["Body"]
     try:
         n = len(body.read(1))
-        t_first = time.perf_counter_ns()
+        t_first = store.first_byte_ns(time.perf_counter_ns())
         for chunk in body.iter_chunks(1 << 20):
             n += len(chunk)
     finally:
@@ -327,7 +327,7 @@ def _op_put(cell: Cell, wid: int, idx: int, rng: random.Random) -> tuple[int, in
     store.client.put_object(Bucket=store.bucket, Key=f"{cell.prefix}p{wid}-{seq}", Body=cell.payload)
     end = time.perf_counter_ns()
     sent = store.sent_ns(t0)
-    return end - sent, end - sent, cell.size, None
+    return end - sent, store.response_ns(end) - sent, cell.size, None
 
 
 def _op_stat(cell: Cell, wid: int, idx: int, rng: random.Random) -> tuple[int, int, int, bool | None]:
@@ -337,7 +337,7 @@ def _op_stat(cell: Cell, wid: int, idx: int, rng: random.Random) -> tuple[int, i
     store.client.head_object(Bucket=store.bucket, Key=cell.key(idx))
     end = time.perf_counter_ns()
     sent = store.sent_ns(t0)
-    return end - sent, end - sent, 0, cold
+    return end - sent, store.response_ns(end) - sent, 0, cold
 
 
 def _op_list(cell: Cell, wid: int, idx: int, rng: random.Random) -> tuple[int, int, int, bool | None]:
@@ -348,7 +348,7 @@ def _op_list(cell: Cell, wid: int, idx: int, rng: random.Random) -> tuple[int, i
     sent = store.sent_ns(t0)
     if len(resp.get("Contents", [])) != cell.pool:
         raise ListIncomplete
-    return end - sent, end - sent, 0, None
+    return end - sent, store.response_ns(end) - sent, 0, None
 
 
 def _op_delete(cell: Cell, wid: int, idx: int, rng: random.Random) -> tuple[int, int, int, bool | None]:
@@ -362,7 +362,7 @@ def _op_delete(cell: Cell, wid: int, idx: int, rng: random.Random) -> tuple[int,
     store.client.delete_object(Bucket=store.bucket, Key=cell.key(i))
     end = time.perf_counter_ns()
     sent = store.sent_ns(t0)
-    return end - sent, end - sent, 0, None
+    return end - sent, store.response_ns(end) - sent, 0, None
 
 
 def _op_mixed(cell: Cell, wid: int, idx: int, rng: random.Random) -> tuple[int, int, int, bool | None]:

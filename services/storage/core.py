@@ -554,10 +554,13 @@ class GetStream:
         self.info: ObjectMeta | None = None
         self._body: Any = None
         self._first: bytes = b""
+        self._done = False
         self._sent = 0
         self._t0 = 0
 
     def _open_blocking(self, rng: str, if_match: str) -> tuple[Any, dict[str, Any], bytes, int, int]:
+        """GET, then the first body byte (stamped), then the rest of the first chunk, in one
+        executor hop: a small object is whole after this call."""
         t0 = self.store._mark()
         kwargs: dict[str, Any] = {"Bucket": self.store.bucket, "Key": self.key}
         if rng:
@@ -569,10 +572,21 @@ class GetStream:
         body = resp["Body"]
         try:
             first = body.read(1)
+            t_first = self.store.first_byte_ns(time.perf_counter_ns())
+            length = int(resp.get("ContentLength", 0) or 0)
+            if first and length > 1:
+                first += body.read(min(self.chunk, length) - 1)
         except BaseException:
             body.close()
             raise
-        return body, resp, first, sent, time.perf_counter_ns()
+        return body, resp, first, sent, t_first
+
+    def _take(self, body: Any, resp: dict[str, Any], first: bytes) -> bytes:
+        self._body = body
+        self._done = len(first) >= int(resp.get("ContentLength", 0) or 0)
+        if self._done:
+            self.close()
+        return first
 
     async def open(self, rng: str) -> None:
         from .s3 import _meta_from_head
@@ -583,7 +597,7 @@ class GetStream:
         )
         self._t0 = sent if not self.transfer.retries else start
         self.transfer.ttfb_ns = t_first - self._t0
-        self._body, self._first = body, first
+        self._first = self._take(body, resp, first)
         self.info = _meta_from_head(self.key, resp)
 
     def _read(self) -> bytes:
@@ -592,20 +606,16 @@ class GetStream:
     async def chunks(self) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
         try:
-            if self._first:
-                head = self._first + await loop.run_in_executor(self.store.executor, self._body.read, self.chunk - 1)
-                self._first = b""
-                self._sent += len(head)
-                yield head
-            while True:
+            data, self._first = self._first, b""
+            while data:
+                self._sent += len(data)
+                yield data
+                if self._done:
+                    break
                 try:
                     data = await loop.run_in_executor(self.store.executor, self._read)
                 except Exception as exc:  # noqa: BLE001 - resumed or mapped
                     data = await self._resume(exc)
-                if not data:
-                    break
-                self._sent += len(data)
-                yield data
             self.transfer.total_ns = time.perf_counter_ns() - self._t0
             self.transfer.bytes = self._sent
         finally:
@@ -618,15 +628,10 @@ class GetStream:
         self.transfer.retries += 1
         pos = self.start + self._sent
         end = f"{self.end}" if self.end else ""
-        rng = f"bytes={pos}-{end}"
-        body, _resp, first, _sent, _t = await self.store.run(
-            self._open_blocking, rng, self.info.etag and f'"{self.info.etag}"', key=self.key, transfer=None
+        body, resp, first, _sent, _t = await self.store.run(
+            self._open_blocking, f"bytes={pos}-{end}", self.info.etag and f'"{self.info.etag}"', key=self.key
         )
-        self._body = body
-        if not first:
-            return b""
-        rest = await asyncio.get_running_loop().run_in_executor(self.store.executor, body.read, self.chunk - 1)
-        return first + rest
+        return self._take(body, resp, first)
 
     def close(self) -> None:
         body, self._body = self._body, None

@@ -5,9 +5,11 @@ parallel BatchGet items really run in parallel. botocore's own retries are off: 
 transient failures are retried here with jittered exponential backoff, so each `Transfer`
 counts its retries and the backoff shows in its latency.
 
-Timing: a `before-send` hook stamps, per thread, the moment the HTTP request leaves. `ttfb_ns`
-is that moment -> the first body byte (or -> the response headers for calls with no body);
-`total_ns` -> the last byte. With retries both run from the first attempt's send, so the time
+Timing: a `before-send` hook stamps, per thread, the moment the HTTP request leaves. For a GET,
+a `before-parse` hook waits (without consuming anything) until the first body byte is in the
+socket buffer and stamps it, so botocore's own response parsing never inflates the TTFB.
+`ttfb_ns` is send -> first body byte (or -> the response for calls with no body); `total_ns`
+-> the last byte. With retries both run from the first attempt's send, so the time
 a retry cost the caller is never hidden.
 """
 
@@ -27,6 +29,7 @@ import boto3
 from botocore import UNSIGNED
 from botocore.config import Config
 
+from . import wire
 from .errors import is_retryable, map_error
 from .model import BackendSpec, Credentials, Kind, ObjectMeta, Transfer
 
@@ -106,7 +109,9 @@ class S3Store:
         self.executor = executor
         self.settings = settings
         self._tls = threading.local()
+        wire.install()
         client.meta.events.register("before-send.s3", self._on_send)
+        client.meta.events.register("before-parse.s3.GetObject", self._on_get_headers)
 
     @property
     def bucket(self) -> str:
@@ -115,12 +120,42 @@ class S3Store:
     def _on_send(self, **_: Any) -> None:
         self._tls.sent_ns = time.perf_counter_ns()
 
+    def _on_get_headers(self, response_dict: dict[str, Any] | None = None, **_: Any) -> None:
+        """Stamps the arrival of a GET's first body byte. If it came with the headers, that is
+        when the response became readable on the socket (see wire.py); otherwise peek the
+        buffered reader (blocks until a byte is there, consumes nothing) and stamp then."""
+        self._tls.first_ns = 0
+        if not response_dict or response_dict.get("status_code") not in (200, 206):
+            return
+        try:
+            if int(response_dict["headers"].get("content-length", "0")) <= 0:
+                return
+            body = response_dict["body"]
+            fp = getattr(body, "_raw_stream", body)._fp.fp
+            if wire.body_came_with_headers() and wire.response_ns():
+                self._tls.first_ns = wire.response_ns()
+            elif fp.peek(1):
+                self._tls.first_ns = time.perf_counter_ns()
+        except Exception:  # noqa: BLE001 - a client without these internals falls back to read(1)
+            return
+
     def sent_ns(self, fallback: int) -> int:
-        """When the current thread's last request left (set by the `before-send` hook)."""
-        return getattr(self._tls, "sent_ns", 0) or fallback
+        """When the current thread's request was written to the socket (else when botocore
+        was about to send it, else `fallback`)."""
+        return wire.sent_ns() or getattr(self._tls, "sent_ns", 0) or fallback
+
+    def response_ns(self, fallback: int) -> int:
+        """When the current thread's response became readable on the socket, or `fallback`."""
+        return wire.response_ns() or fallback
+
+    def first_byte_ns(self, fallback: int) -> int:
+        """When the current thread's last GET's first body byte arrived, or `fallback`."""
+        return getattr(self._tls, "first_ns", 0) or fallback
 
     def _mark(self) -> int:
+        wire.reset()
         self._tls.sent_ns = 0
+        self._tls.first_ns = 0
         return time.perf_counter_ns()
 
     def close(self) -> None:
@@ -162,7 +197,7 @@ class S3Store:
         )
         end = time.perf_counter_ns()
         sent = self.sent_ns(t0)
-        tr.ttfb_ns, tr.total_ns, tr.bytes = end - sent, end - sent, len(data)
+        tr.ttfb_ns, tr.total_ns, tr.bytes = self.response_ns(end) - sent, end - sent, len(data)
         return str(resp.get("ETag", "")).strip('"')
 
     def _get(self, key: str, range_header: str, tr: Transfer) -> tuple[bytes, ObjectMeta]:
@@ -175,7 +210,7 @@ class S3Store:
         body = resp["Body"]
         try:
             first = body.read(1)
-            t_first = time.perf_counter_ns()
+            t_first = self.first_byte_ns(time.perf_counter_ns())
             rest = body.read() if first else b""
         finally:
             body.close()
@@ -189,7 +224,7 @@ class S3Store:
         resp = self.client.head_object(Bucket=self.bucket, Key=key)
         end = time.perf_counter_ns()
         sent = self.sent_ns(t0)
-        tr.ttfb_ns = tr.total_ns = end - sent
+        tr.ttfb_ns, tr.total_ns = self.response_ns(end) - sent, end - sent
         return _meta_from_head(key, resp)
 
     def _list(self, prefix: str, max_keys: int, token: str, tr: Transfer) -> tuple[list[ObjectMeta], str]:
@@ -200,7 +235,7 @@ class S3Store:
         resp = self.client.list_objects_v2(**kwargs)
         end = time.perf_counter_ns()
         sent = self.sent_ns(t0)
-        tr.ttfb_ns, tr.total_ns = end - sent, tr.total_ns + (end - sent)
+        tr.ttfb_ns, tr.total_ns = self.response_ns(end) - sent, tr.total_ns + (end - sent)
         out = [
             ObjectMeta(
                 key=o["Key"],
@@ -220,7 +255,7 @@ class S3Store:
         )
         end = time.perf_counter_ns()
         sent = self.sent_ns(t0)
-        tr.ttfb_ns, tr.total_ns = end - sent, tr.total_ns + (end - sent)
+        tr.ttfb_ns, tr.total_ns = self.response_ns(end) - sent, tr.total_ns + (end - sent)
         errors = [e for e in resp.get("Errors", []) if e.get("Code") != "NoSuchKey"]
         if errors:
             from botocore.exceptions import ClientError
@@ -236,7 +271,7 @@ class S3Store:
         self.client.copy_object(Bucket=self.bucket, Key=dst, CopySource={"Bucket": self.bucket, "Key": src})
         end = time.perf_counter_ns()
         sent = self.sent_ns(t0)
-        tr.ttfb_ns = tr.total_ns = end - sent
+        tr.ttfb_ns, tr.total_ns = self.response_ns(end) - sent, end - sent
         h = self.client.head_object(Bucket=self.bucket, Key=dst)
         meta = _meta_from_head(dst, h)
         tr.bytes = meta.size_bytes
@@ -245,7 +280,8 @@ class S3Store:
     def _head_bucket(self) -> int:
         t0 = self._mark()
         self.client.head_bucket(Bucket=self.bucket)
-        return time.perf_counter_ns() - self.sent_ns(t0)
+        end = time.perf_counter_ns()
+        return end - self.sent_ns(t0)
 
     # multipart
     def _mpu_create(self, key: str, content_type: str, metadata: dict[str, str]) -> str:
