@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -46,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_status)
     p = sub.add_parser("down", help="stop the local stack started by `rag up`")
     p.add_argument("--data-dir")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_down)
 
 
@@ -211,8 +211,12 @@ def _supervisor_pid(cfg: StackConfig) -> int | None:
 def cmd_down(args: argparse.Namespace) -> int:
     cfg = _config(args)
     pid = _supervisor_pid(cfg)
+    as_json = getattr(args, "json", False)
     if pid is None:
-        console.print("no local stack is running (nothing to stop)")
+        if as_json:
+            print(json.dumps({"running": False, "stopped": False, "pid": None}))
+        else:
+            console.print("no local stack is running (nothing to stop)")
         return 0
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 90
@@ -220,8 +224,13 @@ def cmd_down(args: argparse.Namespace) -> int:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            console.print("stopped")
+            if as_json:
+                print(json.dumps({"running": True, "stopped": True, "pid": pid}))
+            else:
+                console.print("stopped")
             return 0
         time.sleep(0.2)
-    console.print(f"[red]the supervisor (pid {pid}) did not stop in 90s[/red]", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"running": True, "stopped": False, "pid": pid}))
+    Console(stderr=True).print(f"[red]the supervisor (pid {pid}) did not stop in 90s[/red]")
     return 1
