@@ -10,10 +10,12 @@ chunk starts with the tail of the previous one (the overlap). Text with no separ
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
+import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -42,8 +44,8 @@ _WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 class TokenCounter(Protocol):
     def count(self, texts: Sequence[str]) -> list[int]: ...
 
-    def cut(self, text: str, size: int) -> list[str]:
-        """Cuts `text` into pieces of at most `size` tokens at token boundaries."""
+    def starts(self, text: str) -> list[int]:
+        """The character offset where each token of `text` starts."""
         ...
 
 
@@ -62,18 +64,17 @@ class WordPieceCounter:
             return []
         return [len(e.ids) for e in self.tok.encode_batch(list(texts), add_special_tokens=False)]
 
-    def cut(self, text: str, size: int) -> list[str]:
-        enc = self.tok.encode(text, add_special_tokens=False)
-        offs = enc.offsets
-        out = []
-        for i in range(0, len(offs), size):
-            window = offs[i : i + size]
-            start = window[0][0]
-            end = offs[i + size][0] if i + size < len(offs) else len(text)
-            piece = text[start:end]
-            if piece.strip():
-                out.append(piece)
+    def starts(self, text: str) -> list[int]:
+        out: list[int] = []
+        last = -1
+        for a, _b in self.tok.encode(text, add_special_tokens=False).offsets:
+            if a != last:  # continuation pieces of one character share an offset
+                out.append(a)
+                last = a
         return out
+
+
+_APPROX = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]|\w+|[^\w\s]")
 
 
 class RegexCounter:
@@ -82,17 +83,10 @@ class RegexCounter:
     Used only when the model's tokenizer file is not installed."""
 
     def count(self, texts: Sequence[str]) -> list[int]:
-        return [len(_WORD.findall(_CJK.sub(r" \g<0> ", t))) for t in texts]
+        return [len(_APPROX.findall(t)) for t in texts]
 
-    def cut(self, text: str, size: int) -> list[str]:
-        spans = [m.span() for m in re.finditer(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]|\w+|[^\w\s]", text)]
-        out = []
-        for i in range(0, len(spans), size):
-            start = spans[i][0]
-            end = spans[i + size][0] if i + size < len(spans) else len(text)
-            if text[start:end].strip():
-                out.append(text[start:end])
-        return out
+    def starts(self, text: str) -> list[int]:
+        return [m.start() for m in _APPROX.finditer(text)]
 
 
 @functools.cache
@@ -146,9 +140,14 @@ class Chunker:
         text = re.sub(r"\n{3,}", "\n\n", text)
         if not text:
             return []
-        pieces = self._pieces(text, 0)
-        counts = self.counter.count(pieces)
-        return self._merge(pieces, counts)
+        # Tokenise once; a span's token count is the number of token starts inside it.
+        starts = self.counter.starts(text)
+
+        def count(a: int, b: int) -> int:
+            return bisect.bisect_left(starts, b) - bisect.bisect_left(starts, a)
+
+        spans = self._spans(text, 0, len(text), 0, count, starts)
+        return self._merge(text, spans, [count(a, b) for a, b in spans])
 
     def chunks(self, collection: str, document_id: str, text: str) -> list[Chunk]:
         texts = self.split(text)
@@ -158,32 +157,48 @@ class Chunker:
             for i, (t, n) in enumerate(zip(texts, counts, strict=True))
         ]
 
-    def _pieces(self, text: str, level: int) -> list[str]:
-        """Splits until every piece fits in one chunk; separators stay attached to the left."""
-        if self.counter.count([text])[0] <= self.size:
-            return [text]
+    def _spans(
+        self, text: str, a: int, b: int, level: int, count: Callable[[int, int], int], starts: list[int]
+    ) -> list[tuple[int, int]]:
+        """Splits text[a:b] until every span fits in one chunk; separators stay on the left."""
+        if count(a, b) <= self.size:
+            return [(a, b)]
         for i in range(level, len(SEPARATORS)):
             sep = SEPARATORS[i]
-            if sep not in text:
-                continue
-            parts = [p + sep for p in text.split(sep)]
-            parts[-1] = parts[-1][: -len(sep)]
-            parts = [p for p in parts if p.strip()]
+            cuts = []
+            pos = text.find(sep, a, b)
+            while pos != -1:
+                cuts.append(pos + len(sep))
+                pos = text.find(sep, pos + len(sep), b)
+            bounds = [a, *(c for c in cuts if a < c < b), b]
+            parts = [(x, y) for x, y in itertools.pairwise(bounds) if text[x:y].strip()]
             if len(parts) < 2:
                 continue
-            out: list[str] = []
-            for p in parts:
-                out.extend(self._pieces(p, i + 1))
+            out: list[tuple[int, int]] = []
+            for x, y in parts:
+                out.extend(self._spans(text, x, y, i + 1, count, starts))
             return out
-        return self.counter.cut(text, self.size)
+        # No separator left (a long CJK run, a URL): cut at token boundaries.
+        lo, hi = bisect.bisect_left(starts, a), bisect.bisect_left(starts, b)
+        toks = starts[lo:hi]
+        out = []
+        for j in range(0, len(toks), self.size):
+            x = a if j == 0 else toks[j]
+            y = toks[j + self.size] if j + self.size < len(toks) else b
+            out.append((x, y))
+        return out
 
-    def _merge(self, pieces: list[str], counts: list[int]) -> list[str]:
+    def _merge(self, text: str, spans: list[tuple[int, int]], counts: list[int]) -> list[str]:
         chunks: list[str] = []
         cur: list[int] = []
         cur_tokens = 0
+
+        def emit(idx: list[int]) -> str:
+            return text[spans[idx[0]][0] : spans[idx[-1]][1]].strip()
+
         for i, n in enumerate(counts):
             if cur and cur_tokens + n > self.size:
-                chunks.append("".join(pieces[j] for j in cur).strip())
+                chunks.append(emit(cur))
                 # Carry the tail of this chunk (at most `overlap` tokens) into the next one.
                 keep: list[int] = []
                 kept = 0
@@ -196,7 +211,7 @@ class Chunker:
             cur.append(i)
             cur_tokens += n
         if cur:
-            last = "".join(pieces[j] for j in cur).strip()
+            last = emit(cur)
             if last and (not chunks or last != chunks[-1]):
                 chunks.append(last)
         return [c for c in chunks if c]

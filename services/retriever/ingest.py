@@ -501,8 +501,8 @@ class _NullCounter:
     def count(self, texts: Sequence[str]) -> list[int]:
         return [0] * len(texts)
 
-    def cut(self, text: str, size: int) -> list[str]:
-        return [text]
+    def starts(self, text: str) -> list[int]:
+        return []
 
 
 def _file_rows(sources: Sequence[SourceSpec], taken: set[str] | None = None) -> list[FileRow]:
