@@ -37,7 +37,7 @@ async def start(cfg: GatewayConfig) -> tuple[web.AppRunner, int]:
 
 async def serve(cfg: GatewayConfig) -> None:
     runner, port = await start(cfg)
-    log.info("gateway listening", extra={"url": f"http://{cfg.host}:{port}/"})
+    log.info("gateway listening", extra={"url": f"http://{cfg.host}:{port}/", "port": port})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

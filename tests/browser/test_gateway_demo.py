@@ -55,6 +55,12 @@ async def page(aiohttp_client, doubles: Doubles) -> AsyncIterator:
         )
         errors: list[str] = []
         pg.on("pageerror", lambda e: errors.append(str(e)))
+        # Console errors too (a Content-Security-Policy violation shows up there), except the
+        # browser's own line for an HTTP error status, which the tests provoke on purpose.
+        pg.on(
+            "console",
+            lambda m: errors.append(m.text) if m.type == "error" and "Failed to load resource" not in m.text else None,
+        )
         await pg.goto(base)
         pg.base = base  # type: ignore[attr-defined]
         try:

@@ -379,6 +379,7 @@ async def test_index_page_is_served(aiohttp_client, doubles: Doubles) -> None:
     assert resp.status == 200
     html = await resp.text()
     assert "<html" in html
+    assert "default-src 'self'" in resp.headers["Content-Security-Policy"]
     scripts = re.findall(r'<script src="([^"]+)"', html) + re.findall(r'href="(/static/[^"]+)"', html)
     assert len(scripts) >= 6
     for src in scripts:
