@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from rich import box
 from rich.table import Table
 
 from clients import RagClient
@@ -230,7 +231,7 @@ def _show_outcome(o: Outcome, *, full: bool) -> None:
 
 def timing_table(o: Outcome) -> Table:
     """Where the time went: retrieval stages, generation, and the sum beside the total."""
-    t = Table(title="Timing breakdown", title_justify="left", show_edge=False)
+    t = Table(title="Timing breakdown", title_justify="left", box=box.SIMPLE_HEAD)
     t.add_column("stage")
     t.add_column("time", justify="right")
     t.add_column("detail", style="dim")
@@ -247,10 +248,8 @@ def timing_table(o: Outcome) -> Table:
             detail.append(f"{s['bytes']} bytes")
         t.add_row(f"retrieval: {s['name']}", ms(s["duration_ns"]), ", ".join(detail))
     if r:
-        hit = "retrieval cache hit" if (o.retrieval or {}).get("cache_hit") else ""
-        t.add_row(
-            "retrieval total", ms(r.get("total_ns", 0)), f"sum of stages {ms(r.get('stages_sum_ns', 0))} {hit}".strip()
-        )
+        hit = " · retrieval cache hit" if (o.retrieval or {}).get("cache_hit") else ""
+        t.add_row("retrieval total", ms(r.get("total_ns", 0)), f"sum of stages {ms(r.get('stages_sum_ns', 0))}{hit}")
     d = o.done or {}
     a = d.get("timings") or {}
     for s in a.get("stages", []):

@@ -226,7 +226,7 @@ def _show_test(name: str, t: spb.TestConnectionResponse) -> None:
 
     verdict = "[bold green]ok[/bold green]" if t.ok else "[bold red]failed[/bold red]"
     console.print(
-        f"{escape(name or 'default')}: {verdict} · HeadBucket {ms(t.head_bucket_ns)} · "
+        f"{escape(name or 'default backend')}: {verdict} · HeadBucket {ms(t.head_bucket_ns)} · "
         f"write {mark(t.can_write)} · read {mark(t.can_read)}"
     )
     if t.message:

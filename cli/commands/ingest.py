@@ -260,7 +260,8 @@ def _detached(args: argparse.Namespace, job: rpb.Job, plan: Plan, uploaded: list
             }
         )
     else:
-        console.print(f"job {job.job_id} started: {len(uploaded)} documents into {escape(job.collection)}")
+        n = len(uploaded)
+        console.print(f"job {job.job_id} started: {n} document{'' if n == 1 else 's'} into {escape(job.collection)}")
         console.print(f"follow it with: rag jobs status {job.job_id} --watch")
         for e in plan.errors:
             console.print(f"  [red]✗[/red] {escape(e['path'])}: {escape(e['reason'])}")
@@ -292,7 +293,10 @@ def _finish(args: argparse.Namespace, job: rpb.Job | None, plan: Plan, uploaded:
     if job is not None:
         show_job_summary(job, elapsed)
     if plan.skipped:
-        console.print(f"[dim]skipped {len(plan.skipped)} files of unsupported types (see --json for the list)[/dim]")
+        n = len(plan.skipped)
+        console.print(
+            f"[dim]skipped {n} file{'' if n == 1 else 's'} of unsupported type (see --json for the list)[/dim]"
+        )
     if errors:
         t = Table(title=f"{len(errors)} file(s) not ingested", title_justify="left", title_style="bold red")
         t.add_column("file")

@@ -57,7 +57,11 @@ def cmd_list(args: argparse.Namespace) -> int:
             return EXIT_OK
         t = Table(title="ingestion jobs (newest first)", title_justify="left")
         for col in ("job", "collection", "state", "stage", "documents", "chunks", "errors", "created (UTC)", "took"):
-            t.add_column(col, justify="right" if col in ("documents", "chunks", "errors", "took") else "left")
+            t.add_column(
+                col,
+                justify="right" if col in ("documents", "chunks", "errors", "took") else "left",
+                no_wrap=col in ("job", "created (UTC)"),
+            )
         for j in resp.jobs:
             took = (j.updated_unix_ns - j.created_unix_ns) / 1e9 if j.updated_unix_ns else 0
             t.add_row(
