@@ -39,10 +39,16 @@ pytestmark = [
 
 
 @pytest.fixture
-async def page(aiohttp_client, doubles: Doubles) -> AsyncIterator:
+def app_overrides() -> dict[str, object]:
+    """Config overrides for the gateway under test (a test may parametrize this)."""
+    return {}
+
+
+@pytest.fixture
+async def page(aiohttp_client, doubles: Doubles, app_overrides: dict[str, object]) -> AsyncIterator:
     from playwright.async_api import async_playwright
 
-    client = await aiohttp_client(make_app(doubles))
+    client = await aiohttp_client(make_app(doubles, **app_overrides))
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -196,3 +202,57 @@ async def test_empty_question_and_upload_errors_show_messages(page, doubles: Dou
     await page.get_by_label("Question").fill("refuse this")
     await page.get_by_role("button", name="Ask", exact=True).click()
     await expect(page.locator(".lane [role=alert]")).to_contain_text("no index yet")
+
+
+@pytest.mark.parametrize("app_overrides", [{"api_keys": ("k-browser",)}])
+async def test_api_key_prompt(page, doubles: Doubles) -> None:
+    from playwright.async_api import expect
+
+    # The page loads (it is open), its first API call gets 401, so it asks for the key.
+    bar = page.locator("#auth-bar")
+    await expect(bar).to_be_visible()
+    await page.get_by_label("This gateway needs an API key").fill("k-browser")
+    await page.get_by_role("button", name="Use key").click()
+    await expect(bar).to_be_hidden()
+    await page.get_by_label("Question").fill("What keeps chunks?")
+    await page.get_by_role("button", name="Ask", exact=True).click()
+    await expect(page.locator(".lane").first).to_have_attribute("data-state", "done")
+    assert "k-browser" not in await page.content()
+
+
+async def test_continuous_ingestion_and_business_impact(page, doubles: Doubles) -> None:
+    from playwright.async_api import expect
+
+    await page.get_by_role("tab", name="Continuous ingestion").click()
+    await page.get_by_label("Prefix").fill("auto_ingest/")
+    await page.get_by_role("button", name="Start watching").click()
+    watch = page.locator("#watch-list .card").first
+    await expect(watch).to_contain_text("auto_ingest/a.md")
+    await expect(watch).to_contain_text("ingested")
+    await watch.get_by_role("button", name="Stop").click()
+    await expect(watch).to_contain_text("stopped")
+    assert [w.active for w in doubles.retriever.watches.values()] == [False]
+
+    # Two backends measured in one GET run: Business impact shows each number with its run id.
+    await page.get_by_role("tab", name="Configuration").click()
+    form = page.locator("#be-form")
+    await form.get_by_label("Name").fill("s3")
+    await form.get_by_label("Bucket").fill("b")
+    await form.get_by_role("button", name="Save backend").click()
+    await expect(page.locator("#be-table tbody tr")).to_have_count(2)
+    await page.get_by_role("tab", name="Benchmark").click()
+    await page.get_by_role("radio", name="Custom").check()
+    await page.get_by_label("Custom concurrency levels").fill("1,5")
+    await page.get_by_role("button", name="Run benchmark").click()
+    await expect(page.locator("#bench-chart")).to_have_attribute("data-state", "done")
+    await expect(page.locator("#bench-chart path.series")).to_have_count(4)
+    await page.get_by_role("tab", name="Business impact").click()
+    await page.get_by_label("Queries per day").fill("36000")
+    await page.get_by_label("GPU count").fill("1")
+    card = page.get_by_test_id("impact-default")
+    # 36000 queries x GET p50 5 ms (concurrency 5, the nearest to 5 chunks) x 1 GPU / 3600 = 0.05 GPU-h
+    await expect(card).to_contain_text("0.05 GPU-h/day")
+    await expect(card).to_contain_text("run run-1")
+    await expect(card).to_contain_text("No PUT measurement")
+    await expect(page.get_by_test_id("impact-ttft")).to_contain_text("0.00 ms")
+    await page.screenshot(path=str(ARTIFACTS / "7-impact.png"), full_page=True)
