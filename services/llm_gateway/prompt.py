@@ -60,7 +60,8 @@ def build_prompt(question: str, passages: Sequence[Passage], counter: TokenCount
     (system prompt, question and passage headers included). The last passage that does not fit
     whole is cut at a token boundary if at least MIN_PASSAGE_TOKENS of it fit; the rest are left
     out. Counts use `counter` (see tokens.py)."""
-    fixed = counter.count(SYSTEM_PROMPT) + counter.count(user_message(question, [])) + 2 * MESSAGE_OVERHEAD_TOKENS
+    system_tokens = counter.count_cached(SYSTEM_PROMPT)
+    fixed = system_tokens + counter.count(user_message(question, [])) + 2 * MESSAGE_OVERHEAD_TOKENS
     left = budget_tokens - fixed
     kept: list[Passage] = []
     truncated = 0
@@ -80,7 +81,7 @@ def build_prompt(question: str, passages: Sequence[Passage], counter: TokenCount
         break
     user = user_message(question, kept)
     messages = ({"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user})
-    total = counter.count(SYSTEM_PROMPT) + counter.count(user) + 2 * MESSAGE_OVERHEAD_TOKENS
+    total = system_tokens + counter.count(user) + 2 * MESSAGE_OVERHEAD_TOKENS
     return Prompt(
         question=question,
         passages=tuple(kept),

@@ -36,11 +36,19 @@ class TokenCounter:
         self._tok = Tokenizer.from_file(str(path))
         self._tok.no_truncation()
         self._tok.no_padding()
+        self._cache: dict[str, int] = {}
 
     def count(self, text: str) -> int:
         if not text:
             return 0
         return len(self._tok.encode(text, add_special_tokens=False).ids)
+
+    def count_cached(self, text: str) -> int:
+        """`count` for texts that repeat (the system prompt), remembered."""
+        n = self._cache.get(text)
+        if n is None:
+            n = self._cache[text] = self.count(text)
+        return n
 
     def count_many(self, texts: list[str]) -> list[int]:
         if not texts:
