@@ -90,9 +90,12 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     limit = request.app[CONFIG].max_request_bytes
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, f"the request body is larger than {limit} bytes", "TOO_LARGE")
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise ApiError(413, f"the request body is larger than {limit} bytes", "TOO_LARGE")
+    buf = bytearray()
+    while chunk := await request.content.read(64 * 1024):  # read() returns what has arrived so far
+        buf += chunk
+        if len(buf) > limit:
+            raise ApiError(413, f"the request body is larger than {limit} bytes", "TOO_LARGE")
+    raw = bytes(buf)
     if not raw.strip():
         return {}
     try:

@@ -277,6 +277,14 @@ async def test_request_size_limit_413(aiohttp_client, doubles: Doubles) -> None:
     assert doubles.llm.requests == []
 
 
+async def test_large_json_body_is_read_whole(aiohttp_client, doubles: Doubles) -> None:
+    client = await aiohttp_client(make_app(doubles))
+    body = '{"question": "what keeps chunks?"' + " " * 600_000 + "}"
+    resp = await client.post("/api/rag/query", data=body, headers={"Content-Type": "application/json"})
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["answer"] == "Object storage keeps chunks [1]."
+
+
 async def test_rate_limit_429_per_key(aiohttp_client, doubles: Doubles) -> None:
     client = await aiohttp_client(make_app(doubles, api_keys=("a", "b"), rate_limit_rps=0.5, rate_limit_burst=2))
     ha, hb = {"Authorization": "Bearer a"}, {"Authorization": "Bearer b"}

@@ -197,6 +197,10 @@
       await DDN.sse("/api/rag/stream?" + params, (name, d) => {
         if (params.has("compare")) {
           if (name === "compare" || name === "done") return;
+          if (name === "error" && !d.lane) {  // the whole stream failed (for example a shutdown)
+            for (const l of Object.values(lanes)) if (!l.root.dataset.state) onEvent(l, "error", d);
+            return;
+          }
           const lane = lanes[d.lane];
           if (!lane) return;
           onEvent(lane, name === "lane_done" ? "done" : name === "lane_error" ? "error" : name, d);
