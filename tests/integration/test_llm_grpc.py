@@ -237,3 +237,23 @@ async def test_list_models_health_and_reflection(gateway: tuple[LlmClient, int])
             health_pb2.HealthCheckRequest(service="ddnrag.llm.v1.LlmService")
         )
         assert resp.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_generate_with_the_embedder_down_is_unavailable_naming_it(tmp_path: Path) -> None:
+    cfg = load_env(
+        LlmGatewayConfig,
+        environ={},
+        port=0,
+        metrics_port=0,
+        state_dir=str(tmp_path),
+        embedder_addr="127.0.0.1:1",
+    )
+    app, port = await create_server(cfg)
+    try:
+        async with LlmClient(f"127.0.0.1:{port}") as client:
+            with pytest.raises(ServiceCallError) as info:
+                [e async for e in client.generate("What is a bucket?", [Passage(text="A bucket holds objects.")])]
+        assert info.value.code == grpc.StatusCode.UNAVAILABLE and info.value.reason == "EMBEDDER_FAILED"
+        assert "embedder service at 127.0.0.1:1" in info.value.message
+    finally:
+        await app.stop(0)

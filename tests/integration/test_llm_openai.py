@@ -371,3 +371,40 @@ async def test_prometheus_metrics_follow_streams_and_failures(tmp_path: Path) ->
     assert completion == 2 * len(good.tokens)
     assert reg.get_sample_value("llm_gateway_requests_total", {"method": "Generate", "code": "OK"}) == 3
     assert len(bad.records) == 1 and len(good.records) == 2
+
+
+async def test_connect_timeout_then_failover(make_gateway: GatewayFactory) -> None:
+    """A listener whose backlog is full never completes the TCP handshake: connect times out."""
+    import socket
+
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(0)
+    fillers = []
+    for _ in range(3):
+        c = socket.socket()
+        c.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            c.connect(hole.getsockname())
+        fillers.append(c)
+    try:
+        async with OpenAITestServer() as good:
+            dead = {
+                "name": "hole",
+                "base_url": f"http://127.0.0.1:{hole.getsockname()[1]}/v1",
+                "model": "m",
+                "connect_timeout_s": 0.3,
+                "retries": 0,
+            }
+            client = await make_gateway([dead, spec(good, "good")])
+            t0 = time.perf_counter()
+            evs = [e async for e in client.generate(Q, PASSAGES)]
+            assert evs[0].start.backend == "good" and time.perf_counter() - t0 < 3
+            client2 = await make_gateway([dead])
+            with pytest.raises(ServiceCallError) as info:
+                [e async for e in client2.generate(Q, PASSAGES)]
+        assert info.value.reason == "BACKEND_UNREACHABLE" and "within 0.3 s" in info.value.message
+    finally:
+        for c in fillers:
+            c.close()
+        hole.close()
