@@ -224,7 +224,7 @@ async def test_continuous_ingestion_and_business_impact(page, doubles: Doubles) 
     from playwright.async_api import expect
 
     await page.get_by_role("tab", name="Continuous ingestion").click()
-    await page.get_by_label("Prefix").fill("auto_ingest/")
+    await page.get_by_label("Prefix", exact=True).fill("auto_ingest/")
     await page.get_by_role("button", name="Start watching").click()
     watch = page.locator("#watch-list .card").first
     await expect(watch).to_contain_text("auto_ingest/a.md")
@@ -238,8 +238,14 @@ async def test_continuous_ingestion_and_business_impact(page, doubles: Doubles) 
     form = page.locator("#be-form")
     await form.get_by_label("Name").fill("s3")
     await form.get_by_label("Bucket").fill("b")
+    await form.get_by_label("Emulated RTT (ms)").fill("20")
+    await form.get_by_role("button", name="Save backend").click()
+    await expect(page.locator("#be-msg [role=alert]")).to_contain_text("must say so")  # the service's rule
+    await form.get_by_label("Name").fill("s3-emulated")
     await form.get_by_role("button", name="Save backend").click()
     await expect(page.locator("#be-table tbody tr")).to_have_count(2)
+    await expect(page.locator("#be-table tbody tr", has_text="s3-emulated")).to_contain_text("emulated")
+    assert doubles.storage.backends["s3-emulated"].shaping.rtt_ms == 20
     await page.get_by_role("tab", name="Benchmark").click()
     await page.get_by_role("radio", name="Custom").check()
     await page.get_by_label("Custom concurrency levels").fill("1,5")

@@ -108,6 +108,9 @@ class DoubleStorage(spb_grpc.StorageServiceServicer):
         if b.secret_access_key:
             self.secrets_seen.append(b.secret_access_key)
         b.has_credentials = bool(b.access_key_id and b.secret_access_key)
+        b.emulated = b.HasField("shaping") and b.shaping.rtt_ms > 0
+        if b.emulated and "emulated" not in b.name:
+            raise invalid(f"backend {b.name!r} has network shaping, so its name must say so: include 'emulated'")
         self.backends[b.name] = b
         shown = spb.Backend()
         shown.CopyFrom(b)

@@ -139,7 +139,13 @@
     e.preventDefault();
     const f = e.target, msg = clear($("be-msg"));
     const body = {};
-    for (const el of f.elements) if (el.name) body[el.name] = el.type === "checkbox" ? el.checked : el.value;
+    const shaping = {};
+    for (const el of f.elements) {
+      if (!el.name) continue;
+      if (el.name.startsWith("shaping_")) { if (el.value !== "") shaping[el.name.slice(8)] = Number(el.value); continue; }
+      body[el.name] = el.type === "checkbox" ? el.checked : el.value;
+    }
+    if (Object.keys(shaping).length) body.shaping = shaping;
     try {
       const r = await DDN.api("POST", "/api/config/backends", body);
       f.elements.secret_access_key.value = "";
