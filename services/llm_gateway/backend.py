@@ -34,6 +34,9 @@ class BackendLimits:
     retries: int = 1
     # First backoff between attempts; doubles each time.
     backoff_s: float = 0.2
+    # After failing before its first token, the backend counts as unhealthy this long: unpinned
+    # requests try the healthy backends first and this one last.
+    cooldown_s: float = 10.0
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ a list such as::
 
 Keys of every entry: `name` (unique), `kind` ("openai", "extractive" or "transformers"), and the
 limits `connect_timeout_s`, `first_token_timeout_s`, `idle_timeout_s`, `max_concurrency`,
-`retries`, `backoff_s` (see `backend.BackendLimits`).
+`retries`, `backoff_s`, `cooldown_s` (see `backend.BackendLimits`).
 "openai": `base_url` (up to /v1), `model` (the default), `models` (more served models),
 `api_key_env` (the variable holding the key) or `api_key_file` (a file holding it), `headers`
 (extra non-secret headers), `include_usage` (default true: ask for usage in the stream).
@@ -45,6 +45,7 @@ _LIMIT_KEYS = {
     "max_concurrency": int,
     "retries": int,
     "backoff_s": float,
+    "cooldown_s": float,
 }
 
 

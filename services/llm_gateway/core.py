@@ -8,6 +8,8 @@ Failover: candidates are the pinned backend, or every backend in failover order.
 its concurrency limit is skipped; RESOURCE_EXHAUSTED when all are. Before the first token a
 retryable failure (connect error, HTTP 429/5xx, first-token timeout) is retried with backoff up to
 `retries` times, then the next candidate is tried. After the first token nothing is retried.
+A backend that failed (other than by rejecting the request) is tried last by unpinned requests
+for its `cooldown_s`, so a dead first choice does not cost every request a timeout.
 
 Answer cache: the key (see `cache_key`) names the first candidate backend and its model. Only
 complete answers from that first choice are stored, so a fallback's answer given during an outage
@@ -160,6 +162,8 @@ class LlmGateway:
         self.retrieval_timeout_s = retrieval_timeout_s
         # Peers' clients (encoder, searcher) closed with the gateway.
         self.closers: list[Any] = []
+        # backend name -> time.monotonic() until which it counts as unhealthy.
+        self.down_until: dict[str, float] = {}
         # Called as on_backend_failure(backend, reason) for each failed attempt (metrics).
         self.on_backend_failure: Callable[[str, str], None] | None = None
 
@@ -213,8 +217,14 @@ class LlmGateway:
             cands = [b for b in self.backends if params.model in b.models()]
             if not cands:
                 raise not_found(f"no backend serves model {params.model!r}", reason="UNKNOWN_MODEL")
-            return cands
-        return list(self.backends)
+            return self._healthy_first(cands)
+        return self._healthy_first(self.backends)
+
+    def _healthy_first(self, backends: Sequence[Backend]) -> list[Backend]:
+        """Failover order with backends in their cooldown moved to the end (still tried last)."""
+        now = time.monotonic()
+        healthy = [b for b in backends if self.down_until.get(b.name, 0.0) <= now]
+        return healthy + [b for b in backends if b not in healthy]
 
     # ---- Generate ---------------------------------------------------------------------------
     async def generate(
@@ -432,11 +442,16 @@ class LlmGateway:
                         await agen.aclose()
                         raise
                     timer.add(Stage("first_token", time.perf_counter_ns() - t_first, backend=backend.name))
+                    self.down_until.pop(backend.name, None)
                     ok = True
                     return backend, agen, first, True
             finally:
                 if not ok:
                     slots.release()
+                    last = failures[-1] if failures else None
+                    if last is not None and last.backend == backend.name and last.kind != ErrorKind.INVALID_ARGUMENT:
+                        # The backend is unwell (not the request): others go first for a while.
+                        self.down_until[backend.name] = time.monotonic() + backend.limits.cooldown_s
         if not failures and busy:
             raise exhausted(
                 f"every candidate backend is at its concurrency limit ({', '.join(busy)}); retry later",

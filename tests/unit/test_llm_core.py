@@ -434,3 +434,24 @@ async def test_core_mid_stream_failure_is_an_error_event_and_not_cached(counter:
         assert (await gw.cache.stats()).entries == 0  # type: ignore[union-attr]
     finally:
         await gw.close()
+
+
+async def test_core_failed_backend_goes_last_during_its_cooldown(counter: TokenCounter) -> None:
+    a = ScriptedBackend("a", error=_err("a", False), fail_times=1, limits=BackendLimits(retries=0, cooldown_s=60))
+    b = ScriptedBackend("b")
+    gw = LlmGateway([a, b], counter)
+    assert (await _collect(gw.generate("q?", PASSAGES)))[0].backend == "b"
+    assert (await _collect(gw.generate("q?", PASSAGES)))[0].backend == "b"
+    assert a.calls == 1  # in its cooldown, a was not tried first again
+    assert [x.name for x in gw._validate("q", GenParams())] == ["b", "a"]
+    pinned = await _collect(gw.generate("q?", PASSAGES, GenParams(backend="a")))
+    assert pinned[0].backend == "a"  # pinned requests still go to it; its success clears the cooldown
+    assert [x.name for x in gw._validate("q", GenParams())] == ["a", "b"]
+
+
+async def test_core_rejected_request_does_not_cool_the_backend_down(counter: TokenCounter) -> None:
+    a = ScriptedBackend("a", error=_err("a", False, ErrorKind.INVALID_ARGUMENT), fail_times=1)
+    gw = LlmGateway([a, ScriptedBackend("b")], counter)
+    with pytest.raises(ServiceError):
+        await _collect(gw.generate("q?", PASSAGES, GenParams(backend="a")))
+    assert "a" not in gw.down_until
