@@ -172,6 +172,9 @@ async def test_backend_config_compare_and_keyboard(page, doubles: Doubles) -> No
         await expect(lanes.nth(i)).to_have_attribute("data-state", "done")
         await expect(lanes.nth(i).get_by_test_id("ttft-badge")).to_contain_text("TTFT")
     assert sorted(r.storage_backend for r in doubles.llm.requests) == ["ddn", "default"]
+    summary = page.get_by_test_id("compare-summary")
+    await expect(summary).to_contain_text("answered first: TTFT 6.00 ms (default) vs 6.00 ms (ddn)")
+    await expect(summary).to_contain_text("TTFB 1.00 ms")
     await page.screenshot(path=str(ARTIFACTS / "5-compare.png"), full_page=True)
 
     # Keyboard: arrow keys move between tabs.

@@ -170,6 +170,30 @@
     }
   }
 
+  // Side by side: what differs between the two backends on this same question, measured.
+  function fetchStage(done) {
+    const st = ((done.retrieval_timings || {}).stages || []).filter((x) => x.name.startsWith("fetch"));
+    return st.length ? { ms: st.reduce((a, x) => a + x.ms, 0), ttfb: Math.max(...st.map((x) => x.ttfb_ms)) } : null;
+  }
+  function compareSummary(d) {
+    const [a, b] = d.backends;
+    const la = d.lanes[a] || {}, lb = d.lanes[b] || {};
+    const card = h("div", { class: "card", style: "grid-column: 1 / -1", "data-testid": "compare-summary" });
+    if (la.error || lb.error) {
+      card.appendChild(h("div", { class: "muted", text: "One side failed, so there is nothing to compare." }));
+      return card;
+    }
+    const fa = fetchStage(la), fb = fetchStage(lb);
+    const faster = la.ttft_ms <= lb.ttft_ms ? a : b;
+    card.appendChild(h("div", {}, h("strong", { text: faster }), " answered first: TTFT " + ms(la.ttft_ms) + " (" + a + ") vs " +
+      ms(lb.ttft_ms) + " (" + b + "), a difference of " + ms(Math.abs(la.ttft_ms - lb.ttft_ms)) + "."));
+    if (fa && fb) {
+      card.appendChild(h("div", { class: "muted", text: "Chunk fetch: " + ms(fa.ms) + " (TTFB " + ms(fa.ttfb) + ") on " + a + " vs " +
+        ms(fb.ms) + " (TTFB " + ms(fb.ttfb) + ") on " + b + ". Measured on this question, one sample each." }));
+    }
+    return card;
+  }
+
   $("ask-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     const q = $("q").value.trim();
@@ -196,7 +220,8 @@
     try {
       await DDN.sse("/api/rag/stream?" + params, (name, d) => {
         if (params.has("compare")) {
-          if (name === "compare" || name === "done") return;
+          if (name === "done") { lanesEl.prepend(compareSummary(d)); return; }
+          if (name === "compare") return;
           if (name === "error" && !d.lane) {  // the whole stream failed (for example a shutdown)
             for (const l of Object.values(lanes)) if (!l.root.dataset.state) onEvent(l, "error", d);
             return;
