@@ -408,3 +408,30 @@ async def test_connect_timeout_then_failover(make_gateway: GatewayFactory) -> No
         for c in fillers:
             c.close()
         hole.close()
+
+
+async def test_the_test_server_speaks_what_the_official_openai_client_reads() -> None:
+    """The double is only as good as its protocol: the `openai` package reads it as a real server."""
+    import openai
+
+    async with OpenAITestServer(api_key="sk-x") as srv:
+        client = openai.AsyncOpenAI(base_url=srv.base_url, api_key="sk-x", max_retries=0)
+        try:
+            stream = await client.chat.completions.create(
+                model="test-model",
+                messages=[{"role": "user", "content": "hi there"}],
+                stream=True,
+                stream_options={"include_usage": True},
+                max_tokens=4,
+            )
+            text, finish, usage = "", None, None
+            async for chunk in stream:
+                if chunk.choices:
+                    text += chunk.choices[0].delta.content or ""
+                    finish = chunk.choices[0].finish_reason or finish
+                if chunk.usage:
+                    usage = chunk.usage
+        finally:
+            await client.close()
+    assert text == "".join(srv.tokens[:4]) and finish == "length"
+    assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (2, 4)
