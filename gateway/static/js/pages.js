@@ -157,8 +157,9 @@
 
   // --- metrics --------------------------------------------------------------------------------------
   function hbar(label, frac, text) {
-    return h("div", { class: "hbar" }, h("span", { style: "width:9rem", text: label }),
-      h("div", { class: "bar" }, h("span", { style: "width:" + Math.round((frac || 0) * 100) + "%" })), h("span", { text }));
+    return h("div", { class: "hbar" }, h("div", { class: "hbar-head" }, h("span", { text: label }), h("span", { class: "muted", text })),
+      h("div", { class: "bar", role: "meter", "aria-label": label, "aria-valuemin": "0", "aria-valuemax": "100",
+        "aria-valuenow": String(Math.round((frac || 0) * 100)) }, h("span", { style: "width:" + Math.round((frac || 0) * 100) + "%" })));
   }
   async function loadMetrics() {
     const out = clear($("metrics-out"));
@@ -172,7 +173,7 @@
       out.appendChild(health);
       const dev = r.embedder.error ? h("div", {}, DDN.errorBox(r.embedder.error.message))
         : h("div", {}, h("div", { class: "big-num", text: r.embedder.device.toUpperCase().startsWith("CUDA") ? "CUDA" : "CPU" }),
-          h("div", { class: "muted", text: r.embedder.device + ", " + r.embedder.model_id + ", " + r.embedder.dtype + ", " + r.embedder.backend }));
+          h("div", { class: "muted", text: [r.embedder.device, r.embedder.model_id, r.embedder.dtype, r.embedder.backend].filter(Boolean).join(", ") }));
       out.appendChild(h("div", { class: "card" }, h("h3", { text: "Embedder device" }), dev));
       const caches = h("div", { class: "card" }, h("h3", { text: "Cache hit rates" }));
       for (const c of Object.values(r.caches)) {
