@@ -301,3 +301,17 @@ async def test_streams_are_released_after_completion(aiohttp_client, doubles: Do
     for _ in range(3):
         await (await client.get("/api/rag/stream", params={"q": "hi"})).read()
     assert len(app[OPEN_STREAMS]) == 0
+
+
+async def test_small_read_endpoints(aiohttp_client, doubles: Doubles) -> None:
+    client = await aiohttp_client(make_app(doubles))
+    assert await (await client.get("/healthz")).json() == {"status": "ok"}
+    formats = await (await client.get("/api/documents/formats")).json()
+    assert formats["accepted"] == ["pdf", "docx", "pptx", "xlsx", "csv", "html", "md", "txt"]
+    cols = (await (await client.get("/api/collections")).json())["collections"]
+    assert cols[0]["name"] == "default"
+    emb = await (await client.get("/api/embedder")).json()
+    assert (emb["model_id"], emb["device"], emb["dimension"]) == ("double", "cpu", 4)
+    await client.post("/api/ingestion/jobs", json={"object_keys": ["docs/a"]})
+    events = parse_sse(await (await client.get("/api/ingestion/jobs/job-1/stream")).read())
+    assert [e["event"] for e in events] == ["progress", "progress", "progress", "done"]
