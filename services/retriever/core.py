@@ -57,6 +57,9 @@ class Settings:
     max_top_k: int = 100
     cache_max_bytes: int = 64 * 1024 * 1024
     persist_index: bool = True
+    # "faiss" (in process) or "milvus" (pymilvus; milvus-lite when `milvus_uri` is a file path).
+    index_backend: str = "faiss"
+    milvus_uri: str = ""
 
 
 def chunk_key(collection: str, chunk_id: str) -> str:
@@ -158,7 +161,7 @@ class Retriever:
                 version = await segments.read_current(self.store, name)
                 if version:
                     snap = await segments.load_snapshot(self.store, name, version)
-                    index = await asyncio.to_thread(self._build, snap)
+                    index = await asyncio.to_thread(self._build, snap, name)
                     index.version = snap.version
                     state = CollectionState(name, snap, index)
                     log.info(
@@ -170,10 +173,29 @@ class Retriever:
         self.collections[name] = state
         return state
 
-    def _build(self, snap: Snapshot) -> CollectionIndex:
+    def _build(self, snap: Snapshot, collection: str = "") -> CollectionIndex:
+        factory = None
+        if self.settings.index_backend == "milvus":
+            from .milvus_index import MilvusDenseIndex
+
+            uri = self.settings.milvus_uri or str(self.settings.state_dir / "milvus.db")
+
+            def factory(vectors: np.ndarray, version: str) -> MilvusDenseIndex:
+                return MilvusDenseIndex(uri, f"{collection}_{version}", vectors)
+
         return CollectionIndex(
-            snap.records, snap.vectors, analyzer=self.analyzer, hnsw_threshold=self.settings.hnsw_threshold
+            snap.records,
+            snap.vectors,
+            analyzer=self.analyzer,
+            hnsw_threshold=self.settings.hnsw_threshold,
+            dense_factory=factory,
         )
+
+    @staticmethod
+    def _drop(index: CollectionIndex) -> None:
+        drop = getattr(index.dense, "drop", None)
+        if drop is not None:
+            drop()
 
     # Collections -------------------------------------------------------------------------------
     def get_collection(self, name: str, *, create_default: bool = True) -> CollectionState:
@@ -209,6 +231,7 @@ class Retriever:
             await self.db.run(self.db.remove_collection, name)
             await asyncio.to_thread(self.cache.invalidate, name, "\x00")
             self.collections.pop(name, None)
+            await asyncio.to_thread(self._drop, state.index)
         if name == DEFAULT_COLLECTION:
             await self.create_collection(name)
 
@@ -265,7 +288,7 @@ class Retriever:
             docs = {k: v for k, v in old.documents.items() if k not in replaced}
             docs.update(documents)
             snap = Snapshot(new_records, new_vectors, docs, "", time.time_ns())
-            index = await asyncio.to_thread(self._build, snap)
+            index = await asyncio.to_thread(self._build, snap, collection)
             if self.settings.persist_index:
                 snap.version = await segments.write_snapshot(self.store, collection, snap)
             else:
@@ -274,7 +297,10 @@ class Retriever:
             if snap.version == old.version and not state.error:
                 return snap.version
             stale_ids = {r.chunk_id for r in old.records} - {r.chunk_id for r in new_records}
+            old_index = state.index
             state.snapshot, state.index, state.error = snap, index, ""
+            if old_index.dense is not index.dense:
+                await asyncio.to_thread(self._drop, old_index)
             await asyncio.to_thread(self.cache.invalidate, collection, snap.version)
         if stale_ids:
             keys = [chunk_key(collection, c) for c in sorted(stale_ids)]

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -173,7 +174,9 @@ class CollectionIndex:
         analyzer: Analyzer,
         hnsw_threshold: int = 50_000,
         dim: int = 0,
+        dense_factory: Callable[[np.ndarray, str], Any] | None = None,
     ) -> None:
+        """`dense_factory(vectors, corpus_version)` builds another dense index (Milvus)."""
         if len(records) != (len(vectors) if len(records) else 0):
             raise ValueError(f"{len(records)} records but {len(vectors)} vectors")
         self.records = list(records)
@@ -182,7 +185,10 @@ class CollectionIndex:
         self.vectors = np.asarray(vectors, dtype=np.float32).reshape(len(records), dim)
         self.version = corpus_version([r.chunk_id for r in self.records]) if self.records else ""
         self.bm25 = BM25(analyzer.many([r.text for r in self.records]))
-        self.dense = DenseIndex(self.vectors, hnsw_threshold)
+        if dense_factory is not None:
+            self.dense = dense_factory(self.vectors, self.version or "empty")
+        else:
+            self.dense = DenseIndex(self.vectors, hnsw_threshold)
         self.row_of = {r.chunk_id: i for i, r in enumerate(self.records)}
         postings: dict[tuple[str, str], list[int]] = {}
         for i, r in enumerate(self.records):

@@ -44,6 +44,8 @@ def settings_from(cfg: RetrieverConfig) -> Settings:
         max_top_k=cfg.max_top_k,
         cache_max_bytes=cfg.cache_max_bytes,
         persist_index=cfg.persist_index,
+        index_backend=cfg.index_backend,
+        milvus_uri=cfg.milvus_uri,
     )
 
 

@@ -369,3 +369,28 @@ async def test_watch_ingests_new_and_changed_objects_once(tmp_path: Path) -> Non
     assert len(snap.documents) == 2 and any("buckets" in x.text for x in snap.records)
     assert await segments.read_current(store, "auto") == snap.version
     await close(r, jobs)
+
+
+async def test_milvus_backend_gives_the_same_answers_as_faiss(tmp_path: Path) -> None:
+    """The same collection on milvus-lite (correctness only: it is slow)."""
+    store = DictStore()
+    specs = await upload(store, "kb", DOCS)
+    answers = {}
+    for backend in ("faiss", "milvus"):
+        r, jobs = await make(tmp_path / backend, store, index_backend=backend, milvus_uri=str(tmp_path / "milvus.db"))
+        if backend == "faiss":
+            await finish(jobs, (await jobs.start_ingest("kb", specs)).job_id)
+        else:
+            assert r.collections["kb"].index.dense.kind == "milvus"  # loaded from the persisted segments
+        out = []
+        for q in ("tensor cores", "buckets and objects", "bake bread"):
+            for mode in ("dense", "hybrid"):
+                res = await r.search("kb", q, SearchParams(top_k=3, mode=mode, no_cache=True))
+                # Ties (equal scores) may come back in either order: compare canonically.
+                out.append(sorted((-round(h.score, 4), h.chunk_id) for h in res.hits))
+        flt = await r.search("kb", "tensor cores", SearchParams(top_k=3, mode="dense", filters={"topic": "s3"}))
+        out.append([h.document_id for h in flt.hits])
+        answers[backend] = out
+        await close(r, jobs)
+    assert answers["milvus"] == answers["faiss"]
+    assert answers["faiss"][-1] == ["s3"]
