@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -176,3 +183,65 @@ def test_bench_storage_saves_json_csv_svg_and_compares(storage: ThreadedServer, 
     # a run id neither saved here nor known to the service
     code, _, err = rag(capsys, storage, tmp_path, "bench", "cmp", run["run_id"], "nope", "--out", str(out_dir))
     assert code == 1 and "nope" in err and "Traceback" not in err
+
+
+def test_backend_add_prompts_for_the_secret_on_a_terminal_without_echoing_it(
+    storage: ThreadedServer, seaweed: S3Server, tmp_path: Path
+) -> None:
+    """A real pseudo-terminal: the key id is typed at a prompt, the secret at getpass's (echo off),
+    and the secret never appears on the terminal."""
+    argv = [
+        str(Path(sys.executable).parent / "rag"),
+        *("config", "backends", "add", "typed", "--kind", "s3-compatible", "--endpoint", seaweed.endpoint),
+        *("--bucket", seaweed.bucket, "--region", "us-east-1", "--test"),
+        *("--storage-addr", storage.addr, "--data-dir", str(tmp_path)),
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DDNRAG_CLI_")}
+    fd, tty = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=tty, stdout=tty, stderr=tty, env=env, start_new_session=True)
+    os.close(tty)
+    seen = b""
+
+    def read_until(marker: bytes, timeout: float = 30) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while marker not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                try:
+                    seen += os.read(fd, 4096)
+                except OSError:
+                    break
+        assert marker in seen, seen.decode(errors="replace")
+
+    try:
+        read_until(b"access key id: ")
+        os.write(fd, seaweed.access_key_id.encode() + b"\n")
+        read_until(b"(not shown): ")
+        os.write(fd, seaweed.secret_access_key.encode() + b"\n")
+        read_until(b"reachable and writable")
+        read_until(b"\n")
+    finally:
+        code = proc.wait(30)
+        os.close(fd)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", seen.decode(errors="replace"))
+    assert code == 0, text
+    assert seaweed.secret_access_key not in text
+    assert "typed: ok" in text and "credentials set" in text
+    assert main(["config", "backends", "remove", "typed", "--storage-addr", storage.addr]) == 0
+
+
+async def test_rag_client_uploads_a_file_in_pieces_and_it_reads_back(storage: ThreadedServer, tmp_path: Path) -> None:
+    from clients import RagClient
+    from services.common.ids import document_id
+
+    data = os.urandom(2 * 1024 * 1024 + 12345)  # three 1 MiB pieces
+    path = tmp_path / "blob.txt"
+    path.write_bytes(data)
+    async with RagClient(storage=storage.addr) as rag:
+        doc = await rag.upload_file("pieces", path)
+        assert doc.document_id == document_id("pieces", "blob.txt")
+        assert doc.object_key == f"docs/pieces/{doc.document_id}/blob.txt" and doc.size_bytes == len(data)
+        back, info, transfer = await rag.storage.get(doc.object_key)
+        assert back == data and info.content_type == "text/plain" and transfer.ttfb_ns > 0
+        await rag.storage.delete([doc.object_key])
