@@ -8,6 +8,7 @@ go to test-artifacts/browser/.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 from collections.abc import AsyncIterator
@@ -131,6 +132,14 @@ async def test_upload_ingest_ask_benchmark_flow(page, doubles: Doubles, tmp_path
     await expect(chart.locator("circle")).to_have_count(6)
     await expect(page.locator("#bench-table tbody tr")).to_have_count(3)
     await expect(page.locator("#bench-status")).to_contain_text("Saved run run-1")
+    async with page.expect_download() as dl:
+        await page.get_by_role("button", name="Export CSV").click()
+    download = await dl.value
+    assert download.suggested_filename == "benchmark-run-1.csv"
+    csv_path = tmp_path / "export.csv"
+    await download.save_as(csv_path)
+    csv_text = await asyncio.to_thread(csv_path.read_text)
+    assert csv_text.startswith("run_id,started,backend") and len(csv_text.strip().splitlines()) == 4
     await page.get_by_label("Log scale").check()
     await expect(chart).to_contain_text("ms (log)")
     await page.screenshot(path=str(ARTIFACTS / "4-benchmark.png"), full_page=True)
