@@ -134,18 +134,21 @@ class Probe:
         return t1 - self.t0
 
 
-def raw_http_ttfb(url: str, n: int) -> list[int]:
-    """TTFB of `n` GETs of a boto3-presigned URL on one keep-alive plain socket: from just
-    before the request is written to when the first response bytes were read (user space, so a
-    busy machine can only make it longer)."""
-    u = urlsplit(url)
-    req = f"GET {u.path}?{u.query} HTTP/1.1\r\nHost: {u.netloc}\r\n\r\n".encode()
+def raw_http_ttfb(urls: list[str], n: int) -> list[int]:
+    """TTFB of `n` GETs of boto3-presigned URLs (cycled, as the engine cycles its objects) on one
+    keep-alive plain socket: from just before the request is written to when the first response
+    bytes were read (user space, so a busy machine can only make it longer)."""
+    u0 = urlsplit(urls[0])
+    reqs = []
+    for url in urls:
+        u = urlsplit(url)
+        reqs.append(f"GET {u.path}?{u.query} HTTP/1.1\r\nHost: {u.netloc}\r\n\r\n".encode())
     out = []
-    with socket.create_connection((u.hostname, u.port), timeout=10) as sock:
+    with socket.create_connection((u0.hostname, u0.port), timeout=10) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        for _ in range(n):
+        for i in range(n):
             t0 = time.perf_counter_ns()
-            sock.sendall(req)
+            sock.sendall(reqs[i % len(reqs)])
             data = sock.recv(65536)
             out.append(time.perf_counter_ns() - t0)
             head, _, body = data.partition(b"\r\n\r\n")
@@ -198,8 +201,10 @@ async def measure(weed: SeaweedProcess, port: int, samples: int, rounds: int, op
         for k in probe_keys * 4:
             probe.ttfb(k)
         engine_p50s, probe_p50s, raw_p50s, runs = [], [], [], []
-        url = direct.generate_presigned_url("get_object", Params={"Bucket": weed.bucket, "Key": probe_keys[0]})
-        raw_http_ttfb(url, 20)
+        urls = [
+            direct.generate_presigned_url("get_object", Params={"Bucket": weed.bucket, "Key": k}) for k in probe_keys
+        ]
+        raw_http_ttfb(urls, 20)
         for r in range(rounds):
             for which in ["engine", "probe"] if r % 2 == 0 else ["probe", "engine"]:
                 if which == "engine":
@@ -222,7 +227,7 @@ async def measure(weed: SeaweedProcess, port: int, samples: int, rounds: int, op
                 else:
                     vals = [probe.ttfb(probe_keys[i % len(probe_keys)]) for i in range(ops)]
                     probe_p50s.append(p50(vals))
-                    raw_p50s.append(p50(raw_http_ttfb(url, ops)))
+                    raw_p50s.append(p50(raw_http_ttfb(urls, ops)))
     engine, prob, raw = p50(engine_p50s), p50(probe_p50s), p50(raw_p50s)
     return {
         "get4k_p50_service_over_direct": round(p50(s_ns) / p50(d_ns), 3),

@@ -120,12 +120,15 @@ class StorageClient(BaseClient):
                 parts.append(msg.data)
             elif which == "transfer":
                 transfer = msg.transfer
+            elif which == "whole":
+                return msg.whole.data, msg.whole.info, msg.whole.transfer
         return b"".join(parts), info, transfer
 
     async def get_stream(
         self, key: str, *, backend: str = "", range_start: int = 0, range_end: int = 0, timeout: float | None = None
     ) -> AsyncIterator[pb.GetResponse]:
-        """The raw Get stream: info, data messages, then the transfer."""
+        """The raw Get stream: info, data messages, then the transfer; or one `whole` message
+        for an object that fits in one data message."""
         call = self.stub.Get(
             pb.GetRequest(backend=backend, key=key, range_start=range_start, range_end=range_end),
             timeout=self._timeout(timeout),

@@ -302,12 +302,11 @@ def _op_get(cell: Cell, wid: int, idx: int, rng: random.Random) -> tuple[int, in
     store = cell.store
     cold = _first_access(cell, idx)
     t0 = store._mark()
-    resp = store.client.get_object(Bucket=store.bucket, Key=cell.key(idx))
+    body, _resp = store.open_object(cell.key(idx))
     sent = store.sent_ns(t0)
-    body = resp["Body"]
     try:
-        n = len(body.read(1))
-        t_first = store.first_byte_ns(time.perf_counter_ns())
+        first, t_first = store.first_byte(body)
+        n = len(first)
         for chunk in body.iter_chunks(1 << 20):
             n += len(chunk)
     finally:

@@ -22,6 +22,7 @@ from services.common.timing import Stage, Timer
 from .config import StorageConfig
 from .credentials import from_path
 from .errors import is_retryable, map_error
+from .fastget import FastGetter
 from .keys import check_key, check_prefix
 from .model import BackendSpec, Credentials, Kind, ObjectMeta, Transfer
 from .registry import BackendRegistry
@@ -151,6 +152,7 @@ class StorageCore:
                 lambda: build_client(spec, creds, self.settings, endpoint_override=endpoint_override, proxies=proxies),
             )
             store = S3Store(spec, client, self.executor, self.settings)
+            store.fast = self._fast(spec, creds, endpoint_override, proxies, self.settings.max_pool_connections)
             self._stores[spec.name] = (spec, store)
             self._routes[spec.name] = (endpoint_override, proxies)
             return store
@@ -177,7 +179,22 @@ class StorageCore:
             lambda: build_client(spec, creds, settings, endpoint_override=endpoint_override, proxies=proxies),
         )
         executor = ThreadPoolExecutor(max_workers=pool, thread_name_prefix=f"bench-{spec.name}")
-        return S3Store(spec, client, executor, settings)
+        store = S3Store(spec, client, executor, settings)
+        store.fast = self._fast(spec, creds, endpoint_override, proxies, pool)
+        return store
+
+    def _fast(
+        self,
+        spec: BackendSpec,
+        creds: Credentials | None,
+        endpoint_override: str,
+        proxies: dict[str, str] | None,
+        pool: int,
+    ) -> FastGetter | None:
+        endpoint = endpoint_override or spec.endpoint
+        if not self.cfg.fast_get or not FastGetter.supports(spec, creds, endpoint, proxies):
+            return None
+        return FastGetter(spec, creds, endpoint, pool, self.settings.connect_timeout_s, self.settings.read_timeout_s)
 
     async def _start_proxy(self, spec: BackendSpec) -> tuple[str, dict[str, str] | None]:
         from urllib.parse import urlsplit
@@ -555,6 +572,7 @@ class GetStream:
         self._body: Any = None
         self._first: bytes = b""
         self._done = False
+        self._t_read = 0
         self._sent = 0
         self._t0 = 0
 
@@ -562,23 +580,17 @@ class GetStream:
         """GET, then the first body byte (stamped), then the rest of the first chunk, in one
         executor hop: a small object is whole after this call."""
         t0 = self.store._mark()
-        kwargs: dict[str, Any] = {"Bucket": self.store.bucket, "Key": self.key}
-        if rng:
-            kwargs["Range"] = rng
-        if if_match:
-            kwargs["IfMatch"] = if_match
-        resp = self.store.client.get_object(**kwargs)
+        body, resp = self.store.open_object(self.key, rng, if_match)
         sent = self.store.sent_ns(t0)
-        body = resp["Body"]
         try:
-            first = body.read(1)
-            t_first = self.store.first_byte_ns(time.perf_counter_ns())
+            first, t_first = self.store.first_byte(body)
             length = int(resp.get("ContentLength", 0) or 0)
             if first and length > 1:
                 first += body.read(min(self.chunk, length) - 1)
         except BaseException:
             body.close()
             raise
+        self._t_read = time.perf_counter_ns()
         return body, resp, first, sent, t_first
 
     def _take(self, body: Any, resp: dict[str, Any], first: bytes) -> bytes:
@@ -599,6 +611,14 @@ class GetStream:
         self.transfer.ttfb_ns = t_first - self._t0
         self._first = self._take(body, resp, first)
         self.info = _meta_from_head(self.key, resp)
+        if self._done:
+            self.transfer.total_ns = self._t_read - self._t0
+            self.transfer.bytes = len(self._first)
+
+    @property
+    def whole(self) -> bytes | None:
+        """The whole object (or range) when it fit in the first chunk, else None."""
+        return self._first if self._done and not self._sent else None
 
     def _read(self) -> bytes:
         return self._body.read(self.chunk)

@@ -31,6 +31,7 @@ from botocore.config import Config
 
 from . import wire
 from .errors import is_retryable, map_error
+from .fastget import FastGetter
 from .model import BackendSpec, Credentials, Kind, ObjectMeta, Transfer
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ class S3Store:
         self.executor = executor
         self.settings = settings
         self._tls = threading.local()
+        self.fast: FastGetter | None = None
         wire.install()
         client.meta.events.register("before-send.s3", self._on_send)
         client.meta.events.register("before-parse.s3.GetObject", self._on_get_headers)
@@ -159,6 +161,8 @@ class S3Store:
         return time.perf_counter_ns()
 
     def close(self) -> None:
+        if self.fast is not None:
+            self.fast.close()
         try:
             self.client.close()
         except Exception:  # noqa: BLE001 - closing must not fail shutdown
@@ -200,17 +204,34 @@ class S3Store:
         tr.ttfb_ns, tr.total_ns, tr.bytes = self.response_ns(end) - sent, end - sent, len(data)
         return str(resp.get("ETag", "")).strip('"')
 
+    def open_object(self, key: str, rng: str = "", if_match: str = "") -> tuple[Any, dict[str, Any]]:
+        """Sends a GET (blocking; call `_mark()` first): the body (`read`, `iter_chunks`,
+        `close`) and boto3-style response fields. Small-object fast path when available."""
+        if self.fast is not None:
+            return self.fast.open(self.bucket, key, rng, if_match)
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if rng:
+            kwargs["Range"] = rng
+        if if_match:
+            kwargs["IfMatch"] = if_match
+        resp = self.client.get_object(**kwargs)
+        return resp["Body"], resp
+
+    def first_byte(self, body: Any) -> tuple[bytes, int]:
+        """Reads the first body byte; returns it with when it reached the host."""
+        b = body.read(1)
+        now = time.perf_counter_ns()
+        stamped = getattr(self._tls, "first_ns", 0)
+        if not stamped and wire.body_came_with_headers():
+            stamped = wire.response_ns()
+        return b, stamped or now
+
     def _get(self, key: str, range_header: str, tr: Transfer) -> tuple[bytes, ObjectMeta]:
         t0 = self._mark()
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
-        if range_header:
-            kwargs["Range"] = range_header
-        resp = self.client.get_object(**kwargs)
+        body, resp = self.open_object(key, range_header)
         sent = self.sent_ns(t0)
-        body = resp["Body"]
         try:
-            first = body.read(1)
-            t_first = self.first_byte_ns(time.perf_counter_ns())
+            first, t_first = self.first_byte(body)
             rest = body.read() if first else b""
         finally:
             body.close()

@@ -124,6 +124,12 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         stream = await self.core.open_get(request.backend, request.key, request.range_start, request.range_end)
         try:
             assert stream.info is not None
+            whole = stream.whole
+            if whole is not None:
+                yield pb.GetResponse(
+                    whole=pb.WholeObject(info=info_pb(stream.info), data=whole, transfer=transfer_pb(stream.transfer))
+                )
+                return
             yield pb.GetResponse(info=info_pb(stream.info))
             async for chunk in stream.chunks():
                 yield pb.GetResponse(data=chunk)

@@ -62,6 +62,54 @@ def _kernel_arrival(sock: socket.socket) -> tuple[int, bytes] | None:
     return None
 
 
+def _before_send(conn: Any) -> None:
+    if not getattr(_stamps, "sent_ns", 0):
+        sock = getattr(conn, "sock", None)
+        if sock is not None and getattr(conn, "_ddnrag_ts", None) is not sock:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+                conn._ddnrag_ts = sock
+            except OSError:
+                pass
+        _stamps.sent_wall = time.time_ns()
+        _stamps.sent_ns = time.perf_counter_ns()
+
+
+def _before_getresponse(conn: Any) -> None:
+    sock = getattr(conn, "sock", None)
+    if sock is None or not getattr(_stamps, "sent_ns", 0):
+        return
+    try:
+        pending = getattr(sock, "pending", None)
+        if not (pending and pending()):
+            select.select([sock], [], [], sock.gettimeout())
+        now = time.perf_counter_ns()
+        _stamps.resp_ns = now
+        got = _kernel_arrival(sock) if getattr(conn, "_ddnrag_ts", None) is sock else None
+        if got is not None:
+            arrival_wall, head = got
+            delta = arrival_wall - _stamps.sent_wall
+            if 0 < delta and _stamps.sent_ns + delta <= now:
+                _stamps.resp_ns = _stamps.sent_ns + delta
+            if pending is None:  # plain HTTP: the bytes are readable as they are
+                end = head.find(b"\r\n\r\n")
+                _stamps.body_early = end >= 0 and len(head) > end + 4
+    except (OSError, ValueError, NotImplementedError):
+        pass
+
+
+class TimedConnectionMixin:
+    """For urllib3 connection classes: the same stamps as botocore's patched connection."""
+
+    def send(self, data: Any) -> Any:
+        _before_send(self)
+        return super().send(data)  # type: ignore[misc]
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+        _before_getresponse(self)
+        return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+
+
 def install() -> None:
     """Wraps botocore's AWSConnection.send/getresponse once per process."""
     global _installed
@@ -73,38 +121,11 @@ def install() -> None:
         orig_send = AWSConnection.send
 
         def send(self: Any, data: Any) -> Any:
-            if not getattr(_stamps, "sent_ns", 0):
-                sock = getattr(self, "sock", None)
-                if sock is not None and getattr(self, "_ddnrag_ts", None) is not sock:
-                    try:
-                        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-                        self._ddnrag_ts = sock
-                    except OSError:
-                        pass
-                _stamps.sent_wall = time.time_ns()
-                _stamps.sent_ns = time.perf_counter_ns()
+            _before_send(self)
             return orig_send(self, data)
 
         def getresponse(self: Any, *args: Any, **kwargs: Any) -> Any:
-            sock = getattr(self, "sock", None)
-            if sock is not None and getattr(_stamps, "sent_ns", 0):
-                try:
-                    pending = getattr(sock, "pending", None)
-                    if not (pending and pending()):
-                        select.select([sock], [], [], sock.gettimeout())
-                    now = time.perf_counter_ns()
-                    _stamps.resp_ns = now
-                    got = _kernel_arrival(sock) if getattr(self, "_ddnrag_ts", None) is sock else None
-                    if got is not None:
-                        arrival_wall, head = got
-                        delta = arrival_wall - _stamps.sent_wall
-                        if 0 < delta and _stamps.sent_ns + delta <= now:
-                            _stamps.resp_ns = _stamps.sent_ns + delta
-                        if pending is None:  # plain HTTP: the bytes are readable as they are
-                            end = head.find(b"\r\n\r\n")
-                            _stamps.body_early = end >= 0 and len(head) > end + 4
-                except (OSError, ValueError, NotImplementedError):
-                    pass
+            _before_getresponse(self)
             return super(AWSConnection, self).getresponse(*args, **kwargs)
 
         AWSConnection.send = send  # type: ignore[method-assign]

@@ -235,3 +235,61 @@ async def test_list_backends_shows_default_without_secrets(storage: StorageClien
     assert b.name == "local" and b.is_default and b.has_credentials and b.kind == pb.BACKEND_KIND_S3_COMPATIBLE
     assert b.access_key_id == "" and b.secret_access_key == ""
     assert seaweed.secret_access_key not in str(resp)
+
+
+@pytest.mark.parametrize("key", ["docs/a b+c%/é ü?x=1&y#z.txt", "chunks/c~1/!$'()*,;=:@[]", "日本/語.md"])
+async def test_keys_with_special_characters_round_trip(storage: StorageClient, seaweed, s3_bucket, key: str) -> None:
+    await storage.put(key, b"special")
+    assert (await storage.get(key))[0] == b"special"
+    got = await storage.batch_get([key])
+    assert got.results[0].status.code == 0 and got.results[0].data == b"special"
+    assert (await storage.head(key)).info.size_bytes == 7
+    assert [o.key async for o in storage.list_all(key.split("/")[0] + "/")] == [key]
+    direct = seaweed.boto3_client().get_object(Bucket=s3_bucket, Key=key)
+    assert direct["Body"].read() == b"special"
+
+
+async def test_fast_get_and_boto3_get_agree(seaweed, s3_bucket, tmp_path) -> None:
+    payload = os.urandom(70_000)
+    seaweed.boto3_client().put_object(
+        Bucket=s3_bucket, Key="agree/x", Body=payload, ContentType="text/x", Metadata={"m": "v"}
+    )
+    seen = []
+    for fast in (True, False):
+        app, port = await create_server(storage_cfg(seaweed, s3_bucket, tmp_path / str(fast), fast_get=fast))
+        try:
+            async with StorageClient(f"127.0.0.1:{port}") as c:
+                data, info, tr = await c.get("agree/x")
+                part, _, _ = await c.get("agree/x", range_start=10, range_end=19)
+                with pytest.raises(ServiceCallError) as ei:
+                    await c.get("agree/missing")
+                seen.append(
+                    (
+                        data,
+                        info.size_bytes,
+                        info.etag,
+                        info.content_type,
+                        dict(info.metadata),
+                        part,
+                        ei.value.code,
+                        ei.value.reason,
+                    )
+                )
+                assert 0 < tr.ttfb_ns <= tr.total_ns
+        finally:
+            await app.stop(0)
+    assert seen[0] == seen[1]
+    assert seen[0][0] == payload and seen[0][5] == payload[10:20] and seen[0][4] == {"m": "v"}
+
+
+async def test_get_stream_shapes_small_whole_large_chunked(storage: StorageClient) -> None:
+    await storage.put("shape/small", b"s" * 5000)
+    big = os.urandom(1_500_000)
+    await storage.put("shape/big", big)
+    small_msgs = [m async for m in storage.get_stream("shape/small")]
+    assert [m.WhichOneof("part") for m in small_msgs] == ["whole"]
+    assert small_msgs[0].whole.data == b"s" * 5000 and small_msgs[0].whole.transfer.bytes == 5000
+    assert 0 < small_msgs[0].whole.transfer.ttfb_ns <= small_msgs[0].whole.transfer.total_ns
+    big_msgs = [m async for m in storage.get_stream("shape/big")]
+    assert [m.WhichOneof("part") for m in big_msgs] == ["info", "data", "data", "transfer"]
+    assert b"".join(m.data for m in big_msgs[1:3]) == big and big_msgs[-1].transfer.bytes == len(big)

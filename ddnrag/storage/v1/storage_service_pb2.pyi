@@ -262,6 +262,18 @@ class ObjectInfo(_message.Message):
     def __init__(self, key: _Optional[str] = ..., size_bytes: _Optional[int] = ..., etag: _Optional[str] = ..., content_type: _Optional[str] = ..., last_modified_unix_ns: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class GetResponse(_message.Message):
+    __slots__ = ("info", "data", "transfer", "whole")
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    TRANSFER_FIELD_NUMBER: _ClassVar[int]
+    WHOLE_FIELD_NUMBER: _ClassVar[int]
+    info: ObjectInfo
+    data: bytes
+    transfer: Transfer
+    whole: WholeObject
+    def __init__(self, info: _Optional[_Union[ObjectInfo, _Mapping]] = ..., data: _Optional[bytes] = ..., transfer: _Optional[_Union[Transfer, _Mapping]] = ..., whole: _Optional[_Union[WholeObject, _Mapping]] = ...) -> None: ...
+
+class WholeObject(_message.Message):
     __slots__ = ("info", "data", "transfer")
     INFO_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]

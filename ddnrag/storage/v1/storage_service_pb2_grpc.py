@@ -163,7 +163,8 @@ class StorageServiceServicer:
 
     def Get(self, request, context):
         """Get reads one object (or a byte range of it). It is server-streaming so large objects flow in
-        pieces: the first message carries the header, the following ones the data.
+        pieces: the first message carries the header, the following ones the data, the last the
+        timings. An object that fits in one data message comes as a single `whole` message.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
