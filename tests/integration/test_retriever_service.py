@@ -199,3 +199,73 @@ async def test_bad_input_codes(retriever: RetrieverClient) -> None:
     with pytest.raises(ServiceCallError) as err:
         await retriever.create_collection("Bad Name!")
     assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_bad_files_two_backends_restart_and_corrupt_segment(peers: Peers, seaweed, tmp_path: Path) -> None:
+    from ddnrag.storage.v1 import storage_service_pb2 as spb
+
+    coll = "mixed"
+    # A second backend (another bucket on the same SeaweedFS) for side-by-side writes.
+    second = f"second-{random.randrange(10**6)}"
+    peers.s3.create_bucket(Bucket=second)  # type: ignore[attr-defined]
+    await peers.storage.put_backend(
+        spb.Backend(
+            name="second",
+            kind=spb.BACKEND_KIND_S3_COMPATIBLE,
+            endpoint=seaweed.endpoint,
+            bucket=second,
+            region="us-east-1",
+            access_key_id=seaweed.access_key_id,
+            secret_access_key=seaweed.secret_access_key,
+        )
+    )
+    await peers.storage.put(f"docs/{coll}/g/gpus.md", GPUS.encode())
+    await peers.storage.put(f"docs/{coll}/p/broken.pdf", b"%PDF-1.7\nnot really")
+    await peers.storage.put(f"docs/{coll}/e/empty.txt", b"")
+    app, client = await start_retriever(peers, tmp_path / "r1")
+    try:
+        last = [
+            e async for e in client.ingest(coll, [], source_prefix=f"docs/{coll}/", target_backends=["", "second"])
+        ][-1].job
+        assert last.state == pb.JOB_STATE_PARTIAL and last.documents_done == 3
+        assert {e.name for e in last.file_errors} == {"broken.pdf", "empty.txt"}
+        assert all(e.reason for e in last.file_errors)
+        assert [b.backend for b in last.backends] == ["default", "second"]
+        assert all(b.objects_written == last.chunks_done and b.write_ops_per_s > 0 for b in last.backends)
+        listed = await client.list_jobs(coll)
+        assert listed.jobs[0].job_id == last.job_id
+        one = await client.search(coll, "tensor cores", top_k=1, backend="second")
+        fetch = next(s for s in one.timings.stages if s.name == "fetch")
+        assert fetch.backend == "second" and fetch.ttfb_ns > 0 and "Tensor cores" in one.chunks[0].text
+    finally:
+        await client.close()
+        await app.stop(0)
+
+    # A fresh replica (empty state directory) loads and verifies the persisted index.
+    app, client = await start_retriever(peers, tmp_path / "r2")
+    try:
+        again = await client.search(coll, "tensor cores", top_k=1)
+        assert again.index_version == last.index_version and again.chunks[0].chunk_id == one.chunks[0].chunk_id
+        docs = await client.list_documents(coll)
+        assert docs.total == 1 and docs.documents[0].name == "gpus.md" and docs.documents[0].sha256
+    finally:
+        await client.close()
+        await app.stop(0)
+
+    # A corrupt segment is refused at start-up with a clear error and a rebuild path.
+    key = next(k for k in bucket_keys(peers, f"index/{coll}/{last.index_version}/") if "vectors-" in k)
+    body = bytearray(peers.s3.get_object(Bucket=peers.bucket, Key=key)["Body"].read())  # type: ignore[attr-defined]
+    body[-2] ^= 0xFF
+    peers.s3.put_object(Bucket=peers.bucket, Key=key, Body=bytes(body))  # type: ignore[attr-defined]
+    app, client = await start_retriever(peers, tmp_path / "r3")
+    try:
+        with pytest.raises(ServiceCallError) as err:
+            await client.search(coll, "tensor cores")
+        assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION and err.value.reason == "INDEX_CORRUPT"
+        assert "SHA-256" in err.value.message and f"docs/{coll}/" in err.value.message
+        rebuilt = [e async for e in client.ingest(coll, [], source_prefix=f"docs/{coll}/")][-1].job
+        assert rebuilt.state == pb.JOB_STATE_PARTIAL
+        assert (await client.search(coll, "tensor cores", top_k=1)).chunks[0].document_id == "g"
+    finally:
+        await client.close()
+        await app.stop(0)
