@@ -4,12 +4,8 @@ Error rule: a failure before the first event raises `ServiceError` (the RPC ends
 so the HTTP gateway can still pick an HTTP code); a failure after the first event is yielded as an
 `ErrorEvent`, the stream's last event.
 
-Failover: candidates are the pinned backend, or every backend in failover order. A candidate at
-its concurrency limit is skipped; RESOURCE_EXHAUSTED when all are. Before the first token a
-retryable failure (connect error, HTTP 429/5xx, first-token timeout) is retried with backoff up to
-`retries` times, then the next candidate is tried. After the first token nothing is retried.
-A backend that failed (other than by rejecting the request) is tried last by unpinned requests
-for its `cooldown_s`, so a dead first choice does not cost every request a timeout.
+Which backend answers (failover, retries, concurrency limits, cooldowns) is `router.Router`'s
+business.
 
 Answer cache: the key (see `cache_key`) names the first candidate backend and its model. Only
 complete answers from that first choice are stored, so a fallback's answer given during an outage
@@ -24,14 +20,13 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
-from services.common.errors import ErrorKind, ServiceError, exhausted, invalid, not_found, unavailable
-from services.common.timing import Stage, Timer
+from services.common.errors import ServiceError, invalid, unavailable
+from services.common.timing import Timer
 
-from .backend import Backend, BackendError, BackendRequest, Delta
+from .backend import Backend, Delta
 from .cache import AnswerCache, CachedAnswer
 from .domain import (
     DEFAULT_TOP_K,
@@ -55,6 +50,8 @@ from .domain import (
     Usage,
 )
 from .prompt import Prompt, build_prompt, citations_for
+from .router import Router
+from .stats import StreamStats
 from .tokens import TokenCounter
 
 log = logging.getLogger(__name__)
@@ -79,61 +76,6 @@ class Searcher(Protocol):
     ) -> SearchResult: ...
 
 
-@dataclass
-class _Slots:
-    """A non-blocking concurrency limit."""
-
-    limit: int
-    used: int = 0
-
-    def try_acquire(self) -> bool:
-        if self.used >= self.limit:
-            return False
-        self.used += 1
-        return True
-
-    def release(self) -> None:
-        self.used -= 1
-
-
-class StreamStats:
-    """Arrival times of tokens: TTFT, generation time, inter-token percentiles."""
-
-    def __init__(self, t0_ns: int) -> None:
-        self.t0_ns = t0_ns
-        self.times: list[int] = []
-
-    def mark(self, count: int = 1) -> None:
-        now = time.perf_counter_ns()
-        self.times.extend([now] * max(1, count))
-
-    @property
-    def ttft_ns(self) -> int:
-        return self.times[0] - self.t0_ns if self.times else 0
-
-    @property
-    def generation_ns(self) -> int:
-        return self.times[-1] - self.times[0] if len(self.times) > 1 else 0
-
-    def inter_token(self) -> tuple[int, int]:
-        gaps = sorted(b - a for a, b in zip(self.times, self.times[1:], strict=False))
-        if not gaps:
-            return 0, 0
-        return _pct(gaps, 50), _pct(gaps, 99)
-
-    def tokens_per_s(self, completion_tokens: int) -> float:
-        """Decode rate: tokens after the first over first token -> last token."""
-        gen = self.generation_ns
-        if gen <= 0 or completion_tokens <= 1:
-            return 0.0
-        return (completion_tokens - 1) / (gen / 1e9)
-
-
-def _pct(sorted_values: list[int], p: float) -> int:
-    k = round((p / 100) * (len(sorted_values) - 1))
-    return sorted_values[min(len(sorted_values) - 1, max(0, k))]
-
-
 class LlmGateway:
     """Generate / Answer over a list of backends in failover order."""
 
@@ -147,14 +89,7 @@ class LlmGateway:
         context_budget_tokens: int = 3072,
         retrieval_timeout_s: float = 30.0,
     ) -> None:
-        if not backends:
-            raise ValueError("at least one backend is required")
-        names = [b.name for b in backends]
-        if len(set(names)) != len(names):
-            raise ValueError(f"backend names must be unique: {names}")
-        self.backends = list(backends)
-        self.by_name = {b.name: b for b in backends}
-        self.slots = {b.name: _Slots(b.limits.max_concurrency) for b in backends}
+        self.router = Router(backends)
         self.counter = counter
         self.searcher = searcher
         self.cache = cache
@@ -162,22 +97,17 @@ class LlmGateway:
         self.retrieval_timeout_s = retrieval_timeout_s
         # Peers' clients (encoder, searcher) closed with the gateway.
         self.closers: list[Any] = []
-        # backend name -> time.monotonic() until which it counts as unhealthy.
-        self.down_until: dict[str, float] = {}
-        # Called as on_backend_failure(backend, reason) for each failed attempt (metrics).
-        self.on_backend_failure: Callable[[str, str], None] | None = None
+
+    @property
+    def backends(self) -> list[Backend]:
+        return self.router.backends
 
     # ---- listing and cache -------------------------------------------------------------------
     def list_models(self) -> list[ModelInfo]:
-        out = []
-        for prio, b in enumerate(self.backends):
-            out.extend(ModelInfo(m, b.name, b.kind, prio) for m in b.models())
-        return out
+        return self.router.list_models()
 
     async def close(self) -> None:
-        for b in self.backends:
-            with contextlib.suppress(Exception):
-                await b.close()
+        await self.router.close()
         if self.cache is not None:
             await self.cache.close()
         for c in self.closers:
@@ -200,31 +130,7 @@ class LlmGateway:
                 f"max_tokens must be within 0..{MAX_MAX_TOKENS} (0 means 512), got {params.max_tokens}",
                 reason="BAD_MAX_TOKENS",
             )
-        if params.backend:
-            b = self.by_name.get(params.backend)
-            if b is None:
-                raise not_found(
-                    f"no backend named {params.backend!r}; configured: {', '.join(self.by_name)}",
-                    reason="UNKNOWN_BACKEND",
-                )
-            if params.model and params.model not in b.models():
-                raise not_found(
-                    f"backend {b.name!r} does not serve model {params.model!r}; it serves: {', '.join(b.models())}",
-                    reason="UNKNOWN_MODEL",
-                )
-            return [b]
-        if params.model:
-            cands = [b for b in self.backends if params.model in b.models()]
-            if not cands:
-                raise not_found(f"no backend serves model {params.model!r}", reason="UNKNOWN_MODEL")
-            return self._healthy_first(cands)
-        return self._healthy_first(self.backends)
-
-    def _healthy_first(self, backends: Sequence[Backend]) -> list[Backend]:
-        """Failover order with backends in their cooldown moved to the end (still tried last)."""
-        now = time.monotonic()
-        healthy = [b for b in backends if self.down_until.get(b.name, 0.0) <= now]
-        return healthy + [b for b in backends if b not in healthy]
+        return self.router.candidates(params)
 
     # ---- Generate ---------------------------------------------------------------------------
     async def generate(
@@ -282,13 +188,14 @@ class LlmGateway:
                 return
 
         try:
-            backend, agen, first_delta, slot = await self._open(candidates, prompt, params, timer)
+            opened = await self.router.open(candidates, prompt, params, timer)
         except ServiceError as err:
             if not started:
                 raise
             yield ErrorEvent(err)
             return
 
+        backend, first_delta = opened.backend, opened.first
         req_model = params.model or backend.default_model
         stats = StreamStats(t0)
         parts: list[str] = []
@@ -318,7 +225,7 @@ class LlmGateway:
                         usage = delta.usage
                     if delta.finish_reason:
                         finish = delta.finish_reason
-                    delta = await _next(agen, backend, backend.limits.idle_timeout_s, "between tokens")
+                    delta = await opened.next()
                 gen_stage.count = index
         except ServiceError as err:
             # Mid-stream failure: the partial answer stays with the caller; nothing is cached.
@@ -326,9 +233,7 @@ class LlmGateway:
             yield ErrorEvent(err)
             return
         finally:
-            if slot:
-                self.slots[backend.name].release()
-            await agen.aclose()
+            await opened.aclose()
 
         text = "".join(parts)
         citations = citations_for(text, prompt)
@@ -399,78 +304,6 @@ class LlmGateway:
             total_ns=timer.total_ns(),
         )
 
-    async def _open(
-        self, candidates: list[Backend], prompt: Prompt, params: GenParams, timer: Timer
-    ) -> tuple[Backend, AsyncIterator[Delta], Delta | None, bool]:
-        """Finds a backend that produces a first delta. Returns it with its open stream and its
-        concurrency slot held (the caller releases it)."""
-        busy: list[str] = []
-        failures: list[BackendError] = []
-        for backend in candidates:
-            slots = self.slots[backend.name]
-            if not slots.try_acquire():
-                busy.append(backend.name)
-                continue
-            ok = False
-            try:
-                req = BackendRequest(
-                    prompt=prompt,
-                    model=params.model or backend.default_model,
-                    max_tokens=params.effective_max_tokens,
-                    temperature=params.temperature,
-                )
-                for attempt in range(backend.limits.retries + 1):
-                    agen = backend.stream(req)
-                    t_first = time.perf_counter_ns()
-                    try:
-                        first = await _first(agen, backend)
-                    except BackendError as err:
-                        await agen.aclose()
-                        timer.add(Stage("backend_attempt", time.perf_counter_ns() - t_first, backend=backend.name))
-                        failures.append(err)
-                        if self.on_backend_failure is not None:
-                            self.on_backend_failure(backend.name, err.reason)
-                        log.warning(
-                            "backend attempt failed",
-                            extra={"backend": backend.name, "attempt": attempt, "reason": err.reason},
-                        )
-                        if not err.retryable or attempt == backend.limits.retries:
-                            break
-                        await asyncio.sleep(backend.limits.backoff_s * 2**attempt)
-                        continue
-                    except BaseException:
-                        await agen.aclose()
-                        raise
-                    timer.add(Stage("first_token", time.perf_counter_ns() - t_first, backend=backend.name))
-                    self.down_until.pop(backend.name, None)
-                    ok = True
-                    return backend, agen, first, True
-            finally:
-                if not ok:
-                    slots.release()
-                    last = failures[-1] if failures else None
-                    if last is not None and last.backend == backend.name and last.kind != ErrorKind.INVALID_ARGUMENT:
-                        # The backend is unwell (not the request): others go first for a while.
-                        self.down_until[backend.name] = time.monotonic() + backend.limits.cooldown_s
-        if not failures and busy:
-            raise exhausted(
-                f"every candidate backend is at its concurrency limit ({', '.join(busy)}); retry later",
-                reason="BACKEND_BUSY",
-                backends=",".join(busy),
-            )
-        last = failures[-1]
-        if len(failures) == 1 and not busy:
-            raise last
-        tried = "; ".join(f"{f.backend}: {f.message}" for f in failures)
-        if busy:
-            tried += f"; busy: {', '.join(busy)}"
-        raise ServiceError(
-            last.kind if last.kind != ErrorKind.INVALID_ARGUMENT else ErrorKind.UNAVAILABLE,
-            f"no backend could answer ({tried})",
-            reason="ALL_BACKENDS_FAILED",
-            metadata={"backends": ",".join(f.backend for f in failures)},
-        )
-
     # ---- Answer -----------------------------------------------------------------------------
     async def answer(
         self,
@@ -510,44 +343,6 @@ class LlmGateway:
         ) as it:
             async for ev in it:
                 yield ev
-
-
-async def _first(agen: AsyncIterator[Delta], backend: Backend) -> Delta | None:
-    """The first delta with text or a finish (role-only deltas are skipped), within the first
-    token timeout."""
-    limit = backend.limits.first_token_timeout_s
-    try:
-        async with asyncio.timeout(limit):
-            async for d in agen:
-                if d.text or d.finish_reason:
-                    return d
-                if d.usage is not None:
-                    return d
-            return None
-    except TimeoutError:
-        raise BackendError(
-            ErrorKind.DEADLINE_EXCEEDED,
-            f"backend {backend.name!r} sent no token within {limit:g} s",
-            reason="BACKEND_FIRST_TOKEN_TIMEOUT",
-            backend=backend.name,
-            retryable=True,
-        ) from None
-
-
-async def _next(agen: AsyncIterator[Delta], backend: Backend, limit: float, where: str) -> Delta | None:
-    try:
-        async with asyncio.timeout(limit):
-            return await anext(agen)
-    except StopAsyncIteration:
-        return None
-    except TimeoutError:
-        raise BackendError(
-            ErrorKind.DEADLINE_EXCEEDED,
-            f"backend {backend.name!r} stalled: nothing for {limit:g} s {where}",
-            reason="BACKEND_IDLE_TIMEOUT",
-            backend=backend.name,
-            retryable=False,
-        ) from None
 
 
 def cache_key(question: str, prompt: Prompt, backend: str, model: str, params: GenParams) -> str:

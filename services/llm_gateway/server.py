@@ -97,7 +97,7 @@ async def create_server(
     core = await build_core(cfg, searcher=searcher, encoder=encoder)
     metrics = Metrics("llm_gateway")
     llm_metrics = LlmMetrics(metrics.registry)
-    core.on_backend_failure = llm_metrics.backend_failed
+    core.router.on_backend_failure = llm_metrics.backend_failed
     try:
         app = await build_server(
             "llm_gateway",

@@ -17,7 +17,7 @@ from services.common.errors import ErrorKind, ServiceError
 from services.llm_gateway.backend import BackendError, BackendLimits, BackendRequest, Delta
 from services.llm_gateway.backends import parse_specs, read_api_key
 from services.llm_gateway.cache import AnswerCache, CachedAnswer
-from services.llm_gateway.core import LlmGateway, StreamStats, cache_key
+from services.llm_gateway.core import LlmGateway, cache_key
 from services.llm_gateway.domain import (
     CitationEvent,
     DoneEvent,
@@ -30,6 +30,7 @@ from services.llm_gateway.domain import (
 )
 from services.llm_gateway.openai_backend import OpenAIBackend, SSEDecoder, parse_chunk
 from services.llm_gateway.prompt import SYSTEM_PROMPT, build_prompt, cited_numbers
+from services.llm_gateway.stats import StreamStats
 from services.llm_gateway.tokens import TokenCounter, default_counter, pieces
 
 
@@ -361,7 +362,7 @@ async def test_core_concurrency_limit_skips_then_exhausts(counter: TokenCounter)
     hold.set()
     await _collect(s1)
     await _collect(s2)
-    assert gw.slots["a"].used == 0 and gw.slots["b"].used == 0
+    assert gw.router.slots["a"].used == 0 and gw.router.slots["b"].used == 0
     assert isinstance((await _collect(gw.generate("q?", PASSAGES)))[-1], DoneEvent)
 
 
@@ -372,7 +373,7 @@ async def test_core_releases_slot_when_caller_stops_early(counter: TokenCounter)
     await anext(s)
     await anext(s)
     await s.aclose()
-    assert gw.slots["a"].used == 0
+    assert gw.router.slots["a"].used == 0
 
 
 @pytest.mark.parametrize(
@@ -443,10 +444,10 @@ async def test_core_failed_backend_goes_last_during_its_cooldown(counter: TokenC
     assert (await _collect(gw.generate("q?", PASSAGES)))[0].backend == "b"
     assert (await _collect(gw.generate("q?", PASSAGES)))[0].backend == "b"
     assert a.calls == 1  # in its cooldown, a was not tried first again
-    assert [x.name for x in gw._validate("q", GenParams())] == ["b", "a"]
+    assert [x.name for x in gw.router.candidates(GenParams())] == ["b", "a"]
     pinned = await _collect(gw.generate("q?", PASSAGES, GenParams(backend="a")))
     assert pinned[0].backend == "a"  # pinned requests still go to it; its success clears the cooldown
-    assert [x.name for x in gw._validate("q", GenParams())] == ["a", "b"]
+    assert [x.name for x in gw.router.candidates(GenParams())] == ["a", "b"]
 
 
 async def test_core_rejected_request_does_not_cool_the_backend_down(counter: TokenCounter) -> None:
@@ -454,4 +455,4 @@ async def test_core_rejected_request_does_not_cool_the_backend_down(counter: Tok
     gw = LlmGateway([a, ScriptedBackend("b")], counter)
     with pytest.raises(ServiceError):
         await _collect(gw.generate("q?", PASSAGES, GenParams(backend="a")))
-    assert "a" not in gw.down_until
+    assert "a" not in gw.router.down_until
