@@ -6,6 +6,7 @@ run. Screenshots go to test-artifacts/browser/stack-*.png."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 from collections.abc import AsyncIterator, Iterator
@@ -60,7 +61,25 @@ async def page(stack: RunningStack) -> AsyncIterator:  # Playwright's Page
         assert errors == [], f"JavaScript errors: {errors}"
 
 
-async def test_real_stack_flow(page, tmp_path: Path) -> None:
+def _bucket_keys(stack: RunningStack, prefix: str) -> list[str]:
+    import json
+
+    import boto3
+    from botocore.config import Config
+
+    creds = json.loads((stack.data_dir / "secrets" / "s3-credentials.json").read_text())
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{stack.ports['DDNRAG_S3_PORT']}",
+        aws_access_key_id=creds["access_key_id"],
+        aws_secret_access_key=creds["secret_access_key"],
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}),
+    )
+    return [o["Key"] for o in s3.list_objects_v2(Bucket="ddnrag", Prefix=prefix).get("Contents", [])]
+
+
+async def test_real_stack_flow(page, stack: RunningStack, tmp_path: Path) -> None:
     from playwright.async_api import expect
 
     await expect(page.locator("#health-pill .txt")).to_have_text("all services serving", timeout=60_000)
@@ -74,6 +93,16 @@ async def test_real_stack_flow(page, tmp_path: Path) -> None:
     await expect(panel.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
     await expect(page.locator("#docs-table tbody")).to_contain_text("heliotrope-tiering.md", timeout=30_000)
     await page.screenshot(path=str(ARTIFACTS / "stack-1-documents.png"), full_page=True)
+    docs = await asyncio.to_thread(_bucket_keys, stack, "docs/default/")
+    assert any(k.endswith("/heliotrope-tiering.md") for k in docs), docs
+    # A binary file posing as text is refused; neither its final nor its staging object remains.
+    bad = tmp_path / "blob.txt"
+    bad.write_bytes(bytes(range(256)) * 64)
+    await page.locator("#file-input").set_input_files(str(bad))
+    await expect(page.locator("#upload-msg [role=alert]")).to_contain_text("UTF-8")
+    await asyncio.sleep(1.5)  # the gateway deletes a staging object twice, the second time after 1 s
+    assert await asyncio.to_thread(_bucket_keys, stack, "uploads/staging/") == []
+    assert not any(k.endswith("/blob.txt") for k in await asyncio.to_thread(_bucket_keys, stack, "docs/"))
 
     await page.get_by_role("tab", name="Chat").click()
     await page.get_by_label("Question").fill("When does the Heliotrope mover run?")
