@@ -19,6 +19,7 @@ import numpy as np
 from services.common.errors import ErrorKind, ServiceError
 
 from .backend import BackendError, BackendLimits, BackendRequest, Delta
+from .domain import Usage
 from .tokens import TokenCounter, pieces
 
 
@@ -162,14 +163,19 @@ class ExtractiveBackend:
         budget = request.max_tokens
         used = 0
         finish = "stop"
+        kept: list[str] = []
         for piece in pieces(text):
             n = self.counter.count(piece)
             if used + n > budget:
                 finish = "length"
                 break
             used += n
+            kept.append(piece)
             yield Delta(text=piece)
-        yield Delta(finish_reason=finish)
+        # What it read: the question and the passages it ranked (no system prompt), and what it
+        # wrote, both counted with the MiniLM tokenizer it embeds with.
+        read = self.counter.count(prompt.question) + sum(self.counter.count_many([p.text for p in prompt.passages]))
+        yield Delta(finish_reason=finish, usage=Usage(read, self.counter.count("".join(kept)), "tokenizer"))
 
 
 def cite(sentence: str, number: int) -> str:

@@ -7,7 +7,7 @@ import pytest
 
 from services.llm_gateway.adapters import LocalEncoder
 from services.llm_gateway.backend import BackendRequest
-from services.llm_gateway.domain import Passage
+from services.llm_gateway.domain import Passage, Usage
 from services.llm_gateway.extractive import NO_PASSAGES, NOT_ANSWERED, ExtractiveBackend, cite, split_sentences
 from services.llm_gateway.prompt import build_prompt, cited_numbers
 from services.llm_gateway.tokens import default_counter
@@ -71,6 +71,8 @@ async def test_streams_pieces_and_cuts_at_max_tokens(backend: ExtractiveBackend)
     full = [d async for d in backend.stream(BackendRequest(prompt, "extractive-v1", 512, 0.0))]
     assert full[-1].finish_reason == "stop"
     text = "".join(d.text for d in full)
+    read = counter.count(prompt.question) + sum(counter.count(t) for t in PASSAGES)
+    assert full[-1].usage == Usage(read, counter.count(text), "tokenizer")
     assert text == await backend.compose(prompt.question, list(PASSAGES))
     short = [d async for d in backend.stream(BackendRequest(prompt, "extractive-v1", 5, 0.0))]
     assert short[-1].finish_reason == "length"
