@@ -91,6 +91,17 @@ def test_ingest_reports_progress_and_per_file_errors(stack: RunningStack, corpus
     code, out, _ = rag(stack, "ingest", str(corpus / "zephyr.md"), "--collection", "clitest")
     assert code == 0 and "succeeded: job" in out and "not ingested" not in out
 
+    # objects already in the bucket: the documents uploaded above, by prefix
+    code, out, err = rag(
+        stack, "ingest", "--bucket", "ddnrag", "--prefix", "docs/clitest/", "--collection", "fromprefix", "--json"
+    )
+    doc = json.loads(out)
+    assert code == 1 and doc["uploaded"] == [], err  # nothing uploaded; the broken PDF fails again
+    assert doc["job"]["documents_total"] == 3 and doc["job"]["chunks_done"] >= 2
+    assert [e["name"] for e in doc["errors"]] == ["broken.pdf"]
+    code, _, err = rag(stack, "ingest", "--bucket", "no-such-bucket", "--prefix", "docs/")
+    assert code == 2 and "no configured backend uses bucket 'no-such-bucket'" in err
+
 
 def test_ask_streams_a_cited_answer_with_timings(stack: RunningStack, ingested: dict) -> None:
     question = "What temperature does the Zephyr loop keep GPU racks below?"
