@@ -6,6 +6,8 @@ through (some echo request headers), only the store's error code.
 
 from __future__ import annotations
 
+import ssl
+
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -19,6 +21,7 @@ from botocore.exceptions import (
     SSLError,
 )
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import SSLError as Urllib3SSLError
 
 from services.common.errors import ErrorKind, ServiceError
 
@@ -46,6 +49,7 @@ UNAUTHENTICATED_CODES = {
     "TokenRefreshRequired",
     "InvalidSecurity",
 }
+TLS_EXC = (SSLError, Urllib3SSLError, ssl.SSLError)
 TRANSIENT_EXC = (
     EndpointConnectionError,
     ConnectionClosedError,
@@ -77,7 +81,7 @@ def http_status(exc: BaseException) -> int:
 
 def is_retryable(exc: BaseException) -> bool:
     """Throttling (503 SlowDown, RequestTimeout, 5xx) and transient network failures."""
-    if isinstance(exc, SSLError):
+    if isinstance(exc, TLS_EXC):
         return False
     if isinstance(exc, ClientError):
         return client_code(exc) in THROTTLE_CODES or http_status(exc) in (429, 500, 502, 503, 504)
@@ -177,7 +181,7 @@ def map_error(exc: BaseException, backend: str, bucket: str, key: str = "", retr
             reason="BACKEND_ERROR",
             metadata=meta,
         )
-    if isinstance(exc, SSLError):
+    if isinstance(exc, TLS_EXC):
         return ServiceError(
             ErrorKind.UNAVAILABLE,
             f"TLS to backend {backend!r} failed; if the appliance has its own CA set the backend's CA bundle",

@@ -20,12 +20,14 @@ import logging
 import random
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import boto3
+import urllib3
 from botocore import UNSIGNED
 from botocore.config import Config
 
@@ -73,6 +75,9 @@ def build_client(
         proxies=proxies,
     )
     if spec.insecure_skip_verify:
+        # The opt-out was logged once as a warning when the backend was configured; urllib3
+        # would otherwise warn on every request.
+        warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
         verify: bool | str = False
     elif spec.ca_bundle_path:
         verify = spec.ca_bundle_path
