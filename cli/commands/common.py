@@ -147,8 +147,10 @@ def failure_of(exc: BaseException) -> Failure:
 def fit_width() -> None:
     """Tables keep their columns when the output goes to a pipe or a file: rich would wrap them to
     80 columns there, so the width comes from COLUMNS or is 160."""
+    raw = os.environ.get("COLUMNS", "")
+    columns = int(raw) if raw.isdigit() else 0
     for c in (console, err_console):
-        c.width = int(os.environ.get("COLUMNS") or 0) or (c.size.width if c.is_terminal else 160)
+        c.width = columns or (c.size.width if c.is_terminal else 160)
 
 
 def run(args: argparse.Namespace, work: Callable[[], Awaitable[int]]) -> int:
