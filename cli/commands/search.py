@@ -39,7 +39,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     return run(args, lambda: _search(args))
 
 
-def _preview(text: str, width: int = 160) -> str:
+def _preview(text: str, width: int = 110) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
