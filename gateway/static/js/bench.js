@@ -6,6 +6,7 @@
   const { h, svg, $, clear, num, ms } = DDN;
   const COLORS = ["#d4202c", "#2364c9", "#188a6b", "#8c4bc9", "#c27b00"];
   let levels = [];
+  let live = null; // the level running now: {backend, concurrency, p50_ms}, drawn as a hollow point
   let runId = null;
   let abort = null;
   DDN.benchRuns = [];
@@ -21,11 +22,11 @@
 
   function drawChart() {
     const el = clear($("bench-chart"));
-    if (!levels.length) { el.appendChild(h("div", { class: "muted", text: "Run a benchmark to see latency and TTFB against concurrency." })); return; }
+    if (!levels.length && !live) { el.appendChild(h("div", { class: "muted", text: "Run a benchmark to see latency and TTFB against concurrency." })); return; }
     const logY = $("bench-log").checked;
-    const concs = [...new Set(levels.map((l) => l.concurrency))].sort((a, b) => a - b);
-    const backends = [...new Set(levels.map((l) => l.backend))];
-    const values = levels.flatMap((l) => [l.latency.p50_ms, l.ttfb.p50_ms]).filter((v) => v > 0);
+    const concs = [...new Set(levels.map((l) => l.concurrency).concat(live ? [live.concurrency] : []))].sort((a, b) => a - b);
+    const backends = [...new Set(levels.map((l) => l.backend).concat(live ? [live.backend] : []))];
+    const values = levels.flatMap((l) => [l.latency.p50_ms, l.ttfb.p50_ms]).concat(live ? [live.p50_ms] : []).filter((v) => v > 0);
     const maxV = Math.max(...values, 0.001), minV = Math.max(Math.min(...values, maxV), 0.001);
     const W = 900, H = 340, L = 60, R = 20, T = 20, B = 40;
     const xs = (c) => L + (concs.length === 1 ? (W - L - R) / 2 : (concs.indexOf(c) / (concs.length - 1)) * (W - L - R));
@@ -55,6 +56,11 @@
         }
       }
     });
+    if (live && live.p50_ms > 0) {
+      const i = backends.indexOf(live.backend);
+      g.appendChild(svg("circle", { cx: xs(live.concurrency), cy: ys(live.p50_ms), r: 5, fill: "#fff", class: "live-point",
+        stroke: COLORS[i % COLORS.length], "stroke-width": 2 }, svg("title", {}, "running: " + live.backend + " p50 so far " + ms(live.p50_ms))));
+    }
     el.appendChild(g);
     el.appendChild(h("div", { class: "legend" }, backends.map((b, i) => h("span", {},
       h("i", { style: "background:" + COLORS[i % COLORS.length] }), b + " latency p50 (solid), TTFB p50 (dashed)"))));
@@ -82,6 +88,7 @@
       sizes: $("bench-size").value, ops_per_level: $("bench-ops").value, label: $("bench-label").value });
     if (preset === "custom") p.set("levels", $("bench-levels").value);
     levels = [];
+    live = null;
     runId = null;
     drawChart(); drawTable();
     $("export-csv").disabled = $("export-json").disabled = true;
@@ -92,12 +99,16 @@
     try {
       await DDN.sse("/api/benchmarks/stream?" + p, (name, d) => {
         if (name === "progress") {
+          live = { backend: d.backend, concurrency: d.concurrency, p50_ms: d.p50_ms };
+          drawChart();
           status.textContent = "Running " + d.backend + " at concurrency " + d.concurrency + ": " + d.ops_done + " ops, p50 " + ms(d.p50_ms) +
             "  (" + d.levels_done + "/" + d.levels_total + " levels done)";
         } else if (name === "level") {
+          live = null;
           levels.push(d); drawChart(); drawTable();
         } else if (name === "done") {
           runId = d.run.run_id;
+          live = null;
           levels = d.run.results; drawChart(); drawTable();
           status.textContent = "Saved run " + runId + " (" + d.run.started + ")" +
             (d.run.not_configured.length ? "; not configured, so not measured: " + d.run.not_configured.join(", ") : "");
