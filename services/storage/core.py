@@ -336,11 +336,12 @@ class StorageCore:
                 ended = True
                 break
         if ended:
+            _check_size(size_hint, len(buf))
             etag, tr = await store.put(key, bytes(buf), content_type, metadata)
             if timer:
                 timer.add(Stage("s3_put", tr.total_ns, store.spec.name, tr.ttfb_ns, tr.bytes, 1))
             return PutOutcome(key, len(buf), etag, False, tr)
-        return await self._multipart(store, key, buf, it, content_type, metadata, part_size, timer)
+        return await self._multipart(store, key, buf, it, content_type, metadata, part_size, timer, size_hint)
 
     async def _multipart(
         self,
@@ -352,6 +353,7 @@ class StorageCore:
         metadata: dict[str, str] | None,
         part_size: int,
         timer: Timer | None,
+        size_hint: int = 0,
     ) -> PutOutcome:
         tr = Transfer()
         t0 = time.perf_counter_ns()
@@ -379,6 +381,7 @@ class StorageCore:
                     total += len(piece)
                 if ended and not buf:
                     break
+            _check_size(size_hint, total)
             etag = await store.run(store._mpu_complete, key, upload_id, parts, key=key, transfer=tr)
         except BaseException:
             await _shielded_abort(store, key, upload_id)
@@ -523,6 +526,15 @@ class StorageCore:
         if timer:
             timer.add(Stage("s3_copy", tr.total_ns, store.spec.name, tr.ttfb_ns, tr.bytes, 1))
         return meta, tr
+
+
+def _check_size(announced: int, received: int) -> None:
+    """A stream that carried other than the announced size stores nothing."""
+    if announced and announced != received:
+        raise invalid(
+            f"the header announced {announced} bytes but the stream carried {received}; nothing was stored",
+            reason="SIZE_MISMATCH",
+        )
 
 
 def _check_metadata(metadata: dict[str, str] | None) -> None:

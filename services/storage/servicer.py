@@ -103,14 +103,6 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         out = await self.core.put_stream(
             h.backend, h.key, data(), h.content_type, dict(h.metadata), h.size_bytes, timer
         )
-        if h.size_bytes and out.size_bytes != h.size_bytes:
-            # The object is already stored; say so plainly rather than leave a silent mismatch.
-            await self.core.delete(h.backend, [h.key])
-            raise invalid(
-                f"the header announced {h.size_bytes} bytes but the stream carried {out.size_bytes}; "
-                "nothing was stored",
-                reason="SIZE_MISMATCH",
-            )
         return pb.PutResponse(
             key=out.key,
             size_bytes=out.size_bytes,

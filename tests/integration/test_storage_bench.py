@@ -249,3 +249,28 @@ async def test_only_unconfigured_backends_is_not_found_and_runs_unknown(storage)
     with pytest.raises(ServiceCallError) as ei:
         await storage.get_benchmark_run("../etc")
     assert ei.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.slow
+async def test_stress_preset_across_two_backends(storage, seaweed, s3_bucket) -> None:
+    """The issue's "done when": the Stress preset (up to 500 in flight) across two backends,
+    with live progress, saved and comparable."""
+    await add_backend(storage, seaweed, s3_bucket, "wan-emulated", shaping=pb.Shaping(rtt_ms=5))
+    req = pb.RunBenchmarkRequest(
+        backends=["local", "wan-emulated"],
+        operation=pb.BENCHMARK_OPERATION_GET,
+        preset=pb.BENCHMARK_PRESET_STRESS,
+        object_sizes=[4096],
+        duration_s=0.5,
+    )
+    msgs = [m async for m in storage.run_benchmark(req, timeout=600)]
+    levels = [m.level for m in msgs if m.WhichOneof("event") == "level"]
+    assert [x.concurrency for x in levels] == [c for c in (1, 10, 50, 100, 250, 500) for _ in range(2)]
+    assert any(m.WhichOneof("event") == "progress" for m in msgs)
+    for x in levels:
+        assert x.ops > 0 and x.ops + x.errors > 0 and x.latency.p50_ns > 0
+    run = msgs[-1].run
+    assert len(run.results) == 12
+    got = await storage.get_benchmark_run(run.run_id)
+    assert len(got.run.results) == 12
+    assert [o async for o in storage.list_all("bench/tmp/")] == []

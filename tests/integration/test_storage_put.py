@@ -126,3 +126,13 @@ async def test_bad_metadata_is_invalid(storage: StorageClient) -> None:
     assert ei.value.code == grpc.StatusCode.INVALID_ARGUMENT
     with pytest.raises(ServiceCallError):
         await storage.head("s/m")
+
+
+async def test_multipart_size_mismatch_is_aborted(storage: StorageClient, seaweed, s3_bucket) -> None:
+    data = os.urandom(7 * MIB)
+    with pytest.raises(ServiceCallError) as ei:
+        await storage.put_stream("s/mis-big", chunks_of(data), size_bytes=8 * MIB)
+    assert ei.value.code == grpc.StatusCode.INVALID_ARGUMENT and ei.value.reason == "SIZE_MISMATCH"
+    assert open_uploads(seaweed, s3_bucket) == []
+    with pytest.raises(ServiceCallError):
+        await storage.head("s/mis-big")
