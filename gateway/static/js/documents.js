@@ -109,16 +109,23 @@
     try { const r = await DDN.api("POST", "/api/ingestion/jobs/" + encodeURIComponent(id) + "/cancel"); jobs.set(id, r.job); renderJobs(); }
     catch (err) { $("upload-msg").appendChild(DDN.errorBox(err.message)); }
   }
+  // The all-jobs dashboard stays open while the tab is shown; it reconnects after a drop or a
+  // gateway restart (which ends streams with SHUTTING_DOWN), and stops when the tab is left.
   async function followAllJobs() {
     if (jobsAbort) return;
-    jobsAbort = new AbortController();
-    try {
-      await DDN.sse("/api/ingestion/stream/all?interval=1", (name, d) => {
-        if (name === "snapshot") { jobs.clear(); for (const j of d.jobs) jobs.set(j.job_id, j); renderJobs(); }
-        else if (name === "job") { jobs.set(d.job_id, d); renderJobs(); }
-      }, { signal: jobsAbort.signal, retries: 1000 });
-    } catch (e) { /* stopped or gateway gone; the tab restarts it */ }
-    jobsAbort = null;
+    const ctl = (jobsAbort = new AbortController());
+    while (!ctl.signal.aborted) {
+      try {
+        await DDN.sse("/api/ingestion/stream/all?interval=1", (name, d) => {
+          if (name === "snapshot") { jobs.clear(); for (const j of d.jobs) jobs.set(j.job_id, j); renderJobs(); }
+          else if (name === "job") { jobs.set(d.job_id, d); renderJobs(); }
+        }, { signal: ctl.signal, retries: 1000 });
+      } catch (e) {
+        if (e instanceof DDN.ApiError) break; // refused (for example 401): do not hammer
+      }
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+    if (jobsAbort === ctl) jobsAbort = null;
   }
 
   async function loadDocs() {
@@ -146,6 +153,6 @@
   $("doc-collection").addEventListener("change", loadDocs);
   document.addEventListener("tab", (e) => {
     if (e.detail === "documents") { loadDocs(); followAllJobs(); }
-    else if (jobsAbort) { jobsAbort.abort(); }
+    else if (jobsAbort) { jobsAbort.abort(); jobsAbort = null; }
   });
 })();
