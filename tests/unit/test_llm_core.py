@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.common.config import ConfigError
 from services.common.errors import ErrorKind, ServiceError
@@ -456,3 +458,21 @@ async def test_core_rejected_request_does_not_cool_the_backend_down(counter: Tok
     with pytest.raises(ServiceError):
         await _collect(gw.generate("q?", PASSAGES, GenParams(backend="a")))
     assert "a" not in gw.router.down_until
+
+
+@given(
+    payloads=st.lists(st.text(alphabet=st.characters(blacklist_characters="\r\n"), max_size=40), max_size=8),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=12),
+    crlf=st.booleans(),
+)
+def test_sse_decoder_is_independent_of_how_bytes_are_split(payloads: list[str], cuts: list[int], crlf: bool) -> None:
+    nl = "\r\n" if crlf else "\n"
+    wire = "".join(f": ping{nl}data: {p}{nl}{nl}" for p in payloads).encode("utf-8")
+    d = SSEDecoder()
+    got: list[str] = []
+    prev = 0
+    for c in [*sorted(set(cuts)), len(wire)]:
+        c = min(c, len(wire))
+        got += d.feed(wire[prev:c]) if c >= prev else []
+        prev = max(prev, c)
+    assert got == payloads  # an empty "data:" line is an event with empty data, as in the SSE spec
