@@ -9,6 +9,7 @@ import logging
 from ddnrag.storage.v1 import storage_service_pb2 as pb
 from ddnrag.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from services.common.config import load_env
+from services.common.errors import ServiceError
 from services.common.logs import setup_logging
 from services.common.server import GrpcApp, build_server, run_forever, start_metrics
 
@@ -51,7 +52,11 @@ async def create_server(cfg: StorageConfig) -> tuple[GrpcApp, int]:
 async def _main() -> None:
     cfg = load_env(StorageConfig)
     setup_logging("storage", cfg.log_level)
-    app, port = await create_server(cfg)
+    try:
+        app, port = await create_server(cfg)
+    except ServiceError as err:  # a default backend that cannot be configured: say why, exit
+        log.error("cannot start the storage service: %s", err.message, extra={"reason": err.reason})
+        raise SystemExit(2) from None
     start_metrics(app.metrics, cfg.host, cfg.metrics_port)
     log.info(
         "storage service ready",
