@@ -163,3 +163,6 @@ class ModelInfo:
     backend: str
     kind: str
     priority: int
+    healthy: bool = True
+    in_flight: int = 0
+    max_concurrency: int = 0

@@ -88,8 +88,11 @@ class Router:
 
     def list_models(self) -> list[ModelInfo]:
         out = []
+        now = time.monotonic()
         for prio, b in enumerate(self.backends):
-            out.extend(ModelInfo(m, b.name, b.kind, prio) for m in b.models())
+            healthy = self.down_until.get(b.name, 0.0) <= now
+            slots = self.slots[b.name]
+            out.extend(ModelInfo(m, b.name, b.kind, prio, healthy, slots.used, slots.limit) for m in b.models())
         return out
 
     async def close(self) -> None:

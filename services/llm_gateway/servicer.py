@@ -181,7 +181,16 @@ class LlmServicer(pb_grpc.LlmServiceServicer):
     ) -> pb.ListModelsResponse:
         timer = Timer()
         models = [
-            pb.Model(id=m.id, backend=m.backend, kind=m.kind, priority=m.priority) for m in self.core.list_models()
+            pb.Model(
+                id=m.id,
+                backend=m.backend,
+                kind=m.kind,
+                priority=m.priority,
+                healthy=m.healthy,
+                in_flight=m.in_flight,
+                max_concurrency=m.max_concurrency,
+            )
+            for m in self.core.list_models()
         ]
         return pb.ListModelsResponse(models=models, timings=timings_pb(timer))
 

@@ -355,6 +355,7 @@ async def test_core_concurrency_limit_skips_then_exhausts(counter: TokenCounter)
     s1, s2 = gw.generate("q?", PASSAGES), gw.generate("q?", PASSAGES)
     assert (await anext(s1)).backend == "a"
     assert (await anext(s2)).backend == "b"  # a is full: failover to b
+    assert [(m.in_flight, m.max_concurrency) for m in gw.list_models()] == [(1, 1), (1, 1)]
     with pytest.raises(ServiceError) as info:
         await _collect(gw.generate("q?", PASSAGES))
     assert info.value.kind == ErrorKind.RESOURCE_EXHAUSTED and info.value.reason == "BACKEND_BUSY"
@@ -446,6 +447,7 @@ async def test_core_failed_backend_goes_last_during_its_cooldown(counter: TokenC
     assert (await _collect(gw.generate("q?", PASSAGES)))[0].backend == "b"
     assert (await _collect(gw.generate("q?", PASSAGES)))[0].backend == "b"
     assert a.calls == 1  # in its cooldown, a was not tried first again
+    assert [(m.backend, m.healthy) for m in gw.list_models()] == [("a", False), ("b", True)]
     assert [x.name for x in gw.router.candidates(GenParams())] == ["b", "a"]
     pinned = await _collect(gw.generate("q?", PASSAGES, GenParams(backend="a")))
     assert pinned[0].backend == "a"  # pinned requests still go to it; its success clears the cooldown

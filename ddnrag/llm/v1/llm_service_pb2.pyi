@@ -173,16 +173,22 @@ class AnswerResponse(_message.Message):
     def __init__(self, retrieval: _Optional[_Union[Retrieval, _Mapping]] = ..., start: _Optional[_Union[Start, _Mapping]] = ..., token: _Optional[_Union[Token, _Mapping]] = ..., citation: _Optional[_Union[_common_pb2.Citation, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("id", "backend", "kind", "priority")
+    __slots__ = ("id", "backend", "kind", "priority", "healthy", "in_flight", "max_concurrency")
     ID_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     id: str
     backend: str
     kind: str
     priority: int
-    def __init__(self, id: _Optional[str] = ..., backend: _Optional[str] = ..., kind: _Optional[str] = ..., priority: _Optional[int] = ...) -> None: ...
+    healthy: bool
+    in_flight: int
+    max_concurrency: int
+    def __init__(self, id: _Optional[str] = ..., backend: _Optional[str] = ..., kind: _Optional[str] = ..., priority: _Optional[int] = ..., healthy: _Optional[bool] = ..., in_flight: _Optional[int] = ..., max_concurrency: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
