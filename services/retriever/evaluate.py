@@ -99,20 +99,27 @@ def build_records(corpus: Mapping[str, str], chunker: Chunker) -> list[ChunkReco
     return records
 
 
-def rank(index: CollectionIndex, queries: Mapping[str, str], qvecs: np.ndarray | None, p: EvalParams) -> Run:
-    """Runs every query; a document's score is its best chunk's."""
+def rank(
+    index: CollectionIndex,
+    queries: Mapping[str, str],
+    qvecs: np.ndarray | None,
+    p: EvalParams,
+    memo: dict[Any, Any] | None = None,
+) -> Run:
+    """Runs every query; a document's score is its best chunk's. `memo` keeps each query's
+    retriever candidates, so fusion settings can be compared without re-running retrieval."""
     run: Run = {}
+    n_cand = max(p.candidates, p.depth)
     for i, (qid, q) in enumerate(queries.items()):
-        hits = index.search(
-            q,
-            None if qvecs is None else qvecs[i],
-            top_k=2 * max(p.candidates, p.depth),
-            mode=p.mode,
-            fusion=p.fusion,
-            rrf_k=p.rrf_k,
-            dense_weight=p.dense_weight,
-            candidates=max(p.candidates, p.depth),
-        )
+        qv = None if qvecs is None else qvecs[i]
+        key = (id(index), qid, n_cand, p.mode)
+        if memo is None or key not in memo:
+            cands = index.retrieve(q, qv, n_cand=n_cand, mode=p.mode)
+            if memo is not None:
+                memo[key] = cands
+        else:
+            cands = memo[key]
+        hits = [] if cands is None else index._fuse(*cands, qv, p.mode, p.fusion, p.rrf_k, p.dense_weight)
         docs: dict[str, float] = {}
         for h in hits:
             d = index.records[h.row].document_id
@@ -135,6 +142,7 @@ class Evaluation:
         self.analyzer = Analyzer()
         self._indexes: dict[tuple[int, int], CollectionIndex] = {}
         self._qvecs: np.ndarray | None = None
+        self._memo: dict[Any, Any] = {}
 
     def index(
         self, size: int, overlap: int, progress: Callable[[str, int, int], None] | None = None
@@ -160,7 +168,7 @@ class Evaluation:
         t0 = time.perf_counter()
         index = self.index(p.chunk_size, p.chunk_overlap, progress)
         qv = self.qvecs(progress) if p.mode != "bm25" else None
-        run = rank(index, self.queries, qv, p)
+        run = rank(index, self.queries, qv, p, self._memo)
         return {
             "ndcg@10": round(ndcg_at_k(run, self.qrels, 10), 4),
             "recall@100": round(recall_at_k(run, self.qrels, 100), 4),

@@ -106,6 +106,7 @@ class DenseIndex:
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         n, dim = self.vectors.shape if self.vectors.ndim == 2 else (0, 0)
         self.kind = "hnsw" if n > hnsw_threshold else "exact"
+        self.ef_search = ef_search
         if self.kind == "hnsw":
             self.index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
             self.index.hnsw.efConstruction = 80
@@ -135,11 +136,13 @@ class DenseIndex:
                 top = _topk(sims, k)
                 return sims[top], allowed[top]
             params = faiss.SearchParametersHNSW(sel=faiss.IDSelectorBatch(allowed.astype(np.int64)))
-            params.efSearch = max(self.index.hnsw.efSearch, k)
+            params.efSearch = max(self.ef_search, k)
             scores, ids = self.index.search(q, min(k, len(allowed)), params=params)
+        elif self.kind == "hnsw":
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = max(self.ef_search, k)  # per call: no shared state between threads
+            scores, ids = self.index.search(q, min(k, self.size), params=params)
         else:
-            if self.kind == "hnsw":
-                self.index.hnsw.efSearch = max(self.index.hnsw.efSearch, k)
             scores, ids = self.index.search(q, min(k, self.size))
         keep = ids[0] >= 0
         return scores[0][keep], ids[0][keep]
@@ -235,12 +238,34 @@ class CollectionIndex:
         import time
 
         t = timings if timings is not None else {}
-        if not self.records:
+        cands = self.retrieve(query, qvec, n_cand=max(candidates, top_k), mode=mode, filters=filters, timings=t)
+        if cands is None:
             return []
+        t0 = time.perf_counter_ns()
+        hits = self._fuse(*cands, qvec, mode, fusion, rrf_k, dense_weight)[:top_k]
+        t["fusion"] = time.perf_counter_ns() - t0
+        return hits
+
+    def retrieve(
+        self,
+        query: str,
+        qvec: np.ndarray | None,
+        *,
+        n_cand: int,
+        mode: str = "hybrid",
+        filters: Mapping[str, str] | None = None,
+        timings: dict[str, int] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+        """Each retriever's candidates: (bm25 rows, dense rows, every chunk's BM25 score); None
+        when nothing can match."""
+        import time
+
+        t = timings if timings is not None else {}
+        if not self.records:
+            return None
         allowed = self.allowed_rows(filters or {})
         if allowed is not None and len(allowed) == 0:
-            return []
-        n_cand = max(candidates, top_k)
+            return None
         bm_rows = np.zeros(0, np.int64)
         bm_all = None
         if mode in ("hybrid", "bm25"):
@@ -258,10 +283,7 @@ class CollectionIndex:
             t0 = time.perf_counter_ns()
             _, de_rows = self.dense.search(qvec, n_cand, allowed)
             t["dense"] = time.perf_counter_ns() - t0
-        t0 = time.perf_counter_ns()
-        hits = self._fuse(bm_rows, de_rows, bm_all, qvec, mode, fusion, rrf_k, dense_weight)[:top_k]
-        t["fusion"] = time.perf_counter_ns() - t0
-        return hits
+        return bm_rows, de_rows, bm_all
 
     def _fuse(
         self,
