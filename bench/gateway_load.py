@@ -57,6 +57,8 @@ def percentile(values: list[float], q: float) -> float | None:
 class Stats:
     def __init__(self) -> None:
         self.ttft_ms: list[float] = []
+        self.queue_ms: list[float] = []
+        self.server_ttft_ms: list[float] = []
         self.total_ms: list[float] = []
         self.completed = 0
         self.errors = 0
@@ -84,12 +86,15 @@ async def one_chat(session: aiohttp.ClientSession, url: str, q: str, stats: Stat
                 if line.startswith("event: "):
                     event = line[7:]
                 elif line.startswith("data: "):
-                    if event == "token":
+                    if event == "start":
+                        stats.queue_ms.append(float(json.loads(line[6:]).get("queue_ms", 0)))
+                    elif event == "token":
                         stats.tokens += 1
                         if first is None:
                             first = time.perf_counter()
                     elif event == "done":
                         stats.completed += 1
+                        stats.server_ttft_ms.append(float(json.loads(line[6:]).get("ttft_ms") or 0))
                         stats.total_ms.append((time.perf_counter() - t0) * 1000)
                         if first is not None:
                             stats.ttft_ms.append((first - t0) * 1000)
@@ -244,6 +249,13 @@ def main() -> None:
         "ttft_p90_ms": round(percentile(stats.ttft_ms, 90) or 0, 1) if stats.ttft_ms else None,
         "ttft_p99_ms": round(percentile(stats.ttft_ms, 99) or 0, 1) if stats.ttft_ms else None,
         "ttft_mean_ms": round(statistics.fmean(stats.ttft_ms), 1) if stats.ttft_ms else None,
+        # Where the client's TTFT went: the wait for an answer slot in the gateway (admission
+        # control), and request -> first token as the llm_gateway measured it (retrieval included).
+        "gateway_queue_p50_ms": round(percentile(stats.queue_ms, 50) or 0, 1) if stats.queue_ms else None,
+        "gateway_queue_p99_ms": round(percentile(stats.queue_ms, 99) or 0, 1) if stats.queue_ms else None,
+        "server_ttft_p50_ms": round(percentile(stats.server_ttft_ms, 50) or 0, 1) if stats.server_ttft_ms else None,
+        "server_ttft_p99_ms": round(percentile(stats.server_ttft_ms, 99) or 0, 1) if stats.server_ttft_ms else None,
+        "max_concurrent_answers": "gateway default (DDNRAG_GATEWAY_MAX_CONCURRENT_ANSWERS)",
         "chat_p50_ms": round(percentile(stats.total_ms, 50) or 0, 1) if stats.total_ms else None,
         "gateway_rss_mb": round(rss_peak, 1) if rss_peak is not None else None,
         "gateway_rss_now_mb": round(rss_now, 1) if rss_now is not None else None,
