@@ -463,7 +463,10 @@ async def test_core_rejected_request_does_not_cool_the_backend_down(counter: Tok
 
 
 @given(
-    payloads=st.lists(st.text(alphabet=st.characters(blacklist_characters="\r\n"), max_size=40), max_size=8),
+    payloads=st.lists(
+        st.text(alphabet=st.characters(exclude_characters="\r\n", exclude_categories=("Cs",)), max_size=40),
+        max_size=8,
+    ),
     cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=12),
     crlf=st.booleans(),
 )
