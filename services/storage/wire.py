@@ -1,14 +1,15 @@
-"""Wire-level stamps for boto3 requests: when the request was handed to the socket, and when
-the kernel received the first byte of the response.
+"""Wire-level stamps for S3 requests: when the kernel sent the request, and when it received
+the first byte of the response.
 
 botocore's request building, signing and response parsing cost hundreds of microseconds of
-Python per call, and a busy process may not look at a socket for a while after data arrived; on
-a store with sub-millisecond TTFB either would drown the number the product exists to show. So
-the request is stamped just before its first write (a thread switch after the stamp can only
-lengthen the TTFB, never shorten it), and the response with the kernel's receive timestamp of
-its first segment (`SO_TIMESTAMPNS`, read with `MSG_PEEK`, nothing consumed), as tcpdump would
-see it. Where the kernel stamp is unavailable (not Linux, TLS peeking refused) the stamp is the
-moment the socket became readable. Stamps are per thread; `reset()` starts an operation.
+Python per call, and a busy process may not run a thread for milliseconds (the GIL, a loaded
+machine); on a store with sub-millisecond TTFB either would drown the number the product exists
+to show. So both ends are kernel timestamps, as tcpdump would see them: the request's from the
+socket error queue (`SO_TIMESTAMPING`, software TX stamps), the response's from the receive
+queue (`SO_TIMESTAMPNS`, read with `MSG_PEEK`, nothing consumed). Where a kernel stamp is
+missing, the request falls back to a stamp taken just before the write (a thread switch can only
+lengthen the TTFB, never shorten it) and the response to when the socket became readable.
+Stamps are per thread; `reset()` starts an operation.
 """
 
 from __future__ import annotations
@@ -20,8 +21,13 @@ import threading
 import time
 from typing import Any
 
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux value where Python lacks the name
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux values where Python lacks the names
+SO_TIMESTAMPING = getattr(socket, "SO_TIMESTAMPING", 37)
+# SOF_TIMESTAMPING_TX_SOFTWARE | _SOFTWARE | _OPT_ID | _OPT_TSONLY: software send stamps, no payload.
+TX_FLAGS = (1 << 1) | (1 << 4) | (1 << 7) | (1 << 11)
+MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
 _CMSG_SPACE = socket.CMSG_SPACE(16) if hasattr(socket, "CMSG_SPACE") else 0
+_ERRQ_SPACE = 512
 _stamps = threading.local()
 _installed = False
 _lock = threading.Lock()
@@ -35,8 +41,8 @@ def reset() -> None:
 
 
 def sent_ns() -> int:
-    """perf_counter ns just before this thread's request was written (first `send` since
-    `reset`), or 0."""
+    """perf_counter ns when this thread's request (first `send` since `reset`) left: the
+    kernel's send stamp once the response was awaited, else just before the write; 0 if none."""
     return getattr(_stamps, "sent_ns", 0)
 
 
@@ -50,6 +56,22 @@ def body_came_with_headers() -> bool:
     return getattr(_stamps, "body_early", False)
 
 
+def _nonblocking(fn: Any) -> Any:
+    """Runs `fn(sock, ...)` with the socket non-blocking: with a timeout set, Python would first
+    wait for POLLIN, which neither an error queue nor MSG_DONTWAIT satisfies."""
+
+    def run(sock: socket.socket, *args: Any) -> Any:
+        timeout = sock.gettimeout()
+        sock.settimeout(0)
+        try:
+            return fn(sock, *args)
+        finally:
+            sock.settimeout(timeout)
+
+    return run
+
+
+@_nonblocking
 def _kernel_arrival(sock: socket.socket) -> tuple[int, bytes] | None:
     """(wall-clock ns the kernel received the first queued segment, the queued bytes)."""
     if not _CMSG_SPACE:
@@ -62,13 +84,38 @@ def _kernel_arrival(sock: socket.socket) -> tuple[int, bytes] | None:
     return None
 
 
+@_nonblocking
+def _kernel_sent(sock: socket.socket, not_before: int) -> int:
+    """Drains the socket's error queue; the earliest software TX stamp at or after
+    `not_before` (wall ns), or 0."""
+    best = 0
+    for _ in range(64):
+        try:
+            _data, anc, _flags, _addr = socket.socket.recvmsg(sock, 0, _ERRQ_SPACE, MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return best
+        for level, kind, raw in anc:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPING and len(raw) >= 16:
+                sec, nsec = struct.unpack("qq", raw[:16])
+                ts = sec * 1_000_000_000 + nsec
+                if ts >= not_before and (not best or ts < best):
+                    best = ts
+    return best
+
+
 def _before_send(conn: Any) -> None:
     if not getattr(_stamps, "sent_ns", 0):
         sock = getattr(conn, "sock", None)
+        if sock is None and getattr(conn, "auto_open", False):
+            conn.connect()  # what http.client's send() would do first; now the socket can be stamped
+            sock = getattr(conn, "sock", None)
         if sock is not None and getattr(conn, "_ddnrag_ts", None) is not sock:
+            conn._ddnrag_tx = False
             try:
                 sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
                 conn._ddnrag_ts = sock
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, TX_FLAGS)
+                conn._ddnrag_tx = True
             except OSError:
                 pass
         _stamps.sent_wall = time.time_ns()
@@ -79,13 +126,30 @@ def _before_getresponse(conn: Any) -> None:
     sock = getattr(conn, "sock", None)
     if sock is None or not getattr(_stamps, "sent_ns", 0):
         return
+    kernel = getattr(conn, "_ddnrag_ts", None) is sock
+    tx_on = kernel and getattr(conn, "_ddnrag_tx", False)
+    timeout = sock.gettimeout()
     try:
         pending = getattr(sock, "pending", None)
-        if not (pending and pending()):
-            select.select([sock], [], [], sock.gettimeout())
+        tx = _kernel_sent(sock, _stamps.sent_wall) if tx_on else 0
+        got = None
+        for _ in range(8):
+            if not (pending and pending()):
+                select.select([sock], [], [], timeout)
+            if tx_on:  # a late TX stamp also wakes select (POLLERR): drain it, then look again
+                tx = tx or _kernel_sent(sock, _stamps.sent_wall)
+            if not kernel:
+                break
+            try:
+                got = _kernel_arrival(sock)
+                break
+            except BlockingIOError:
+                continue
         now = time.perf_counter_ns()
+        if tx and _stamps.sent_ns + (tx - _stamps.sent_wall) <= now:
+            _stamps.sent_ns += tx - _stamps.sent_wall
+            _stamps.sent_wall = tx
         _stamps.resp_ns = now
-        got = _kernel_arrival(sock) if getattr(conn, "_ddnrag_ts", None) is sock else None
         if got is not None:
             arrival_wall, head = got
             delta = arrival_wall - _stamps.sent_wall
