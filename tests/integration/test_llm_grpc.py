@@ -121,7 +121,12 @@ async def test_answer_streams_retrieval_tokens_citations_done(
     gateway: tuple[LlmClient, int], retriever: tuple[RetrieverDouble, int]
 ) -> None:
     client, _ = gateway
-    evs = [e async for e in client.answer("Why are GPUs fast at matrix multiplication?", top_k=3)]
+    evs = [
+        e
+        async for e in client.answer(
+            "Why are GPUs fast at matrix multiplication?", top_k=3, filters={"lang": "en"}, storage_backend="ddn"
+        )
+    ]
     k = kinds(evs)
     assert k[0] == "retrieval" and k[1] == "start" and k[-1] == "done"
     assert k.count("token") >= 5 and "citation" in k
@@ -130,7 +135,7 @@ async def test_answer_streams_retrieval_tokens_citations_done(
     assert r.index_version == "v7" and r.timings.stages[0].ttfb_ns == 500
     assert r.chunks[1].status.code == 5  # passed through, but not used as a passage
     req = retriever[0].requests[0]
-    assert (req.collection, req.top_k) == ("default", 3)
+    assert (req.collection, req.top_k, req.backend, dict(req.filters)) == ("default", 3, "ddn", {"lang": "en"})
 
     done = evs[-1].done
     text = "".join(e.token.text for e in evs if e.WhichOneof("event") == "token")

@@ -435,3 +435,16 @@ async def test_the_test_server_speaks_what_the_official_openai_client_reads() ->
             await client.close()
     assert text == "".join(srv.tokens[:4]) and finish == "length"
     assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (2, 4)
+
+
+async def test_caller_deadline_ends_the_call_and_aborts_the_backend(make_gateway: GatewayFactory) -> None:
+    async with OpenAITestServer(first_token_delay_s=5) as srv:
+        client = await make_gateway([spec(srv, first_token_timeout_s=30)])
+        t0 = time.perf_counter()
+        with pytest.raises(ServiceCallError) as info:
+            [e async for e in client.generate(Q, PASSAGES, timeout=0.5)]
+        assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED and time.perf_counter() - t0 < 2
+        deadline = time.perf_counter() + 2
+        while not srv.records[0].disconnected_ns and time.perf_counter() < deadline:
+            await asyncio.sleep(0.005)
+        assert srv.records[0].disconnected_ns, "the backend request outlived the caller's deadline"
