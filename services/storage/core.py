@@ -209,9 +209,14 @@ class StorageCore:
         if proxy is not None:
             await proxy.stop()
 
-    def list_backends(self) -> list[tuple[BackendSpec, bool]]:
-        """Each backend with whether it has credentials (values never leave)."""
-        return [(s, self.registry.has_credentials(s)) for s in self.registry.list()]
+    async def list_backends(self) -> list[tuple[BackendSpec, bool]]:
+        """Each backend with whether it has credentials (values never leave). Resolving them may
+        read files, so it runs in the executor."""
+
+        def resolve() -> list[tuple[BackendSpec, bool]]:
+            return [(s, self.registry.has_credentials(s)) for s in self.registry.list()]
+
+        return await asyncio.get_running_loop().run_in_executor(self.executor, resolve)
 
     async def put_backend(self, spec: BackendSpec, inline: Credentials | None) -> tuple[BackendSpec, bool]:
         loop = asyncio.get_running_loop()

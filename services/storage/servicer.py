@@ -43,7 +43,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         self, request: pb.ListBackendsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListBackendsResponse:
         timer = Timer()
-        backends = [backend_pb(s, has) for s, has in self.core.list_backends()]
+        backends = [backend_pb(s, has) for s, has in await self.core.list_backends()]
         return pb.ListBackendsResponse(
             backends=backends, default_backend=self.core.default_backend, timings=timings_pb(timer)
         )
