@@ -199,11 +199,24 @@ async def _status(cfg: StackConfig) -> dict[str, dict[str, object]]:
     return out
 
 
+def _alive(pid: int) -> bool:
+    """True while `pid` runs. A zombie (exited, not yet reaped by whoever started it, as when a
+    script or a test started `rag up`) has stopped, though `kill(pid, 0)` still finds it."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs: kill(pid, 0) is all we know
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
 def _supervisor_pid(cfg: StackConfig) -> int | None:
     try:
         pid = int(json.loads(pidfile(cfg).read_text())["pid"])
-        os.kill(pid, 0)
-        return pid
+        return pid if _alive(pid) else None
     except (FileNotFoundError, ProcessLookupError, ValueError, KeyError, PermissionError):
         return None
 
@@ -221,9 +234,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _alive(pid):
             if as_json:
                 print(json.dumps({"running": True, "stopped": True, "pid": pid}))
             else:

@@ -253,3 +253,16 @@ def test_addresses_come_from_the_stack_without_flags(stack: RunningStack) -> Non
     assert proc.returncode == 0, proc.stderr
     assert "ok" in proc.stdout and "HeadBucket" in proc.stdout
     assert os.environ.get("DDNRAG_STORAGE_PORT") != str(stack.ports["DDNRAG_STORAGE_PORT"])
+
+
+def test_down_stops_the_stack_last(stack: RunningStack) -> None:
+    """Runs last in this module: `rag down` stops the shared stack's supervisor."""
+    code, out, _ = rag(stack, "down", "--json", timeout=120)
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["stopped"] is True and doc["pid"] == stack.proc.pid
+    assert stack.proc.wait(30) == 0
+    code, out, _ = rag(stack, "status", "--json")
+    assert code == 1 and not any(s["serving"] for s in json.loads(out)["services"].values())
+    code, out, _ = rag(stack, "down", "--json")
+    assert code == 0 and json.loads(out) == {"running": False, "stopped": False, "pid": None}

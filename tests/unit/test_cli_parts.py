@@ -233,9 +233,31 @@ ISSUE_TABLE = [
 def test_every_subcommand_of_the_issue_parses(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
     assert callable(args.func)
-    if argv[0] not in ("up", "down"):
+    if argv[0] != "up":
         assert hasattr(args, "json"), f"rag {argv[0]} has no --json"
 
 
 def test_eval_is_listed() -> None:
     assert "eval" in build_parser().format_help()
+
+
+def test_a_zombie_supervisor_counts_as_stopped() -> None:
+    """`rag down` waits for the supervisor to go; one that exited but was not yet reaped by the
+    process that started it (a script, a test) has gone."""
+    import os
+    import subprocess
+    import time
+
+    from cli.commands.stack import _alive
+
+    proc = subprocess.Popen(["true"])
+    try:
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child did not exit"
+            time.sleep(0.05)
+        assert not _alive(proc.pid)
+    finally:
+        proc.wait()
+    assert not _alive(proc.pid)
+    assert _alive(os.getpid())
