@@ -35,6 +35,8 @@ class RetrieverConfig:
     rrf_k: int = env_field(P + "RRF_K", 60, "default RRF constant")
     dense_weight: float = env_field(P + "DENSE_WEIGHT", 0.5, "default dense weight of weighted fusion")
     candidates: int = env_field(P + "CANDIDATES", 100, "candidates taken from each retriever before fusion")
+    bm25_k1: float = env_field(P + "BM25_K1", 1.2, "BM25 term-frequency saturation k1")
+    bm25_b: float = env_field(P + "BM25_B", 0.75, "BM25 length normalisation b")
     max_top_k: int = env_field(P + "MAX_TOP_K", 100, "largest top_k a search may ask for")
     cache_max_bytes: int = env_field(P + "CACHE_MAX_BYTES", 64 * 1024 * 1024, "retrieval cache size bound")
     persist_index: bool = env_field(P + "PERSIST_INDEX", True, "write index segments to object storage")

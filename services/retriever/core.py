@@ -54,6 +54,8 @@ class Settings:
     rrf_k: int = 60
     dense_weight: float = 0.5
     candidates: int = 100
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
     max_top_k: int = 100
     cache_max_bytes: int = 64 * 1024 * 1024
     persist_index: bool = True
@@ -189,6 +191,7 @@ class Retriever:
             analyzer=self.analyzer,
             hnsw_threshold=self.settings.hnsw_threshold,
             dense_factory=factory,
+            bm25_params=(self.settings.bm25_k1, self.settings.bm25_b),
         )
 
     @staticmethod

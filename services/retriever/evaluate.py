@@ -41,6 +41,8 @@ class EvalParams:
     dense_weight: float = 0.5
     candidates: int = 100
     depth: int = 100
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
 
 
 def load_beir(beir_dir: Path, split: str) -> tuple[dict[str, str], dict[str, str], Qrels]:
@@ -140,19 +142,31 @@ class Evaluation:
         self.corpus, self.queries, self.qrels = load_beir(beir_dir, split)
         self.encoder = encoder or LocalEncoder()
         self.analyzer = Analyzer()
-        self._indexes: dict[tuple[int, int], CollectionIndex] = {}
+        self._indexes: dict[tuple[int, int, tuple[float, float]], CollectionIndex] = {}
+        self._embedded: dict[tuple[int, int], tuple[list[ChunkRecord], np.ndarray]] = {}
         self._qvecs: np.ndarray | None = None
         self._memo: dict[Any, Any] = {}
 
     def index(
-        self, size: int, overlap: int, progress: Callable[[str, int, int], None] | None = None
+        self,
+        size: int,
+        overlap: int,
+        progress: Callable[[str, int, int], None] | None = None,
+        bm25: tuple[float, float] = (1.2, 0.75),
     ) -> CollectionIndex:
-        key = (size, overlap)
+        key = (size, overlap, bm25)
         if key not in self._indexes:
-            records = build_records(self.corpus, Chunker(size, overlap))
-            cb = (lambda n: progress("embed corpus", n, len(records))) if progress else None
-            vecs = self.encoder.encode_sync([r.text for r in records], progress=cb)
-            self._indexes[key] = CollectionIndex(records, vecs, analyzer=self.analyzer, hnsw_threshold=10**9)
+            if (size, overlap) not in self._embedded:
+                records = build_records(self.corpus, Chunker(size, overlap))
+                cb = (lambda n: progress("embed corpus", n, len(records))) if progress else None
+                self._embedded[(size, overlap)] = (
+                    records,
+                    self.encoder.encode_sync([r.text for r in records], progress=cb),
+                )
+            records, vecs = self._embedded[(size, overlap)]
+            self._indexes[key] = CollectionIndex(
+                records, vecs, analyzer=self.analyzer, hnsw_threshold=10**9, bm25_params=bm25
+            )
         return self._indexes[key]
 
     def qvecs(self, progress: Callable[[str, int, int], None] | None = None) -> np.ndarray:
@@ -166,7 +180,7 @@ class Evaluation:
         self, p: EvalParams, progress: Callable[[str, int, int], None] | None = None
     ) -> tuple[dict[str, Any], Run]:
         t0 = time.perf_counter()
-        index = self.index(p.chunk_size, p.chunk_overlap, progress)
+        index = self.index(p.chunk_size, p.chunk_overlap, progress, (p.bm25_k1, p.bm25_b))
         qv = self.qvecs(progress) if p.mode != "bm25" else None
         run = rank(index, self.queries, qv, p, self._memo)
         return {

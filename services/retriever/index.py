@@ -178,6 +178,7 @@ class CollectionIndex:
         hnsw_threshold: int = 50_000,
         dim: int = 0,
         dense_factory: Callable[[np.ndarray, str], Any] | None = None,
+        bm25_params: tuple[float, float] = (1.2, 0.75),
     ) -> None:
         """`dense_factory(vectors, corpus_version)` builds another dense index (Milvus)."""
         if len(records) != (len(vectors) if len(records) else 0):
@@ -187,7 +188,7 @@ class CollectionIndex:
         dim = vectors.shape[1] if len(records) else dim
         self.vectors = np.asarray(vectors, dtype=np.float32).reshape(len(records), dim)
         self.version = corpus_version([r.chunk_id for r in self.records]) if self.records else ""
-        self.bm25 = BM25(analyzer.many([r.text for r in self.records]))
+        self.bm25 = BM25(analyzer.many([r.text for r in self.records]), *bm25_params)
         if dense_factory is not None:
             self.dense = dense_factory(self.vectors, self.version or "empty")
         else:

@@ -41,6 +41,8 @@ def settings_from(cfg: RetrieverConfig) -> Settings:
         rrf_k=cfg.rrf_k,
         dense_weight=cfg.dense_weight,
         candidates=cfg.candidates,
+        bm25_k1=cfg.bm25_k1,
+        bm25_b=cfg.bm25_b,
         max_top_k=cfg.max_top_k,
         cache_max_bytes=cfg.cache_max_bytes,
         persist_index=cfg.persist_index,

@@ -22,13 +22,14 @@ def main(argv: list[str]) -> int:
     ev = Evaluation(beir, "train")
     rows = []
     for size, overlap in sizes:
-        grid = [EvalParams(size, overlap, "bm25"), EvalParams(size, overlap, "dense")]
-        grid += [EvalParams(size, overlap, "hybrid", "rrf", k) for k in (20, 60)]
-        grid += [
-            EvalParams(size, overlap, "hybrid", "weighted", dense_weight=w, candidates=c)
-            for c in (100, 300)
-            for w in (0.3, 0.4, 0.5, 0.6)
-        ]
+        grid = []
+        for k1, b in ((1.2, 0.75), (0.9, 0.4)):
+            grid += [EvalParams(size, overlap, "bm25", bm25_k1=k1, bm25_b=b)]
+            grid += [
+                EvalParams(size, overlap, "hybrid", "weighted", dense_weight=w, candidates=300, bm25_k1=k1, bm25_b=b)
+                for w in (0.5, 0.6, 0.7)
+            ]
+        grid += [EvalParams(size, overlap, "dense"), EvalParams(size, overlap, "hybrid", "rrf", 60, candidates=300)]
         for p in grid:
             res, _ = ev.score(p)
             rows.append(res)
