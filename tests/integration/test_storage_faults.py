@@ -106,3 +106,35 @@ async def test_resets_beyond_retries_are_unavailable(faulty) -> None:
     got = await client.batch_get(["t/d"])
     assert got.results[0].status.code == grpc.StatusCode.UNAVAILABLE.value[0]
     assert "local" in got.results[0].status.message
+
+
+async def test_failed_part_upload_aborts_multipart(seaweed, s3_bucket, tmp_path) -> None:
+    port = int(seaweed.endpoint.rsplit(":", 1)[1])
+    proxy = FaultProxy("127.0.0.1", port)
+    await proxy.start()
+    cfg = cfg_for(
+        seaweed,
+        s3_bucket,
+        proxy.endpoint,
+        tmp_path,
+        multipart_threshold_bytes=1 << 20,
+        multipart_part_bytes=5 << 20,
+        max_retries=2,
+    )
+    app, grpc_port = await create_server(cfg)
+    try:
+        async with StorageClient(f"127.0.0.1:{grpc_port}", retries=0, timeout_s=60) as client:
+            proxy.throttle(100, method="PUT")  # every UploadPart is refused: 503 SlowDown
+            with pytest.raises(ServiceCallError) as ei:
+                await client.put("mp/big", os.urandom(7 << 20))
+            assert ei.value.code == grpc.StatusCode.UNAVAILABLE and ei.value.reason == "BACKEND_THROTTLED"
+            assert proxy.injected["throttle"] == 3  # part 1 was tried (and retried twice): an upload was open
+            uploads = seaweed.boto3_client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])
+            assert uploads == []  # the upload was aborted: no partial object can appear
+            proxy.clear()
+            with pytest.raises(ServiceCallError) as ei:
+                await client.head("mp/big")
+            assert ei.value.code == grpc.StatusCode.NOT_FOUND
+    finally:
+        await app.stop(0)
+        await proxy.stop()
