@@ -97,11 +97,20 @@ async def _up(cfg: StackConfig) -> int:
     write_pidfile(cfg)
     console.print(f"all services healthy in {time.monotonic() - t0:.1f}s")
     if cfg.sample_corpus:
-        try:
-            await ingest_sample_once(cfg)
-        except Exception as err:  # noqa: BLE001 - the stack still serves; say what failed
-            console.print(f"[yellow]sample corpus ingestion failed: {err}[/yellow]")
-    console.print(f"\n[bold green]Build.DDN.RAG is up:[/bold green] {cfg.gateway_url}   (Ctrl-C stops it)\n")
+        # Raced with the stop signal: Ctrl-C or SIGTERM during the sample ingestion stops the stack
+        # now, instead of after the ingestion (or never, if it hangs).
+        ingest = asyncio.create_task(ingest_sample_once(cfg))
+        stopper = asyncio.create_task(sup.stopping.wait())
+        await asyncio.wait({ingest, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if not ingest.done():
+            ingest.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await ingest
+        elif ingest.exception() is not None:  # the stack still serves; say what failed
+            console.print(f"[yellow]sample corpus ingestion failed: {ingest.exception()}[/yellow]")
+    if not sup.stopping.is_set():
+        console.print(f"\n[bold green]Build.DDN.RAG is up:[/bold green] {cfg.gateway_url}   (Ctrl-C stops it)\n")
     monitor = asyncio.create_task(sup.monitor())
     await sup.stopping.wait()
     console.print("stopping…")
