@@ -17,7 +17,7 @@ def vectors_of(embeddings: Sequence[pb.Embedding], dimension: int) -> np.ndarray
     """The vectors of `embeddings` as one (n, dimension) float32 array."""
     if not embeddings:
         return np.zeros((0, dimension), dtype=np.float32)
-    return np.array([e.values for e in embeddings], dtype=np.float32).reshape(len(embeddings), dimension)
+    return np.stack([np.asarray(e.values, dtype=np.float32) for e in embeddings]).reshape(len(embeddings), dimension)
 
 
 class EmbedderClient(BaseClient):

@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,11 @@ def export_openvino(model_dir: Path, xml_path: Path, pooling: str = "mean") -> P
         "input_ids": torch.ones((2, 16), dtype=torch.int64),
         "attention_mask": torch.ones((2, 16), dtype=torch.int64),
     }
-    with torch.inference_mode():
+    # Conversion traces the model: torch warns that tracing is deprecated and transformers emits
+    # TracerWarnings about shape-dependent branches (fixed here by dynamic input shapes). They are
+    # expected, and must not become errors where warnings are errors (pytest).
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         ov_model = ov.convert_model(
             module,
             example_input=example,
@@ -172,9 +177,13 @@ def quantize_int8(
     t0 = time.perf_counter()
     model = ov.Core().read_model(str(fp_xml))
     data = nncf.Dataset(list(calibration), lambda item: {"input_ids": item[0], "attention_mask": item[1]})
+    # MIXED (symmetric weights, asymmetric activations) kept the worst-case cosine vs torch
+    # highest of the presets tried on SciFact (min 0.990 vs 0.986 for the default PERFORMANCE,
+    # 0.982 with SmoothQuant alpha 0.5, 0.990 without SmoothQuant; 600 calibration texts: 0.989).
     quantized = nncf.quantize(
         model,
         data,
+        preset=nncf.QuantizationPreset.MIXED,
         model_type=nncf.ModelType.TRANSFORMER,
         subset_size=len(calibration),
     )

@@ -1,0 +1,74 @@
+"""The default CPU path: `auto` exports the model for OpenVINO at first start into the state
+directory, serves from it, and reuses the export on the next start."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clients.embedder import EmbedderClient
+from services.common.config import load_env
+from services.embedder.backends import packaged_model_dir
+from services.embedder.config import EmbedderConfig
+from services.embedder.server import create_server
+
+from .test_embedder_service import wait_serving
+
+TEXTS = ["Parallel file systems feed GPUs.", "S3 is an object storage API.", ""]
+
+
+async def start_and_embed(state_dir: Path) -> tuple[float, object, np.ndarray]:
+    cfg = load_env(
+        EmbedderConfig, environ={}, port=0, metrics_port=0, backend="auto", device="cpu", state_dir=str(state_dir)
+    )
+    t0 = time.perf_counter()
+    app, port = await create_server(cfg)
+    try:
+        await wait_serving(port)
+        ready_s = time.perf_counter() - t0
+        async with EmbedderClient(f"127.0.0.1:{port}") as c:
+            info = await c.info()
+            arr = await c.embed_array(TEXTS)
+        return ready_s, info, arr
+    finally:
+        await app.stop(0)
+
+
+async def test_auto_exports_once_and_matches_torch(tmp_path: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    _, info, arr = await start_and_embed(tmp_path)
+    assert info.backend == "openvino" and info.device == "cpu"
+    assert info.dtype in ("bfloat16", "float32")
+    xmls = await asyncio.to_thread(lambda: list(tmp_path.glob("models/*/openvino/model.xml")))
+    assert len(xmls) == 1
+    mtime = xmls[0].stat().st_mtime_ns
+    st = SentenceTransformer(str(packaged_model_dir()), device="cpu", local_files_only=True)
+    ref = st.encode(TEXTS, normalize_embeddings=True)
+    cos = np.sum(arr * ref, axis=1)
+    assert float(cos.min()) > 0.999, cos
+    # The second start reuses the cached export (no new files, same model).
+    _, info2, arr2 = await start_and_embed(tmp_path)
+    assert info2.backend == "openvino" and xmls[0].stat().st_mtime_ns == mtime
+    assert np.allclose(arr, arr2, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["openvino-int8"])
+async def test_int8_without_gate_fails_to_load_and_stays_not_serving(tmp_path: Path, backend: str) -> None:
+    failed: list[BaseException] = []
+    cfg = load_env(EmbedderConfig, environ={}, port=0, metrics_port=0, backend=backend, state_dir=str(tmp_path))
+    app, port = await create_server(cfg, on_load_failed=failed.append)
+    try:
+        for _ in range(300):
+            if failed:
+                break
+            await asyncio.sleep(0.1)
+        assert failed and "quality gate" in str(failed[0])
+        with pytest.raises(TimeoutError):
+            await wait_serving(port, timeout_s=0.5)
+    finally:
+        await app.stop(0)
