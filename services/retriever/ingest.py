@@ -311,8 +311,10 @@ class JobManager:
         await self.db.run(self.db.update_job, lv.view.job_id, request=json.dumps(req))
 
     async def _pipeline(self, lv: _Live, pending: list[FileRow]) -> None:
-        parsed_q: asyncio.Queue[_Parsed | None] = asyncio.Queue(maxsize=8)
-        embedded_q: asyncio.Queue[tuple[list[_Parsed], np.ndarray] | None] = asyncio.Queue(maxsize=2)
+        parsed_q: asyncio.Queue[_Parsed | None] = asyncio.Queue(maxsize=64)
+        embedded_q: asyncio.Queue[tuple[list[_Parsed], asyncio.Task[np.ndarray]] | None] = asyncio.Queue(
+            maxsize=max(2, self.s.write_batch // max(1, self.s.embed_batch) + self.s.embed_concurrency)
+        )
         tasks = [
             asyncio.create_task(self._parse_stage(lv, pending, parsed_q)),
             asyncio.create_task(self._embed_stage(lv, parsed_q, embedded_q)),
@@ -381,13 +383,27 @@ class JobManager:
         self,
         lv: _Live,
         inp: asyncio.Queue[_Parsed | None],
-        out: asyncio.Queue[tuple[list[_Parsed], np.ndarray] | None],
+        out: asyncio.Queue[tuple[list[_Parsed], asyncio.Task[np.ndarray]] | None],
     ) -> None:
-        sem = asyncio.Semaphore(max(1, self.s.embed_concurrency))
+        """Sends a request as soon as `embed_batch` chunks are ready, with at most
+        `embed_concurrency` in flight, so the embedder never waits for a whole write batch."""
+        slots = asyncio.Semaphore(max(1, self.s.embed_concurrency))
+        active = [0, 0.0]  # requests in flight, when the current busy period began
 
         async def embed(texts: list[str]) -> np.ndarray:
-            async with sem:
-                return await self.r.encoder.encode(texts)
+            try:
+                if active[0] == 0:
+                    active[1] = time.perf_counter()
+                active[0] += 1
+                b = self.s.embed_batch
+                parts = [await self.r.encoder.encode(texts[i : i + b]) for i in range(0, len(texts), b)]
+                lv.embedded += len(texts)
+                return np.concatenate(parts).astype(np.float32)
+            finally:
+                active[0] -= 1
+                if active[0] == 0:
+                    lv.embed_busy_s += time.perf_counter() - active[1]
+                slots.release()
 
         group: list[_Parsed] = []
         n = 0
@@ -399,38 +415,58 @@ class JobManager:
             else:
                 group.append(item)
                 n += len(item.chunks)
-            if group and (n >= self.s.write_batch or done):
-                if lv.view.stage != "embed":
+            if group and (n >= self.s.embed_batch or done):
+                if lv.view.stage not in ("embed", "write"):
                     await self._emit(lv, stage="embed")
-                texts = [c.text for p in group for c in p.chunks]
-                t0 = time.perf_counter()
-                b = self.s.embed_batch
-                parts = await asyncio.gather(*(embed(texts[i : i + b]) for i in range(0, len(texts), b)))
-                lv.embed_busy_s += time.perf_counter() - t0
-                lv.embedded += len(texts)
-                await out.put((group, np.concatenate(parts).astype(np.float32)))
+                await slots.acquire()
+                task = asyncio.create_task(embed([c.text for p in group for c in p.chunks]))
+                await out.put((group, task))
                 group, n = [], 0
         await out.put(None)
 
-    async def _write_stage(self, lv: _Live, inp: asyncio.Queue[tuple[list[_Parsed], np.ndarray] | None]) -> None:
+    async def _write_stage(
+        self, lv: _Live, inp: asyncio.Queue[tuple[list[_Parsed], asyncio.Task[np.ndarray]] | None]
+    ) -> None:
+        """Collects embedded groups up to `write_batch` chunks, writes them to every target backend
+        (one BatchPut per backend) and commits the batch."""
         v = lv.view
         coll = v.collection
-        while (item := await inp.get()) is not None:
-            group, vectors = item
-            chunks = [c for p in group for c in p.chunks]
-            items = [(chunk_key(coll, c.chunk_id), c.text.encode("utf-8")) for c in chunks]
-            await self._emit(lv, stage="write")
-            await asyncio.gather(*(self._write(st, items) for st in v.backends))
-            rows = [ChunkRow(c.chunk_id, c.document_id, c.position, c.text, vectors[i]) for i, c in enumerate(chunks)]
-            files = []
-            for p in group:
-                p.file.chunks = len(p.chunks)
-                files.append(p.file)
-            await self.db.run(self.db.commit_batch, v.job_id, files, rows)
-            v.documents_done += len(group)
-            v.chunks_done += len(chunks)
-            await self.db.run(self.db.update_job, v.job_id, stats=_stats(v))
-            await self._emit(lv)
+        batch: list[tuple[list[_Parsed], np.ndarray]] = []
+        n = 0
+        done = False
+        while not done:
+            item = await inp.get()
+            if item is None:
+                done = True
+            else:
+                group, task = item
+                try:
+                    vectors = await task
+                except BaseException:
+                    task.cancel()
+                    raise
+                batch.append((group, vectors))
+                n += len(vectors)
+            if batch and (n >= self.s.write_batch or done):
+                await self._commit_batch(lv, coll, batch)
+                batch, n = [], 0
+
+    async def _commit_batch(self, lv: _Live, coll: str, batch: list[tuple[list[_Parsed], np.ndarray]]) -> None:
+        v = lv.view
+        group = [p for g, _ in batch for p in g]
+        vectors = np.concatenate([vec for _, vec in batch])
+        chunks = [c for p in group for c in p.chunks]
+        items = [(chunk_key(coll, c.chunk_id), c.text.encode("utf-8")) for c in chunks]
+        await self._emit(lv, stage="write")
+        await asyncio.gather(*(self._write(st, items) for st in v.backends))
+        rows = [ChunkRow(c.chunk_id, c.document_id, c.position, c.text, vectors[i]) for i, c in enumerate(chunks)]
+        for p in group:
+            p.file.chunks = len(p.chunks)
+        await self.db.run(self.db.commit_batch, v.job_id, [p.file for p in group], rows)
+        v.documents_done += len(group)
+        v.chunks_done += len(chunks)
+        await self.db.run(self.db.update_job, v.job_id, stats=_stats(v))
+        await self._emit(lv)
 
     async def _write(self, st: BackendStats, items: list[tuple[str, bytes]]) -> None:
         backend = "" if st.backend == "default" else st.backend

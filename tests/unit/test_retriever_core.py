@@ -279,7 +279,7 @@ async def test_cancel_leaves_the_index_at_its_last_version(tmp_path: Path) -> No
 async def test_job_resumes_after_restart_without_loss_or_duplicates(tmp_path: Path) -> None:
     store = DictStore()
     docs = {f"d{i}": f"Document {i} is about topic {i}. " * 6 for i in range(12)}
-    r, jobs = await make(tmp_path, store, write_batch=2)
+    r, jobs = await make(tmp_path, store, write_batch=2, embed_batch=2)
     specs = await upload(store, "kb", docs)
     store.delay_s = 0.05  # each batch write takes a while, so the "crash" lands mid-job
     job = await jobs.start_ingest("kb", specs)
@@ -294,7 +294,7 @@ async def test_job_resumes_after_restart_without_loss_or_duplicates(tmp_path: Pa
     assert 0 < len(done_before) < 12
 
     store.delay_s = 0.0
-    r2, jobs2 = await make(tmp_path, store, write_batch=2)  # resumes the job
+    r2, jobs2 = await make(tmp_path, store, write_batch=2, embed_batch=2)  # resumes the job
     last = (await finish(jobs2, job.job_id))[-1][1]
     assert last.state == "succeeded" and last.documents_done == 12
     recs = r2.collections["kb"].snapshot.records
