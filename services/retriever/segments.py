@@ -157,7 +157,9 @@ async def load_snapshot(store: ObjectStore, collection: str, version: str) -> Sn
             + rebuild_hint(collection)
         ) from None
     names = sorted(manifest.get("files", {}))
-    got = await store.get_many([base + n for n in names])
+    got = []
+    for i in range(0, len(names), 8):  # a few MiB per call, not the whole index in one message
+        got.extend(await store.get_many([base + n for n in names[i : i + 8]]))
     data: dict[str, bytes] = {}
     for name, o in zip(names, got, strict=True):
         want = manifest["files"][name]["sha256"]
