@@ -19,7 +19,8 @@ limits `connect_timeout_s`, `first_token_timeout_s`, `idle_timeout_s`, `max_conc
 `api_key_env` (the variable holding the key) or `api_key_file` (a file holding it), `headers`
 (extra non-secret headers), `include_usage` (default true: ask for usage in the stream).
 "extractive": `min_score`, `max_sentences`.
-"transformers": `model_dir`, `device` ("cuda", "cpu"; default cuda when available).
+"transformers": `model_dir`, `device` ("cuda", "cpu"; default cuda when available), `dtype`
+("bfloat16", "float16", ...), `model` (the id reported; default the directory name).
 Keys are read when the backend is built and never logged; a key named but missing fails at start.
 """
 
