@@ -86,12 +86,10 @@ class StorageConfig:
     max_batch_item_bytes: int = env_field(
         "DDNRAG_STORAGE_MAX_BATCH_ITEM_BYTES", 8 * 1024 * 1024, "the largest object one BatchPut item may carry"
     )
-    fast_get: bool = env_field(
-        "DDNRAG_STORAGE_FAST_GET",
-        True,
-        "GETs of path-style backends skip botocore's per-call machinery (same signer, same errors); "
-        "false sends every GET through boto3",
-    )
+    # GETs of path-style backends skip botocore's per-call machinery (fastget.py: same signer, same
+    # errors); False sends every GET through boto3. Not an environment variable (yet): tests use it
+    # to check both paths agree.
+    fast_get: bool = True
     max_benchmark_concurrency: int = env_field(
         "DDNRAG_STORAGE_MAX_BENCHMARK_CONCURRENCY", 500, "the highest concurrency level a benchmark may ask for"
     )
