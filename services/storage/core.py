@@ -231,7 +231,9 @@ class StorageCore:
         await self._drop(name)
 
     async def test_connection(self, name: str) -> ConnectionReport:
-        """HeadBucket latency, then write, read back and delete a probe object."""
+        """HeadBucket latency, then write, read back and delete a probe object. An unknown
+        backend is NOT_FOUND (raised), not a failed test."""
+        self.registry.get(name)
         try:
             store = await self.store(name)
             head_ns = await store.head_bucket()
