@@ -39,26 +39,41 @@ class EmbedderClient(BaseClient):
     async def embed_array(
         self, texts: Sequence[str], *, truncate: bool = True, timeout: float | None = None
     ) -> np.ndarray:
-        """Embeds any number of texts as an (n, dim) float32 array of L2-normalised rows, split
-        into requests of at most the server's per-request limit (sent one after another, each
-        with `timeout`)."""
+        """Embeds any number of texts as an (n, dim) float32 array of L2-normalised rows, in
+        input order. Up to the server's per-request limit this is one Embed call; beyond it the
+        texts go through EmbedStream in messages of that limit (the server keeps several in
+        flight and batches them together, and is flow-controlled rather than refusing work when
+        its queue is full). `timeout` applies per message."""
         texts = list(texts)
         limit = await self._limit()
         if not texts:
             info = await self.info()
             return np.zeros((0, info.dimension), dtype=np.float32)
-        parts = []
-        for start in range(0, len(texts), limit):
-            res = await self.embed(texts[start : start + limit], truncate=truncate, timeout=timeout)
-            parts.append(vectors_of(res.embeddings, res.dimension))
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if len(texts) <= limit:
+            res = await self.embed(texts, truncate=truncate, timeout=timeout)
+            return vectors_of(res.embeddings, res.dimension)
+        n_parts = -(-len(texts) // limit)
+
+        async def batches() -> AsyncIterator[list[str]]:
+            for start in range(0, len(texts), limit):
+                yield texts[start : start + limit]
+
+        parts = [
+            vectors_of(r.embeddings, r.dimension)
+            async for r in self.embed_stream(batches(), truncate=truncate, timeout=self._timeout(timeout) * n_parts)
+        ]
+        if sum(len(p) for p in parts) != len(texts):
+            raise ServiceCallError(
+                self.service, self.address, grpc.StatusCode.DATA_LOSS, "the embed stream ended early"
+            )
+        return np.concatenate(parts)
 
     async def embed_stream(
-        self, batches: AsyncIterable[Sequence[str]], *, truncate: bool = True
+        self, batches: AsyncIterable[Sequence[str]], *, truncate: bool = True, timeout: float | None = None
     ) -> AsyncIterator[pb.EmbedStreamResponse]:
         """Streams `batches` (each at most the per-request limit) through the bidirectional
         EmbedStream; yields one response per batch, in order (request ids are "0", "1", ...).
-        Stopping early cancels the call."""
+        Stopping early cancels the call. `timeout` bounds the whole stream (none by default)."""
 
         async def requests() -> AsyncIterator[pb.EmbedStreamRequest]:
             i = 0
@@ -66,7 +81,7 @@ class EmbedderClient(BaseClient):
                 yield pb.EmbedStreamRequest(request_id=str(i), texts=list(texts), truncate=truncate)
                 i += 1
 
-        call = self.stub.EmbedStream(requests())
+        call = self.stub.EmbedStream(requests(), timeout=timeout)
         try:
             async for item in call:
                 yield item
