@@ -205,13 +205,15 @@ class BenchmarkEngine:
             cell.phase = 1
             t_measure = time.perf_counter()
             while not all_done.done():
-                if req.duration_s and time.perf_counter() - t_measure >= req.duration_s:
-                    cell.phase = 2
                 left = PROGRESS_EVERY_S
                 if req.duration_s:
-                    left = max(0.001, min(left, req.duration_s - (time.perf_counter() - t_measure)))
+                    remaining = req.duration_s - (time.perf_counter() - t_measure)
+                    if remaining <= 0:
+                        cell.phase = 2  # no new operations; wait for those in flight
+                    else:
+                        left = min(left, remaining)
                 await _wait(all_done, left)
-                if not all_done.done():
+                if not all_done.done() and cell.phase != 2:
                     yield progress()
             await all_done
             elapsed = time.perf_counter() - t_measure
