@@ -147,6 +147,11 @@ async def test_tls_with_ca_bundle_without_it_and_opt_out(seaweed, s3_bucket, tmp
                 await c.get("tls/a", backend="infinia-noca")
             assert ei.value.code == grpc.StatusCode.UNAVAILABLE and ei.value.reason == "BACKEND_TLS_ERROR"
 
+            # An emulated backend in front of an https store: a CONNECT tunnel, TLS still verified.
+            await c.put_backend(backend("infinia-emulated", ca_bundle_path=str(ca), shaping=pb.Shaping(rtt_ms=30)))
+            data, _, tr = await c.get("tls/a", backend="infinia-emulated")
+            assert data == b"over tls" and tr.ttfb_ns >= 30_000_000
+
             with caplog.at_level(logging.WARNING):
                 await c.put_backend(backend("infinia-insecure", insecure_skip_verify=True))
             assert any("TLS verification is OFF" in r.getMessage() for r in caplog.records)
