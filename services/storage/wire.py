@@ -34,6 +34,7 @@ _lock = threading.Lock()
 
 
 def reset() -> None:
+    _stamps.tx_wall = 0
     _stamps.sent_ns = 0
     _stamps.sent_wall = 0
     _stamps.resp_ns = 0
@@ -54,6 +55,13 @@ def response_ns() -> int:
 def body_came_with_headers() -> bool:
     """True when body bytes arrived together with the response headers."""
     return getattr(_stamps, "body_early", False)
+
+
+def _wait_readable(sock: socket.socket, timeout: float | None) -> None:
+    """poll(), not select(): a busy benchmark has far more than FD_SETSIZE (1024) sockets open."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+    poller.poll(None if timeout is None else max(0, int(timeout * 1000)))
 
 
 def _nonblocking(fn: Any) -> Any:
@@ -95,7 +103,9 @@ def _kernel_sent(sock: socket.socket, not_before: int) -> int:
         except (BlockingIOError, InterruptedError):
             return best
         for level, kind, raw in anc:
-            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPING and len(raw) >= 16:
+            # The stamp comes as SO_TIMESTAMPING (when still switched on) and as SO_TIMESTAMPNS
+            # (always on for these sockets): the same software send time either way.
+            if level == socket.SOL_SOCKET and kind in (SO_TIMESTAMPING, SO_TIMESTAMPNS) and len(raw) >= 16:
                 sec, nsec = struct.unpack("qq", raw[:16])
                 ts = sec * 1_000_000_000 + nsec
                 if ts >= not_before and (not best or ts < best):
@@ -103,23 +113,50 @@ def _kernel_sent(sock: socket.socket, not_before: int) -> int:
     return best
 
 
-def _before_send(conn: Any) -> None:
-    if not getattr(_stamps, "sent_ns", 0):
+def _before_send(conn: Any) -> bool:
+    """Stamps the first write of a request; True when TX timestamping was switched on for it
+    (the caller switches it off again with `_after_send`)."""
+    if getattr(_stamps, "sent_ns", 0):
+        return False
+    sock = getattr(conn, "sock", None)
+    if sock is None and getattr(conn, "auto_open", False):
+        conn.connect()  # what http.client's send() would do first; now the socket can be stamped
         sock = getattr(conn, "sock", None)
-        if sock is None and getattr(conn, "auto_open", False):
-            conn.connect()  # what http.client's send() would do first; now the socket can be stamped
-            sock = getattr(conn, "sock", None)
-        if sock is not None and getattr(conn, "_ddnrag_ts", None) is not sock:
+    tx = False
+    if sock is not None:
+        if getattr(conn, "_ddnrag_ts", None) is not sock:
             conn._ddnrag_tx = False
             try:
                 sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
                 conn._ddnrag_ts = sock
-                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, TX_FLAGS)
                 conn._ddnrag_tx = True
             except OSError:
                 pass
-        _stamps.sent_wall = time.time_ns()
-        _stamps.sent_ns = time.perf_counter_ns()
+        # botocore waits up to 1 s for "100 Continue" by polling the socket; a pending error-queue
+        # entry would wake that poll early and leave it blocked on a read, so such requests are
+        # not TX-stamped (their start falls back to the stamp below).
+        if getattr(conn, "_ddnrag_tx", False) and not getattr(conn, "_expect_header_set", False):
+            # Only this write is TX-stamped: stamps of every body write would pile up in the
+            # error queue (charged to the receive buffer) during a large upload.
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, TX_FLAGS)
+                tx = True
+            except OSError:
+                conn._ddnrag_tx = False
+    _stamps.sent_wall = time.time_ns()
+    _stamps.sent_ns = time.perf_counter_ns()
+    return tx
+
+
+def _after_send(conn: Any, tx: bool) -> None:
+    if tx:
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, 0)
+                _stamps.tx_wall = _kernel_sent(sock, _stamps.sent_wall)  # usually there already
+            except OSError:
+                pass
 
 
 def _before_getresponse(conn: Any) -> None:
@@ -131,12 +168,12 @@ def _before_getresponse(conn: Any) -> None:
     timeout = sock.gettimeout()
     try:
         pending = getattr(sock, "pending", None)
-        tx = _kernel_sent(sock, _stamps.sent_wall) if tx_on else 0
+        tx = getattr(_stamps, "tx_wall", 0) or (_kernel_sent(sock, _stamps.sent_wall) if tx_on else 0)
         got = None
         for _ in range(8):
             if not (pending and pending()):
-                select.select([sock], [], [], timeout)
-            if tx_on:  # a late TX stamp also wakes select (POLLERR): drain it, then look again
+                _wait_readable(sock, timeout)
+            if tx_on:  # a late TX stamp also wakes the poll (POLLERR): drain it, then look again
                 tx = tx or _kernel_sent(sock, _stamps.sent_wall)
             if not kernel:
                 break
@@ -166,8 +203,11 @@ class TimedConnectionMixin:
     """For urllib3 connection classes: the same stamps as botocore's patched connection."""
 
     def send(self, data: Any) -> Any:
-        _before_send(self)
-        return super().send(data)  # type: ignore[misc]
+        tx = _before_send(self)
+        try:
+            return super().send(data)  # type: ignore[misc]
+        finally:
+            _after_send(self, tx)
 
     def getresponse(self, *args: Any, **kwargs: Any) -> Any:
         _before_getresponse(self)
@@ -185,8 +225,11 @@ def install() -> None:
         orig_send = AWSConnection.send
 
         def send(self: Any, data: Any) -> Any:
-            _before_send(self)
-            return orig_send(self, data)
+            tx = _before_send(self)
+            try:
+                return orig_send(self, data)
+            finally:
+                _after_send(self, tx)
 
         def getresponse(self: Any, *args: Any, **kwargs: Any) -> Any:
             _before_getresponse(self)
