@@ -52,10 +52,10 @@ class Settings:
     hnsw_threshold: int = 50_000
     fusion: str = "weighted"
     rrf_k: int = 60
-    dense_weight: float = 0.5
-    candidates: int = 100
-    bm25_k1: float = 1.2
-    bm25_b: float = 0.75
+    dense_weight: float = 0.6
+    candidates: int = 300
+    bm25_k1: float = 0.9
+    bm25_b: float = 0.4
     max_top_k: int = 100
     cache_max_bytes: int = 64 * 1024 * 1024
     persist_index: bool = True

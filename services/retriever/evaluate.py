@@ -200,7 +200,15 @@ def default_params() -> EvalParams:
 
     c = RetrieverConfig(embedder_addr="-", storage_addr="-")
     return EvalParams(
-        c.chunk_size_tokens, c.chunk_overlap_tokens, "hybrid", c.fusion, c.rrf_k, c.dense_weight, c.candidates
+        c.chunk_size_tokens,
+        c.chunk_overlap_tokens,
+        "hybrid",
+        c.fusion,
+        c.rrf_k,
+        c.dense_weight,
+        c.candidates,
+        bm25_k1=c.bm25_k1,
+        bm25_b=c.bm25_b,
     )
 
 
