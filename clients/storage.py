@@ -29,8 +29,15 @@ class StorageClient(BaseClient):
 
     service = "storage"
 
-    def __init__(self, address: str, **kwargs: object) -> None:
-        super().__init__(address, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout_s: float = 30.0,
+        retries: int = 3,
+        channel: grpc.aio.Channel | None = None,
+    ) -> None:
+        super().__init__(address, timeout_s=timeout_s, retries=retries, channel=channel)
         self.stub = pb_grpc.StorageServiceStub(self.channel)
 
     # --- objects -------------------------------------------------------------------------

@@ -370,7 +370,7 @@ class StorageCore:
             except ServiceError as err:
                 return ItemResult(k, error=err)
 
-        results = list(await asyncio.gather(*(one(k) for k in keys)))
+        results = cap_batch_bytes(list(await asyncio.gather(*(one(k) for k in keys))), BATCH_GET_BUDGET_BYTES)
         if timer:
             ok = [r for r in results if r.error is None]
             ttfbs = sorted(r.transfer.ttfb_ns for r in ok)
@@ -474,6 +474,31 @@ class StorageCore:
         if timer:
             timer.add(Stage("s3_copy", tr.total_ns, store.spec.name, tr.ttfb_ns, tr.bytes, 1))
         return meta, tr
+
+
+# A BatchGet response must fit in one gRPC message (256 MiB), with room for the envelope.
+BATCH_GET_BUDGET_BYTES = 240 * 1024 * 1024
+
+
+def cap_batch_bytes(results: list[ItemResult], budget: int) -> list[ItemResult]:
+    """Keeps results in order until their data would pass `budget`; later successes become
+    RESOURCE_EXHAUSTED (their data dropped), so the response never exceeds the message limit."""
+    used = 0
+    for i, r in enumerate(results):
+        if r.error is not None:
+            continue
+        if used + len(r.data) > budget:
+            results[i] = ItemResult(
+                r.key,
+                error=ServiceError(
+                    ErrorKind.RESOURCE_EXHAUSTED,
+                    f"the batch's objects pass {budget >> 20} MiB; fetch {r.key[:80]!r} with Get or in a smaller batch",
+                    reason="BATCH_TOO_LARGE",
+                ),
+            )
+        else:
+            used += len(r.data)
+    return results
 
 
 def _check_metadata(metadata: dict[str, str] | None) -> None:

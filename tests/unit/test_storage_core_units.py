@@ -363,3 +363,19 @@ async def test_shaping_proxy_adds_rtt_and_caps_rate() -> None:
         await proxy.stop()
         server.close()
         await server.wait_closed()
+
+
+def test_batch_get_results_are_capped_to_one_message() -> None:
+    from services.storage.core import ItemResult, cap_batch_bytes
+
+    err = ServiceError(ErrorKind.NOT_FOUND, "missing")
+    rs = [
+        ItemResult("a", data=b"x" * 60),
+        ItemResult("b", error=err),
+        ItemResult("c", data=b"y" * 50),
+        ItemResult("d", data=b"z" * 30),
+    ]
+    out = cap_batch_bytes(rs, 100)
+    assert [r.key for r in out] == ["a", "b", "c", "d"]
+    assert out[0].data == b"x" * 60 and out[1].error is err and out[3].data == b"z" * 30
+    assert out[2].error is not None and out[2].error.kind is ErrorKind.RESOURCE_EXHAUSTED and out[2].data == b""
