@@ -223,3 +223,45 @@ async def test_emulated_backend_adds_rtt_and_says_so(storage, seaweed, s3_bucket
     assert big.total_ns >= 100_000_000 and time.perf_counter() - t0 >= 0.1
     listed = {x.name: x for x in (await storage.list_backends()).backends}
     assert listed["aws-emulated"].emulated and not listed["local"].emulated
+
+
+async def test_aws_s3_kind_against_moto(storage) -> None:
+    """The aws_s3 kind (CRC checksums as AWS expects them) against moto's S3 server."""
+    moto_server = pytest.importorskip("moto.server")
+    import boto3
+
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="AKIDMOTO",
+            aws_secret_access_key="moto-secret",
+            region_name="us-east-1",
+        ).create_bucket(Bucket="awsbucket")
+        await storage.put_backend(
+            pb.Backend(
+                name="aws",
+                kind=pb.BACKEND_KIND_AWS_S3,
+                endpoint=endpoint,
+                region="us-east-1",
+                bucket="awsbucket",
+                addressing_style=pb.ADDRESSING_STYLE_PATH,
+                access_key_id="AKIDMOTO",
+                secret_access_key="moto-secret",
+            )
+        )
+        rep = await storage.test_connection("aws")
+        assert rep.ok, rep.message
+        await storage.put("a/b", b"to aws", backend="aws", metadata={"k": "v"})
+        data, info, _ = await storage.get("a/b", backend="aws")
+        assert data == b"to aws" and info.metadata["k"] == "v"
+        assert [o.key async for o in storage.list_all("a/", backend="aws")] == ["a/b"]
+        with pytest.raises(ServiceCallError) as ei:
+            await storage.get("a/missing", backend="aws")
+        assert ei.value.code == grpc.StatusCode.NOT_FOUND
+    finally:
+        server.stop()
