@@ -31,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,8 @@ def start_service(weed: SeaweedProcess, state: Path) -> tuple[subprocess.Popen[b
             break
         m = re.search(r'"msg": "storage service ready", "port": (\d+)', line)
         if m:
+            # Keep reading its log so a full pipe can never stall the service.
+            threading.Thread(target=lambda: proc.stdout.read() if proc.stdout else None, daemon=True).start()
             return proc, int(m.group(1))
     proc.kill()
     raise RuntimeError("the storage service did not start")
