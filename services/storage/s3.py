@@ -16,6 +16,7 @@ a retry cost the caller is never hidden.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import random
 import threading
@@ -38,6 +39,10 @@ from .model import BackendSpec, Credentials, Kind, ObjectMeta, Transfer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# The calling RPC's deadline on the event loop's clock (`loop.time()`), set by the servicer; retries
+# stop when the next backoff would pass it.
+DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("storage_deadline", default=None)
 
 
 @dataclass(frozen=True)
@@ -179,18 +184,22 @@ class S3Store:
         """Runs blocking `fn(*args)` in the executor, retrying throttling/transient errors with
         full-jitter exponential backoff; failures come out as `ServiceError`."""
         loop = asyncio.get_running_loop()
+        deadline = DEADLINE.get()
         attempt = 0
         while True:
             try:
                 return await loop.run_in_executor(self.executor, fn, *args)
             except Exception as exc:  # noqa: BLE001 - mapped below
                 if attempt < self.settings.max_retries and is_retryable(exc):
-                    attempt += 1
-                    if transfer is not None:
-                        transfer.retries = attempt
-                    cap = self.settings.retry_base_ms * (2 ** (attempt - 1)) / 1000.0
-                    await asyncio.sleep(random.uniform(cap / 2, cap))
-                    continue
+                    cap = self.settings.retry_base_ms * (2**attempt) / 1000.0
+                    pause = random.uniform(cap / 2, cap)
+                    # No retry the caller's deadline leaves no time for.
+                    if deadline is None or loop.time() + pause < deadline:
+                        attempt += 1
+                        if transfer is not None:
+                            transfer.retries = attempt
+                        await asyncio.sleep(pause)
+                        continue
                 raise map_error(exc, self.spec.name, self.bucket, key, attempt) from None
 
     # --- blocking operations (executor threads) ------------------------------------------

@@ -4,6 +4,7 @@ the item's `google.rpc.Status`."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -29,6 +30,13 @@ from .convert import (
     transfer_pb,
 )
 from .core import StorageCore
+from .s3 import DEADLINE
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> None:
+    """Passes the caller's deadline on to the retry loop (see s3.DEADLINE)."""
+    left = context.time_remaining()
+    DEADLINE.set(None if left is None else asyncio.get_running_loop().time() + left)
 
 
 class StorageServicer(pb_grpc.StorageServiceServicer):
@@ -66,6 +74,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
     async def TestConnection(
         self, request: pb.TestConnectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.TestConnectionResponse:
+        _deadline(context)
         timer = Timer()
         with timer.stage("test_connection", backend=request.backend or self.core.default_backend):
             rep = await self.core.test_connection(request.backend)
@@ -83,6 +92,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
     async def Put(
         self, request_iterator: AsyncIterator[pb.PutRequest], context: grpc.aio.ServicerContext
     ) -> pb.PutResponse:
+        _deadline(context)
         timer = Timer()
         it = request_iterator.__aiter__()
         try:
@@ -112,6 +122,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         )
 
     async def Get(self, request: pb.GetRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.GetResponse]:
+        _deadline(context)
         stream = await self.core.open_get(request.backend, request.key, request.range_start, request.range_end)
         try:
             assert stream.info is not None
@@ -129,6 +140,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
             stream.close()
 
     async def BatchPut(self, request: pb.BatchPutRequest, context: grpc.aio.ServicerContext) -> pb.BatchPutResponse:
+        _deadline(context)
         timer = Timer()
         items = [(i.key, i.data, i.content_type, dict(i.metadata)) for i in request.items]
         results = await self.core.batch_put(request.backend, items, timer)
@@ -146,6 +158,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         )
 
     async def BatchGet(self, request: pb.BatchGetRequest, context: grpc.aio.ServicerContext) -> pb.BatchGetResponse:
+        _deadline(context)
         timer = Timer()
         results = await self.core.batch_get(request.backend, list(request.keys), timer)
         out = []
@@ -162,11 +175,13 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         return pb.BatchGetResponse(results=out, timings=timings_pb(timer))
 
     async def Head(self, request: pb.HeadRequest, context: grpc.aio.ServicerContext) -> pb.HeadResponse:
+        _deadline(context)
         timer = Timer()
         meta, tr = await self.core.head(request.backend, request.key, timer)
         return pb.HeadResponse(info=info_pb(meta), transfer=transfer_pb(tr), timings=timings_pb(timer))
 
     async def List(self, request: pb.ListRequest, context: grpc.aio.ServicerContext) -> pb.ListResponse:
+        _deadline(context)
         timer = Timer()
         objs, nxt, tr = await self.core.list(
             request.backend, request.prefix, page_size(request.page), request.page.page_token, timer
@@ -176,11 +191,13 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         )
 
     async def Delete(self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext) -> pb.DeleteResponse:
+        _deadline(context)
         timer = Timer()
         n, tr = await self.core.delete(request.backend, list(request.keys), request.prefix, timer)
         return pb.DeleteResponse(deleted=n, transfer=transfer_pb(tr), timings=timings_pb(timer))
 
     async def Copy(self, request: pb.CopyRequest, context: grpc.aio.ServicerContext) -> pb.CopyResponse:
+        _deadline(context)
         timer = Timer()
         meta, tr = await self.core.copy(request.backend, request.source_key, request.destination_key, timer)
         return pb.CopyResponse(info=info_pb(meta), transfer=transfer_pb(tr), timings=timings_pb(timer))

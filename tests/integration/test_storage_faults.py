@@ -3,6 +3,7 @@ SeaweedFS: retried with backoff and counted, or UNAVAILABLE once the retries are
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -135,6 +136,28 @@ async def test_failed_part_upload_aborts_multipart(seaweed, s3_bucket, tmp_path)
             with pytest.raises(ServiceCallError) as ei:
                 await client.head("mp/big")
             assert ei.value.code == grpc.StatusCode.NOT_FOUND
+    finally:
+        await app.stop(0)
+        await proxy.stop()
+
+
+async def test_retries_stop_within_the_callers_deadline(seaweed, s3_bucket, tmp_path) -> None:
+    port = int(seaweed.endpoint.rsplit(":", 1)[1])
+    proxy = FaultProxy("127.0.0.1", port)
+    await proxy.start()
+    cfg = cfg_for(seaweed, s3_bucket, proxy.endpoint, tmp_path, max_retries=6, retry_base_ms=400.0)
+    app, grpc_port = await create_server(cfg)
+    try:
+        async with StorageClient(f"127.0.0.1:{grpc_port}", retries=0) as client:
+            await client.put("dl/a", b"x")
+            proxy.throttle(100, method="GET")
+            t0 = asyncio.get_running_loop().time()
+            with pytest.raises(ServiceCallError) as ei:
+                await client.get("dl/a", timeout=1.5)
+            # The service gave up with the store's own error in time, instead of backing off
+            # (0.4 + 0.8 + 1.6 + ... s) past the caller's deadline.
+            assert ei.value.code == grpc.StatusCode.UNAVAILABLE and ei.value.reason == "BACKEND_THROTTLED"
+            assert asyncio.get_running_loop().time() - t0 < 1.5
     finally:
         await app.stop(0)
         await proxy.stop()
