@@ -197,7 +197,7 @@ class S3Store:
                     if deadline is None or loop.time() + pause < deadline:
                         attempt += 1
                         if transfer is not None:
-                            transfer.retries = attempt
+                            transfer.retries += 1  # cumulative over the calls of one transfer
                         await asyncio.sleep(pause)
                         continue
                 raise map_error(exc, self.spec.name, self.bucket, key, attempt) from None

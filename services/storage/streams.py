@@ -56,7 +56,6 @@ async def multipart_upload(
     tr.ttfb_ns = time.perf_counter_ns() - t0
     parts: list[tuple[int, str]] = []
     total = 0
-    s3_ns = 0
     try:
         ended = False
         while True:
@@ -69,9 +68,7 @@ async def multipart_upload(
                 n = part_size if len(buf) >= part_size and not (ended and len(buf) < 2 * part_size) else len(buf)
                 piece = bytes(buf[:n])
                 del buf[:n]
-                p0 = time.perf_counter_ns()
                 etag = await store.run(store._mpu_part, key, upload_id, len(parts) + 1, piece, key=key, transfer=tr)
-                s3_ns += time.perf_counter_ns() - p0
                 parts.append((len(parts) + 1, etag))
                 total += len(piece)
             if ended and not buf:
