@@ -316,7 +316,7 @@ class S3Store:
         t0 = self._mark()
         self.client.head_bucket(Bucket=self.bucket)
         end = time.perf_counter_ns()
-        return end - self.sent_ns(t0)
+        return self.response_ns(end) - self.sent_ns(t0)
 
     # multipart
     def _mpu_create(self, key: str, content_type: str, metadata: dict[str, str]) -> str:
