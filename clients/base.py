@@ -14,6 +14,7 @@ import grpc
 from grpc_status import rpc_status
 
 from services.common.errors import HTTP_STATUS, error_info
+from services.common.tls import aio_channel
 
 T = TypeVar("T")
 
@@ -104,7 +105,8 @@ class BaseClient:
         self.address = address
         self.timeout_s = timeout_s
         self.retries = retries
-        self.channel = channel or grpc.aio.insecure_channel(address, options=channel_options())
+        # Mutual TLS when DDNRAG_TLS_{CA,CERT,KEY}_FILE are set, plaintext otherwise.
+        self.channel = channel or aio_channel(address, channel_options())
 
     async def close(self) -> None:
         await self.channel.close()

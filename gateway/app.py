@@ -12,6 +12,7 @@ import grpc
 from aiohttp import web
 
 from clients.base import channel_options
+from services.common.tls import aio_channel
 
 from .config import GatewayConfig
 from .errors import error_middleware
@@ -35,7 +36,7 @@ RECONNECT_OPTIONS = [
 
 
 def _channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(address, options=channel_options() + RECONNECT_OPTIONS)
+    return aio_channel(address, channel_options() + RECONNECT_OPTIONS)  # mTLS when DDNRAG_TLS_* are set
 
 
 async def upstreams_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
 from .errors import ServiceError
+from .tls import load_tls, server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,8 @@ async def build_server(
 ) -> GrpcApp:
     """Builds and starts a server for `register` = [(add_fn, servicer, full_service_name)].
 
-    Health starts NOT_SERVING when `serving` is False (the service flips it once ready).
+    Health starts NOT_SERVING when `serving` is False (the service flips it once ready). With
+    the shared DDNRAG_TLS_* variables set, the port requires mutual TLS.
     """
     metrics = metrics or Metrics(name)
     server = grpc.aio.server(interceptors=[ObservingInterceptor(metrics)], options=SERVER_OPTIONS)
@@ -188,7 +190,11 @@ async def build_server(
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    tls = load_tls()
+    if tls is None:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    else:  # mutual TLS: DDNRAG_TLS_{CA,CERT,KEY}_FILE (services/common/tls.py)
+        bound = server.add_secure_port(f"{host}:{port}", server_credentials(tls))
     if bound == 0:
         raise OSError(f"cannot bind gRPC port {host}:{port}")
     await server.start()

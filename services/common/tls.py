@@ -1,0 +1,90 @@
+"""Optional mutual TLS between services, driven by three shared variables.
+
+When `DDNRAG_TLS_CA_FILE`, `DDNRAG_TLS_CERT_FILE` and `DDNRAG_TLS_KEY_FILE` are all set, every
+gRPC server (`build_server`) listens with TLS and requires a client certificate signed by the CA,
+and every client channel (`clients.base`) presents its own certificate and verifies the server's
+against the same CA. The files come from a mounted Kubernetes Secret (see k8s/components/mtls) or
+from disk. None set: plaintext, as in the local stack. Some but not all set: a start-up error
+naming the missing variable, so a half-configured pod never falls back to plaintext silently.
+
+`DDNRAG_TLS_SERVER_NAME` overrides the name checked in server certificates (for addresses that
+are IPs or differ from the certificate's DNS names).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from .config import ConfigError, env_field, load_env
+
+P = "DDNRAG_TLS_"
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """Mutual TLS material shared by every service (all three files, or none)."""
+
+    ca_file: str = env_field(P + "CA_FILE", "", "PEM CA bundle that signs every service's certificate (mTLS)")
+    cert_file: str = env_field(P + "CERT_FILE", "", "PEM certificate this process presents (server and client)")
+    key_file: str = env_field(P + "KEY_FILE", "", "PEM private key of CERT_FILE")
+    server_name: str = env_field(P + "SERVER_NAME", "", "Name expected in server certificates (default: the host)")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.ca_file or self.cert_file or self.key_file)
+
+    def read(self) -> tuple[bytes, bytes, bytes]:
+        """(CA, certificate chain, private key) as bytes; errors name the variable, not the key."""
+        out = []
+        for var, path in (
+            (P + "CA_FILE", self.ca_file),
+            (P + "CERT_FILE", self.cert_file),
+            (P + "KEY_FILE", self.key_file),
+        ):
+            if not path:
+                raise ConfigError(f"{var} is required when mutual TLS is configured (set all of CA, CERT and KEY)")
+            try:
+                out.append(Path(path).read_bytes())
+            except OSError as err:
+                raise ConfigError(f"{var}={path}: cannot read it ({err.strerror})") from None
+        return out[0], out[1], out[2]
+
+
+def load_tls(environ: Mapping[str, str] | None = None) -> TlsConfig | None:
+    """The TLS config from the environment, or None when mTLS is off."""
+    cfg = load_env(TlsConfig, os.environ if environ is None else environ)
+    if not cfg.enabled:
+        return None
+    cfg.read()  # fail at start, naming the variable, when a file is missing
+    return cfg
+
+
+def server_credentials(cfg: TlsConfig) -> grpc.ServerCredentials:
+    """TLS with a required, CA-verified client certificate."""
+    ca, cert, key = cfg.read()
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
+
+
+def channel_credentials(cfg: TlsConfig) -> grpc.ChannelCredentials:
+    ca, cert, key = cfg.read()
+    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+
+def secure_options(cfg: TlsConfig) -> list[tuple[str, Any]]:
+    return [("grpc.ssl_target_name_override", cfg.server_name)] if cfg.server_name else []
+
+
+def aio_channel(
+    address: str, options: list[tuple[str, Any]], environ: Mapping[str, str] | None = None
+) -> grpc.aio.Channel:
+    """A grpc.aio channel to `address`: mutual TLS when configured, plaintext otherwise."""
+    cfg = load_tls(environ)
+    if cfg is None:
+        return grpc.aio.insecure_channel(address, options=options)
+    return grpc.aio.secure_channel(address, channel_credentials(cfg), options=[*options, *secure_options(cfg)])

@@ -1,0 +1,116 @@
+"""Optional mutual TLS between services (services/common/tls.py), with certificates generated
+here: a server built by `build_server` accepts only clients holding a certificate from its CA,
+and `clients.base` channels present theirs when the shared DDNRAG_TLS_* variables are set."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from clients.base import BaseClient
+from services.common.config import ConfigError
+from services.common.server import GrpcApp, build_server
+from services.common.tls import load_tls
+from tests.security.certs import TestCA
+
+CHECK = health_pb2.HealthCheckRequest()
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> TestCA:
+    return TestCA(tmp_path / "pki")
+
+
+@pytest.fixture
+async def tls_server(ca: TestCA, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[GrpcApp]:
+    srv = ca.issue("server")
+    monkeypatch.setenv("DDNRAG_TLS_CA_FILE", str(ca.ca_file))
+    monkeypatch.setenv("DDNRAG_TLS_CERT_FILE", str(srv.cert))
+    monkeypatch.setenv("DDNRAG_TLS_KEY_FILE", str(srv.key))
+    app = await build_server("tlstest", [], "127.0.0.1", 0)
+    try:
+        yield app
+    finally:
+        await app.stop(0)
+
+
+async def _check(channel: grpc.aio.Channel) -> int:
+    async with channel:
+        return (await health_pb2_grpc.HealthStub(channel).Check(CHECK, timeout=5)).status
+
+
+async def test_client_with_a_certificate_from_the_ca_is_served(
+    tls_server: GrpcApp, ca: TestCA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli = ca.issue("retriever")
+    monkeypatch.setenv("DDNRAG_TLS_CERT_FILE", str(cli.cert))
+    monkeypatch.setenv("DDNRAG_TLS_KEY_FILE", str(cli.key))
+    client = BaseClient(f"127.0.0.1:{tls_server.port}")  # picks up the shared variables
+    try:
+        resp = await health_pb2_grpc.HealthStub(client.channel).Check(CHECK, timeout=5)
+        assert resp.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await client.close()
+
+
+async def test_plaintext_client_is_refused(tls_server: GrpcApp) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await _check(grpc.aio.insecure_channel(f"127.0.0.1:{tls_server.port}"))
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_client_without_a_certificate_is_refused(tls_server: GrpcApp, ca: TestCA) -> None:
+    creds = grpc.ssl_channel_credentials(root_certificates=ca.ca_file.read_bytes())
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await _check(grpc.aio.secure_channel(f"127.0.0.1:{tls_server.port}", creds))
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_client_certificate_from_another_ca_is_refused(tls_server: GrpcApp, ca: TestCA, tmp_path: Path) -> None:
+    rogue = TestCA(tmp_path / "rogue", name="rogue-ca").issue("intruder")
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=ca.ca_file.read_bytes(),
+        private_key=rogue.key.read_bytes(),
+        certificate_chain=rogue.cert.read_bytes(),
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await _check(grpc.aio.secure_channel(f"127.0.0.1:{tls_server.port}", creds))
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_server_not_signed_by_the_ca_is_not_trusted(ca: TestCA, tmp_path: Path) -> None:
+    """The client verifies the server too: a server with a rogue certificate is refused."""
+    rogue = TestCA(tmp_path / "rogue", name="rogue-ca").issue("server")
+    server = grpc.aio.server()
+    port = server.add_secure_port(
+        "127.0.0.1:0", grpc.ssl_server_credentials([(rogue.key.read_bytes(), rogue.cert.read_bytes())])
+    )
+    await server.start()
+    try:
+        cli = ca.issue("client")
+        env = {
+            "DDNRAG_TLS_CA_FILE": str(ca.ca_file),
+            "DDNRAG_TLS_CERT_FILE": str(cli.cert),
+            "DDNRAG_TLS_KEY_FILE": str(cli.key),
+        }
+        from services.common.tls import aio_channel
+
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await _check(aio_channel(f"127.0.0.1:{port}", [], env))
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await server.stop(0)
+
+
+def test_half_configured_tls_fails_at_start_naming_the_variable(ca: TestCA) -> None:
+    assert load_tls({}) is None
+    with pytest.raises(ConfigError, match="DDNRAG_TLS_KEY_FILE"):
+        load_tls({"DDNRAG_TLS_CA_FILE": str(ca.ca_file), "DDNRAG_TLS_CERT_FILE": str(ca.ca_file)})
+    with pytest.raises(ConfigError, match="DDNRAG_TLS_CERT_FILE=/nonexistent"):
+        load_tls(
+            {"DDNRAG_TLS_CA_FILE": str(ca.ca_file), "DDNRAG_TLS_CERT_FILE": "/nonexistent", "DDNRAG_TLS_KEY_FILE": "/x"}
+        )
