@@ -243,7 +243,7 @@ class CollectionIndex:
         if cands is None:
             return []
         t0 = time.perf_counter_ns()
-        hits = self._fuse(*cands, qvec, mode, fusion, rrf_k, dense_weight)[:top_k]
+        hits = self._fuse(*cands, qvec, mode, fusion, rrf_k, dense_weight, limit=top_k)
         t["fusion"] = time.perf_counter_ns() - t0
         return hits
 
@@ -296,38 +296,51 @@ class CollectionIndex:
         fusion: str,
         rrf_k: int,
         dense_weight: float,
+        limit: int | None = None,
     ) -> list[Hit]:
-        bm_rank = {int(r): i + 1 for i, r in enumerate(bm_rows)}
-        de_rank = {int(r): i + 1 for i, r in enumerate(de_rows)}
-        union = list(dict.fromkeys([*map(int, de_rows), *map(int, bm_rows)]))
-        if not union:
+        """Fuses the candidates (vectorised); returns the best `limit` (all when None)."""
+        cat = np.concatenate([np.asarray(de_rows, np.int64), np.asarray(bm_rows, np.int64)])
+        if not len(cat):
             return []
-        rows = np.asarray(union, dtype=np.int64)
+        _, first = np.unique(cat, return_index=True)
+        rows = cat[np.sort(first)]  # dense candidates first, then BM25-only ones
+        bm_rank = _ranks(rows, np.asarray(bm_rows, np.int64))
+        de_rank = _ranks(rows, np.asarray(de_rows, np.int64))
         if mode == "bm25" or (mode == "hybrid" and qvec is None):
-            scores = bm_all[rows] if bm_all is not None else np.zeros(len(rows))
+            scores = bm_all[rows].astype(np.float64) if bm_all is not None else np.zeros(len(rows))
         elif mode == "dense":
-            scores = self.vectors[rows] @ np.asarray(qvec, np.float32)
+            scores = (self.vectors[rows] @ np.asarray(qvec, np.float32)).astype(np.float64)
         elif fusion == "rrf":
-            scores = np.asarray(
-                [
-                    (1.0 / (rrf_k + bm_rank[r]) if r in bm_rank else 0.0)
-                    + (1.0 / (rrf_k + de_rank[r]) if r in de_rank else 0.0)
-                    for r in union
-                ]
+            scores = np.where(bm_rank > 0, 1.0 / (rrf_k + bm_rank), 0.0) + np.where(
+                de_rank > 0, 1.0 / (rrf_k + de_rank), 0.0
             )
         else:
             # Exact scores of every candidate in both retrievers, z-normalised with the statistics
             # of each retriever's own candidate list.
+            q = np.asarray(qvec, np.float32)
             bm = bm_all[rows].astype(np.float64)
-            de = (self.vectors[rows] @ np.asarray(qvec, np.float32)).astype(np.float64)
+            de = (self.vectors[rows] @ q).astype(np.float64)
             bm_ref = bm_all[bm_rows] if len(bm_rows) > 1 else bm
-            de_ref = self.vectors[de_rows] @ np.asarray(qvec, np.float32) if len(de_rows) > 1 else de
+            de_ref = self.vectors[de_rows] @ q if len(de_rows) > 1 else de
             scores = dense_weight * _z(de, de_ref) + (1 - dense_weight) * _z(bm, bm_ref)
-        order = np.argsort(-np.asarray(scores), kind="stable")
-        return [
-            Hit(int(rows[i]), float(scores[i]), bm_rank.get(int(rows[i]), 0), de_rank.get(int(rows[i]), 0))
-            for i in order
-        ]
+        order = np.argsort(-scores, kind="stable")
+        if limit is not None:
+            order = order[:limit]
+        return [Hit(int(rows[i]), float(scores[i]), int(bm_rank[i]), int(de_rank[i])) for i in order]
+
+
+def _ranks(rows: np.ndarray, ranked: np.ndarray) -> np.ndarray:
+    """1-based rank of each of `rows` in `ranked`; 0 where absent."""
+    out = np.zeros(len(rows), np.int64)
+    if not len(ranked):
+        return out
+    order = np.argsort(ranked, kind="stable")
+    sorted_ranked = ranked[order]
+    pos = np.searchsorted(sorted_ranked, rows)
+    pos_c = np.minimum(pos, len(ranked) - 1)
+    found = sorted_ranked[pos_c] == rows
+    out[found] = order[pos_c[found]] + 1
+    return out
 
 
 def _z(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
