@@ -100,8 +100,14 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         return {}
     try:
         body = json.loads(raw)
+        # A "\ud800" escape decodes to a lone surrogate that no later step can encode.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ApiError(400, f"the request body is not valid JSON: {err}") from None
+    except UnicodeEncodeError:
+        raise ApiError(400, "the request body holds an unpaired surrogate (\\ud800-\\udfff escape)") from None
+    except RecursionError:
+        raise ApiError(400, "the request body nests too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
     return body

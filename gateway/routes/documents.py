@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ddnrag.retriever.v1 import retriever_service_pb2 as rpb
 
@@ -62,8 +63,8 @@ def _backends_param(request: web.Request) -> list[str]:
 async def _next_part(reader: MultipartReader) -> BodyPartReader | MultipartReader | None:
     try:
         return await reader.next()
-    except ValueError as err:
-        raise ApiError(400, f"malformed multipart body: {err}", "BAD_MULTIPART") from None
+    except (ValueError, HttpProcessingError) as err:  # e.g. a NUL in a part's header (file name)
+        raise ApiError(400, f"malformed multipart body: {str(err)[:200]}", "BAD_MULTIPART") from None
 
 
 @routes.post("/api/documents")
