@@ -17,7 +17,7 @@ from services.common.tls import aio_channel
 from .config import GatewayConfig
 from .errors import error_middleware
 from .metrics import GatewayMetrics, metrics_middleware
-from .protect import RateLimiter, cors_on_prepare, load_api_keys, protect_middleware
+from .protect import RateLimiter, api_keys_ctx, cors_on_prepare, load_api_keys, protect_middleware
 from .routes import admin, backends, benchmarks, documents, health, ingestion, openai_compat, rag
 from .sse import close_open_streams
 from .state import ANSWER_SLOTS, API_KEYS, BACKGROUND, CONFIG, METRICS, OPEN_STREAMS, RATE_LIMITER, UPSTREAMS, Upstreams
@@ -99,6 +99,7 @@ def create_app(cfg: GatewayConfig) -> web.Application:
     app[API_KEYS] = load_api_keys(cfg)
     app[RATE_LIMITER] = RateLimiter(cfg.rate_limit_rps, cfg.rate_limit_burst)
     app.cleanup_ctx.append(upstreams_ctx)
+    app.cleanup_ctx.append(api_keys_ctx)
     app.on_shutdown.append(close_open_streams)
     app.on_response_prepare.append(cors_on_prepare)
     app.on_response_prepare.append(security_headers)

@@ -53,7 +53,12 @@ class GatewayConfig:
         "Comma-separated Bearer API keys for /api and /v1; empty disables authentication.",
     )
     api_keys_file: str = env_field(
-        P + "API_KEYS_FILE", "", "File with one API key per line (a mounted Secret), added to API_KEYS."
+        P + "API_KEYS_FILE",
+        "",
+        "File of API keys, one per line: '<key or sha256:hex> [rps=F] [burst=N]' (a mounted Secret), added to API_KEYS.",
+    )
+    api_keys_reload_s: float = env_field(
+        P + "API_KEYS_RELOAD_S", 2.0, "Seconds between checks of API_KEYS_FILE for rotated keys; 0 never reloads."
     )
     cors_origins: tuple[str, ...] = env_field(
         P + "CORS_ORIGINS", (), "Comma-separated origins allowed to call the API from a browser (CORS)."

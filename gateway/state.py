@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from clients.storage import StorageClient
 
     from .metrics import GatewayMetrics
-    from .protect import RateLimiter
+    from .protect import ApiKeys, RateLimiter
     from .sse import OpenStream
 
 
@@ -45,7 +45,7 @@ UPSTREAMS = web.AppKey("upstreams", Upstreams)
 OPEN_STREAMS: web.AppKey[weakref.WeakSet[OpenStream]] = web.AppKey("open_streams", weakref.WeakSet)
 METRICS: web.AppKey[GatewayMetrics] = web.AppKey("metrics")
 RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
-API_KEYS: web.AppKey[frozenset[str]] = web.AppKey("api_keys", frozenset)
+API_KEYS: web.AppKey[ApiKeys] = web.AppKey("api_keys")
 # Admission control of Answer streams (None when unlimited), made in cleanup_ctx on the app's loop.
 ANSWER_SLOTS: web.AppKey[asyncio.Semaphore | None] = web.AppKey("answer_slots")
 # Short background tasks (cleanup of staging objects), awaited before the channels close.
