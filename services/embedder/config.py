@@ -50,7 +50,7 @@ class EmbedderConfig:
     max_batch_tokens: int = env_field(
         "DDNRAG_EMBEDDER_MAX_BATCH_TOKENS",
         0,
-        "token budget of one model batch, padding included (0: 8192 on CPU, 32768 on CUDA)",
+        "token budget of one model batch, padding included (0: 4096 on CPU, 32768 on CUDA)",
     )
     max_wait_ms: float = env_field(
         "DDNRAG_EMBEDDER_MAX_WAIT_MS", 2.0, "how long an idle batcher waits for more requests to fill a batch"
