@@ -199,6 +199,14 @@ async def build_server(
         raise OSError(f"cannot bind gRPC port {host}:{port}")
     await server.start()
     app = GrpcApp(name, server, bound, health, names, metrics)
+    if tls is not None and tls.health_port:
+        # kubelet's gRPC probes cannot do TLS: health alone, plaintext, on its own port.
+        probe = grpc.aio.server(options=SERVER_OPTIONS)
+        health_pb2_grpc.add_HealthServicer_to_server(health, probe)
+        if probe.add_insecure_port(f"{host}:{tls.health_port}") == 0:
+            raise OSError(f"cannot bind the health port {host}:{tls.health_port}")
+        await probe.start()
+        app.on_stop.append(lambda: probe.stop(0))
     await app.set_serving(serving)
     return app
 

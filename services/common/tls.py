@@ -8,7 +8,9 @@ from disk. None set: plaintext, as in the local stack. Some but not all set: a s
 naming the missing variable, so a half-configured pod never falls back to plaintext silently.
 
 `DDNRAG_TLS_SERVER_NAME` overrides the name checked in server certificates (for addresses that
-are IPs or differ from the certificate's DNS names).
+are IPs or differ from the certificate's DNS names). `DDNRAG_TLS_HEALTH_PORT` opens a second,
+plaintext port that serves only the health service, because kubelet's native gRPC probes cannot
+do TLS; nothing else is reachable on it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ class TlsConfig:
     cert_file: str = env_field(P + "CERT_FILE", "", "PEM certificate this process presents (server and client)")
     key_file: str = env_field(P + "KEY_FILE", "", "PEM private key of CERT_FILE")
     server_name: str = env_field(P + "SERVER_NAME", "", "Name expected in server certificates (default: the host)")
+    health_port: int = env_field(
+        P + "HEALTH_PORT",
+        0,
+        "Plaintext port serving only grpc.health.v1 beside the mTLS port, for kubelet's native gRPC probes "
+        "(which cannot present a certificate); 0: none",
+    )
 
     @property
     def enabled(self) -> bool:

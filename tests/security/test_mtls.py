@@ -114,3 +114,40 @@ def test_half_configured_tls_fails_at_start_naming_the_variable(ca: TestCA) -> N
         load_tls(
             {"DDNRAG_TLS_CA_FILE": str(ca.ca_file), "DDNRAG_TLS_CERT_FILE": "/nonexistent", "DDNRAG_TLS_KEY_FILE": "/x"}
         )
+
+
+async def test_plaintext_health_port_serves_only_health(ca: TestCA, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DDNRAG_TLS_HEALTH_PORT: kubelet's probes get health in plaintext, and nothing else."""
+    import socket
+
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with socket.socket() as s:  # the health port is configured, not 0, so find one free now
+        s.bind(("127.0.0.1", 0))
+        health_port = s.getsockname()[1]
+    srv = ca.issue("server")
+    monkeypatch.setenv("DDNRAG_TLS_CA_FILE", str(ca.ca_file))
+    monkeypatch.setenv("DDNRAG_TLS_CERT_FILE", str(srv.cert))
+    monkeypatch.setenv("DDNRAG_TLS_KEY_FILE", str(srv.key))
+    monkeypatch.setenv("DDNRAG_TLS_HEALTH_PORT", str(health_port))
+    app = await build_server("tlstest", [], "127.0.0.1", 0)
+    try:
+        assert (
+            await _check(grpc.aio.insecure_channel(f"127.0.0.1:{health_port}"))
+            == health_pb2.HealthCheckResponse.SERVING
+        )
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{health_port}") as ch:
+            call = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                async for _ in call:
+                    pass
+            assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        await app.set_serving(False)
+        assert (
+            await _check(grpc.aio.insecure_channel(f"127.0.0.1:{health_port}"))
+            == health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+    finally:
+        await app.stop(0)

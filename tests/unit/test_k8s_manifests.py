@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from services.common.config import env_vars, load_env
+from services.common.tls import TlsConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
@@ -304,6 +305,11 @@ def test_env_matches_config_dataclass(rendered: dict[str, list[dict[str, Any]]],
     env = _container_env(objs, _main_container(_service_workload(objs, app)))
     set_here = {k for k in env if k.startswith("DDNRAG_")}
     expected = set(env_vars(cls))
+    # The shared mutual-TLS variables (components/mtls) are read by every service, all or none.
+    tls = set(env_vars(TlsConfig))
+    if set_here & tls:
+        assert set_here & tls == tls, f"{app}: mTLS variables must be set together: {sorted(tls - set_here)} missing"
+        expected |= tls
     assert set_here == expected, (
         f"{app}: set in the manifests but not read by {cls.__name__}: {sorted(set_here - expected)}; "
         f"read by {cls.__name__} but not set: {sorted(expected - set_here)}"
@@ -350,10 +356,13 @@ def test_config_loads_and_matches_ports_probes_and_grace(
         assert _port(c, "metrics") == cfg.metrics_port
     probes = {k: c[k] for k in ("startupProbe", "readinessProbe", "livenessProbe") if k in c}
     assert {"readinessProbe", "livenessProbe"} <= set(probes), app
+    # With mTLS, kubelet (which cannot do TLS) probes the plaintext health-only port.
+    tls_cfg = load_env(TlsConfig, {k: v or "" for k, v in _container_env(objs, c).items()})
+    probe_port = tls_cfg.health_port if tls_cfg.enabled and tls_cfg.health_port else cfg.port
     for kind, probe in probes.items():
         if is_grpc:
             assert "grpc" in probe, f"{app} {kind} must be a native grpc probe"
-            assert probe["grpc"]["port"] == cfg.port, f"{app} {kind} probes another port than the config's"
+            assert probe["grpc"]["port"] == probe_port, f"{app} {kind} probes another port than the config's"
         else:
             assert _port(c, probe["httpGet"]["port"]) == cfg.port, f"{app} {kind}"
     if app == "embedder":
