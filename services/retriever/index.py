@@ -100,7 +100,7 @@ class BM25:
 class DenseIndex:
     """FAISS inner-product search over L2-normalised vectors: exact, or HNSW above a threshold."""
 
-    def __init__(self, vectors: np.ndarray, hnsw_threshold: int = 50_000, ef_search: int = 128) -> None:
+    def __init__(self, vectors: np.ndarray, hnsw_threshold: int = 50_000, ef_search: int = 256) -> None:
         import faiss
 
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
