@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from services.common.errors import ServiceError, invalid, not_found
+from services.common.errors import ErrorKind, ServiceError, invalid, not_found
 
 from .chunking import Chunk, Chunker
 from .core import Retriever, check_name, chunk_key
@@ -36,6 +36,19 @@ from .ports import ObjectNotFound
 from .segments import DocumentInfo
 
 log = logging.getLogger(__name__)
+
+# How long a job waits for an unavailable peer (embedder, storage, object store) before failing.
+PEER_WAIT_S = 120.0
+_TRANSIENT_WORDS = ("unavailable", "connect", "timed out", "timeout", "reset", "slowdown", "503", "refused")
+
+
+def _transient(err: Exception) -> bool:
+    """True for failures a peer's restart explains: UNAVAILABLE/DEADLINE_EXCEEDED from a service,
+    or a store write that failed for a connection reason."""
+    if isinstance(err, ServiceError):
+        return err.kind in (ErrorKind.UNAVAILABLE, ErrorKind.DEADLINE_EXCEEDED)
+    return any(w in str(err).lower() for w in _TRANSIENT_WORDS)
+
 
 _DOC_KEY = re.compile(r"^docs/[^/]+/([^/]+)/[^/]+$")
 
@@ -273,17 +286,33 @@ class JobManager:
             await self._emit(lv, state="running", stage="parse")
             if not req.get("listed"):
                 await self._list_prefix(lv)
-            files = await self.db.run(self.db.files, v.job_id)
-            v.documents_total = len(files)
-            v.documents_done = sum(f.status != "pending" for f in files)
-            v.file_errors = [FileErrorView(f.name, f.object_key, f.reason) for f in files if f.status == "failed"]
-            committed = await self.db.run(self.db.chunks, v.job_id)
-            v.chunks_done = v.chunks_total = len(committed)
             v.backends = [BackendStats(b or "default") for b in req["target_backends"]]
-            await self._emit(lv)
-            pending = [f for f in files if f.status == "pending"]
-            await self._pipeline(lv, pending)
-            await self._index(lv)
+            waited_until = time.monotonic() + PEER_WAIT_S
+            delay = 1.0
+            while True:
+                files = await self.db.run(self.db.files, v.job_id)
+                v.documents_total = len(files)
+                v.documents_done = sum(f.status != "pending" for f in files)
+                v.file_errors = [FileErrorView(f.name, f.object_key, f.reason) for f in files if f.status == "failed"]
+                committed = await self.db.run(self.db.chunks, v.job_id)
+                v.chunks_done = v.chunks_total = len(committed)
+                await self._emit(lv)
+                pending = [f for f in files if f.status == "pending"]
+                try:
+                    await self._pipeline(lv, pending)
+                    await self._index(lv)
+                    break
+                except (ServiceError, OSError) as err:
+                    # A peer (embedder, storage, the store behind it) restarting: resume from the
+                    # last committed batch once it is back, as a restarted retriever would.
+                    if not _transient(err) or time.monotonic() + delay > waited_until:
+                        raise
+                    log.warning(
+                        "a peer is unavailable; resuming the job from its last committed batch",
+                        extra={"job_id": v.job_id, "error": str(err)[:300], "retry_in_s": delay},
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 8.0)
         except asyncio.CancelledError:
             if lv.cancel_requested:
                 await asyncio.shield(self._cancelled(lv))
