@@ -23,6 +23,7 @@ from services.common.timing import Stage, Timer
 
 from . import segments
 from .cache import RetrievalCache, cache_key
+from .chunking import chunk_id
 from .index import Analyzer, ChunkRecord, CollectionIndex
 from .jobs import JobDB
 from .ports import Encoder, ObjectStore
@@ -426,8 +427,20 @@ class Retriever:
         nbytes = 0
         for h, o in zip(hits, got, strict=True):
             if o.ok:
-                h.text = o.data.decode("utf-8", errors="replace")
                 nbytes += len(o.data)
+                text = o.data.decode("utf-8", errors="replace")
+                # Chunk ids are content-addressed: a body that does not hash to its id is corrupt
+                # (or was replaced), and is reported, never served as text.
+                if chunk_id(h.collection, h.document_id, h.position, text) != h.chunk_id:
+                    h.error = ServiceError(
+                        ErrorKind.DATA_LOSS,
+                        f"chunk object {h.object_key} fails its content check (corrupt); "
+                        + segments.rebuild_hint(h.collection),
+                        reason="CHUNK_CORRUPT",
+                    )
+                    log.error("corrupt chunk object", extra={"key": h.object_key})
+                else:
+                    h.text = text
             else:
                 kind = ErrorKind.NOT_FOUND if o.missing else ErrorKind.UNAVAILABLE
                 h.error = ServiceError(
