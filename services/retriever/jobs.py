@@ -10,6 +10,7 @@ the primary key, none is duplicated. Every method is blocking: callers run them 
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import json
 import sqlite3
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+
+from services.common.errors import ErrorKind, ServiceError
 
 T = TypeVar("T")
 
@@ -104,7 +107,18 @@ class JobDB:
         self.conn.executescript(SCHEMA)
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+        except (sqlite3.OperationalError, OSError) as err:
+            # A full state directory is the operator's to fix, not an internal error.
+            if getattr(err, "errno", None) == errno.ENOSPC or "disk is full" in str(err):
+                raise ServiceError(
+                    ErrorKind.RESOURCE_EXHAUSTED,
+                    f"the retriever's state directory {self.path.parent} is full ({err}); free space and "
+                    "start the ingestion again (committed batches are kept)",
+                    reason="STATE_DISK_FULL",
+                ) from None
+            raise
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
