@@ -206,3 +206,13 @@ def audit(s3: Any, collection: str, expected: dict[str, str]) -> ChunkAudit:
         if body.decode("utf-8", "replace") != expected[cid]:
             a.text_mismatch += 1
     return a
+
+
+def record(name: str, figures: dict[str, Any]) -> None:
+    """Writes a test's figures to $DDNRAG_RELIABILITY_DIR/<name>.json when bench/reliability.py
+    runs the suites (a no-op otherwise)."""
+    out = os.environ.get("DDNRAG_RELIABILITY_DIR")
+    if out:
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, f"{name}.json"), "w") as f:
+            json.dump({"name": name, **figures}, f)

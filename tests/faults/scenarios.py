@@ -52,13 +52,13 @@ async def kill_mid_ingestion(
                 job is not None
                 and pb.JobState.Name(job.state) == "JOB_STATE_RUNNING"
                 and job.documents_total > 0
-                and job.documents_done < job.documents_total // 2
-                and (job.chunks_done > 0 or job.stage in ("embed", "write"))
+                and job.documents_done < job.documents_total
+                and job.chunks_done > 0
             ):
                 killed_mid = True
                 killed_at = f"{job.stage}: {job.documents_done}/{job.documents_total} documents"
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.02)
     finally:
         await client.close()
     old = harness.sigkill(stack, child) if killed_mid else 0
@@ -66,6 +66,7 @@ async def kill_mid_ingestion(
         await asyncio.to_thread(harness.wait_restarted, stack, child, old)
     job = await harness.wait_job(stack, job_id)
     first_state = pb.JobState.Name(job.state)
+    first_error = job.error
     resubmitted = False
     if first_state != "JOB_STATE_SUCCEEDED":
         # The retriever records a job whose peer stayed away past its retries as failed; running
@@ -78,7 +79,7 @@ async def kill_mid_ingestion(
         "documents": len(docs),
         "killed_mid_ingestion": killed_mid,
         "first_job_state": first_state,
-        "first_job_error": job.error if first_state != "JOB_STATE_SUCCEEDED" else "",
+        "first_job_error": first_error,
         "resubmitted": resubmitted,
         "final_job_state": pb.JobState.Name(job.state),
         "killed_at": killed_at,

@@ -1,0 +1,18 @@
+"""One real stack (`rag up`) for the whole fault package."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.stack import RunningStack, start_stack
+
+
+@pytest.fixture(scope="package")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    s = start_stack(tmp_path_factory.mktemp("faults") / "data", extra_env={})
+    try:
+        yield s
+    finally:
+        s.stop()

@@ -1,0 +1,116 @@
+"""Disk full in the retriever's state directory: a small tmpfs (mounting needs root; the test is
+skipped, saying so, where mounting is not permitted). The retriever runs in this process over the
+stack's storage and embedder with its state on the tmpfs, which is filled up; ingestion then
+fails cleanly (a clear error naming the full disk, the service still SERVING), and once space
+returns the same ingestion completes with exactly the expected chunks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from clients.base import ServiceCallError
+from clients.retriever import RetrieverClient
+from ddnrag.retriever.v1 import retriever_service_pb2 as pb
+from services.common.config import load_env
+from services.retriever.config import RetrieverConfig
+from services.retriever.server import create_server
+from tests.faults import harness
+from tests.support.stack import RunningStack
+
+pytestmark = [pytest.mark.e2e]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mnt = tmp_path / "state"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()[:120]}); disk-full not exercised")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(path: Path) -> Path:
+    """Writes a filler file until the file system is full."""
+    filler = path / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        block = b"\0" * 65536
+        with contextlib.suppress(OSError):
+            while True:
+                f.write(block)
+        with contextlib.suppress(OSError):
+            while True:  # the last few bytes
+                f.write(b"\0" * 512)
+    try:
+        with open(path / "probe", "wb", buffering=0) as p:
+            p.write(b"x" * 4096)
+            os.fsync(p.fileno())
+    except OSError as err:
+        assert err.errno == errno.ENOSPC
+    return filler
+
+
+async def _wait(client: RetrieverClient, job_id: str, timeout_s: float = 180) -> pb.Job:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = await client.get_job(job_id, timeout=10)
+        if pb.JobState.Name(job.state) in harness.TERMINAL:
+            return job
+        await asyncio.sleep(0.2)
+    raise TimeoutError(job_id)
+
+
+async def test_full_state_dir_fails_cleanly_and_ingestion_completes_when_space_returns(
+    stack: RunningStack, small_disk: Path
+) -> None:
+    cfg = load_env(
+        RetrieverConfig,
+        {},
+        port=0,
+        metrics_port=0,
+        state_dir=str(small_disk / "retriever"),
+        storage_addr=stack.addr("DDNRAG_STORAGE_PORT"),
+        embedder_addr=stack.addr("DDNRAG_EMBEDDER_PORT"),
+    )
+    app, port = await create_server(cfg)
+    client = RetrieverClient(f"127.0.0.1:{port}", retries=0)
+    coll = "diskfull"
+    docs = harness.make_corpus(40, seed=coll)
+    prefix = await asyncio.to_thread(harness.put_corpus, harness.s3_client(stack), coll, docs)
+    try:
+        filler = await asyncio.to_thread(_fill, small_disk)
+        outcome = ""
+        try:
+            job = await client.start_ingest(coll, [], source_prefix=prefix, timeout=30)
+            job = await _wait(client, job.job_id)
+            outcome = f"{pb.JobState.Name(job.state)}: {job.error}"
+            assert pb.JobState.Name(job.state) == "JOB_STATE_FAILED", outcome
+        except ServiceCallError as err:
+            outcome = f"{err.code.name}: {err.message}"
+            assert err.code.name in ("RESOURCE_EXHAUSTED", "UNAVAILABLE", "FAILED_PRECONDITION"), outcome
+        assert "full" in outcome.lower(), outcome
+        health = health_pb2_grpc.HealthStub(client.channel)
+        assert (await health.Check(health_pb2.HealthCheckRequest(), timeout=5)).status == 1  # SERVING
+        filler.unlink()  # space returns
+        job = await client.start_ingest(coll, [], source_prefix=prefix, timeout=30)
+        job = await _wait(client, job.job_id)
+        assert pb.JobState.Name(job.state) == "JOB_STATE_SUCCEEDED", job
+    finally:
+        await client.close()
+        await app.stop(0)
+    a = harness.audit(harness.s3_client(stack), coll, harness.expected_chunks(coll, docs))
+    harness.record("disk_full", {"scenarios": 1, "chunks_lost": a.lost, "chunks_duplicated": a.duplicated})
+    assert a.lost == 0 and a.duplicated == 0 and a.text_mismatch == 0, a.as_dict()
