@@ -347,6 +347,7 @@ class Retriever:
         return replace(p, top_k=top_k, mode=mode, fusion=fusion, rrf_k=p.rrf_k or self.settings.rrf_k, dense_weight=dw)
 
     async def search(self, collection: str, query: str, params: SearchParams) -> SearchResult:
+        """Hybrid search. Stages: embed, bm25 (concurrent with embed), dense, fusion, fetch."""
         timer = Timer()
         p = self.validate(collection, query, params)
         state = self.get_collection(collection)
@@ -373,24 +374,7 @@ class Retriever:
         if cached is not None:
             rows = [(index.row_of[c], s, b, d) for c, s, b, d in cached if c in index.row_of]
         else:
-            qvec = None
-            if p.mode != "bm25" and len(index):
-                with timer.stage("embed"):
-                    qvec = (await self.encoder.encode([query]))[0]
-            t: dict[str, int] = {}
-            hits = await asyncio.to_thread(
-                index.search,
-                query,
-                qvec,
-                top_k=p.top_k,
-                mode=p.mode,
-                fusion=p.fusion,
-                rrf_k=p.rrf_k,
-                dense_weight=float(p.dense_weight or 0.0),
-                candidates=self.settings.candidates,
-                filters=p.filters,
-                timings=t,
-            )
+            hits, t = await self._rank(index, query, p, timer)
             for name in ("bm25", "dense", "fusion"):
                 if name in t:
                     timer.add(Stage(name, t[name]))
@@ -402,6 +386,52 @@ class Retriever:
         if out:
             await self._fetch(out, p.backend, timer)
         return SearchResult(out, index.version, cached is not None, timer)
+
+    async def _rank(
+        self, index: CollectionIndex, query: str, p: SearchParams, timer: Timer
+    ) -> tuple[list[Any], dict[str, int]]:
+        """Ranks the index for `query`. BM25 needs no vector, so in hybrid mode it runs (in a
+        thread) while the query is being embedded; dense search and fusion follow."""
+        t: dict[str, int] = {}
+        n_cand = max(self.settings.candidates, p.top_k)
+        if not len(index):
+            return [], t
+
+        def bm25() -> Any:
+            return index.retrieve(query, None, n_cand=n_cand, mode="bm25", filters=p.filters, timings=t)
+
+        def dense_and_fuse(qvec: np.ndarray | None, bm: Any) -> list[Any]:
+            de = None
+            if qvec is not None:
+                de = index.retrieve(query, qvec, n_cand=n_cand, mode="dense", filters=p.filters, timings=t)
+            if bm is None and de is None:
+                return []
+            empty = np.zeros(0, np.int64)
+            cands = (bm[0] if bm else empty, de[1] if de else empty, bm[2] if bm else None)
+            t1 = time.perf_counter_ns()
+            out = index._fuse(*cands, qvec, p.mode, p.fusion, p.rrf_k, float(p.dense_weight or 0.0), limit=p.top_k)
+            t["fusion"] = time.perf_counter_ns() - t1
+            return out
+
+        if p.mode == "bm25":
+            return await asyncio.to_thread(dense_and_fuse, None, await asyncio.to_thread(bm25)), t
+        embed_stage = Stage("embed", 0)
+        t0 = time.perf_counter_ns()
+
+        async def embed() -> np.ndarray:
+            try:
+                return (await self.encoder.encode([query]))[0]
+            finally:
+                embed_stage.duration_ns = time.perf_counter_ns() - t0
+
+        task = asyncio.create_task(embed())
+        try:
+            bm = await asyncio.to_thread(bm25) if p.mode == "hybrid" else None
+            qvec = await task
+        finally:
+            task.cancel()
+        timer.add(embed_stage)
+        return await asyncio.to_thread(dense_and_fuse, qvec, bm), t
 
     def _hit(self, collection: str, r: ChunkRecord, score: float, bm: int, de: int) -> SearchHit:
         return SearchHit(
