@@ -187,6 +187,45 @@ def batching_ceiling(state_dir: Path, backend: str, texts: list[str]) -> dict:
     }
 
 
+async def in_process_dynamic(state_dir: Path, texts: list[str]) -> dict:
+    """The same 64-client single-text load on the core (`Embedder`) in this process, no gRPC:
+    dynamic batching on vs off, alternated in 2 rounds. It isolates the batcher from the RPC
+    layer's CPU cost."""
+    from services.common.config import load_env
+    from services.embedder.config import EmbedderConfig
+    from services.embedder.core import Embedder
+
+    cores = {}
+    for label, dynamic in (("dynamic", True), ("unbatched", False)):
+        cfg = load_env(
+            EmbedderConfig, environ={}, state_dir=str(state_dir), cache_max_bytes=0, dynamic_batching=dynamic
+        )
+        cores[label] = Embedder(cfg)
+        await cores[label].start()
+    elapsed = {"dynamic": 0.0, "unbatched": 0.0}
+    try:
+        half = len(texts) // 2
+        for part in (texts[:half], texts[half:]):
+            for label, core in cores.items():
+                queue = list(part)
+
+                async def worker(core: Embedder = core, queue: list[str] = queue) -> None:
+                    while queue:
+                        await core.embed([queue.pop()])
+
+                t0 = time.perf_counter()
+                await asyncio.gather(*(worker() for _ in range(CLIENTS)))
+                elapsed[label] += time.perf_counter() - t0
+    finally:
+        for core in cores.values():
+            await core.close()
+    return {
+        "dynamic_texts_per_s": round(len(texts) / elapsed["dynamic"], 1),
+        "unbatched_texts_per_s": round(len(texts) / elapsed["unbatched"], 1),
+        "ratio": round(elapsed["unbatched"] / elapsed["dynamic"], 2),
+    }
+
+
 async def run(state_dir: Path, scifact: Path, single_texts: int) -> dict:
     from services.embedder import export
     from services.embedder.backends import packaged_model_dir
@@ -275,6 +314,8 @@ async def run(state_dir: Path, scifact: Path, single_texts: int) -> dict:
 
     raw_rate = N_CHUNKS / raw_s
     ceiling = await asyncio.to_thread(batching_ceiling, state_dir, info.backend, chunks[:128])
+    print("the same single-text load on the core in-process (no gRPC)...", flush=True)
+    core_only = await in_process_dynamic(state_dir, chunks[:256])
     return {
         "run_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
@@ -298,6 +339,7 @@ async def run(state_dir: Path, scifact: Path, single_texts: int) -> dict:
             "unbatched_texts_per_s": round(rates["unbatched"], 1),
         },
         "backend_batching_ceiling": ceiling,
+        "in_process_dynamic_over_unbatched": core_only,
         "int8_quality_gate": gate,
     }
 
