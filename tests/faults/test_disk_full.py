@@ -90,7 +90,13 @@ async def test_full_state_dir_fails_cleanly_and_ingestion_completes_when_space_r
     coll = "diskfull"
     docs = harness.make_corpus(40, seed=coll)
     prefix = await asyncio.to_thread(harness.put_corpus, harness.s3_client(stack), coll, docs)
+    health = health_pb2_grpc.HealthStub(client.channel)
+    serving = health_pb2.HealthCheckResponse.SERVING
     try:
+        deadline = time.monotonic() + 120  # the retriever loads every collection before SERVING
+        while (await health.Check(health_pb2.HealthCheckRequest(), timeout=5)).status != serving:
+            assert time.monotonic() < deadline, "the retriever never became SERVING"
+            await asyncio.sleep(0.5)
         filler = await asyncio.to_thread(_fill, small_disk)
         outcome = ""
         try:
@@ -102,8 +108,7 @@ async def test_full_state_dir_fails_cleanly_and_ingestion_completes_when_space_r
             outcome = f"{err.code.name}: {err.message}"
             assert err.code.name in ("RESOURCE_EXHAUSTED", "UNAVAILABLE", "FAILED_PRECONDITION"), outcome
         assert "full" in outcome.lower(), outcome
-        health = health_pb2_grpc.HealthStub(client.channel)
-        assert (await health.Check(health_pb2.HealthCheckRequest(), timeout=5)).status == 1  # SERVING
+        assert (await health.Check(health_pb2.HealthCheckRequest(), timeout=5)).status == serving
         filler.unlink()  # space returns
         job = await client.start_ingest(coll, [], source_prefix=prefix, timeout=30)
         job = await _wait(client, job.job_id)
