@@ -2,11 +2,11 @@
 suites. Writes bench/results/reliability.json.
 
     .venv/bin/python bench/reliability.py --skip-suites      # phase 1: the long scenarios (~8 min)
-    .venv/bin/python bench/reliability.py --skip-scenarios   # phase 2: the suites' counts (~10 min)
-    .venv/bin/python bench/reliability.py                    # both in one go (~18 min)
+    .venv/bin/python bench/reliability.py --skip-scenarios --suites tests/faults               # ~5 min
+    .venv/bin/python bench/reliability.py --skip-scenarios --suites tests/fuzz,tests/security  # ~7 min
 
-A skipped phase keeps its figures from the previous bench/results/reliability.json, so the two
-phases, each within the 10-minute bench rule, make one report.
+A skipped phase (or suite) keeps its figures from the previous bench/results/reliability.json, so
+the three runs, each within the 10-minute bench rule, make one report.
 
 Phase 1 starts `rag up` on free loopback ports and, for each of the retriever, the embedder, the
 storage service and SeaweedFS, ingests a fresh `--docs`-document corpus and SIGKILLs that child
@@ -62,24 +62,32 @@ async def long_scenarios(docs: int, data: Path) -> list[dict[str, Any]]:
     return out
 
 
-def run_suites(figures_dir: Path) -> dict[str, Any]:
-    env = {**os.environ, "DDNRAG_RELIABILITY_DIR": str(figures_dir)}
-    paths = [p for p in ("tests/faults", "tests/fuzz", "tests/security") if (ROOT / p).exists()]
-    env["DDNRAG_FAULTS_FULL"] = "1"  # every child's SIGKILL, storage and SeaweedFS included
-    env["DDNRAG_FUZZ_FULL"] = "1"  # 25 messages per RPC, 22 requests per endpoint, 120 uploads
+SUITES = ("tests/faults", "tests/fuzz", "tests/security")
+
+
+def run_suite(path: str, figures_dir: Path) -> dict[str, Any]:
+    """Runs one suite with every scenario and the full fuzz counts; collects its figures."""
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "DDNRAG_RELIABILITY_DIR": str(figures_dir),
+        "DDNRAG_FAULTS_FULL": "1",  # every child's SIGKILL, storage and SeaweedFS included
+        "DDNRAG_FUZZ_FULL": "1",  # 25 messages per RPC, 22 requests per endpoint, 120 uploads
+    }
     t0 = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *paths],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", path],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=900,
     )
-    tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-500:]
+    lines = [ln for ln in proc.stdout.splitlines() if " passed" in ln or " failed" in ln or " error" in ln]
+    tail = lines[-1].strip("= ") if lines else proc.stderr[-500:]
     figures = [json.loads(p.read_text()) for p in sorted(figures_dir.glob("*.json"))]
     return {
-        "command": "pytest -q " + " ".join(paths),
+        "command": f"DDNRAG_FAULTS_FULL=1 DDNRAG_FUZZ_FULL=1 pytest -q {path}",
         "exit_code": proc.returncode,
         "summary": tail,
         "seconds": round(time.monotonic() - t0, 1),
@@ -92,6 +100,7 @@ def main() -> int:
     ap.add_argument("--docs", type=int, default=500, help="documents per SIGKILL-mid-ingestion run")
     ap.add_argument("--skip-suites", action="store_true", help="only the long scenarios")
     ap.add_argument("--skip-scenarios", action="store_true", help="only the suites")
+    ap.add_argument("--suites", default=",".join(SUITES), help="comma-separated suites to run (others kept)")
     args = ap.parse_args()
     t0 = time.monotonic()
     # A phase that is skipped keeps its figures from the last report, so the two phases (each
@@ -102,8 +111,12 @@ def main() -> int:
             long = prev.get("long_scenarios", [])
         else:
             long = asyncio.run(long_scenarios(args.docs, Path(tmp) / "data"))
-        suites = prev.get("suites") if args.skip_suites else run_suites(Path(tmp) / "figures")
-    figures = suites["figures"] if suites else []
+        suites: dict[str, Any] = dict(prev.get("suites") or {})
+        if not args.skip_suites:
+            for path in [p for p in args.suites.split(",") if p]:
+                suites[path] = run_suite(path, Path(tmp) / "figures" / path.replace("/", "_"))
+                print(json.dumps({path: suites[path]["summary"]}), flush=True)
+    figures = [f for s in suites.values() for f in s["figures"]]
     ingest = [r for r in long if r["scenario"].endswith("mid_ingestion")]
     answer = [r for r in long if r["scenario"].endswith("mid_answer")]
     total = {
@@ -134,7 +147,7 @@ def main() -> int:
         total[k] == 0
         for k in ("chunks_lost", "chunks_duplicated", "hung_streams", "http_5xx", "grpc_crashes", "secret_hits")
     )
-    return 0 if ok and (suites is None or suites["exit_code"] == 0) else 1
+    return 0 if ok and all(s["exit_code"] == 0 for s in suites.values()) else 1
 
 
 if __name__ == "__main__":

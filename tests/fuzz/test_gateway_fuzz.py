@@ -77,6 +77,7 @@ CASES_PER_ENDPOINT = 22 if FULL else 8
 UPLOAD_CASES = 120 if FULL else 40
 STREAM_READ_S = 8.0
 CODES: Counter[int] = Counter()
+UPLOADS: Counter[int] = Counter()
 
 json_values = st.recursive(
     st.one_of(
@@ -169,6 +170,12 @@ def test_uploads_with_hostile_names_and_bodies(stack: RunningStack, name: str, b
     files = {"file": (name, body, "application/octet-stream")}
     resp = requests.post(f"{stack.url}/api/documents", params={"collection": collection}, files=files, timeout=60)
     CODES[resp.status_code] += 1
+    UPLOADS[resp.status_code] += 1
+    # Recorded before the assertion, so a failing run still reports its 5xx in the figures.
+    harness.record(
+        "fuzz_http_uploads",
+        {"fuzz_cases": sum(UPLOADS.values()), "http_5xx": sum(v for k, v in UPLOADS.items() if k >= 500)},
+    )
     assert resp.status_code < 500, f"{name[:100]!r} -> {resp.status_code}: {resp.text[:300]}"
     if resp.status_code < 300:
         for key in _object_keys(resp.json()):
