@@ -38,7 +38,7 @@ SERVICES = {
     "DDNRAG_LLM_GATEWAY_PORT": llm_service_pb2.DESCRIPTOR.services_by_name["LlmService"],
 }
 # The default run keeps to the CI budget; bench/reliability.py sets DDNRAG_FUZZ_FULL=1 (1,000+ cases).
-CASES_PER_RPC = 25 if os.environ.get("DDNRAG_FUZZ_FULL") == "1" else 12
+CASES_PER_RPC = 25 if os.environ.get("DDNRAG_FUZZ_FULL") == "1" else 6
 BAD = {
     grpc.StatusCode.INTERNAL,
     grpc.StatusCode.UNKNOWN,
