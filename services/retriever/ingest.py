@@ -212,7 +212,10 @@ class JobManager:
         return _view_from_row(row, await self.db.run(self.db.files, job_id))
 
     async def list(self, collection: str, page_size: int, page_token: str) -> tuple[list[JobView], str]:
-        before = int(page_token) if page_token.isdigit() else 0
+        # The token is the created_ns of the last job of the previous page: a 64-bit integer.
+        if page_token and not (page_token.isdigit() and int(page_token) < 2**63):
+            raise invalid(f"page_token {page_token[:40]!r} is not a token this service issued", reason="BAD_PAGE_TOKEN")
+        before = int(page_token) if page_token else 0
         rows = await self.db.run(self.db.list_jobs, collection, page_size + 1, before)
         more = len(rows) > page_size
         rows = rows[:page_size]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from typing import Any
@@ -50,8 +51,8 @@ class WatchManager:
         check_name(collection)
         if not prefix:
             raise invalid("a watch needs a prefix, for example 'auto_ingest/'", reason="NO_PREFIX")
-        if interval_s < 0:
-            raise invalid(f"interval_s must be >= 0, got {interval_s}")
+        if not math.isfinite(interval_s) or interval_s < 0 or interval_s > 86_400:
+            raise invalid(f"interval_s must be between 0 and 86400 seconds, got {interval_s}", reason="BAD_INTERVAL")
         for w in self.watches.values():
             if w["active"] and (w["collection"], w["prefix"], w["backend"]) == (collection, prefix, backend):
                 return w
