@@ -33,7 +33,9 @@ def rows(cls: type) -> list[tuple[str, str, str]]:
     for f in dataclasses.fields(cls):
         if "env" not in f.metadata:
             continue
-        default = f.default if f.default is not dataclasses.MISSING else "(required)" if f.metadata.get("required") else ""
+        default = (
+            f.default if f.default is not dataclasses.MISSING else "(required)" if f.metadata.get("required") else ""
+        )
         if isinstance(default, str) and "/" in default and Path(default).is_absolute():
             default = "…/" + Path(default).name
         out.append((f.metadata["env"], repr(default) if default != "" else "`''`", f.metadata["help"]))

@@ -62,7 +62,7 @@ def start_seaweed(data_dir: Path, bucket: str = "ddnrag") -> SeaweedProcess:
         try:
             proc.start(timeout_s=60)
             return proc
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - a port clash: try another block
             last = err
     raise RuntimeError(f"SeaweedFS did not start: {last}")
 
