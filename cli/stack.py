@@ -214,10 +214,11 @@ class Supervisor:
                 "llm_gateway",
                 cfg.llm_gateway_port,
                 cfg.llm_gateway_metrics_port,
-                ["retriever", "embedder"],
+                ["retriever", "embedder", "storage"],
                 {
                     "DDNRAG_LLM_GATEWAY_RETRIEVER_ADDR": cfg.addr(cfg.retriever_port),
                     "DDNRAG_LLM_GATEWAY_EMBEDDER_ADDR": cfg.addr(cfg.embedder_port),
+                    "DDNRAG_LLM_GATEWAY_STORAGE_ADDR": cfg.addr(cfg.storage_port),
                 },
             ),
         ]
