@@ -167,3 +167,66 @@ async def test_llm_backend_rewrites_with_the_rewrite_prompt(tmp_path: Path) -> N
         finally:
             await client.close()
             await app.stop(0)
+
+
+async def test_gateway_routes_for_conversations(aiohttp_client, storage_addr: str, tmp_path: Path) -> None:
+    """The HTTP API over a real llm_gateway: create, ask twice in the conversation (SSE),
+    get with turns, rename, list, export, delete; an unknown id is 404 everywhere."""
+    from gateway.app import create_app
+    from gateway.config import GatewayConfig
+    from tests.integration.test_gateway_doubles import parse_sse
+
+    app, llm = await _llm(tmp_path, "g", SampleSearcher(), storage_addr=storage_addr)
+    await llm.close()
+    try:
+        cfg = load_env(
+            GatewayConfig,
+            {},
+            port=0,
+            storage_addr=storage_addr,
+            retriever_addr="127.0.0.1:9",  # not used by these routes
+            embedder_addr="127.0.0.1:9",
+            llm_gateway_addr=f"127.0.0.1:{app.port}",
+        )
+        client = await aiohttp_client(create_app(cfg))
+        resp = await client.post("/api/conversations", json={})
+        assert resp.status == 201
+        cid = (await resp.json())["id"]
+        for q in (Q1, Q2):
+            resp = await client.get("/api/rag/stream", params={"q": q, "conversation": cid})
+            assert resp.status == 200
+            events = parse_sse(await resp.read())
+            names = [e["event"] for e in events]
+            assert names[:2] == ["start", "retrieval"] and names[-1] == "done", names
+        retrieval, done = events[1]["data"], events[-1]["data"]
+        assert retrieval["search_query"] == "How does time to first byte compare with throughput?"
+        assert retrieval["rewrite"] == "rules" and retrieval["conversation_id"] == cid
+        assert done["conversation_id"] == cid and done["turn_index"] == 1
+
+        got = await (await client.get(f"/api/conversations/{cid}")).json()
+        assert [t["question"] for t in got["turns"]] == [Q1, Q2] and got["turn_count"] == 2
+        assert got["turns"][1]["search_query"] == retrieval["search_query"]
+        assert got["turns"][1]["citations"][0]["number"] == 1
+
+        resp = await client.patch(f"/api/conversations/{cid}", json={"title": "TTFB"})
+        assert resp.status == 200 and (await resp.json())["title"] == "TTFB"
+        assert (await client.patch(f"/api/conversations/{cid}", json={"title": " "})).status == 400
+        listed = (await (await client.get("/api/conversations")).json())["conversations"]
+        assert [(c["id"], c["title"], c["turn_count"]) for c in listed] == [(cid, "TTFB", 2)]
+        resp = await client.get(f"/api/conversations/{cid}", params={"download": "1"})
+        assert resp.headers["Content-Disposition"] == f'attachment; filename="conversation-{cid}.json"'
+
+        assert (await client.delete(f"/api/conversations/{cid}")).status == 200
+        for method, path in (
+            ("GET", f"/api/conversations/{cid}"),
+            ("DELETE", f"/api/conversations/{cid}"),
+            ("PATCH", f"/api/conversations/{cid}"),
+            ("GET", f"/api/rag/stream?q=hi&conversation={cid}"),
+        ):
+            resp = await client.request(method, path, json={"title": "x"} if method == "PATCH" else None)
+            assert resp.status == 404, (method, path)
+            body = await resp.json()
+            assert body["error"]["reason"] == "CONVERSATION_NOT_FOUND" and cid in body["error"]["message"]
+        assert (await client.get("/api/conversations/zzz")).status == 400
+    finally:
+        await app.stop(0)
