@@ -230,3 +230,51 @@ async def test_gateway_routes_for_conversations(aiohttp_client, storage_addr: st
         assert (await client.get("/api/conversations/zzz")).status == 400
     finally:
         await app.stop(0)
+
+
+async def test_cli_continues_a_conversation(storage_addr: str, tmp_path: Path) -> None:
+    """`rag conversations new`, `rag ask --conversation ID` twice, `show`, `export`, `delete`, as
+    processes against a real llm_gateway (`list` is the same RPC the gateway test covers)."""
+    import asyncio
+    import os
+    import sys
+
+    app, llm = await _llm(tmp_path, "c", SampleSearcher(), storage_addr=storage_addr)
+    await llm.close()
+    addr = f"127.0.0.1:{app.port}"
+
+    async def rag(*argv: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "cli.main",
+            *argv,
+            "--llm-gateway-addr",
+            addr,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+        out, _ = await proc.communicate()
+        return proc.returncode or 0, out.decode()
+
+    try:
+        rc, out = await rag("conversations", "new", "--title", "cli chat")
+        assert rc == 0, out
+        cid = out.strip()
+        rc, out = await rag("ask", Q1, "--conversation", cid, "--no-record")
+        assert rc == 0 and "turn 1 of conversation " + cid in out, out
+        rc, out = await rag("ask", Q2, "--conversation", cid, "--no-record", "--json")
+        assert rc == 0, out
+        record = json.loads(out)
+        assert record["search_query"] == "How does time to first byte compare with throughput?"
+        assert record["conversation_id"] == cid
+        rc, out = await rag("conversations", "show", cid)
+        assert rc == 0 and "searched: How does time to first byte compare with throughput?" in out, out
+        rc, out = await rag("conversations", "export", cid, "-o", str(tmp_path / "c.json"))
+        assert rc == 0 and len(json.loads((tmp_path / "c.json").read_text())["turns"]) == 2
+        assert (await rag("conversations", "delete", cid))[0] == 0
+        rc, out = await rag("ask", "hi", "--conversation", cid, "--no-record")
+        assert rc == 1 and "does not exist" in out, out
+    finally:
+        await app.stop(0)
