@@ -134,6 +134,33 @@ class StorageCore:
             return PutOutcome(key, len(buf), etag, False, tr)
         return await multipart_upload(store, key, buf, it, content_type, metadata, part_size, timer, size_hint)
 
+    async def put_conditional(
+        self,
+        backend: str,
+        key: str,
+        data: bytes,
+        content_type: str = "",
+        metadata: dict[str, str] | None = None,
+        *,
+        if_match: str = "",
+        if_none_match: bool = False,
+        timer: Timer | None = None,
+    ) -> PutOutcome:
+        """One PUT that holds only if the object still has ETag `if_match` (or, with
+        `if_none_match`, does not exist): compare-and-swap for small state objects (leases, job
+        state). Raises FAILED_PRECONDITION / CONDITION_NOT_MET when another writer got there first."""
+        if len(data) > max(self.cfg.multipart_threshold_bytes, 1):
+            raise invalid(
+                f"a conditional write holds at most {self.cfg.multipart_threshold_bytes} bytes; got {len(data)}",
+                reason="CONDITIONAL_TOO_LARGE",
+            )
+        store = await self._open(backend, key)
+        _check_metadata(metadata)
+        etag, tr = await store.put(key, data, content_type, metadata, if_match=if_match, if_none_match=if_none_match)
+        if timer:
+            timer.add(Stage("s3_put", tr.total_ns, store.spec.name, tr.ttfb_ns, tr.bytes, 1))
+        return PutOutcome(key, len(data), etag, False, tr)
+
     async def get(
         self, backend: str, key: str, start: int = 0, end: int = 0, timer: Timer | None = None
     ) -> tuple[bytes, ObjectMeta, Transfer]:

@@ -109,9 +109,26 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
                     raise invalid("only the first Put message may be a header", reason="DUPLICATE_HEADER")
                 yield msg.data
 
-        out = await self.core.put_stream(
-            h.backend, h.key, data(), h.content_type, dict(h.metadata), h.size_bytes, timer
-        )
+        if h.if_match or h.if_none_match:
+            buf = bytearray()
+            async for piece in data():
+                buf += piece
+                if len(buf) > self.core.cfg.multipart_threshold_bytes:
+                    break  # put_conditional refuses it by size, without reading the rest
+            out = await self.core.put_conditional(
+                h.backend,
+                h.key,
+                bytes(buf),
+                h.content_type,
+                dict(h.metadata),
+                if_match=h.if_match,
+                if_none_match=h.if_none_match,
+                timer=timer,
+            )
+        else:
+            out = await self.core.put_stream(
+                h.backend, h.key, data(), h.content_type, dict(h.metadata), h.size_bytes, timer
+            )
         return pb.PutResponse(
             key=out.key,
             size_bytes=out.size_bytes,
