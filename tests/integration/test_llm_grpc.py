@@ -259,7 +259,12 @@ async def test_generate_with_the_embedder_down_is_unavailable_naming_it(tmp_path
     try:
         async with LlmClient(f"127.0.0.1:{port}") as client:
             with pytest.raises(ServiceCallError) as info:
-                [e async for e in client.generate("What is a bucket?", [Passage(text="A bucket holds the objects of one tenant.")])]
+                [
+                    e
+                    async for e in client.generate(
+                        "What is a bucket?", [Passage(text="A bucket holds the objects of one tenant.")]
+                    )
+                ]
         assert info.value.code == grpc.StatusCode.UNAVAILABLE and info.value.reason == "EMBEDDER_FAILED"
         assert "embedder service at 127.0.0.1:1" in info.value.message
     finally:
