@@ -236,6 +236,13 @@ def main(argv: list[str], local_llm_gateway: Callable[[], Any] | None = None) ->
         help="the llm_gateway that answers (default: one started in-process with the built-in generator)",
     )
     ap.add_argument("--answer-top-k", type=int, default=5, help="documents given to each answer (default 5)")
+    ap.add_argument(
+        "--answer-queries",
+        type=int,
+        default=0,
+        metavar="N",
+        help="score answers on the first N queries of the split only (default: all)",
+    )
     args = ap.parse_args(argv)
     if args.answers and not args.llm_gateway_addr and local_llm_gateway is None:
         ap.error("--answers needs --llm-gateway-addr here")
@@ -295,18 +302,19 @@ async def _answers(
 ) -> dict[str, Any]:
     from .evaluate_answers import evaluate_answers
 
+    queries = dict(list(ev.queries.items())[: args.answer_queries or None])
+    qrels = {q: ev.qrels[q] for q in queries}
+
     def step(n: int) -> None:
-        progress("answers", n, len(ev.queries))
+        progress("answers", n, len(queries))
 
     if args.llm_gateway_addr:
         return await evaluate_answers(
-            ev.queries, run, ev.corpus, ev.qrels, args.llm_gateway_addr, top_k=args.answer_top_k, progress=step
+            queries, run, ev.corpus, qrels, args.llm_gateway_addr, top_k=args.answer_top_k, progress=step
         )
     assert local is not None
     async with local() as address:
-        return await evaluate_answers(
-            ev.queries, run, ev.corpus, ev.qrels, address, top_k=args.answer_top_k, progress=step
-        )
+        return await evaluate_answers(queries, run, ev.corpus, qrels, address, top_k=args.answer_top_k, progress=step)
 
 
 if __name__ == "__main__":
