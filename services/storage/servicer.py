@@ -51,7 +51,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         self, request: pb.ListBackendsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListBackendsResponse:
         timer = Timer()
-        backends = [backend_pb(s, has) for s, has in await self.core.list_backends()]
+        backends = [backend_pb(s, has) for s, has in await self.core.backends.list()]
         return pb.ListBackendsResponse(
             backends=backends, default_backend=self.core.default_backend, timings=timings_pb(timer)
         )
@@ -61,14 +61,14 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
     ) -> pb.PutBackendResponse:
         timer = Timer()
         spec, inline = backend_from_pb(request.backend)
-        saved, has = await self.core.put_backend(spec, inline)
+        saved, has = await self.core.backends.put(spec, inline)
         return pb.PutBackendResponse(backend=backend_pb(saved, has), timings=timings_pb(timer))
 
     async def RemoveBackend(
         self, request: pb.RemoveBackendRequest, context: grpc.aio.ServicerContext
     ) -> pb.RemoveBackendResponse:
         timer = Timer()
-        await self.core.remove_backend(request.name)
+        await self.core.backends.remove(request.name)
         return pb.RemoveBackendResponse(timings=timings_pb(timer))
 
     async def TestConnection(
@@ -77,7 +77,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         _deadline(context)
         timer = Timer()
         with timer.stage("test_connection", backend=request.backend or self.core.default_backend):
-            rep = await self.core.test_connection(request.backend)
+            rep = await self.core.backends.test_connection(request.backend)
         return pb.TestConnectionResponse(
             ok=rep.ok,
             head_bucket_ns=rep.head_bucket_ns,
