@@ -321,7 +321,7 @@ async def failover(h: FailoverHarness, docs: dict[str, str], collection: str = "
     }
 
 
-async def run_async(n_docs: int = 120) -> dict[str, Any]:
+async def run_async(n_docs: int = 160) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ddnrag-failover-") as tmp:
         h = FailoverHarness(Path(tmp))
         await h.start()
