@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from clients.base import ServiceCallError
-from services.common.errors import ErrorKind, ServiceError
+from services.common.errors import ServiceError
 from services.common.pb import stage_from_pb
 
 from .domain import ChunkStatus, Passage, RetrievedChunk, SearchResult
@@ -56,11 +56,7 @@ class RetrieverSearcher:
 
 def peer_error(err: ServiceCallError) -> ServiceError:
     """A peer's failure as this service's ServiceError, keeping its code and reason."""
-    try:
-        kind = ErrorKind(err.code)
-    except ValueError:
-        kind = ErrorKind.UNAVAILABLE
-    return ServiceError(kind, str(err), reason=err.reason, metadata={"service": err.service, **err.metadata})
+    return err.to_service_error()
 
 
 def search_result_from_pb(resp: Any) -> SearchResult:
