@@ -145,7 +145,11 @@ class StorageClient(BaseClient):
             if_match=if_match,
             if_none_match=if_none_match,
         )
-        reqs = [pb.PutRequest(header=header), pb.PutRequest(data=data)]
+        reqs = [
+            pb.PutRequest(header=header),
+            pb.PutRequest(data=data),
+            pb.PutRequest(end=pb.PutEnd(size_bytes=len(data))),
+        ]
 
         async def requests() -> AsyncIterator[pb.PutRequest]:
             for r in reqs:
