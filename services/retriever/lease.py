@@ -215,8 +215,12 @@ class LeaseKeeper:
             try:
                 self._version = await self.backend.replace(new, version)
             except LeaseConflict:
-                await self._set(False)
-                return
+                # A retried write may have landed the first time: then the record is ours.
+                again, again_version = await self.backend.read()
+                if again is None or again.nonce != new.nonce:
+                    await self._set(False)
+                    return
+                self._version = again_version
             self._valid_until = started + 0.9 * self.duration_s
             return
         if self._held:  # the record names someone else: we were taken over

@@ -20,6 +20,7 @@ from services.retriever.job_model import JobRecord
 from services.retriever.job_state import JobStore
 from services.retriever.lease import LeaseKeeper, StoreLeaseBackend
 from services.retriever.lease_k8s import KubeLeaseBackend
+from services.retriever.ports import PreconditionFailed
 from tests.unit.test_retriever_core import DictStore
 
 pytestmark = pytest.mark.asyncio
@@ -63,6 +64,25 @@ async def test_one_holder_takeover_after_expiry_and_fence() -> None:
     finally:
         await a.stop(release=False)
         await b.stop()
+
+
+async def test_a_renewal_that_landed_but_reported_a_conflict_keeps_the_lease() -> None:
+    """A store write retried after a lost response sees its own change and reports a conflict."""
+    store = DictStore()
+    a = LeaseKeeper(StoreLeaseBackend(store), "a", 30.0)
+    await a.step()
+    real = store.put_if
+
+    async def lands_then_conflicts(key: str, data: bytes, **kw: object) -> str:
+        await real(key, data, **kw)  # type: ignore[arg-type]
+        raise PreconditionFailed(key)
+
+    store.put_if = lands_then_conflicts  # type: ignore[method-assign]
+    await a.step()
+    store.put_if = real  # type: ignore[method-assign]
+    assert a.held and a.token == 1
+    await a.step()
+    assert a.held
 
 
 async def test_graceful_stop_hands_over_at_once() -> None:
