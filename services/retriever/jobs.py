@@ -185,6 +185,11 @@ class JobManager:
         return views, ""
 
     async def cancel(self, job_id: str) -> JobView:
+        view = await self.get(job_id)
+        if view.terminal:
+            return view
+        # Recorded first, so that whichever replica runs the job (now or after a take-over) stops it.
+        await self.state.request_cancel(job_id)
         lj = self.live.get(job_id)
         if lj is not None and lj.task is not None and not lj.task.done():
             lj.cancel_requested = True
@@ -193,10 +198,7 @@ class JobManager:
             if lj.view.terminal:
                 return _copy(lj.view)
         view = await self.get(job_id)
-        if view.terminal:
-            return view
-        # Another replica runs it (or will): record the request; the holder honours it.
-        await self.state.request_cancel(job_id)
+        # Another replica runs it (or will): it honours the recorded request within a second.
         deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline and not view.terminal:
             await asyncio.sleep(self.timing.follow_poll_s)

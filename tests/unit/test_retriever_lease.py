@@ -114,6 +114,28 @@ async def test_a_stale_holders_job_write_is_refused() -> None:
     assert stored is not None and stored.holder == "b" and stored.batches == []
 
 
+async def test_a_job_write_that_landed_unacknowledged_is_not_a_take_over() -> None:
+    store = DictStore()
+    js = JobStore(store)
+    rec = JobRecord("j2", "kb", "running", "write", {}, 1, 1, fence=1, holder="a")
+    await js.create(rec, [])
+    real = store.put_if
+
+    async def lands_then_fails(key: str, data: bytes, **kw: object) -> str:
+        await real(key, data, **kw)  # type: ignore[arg-type]
+        raise OSError("connection reset after the write")
+
+    store.put_if = lands_then_fails  # type: ignore[method-assign]
+    rec.stage = "index"
+    with pytest.raises(OSError):
+        await js.write(rec)  # applied by the store, never acknowledged
+    store.put_if = real  # type: ignore[method-assign]
+    rec.state, rec.stage = "cancelled", "done"
+    await js.write(rec)  # goes on from the unacknowledged write instead of reporting a take-over
+    stored = await js.read("j2")
+    assert stored is not None and stored.state == "cancelled"
+
+
 class FakeApiServer:
     """The coordination.k8s.io/v1 Lease endpoints of an API server, with its concurrency rules:
     resourceVersion changes on every write, PUT with a stale one is 409 Conflict, POST of an
