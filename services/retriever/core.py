@@ -27,6 +27,8 @@ from .chunking import chunk_id
 from .index import Analyzer, ChunkRecord, CollectionIndex
 from .jobs import JobDB
 from .ports import Encoder, ObjectStore
+from .rerank import RerankOutcome, RerankStage
+from .rerank.stage import rerank_hits
 from .segments import CorruptSegment, DocumentInfo, Snapshot
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,8 @@ class SearchParams:
     filters: Mapping[str, str] = field(default_factory=dict)
     backend: str = ""
     no_cache: bool = False
+    # Skip the rerank stage for this search (A/B, benchmarks).
+    no_rerank: bool = False
 
 
 @dataclass
@@ -116,6 +120,7 @@ class SearchHit:
     position: int
     metadata: dict[str, str]
     error: ServiceError | None = None
+    rerank_score: float | None = None
 
 
 @dataclass
@@ -124,6 +129,7 @@ class SearchResult:
     index_version: str
     cache_hit: bool
     timer: Timer
+    rerank: RerankOutcome | None = None
 
 
 class Retriever:
@@ -138,6 +144,8 @@ class Retriever:
         self.collections: dict[str, CollectionState] = {}
         self.cache = RetrievalCache(settings.state_dir / "retrieval_cache.sqlite", settings.cache_max_bytes)
         self._dim = 0
+        # The optional stage after fusion (rerank/); None: fusion order is final.
+        self.rerank: RerankStage | None = None
 
     # Life cycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -356,6 +364,11 @@ class Retriever:
                 ErrorKind.FAILED_PRECONDITION, state.error, reason="INDEX_CORRUPT", metadata={"collection": collection}
             )
         index = state.index
+        # With a reranker, fusion hands it the first `top_n` (at least top_k) to reorder.
+        stage = None if p.no_rerank else self.rerank
+        top_k = p.top_k
+        if stage is not None:
+            p = replace(p, top_k=max(top_k, stage.top_n))
         key = cache_key(
             collection,
             index.version,
@@ -385,7 +398,10 @@ class Retriever:
         out = [self._hit(collection, index.records[r], s, b, d) for r, s, b, d in rows]
         if out:
             await self._fetch(out, p.backend, timer)
-        return SearchResult(out, index.version, cached is not None, timer)
+        outcome = None
+        if stage is not None and out:
+            out, outcome = await rerank_hits(stage, query, out, top_k, timer)
+        return SearchResult(out, index.version, cached is not None, timer, outcome)
 
     async def _rank(
         self, index: CollectionIndex, query: str, p: SearchParams, timer: Timer

@@ -18,6 +18,7 @@ from .core import Retriever, Settings
 from .ingest import JobManager
 from .jobs import JobDB
 from .ports import Encoder, ObjectStore
+from .rerank.config import build_stage
 from .servicer import RetrieverServicer
 from .watch import WatchManager
 
@@ -56,6 +57,16 @@ async def create_server(
 ) -> tuple[GrpcApp, int]:
     """Builds the service over the storage and embedder services (or the given ports), loads and
     verifies every collection's index, resumes unfinished jobs, then reports SERVING."""
+    rerank = build_stage(
+        cfg.rerank,
+        url=cfg.rerank_url,
+        model=cfg.rerank_model,
+        api_key_env=cfg.rerank_api_key_env,
+        api_key_file=cfg.rerank_api_key_file,
+        top_n=cfg.rerank_top_n,
+        fail_mode=cfg.rerank_fail_mode,
+        timeout_s=cfg.rerank_timeout_s,
+    )
     closers = []
     if store is None or encoder is None:
         from clients.embedder import EmbedderClient
@@ -74,6 +85,12 @@ async def create_server(
     settings = settings_from(cfg)
     db = JobDB(settings.state_dir / "retriever.sqlite")
     core = Retriever(store, encoder, settings, db)
+    core.rerank = rerank
+    if rerank is not None:
+        closers.append(rerank.close)
+        log.info(
+            "rerank stage on", extra={"backend": rerank.name, "top_n": rerank.top_n, "fail_mode": rerank.fail_mode}
+        )
     jobs = JobManager(core)
     watches = WatchManager(jobs)
     servicer = RetrieverServicer(core, jobs, watches)
@@ -132,7 +149,11 @@ def main() -> None:
         print(f"retriever: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     setup_logging("retriever", cfg.log_level)
-    asyncio.run(serve(cfg))
+    try:
+        asyncio.run(serve(cfg))
+    except ConfigError as err:
+        print(f"retriever: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
