@@ -30,6 +30,9 @@ class Passage:
     collection: str = ""
     object_key: str = ""
     score: float = 0.0
+    # Sentences taken out of `text` because they address the assistant (guards/injection.py);
+    # an LLM sees them only as a quoted block, the extractive generator not at all.
+    quoted: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,8 @@ class DoneEvent:
     total_ns: int
     # Set by Answer only: request -> first token, retrieval included.
     rag_ttft_ns: int = 0
+    # The guard report (checks.py: every verdict and the fail mode); None when no checks ran.
+    guards: object | None = None
 
 
 @dataclass(frozen=True)
