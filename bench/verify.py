@@ -177,9 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ptr = prob(xt)
     grid = np.linspace(0.05, 0.95, 91)
-    bal = [
-        ((ptr[lt == "pos"] >= t).mean() + (ptr[lt != "pos"] < t).mean()) / 2 for t in grid
-    ]
+    bal = [((ptr[lt == "pos"] >= t).mean() + (ptr[lt != "pos"] < t).mean()) / 2 for t in grid]
     threshold = float(grid[int(np.argmax(bal))])
 
     def aucs(score: np.ndarray, lab: np.ndarray) -> dict[str, float]:

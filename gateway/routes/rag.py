@@ -65,6 +65,7 @@ def chunk_json(c: Any) -> dict[str, Any]:
         "dense_rank": c.dense_rank,
         "position": c.position,
         "ok": c.status.code == 0,
+        "rerank_score": c.rerank_score if c.HasField("rerank_score") else None,
     }
 
 
@@ -81,6 +82,7 @@ def retrieval_json(r: lpb.Retrieval | None) -> dict[str, Any] | None:
         "conversation_id": r.conversation_id,
         "timings": timings_json(r.timings),
         "chunks": [chunk_json(c) for c in r.chunks],
+        "rerank": to_dict(r.rerank) if r.HasField("rerank") else None,
     }
 
 
@@ -101,6 +103,7 @@ def done_json(d: lpb.Done, retrieval: lpb.Retrieval | None) -> dict[str, Any]:
         "search_query": retrieval.search_query if retrieval is not None else "",
         "conversation_id": d.conversation_id,
         "turn_index": d.turn_index,
+        "guards": to_dict(d.guards) if d.HasField("guards") else None,
     }
 
 
@@ -169,6 +172,11 @@ async def answer_events(request: web.Request, ask: Ask) -> AsyncIterator[Event]:
                 yield Event("retrieval", retrieval_json(retrieval))
             elif kind == "token":
                 yield Event("token", {"text": ev.token.text, "index": ev.token.index})
+            elif kind == "verify":  # groundedness: per-sentence scores, answer score, repair
+                yield Event("verify", to_dict(ev.verify))
+            elif kind == "refused":  # a guard refused the question or the answer: the last event
+                yield Event("refused", to_dict(ev.refused))
+                return
             elif kind == "done":
                 yield Event("done", done_json(ev.done, retrieval))
                 return

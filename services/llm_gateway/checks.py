@@ -18,12 +18,22 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from services.common.errors import ServiceError
 
-from .domain import DoneEvent, GenParams, Passage, RetrievalEvent, StartEvent, TokenEvent
+from .domain import (
+    DEFAULT_TOP_K,
+    MAX_QUESTION_CHARS,
+    DoneEvent,
+    GenParams,
+    Passage,
+    RetrievalEvent,
+    StartEvent,
+    TokenEvent,
+)
 from .extractive import NOT_ANSWERED, split_sentences
-from .guards.base import GuardReport, Guardrails, Verdict
+from .guards.base import Guardrails, GuardReport, Verdict
 from .guards.redact import StreamRedactor, redact
 from .verify.grounding import Verification, Verifier
 
@@ -163,7 +173,11 @@ class AnswerChecks:
             repair = Repair("failed", "", None, message=err.message)
         log.info(
             "answer repaired",
-            extra={"kind": repair.kind, "before": v.answer_score, "after": getattr(repair.verification, "answer_score", None)},
+            extra={
+                "kind": repair.kind,
+                "before": v.answer_score,
+                "after": getattr(repair.verification, "answer_score", None),
+            },
         )
         return VerifyEvent(v, self.threshold, replace(repair, duration_ns=time.perf_counter_ns() - t0))
 
@@ -203,3 +217,58 @@ def regenerate_with(core: object, question: str, params: GenParams) -> Regenerat
         return core.generate(question, passages, replace(params, no_cache=True))  # type: ignore[attr-defined]
 
     return run
+
+
+def search_with(core: object, request: Any, timeout_s: float | None) -> Search | None:
+    """The repair's re-retrieval: the retriever's Search in the request's collection."""
+    searcher = getattr(core, "searcher", None)
+    if searcher is None:
+        return None
+
+    async def run(query: str) -> list[Passage]:
+        res = await searcher.search(
+            request.collection or "default",
+            query[:MAX_QUESTION_CHARS],
+            top_k=request.top_k or DEFAULT_TOP_K,
+            backend=request.storage_backend,
+            filters=dict(request.filters),
+            timeout=timeout_s,
+        )
+        return [c.passage for c in res.chunks if c.ok]
+
+    return run
+
+
+def build_checks(cfg: Any, encoder: Any) -> AnswerChecks:
+    """Guardrails and the verifier from `LlmGatewayConfig`. Bad settings fail at start."""
+    from services.common.config import ConfigError
+    from services.common.httpjson import read_api_key
+
+    from .guards.config import build_guardrails
+    from .verify.grounding import EmbeddingScorer
+    from .verify.judge import JudgeScorer
+
+    guards = build_guardrails(
+        cfg.guards,
+        fail_mode=cfg.guard_fail_mode,
+        timeout_s=cfg.guard_timeout_s,
+        deny=cfg.guard_deny_list.split(","),
+        max_answer_chars=cfg.guard_max_answer_chars,
+    )
+    verifier: Verifier | None = None
+    if cfg.verify == "embedder":
+        verifier = Verifier(EmbeddingScorer(encoder))
+    elif cfg.verify == "judge":
+        if not cfg.verify_judge_url.startswith(("http://", "https://")) or not cfg.verify_judge_model:
+            raise ConfigError(
+                "DDNRAG_LLM_GATEWAY_VERIFY=judge needs DDNRAG_LLM_GATEWAY_VERIFY_JUDGE_URL (http/https) and _MODEL"
+            )
+        key = read_api_key(cfg.verify_judge_api_key_env, what="DDNRAG_LLM_GATEWAY_VERIFY_JUDGE")
+        verifier = Verifier(JudgeScorer(cfg.verify_judge_url, cfg.verify_judge_model, api_key=key))
+    elif cfg.verify != "off":
+        raise ConfigError(f"DDNRAG_LLM_GATEWAY_VERIFY must be embedder, judge or off, got {cfg.verify!r}")
+    if not 0.0 <= cfg.verify_threshold <= 1.0:
+        raise ConfigError(f"DDNRAG_LLM_GATEWAY_VERIFY_THRESHOLD must be within 0..1, got {cfg.verify_threshold}")
+    return AnswerChecks(
+        guards, verifier, threshold=cfg.verify_threshold, repair=cfg.verify_repair, redact_pii=cfg.redact_pii
+    )

@@ -131,6 +131,16 @@ class ChunkStatus:
 
 
 @dataclass(frozen=True)
+class RerankInfo:
+    """The retriever's rerank stage: backend, status ("ok", "fallback", "skipped"), message."""
+
+    backend: str
+    status: str
+    message: str = ""
+    scored: int = 0
+
+
+@dataclass(frozen=True)
 class RetrievedChunk:
     """One search hit as the retriever returned it."""
 
@@ -140,6 +150,7 @@ class RetrievedChunk:
     position: int = 0
     metadata: dict[str, str] = field(default_factory=dict)
     status: ChunkStatus = ChunkStatus()
+    rerank_score: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -155,6 +166,7 @@ class SearchResult:
     cache_hit: bool = False
     stages: tuple[Stage, ...] = ()
     total_ns: int = 0
+    rerank: RerankInfo | None = None
 
 
 @dataclass(frozen=True)

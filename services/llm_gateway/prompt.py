@@ -97,7 +97,7 @@ def build_prompt(
     truncated = 0
     texts = [_body(p) for p in passages]
     counts = counter.count_many(texts)
-    for i, (p, text, n) in enumerate(zip(passages, texts, counts, strict=True)):
+    for i, (p, n) in enumerate(zip(passages, counts, strict=True)):
         header = counter.count(passage_header(i + 1, p)) + 2
         if header + n <= left:
             kept.append(p)

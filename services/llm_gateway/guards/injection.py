@@ -57,7 +57,8 @@ _PATTERNS = [
 ]
 INJECTION_RE = re.compile("|".join(f"(?:{p})" for p in _PATTERNS), re.IGNORECASE | re.MULTILINE)
 
-_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+[\"')\]]*|\n|$)")
+# A sentence ends at . ! ? followed by a space or the end (so "http://evil.example/x" stays whole).
+_SENTENCE = re.compile(r"(?:[^.!?\n]|[.!?]+(?=[^\s.!?]))+(?:[.!?]+[\"')\]]*|\n|$)")
 
 
 def is_instruction(text: str) -> bool:

@@ -13,12 +13,15 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
 _WORD = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
 _NUM = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?(?![\w])")
-_ENTITY = re.compile(r"\b(?:[A-Za-z]*[A-Z][a-z]*[A-Z0-9][A-Za-z0-9-]*|[A-Za-z]+-?\d[A-Za-z0-9-]*|\d+[A-Za-z][A-Za-z0-9-]*)\b")
+_ENTITY = re.compile(
+    r"\b(?:[A-Za-z]*[A-Z][a-z]*[A-Z0-9][A-Za-z0-9-]*|[A-Za-z]+-?\d[A-Za-z0-9-]*|\d+[A-Za-z][A-Za-z0-9-]*)\b"
+)
 _NEG = re.compile(
     r"\b(?:not|no|never|none|nor|cannot|without|lack(?:s|ed|ing)?|fail(?:s|ed)?|absent|absence|neither|unable"
     r"|n't|doesn't|don't|didn't|isn't|aren't|wasn't|weren't)\b",
@@ -78,7 +81,7 @@ class Evidence:
             tuple(sentences),
             vectors,
             frozenset(toks),
-            frozenset(zip(toks, toks[1:], strict=False)),
+            frozenset(pairwise(toks)),
             tuple(frozenset(terms(s)) for s in sentences),
         )
 
@@ -94,7 +97,7 @@ def features(claim: str, claim_vec: np.ndarray, ev: Evidence) -> np.ndarray:
     norm = float(np.linalg.norm(centroid)) or 1.0
     covered = cs & ev.terms
     long_terms = {w for w in cs if len(w) >= 7}
-    bi = set(zip(ct, ct[1:], strict=False))
+    bi = set(pairwise(ct))
     lower = ev.text.lower()
     numbers = set(_NUM.findall(claim))
     entities = {e.lower() for e in _ENTITY.findall(claim)}

@@ -60,7 +60,9 @@ class JudgeScorer:
             try:
                 reply = await self._client.post("/v1/chat/completions", body, timeout_s=self.timeout_s)
             except HttpJsonError as err:
-                raise unavailable(f"the judge model could not verify the answer: {err}", reason="JUDGE_UNAVAILABLE") from None
+                raise unavailable(
+                    f"the judge model could not verify the answer: {err}", reason="JUDGE_UNAVAILABLE"
+                ) from None
         try:
             content = reply["choices"][0]["message"]["content"]
             obj = json.loads(re.search(r"\{.*\}", content, re.DOTALL).group(0))  # type: ignore[union-attr]
