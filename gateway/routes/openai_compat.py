@@ -119,11 +119,11 @@ def _finish(reason: str) -> str:
     return "length" if reason == "length" else "stop"
 
 
-@routes.post("/v1/chat/completions")
 def _refusal(refused: dict[str, Any]) -> str:
     return f"Refused by the {refused['guard']} guard ({refused['reason']}): {refused['message']}"
 
 
+@routes.post("/v1/chat/completions")
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await json_body(request)
     ask, model = _ask(request, body)

@@ -53,7 +53,7 @@ class Ask:
 
 
 def chunk_json(c: Any) -> dict[str, Any]:
-    return {
+    out = {
         "chunk_id": c.chunk_id,
         "document_id": c.document_id,
         "document_name": c.document_name,
@@ -65,14 +65,16 @@ def chunk_json(c: Any) -> dict[str, Any]:
         "dense_rank": c.dense_rank,
         "position": c.position,
         "ok": c.status.code == 0,
-        "rerank_score": c.rerank_score if c.HasField("rerank_score") else None,
     }
+    if c.HasField("rerank_score"):  # only with a reranker configured (retriever rerank/)
+        out["rerank_score"] = c.rerank_score
+    return out
 
 
 def retrieval_json(r: lpb.Retrieval | None) -> dict[str, Any] | None:
     if r is None:
         return None
-    return {
+    out = {
         "index_version": r.index_version,
         "cache_hit": r.cache_hit,
         "search_query": r.search_query,
@@ -82,12 +84,14 @@ def retrieval_json(r: lpb.Retrieval | None) -> dict[str, Any] | None:
         "conversation_id": r.conversation_id,
         "timings": timings_json(r.timings),
         "chunks": [chunk_json(c) for c in r.chunks],
-        "rerank": to_dict(r.rerank) if r.HasField("rerank") else None,
     }
+    if r.HasField("rerank"):
+        out["rerank"] = to_dict(r.rerank)
+    return out
 
 
 def done_json(d: lpb.Done, retrieval: lpb.Retrieval | None) -> dict[str, Any]:
-    return {
+    out = {
         "text": d.text,
         "finish_reason": d.finish_reason,
         "ttft_ms": ns_to_ms(d.rag_ttft_ns or d.ttft_ns),
@@ -103,8 +107,10 @@ def done_json(d: lpb.Done, retrieval: lpb.Retrieval | None) -> dict[str, Any]:
         "search_query": retrieval.search_query if retrieval is not None else "",
         "conversation_id": d.conversation_id,
         "turn_index": d.turn_index,
-        "guards": to_dict(d.guards) if d.HasField("guards") else None,
     }
+    if d.HasField("guards"):  # every guard verdict and the fail mode (llm_gateway checks.py)
+        out["guards"] = to_dict(d.guards)
+    return out
 
 
 @contextlib.asynccontextmanager

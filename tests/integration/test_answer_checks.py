@@ -234,3 +234,49 @@ async def test_an_unsupported_llm_answer_is_repaired(tmp_path: Path, retriever: 
         await client.close()
         await app.stop(0)
         await llm.stop()
+
+
+async def test_gateway_sends_verify_and_refused_events(tmp_path: Path, retriever: tuple[Retriever, int]) -> None:
+    """Through the HTTP gateway: `verify` before `done` on /api/rag/stream, a refusal as the
+    terminal `refused` event, and as OpenAI's refusal (finish_reason content_filter)."""
+    import aiohttp
+
+    from gateway.config import GatewayConfig
+    from gateway.server import start as start_gateway
+    from tests.support.sse import iter_sse
+
+    app, client = await gateway(tmp_path, retriever[1], guard_deny_list="zorg")
+    gcfg = load_env(
+        GatewayConfig,
+        environ={},
+        port=0,
+        llm_gateway_addr=client.address,
+        retriever_addr=f"127.0.0.1:{retriever[1]}",
+    )
+    runner, gport = await start_gateway(gcfg)
+    base = f"http://127.0.0.1:{gport}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/api/rag/stream", params={"q": "What does time to first byte measure?"}) as r:
+                events = {e.event: e for e in [e async for e in iter_sse(r)]}
+            assert list(events)[-2:] == ["verify", "done"]
+            verify = events["verify"].json()
+            assert verify["check"]["answer_score"] == 1.0 and verify["check"]["sentences"]
+            assert events["done"].json()["guards"]["fail_mode"] == "closed"
+
+            async with http.get(f"{base}/api/rag/stream", params={"q": "what is zorg?"}) as r:
+                assert r.status == 200
+                got = [e async for e in iter_sse(r)]
+            assert [e.event for e in got] == ["refused"]
+            assert got[0].json()["reason"] == "DENIED_TERM"
+
+            req = {"model": "extractive", "messages": [{"role": "user", "content": "what is zorg?"}]}
+            async with http.post(f"{base}/v1/chat/completions", json=req) as r:
+                out = await r.json()
+            choice = out["choices"][0]
+            assert choice["finish_reason"] == "content_filter" and "DENIED_TERM" in choice["message"]["content"]
+            assert out["ddnrag"]["refused"]["guard"] == "builtin"
+    finally:
+        await runner.cleanup()
+        await client.close()
+        await app.stop(0)
