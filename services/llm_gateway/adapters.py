@@ -17,7 +17,7 @@ import grpc
 import numpy as np
 
 from clients.base import ServiceCallError
-from services.common.errors import ErrorKind, ServiceError, unavailable
+from services.common.errors import ServiceError, unavailable
 from services.common.pb import stage_from_pb
 
 from .domain import ChunkStatus, Passage, RerankInfo, RetrievedChunk, SearchResult
@@ -58,11 +58,7 @@ class RetrieverSearcher:
 
 def peer_error(err: ServiceCallError) -> ServiceError:
     """A peer's failure as this service's ServiceError, keeping its code and reason."""
-    try:
-        kind = ErrorKind(err.code)
-    except ValueError:
-        kind = ErrorKind.UNAVAILABLE
-    return ServiceError(kind, str(err), reason=err.reason, metadata={"service": err.service, **err.metadata})
+    return err.to_service_error()
 
 
 def search_result_from_pb(resp: Any) -> SearchResult:

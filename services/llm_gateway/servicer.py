@@ -13,6 +13,7 @@ from ddnrag.common.v1 import common_pb2
 from ddnrag.llm.v1 import llm_service_pb2 as pb
 from ddnrag.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from ddnrag.retriever.v1 import retriever_service_pb2 as rpb
+from services.common import deadline
 from services.common.errors import unavailable
 from services.common.pb import stage_pb, timings_pb
 from services.common.timing import Stage, Timer
@@ -168,6 +169,7 @@ class LlmServicer(pb_grpc.LlmServiceServicer):
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateResponse]:
+        deadline.adopt(context)
         passages = [passage_from_pb(p) for p in request.passages]
         params = params_from_pb(request.params)
         stream = self.core.generate(request.question, passages, params)
@@ -190,6 +192,7 @@ class LlmServicer(pb_grpc.LlmServiceServicer):
     async def Answer(
         self, request: pb.AnswerRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.AnswerResponse]:
+        deadline.adopt(context)  # every peer call (search, embeddings) ends with this call
         params = params_from_pb(request.params)
         timeout_s = remaining_timeout(context, self.core.retrieval_timeout_s)
         stream = self.core.answer(
