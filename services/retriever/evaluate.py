@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .chunking import Chunker
+from .fusion import fuse
 from .index import Analyzer, ChunkRecord, CollectionIndex
 
 Run = dict[str, dict[str, float]]
@@ -121,10 +122,22 @@ def rank(
                 memo[key] = cands
         else:
             cands = memo[key]
-        hits = [] if cands is None else index._fuse(*cands, qv, p.mode, p.fusion, p.rrf_k, p.dense_weight)
+        hits = (
+            []
+            if cands is None
+            else fuse(
+                *cands,
+                index.vectors_at,
+                qv,
+                mode=p.mode,
+                fusion=p.fusion,
+                rrf_k=p.rrf_k,
+                dense_weight=p.dense_weight,
+            )
+        )
         docs: dict[str, float] = {}
         for h in hits:
-            d = index.records[h.row].document_id
+            d = index.record(h.row).document_id
             if d not in docs:
                 docs[d] = h.score
             if len(docs) >= p.depth:
