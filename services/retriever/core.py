@@ -1,7 +1,7 @@
 """The retriever's core: collections, their live indexes, commits and hybrid search.
 
 Plain Python over two ports (`ObjectStore`, `Encoder`); no gRPC here. Ingestion jobs live in
-`ingest.py` and call `commit` to publish a new index version. Each collection's index is a
+`jobs.py` and call `commit` to publish a new index version. Each collection's index is a
 `LiveIndex` (live.py): immutable segments in object storage, listed by a manifest that CURRENT
 names. A `Follower` (follower.py) keeps every replica on the latest manifest. Every blocking step
 (index builds, BM25/dense queries, SQLite) runs in a worker thread, never on the event loop.
@@ -26,11 +26,11 @@ from services.common.timing import Stage, Timer
 from . import search as searching
 from . import segments
 from .cache import RetrievalCache, cache_key
+from .catalog import Catalog
 from .fusion import Hit
 from .index import ChunkRecord, CollectionIndex, DocumentInfo
-from .jobs import JobDB
 from .lexical import Analyzer
-from .live import FenceReader, IndexOptions, LiveIndex
+from .live import Fence, FenceReader, IndexOptions, LiveIndex
 from .merge import MergePolicy
 from .ports import Encoder, ObjectStore
 from .search import SearchHit, SearchParams, SearchResult, chunk_key
@@ -114,11 +114,11 @@ class CollectionState:
 class Retriever:
     """Collections with their live indexes, and search over them."""
 
-    def __init__(self, store: ObjectStore, encoder: Encoder, settings: Settings, db: JobDB) -> None:
+    def __init__(self, store: ObjectStore, encoder: Encoder, settings: Settings, catalog: Catalog) -> None:
         self.store = store
         self.encoder = encoder
         self.settings = settings
-        self.db = db
+        self.catalog = catalog  # the collection list, shared by every replica
         self.analyzer = Analyzer()
         self.collections: dict[str, CollectionState] = {}
         self.cache = RetrievalCache(settings.state_dir / "retrieval_cache.sqlite", settings.cache_max_bytes)
@@ -155,12 +155,12 @@ class Retriever:
     # Life cycle --------------------------------------------------------------------------------
     async def start(self) -> None:
         """Loads and verifies every known collection's live index; creates `default`."""
-        await self.db.run(self.db.add_collection, DEFAULT_COLLECTION)
+        await self.catalog.add(DEFAULT_COLLECTION)
         if self.settings.persist_index:
             # Collections another replica (or an earlier state directory) published.
             for name in await self.published():
-                await self.db.run(self.db.add_collection, name)
-        for name in await self.db.run(self.db.collections):
+                await self.catalog.add(name)
+        for name in await self.catalog.names():
             await self._load(name)
         self.last_follow_ok = time.monotonic()
 
@@ -205,6 +205,12 @@ class Retriever:
             await asyncio.to_thread(self.cache.invalidate, name, state.live.version)
         return changed
 
+    def forget(self, name: str) -> None:
+        """Drops a collection another replica deleted (its files are already gone)."""
+        state = self.collections.pop(name, None)
+        if state is not None:
+            state.live.view = CollectionIndex.empty(self.analyzer)
+
     # Collections -------------------------------------------------------------------------------
     def get_collection(self, name: str, *, create_default: bool = True) -> CollectionState:
         state = self.collections.get(name)
@@ -220,7 +226,7 @@ class Retriever:
         check_name(name)
         if name in self.collections:
             return self.collections[name]
-        await self.db.run(self.db.add_collection, name)
+        await self.catalog.add(name)
         return await self._load(name)
 
     async def ensure_collection(self, name: str) -> CollectionState:
@@ -236,7 +242,7 @@ class Retriever:
         async with state.live.lock:
             await self.store.delete(prefix=f"chunks/{name}/")
             await self.store.delete(prefix=segments.prefix(name))
-            await self.db.run(self.db.remove_collection, name)
+            await self.catalog.remove(name)
             await asyncio.to_thread(self.cache.invalidate, name, "\x00")
             self.collections.pop(name, None)
         await state.live.stop()
@@ -276,13 +282,14 @@ class Retriever:
         *,
         remove: set[str] | None = None,
         backends: Sequence[str] = ("",),
-        fence: int | None = None,
+        fence: Fence | int | None = None,
     ) -> str:
         """Publishes a new version: `documents` replace their earlier chunks, `remove` documents go.
 
         Writes one new segment with `records`, a delete set, a manifest and CURRENT (last), swaps
         the new view in, then deletes chunk objects no live version uses and lets a background
-        merge run. `fence` is the ingestion lease's token: a stale one is refused (FENCE_STALE).
+        merge run. `fence` is the ingestion lease (or its token): checked right before CURRENT is
+        written, and a stale one is refused with FAILED_PRECONDITION / FENCED_WRITE.
         Returns the new version."""
         state = await self.ensure_collection(collection)
         res = await state.live.commit(

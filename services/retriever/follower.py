@@ -66,8 +66,12 @@ class Follower:
 
     async def poll(self) -> None:
         """One round: follow every collection whose CURRENT changed since the last round."""
+        started = time.time_ns()
         published = await self.core.published()
+        names = set(await self.core.catalog.names())
         self.core.last_follow_ok = time.monotonic()
+        for name in sorted(names - set(self.core.collections) - set(published)):
+            await self.core.create_collection(name)  # created empty through another replica
         for name, etag in published.items():
             if self.etags.get(name) == etag:
                 continue
@@ -88,3 +92,6 @@ class Follower:
                 del self.etags[name]
                 if name in self.core.collections:
                     await self.core.follow(name, "")
+        for name in set(self.core.collections) - names - set(published):
+            if self.core.collections[name].created_unix_ns < started:  # not one created meanwhile
+                self.core.forget(name)  # deleted through another replica

@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -28,12 +29,20 @@ from . import segments as store_fmt
 from .index import ChunkRecord, CollectionIndex, DenseFactory, DocumentInfo, Segment
 from .lexical import Analyzer, Postings
 from .merge import MergePolicy, merge_segments
-from .ports import ObjectStore
+from .ports import ObjectStore, PreconditionFailed
 from .segments import Manifest, SegmentEntry
 
 log = logging.getLogger(__name__)
 
 FenceReader = Callable[[], Awaitable[int]]
+
+
+class Fence(Protocol):
+    """The ingestion lease as a commit carries it (lease.LeaseKeeper is one)."""
+
+    token: int
+
+    async def check(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,7 @@ class LiveIndex:
         self.updated_unix_ns = 0
         self.lock = asyncio.Lock()
         self._merging: asyncio.Task[None] | None = None
+        self._etag = ""  # CURRENT's ETag as read by the last `_catch_up`
 
     # What searches and callers read ------------------------------------------------------------
     @property
@@ -159,9 +169,15 @@ class LiveIndex:
         async with self.lock:
             self._swap(Manifest(self.collection), "", {})
 
-    async def _catch_up(self) -> None:
-        if self.opts.persist:
-            await self._sync(await store_fmt.read_current(self.store, self.collection))
+    async def _catch_up(self, follow: bool = True) -> str:
+        """Reads CURRENT, follows it (unless `follow` is False: a rebuild), returns its ETag."""
+        if not self.opts.persist:
+            return ""
+        current, etag = await store_fmt.read_current_tagged(self.store, self.collection)
+        if follow:
+            await self._sync(current)
+        self._etag = etag
+        return etag
 
     # Commits -----------------------------------------------------------------------------------
     async def commit(
@@ -171,16 +187,15 @@ class LiveIndex:
         vectors: np.ndarray,
         *,
         remove: set[str] | None = None,
-        fence: int | None = None,
+        fence: Fence | int | None = None,
         fence_reader: FenceReader | None = None,
         rebuild: bool = False,
     ) -> CommitResult:
         """Publishes one new segment holding `records` (the chunks of `documents`, which replace
         their earlier chunks) and deletes `remove`. `rebuild` starts from an empty index (the live
-        one is corrupt). Raises FENCE_STALE (FAILED_PRECONDITION) for a stale `fence`."""
+        one is corrupt). Raises FENCED_WRITE (FAILED_PRECONDITION) for a stale `fence`."""
         async with self.lock:
-            if not rebuild:
-                await self._catch_up()
+            await self._catch_up(follow=not rebuild)
             written = 0
             seg: Segment | None = None
             entry: SegmentEntry | None = None
@@ -192,16 +207,17 @@ class LiveIndex:
                     base = store_fmt.prefix(self.collection) + entry.path
                     written += await store_fmt.put_files(self.store, [(base + n, d) for n, d in files.items()])
             replaced = set(documents) | set(remove or ())
-            for _attempt in range(8):
+            for attempt in range(8):
+                # CURRENT's ETag as last read: the publish is a compare-and-swap against it.
+                etag = await self._catch_up(follow=not rebuild) if attempt else self._etag
                 base_m = Manifest(self.collection, self.manifest.generation) if rebuild else self.manifest
-                await self._check_fence(fence, fence_reader)
-                m, stale = self._next_manifest(base_m, replaced, entry, seg, fence)
+                token = await self._check_fence(fence, fence_reader)
+                m, stale = self._next_manifest(base_m, replaced, entry, seg, token)
                 if self.opts.persist:
-                    now = await store_fmt.read_current(self.store, self.collection)
-                    if now != self.current and not rebuild:
-                        await self._sync(now)  # another writer published: apply ours on top of it
-                        continue
-                    written += await self._publish(m)
+                    try:
+                        written += await self._publish(m, etag)
+                    except PreconditionFailed:
+                        continue  # another writer published first: follow it, apply ours on top
                 loaded = dict(self.segments)
                 if seg is not None:
                     loaded[seg.id] = seg
@@ -264,22 +280,31 @@ class LiveIndex:
         s = self._seg(sid, extra)
         return s.documents if s is not None else {}
 
-    async def _check_fence(self, fence: int | None, reader: FenceReader | None) -> None:
+    async def _check_fence(self, fence: Fence | int | None, reader: FenceReader | None) -> int | None:
+        """The commit's fence token, once checked right before CURRENT is written: the lease
+        holder's own check (`Fence.check`), then the token against the highest one any commit
+        published (and the lease's, from `reader`). Raises FENCED_WRITE for a stale writer."""
         if fence is None:
-            return
+            return None
+        if isinstance(fence, int):
+            token = fence
+        else:
+            await fence.check()
+            token = int(fence.token)
         current = self.manifest.fence_token
         if reader is not None:
             current = max(current, await reader())
-        if fence < current:
+        if token < current:
             raise ServiceError(
                 ErrorKind.FAILED_PRECONDITION,
-                f"collection {self.collection!r}: this commit carries fence token {fence}, but token {current} "
+                f"collection {self.collection!r}: this commit carries fence token {token}, but token {current} "
                 "already holds the ingestion lease; a writer that lost its lease must stop, not publish",
-                reason="FENCE_STALE",
-                metadata={"collection": self.collection, "fence": str(fence), "current_fence": str(current)},
+                reason="FENCED_WRITE",
+                metadata={"collection": self.collection, "fence": str(token), "current_fence": str(current)},
             )
+        return token
 
-    async def _publish(self, m: Manifest) -> int:
+    async def _publish(self, m: Manifest, etag: str) -> int:
         written = 0
         dels = store_fmt.encode_deletes(self.collection, m.deleted)
         if dels is not None:
@@ -291,7 +316,9 @@ class LiveIndex:
             }
             if self.manifest.deletes_file is None or self.manifest.deletes_file["path"] != path:
                 written += await store_fmt.put_files(self.store, [(store_fmt.prefix(self.collection) + path, data)])
-        return written + await store_fmt.publish(self.store, m)
+        written += await store_fmt.publish(self.store, m, etag)
+        self._etag = ""  # unknown until read again; the next writer reads it first
+        return written
 
     # Merges and garbage collection ----------------------------------------------------------------
     def schedule_merge(self) -> None:
@@ -350,7 +377,7 @@ class LiveIndex:
             self._segment, seg_id, merged.records, merged.vectors, merged.documents, merged.postings
         )
         async with self.lock:
-            await self._catch_up()
+            etag = await self._catch_up()
             live_ids = [e.id for e in self.manifest.segments]
             if not set(pick) <= set(live_ids):
                 seg.drop()
@@ -375,7 +402,11 @@ class LiveIndex:
                 created_unix_ns=time.time_ns(),
             )
             if self.opts.persist:
-                await self._publish(m)
+                try:
+                    await self._publish(m, etag)
+                except PreconditionFailed:
+                    seg.drop()
+                    return False  # a commit won the race; the next pass tries again
             loaded = dict(self.segments)
             loaded[seg_id] = seg
             self._swap(m, m.name, loaded)

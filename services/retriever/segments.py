@@ -198,21 +198,34 @@ def encode_deletes(collection: str, deleted: Mapping[str, Sequence[str]]) -> tup
     return f"deletes/{hashlib.sha256(data).hexdigest()[:16]}.json", data
 
 
-async def publish(store: ObjectStore, manifest: Manifest) -> int:
-    """Writes the manifest, then CURRENT naming it (last). Returns the bytes written."""
+async def publish(store: ObjectStore, manifest: Manifest, expect_etag: str) -> int:
+    """Writes the manifest, then CURRENT naming it (last), as a compare-and-swap: only while
+    CURRENT still has ETag `expect_etag` ("": while there is none). Returns the bytes written;
+    raises `PreconditionFailed` when another writer published first (the manifest written is
+    then an orphan that garbage collection removes)."""
     base = prefix(manifest.collection)
     body = manifest.to_json()
     await put_files(store, [(base + manifest.name, body)])
-    await put_files(store, [(base + "CURRENT", manifest.name.encode())])
-    return len(body) + len(manifest.name)
+    name = manifest.name.encode()
+    if expect_etag:
+        await store.put_if(base + "CURRENT", name, if_match=expect_etag)
+    else:
+        await store.put_if(base + "CURRENT", name, if_none_match=True)
+    return len(body) + len(name)
 
 
 async def read_current(store: ObjectStore, collection: str) -> str:
     """CURRENT's content: a manifest name, a format-1 version, or "" when there is none."""
+    return (await read_current_tagged(store, collection))[0]
+
+
+async def read_current_tagged(store: ObjectStore, collection: str) -> tuple[str, str]:
+    """CURRENT's content and ETag; ("", "") when there is none."""
     try:
-        return (await store.get(prefix(collection) + "CURRENT")).decode().strip()
+        data, etag = await store.read(prefix(collection) + "CURRENT")
     except ObjectNotFound:
-        return ""
+        return "", ""
+    return data.decode().strip(), etag
 
 
 def _corrupt(collection: str, what: str) -> CorruptSegment:

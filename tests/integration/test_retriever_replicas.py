@@ -74,8 +74,8 @@ async def replicas(peers: Peers, replica_dirs: Path) -> AsyncIterator[list[Retri
             await c.close()
         for proc in procs:
             proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=30)
+        for proc in procs:  # off the loop: the storage service they release the lease through runs on it
+            await asyncio.to_thread(proc.wait, 30)
 
 
 async def visible_within(client: RetrieverClient, coll: str, query: str, document_id: str, limit_s: float) -> float:

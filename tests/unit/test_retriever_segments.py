@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.common.errors import ServiceError
+from services.common.errors import ErrorKind, ServiceError
 from services.retriever import segments
+from services.retriever.catalog import Catalog
 from services.retriever.core import Retriever, SearchParams, Settings
 from services.retriever.follower import Follower
 from services.retriever.index import ChunkRecord, CollectionIndex, DocumentInfo
-from services.retriever.jobs import JobDB
 from services.retriever.lexical import Analyzer
 from services.retriever.merge import MergePolicy
 from services.retriever.ports import ObjectMeta, PutOutcome
@@ -84,14 +84,13 @@ async def batch(docs: dict[str, list[str]]) -> tuple[dict[str, DocumentInfo], li
 
 async def make(tmp: Path, store: DictStore, **kw: object) -> Retriever:
     values: dict[str, object] = {"follow_interval_s": 0, "merge_factor": 0, **kw}
-    r = Retriever(store, HashingEncoder(), Settings(state_dir=tmp, **values), JobDB(tmp / "db.sqlite"))  # type: ignore[arg-type]
+    r = Retriever(store, HashingEncoder(), Settings(state_dir=tmp, **values), Catalog(store))  # type: ignore[arg-type]
     await r.start()
     return r
 
 
 async def close(r: Retriever) -> None:
     await r.close()
-    r.db.close()
 
 
 def rankings(index: CollectionIndex, qvecs: np.ndarray, filters: dict[str, str] | None = None) -> list:
@@ -190,7 +189,7 @@ async def test_stale_fence_is_refused(tmp_path: Path) -> None:
     await r.commit("kb", *await batch(corpus(2)), fence=5)
     with pytest.raises(ServiceError) as err:
         await r.commit("kb", *await batch(corpus(1, seed=4)), fence=4)
-    assert err.value.reason == "FENCE_STALE" and err.value.kind.name == "FAILED_PRECONDITION"
+    assert err.value.reason == "FENCED_WRITE" and err.value.kind.name == "FAILED_PRECONDITION"
     assert "fence token 4" in err.value.message
     token = 7
 
@@ -202,7 +201,34 @@ async def test_stale_fence_is_refused(tmp_path: Path) -> None:
         await r.commit("kb", *await batch(corpus(1, seed=4)), fence=6)
     await r.commit("kb", *await batch(corpus(1, seed=4)), fence=7)
     assert r.collections["kb"].live.manifest.fence_token == 7
+
+    class LostLease:  # the lease holder's own check fails right before CURRENT would be written
+        token = 9
+
+        async def check(self) -> None:
+            raise ServiceError(ErrorKind.FAILED_PRECONDITION, "lease lost", reason="FENCED_WRITE")
+
+    before = store.data[""]["index/kb/CURRENT"]
+    with pytest.raises(ServiceError) as err:
+        await r.commit("kb", *await batch(corpus(1, seed=5)), fence=LostLease())
+    assert err.value.reason == "FENCED_WRITE" and store.data[""]["index/kb/CURRENT"] == before
     await close(r)
+
+
+async def test_concurrent_writers_on_two_replicas_lose_nothing(tmp_path: Path) -> None:
+    """CURRENT is written with a compare-and-swap: a writer that lost the race follows the
+    winner's manifest and re-applies its own change on top of it."""
+    store = DictStore()
+    a, b = await make(tmp_path / "a", store), await make(tmp_path / "b", store)
+    docs = corpus(12, seed=6)
+    names = list(docs)
+    batches = [await batch({d: docs[d]}) for d in names]
+    await asyncio.gather(*(w.commit("kb", *bt) for w, bt in zip([a, b] * 6, batches, strict=True)))
+    r = await make(tmp_path / "c", store)
+    assert set(r.collections["kb"].live.documents) == set(names)
+    assert len(r.collections["kb"].live.manifest.segments) == 12
+    for x in (a, b, r):
+        await close(x)
 
 
 def write_format1(store: DictStore, collection: str, recs: list[ChunkRecord], vecs: np.ndarray, docs: dict) -> str:
