@@ -337,9 +337,12 @@ class LiveIndex:
 
     async def _merge_pass(self) -> None:
         try:
+            merged = False
             while await self.merge_once():
-                pass
-            if self.opts.persist:
+                merged = True
+            # Files fall out of use when merges replace segments, and manifests with every commit:
+            # collect after a merge, and every 64 generations otherwise (a listing of the prefix).
+            if self.opts.persist and (merged or self.manifest.generation % 64 == 0):
                 await store_fmt.collect_garbage(self.store, self.collection, self.manifest, self.opts.gc_grace_s)
         except asyncio.CancelledError:
             raise
@@ -415,3 +418,17 @@ class LiveIndex:
                 extra={"collection": self.collection, "segments": len(pick), "chunks": len(merged.records)},
             )
             return True
+
+
+async def write_collection(
+    store: ObjectStore,
+    collection: str,
+    documents: Mapping[str, DocumentInfo],
+    records: Sequence[ChunkRecord],
+    vectors: np.ndarray,
+    opts: IndexOptions | None = None,
+) -> str:
+    """Publishes `records` into `collection` as one commit (tools and benchmarks that fill a
+    collection without the service); returns the new version."""
+    live = LiveIndex(collection, store, Analyzer(), opts or IndexOptions(merge=MergePolicy(factor=0)))
+    return (await live.commit(documents, records, vectors)).version
