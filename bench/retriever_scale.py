@@ -57,7 +57,11 @@ from ddnrag.retriever.v1 import retriever_service_pb2 as pb  # noqa: E402
 from services.common.config import load_env  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "retriever_scale.json"
-SCIFACT = ROOT.parent / "shared" / "data" / "scifact"
+# ../shared/data/scifact beside the checkout (one level further up from a worktree under wt/).
+SCIFACT = next(
+    (p / "shared" / "data" / "scifact" for p in (ROOT.parent, ROOT.parent.parent) if (p / "shared").is_dir()),
+    ROOT.parent / "shared" / "data" / "scifact",
+)
 BASE = "4f265ef"  # main before the segmented index: the full-rewrite commit path
 N_LARGE = 100_000
 SERVICE = "ddnrag.retriever.v1.RetrieverService"

@@ -56,7 +56,9 @@ class Analyzer:
         return [w if _CJK.match(w) else s for w, s in zip(out, self.stemmer.stemWords(out), strict=True)]
 
     def many(self, texts: Sequence[str]) -> list[list[str]]:
-        return [self.tokens(t) for t in texts]
+        """Tokens of each text; a text repeated in the batch (boilerplate) is analysed once."""
+        seen: dict[str, list[str]] = {}
+        return [seen[t] if t in seen else seen.setdefault(t, self.tokens(t)) for t in texts]
 
 
 class Postings:
