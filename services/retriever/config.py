@@ -22,7 +22,9 @@ class RetrieverConfig:
     metrics_port: int = env_field(P + "METRICS_PORT", 9103, "Prometheus metrics port (0 disables)")
     shutdown_grace_s: float = env_field(P + "SHUTDOWN_GRACE_S", 10.0, "seconds in-flight RPCs get on SIGTERM")
     log_level: str = env_field(P + "LOG_LEVEL", "INFO", "log level")
-    state_dir: str = env_field(P + "STATE_DIR", "./data/retriever", "directory of the job database and caches")
+    state_dir: str = env_field(
+        P + "STATE_DIR", "./data/retriever", "directory of the local caches (retrieval cache, milvus-lite)"
+    )
     embedder_addr: str = env_field(P + "EMBEDDER_ADDR", "", "embedder service address host:port", required=True)
     storage_addr: str = env_field(P + "STORAGE_ADDR", "", "storage service address host:port", required=True)
     chunk_size_tokens: int = env_field(P + "CHUNK_SIZE_TOKENS", 256, "default chunk size in model tokens")

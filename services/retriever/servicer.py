@@ -10,6 +10,7 @@ import grpc
 
 from ddnrag.retriever.v1 import retriever_service_pb2 as pb
 from ddnrag.retriever.v1 import retriever_service_pb2_grpc as pb_grpc
+from services.common import deadline
 from services.common.errors import OK_STATUS
 from services.common.pb import page_size, timings_pb
 from services.common.timing import Timer
@@ -178,6 +179,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         return pb.CancelJobResponse(job=job_pb(await self.jobs.cancel(request.job_id)), timings=timings_pb(t))
 
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> Any:
+        deadline.adopt(context)  # the query's Embed and the chunks' BatchGet end with this call
         params = SearchParams(
             top_k=request.top_k,
             mode=_MODES.get(request.mode, "hybrid"),

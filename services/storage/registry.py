@@ -13,6 +13,7 @@ the store holds no registry yet; secrets.json is then deleted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -196,8 +197,18 @@ class BackendRegistry:
         if self.legacy_dir is None or not (self.legacy_dir / "backends.json").exists():
             return False
         backends_path, secrets_path = self.legacy_dir / "backends.json", self.legacy_dir / "secrets.json"
-        raw = json.loads(backends_path.read_text() or "{}")
-        plain = json.loads(secrets_path.read_text() or "{}") if secrets_path.exists() else {}
+        try:
+            raw = json.loads(backends_path.read_text() or "{}")
+            plain = json.loads(secrets_path.read_text() or "{}") if secrets_path.exists() else {}
+        except FileNotFoundError:  # a replica sharing the directory imported it a moment ago
+            return False
+        except (OSError, ValueError) as err:
+            raise ServiceError(
+                ErrorKind.FAILED_PRECONDITION,
+                f"the backends of an older release in {str(self.legacy_dir)!r} cannot be imported "
+                f"({type(err).__name__}); fix or move backends.json and secrets.json away",
+                reason="REGISTRY_IMPORT_FAILED",
+            ) from None
         specs = {s.name: s for s in map(spec_from_json, raw.get("backends", [])) if s.name != self.default.name}
         sealed = {n: self.box.seal(n, dict(v)) for n, v in plain.items() if n in specs}
         try:
@@ -206,7 +217,8 @@ class BackendRegistry:
             self._refresh_locked()
         else:
             self._install(specs, sealed, etag, 1)
-        os.replace(backends_path, backends_path.with_name("backends.json.imported"))
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(backends_path, backends_path.with_name("backends.json.imported"))
         secrets_path.unlink(missing_ok=True)
         log.info("imported backends from the state directory into the shared registry", extra={"count": len(specs)})
         return True
