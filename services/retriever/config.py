@@ -80,3 +80,19 @@ class RetrieverConfig:
     heartbeat_s: float = env_field(
         P + "HEARTBEAT_S", 15.0, "a job progress stream repeats the current state after this many idle seconds"
     )
+    rerank: str = env_field(
+        P + "RERANK",
+        "none",
+        "rerank stage after fusion: none, tei (/rerank), nim (/v1/ranking), cohere (/v1/rerank), local",
+    )
+    rerank_url: str = env_field(P + "RERANK_URL", "", "reranker base URL for tei, nim and cohere (without /v1)")
+    rerank_model: str = env_field(
+        P + "RERANK_MODEL", "", "model name sent to nim/cohere; for local, the CrossEncoder directory"
+    )
+    rerank_api_key_env: str = env_field(P + "RERANK_API_KEY_ENV", "", "variable holding the reranker's API key")
+    rerank_api_key_file: str = env_field(P + "RERANK_API_KEY_FILE", "", "file holding the reranker's API key")
+    rerank_top_n: int = env_field(P + "RERANK_TOP_N", 20, "fused candidates the reranker re-scores (at least top_k)")
+    rerank_fail_mode: str = env_field(
+        P + "RERANK_FAIL_MODE", "fallback", "when the reranker fails: fallback (fusion order, shown) or error (503)"
+    )
+    rerank_timeout_s: float = env_field(P + "RERANK_TIMEOUT_S", 5.0, "deadline of one rerank call in seconds")

@@ -13,8 +13,8 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,8 @@ from .lexical import Analyzer
 from .live import Fence, FenceReader, IndexOptions, LiveIndex
 from .merge import MergePolicy
 from .ports import Encoder, ObjectStore
+from .rerank import RerankStage
+from .rerank.stage import rerank_hits
 from .search import SearchHit, SearchParams, SearchResult, chunk_key
 from .segments import CorruptSegment
 
@@ -42,9 +44,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_COLLECTION = "default"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-
-# An optional stage after fusion: (collection, query, hits in fused order) -> hits to fetch.
-Reranker = Callable[[str, str, list[SearchHit]], Awaitable[list[SearchHit]]]
 
 
 @dataclass(frozen=True)
@@ -124,8 +123,8 @@ class Retriever:
         self.cache = RetrievalCache(settings.state_dir / "retrieval_cache.sqlite", settings.cache_max_bytes)
         # Set by the ingestion lease holder: the lease's current fence token, read from the store.
         self.fence_reader: FenceReader | None = None
-        # Set by a reranking stage: runs on the fused hits before their texts are fetched.
-        self.rerank: Reranker | None = None
+        # The optional stage after fusion and fetch (rerank/); None: fusion order is final.
+        self.rerank: RerankStage | None = None
         self.opts = IndexOptions(
             hnsw_threshold=settings.hnsw_threshold,
             bm25_params=(settings.bm25_k1, settings.bm25_b),
@@ -325,7 +324,7 @@ class Retriever:
         return time.monotonic() - self.last_follow_ok <= self.settings.max_staleness_s
 
     async def search(self, collection: str, query: str, params: SearchParams) -> SearchResult:
-        """Hybrid search. Stages: embed, bm25 (concurrent with embed), dense, fusion, [rerank], fetch."""
+        """Hybrid search. Stages: embed, bm25 (concurrent with embed), dense, fusion, fetch, [rerank]."""
         timer = Timer()
         p = self.validate(collection, query, params)
         state = self.get_collection(collection)
@@ -342,6 +341,11 @@ class Retriever:
                 metadata={"collection": collection},
             )
         index = state.index
+        # With a reranker, fusion hands it the first `top_n` (at least top_k) to reorder.
+        stage = None if p.no_rerank else self.rerank
+        top_k = p.top_k
+        if stage is not None:
+            p = replace(p, top_k=max(top_k, stage.top_n))
         key = cache_key(
             collection,
             index.version,
@@ -369,11 +373,12 @@ class Retriever:
                 value = [[index.record(h.row).chunk_id, h.score, h.bm25_rank, h.dense_rank] for h in rows]
                 await asyncio.to_thread(self.cache.put, key, collection, index.version, value)
         out = [searching.hit_of(collection, index.record(h.row), h.score, h.bm25_rank, h.dense_rank) for h in rows]
-        if self.rerank is not None and out:
-            out = await self.rerank(collection, query, out)
         if out:
             await searching.fetch(self.store, out, p.backend, timer)
-        return SearchResult(out, index.version, cached is not None, timer)
+        outcome = None
+        if stage is not None and out:
+            out, outcome = await rerank_hits(stage, query, out, top_k, timer)
+        return SearchResult(out, index.version, cached is not None, timer, outcome)
 
     def dimension_hint(self) -> int:
         return self._dim

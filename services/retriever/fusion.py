@@ -4,8 +4,8 @@
 both retrievers' candidates with each candidate's exact score in both retrievers. It is the one
 place fusion happens: the service's search, the evaluation harness and the benchmarks all call it.
 
-Reranking (a later stage) takes `fuse`'s hits in `Retriever.search`, right after this step: see
-`Retriever.rerank` in core.py.
+Reranking (a later, optional stage) reorders `fuse`'s first hits once their texts are fetched:
+see `Retriever.rerank` in core.py and the rerank/ package.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 embedding, then dense search and fusion) and the BatchGet of the hits' chunk texts.
 
 `Retriever.search` (core.py) drives these steps and the retrieval cache; a reranking stage, when
-one is configured, runs between ranking and fetching (`Retriever.rerank`).
+one is configured, runs on the fetched hits (`Retriever.rerank`, rerank/).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from .chunking import chunk_id
 from .fusion import Hit, fuse
 from .index import ChunkRecord, CollectionIndex
 from .ports import Encoder, ObjectStore
+from .rerank import RerankOutcome
 from .segments import rebuild_hint
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ class SearchParams:
     filters: Mapping[str, str] = field(default_factory=dict)
     backend: str = ""
     no_cache: bool = False
+    # Skip the rerank stage for this search (A/B, benchmarks).
+    no_rerank: bool = False
 
 
 @dataclass
@@ -57,6 +60,7 @@ class SearchHit:
     position: int
     metadata: dict[str, str]
     error: ServiceError | None = None
+    rerank_score: float | None = None
 
 
 @dataclass
@@ -65,6 +69,7 @@ class SearchResult:
     index_version: str
     cache_hit: bool
     timer: Timer
+    rerank: RerankOutcome | None = None
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from .jobs import JobManager, JobTiming
 from .lease import LeaseBackend, LeaseKeeper, StoreLeaseBackend
 from .ports import Encoder, ObjectStore
 from .prefix_watch import PrefixWatchManager
+from .rerank.config import build_stage
 from .servicer import RetrieverServicer
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,16 @@ async def create_server(
     """Builds the service over the storage and embedder services (or the given ports), loads and
     verifies every collection's index, resumes unfinished jobs, then reports SERVING (readiness:
     only once the index is loaded). A follower then keeps the index on the store's CURRENT."""
+    rerank = build_stage(
+        cfg.rerank,
+        url=cfg.rerank_url,
+        model=cfg.rerank_model,
+        api_key_env=cfg.rerank_api_key_env,
+        api_key_file=cfg.rerank_api_key_file,
+        top_n=cfg.rerank_top_n,
+        fail_mode=cfg.rerank_fail_mode,
+        timeout_s=cfg.rerank_timeout_s,
+    )
     closers = []
     if store is None or encoder is None:
         from clients.embedder import EmbedderClient
@@ -85,6 +96,12 @@ async def create_server(
     settings = settings_from(cfg)
     catalog = Catalog(store)
     core = Retriever(store, encoder, settings, catalog)
+    core.rerank = rerank
+    if rerank is not None:
+        closers.append(rerank.close)
+        log.info(
+            "rerank stage on", extra={"backend": rerank.name, "top_n": rerank.top_n, "fail_mode": rerank.fail_mode}
+        )
     lease_backend: LeaseBackend
     if cfg.lease == "kubernetes":
         from .lease_k8s import KubeLeaseBackend
@@ -164,7 +181,11 @@ def main() -> None:
         print(f"retriever: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     setup_logging("retriever", cfg.log_level)
-    asyncio.run(serve(cfg))
+    try:
+        asyncio.run(serve(cfg))
+    except ConfigError as err:
+        print(f"retriever: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -189,6 +189,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
             filters=dict(request.filters),
             backend=request.backend,
             no_cache=request.no_cache,
+            no_rerank=request.no_rerank,
         )
         res = await self.core.search(request.collection or "default", request.query, params)
         chunks = [
@@ -205,11 +206,19 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
                 position=h.position,
                 metadata=h.metadata,
                 status=h.error.to_status_proto() if h.error else OK_STATUS,
+                rerank_score=h.rerank_score,
             )
             for h in res.hits
         ]
+        rr = res.rerank
         return pb.SearchResponse(
-            chunks=chunks, index_version=res.index_version, cache_hit=res.cache_hit, timings=timings_pb(res.timer)
+            chunks=chunks,
+            index_version=res.index_version,
+            cache_hit=res.cache_hit,
+            timings=timings_pb(res.timer),
+            rerank=pb.Rerank(backend=rr.backend, status=rr.status, message=rr.message, scored=rr.scored)
+            if rr
+            else None,
         )
 
     async def StartWatch(self, request: pb.StartWatchRequest, context: grpc.aio.ServicerContext) -> Any:
