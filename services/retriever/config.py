@@ -48,6 +48,17 @@ class RetrieverConfig:
     persist_index: bool = env_field(P + "PERSIST_INDEX", True, "write index segments to object storage")
     index_backend: str = env_field(P + "INDEX_BACKEND", "faiss", "dense index: faiss (in process) or milvus")
     milvus_uri: str = env_field(P + "MILVUS_URI", "", "Milvus URI (a milvus-lite file path or http://host:19530)")
+    merge_factor: int = env_field(P + "MERGE_FACTOR", 8, "index segments of one size tier merged into one (0: never)")
+    merge_floor_chunks: int = env_field(P + "MERGE_FLOOR_CHUNKS", 1000, "chunks of the smallest merge tier")
+    gc_grace_s: float = env_field(
+        P + "GC_GRACE_S", 300.0, "seconds index files stay after the last manifest naming them was replaced"
+    )
+    follow_interval_s: float = env_field(
+        P + "FOLLOW_INTERVAL_S", 0.5, "seconds between reads of the index's CURRENT by each replica (0: off)"
+    )
+    max_staleness_s: float = env_field(
+        P + "MAX_STALENESS_S", 30.0, "seconds without reaching the store after which a replica stops serving"
+    )
     lease: str = env_field(
         P + "LEASE",
         "store",

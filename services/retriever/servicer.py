@@ -16,10 +16,10 @@ from services.common.pb import page_size, timings_pb
 from services.common.timing import Timer
 
 from .core import CollectionState, Retriever, SearchParams
+from .index import DocumentInfo
 from .job_model import JobView, SourceSpec
 from .jobs import JobManager
 from .prefix_watch import PrefixWatchManager
-from .segments import DocumentInfo
 
 _STATES = {
     "queued": pb.JOB_STATE_QUEUED,
@@ -36,10 +36,10 @@ _FUSIONS = {pb.FUSION_METHOD_RRF: "rrf", pb.FUSION_METHOD_WEIGHTED: "weighted"}
 def collection_pb(c: CollectionState) -> pb.Collection:
     return pb.Collection(
         name=c.name,
-        documents=len(c.snapshot.documents),
-        chunks=len(c.snapshot.records),
-        version=c.snapshot.version,
-        updated_unix_ns=c.snapshot.updated_unix_ns or c.created_unix_ns,
+        documents=len(c.live.documents),
+        chunks=c.live.chunks,
+        version=c.live.version,
+        updated_unix_ns=c.live.updated_unix_ns or c.created_unix_ns,
     )
 
 
