@@ -177,7 +177,9 @@ class JobRunner:
         version = v.index_version
         if docs:
             await m.keeper.check()
-            version = await self.r.commit(v.collection, docs, records, vectors, backends=lj.request["target_backends"])
+            version = await self.r.commit(
+                v.collection, docs, records, vectors, backends=lj.request["target_backends"], fence=m.keeper
+            )
         elif self.r.collections.get(v.collection):
             version = self.r.collections[v.collection].snapshot.version
         final: list[FileRow] = [results.get(f.object_key, f) for f in files]
