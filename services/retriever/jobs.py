@@ -65,6 +65,7 @@ class JobManager:
         self.timing = timing or JobTiming()
         self.state = JobStore(retriever.store)
         self.live: dict[str, LiveJob] = {}
+        self._adopting: set[str] = set()
         self.runner = JobRunner(self)
         self._adopter: asyncio.Task[None] | None = None
         # Called with True/False when this replica gains/loses the lease (prefix watches listen).
@@ -101,10 +102,10 @@ class JobManager:
         while True:
             try:
                 for job_id in await self.state.active_ids():
-                    if job_id not in self.live and self.keeper.held:
+                    if job_id not in self.live and job_id not in self._adopting and self.keeper.held:
                         await self._adopt(job_id)
             except ServiceError as err:
-                log.warning("could not list active jobs", extra={"error": err.message})
+                log.warning("could not adopt the active jobs", extra={"error": err.message})
             await asyncio.sleep(self.timing.adopt_poll_s)
 
     # API ---------------------------------------------------------------------------------------
@@ -150,7 +151,10 @@ class JobManager:
             log.info("joined the running identical job", extra={"job_id": stored.job_id})
             return await self.get(stored.job_id)
         if self.keeper.held:
-            await self._adopt(rec.job_id)
+            try:
+                await self._adopt(rec.job_id)
+            except ServiceError as err:  # stored: the holder's adoption loop picks it up
+                log.warning("could not start the job at once", extra={"job_id": rec.job_id, "error": err.message})
         return await self.get(rec.job_id)
 
     async def get(self, job_id: str) -> JobView:
@@ -181,6 +185,11 @@ class JobManager:
         return views, ""
 
     async def cancel(self, job_id: str) -> JobView:
+        view = await self.get(job_id)
+        if view.terminal:
+            return view
+        # Recorded first, so that whichever replica runs the job (now or after a take-over) stops it.
+        await self.state.request_cancel(job_id)
         lj = self.live.get(job_id)
         if lj is not None and lj.task is not None and not lj.task.done():
             lj.cancel_requested = True
@@ -189,10 +198,7 @@ class JobManager:
             if lj.view.terminal:
                 return _copy(lj.view)
         view = await self.get(job_id)
-        if view.terminal:
-            return view
-        # Another replica runs it (or will): record the request; the holder honours it.
-        await self.state.request_cancel(job_id)
+        # Another replica runs it (or will): it honours the recorded request within a second.
         deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline and not view.terminal:
             await asyncio.sleep(self.timing.follow_poll_s)
@@ -242,13 +248,13 @@ class JobManager:
     # Running (lease holder) --------------------------------------------------------------------
     async def _adopt(self, job_id: str) -> None:
         """Takes a stored job over (its record now carries this holder's fence) and runs it."""
-        placeholder = LiveJob(JobView(job_id, "", "queued", "queued"), JobRecord(job_id, "", "", "", {}, 0, 0))
-        self.live[job_id] = placeholder
+        if job_id in self._adopting:
+            return
+        self._adopting.add(job_id)
         try:
             await self.keeper.check()
             rec = await self.state.take(job_id)
             if rec is None or not rec.active:
-                self.live.pop(job_id, None)
                 if rec is not None:
                     await self.state.finished(rec)
                 return
@@ -256,9 +262,8 @@ class JobManager:
                 rec.seq += 10_000  # a new holder's sequence numbers stay ahead of the old one's
             rec.fence, rec.holder = self.keeper.token, self.keeper.replica_id
             await self.state.write(rec)
-        except BaseException:
-            self.live.pop(job_id, None)
-            raise
+        finally:
+            self._adopting.discard(job_id)
         lj = LiveJob(view_of(rec), rec, seq=rec.seq)
         self.live[job_id] = lj
         lj.task = asyncio.create_task(self.runner.run(lj), name=f"ingest-{job_id}")

@@ -197,8 +197,13 @@
       lane.citations = d.citations || [];
       renderCitations(lane);
       renderWaterfall(lane, d);
+      DDN.renderGuards(lane, d.guards);
       lane.root.dataset.state = "done";
       if (d.conversation_id && DDN.conv) DDN.conv.stored(d.conversation_id);
+    } else if (name === "verify") {
+      DDN.renderVerify(lane, d);
+    } else if (name === "refused") {
+      DDN.renderRefused(lane, d);
     } else if (name === "error") {
       lane.error.appendChild(DDN.errorBox(d.message + (d.reason ? " (" + d.reason + ")" : "")));
       lane.root.dataset.state = "error";
