@@ -52,17 +52,19 @@ async def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="only the first N queries")
     args = ap.parse_args()
     ev = Evaluation(args.beir_dir, args.split)
+    if args.limit:  # before scoring, so only these queries are embedded and ranked
+        ev.queries = dict(list(ev.queries.items())[: args.limit])
+        ev.qrels = {q: ev.qrels[q] for q in ev.queries}
     _, run = ev.score(default_params())
-    queries = dict(list(ev.queries.items())[: args.limit] if args.limit else ev.queries.items())
-    qrels = {q: ev.qrels[q] for q in queries}
+    queries, qrels = ev.queries, ev.qrels
     enc = MemoEncoder()
     counter = default_counter()
     grid = {
-        "top_k": [3, 5],
-        "min_score": [0.3, 0.4, 0.5],
+        "top_k": [5],
+        "min_score": [0.3, 0.35, 0.45],
         "margin": [0.05, 0.1, 0.15],
         "max_sentences": [3, 4],
-        "rank_penalty": [0.0, 0.03, 0.06],
+        "rank_penalty": [0.0, 0.05],
     }
     rows = []
     for values in itertools.product(*grid.values()):
