@@ -20,6 +20,7 @@ from services.common.timing import Stage, Timer
 
 from .config import StorageConfig
 from .credentials import from_path
+from .endpoint_policy import EndpointPolicy
 from .fastget import FastGetter
 from .keys import check_key, check_prefix
 from .model import BackendSpec, Credentials, Kind, ObjectMeta, Transfer
@@ -99,6 +100,8 @@ class StorageCore:
             spec, creds = default_spec(cfg)
             registry = BackendRegistry(cfg.state_dir, spec, creds)
         self.registry = registry
+        # SSRF guard for backends added at run time (endpoint_policy.py says why it lives here).
+        self.endpoints = EndpointPolicy.build(cfg.endpoint_allowlist, registry.default.endpoint)
         self.settings = ClientSettings(
             max_pool_connections=cfg.max_concurrency,
             connect_timeout_s=cfg.connect_timeout_s,
@@ -133,6 +136,8 @@ class StorageCore:
                 return cached[1]
             await self._drop(spec.name)
             loop = asyncio.get_running_loop()
+            if not spec.is_default:  # resolved again at each build: a rebound name is caught here
+                await loop.run_in_executor(self.executor, self.endpoints.check, spec.endpoint)
             creds = await loop.run_in_executor(self.executor, self.registry.credentials, spec)
             endpoint_override, proxies = "", None
             if spec.emulated:
@@ -220,6 +225,8 @@ class StorageCore:
 
     async def put_backend(self, spec: BackendSpec, inline: Credentials | None) -> tuple[BackendSpec, bool]:
         loop = asyncio.get_running_loop()
+        spec.validate()  # its own errors first, then where it points
+        await loop.run_in_executor(self.executor, self.endpoints.check, spec.endpoint)
         saved = await loop.run_in_executor(self.executor, self.registry.put, spec, inline)
         await self._drop(saved.name)
         has = await loop.run_in_executor(self.executor, self.registry.has_credentials, saved)
