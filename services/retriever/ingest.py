@@ -32,7 +32,7 @@ from .core import Retriever, check_name, chunk_key
 from .index import ChunkRecord
 from .jobs import ACTIVE_STATES, ChunkRow, FileRow, JobRow
 from .parsing import ParseError, parse_document
-from .ports import ObjectNotFound
+from .ports import ObjectNotFound, ObjectTooLarge
 from .segments import DocumentInfo
 
 log = logging.getLogger(__name__)
@@ -368,9 +368,13 @@ class JobManager:
         async def one(f: FileRow) -> _Parsed | None:
             async with sem:
                 try:
-                    data = await self.r.store.get(f.object_key, backend=req["source_backend"])
+                    data = await self.r.store.get(
+                        f.object_key, backend=req["source_backend"], max_bytes=self.s.max_file_bytes
+                    )
                 except ObjectNotFound:
                     return await self._file_failed(lv, f, "the object does not exist")
+                except ObjectTooLarge as err:
+                    return await self._file_failed(lv, f, str(err))
                 f.size_bytes, f.sha256 = len(data), hashlib.sha256(data).hexdigest()
                 state = self.r.collections.get(lv.view.collection)
                 known = state.snapshot.documents.get(f.document_id) if state and not state.error else None
