@@ -63,6 +63,7 @@ async def long_scenarios(docs: int, data: Path) -> list[dict[str, Any]]:
 
 
 SUITES = ("tests/faults", "tests/fuzz", "tests/security")
+SECURITY_FIGURES = ("authz_matrix_violations", "ssrf_accepted", "parser_bomb_crashes", "open_when_keys_configured")
 
 
 def run_suite(path: str, figures_dir: Path) -> dict[str, Any]:
@@ -129,6 +130,12 @@ def main() -> int:
         "http_5xx": sum(int(f.get("http_5xx", 0)) for f in figures),
         "grpc_crashes": sum(int(f.get("grpc_internal", 0)) for f in figures),
         "secret_hits": sum(int(f.get("secret_hits", 0)) for f in figures),
+        # tests/security (issue 21): role matrix, SSRF suite, office bombs, empty key sets. None
+        # when no test measured it (a suite that did not run is not a zero).
+        **{
+            k: sum(int(f[k]) for f in figures if k in f) if any(k in f for f in figures) else None
+            for k in SECURITY_FIGURES
+        },
     }
     report = {
         "benchmark": "reliability",
@@ -145,7 +152,15 @@ def main() -> int:
     print(json.dumps(total, indent=2))
     ok = all(
         total[k] == 0
-        for k in ("chunks_lost", "chunks_duplicated", "hung_streams", "http_5xx", "grpc_crashes", "secret_hits")
+        for k in (
+            "chunks_lost",
+            "chunks_duplicated",
+            "hung_streams",
+            "http_5xx",
+            "grpc_crashes",
+            "secret_hits",
+            *SECURITY_FIGURES,
+        )
     )
     return 0 if ok and all(s["exit_code"] == 0 for s in suites.values()) else 1
 

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from .authz import AuthzInterceptor, GrpcExposureConfig
 from .config import load_env
 from .errors import ServiceError
+from .message_limits import MessageLimitInterceptor, server_receive_limit
 from .tls import load_tls, server_credentials
 
 log = logging.getLogger(__name__)
@@ -31,11 +32,11 @@ log = logging.getLogger(__name__)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
-# Message size limits: chunks and index files travel in BatchPut/BatchGet.
+# Responses may be large (BatchGet of chunks, index files); requests are limited per method
+# (message_limits.py), and the receive limit is set per server in build_server.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 SERVER_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.so_reuseport", 0),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 5000),
@@ -188,11 +189,13 @@ async def build_server(
     interceptors: list[grpc.aio.ServerInterceptor] = [ObservingInterceptor(metrics)]
     if tls is not None:  # with mTLS each peer is a named service, allowed only its methods
         interceptors.append(AuthzInterceptor())
-    server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
-    names = []
-    for add_fn, servicer, full_name in register:
+    interceptors.append(MessageLimitInterceptor())
+    names = [full_name for _, _, full_name in register]
+    receive = server_receive_limit(names)  # the largest per-method limit of these services
+    options = [*SERVER_OPTIONS, ("grpc.max_receive_message_length", receive)]
+    server = grpc.aio.server(interceptors=interceptors, options=options)
+    for add_fn, servicer, _ in register:
         add_fn(servicer, server)
-        names.append(full_name)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     if load_env(GrpcExposureConfig).reflection:

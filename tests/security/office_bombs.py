@@ -28,7 +28,7 @@ def _docx_with_body(body_xml: str) -> bytes:
 def _rewrite(archive: bytes, member: str, edit) -> bytes:
     src = zipfile.ZipFile(io.BytesIO(archive))
     out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as dst:
         for info in src.infolist():
             data = src.read(info.filename)
             if info.filename == member:
@@ -72,16 +72,13 @@ def dimension_xlsx(last_row: int = 1048576) -> bytes:
 
 
 def oversized_part_docx(part_bytes: int) -> bytes:
-    """A DOCX whose document.xml unpacks to at least `part_bytes` (varied words, so the zip ratio
-    stays low and only the per-part limit stops it)."""
+    """A DOCX whose document.xml unpacks to at least `part_bytes` (varied words repeated with a
+    period longer than deflate's window, so the zip ratio stays near 3:1 and only the per-part
+    limit stops it)."""
     rng = random.Random(7)
     words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 9))) for _ in range(5000)]
-    paras, size = [], 0
-    while size < part_bytes:
-        p = _p(" ".join(rng.choice(words) for _ in range(60)))
-        paras.append(p)
-        size += len(p)
-    return _docx_with_body("".join(paras))
+    block = "".join(_p(" ".join(rng.choice(words) for _ in range(60))) for _ in range(1500))
+    return _docx_with_body(block * (part_bytes // len(block) + 1))
 
 
 def many_paragraphs_docx(n: int) -> bytes:

@@ -104,3 +104,19 @@ async def test_default_role_is_configurable(aiohttp_client, doubles: Doubles) ->
     assert resp.status == 403
     body = await resp.json()
     assert "needs admin" in body["error"]["message"] and "role=" in body["error"]["message"]
+
+
+async def test_rag_whoami_prints_the_role(aiohttp_client, doubles: Doubles, tmp_path: Path, capsys) -> None:
+    import asyncio
+
+    from cli.main import main
+
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("k-writer role=writer\n")
+    client = await aiohttp_client(make_app(doubles, api_keys_file=str(keys_file)))
+    url = f"http://{client.server.host}:{client.server.port}"
+    assert await asyncio.to_thread(main, ["whoami", "--gateway", url, "--api-key", "k-writer"]) == 0
+    out = capsys.readouterr().out
+    assert "writer" in out and "upload" in out and "admin" not in out.split("may:")[1]
+    assert await asyncio.to_thread(main, ["whoami", "--gateway", url, "--api-key", "wrong"]) == 1
+    assert "401" in capsys.readouterr().err
