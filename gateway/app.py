@@ -18,7 +18,7 @@ from .config import GatewayConfig
 from .errors import error_middleware
 from .metrics import GatewayMetrics, metrics_middleware
 from .protect import RateLimiter, api_keys_ctx, cors_on_prepare, load_api_keys, protect_middleware
-from .routes import admin, backends, benchmarks, documents, health, ingestion, openai_compat, rag, whoami
+from .routes import admin, backends, benchmarks, conversations, documents, health, ingestion, openai_compat, rag, whoami
 from .sse import close_open_streams
 from .state import (
     ANSWER_SLOTS,
@@ -115,7 +115,18 @@ def create_app(cfg: GatewayConfig) -> web.Application:
     app.on_shutdown.append(close_open_streams)
     app.on_response_prepare.append(cors_on_prepare)
     app.on_response_prepare.append(security_headers)
-    for module in (health, whoami, documents, ingestion, rag, backends, benchmarks, admin, openai_compat):
+    for module in (
+        health,
+        whoami,
+        documents,
+        ingestion,
+        rag,
+        conversations,
+        backends,
+        benchmarks,
+        admin,
+        openai_compat,
+    ):
         app.router.add_routes(module.routes)
     app.router.add_get("/", index)
     app.router.add_static("/static/", STATIC_DIR, append_version=False)

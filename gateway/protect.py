@@ -43,7 +43,7 @@ __all__ = ["ApiKeys", "KeyPolicy", "api_keys_ctx", "auth_mode", "load_api_keys",
 
 log = logging.getLogger(__name__)
 OPEN_PATHS = frozenset({"/api/health", "/healthz", "/metrics"})
-ALLOW_METHODS = "GET, POST, PUT, DELETE, OPTIONS"
+ALLOW_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 ALLOW_HEADERS = "Authorization, Content-Type, Last-Event-ID"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 BODY_TYPES = ("application/json", "multipart/form-data")

@@ -49,6 +49,12 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("GET", "/v1/models"): R,
     ("GET", "/api/models"): R,
     ("GET", "/api/embedder"): R,
+    # conversations are part of asking (not per key: a reader sees and continues them all)
+    ("GET", "/api/conversations"): R,
+    ("POST", "/api/conversations"): R,
+    ("GET", "/api/conversations/{conversation_id}"): R,
+    ("PATCH", "/api/conversations/{conversation_id}"): R,
+    ("DELETE", "/api/conversations/{conversation_id}"): W,
     # reading what exists
     ("GET", "/api/documents"): R,
     ("GET", "/api/documents/count"): R,

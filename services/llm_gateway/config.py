@@ -24,6 +24,11 @@ class LlmGatewayConfig:
     retriever_addr: str = env_field(
         "DDNRAG_LLM_GATEWAY_RETRIEVER_ADDR", "127.0.0.1:50053", "retriever gRPC address (host:port), for Answer"
     )
+    storage_addr: str = env_field(
+        "DDNRAG_LLM_GATEWAY_STORAGE_ADDR",
+        "127.0.0.1:50052",
+        "storage gRPC address (host:port) where conversations are kept; empty disables conversations",
+    )
     embedder_addr: str = env_field(
         "DDNRAG_LLM_GATEWAY_EMBEDDER_ADDR",
         "127.0.0.1:50051",
@@ -50,6 +55,16 @@ class LlmGatewayConfig:
     )
     retrieval_timeout_s: float = env_field(
         "DDNRAG_LLM_GATEWAY_RETRIEVAL_TIMEOUT_S", 30.0, "deadline of the retriever Search call in Answer"
+    )
+    history_budget_tokens: int = env_field(
+        "DDNRAG_LLM_GATEWAY_HISTORY_BUDGET_TOKENS",
+        1024,
+        "token budget of a conversation's history in Answer; older turns are trimmed first",
+    )
+    rewrite_timeout_s: float = env_field(
+        "DDNRAG_LLM_GATEWAY_REWRITE_TIMEOUT_S",
+        15.0,
+        "deadline of the LLM rewrite of a follow-up into a standalone question (then the rules are used)",
     )
     extractive_min_score: float = env_field(
         "DDNRAG_LLM_GATEWAY_EXTRACTIVE_MIN_SCORE",

@@ -16,6 +16,9 @@ DEFAULT_MAX_TOKENS = 512
 MAX_MAX_TOKENS = 8192
 MAX_PASSAGES = 100
 MAX_TOP_K = 20
+# History given with a request (AnswerRequest.history).
+MAX_HISTORY_MESSAGES = 200
+MAX_HISTORY_MESSAGE_CHARS = 16384
 DEFAULT_TOP_K = 5
 
 
@@ -102,6 +105,9 @@ class DoneEvent:
     total_ns: int
     # Set by Answer only: request -> first token, retrieval included.
     rag_ttft_ns: int = 0
+    # Set by Answer with a conversation: its id and the index of the turn stored.
+    conversation_id: str = ""
+    turn_index: int = 0
 
 
 @dataclass(frozen=True)
@@ -148,9 +154,15 @@ class SearchResult:
 
 @dataclass(frozen=True)
 class RetrievalEvent:
-    """The first event of Answer."""
+    """The first event of Answer: what was searched (the standalone question), how it was made
+    ("none", "rules", "llm", "rules_fallback"), the history used and trimmed, what was found."""
 
     result: SearchResult
+    search_query: str = ""
+    rewrite: str = "none"
+    history_turns: int = 0
+    history_turns_trimmed: int = 0
+    conversation_id: str = ""
 
 
 GenerateEvent = StartEvent | TokenEvent | CitationEvent | DoneEvent | ErrorEvent

@@ -6,9 +6,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .domain import Citation, Passage
+from .domain import Passage
 from .tokens import TokenCounter
+
+if TYPE_CHECKING:
+    from .rewrite import HistoryTurn
 
 SYSTEM_PROMPT = (
     "You answer questions using only the numbered context passages the user gives. "
@@ -55,11 +59,18 @@ def user_message(question: str, passages: Sequence[Passage]) -> str:
     return f"Context passages:\n\n{ctx}\n\nQuestion: {question.strip()}"
 
 
-def build_prompt(question: str, passages: Sequence[Passage], counter: TokenCounter, budget_tokens: int) -> Prompt:
+def build_prompt(
+    question: str,
+    passages: Sequence[Passage],
+    counter: TokenCounter,
+    budget_tokens: int,
+    history: Sequence[HistoryTurn] = (),
+) -> Prompt:
     """Numbers the passages in the order given and keeps as many as fit in `budget_tokens`
     (system prompt, question and passage headers included). The last passage that does not fit
     whole is cut at a token boundary if at least MIN_PASSAGE_TOKENS of it fit; the rest are left
-    out. Counts use `counter` (see tokens.py)."""
+    out. Counts use `counter` (see tokens.py). `history` (already trimmed to its own budget) goes
+    between the system prompt and the question as earlier user/assistant messages."""
     system_tokens = counter.count_cached(SYSTEM_PROMPT)
     fixed = system_tokens + counter.count(user_message(question, [])) + 2 * MESSAGE_OVERHEAD_TOKENS
     left = budget_tokens - fixed
@@ -80,8 +91,17 @@ def build_prompt(question: str, passages: Sequence[Passage], counter: TokenCount
             truncated += 1
         break
     user = user_message(question, kept)
-    messages = ({"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user})
+    earlier: list[dict[str, str]] = []
+    for t in history:
+        earlier.append({"role": "user", "content": t.question})
+        earlier.append({"role": "assistant", "content": t.answer})
+    messages = (
+        {"role": "system", "content": SYSTEM_PROMPT},
+        *earlier,
+        {"role": "user", "content": user},
+    )
     total = system_tokens + counter.count(user) + 2 * MESSAGE_OVERHEAD_TOKENS
+    total += sum(counter.count(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in earlier)
     return Prompt(
         question=question,
         passages=tuple(kept),
@@ -114,8 +134,3 @@ def cited_numbers(text: str, valid: int) -> list[int]:
             if 1 <= n <= valid and n not in out:
                 out.append(n)
     return out
-
-
-def citations_for(text: str, prompt: Prompt) -> tuple[Citation, ...]:
-    cmap = prompt.citation_map
-    return tuple(Citation(n, cmap[n]) for n in cited_numbers(text, len(prompt.passages)))

@@ -355,6 +355,8 @@ class DoubleLlm(lpb_grpc.LlmServiceServicer):
                     chunks=[chunk(1), chunk(2)],
                     index_version="v1",
                     timings=timings(("embed", 2_000_000, "", 0), ("fetch", 3_000_000, backend, 1_000_000)),
+                    search_query=request.question,
+                    rewrite="none",
                 )
             )
             if request.question.startswith("busy"):

@@ -30,7 +30,7 @@ async def core(seaweed, s3_bucket, tmp_path: Path) -> AsyncIterator[StorageCore]
         bucket=s3_bucket,
         allowed_prefixes=("tenant-a/",),
     )
-    await c.put_backend(scoped, Credentials(seaweed.access_key_id, seaweed.secret_access_key))
+    await c.backends.put(scoped, Credentials(seaweed.access_key_id, seaweed.secret_access_key))
     await c.put("", "tenant-b/secret.txt", b"another tenant's object", "text/plain")
     await c.put("scoped", "tenant-a/mine.txt", b"mine", "text/plain")
     try:

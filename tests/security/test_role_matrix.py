@@ -45,7 +45,7 @@ def _path(pattern: str) -> str:
 async def _status(client: Any, method: str, path: str, key: str | None) -> tuple[int, str]:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     kwargs: dict[str, Any] = {"headers": headers}
-    if method in ("POST", "PUT", "DELETE"):
+    if method in ("POST", "PUT", "PATCH", "DELETE"):
         kwargs["json"] = {}
     async with client.request(method, path, **kwargs) as resp:
         reason = ""

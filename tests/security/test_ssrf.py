@@ -119,11 +119,11 @@ class Rebinding:
 async def test_dns_rebinding_is_caught_when_the_client_is_built(seaweed, s3_bucket, tmp_path: Path) -> None:
     core = StorageCore(_cfg(seaweed, s3_bucket, tmp_path))
     try:
-        core.endpoints = EndpointPolicy.build((), seaweed.endpoint, resolver=Rebinding())
+        core.backends.endpoints = EndpointPolicy.build((), seaweed.endpoint, resolver=Rebinding())
         spec = BackendSpec(name="rebinder", kind=Kind.S3_COMPATIBLE, endpoint="http://rebind.example", bucket="b")
-        await core.put_backend(spec, None)  # resolved public: accepted for now
+        await core.backends.put(spec, None)  # resolved public: accepted for now
         with pytest.raises(ServiceError) as err:
-            await core.store("rebinder")  # resolved again before any connection
+            await core.backends.store("rebinder")  # resolved again before any connection
         assert err.value.reason == "ENDPOINT_NOT_ALLOWED" and "169.254.169.254" in err.value.message
         record("ssrf_rebinding", {"ssrf_accepted": 0})
     finally:

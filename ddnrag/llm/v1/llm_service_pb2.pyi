@@ -82,7 +82,7 @@ class Usage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., source: _Optional[str] = ...) -> None: ...
 
 class Done(_message.Message):
-    __slots__ = ("usage", "ttft_ns", "rag_ttft_ns", "generation_ns", "tokens_per_s", "inter_token_p50_ns", "inter_token_p99_ns", "finish_reason", "citations", "text", "timings")
+    __slots__ = ("usage", "ttft_ns", "rag_ttft_ns", "generation_ns", "tokens_per_s", "inter_token_p50_ns", "inter_token_p99_ns", "finish_reason", "citations", "text", "timings", "conversation_id", "turn_index")
     USAGE_FIELD_NUMBER: _ClassVar[int]
     TTFT_NS_FIELD_NUMBER: _ClassVar[int]
     RAG_TTFT_NS_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +94,8 @@ class Done(_message.Message):
     CITATIONS_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    TURN_INDEX_FIELD_NUMBER: _ClassVar[int]
     usage: Usage
     ttft_ns: int
     rag_ttft_ns: int
@@ -105,19 +107,31 @@ class Done(_message.Message):
     citations: _containers.RepeatedCompositeFieldContainer[_common_pb2.Citation]
     text: str
     timings: _common_pb2.Timings
-    def __init__(self, usage: _Optional[_Union[Usage, _Mapping]] = ..., ttft_ns: _Optional[int] = ..., rag_ttft_ns: _Optional[int] = ..., generation_ns: _Optional[int] = ..., tokens_per_s: _Optional[float] = ..., inter_token_p50_ns: _Optional[int] = ..., inter_token_p99_ns: _Optional[int] = ..., finish_reason: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[_common_pb2.Citation, _Mapping]]] = ..., text: _Optional[str] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ...) -> None: ...
+    conversation_id: str
+    turn_index: int
+    def __init__(self, usage: _Optional[_Union[Usage, _Mapping]] = ..., ttft_ns: _Optional[int] = ..., rag_ttft_ns: _Optional[int] = ..., generation_ns: _Optional[int] = ..., tokens_per_s: _Optional[float] = ..., inter_token_p50_ns: _Optional[int] = ..., inter_token_p99_ns: _Optional[int] = ..., finish_reason: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[_common_pb2.Citation, _Mapping]]] = ..., text: _Optional[str] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ..., conversation_id: _Optional[str] = ..., turn_index: _Optional[int] = ...) -> None: ...
 
 class Retrieval(_message.Message):
-    __slots__ = ("chunks", "index_version", "cache_hit", "timings")
+    __slots__ = ("chunks", "index_version", "cache_hit", "timings", "search_query", "rewrite", "history_turns", "history_turns_trimmed", "conversation_id")
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
     CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_QUERY_FIELD_NUMBER: _ClassVar[int]
+    REWRITE_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_TURNS_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_TURNS_TRIMMED_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     chunks: _containers.RepeatedCompositeFieldContainer[_retriever_service_pb2.ScoredChunk]
     index_version: str
     cache_hit: bool
     timings: _common_pb2.Timings
-    def __init__(self, chunks: _Optional[_Iterable[_Union[_retriever_service_pb2.ScoredChunk, _Mapping]]] = ..., index_version: _Optional[str] = ..., cache_hit: _Optional[bool] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ...) -> None: ...
+    search_query: str
+    rewrite: str
+    history_turns: int
+    history_turns_trimmed: int
+    conversation_id: str
+    def __init__(self, chunks: _Optional[_Iterable[_Union[_retriever_service_pb2.ScoredChunk, _Mapping]]] = ..., index_version: _Optional[str] = ..., cache_hit: _Optional[bool] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ..., search_query: _Optional[str] = ..., rewrite: _Optional[str] = ..., history_turns: _Optional[int] = ..., history_turns_trimmed: _Optional[int] = ..., conversation_id: _Optional[str] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("start", "token", "citation", "done", "error")
@@ -134,7 +148,7 @@ class GenerateResponse(_message.Message):
     def __init__(self, start: _Optional[_Union[Start, _Mapping]] = ..., token: _Optional[_Union[Token, _Mapping]] = ..., citation: _Optional[_Union[_common_pb2.Citation, _Mapping]] = ..., done: _Optional[_Union[Done, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
 class AnswerRequest(_message.Message):
-    __slots__ = ("question", "collection", "storage_backend", "top_k", "params", "filters")
+    __slots__ = ("question", "collection", "storage_backend", "top_k", "params", "filters", "conversation_id", "history")
     class FiltersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -148,13 +162,25 @@ class AnswerRequest(_message.Message):
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
     question: str
     collection: str
     storage_backend: str
     top_k: int
     params: GenerationParams
     filters: _containers.ScalarMap[str, str]
-    def __init__(self, question: _Optional[str] = ..., collection: _Optional[str] = ..., storage_backend: _Optional[str] = ..., top_k: _Optional[int] = ..., params: _Optional[_Union[GenerationParams, _Mapping]] = ..., filters: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    conversation_id: str
+    history: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    def __init__(self, question: _Optional[str] = ..., collection: _Optional[str] = ..., storage_backend: _Optional[str] = ..., top_k: _Optional[int] = ..., params: _Optional[_Union[GenerationParams, _Mapping]] = ..., filters: _Optional[_Mapping[str, str]] = ..., conversation_id: _Optional[str] = ..., history: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ...) -> None: ...
+
+class ChatMessage(_message.Message):
+    __slots__ = ("role", "content")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    content: str
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class AnswerResponse(_message.Message):
     __slots__ = ("retrieval", "start", "token", "citation", "done", "error")
@@ -235,3 +261,113 @@ class PurgeCacheResponse(_message.Message):
     removed: int
     timings: _common_pb2.Timings
     def __init__(self, removed: _Optional[int] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ...) -> None: ...
+
+class Turn(_message.Message):
+    __slots__ = ("question", "search_query", "answer", "citations", "backend", "model", "finish_reason", "created_unix_ns")
+    QUESTION_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_QUERY_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    CITATIONS_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    question: str
+    search_query: str
+    answer: str
+    citations: _containers.RepeatedCompositeFieldContainer[_common_pb2.Citation]
+    backend: str
+    model: str
+    finish_reason: str
+    created_unix_ns: int
+    def __init__(self, question: _Optional[str] = ..., search_query: _Optional[str] = ..., answer: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[_common_pb2.Citation, _Mapping]]] = ..., backend: _Optional[str] = ..., model: _Optional[str] = ..., finish_reason: _Optional[str] = ..., created_unix_ns: _Optional[int] = ...) -> None: ...
+
+class Conversation(_message.Message):
+    __slots__ = ("id", "title", "collection", "created_unix_ns", "updated_unix_ns", "turn_count", "turns")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    TURN_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TURNS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    title: str
+    collection: str
+    created_unix_ns: int
+    updated_unix_ns: int
+    turn_count: int
+    turns: _containers.RepeatedCompositeFieldContainer[Turn]
+    def __init__(self, id: _Optional[str] = ..., title: _Optional[str] = ..., collection: _Optional[str] = ..., created_unix_ns: _Optional[int] = ..., updated_unix_ns: _Optional[int] = ..., turn_count: _Optional[int] = ..., turns: _Optional[_Iterable[_Union[Turn, _Mapping]]] = ...) -> None: ...
+
+class CreateConversationRequest(_message.Message):
+    __slots__ = ("title", "collection")
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    title: str
+    collection: str
+    def __init__(self, title: _Optional[str] = ..., collection: _Optional[str] = ...) -> None: ...
+
+class CreateConversationResponse(_message.Message):
+    __slots__ = ("conversation", "timings")
+    CONVERSATION_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    conversation: Conversation
+    timings: _common_pb2.Timings
+    def __init__(self, conversation: _Optional[_Union[Conversation, _Mapping]] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ...) -> None: ...
+
+class ListConversationsRequest(_message.Message):
+    __slots__ = ("page_size",)
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    def __init__(self, page_size: _Optional[int] = ...) -> None: ...
+
+class ListConversationsResponse(_message.Message):
+    __slots__ = ("conversations", "timings")
+    CONVERSATIONS_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    conversations: _containers.RepeatedCompositeFieldContainer[Conversation]
+    timings: _common_pb2.Timings
+    def __init__(self, conversations: _Optional[_Iterable[_Union[Conversation, _Mapping]]] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ...) -> None: ...
+
+class GetConversationRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class GetConversationResponse(_message.Message):
+    __slots__ = ("conversation", "timings")
+    CONVERSATION_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    conversation: Conversation
+    timings: _common_pb2.Timings
+    def __init__(self, conversation: _Optional[_Union[Conversation, _Mapping]] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ...) -> None: ...
+
+class UpdateConversationRequest(_message.Message):
+    __slots__ = ("id", "title")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    title: str
+    def __init__(self, id: _Optional[str] = ..., title: _Optional[str] = ...) -> None: ...
+
+class UpdateConversationResponse(_message.Message):
+    __slots__ = ("conversation", "timings")
+    CONVERSATION_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    conversation: Conversation
+    timings: _common_pb2.Timings
+    def __init__(self, conversation: _Optional[_Union[Conversation, _Mapping]] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ...) -> None: ...
+
+class DeleteConversationRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class DeleteConversationResponse(_message.Message):
+    __slots__ = ("timings",)
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    timings: _common_pb2.Timings
+    def __init__(self, timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ...) -> None: ...
