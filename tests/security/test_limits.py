@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from services.common.errors import ServiceError
-from services.retriever.watch import MAX_WATCHES, WatchManager
+from services.retriever.prefix_watch import MAX_WATCHES, PrefixWatchManager
 from services.storage.bench_engine import BenchmarkEngine
 from services.storage.bench_model import BenchRequest, LevelStats, RunRecord, run_to_csv
 from services.storage.core import StorageCore
@@ -92,7 +92,7 @@ def test_csv_cells_cannot_start_a_formula() -> None:
 
 async def test_watches_need_an_interval_of_a_second_and_are_capped(tmp_path: Path) -> None:
     r, jobs = await make(tmp_path)
-    watches = WatchManager(jobs)
+    watches = PrefixWatchManager(jobs, r.catalog)
     try:
         for bad in (0.001, 0.5):
             assert await _denied(watches.start_watch("auto", "in/", interval_s=bad)) == "BAD_INTERVAL"
