@@ -20,8 +20,10 @@ allowlist, a per-key rate limit.
   header must name this gateway (`DDNRAG_GATEWAY_ALLOWED_HOSTS`), which defeats DNS rebinding.
 - CORS: only origins in the allowlist get `Access-Control-Allow-Origin`; a preflight from any
   other origin is refused with 403. A `*` entry is answered with a literal `*` and no credentials.
-- Rate limit: a token bucket per API key (per client address without keys); over it -> 429 with
-  `Retry-After`.
+- Rate limit: a token bucket per API key (per client address without keys, loopback callers of
+  the local stack exempt); over it -> 429 with `Retry-After`. The same identity holds at most
+  `max_streams_per_key` SSE streams at once (sse.py), and `/api/health` has its own per-address
+  limit.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from .apikeys import ApiKeys, KeyPolicy, api_keys_ctx, auth_mode, load_api_keys, parse_keys_file
+from .apikeys import ApiKeys, KeyPolicy, api_keys_ctx, auth_mode, is_loopback_host, load_api_keys, parse_keys_file
 from .errors import ApiError, Handler, json_error
 from .roles import OPEN_ROUTES, Role, required_role
 from .state import API_KEYS, CONFIG, HEALTH_LIMITER, RATE_LIMITER
@@ -164,6 +166,13 @@ def _cross_site(request: web.Request, required: Role) -> ApiError | None:
     return None
 
 
+def _limited(request: web.Request, keys: ApiKeys) -> bool:
+    """Whether rate limits and stream caps apply: always with keys; without keys, to callers
+    from other machines only (on the local loopback stack every caller is the one user, and the
+    load benchmarks run there)."""
+    return bool(keys) or not is_loopback_host(request.remote or "")
+
+
 def _deny(err: ApiError, cors: dict[str, str], **headers: str) -> web.Response:
     resp = json_error(err)
     resp.headers.update({**cors, **headers})
@@ -200,7 +209,7 @@ async def protect_middleware(request: web.Request, handler: Handler) -> web.Stre
             )
     pattern = _pattern(request)
     if ("GET" if request.method == "HEAD" else request.method, pattern) in OPEN_ROUTES:
-        if pattern == "/api/health":  # open to probes, but each check fans out to four services
+        if pattern == "/api/health" and _limited(request, keys):  # open, but each check fans out to 4 services
             wait = request.app[HEALTH_LIMITER].take(request.remote or "unknown")
             if wait > 0:
                 return _deny(
@@ -227,7 +236,8 @@ async def protect_middleware(request: web.Request, handler: Handler) -> web.Stre
         caller, role = "key:" + policy.digest[:16], policy.role
         request[KEY_ID] = policy.digest[:12]
     request[ROLE] = role
-    request[CALLER] = caller
+    if _limited(request, keys):
+        request[CALLER] = caller
     refusal = _cross_site(request, required)
     if refusal is not None:
         return _deny(refusal, cors)
@@ -243,8 +253,12 @@ async def protect_middleware(request: web.Request, handler: Handler) -> web.Stre
             ),
             cors,
         )
-    wait = request.app[RATE_LIMITER].take(
-        caller, rps=policy.rps if policy else None, burst=policy.burst if policy else None
+    wait = (
+        request.app[RATE_LIMITER].take(
+            caller, rps=policy.rps if policy else None, burst=policy.burst if policy else None
+        )
+        if _limited(request, keys)
+        else 0.0
     )
     if wait > 0:
         return _deny(

@@ -133,8 +133,14 @@ async def test_cors_wildcard_is_literal_and_without_credentials(aiohttp_client, 
     assert r.headers["Access-Control-Allow-Credentials"] == "true"
 
 
-async def test_health_is_rate_limited_and_names_no_address(aiohttp_client, doubles: Doubles) -> None:
-    client = await aiohttp_client(make_app(doubles, health_rate_limit_rps=0.5))
+def _keyed(doubles: Doubles, tmp_path: Path, **overrides: object):
+    f = tmp_path / "keys"
+    f.write_text("k-admin role=admin\n")
+    return make_app(doubles, api_keys_file=str(f), **overrides)
+
+
+async def test_health_is_rate_limited_and_names_no_address(aiohttp_client, doubles: Doubles, tmp_path: Path) -> None:
+    client = await aiohttp_client(_keyed(doubles, tmp_path, health_rate_limit_rps=0.5))
     body = await (await client.get("/api/health")).text()
     for name in ("storage", "retriever", "embedder", "llm_gateway"):
         assert doubles.addr(name) not in body
@@ -148,18 +154,28 @@ def test_a_rate_limit_is_on_by_default() -> None:
     assert cfg.rate_limit_rps > 0 and cfg.health_rate_limit_rps > 0 and cfg.max_streams_per_key > 0
 
 
-async def test_streams_per_key_are_capped(aiohttp_client, doubles: Doubles) -> None:
-    client = await aiohttp_client(make_app(doubles, max_streams_per_key=2))
-    held = [await client.get("/api/ingestion/stream/all") for _ in range(2)]
+async def test_streams_per_key_are_capped(aiohttp_client, doubles: Doubles, tmp_path: Path) -> None:
+    client = await aiohttp_client(_keyed(doubles, tmp_path, max_streams_per_key=2))
+    held = [await client.get("/api/ingestion/stream/all", headers=AUTH) for _ in range(2)]
     assert [r.status for r in held] == [200, 200]
-    third = await client.get("/api/ingestion/stream/all")
+    third = await client.get("/api/ingestion/stream/all", headers=AUTH)
     assert third.status == 429 and (await third.json())["error"]["reason"] == "TOO_MANY_STREAMS"
     held[0].close()
     for _ in range(50):  # the server sees the disconnect
         await asyncio.sleep(0.05)
-        r = await client.get("/api/ingestion/stream/all")
+        r = await client.get("/api/ingestion/stream/all", headers=AUTH)
         if r.status == 200:
             r.close()
             break
     assert r.status == 200
     held[1].close()
+
+
+async def test_the_local_loopback_stack_is_not_rate_limited(aiohttp_client, doubles: Doubles) -> None:
+    """Without keys, on loopback, every caller is the one local user (and the load benchmarks)."""
+    client = await aiohttp_client(make_app(doubles, rate_limit_rps=0.1, rate_limit_burst=1, max_streams_per_key=1))
+    assert [(await client.get("/api/models")).status for _ in range(5)] == [200] * 5
+    streams = [await client.get("/api/ingestion/stream/all") for _ in range(3)]
+    assert [r.status for r in streams] == [200] * 3
+    for r in streams:
+        r.close()

@@ -190,3 +190,17 @@ async def test_http_refuses_operator_only_fields(aiohttp_client, doubles: Double
     assert r.status == 400 and (await r.json())["error"]["reason"] == "CREDENTIALS_REQUIRED"
     ok = {**base, "kind": "aws_s3", "access_key_id": "AKIA", "secret_access_key": "s"}
     assert (await client.post("/api/config/backends", json=ok)).status == 201
+
+
+async def test_pointing_a_backend_elsewhere_is_logged(aiohttp_client, doubles: Doubles, caplog) -> None:
+    import logging
+
+    client = await aiohttp_client(make_app(doubles))
+    body = {"name": "s3", "endpoint": "https://s3.example.com", "bucket": "b"}
+    assert (await client.post("/api/config/backends", json=body)).status == 201
+    with caplog.at_level(logging.WARNING, logger="gateway.routes.backends"):
+        moved = {**body, "endpoint": "https://elsewhere.example.net"}
+        assert (await client.post("/api/config/backends", json=moved)).status == 201
+    changed = [r for r in caplog.records if r.getMessage() == "backend endpoint changed"]
+    assert changed and changed[0].__dict__["to"] == "https://elsewhere.example.net"
+    assert changed[0].__dict__["from"] == "https://s3.example.com"
