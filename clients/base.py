@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 import grpc
 from grpc_status import rpc_status
 
-from services.common.errors import HTTP_STATUS, error_info
+from services.common import deadline
+from services.common.errors import HTTP_STATUS, ErrorKind, ServiceError, error_info
 from services.common.tls import aio_channel
 
 T = TypeVar("T")
@@ -73,6 +74,15 @@ class ServiceCallError(Exception):
             return f"the {self.service} service at {self.address} did not answer in time"
         return self.message
 
+    def to_service_error(self) -> ServiceError:
+        """This peer failure as the calling service's ServiceError, keeping the peer's code and
+        reason (a peer's NOT_FOUND or DEADLINE_EXCEEDED is not this service being unavailable)."""
+        try:
+            kind = ErrorKind(self.code)
+        except ValueError:
+            kind = ErrorKind.UNAVAILABLE
+        return ServiceError(kind, str(self), reason=self.reason, metadata={"service": self.service, **self.metadata})
+
     @classmethod
     def from_rpc_error(cls, service: str, address: str, err: grpc.aio.AioRpcError | grpc.RpcError) -> ServiceCallError:
         code = err.code() if callable(getattr(err, "code", None)) else grpc.StatusCode.UNKNOWN
@@ -117,8 +127,10 @@ class BaseClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _timeout(self, timeout: float | None) -> float:
-        return self.timeout_s if timeout is None else timeout
+    def _timeout(self, timeout: float | None, scale: int = 1) -> float:
+        """The call's timeout (`timeout_s` by default, times `scale`), never past the deadline of
+        the call being served (services/common/deadline.py)."""
+        return deadline.cap((self.timeout_s if timeout is None else timeout) * scale)
 
     async def unary(
         self,

@@ -19,6 +19,7 @@ from .errors import error_middleware
 from .metrics import GatewayMetrics, metrics_middleware
 from .protect import RateLimiter, api_keys_ctx, cors_on_prepare, load_api_keys, protect_middleware
 from .routes import admin, backends, benchmarks, conversations, documents, health, ingestion, openai_compat, rag, whoami
+from .slowclients import body_timeout_middleware
 from .sse import close_open_streams
 from .state import (
     ANSWER_SLOTS,
@@ -101,7 +102,7 @@ async def index(request: web.Request) -> web.FileResponse:
 def create_app(cfg: GatewayConfig) -> web.Application:
     """The whole gateway for `cfg`; nothing is opened until the app starts."""
     app = web.Application(
-        middlewares=[metrics_middleware, protect_middleware, error_middleware],
+        middlewares=[body_timeout_middleware, metrics_middleware, protect_middleware, error_middleware],
         client_max_size=cfg.max_request_bytes,
     )
     app[CONFIG] = cfg

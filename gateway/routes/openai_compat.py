@@ -119,6 +119,10 @@ def _finish(reason: str) -> str:
     return "length" if reason == "length" else "stop"
 
 
+def _refusal(refused: dict[str, Any]) -> str:
+    return f"Refused by the {refused['guard']} guard ({refused['reason']}): {refused['message']}"
+
+
 @routes.post("/v1/chat/completions")
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await json_body(request)
@@ -140,6 +144,18 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             tokens.append(ev.data["text"])
         elif ev.name == "error":
             raise ApiError(ev.data["status"], ev.data["message"], ev.data["reason"])
+        elif ev.name == "refused":  # a guard refused: OpenAI's refusal message, never an empty answer
+            message = {"role": "assistant", "content": _refusal(ev.data), "refusal": ev.data["message"]}
+            return web.json_response(
+                {
+                    "id": cid,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [{"index": 0, "message": message, "finish_reason": "content_filter"}],
+                    "ddnrag": {"refused": ev.data},
+                }
+            )
         elif ev.name == "done":
             done = ev.data
             return web.json_response(
@@ -183,6 +199,11 @@ async def _chunks(
             yield Event("chunk", chunk({"content": ev.data["text"]}))
         elif ev.name == "error":
             yield Event("error", {"error": {**ev.data, "type": ev.data["reason"].lower()}})
+            return
+        elif ev.name == "refused":
+            delta = {"role": "assistant", "content": _refusal(ev.data), "refusal": ev.data["message"]}
+            yield Event("chunk", chunk(delta, "content_filter", ddnrag={"refused": ev.data}))
+            yield Event("end", "[DONE]")
             return
         elif ev.name == "done":
             done = ev.data

@@ -53,7 +53,7 @@ class Ask:
 
 
 def chunk_json(c: Any) -> dict[str, Any]:
-    return {
+    out = {
         "chunk_id": c.chunk_id,
         "document_id": c.document_id,
         "document_name": c.document_name,
@@ -66,12 +66,15 @@ def chunk_json(c: Any) -> dict[str, Any]:
         "position": c.position,
         "ok": c.status.code == 0,
     }
+    if c.HasField("rerank_score"):  # only with a reranker configured (retriever rerank/)
+        out["rerank_score"] = c.rerank_score
+    return out
 
 
 def retrieval_json(r: lpb.Retrieval | None) -> dict[str, Any] | None:
     if r is None:
         return None
-    return {
+    out = {
         "index_version": r.index_version,
         "cache_hit": r.cache_hit,
         "search_query": r.search_query,
@@ -82,10 +85,13 @@ def retrieval_json(r: lpb.Retrieval | None) -> dict[str, Any] | None:
         "timings": timings_json(r.timings),
         "chunks": [chunk_json(c) for c in r.chunks],
     }
+    if r.HasField("rerank"):
+        out["rerank"] = to_dict(r.rerank)
+    return out
 
 
 def done_json(d: lpb.Done, retrieval: lpb.Retrieval | None) -> dict[str, Any]:
-    return {
+    out = {
         "text": d.text,
         "finish_reason": d.finish_reason,
         "ttft_ms": ns_to_ms(d.rag_ttft_ns or d.ttft_ns),
@@ -102,6 +108,9 @@ def done_json(d: lpb.Done, retrieval: lpb.Retrieval | None) -> dict[str, Any]:
         "conversation_id": d.conversation_id,
         "turn_index": d.turn_index,
     }
+    if d.HasField("guards"):  # every guard verdict and the fail mode (llm_gateway checks.py)
+        out["guards"] = to_dict(d.guards)
+    return out
 
 
 @contextlib.asynccontextmanager
@@ -169,6 +178,11 @@ async def answer_events(request: web.Request, ask: Ask) -> AsyncIterator[Event]:
                 yield Event("retrieval", retrieval_json(retrieval))
             elif kind == "token":
                 yield Event("token", {"text": ev.token.text, "index": ev.token.index})
+            elif kind == "verify":  # groundedness: per-sentence scores, answer score, repair
+                yield Event("verify", to_dict(ev.verify))
+            elif kind == "refused":  # a guard refused the question or the answer: the last event
+                yield Event("refused", to_dict(ev.refused))
+                return
             elif kind == "done":
                 yield Event("done", done_json(ev.done, retrieval))
                 return

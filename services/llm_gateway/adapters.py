@@ -17,10 +17,10 @@ import grpc
 import numpy as np
 
 from clients.base import ServiceCallError
-from services.common.errors import ErrorKind, ServiceError, unavailable
+from services.common.errors import ServiceError, unavailable
 from services.common.pb import stage_from_pb
 
-from .domain import ChunkStatus, Passage, RetrievedChunk, SearchResult
+from .domain import ChunkStatus, Passage, RerankInfo, RetrievedChunk, SearchResult
 
 if TYPE_CHECKING:
     from clients.embedder import EmbedderClient
@@ -58,11 +58,7 @@ class RetrieverSearcher:
 
 def peer_error(err: ServiceCallError) -> ServiceError:
     """A peer's failure as this service's ServiceError, keeping its code and reason."""
-    try:
-        kind = ErrorKind(err.code)
-    except ValueError:
-        kind = ErrorKind.UNAVAILABLE
-    return ServiceError(kind, str(err), reason=err.reason, metadata={"service": err.service, **err.metadata})
+    return err.to_service_error()
 
 
 def search_result_from_pb(resp: Any) -> SearchResult:
@@ -87,6 +83,7 @@ def search_result_from_pb(resp: Any) -> SearchResult:
                 position=c.position,
                 metadata=dict(c.metadata),
                 status=status,
+                rerank_score=c.rerank_score if c.HasField("rerank_score") else None,
             )
         )
     return SearchResult(
@@ -95,6 +92,9 @@ def search_result_from_pb(resp: Any) -> SearchResult:
         cache_hit=resp.cache_hit,
         stages=tuple(stage_from_pb(s) for s in resp.timings.stages),
         total_ns=resp.timings.total_ns,
+        rerank=RerankInfo(resp.rerank.backend, resp.rerank.status, resp.rerank.message, resp.rerank.scored)
+        if resp.HasField("rerank")
+        else None,
     )
 
 

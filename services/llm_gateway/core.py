@@ -112,6 +112,8 @@ class LlmGateway:
         self.rewrite_timeout_s = rewrite_timeout_s
         # Peers' clients (encoder, searcher) closed with the gateway.
         self.closers: list[Any] = []
+        # Guardrails and the groundedness check (checks.AnswerChecks), set by the server.
+        self.checks: Any = None
 
     @property
     def backends(self) -> list[Backend]:

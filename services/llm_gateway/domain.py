@@ -33,6 +33,9 @@ class Passage:
     collection: str = ""
     object_key: str = ""
     score: float = 0.0
+    # Sentences taken out of `text` because they address the assistant (guards/injection.py);
+    # an LLM sees them only as a quoted block, the extractive generator not at all.
+    quoted: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,8 @@ class DoneEvent:
     # Set by Answer with a conversation: its id and the index of the turn stored.
     conversation_id: str = ""
     turn_index: int = 0
+    # The guard report (checks.py: every verdict and the fail mode); None when no checks ran.
+    guards: object | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,16 @@ class ChunkStatus:
 
 
 @dataclass(frozen=True)
+class RerankInfo:
+    """The retriever's rerank stage: backend, status ("ok", "fallback", "skipped"), message."""
+
+    backend: str
+    status: str
+    message: str = ""
+    scored: int = 0
+
+
+@dataclass(frozen=True)
 class RetrievedChunk:
     """One search hit as the retriever returned it."""
 
@@ -135,6 +150,7 @@ class RetrievedChunk:
     position: int = 0
     metadata: dict[str, str] = field(default_factory=dict)
     status: ChunkStatus = ChunkStatus()
+    rerank_score: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -150,6 +166,7 @@ class SearchResult:
     cache_hit: bool = False
     stages: tuple[Stage, ...] = ()
     total_ns: int = 0
+    rerank: RerankInfo | None = None
 
 
 @dataclass(frozen=True)

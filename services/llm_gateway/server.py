@@ -14,6 +14,7 @@ from services.common.server import GrpcApp, Metrics, build_server, run_forever, 
 
 from .backends import build_backends, parse_specs
 from .cache import AnswerCache
+from .checks import build_checks
 from .config import LlmGatewayConfig
 from .conversations import ConversationStore
 from .core import LlmGateway, Searcher
@@ -101,6 +102,8 @@ async def build_core(
     )
     objects = core.conversations.objects if core.conversations is not None else None
     core.closers.extend(c for c in (encoder, searcher, objects) if hasattr(c, "close"))
+    core.checks = build_checks(cfg, encoder)
+    core.closers.append(core.checks)
     return core
 
 
@@ -116,7 +119,7 @@ async def create_server(
     try:
         app = await build_server(
             "llm_gateway",
-            [(pb_grpc.add_LlmServiceServicer_to_server, LlmServicer(core, llm_metrics), SERVICE_NAME)],
+            [(pb_grpc.add_LlmServiceServicer_to_server, LlmServicer(core, llm_metrics, core.checks), SERVICE_NAME)],
             cfg.host,
             cfg.port,
             metrics=metrics,
