@@ -107,3 +107,25 @@ async def test_a_failing_judge_is_unavailable_not_a_verdict(judge: tuple[Judge, 
         await v.verify("Object storage keeps objects in buckets [1].", PASSAGES)
     await v.close()
     assert err.value.reason == ("JUDGE_MALFORMED" if mode == "prose" else "JUDGE_UNAVAILABLE")
+
+
+async def test_a_judge_that_is_down_is_reported_and_the_answer_still_goes_out() -> None:
+    """Around a Generate stream: the check fails visibly (method says why), `done` follows."""
+    from services.llm_gateway.checks import AnswerChecks, VerifyEvent
+    from services.llm_gateway.domain import Citation, DoneEvent, StartEvent, TokenEvent, Usage
+    from services.llm_gateway.guards.base import Guardrails
+
+    text = "Object storage keeps objects in buckets [1]."
+
+    async def stream() -> AsyncIterator[object]:
+        yield StartEvent("llm", "m")
+        yield TokenEvent(text, 0, 1)
+        yield DoneEvent(Usage(1, 1, "backend"), 1, 1, 1.0, 0, 0, "stop", (Citation(1, PASSAGES[1]),), text, (), 1)
+
+    checks = AnswerChecks(Guardrails([]), Verifier(JudgeScorer("http://127.0.0.1:1/v1", "j", timeout_s=2)))
+    events = [ev async for ev in checks.wrap("q?", stream(), kinds={"llm": "openai"})]
+    await checks.close()
+    verify = next(ev for ev in events if isinstance(ev, VerifyEvent))
+    assert verify.verification.method.startswith("judge (failed: the judge model could not verify the answer")
+    assert verify.verification.sentences == () and verify.repair is None
+    assert isinstance(events[-1], DoneEvent) and events[-1].text == text
