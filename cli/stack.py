@@ -5,6 +5,10 @@ as a child process on loopback. It waits on each health check before starting wh
 restarts a child that dies (with backoff, once its dependencies are healthy, as Kubernetes would),
 and on SIGINT/SIGTERM stops every child in reverse order. Everything lives under one data
 directory: SeaweedFS volumes, state directories, caches and logs.
+
+With `--replicas N` (DDNRAG_REPLICAS) storage and the retriever run as N processes each, replica i
+on each of its ports + i x DDNRAG_STACK_REPLICA_PORT_STEP; their peers get every replica's address
+in a comma-separated `*_ADDR` list, which a client channel balances round robin.
 """
 
 from __future__ import annotations
@@ -32,6 +36,13 @@ from .seaweed import SeaweedPorts, ensure_credentials, port_in_use, wait_s3_read
 
 log = logging.getLogger("ddnrag.stack")
 ROOT = Path(__file__).resolve().parent.parent
+# The services `rag up --replicas N` runs N of; the others stay one process each.
+SCALED = ("storage", "retriever")
+
+
+def replica_name(svc: str, i: int) -> str:
+    """The child name of replica `i` of `svc`: `storage`, then `storage-1`, ..."""
+    return svc if i == 0 else f"{svc}-{i}"
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,16 @@ class StackConfig:
     start_timeout_s: float = env_field(
         "DDNRAG_STACK_START_TIMEOUT_S", 300.0, "How long each child may take to become healthy"
     )
+    replicas: int = env_field(
+        "DDNRAG_REPLICAS",
+        1,
+        "Storage and retriever processes to run (`rag up --replicas N`); peers reach them with client-side round robin",
+    )
+    replica_port_step: int = env_field(
+        "DDNRAG_STACK_REPLICA_PORT_STEP",
+        1000,
+        "Replica i > 0 of storage and the retriever listens on each of its ports + i x this step",
+    )
 
     @property
     def data(self) -> Path:
@@ -79,6 +100,14 @@ class StackConfig:
     def addr(self, port: int) -> str:
         return f"{self.host}:{port}"
 
+    def replica_ports(self, port: int) -> list[int]:
+        """The port of each replica of a scaled service whose first replica uses `port`."""
+        return [port + i * self.replica_port_step for i in range(max(self.replicas, 1))]
+
+    def addrs(self, port: int) -> str:
+        """Every replica's address, comma-separated: what a peer's `*_ADDR` variable takes."""
+        return ",".join(self.addr(p) for p in self.replica_ports(port))
+
     @property
     def gateway_url(self) -> str:
         return f"http://{self.host}:{self.gateway_port}"
@@ -93,6 +122,9 @@ class StackConfig:
                 out.append((port, var))
                 if f.name.startswith("seaweed_") or f.name == "s3_port":
                     out.append((port + 10000, f"{var} (its gRPC twin, port + 10000)"))
+                if f.name.split("_")[0] in SCALED:
+                    for i, p in enumerate(self.replica_ports(port)[1:], 1):
+                        out.append((p, f"{var} (replica {i}: + {i} x DDNRAG_STACK_REPLICA_PORT_STEP)"))
         return out
 
 
@@ -156,9 +188,9 @@ class Supervisor:
         (self.data / "logs").mkdir(parents=True, exist_ok=True)
 
     # ---- definitions -------------------------------------------------------------------------
-    def _service_env(self, svc: str, port: int, metrics_port: int) -> dict[str, str]:
+    def _service_env(self, svc: str, port: int, metrics_port: int, state_name: str = "") -> dict[str, str]:
         prefix = f"DDNRAG_{svc.upper()}_"
-        state = self.data / "state" / svc
+        state = self.data / "state" / (state_name or svc)
         state.mkdir(parents=True, exist_ok=True)
         return {
             prefix + "HOST": self.cfg.host,
@@ -166,6 +198,11 @@ class Supervisor:
             prefix + "METRICS_PORT": str(metrics_port),
             prefix + "STATE_DIR": str(state),
         }
+
+    def replica_names(self, svc: str) -> list[str]:
+        """Child names of a service: one per replica for SCALED services."""
+        n = max(self.cfg.replicas, 1) if svc in SCALED else 1
+        return [replica_name(svc, i) for i in range(n)]
 
     def define(self) -> None:
         cfg = self.cfg
@@ -184,10 +221,18 @@ class Supervisor:
             except TimeoutError:
                 return False
 
-        def svc(name: str, port: int, metrics: int, needs: list[str], extra: dict[str, str]) -> Child:
-            env = {**base, **self._service_env(name, port, metrics), **extra}
-            argv = [py, "-m", f"services.{name}.server"]
-            return Child(name, argv, env, lambda: grpc_serving(cfg.addr(port)), needs)
+        def svc(name: str, port: int, metrics: int, needs: list[str], extra: dict[str, str]) -> list[Child]:
+            """The children of service `name`: one, or one per replica for SCALED services. Storage
+            replicas share one state directory (it holds only the registry's data key, which they
+            must share); retriever replicas each get their own (caches)."""
+            out = []
+            ports, metrics_ports = cfg.replica_ports(port), cfg.replica_ports(metrics)
+            for i, child in enumerate(self.replica_names(name)):
+                state = name if name == "storage" else child
+                env = {**base, **self._service_env(name, ports[i], metrics_ports[i], state), **extra}
+                argv = [py, "-m", f"services.{name}.server"]
+                out.append(Child(child, argv, env, lambda p=ports[i]: grpc_serving(cfg.addr(p)), needs))  # type: ignore[misc]
+            return out
 
         storage_env = {
             "DDNRAG_STORAGE_DEFAULT_ENDPOINT": s3,
@@ -196,27 +241,28 @@ class Supervisor:
             "DDNRAG_STORAGE_DEFAULT_ACCESS_KEY_ID": creds.access_key_id,
             "DDNRAG_STORAGE_DEFAULT_SECRET_ACCESS_KEY": creds.secret_access_key,
         }
+        storages, retrievers = self.replica_names("storage"), self.replica_names("retriever")
         children = [
             Child("seaweedfs", weed_command(self.data, cfg.seaweed_ports, identities), base, seaweed_ready),
-            svc("storage", cfg.storage_port, cfg.storage_metrics_port, ["seaweedfs"], storage_env),
-            svc("embedder", cfg.embedder_port, cfg.embedder_metrics_port, [], {}),
-            svc(
+            *svc("storage", cfg.storage_port, cfg.storage_metrics_port, ["seaweedfs"], storage_env),
+            *svc("embedder", cfg.embedder_port, cfg.embedder_metrics_port, [], {}),
+            *svc(
                 "retriever",
                 cfg.retriever_port,
                 cfg.retriever_metrics_port,
-                ["storage", "embedder"],
+                [*storages, "embedder"],
                 {
                     "DDNRAG_RETRIEVER_EMBEDDER_ADDR": cfg.addr(cfg.embedder_port),
-                    "DDNRAG_RETRIEVER_STORAGE_ADDR": cfg.addr(cfg.storage_port),
+                    "DDNRAG_RETRIEVER_STORAGE_ADDR": cfg.addrs(cfg.storage_port),
                 },
             ),
-            svc(
+            *svc(
                 "llm_gateway",
                 cfg.llm_gateway_port,
                 cfg.llm_gateway_metrics_port,
-                ["retriever", "embedder"],
+                [*retrievers, "embedder"],
                 {
-                    "DDNRAG_LLM_GATEWAY_RETRIEVER_ADDR": cfg.addr(cfg.retriever_port),
+                    "DDNRAG_LLM_GATEWAY_RETRIEVER_ADDR": cfg.addrs(cfg.retriever_port),
                     "DDNRAG_LLM_GATEWAY_EMBEDDER_ADDR": cfg.addr(cfg.embedder_port),
                 },
             ),
@@ -225,8 +271,8 @@ class Supervisor:
             **base,
             "DDNRAG_GATEWAY_HOST": cfg.host,
             "DDNRAG_GATEWAY_PORT": str(cfg.gateway_port),
-            "DDNRAG_GATEWAY_STORAGE_ADDR": cfg.addr(cfg.storage_port),
-            "DDNRAG_GATEWAY_RETRIEVER_ADDR": cfg.addr(cfg.retriever_port),
+            "DDNRAG_GATEWAY_STORAGE_ADDR": cfg.addrs(cfg.storage_port),
+            "DDNRAG_GATEWAY_RETRIEVER_ADDR": cfg.addrs(cfg.retriever_port),
             "DDNRAG_GATEWAY_LLM_GATEWAY_ADDR": cfg.addr(cfg.llm_gateway_port),
             "DDNRAG_GATEWAY_EMBEDDER_ADDR": cfg.addr(cfg.embedder_port),
             "DDNRAG_GATEWAY_STATE_DIR": str(self.data / "state" / "gateway"),
@@ -237,7 +283,7 @@ class Supervisor:
                 [py, "-m", "gateway.server"],
                 gw_env,
                 lambda: http_ok(f"{cfg.gateway_url}/api/health"),
-                ["storage", "embedder", "retriever", "llm_gateway"],
+                [*storages, "embedder", *retrievers, "llm_gateway"],
             )
         )
         self.children = {c.name: c for c in children}
@@ -360,7 +406,11 @@ def pidfile(cfg: StackConfig) -> Path:
 def write_pidfile(cfg: StackConfig) -> None:
     path = pidfile(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"pid": os.getpid(), "gateway_url": cfg.gateway_url, "started": time.time()}))
+    path.write_text(
+        json.dumps(
+            {"pid": os.getpid(), "gateway_url": cfg.gateway_url, "replicas": cfg.replicas, "started": time.time()}
+        )
+    )
 
 
 def load_config(**overrides: object) -> StackConfig:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+import asyncio
+import random
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
+
+import grpc
 
 from ddnrag.common.v1 import common_pb2
 from ddnrag.retriever.v1 import retriever_service_pb2 as pb
 from ddnrag.retriever.v1 import retriever_service_pb2_grpc as pb_grpc
 
-from .base import BaseClient
+from .base import BaseClient, ServiceCallError
 
 Job = pb.Job
 IngestProgress = pb.IngestProgress
@@ -31,6 +36,8 @@ class RetrieverClient(BaseClient):
     `ServiceCallError` with the gRPC code and ErrorInfo reason."""
 
     service = "retriever"
+    # How long a progress stream keeps trying to reach the service again before it gives up.
+    resume_for_s = 120.0
 
     def __init__(self, address: str, **kwargs: object) -> None:
         super().__init__(address, **kwargs)  # type: ignore[arg-type]
@@ -110,16 +117,48 @@ class RetrieverClient(BaseClient):
     ) -> AsyncIterator[pb.IngestProgress]:
         """Creates a job and streams its progress until the terminal event."""
         req = self._ingest_request(collection, sources, target_backends, source_backend, source_prefix, chunking)
-        async for ev in self.stream(self.stub.Ingest(req, timeout=timeout)):
+        async for ev in self._resuming(lambda: self.stub.Ingest(req, timeout=timeout), "", 0):
             yield ev
 
     async def watch_job(
         self, job_id: str, after_sequence: int = 0, *, timeout: float | None = None
     ) -> AsyncIterator[pb.IngestProgress]:
-        """Streams a job's progress from its current state until it ends."""
+        """Streams a job's progress from its current state until it ends (resuming after a
+        disconnect, as `ingest` does)."""
         req = pb.WatchJobRequest(job_id=job_id, after_sequence=after_sequence)
-        async for ev in self.stream(self.stub.WatchJob(req, timeout=timeout)):
+        async for ev in self._resuming(lambda: self.stub.WatchJob(req, timeout=timeout), job_id, after_sequence):
             yield ev
+
+    async def _resuming(self, first: Callable[[], Any], job_id: str, after: int) -> AsyncIterator[pb.IngestProgress]:
+        """Follows a progress stream to its terminal event across disconnects.
+
+        A progress stream lives as long as its job, longer than one connection may (servers
+        recycle connections; proxies and networks drop them). When the stream breaks with
+        UNAVAILABLE, this reopens it -- WatchJob from the last sequence seen, or, before the first
+        event, the same Ingest request again, which joins the job it may have started -- and
+        gives up only after `resume_for_s` without reaching the service."""
+        open_call = first
+        failing_since = 0.0
+        attempt = 0
+        while True:
+            try:
+                async for ev in self.stream(open_call()):
+                    failing_since, attempt = 0.0, 0
+                    job_id, after = ev.job.job_id or job_id, max(after, ev.sequence)
+                    yield ev
+                    if ev.terminal:
+                        return
+                return  # the server ended the stream without a terminal event: nothing to resume
+            except ServiceCallError as err:
+                now = asyncio.get_running_loop().time()
+                failing_since = failing_since or now
+                if err.code != grpc.StatusCode.UNAVAILABLE or now - failing_since > self.resume_for_s:
+                    raise
+            await asyncio.sleep(min(2.0, 0.1 * 2**attempt) * (0.5 + random.random()))
+            attempt += 1
+            if job_id:
+                req = pb.WatchJobRequest(job_id=job_id, after_sequence=after)
+                open_call = lambda req=req: self.stub.WatchJob(req)  # noqa: E731
 
     async def get_job(self, job_id: str, *, timeout: float | None = None) -> pb.Job:
         return (await self.unary(self.stub.GetJob, pb.GetJobRequest(job_id=job_id), timeout=timeout)).job

@@ -110,6 +110,42 @@ class StorageClient(BaseClient):
                 raise failure[0] from None
             raise ServiceCallError.from_rpc_error(self.service, self.address, err) from None
 
+    async def put_if(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        if_match: str = "",
+        if_none_match: bool = False,
+        backend: str = "",
+        content_type: str = "application/json",
+        timeout: float | None = None,
+    ) -> pb.PutResponse:
+        """A conditional write of a small object: stored only while the object still has ETag
+        `if_match`, or (with `if_none_match`) does not exist yet. Another writer's change raises
+        ServiceCallError FAILED_PRECONDITION, reason CONDITION_NOT_MET. Not retried: a retry of
+        a write that landed would see its own change and fail."""
+        if not if_match and not if_none_match:
+            raise ValueError("put_if needs if_match or if_none_match")
+        header = pb.PutHeader(
+            backend=backend,
+            key=key,
+            content_type=content_type,
+            size_bytes=len(data),
+            if_match=if_match,
+            if_none_match=if_none_match,
+        )
+        reqs = [pb.PutRequest(header=header), pb.PutRequest(data=data)]
+
+        async def requests() -> AsyncIterator[pb.PutRequest]:
+            for r in reqs:
+                yield r
+
+        try:
+            return await self.stub.Put(requests(), timeout=self._timeout(timeout))
+        except grpc.aio.AioRpcError as err:
+            raise ServiceCallError.from_rpc_error(self.service, self.address, err) from None
+
     async def get(
         self, key: str, *, backend: str = "", range_start: int = 0, range_end: int = 0, timeout: float | None = None
     ) -> tuple[bytes, pb.ObjectInfo, pb.Transfer]:

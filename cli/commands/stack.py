@@ -25,6 +25,7 @@ from cli.stack import (
     http_ok,
     load_config,
     pidfile,
+    replica_name,
     write_pidfile,
 )
 from services.common.ids import document_id, document_key
@@ -38,6 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="start the whole local stack (SeaweedFS, services, gateway)")
     p.add_argument("--data-dir", help="data directory (default ./data, or DDNRAG_DATA_DIR)")
     p.add_argument("--no-sample", action="store_true", help="do not ingest the sample corpus")
+    p.add_argument(
+        "--replicas",
+        type=int,
+        help="run N storage and N retriever processes behind client-side round robin (default 1, or DDNRAG_REPLICAS)",
+    )
     p.set_defaults(func=cmd_up)
     p = sub.add_parser("status", help="show the health of every service of the local stack")
     p.add_argument("--data-dir")
@@ -55,6 +61,14 @@ def _config(args: argparse.Namespace) -> StackConfig:
         overrides["data_dir"] = args.data_dir
     if getattr(args, "no_sample", False):
         overrides["sample_corpus"] = ""
+    if getattr(args, "replicas", None) is not None:
+        if not 1 <= args.replicas <= 8:
+            raise SystemExit(f"--replicas takes 1 to 8; got {args.replicas}")
+        overrides["replicas"] = args.replicas
+    elif getattr(args, "func", None) is not cmd_up:
+        # status/down: the running stack's replica count, from its pid file
+        with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+            overrides["replicas"] = int(json.loads(pidfile(load_config(**overrides)).read_text())["replicas"])
     return load_config(**overrides)
 
 
@@ -73,7 +87,8 @@ async def _up(cfg: StackConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, sup.stopping.set)
-    console.print(f"[bold]Build.DDN.RAG[/bold] starting the local stack in {cfg.data}")
+    scaled = f" ({cfg.replicas} storage and {cfg.replicas} retriever replicas)" if cfg.replicas > 1 else ""
+    console.print(f"[bold]Build.DDN.RAG[/bold] starting the local stack in {cfg.data}{scaled}")
     t0 = time.monotonic()
     starter = asyncio.create_task(sup.start_all())
     stopper = asyncio.create_task(sup.stopping.wait())
@@ -139,8 +154,8 @@ async def ingest_sample_once(cfg: StackConfig) -> None:
     marker = cfg.data / "state" / "stack" / "sample-corpus.json"
     if marker.exists() and json.loads(marker.read_text()).get("sha256") == digest:
         return
-    storage = StorageClient(cfg.addr(cfg.storage_port))
-    retriever = RetrieverClient(cfg.addr(cfg.retriever_port))
+    storage = StorageClient(cfg.addrs(cfg.storage_port))
+    retriever = RetrieverClient(cfg.addrs(cfg.retriever_port))
     try:
         sources = []
         for p in files:
@@ -196,9 +211,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 async def _status(cfg: StackConfig) -> dict[str, dict[str, object]]:
     checks = {
-        "storage": cfg.addr(cfg.storage_port),
+        **{replica_name("storage", i): cfg.addr(p) for i, p in enumerate(cfg.replica_ports(cfg.storage_port))},
         "embedder": cfg.addr(cfg.embedder_port),
-        "retriever": cfg.addr(cfg.retriever_port),
+        **{replica_name("retriever", i): cfg.addr(p) for i, p in enumerate(cfg.replica_ports(cfg.retriever_port))},
         "llm_gateway": cfg.addr(cfg.llm_gateway_port),
     }
     names = list(checks)

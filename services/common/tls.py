@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 
 from .config import ConfigError, env_field, load_env
+from .targets import grpc_target
 
 P = "DDNRAG_TLS_"
 
@@ -91,7 +92,9 @@ def secure_options(cfg: TlsConfig) -> list[tuple[str, Any]]:
 def aio_channel(
     address: str, options: list[tuple[str, Any]], environ: Mapping[str, str] | None = None
 ) -> grpc.aio.Channel:
-    """A grpc.aio channel to `address`: mutual TLS when configured, plaintext otherwise."""
+    """A grpc.aio channel to `address` (one address or a comma-separated list of replicas, see
+    targets.py): mutual TLS when configured, plaintext otherwise."""
+    address = grpc_target(address)
     cfg = load_tls(environ)
     if cfg is None:
         return grpc.aio.insecure_channel(address, options=options)

@@ -12,7 +12,7 @@ from clients.embedder import EmbedderClient
 from clients.storage import StorageClient
 from services.common.errors import ErrorKind, ServiceError, invalid, unavailable
 
-from .ports import GetOutcome, ObjectMeta, ObjectNotFound, PutOutcome
+from .ports import GetOutcome, ObjectMeta, ObjectNotFound, PreconditionFailed, PutOutcome
 
 # BatchPut/BatchGet carry at most this many objects per call.
 BATCH_LIMIT = 1000
@@ -75,6 +75,26 @@ class StorageStore:
                 raise ObjectNotFound(key) from None
             raise _as_service_error(err) from None
         return data
+
+    async def read(self, key: str, *, backend: str = "") -> tuple[bytes, str]:
+        try:
+            data, info, _transfer = await self.client.get(key, backend=backend)
+        except ServiceCallError as err:
+            if err.code == grpc.StatusCode.NOT_FOUND:
+                raise ObjectNotFound(key) from None
+            raise _as_service_error(err) from None
+        return data, info.etag.strip('"')
+
+    async def put_if(
+        self, key: str, data: bytes, *, if_match: str = "", if_none_match: bool = False, backend: str = ""
+    ) -> str:
+        try:
+            resp = await self.client.put_if(key, data, if_match=if_match, if_none_match=if_none_match, backend=backend)
+        except ServiceCallError as err:
+            if err.code == grpc.StatusCode.FAILED_PRECONDITION and err.reason == "CONDITION_NOT_MET":
+                raise PreconditionFailed(key) from None
+            raise _as_service_error(err) from None
+        return resp.etag.strip('"')
 
     async def list(self, prefix: str, *, backend: str = "") -> list[ObjectMeta]:
         out = []

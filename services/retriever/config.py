@@ -46,3 +46,24 @@ class RetrieverConfig:
     persist_index: bool = env_field(P + "PERSIST_INDEX", True, "write index segments to object storage")
     index_backend: str = env_field(P + "INDEX_BACKEND", "faiss", "dense index: faiss (in process) or milvus")
     milvus_uri: str = env_field(P + "MILVUS_URI", "", "Milvus URI (a milvus-lite file path or http://host:19530)")
+    lease: str = env_field(
+        P + "LEASE",
+        "store",
+        "ingestion lease: store (conditional PUTs on an object) or kubernetes (a coordination Lease)",
+    )
+    lease_name: str = env_field(P + "LEASE_NAME", "ddnrag-retriever-ingest", "name of the Kubernetes Lease object")
+    lease_duration_s: float = env_field(
+        P + "LEASE_DURATION_S", 10.0, "seconds a dead holder keeps the ingestion lease before another replica takes it"
+    )
+    replica_id: str = env_field(P + "REPLICA_ID", "", "this replica's name in the lease (default: hostname-pid)")
+    kube_api: str = env_field(
+        P + "KUBE_API", "", "Kubernetes API server URL (default: from KUBERNETES_SERVICE_HOST/PORT)"
+    )
+    kube_sa_dir: str = env_field(
+        P + "KUBE_SA_DIR",
+        "/var/run/secrets/kubernetes.io/serviceaccount",
+        "service-account mount: token, ca.crt and namespace for the Lease API",
+    )
+    heartbeat_s: float = env_field(
+        P + "HEARTBEAT_S", 15.0, "a job progress stream repeats the current state after this many idle seconds"
+    )

@@ -1,7 +1,7 @@
 """The retriever's core: collections, documents, index commits and hybrid search.
 
 Plain Python over two ports (`ObjectStore`, `Encoder`); no gRPC here. Ingestion jobs live in
-`ingest.py` and call `commit` to publish a new index version. Every blocking step (index builds,
+`jobs.py` and call `commit` to publish a new index version. Every blocking step (index builds,
 FAISS/bm25s queries, SQLite) runs in a worker thread, never on the event loop.
 """
 
@@ -23,9 +23,9 @@ from services.common.timing import Stage, Timer
 
 from . import segments
 from .cache import RetrievalCache, cache_key
+from .catalog import Catalog
 from .chunking import chunk_id
 from .index import Analyzer, ChunkRecord, CollectionIndex
-from .jobs import JobDB
 from .ports import Encoder, ObjectStore
 from .segments import CorruptSegment, DocumentInfo, Snapshot
 
@@ -129,11 +129,11 @@ class SearchResult:
 class Retriever:
     """Collections with their live index snapshots, and search over them."""
 
-    def __init__(self, store: ObjectStore, encoder: Encoder, settings: Settings, db: JobDB) -> None:
+    def __init__(self, store: ObjectStore, encoder: Encoder, settings: Settings, catalog: Catalog) -> None:
         self.store = store
         self.encoder = encoder
         self.settings = settings
-        self.db = db
+        self.catalog = catalog  # the collection list, shared by every replica
         self.analyzer = Analyzer()
         self.collections: dict[str, CollectionState] = {}
         self.cache = RetrievalCache(settings.state_dir / "retrieval_cache.sqlite", settings.cache_max_bytes)
@@ -142,14 +142,14 @@ class Retriever:
     # Life cycle --------------------------------------------------------------------------------
     async def start(self) -> None:
         """Loads and verifies every known collection's live index; creates `default`."""
-        await self.db.run(self.db.add_collection, DEFAULT_COLLECTION)
+        await self.catalog.add(DEFAULT_COLLECTION)
         if self.settings.persist_index:
             # Collections another replica (or an earlier state directory) published.
             for o in await self.store.list("index/"):
                 parts = o.key.split("/")
                 if len(parts) == 3 and parts[2] == "CURRENT" and NAME_RE.match(parts[1]):
-                    await self.db.run(self.db.add_collection, parts[1])
-        for name in await self.db.run(self.db.collections):
+                    await self.catalog.add(parts[1])
+        for name in await self.catalog.names():
             await self._load(name)
 
     async def close(self) -> None:
@@ -216,7 +216,7 @@ class Retriever:
         check_name(name)
         if name in self.collections:
             return self.collections[name]
-        await self.db.run(self.db.add_collection, name)
+        await self.catalog.add(name)
         return await self._load(name)
 
     async def ensure_collection(self, name: str) -> CollectionState:
@@ -232,7 +232,7 @@ class Retriever:
         async with state.lock:
             await self.store.delete(prefix=f"chunks/{name}/")
             await self.store.delete(prefix=segments.prefix(name))
-            await self.db.run(self.db.remove_collection, name)
+            await self.catalog.remove(name)
             await asyncio.to_thread(self.cache.invalidate, name, "\x00")
             self.collections.pop(name, None)
             await asyncio.to_thread(self._drop, state.index)

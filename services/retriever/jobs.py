@@ -1,302 +1,314 @@
-"""Ingestion jobs persisted in SQLite (WAL) so a restarted retriever resumes them.
+"""The ingestion job manager: creates, runs, resumes, cancels and reports jobs, on any replica.
 
-A job's files are recorded when it starts; each committed batch records its chunks (with their
-vectors) and marks the files it finished, in one transaction. After a restart the job skips the
-finished files and keeps their committed chunks, so no chunk is lost and, since chunk ids are
-the primary key, none is duplicated. Every method is blocking: callers run them through
-`JobDB.run` (one worker thread, so SQLite sees a single writer).
+Job state lives in the object store (`job_state.py`), so every replica answers GetJob, ListJobs,
+CancelJob and follows a job's progress. Only the holder of the ingestion lease (`lease.py`) runs
+jobs: when it gains the lease it adopts every queued or running job (writing the job record with
+its own fence, which refuses any later write of the previous holder) and resumes each from its
+last committed batch. A job commits its batches to the store as it goes and publishes one index
+version at the end; a cancelled or failed job publishes nothing.
+
+A second request identical to a running job (same collection, same files, same options) joins
+it: StartIngest returns the running job and Ingest streams its progress.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
-import functools
-import json
-import sqlite3
-import threading
+import copy
+import logging
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
+from services.common.errors import ServiceError, invalid, not_found
 
-from services.common.errors import ErrorKind, ServiceError
+from .chunking import Chunker
+from .core import Retriever, check_name
+from .job_model import (
+    ChunkRow,
+    FileRow,
+    JobRecord,
+    JobView,
+    SourceSpec,
+    file_rows,
+    fingerprint,
+    stats_of,
+    view_of,
+)
+from .job_runner import JobRunner
+from .job_state import JobStore
+from .lease import LeaseKeeper
+from .pipeline import LiveJob, NullCounter
 
-T = TypeVar("T")
-
-ACTIVE_STATES = ("queued", "running")
-TERMINAL_STATES = ("succeeded", "partial", "failed", "cancelled")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-  job_id TEXT PRIMARY KEY, collection TEXT NOT NULL, state TEXT NOT NULL, stage TEXT NOT NULL,
-  request TEXT NOT NULL, created_ns INTEGER NOT NULL, updated_ns INTEGER NOT NULL,
-  error TEXT NOT NULL DEFAULT '', index_version TEXT NOT NULL DEFAULT '', stats TEXT NOT NULL DEFAULT '{}'
-);
-CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_ns);
-CREATE TABLE IF NOT EXISTS job_files (
-  job_id TEXT NOT NULL, seq INTEGER NOT NULL, object_key TEXT NOT NULL, name TEXT NOT NULL,
-  document_id TEXT NOT NULL, metadata TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'pending',
-  reason TEXT NOT NULL DEFAULT '', size_bytes INTEGER NOT NULL DEFAULT 0, sha256 TEXT NOT NULL DEFAULT '',
-  chunks INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (job_id, object_key)
-);
-CREATE TABLE IF NOT EXISTS job_chunks (
-  job_id TEXT NOT NULL, chunk_id TEXT NOT NULL, document_id TEXT NOT NULL, position INTEGER NOT NULL,
-  text TEXT NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (job_id, chunk_id)
-);
-CREATE TABLE IF NOT EXISTS collections (name TEXT PRIMARY KEY, created_ns INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS watches (
-  watch_id TEXT PRIMARY KEY, collection TEXT NOT NULL, backend TEXT NOT NULL, prefix TEXT NOT NULL,
-  interval_s REAL NOT NULL, active INTEGER NOT NULL, files TEXT NOT NULL DEFAULT '{}'
-);
-"""
+log = logging.getLogger(__name__)
 
 
-@dataclass
-class FileRow:
-    object_key: str
-    name: str
-    document_id: str
-    metadata: dict[str, str]
-    status: str = "pending"  # pending | done | failed | unchanged
-    reason: str = ""
-    size_bytes: int = 0
-    sha256: str = ""
-    chunks: int = 0
-    seq: int = 0
+@dataclass(frozen=True)
+class JobTiming:
+    """How often job state is written and read (tests shorten these)."""
+
+    progress_write_s: float = 1.0  # a running job's record is rewritten at most this often
+    follow_poll_s: float = 0.5  # a replica following another's job reads its record this often
+    heartbeat_s: float = 15.0  # a progress stream repeats the current state after this long idle
+    adopt_poll_s: float = 1.0  # the lease holder looks for new jobs this often
 
 
-@dataclass
-class ChunkRow:
-    chunk_id: str
-    document_id: str
-    position: int
-    text: str
-    vector: np.ndarray
+class JobManager:
+    """Ingestion jobs on this replica: the API every replica serves, and running them on the holder."""
 
+    def __init__(self, retriever: Retriever, keeper: LeaseKeeper, timing: JobTiming | None = None) -> None:
+        self.r = retriever
+        self.s = retriever.settings
+        self.keeper = keeper
+        self.timing = timing or JobTiming()
+        self.state = JobStore(retriever.store)
+        self.live: dict[str, LiveJob] = {}
+        self.runner = JobRunner(self)
+        self._adopter: asyncio.Task[None] | None = None
+        # Called with True/False when this replica gains/loses the lease (prefix watches listen).
+        self.lease_listeners: list[Callable[[bool], Awaitable[None]]] = []
+        keeper.on_change = self._lease_changed
 
-@dataclass
-class JobRow:
-    job_id: str
-    collection: str
-    state: str
-    stage: str
-    request: dict[str, Any]
-    created_ns: int
-    updated_ns: int
-    error: str = ""
-    index_version: str = ""
-    stats: dict[str, Any] = field(default_factory=dict)
+    async def start(self) -> None:
+        await self.keeper.start()
 
+    async def stop(self) -> None:
+        """Stops running jobs without marking them: the next holder resumes them."""
+        await self.keeper.stop()
+        await self._stop_all()
 
-class JobDB:
-    """The retriever's SQLite database: jobs, their files and committed chunks, collections, watches."""
+    async def _lease_changed(self, held: bool) -> None:
+        if held:
+            self._adopter = asyncio.create_task(self._adopt_loop(), name="ingest-adopt")
+        else:
+            await self._stop_all()
+        for listener in self.lease_listeners:
+            await listener(held)
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobdb")
-        self._lock = threading.Lock()
-        self.conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.executescript(SCHEMA)
+    async def _stop_all(self) -> None:
+        if self._adopter is not None:
+            self._adopter.cancel()
+            await asyncio.gather(self._adopter, return_exceptions=True)
+            self._adopter = None
+        tasks = [lj.task for lj in self.live.values() if lj.task and not lj.task.done()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
-        except (sqlite3.OperationalError, OSError) as err:
-            # A full state directory is the operator's to fix, not an internal error.
-            if getattr(err, "errno", None) == errno.ENOSPC or "disk is full" in str(err):
-                raise ServiceError(
-                    ErrorKind.RESOURCE_EXHAUSTED,
-                    f"the retriever's state directory {self.path.parent} is full ({err}); free space and "
-                    "start the ingestion again (committed batches are kept)",
-                    reason="STATE_DISK_FULL",
-                ) from None
-            raise
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
-        self.conn.close()
-
-    def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        with self._lock:
-            self.conn.execute("BEGIN IMMEDIATE")
+    async def _adopt_loop(self) -> None:
+        while True:
             try:
-                out = fn(self.conn)
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
-            self.conn.execute("COMMIT")
-            return out
+                for job_id in await self.state.active_ids():
+                    if job_id not in self.live and self.keeper.held:
+                        await self._adopt(job_id)
+            except ServiceError as err:
+                log.warning("could not list active jobs", extra={"error": err.message})
+            await asyncio.sleep(self.timing.adopt_poll_s)
 
-    # Jobs -----------------------------------------------------------------------------------
-    def create_job(self, job: JobRow, files: Sequence[FileRow]) -> None:
-        def tx(c: sqlite3.Connection) -> None:
-            c.execute(
-                "INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    job.job_id,
-                    job.collection,
-                    job.state,
-                    job.stage,
-                    json.dumps(job.request),
-                    job.created_ns,
-                    job.updated_ns,
-                    job.error,
-                    job.index_version,
-                    json.dumps(job.stats),
-                ),
-            )
-            self._insert_files(c, job.job_id, files, 0)
+    # API ---------------------------------------------------------------------------------------
+    async def start_ingest(
+        self,
+        collection: str,
+        sources: Sequence[SourceSpec],
+        *,
+        source_prefix: str = "",
+        source_backend: str = "",
+        target_backends: Sequence[str] = (),
+        chunk_size: int = 0,
+        chunk_overlap: int = 0,
+    ) -> JobView:
+        check_name(collection)
+        if not sources and not source_prefix:
+            raise invalid("nothing to ingest: give sources or a source_prefix", reason="NO_SOURCES")
+        size = chunk_size or self.s.chunk_size_tokens
+        overlap = chunk_overlap if chunk_size or chunk_overlap else self.s.chunk_overlap_tokens
+        try:
+            Chunker(size, overlap, counter=NullCounter())
+        except ValueError as err:
+            raise invalid(str(err), reason="BAD_CHUNKING") from None
+        for s in sources:
+            if not s.object_key or s.object_key.endswith("/"):
+                raise invalid(f"source object key {s.object_key!r} is not an object key", reason="BAD_SOURCE")
+        await self.r.ensure_collection(collection)
+        now = time.time_ns()
+        files = file_rows(sources)
+        request = {
+            "source_prefix": source_prefix,
+            "source_backend": source_backend,
+            "target_backends": list(dict.fromkeys(target_backends)) or [""],
+            "chunk_size": size,
+            "chunk_overlap": overlap,
+            "listed": not source_prefix,
+        }
+        rec = JobRecord(uuid.uuid4().hex, collection, "queued", "queued", request, now, now)
+        rec.fingerprint = fingerprint(collection, files, request)
+        rec.stats = {"documents_total": len(files)}
+        stored = await self.state.create(rec, files)
+        if stored.job_id != rec.job_id:
+            log.info("joined the running identical job", extra={"job_id": stored.job_id})
+            return await self.get(stored.job_id)
+        if self.keeper.held:
+            await self._adopt(rec.job_id)
+        return await self.get(rec.job_id)
 
-        self._tx(tx)
+    async def get(self, job_id: str) -> JobView:
+        lj = self.live.get(job_id)
+        if lj is not None:
+            return _copy(lj.view)
+        return view_of(await self._stored(job_id))
 
-    def _insert_files(self, c: sqlite3.Connection, job_id: str, files: Sequence[FileRow], start: int) -> None:
-        c.executemany(
-            "INSERT OR IGNORE INTO job_files (job_id, seq, object_key, name, document_id, metadata, status,"
-            " reason) VALUES (?,?,?,?,?,?,?,?)",
-            [
-                (job_id, start + i, f.object_key, f.name, f.document_id, json.dumps(f.metadata), f.status, f.reason)
-                for i, f in enumerate(files)
-            ],
-        )
+    async def list(self, collection: str, page_size: int, page_token: str) -> tuple[list[JobView], str]:
+        # The token is the created_ns of the last job of the previous page: a 64-bit integer.
+        if page_token and not (page_token.isdigit() and int(page_token) < 2**63):
+            raise invalid(f"page_token {page_token[:40]!r} is not a token this service issued", reason="BAD_PAGE_TOKEN")
+        before = int(page_token) if page_token else 0
+        listing = [(c, j) for c, j in await self.state.listing() if not before or c < before]
+        views: list[JobView] = []
+        last = 0
+        for i in range(0, len(listing), max(page_size, 1) * 2):
+            part = listing[i : i + page_size * 2]
+            recs = await self.state.read_many([j for _, j in part if j not in self.live])
+            for created, j in part:
+                view = _copy(self.live[j].view) if j in self.live else (view_of(recs[j]) if j in recs else None)
+                if view is None or (collection and view.collection != collection):
+                    continue
+                if len(views) == page_size:
+                    return views, str(last)
+                views.append(view)
+                last = created
+        return views, ""
 
-    def add_files(self, job_id: str, files: Sequence[FileRow]) -> None:
-        def tx(c: sqlite3.Connection) -> None:
-            (n,) = c.execute("SELECT COUNT(*) FROM job_files WHERE job_id=?", (job_id,)).fetchone()
-            self._insert_files(c, job_id, files, n)
+    async def cancel(self, job_id: str) -> JobView:
+        lj = self.live.get(job_id)
+        if lj is not None and lj.task is not None and not lj.task.done():
+            lj.cancel_requested = True
+            lj.task.cancel()
+            await asyncio.gather(lj.task, return_exceptions=True)
+            if lj.view.terminal:
+                return _copy(lj.view)
+        view = await self.get(job_id)
+        if view.terminal:
+            return view
+        # Another replica runs it (or will): record the request; the holder honours it.
+        await self.state.request_cancel(job_id)
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and not view.terminal:
+            await asyncio.sleep(self.timing.follow_poll_s)
+            view = await self.get(job_id)
+        return view
 
-        self._tx(tx)
+    async def follow(self, job_id: str, after_sequence: int = 0) -> AsyncIterator[tuple[int, JobView, bool]]:
+        """Yields (sequence, job, terminal): the current state first, then each change, and the
+        current state again after `heartbeat_s` without one, until the job ends. Works for a job
+        run by any replica; the stream outlives a change of lease holder."""
+        last, sent = after_sequence, time.monotonic()
+        first = True
+        while True:
+            lj = self.live.get(job_id)
+            if lj is not None and not lj.gone:
+                async with lj.cond:
+                    try:
+                        await asyncio.wait_for(
+                            lj.cond.wait_for(lambda lj=lj, last=last: lj.seq > last or lj.view.terminal or lj.gone),
+                            timeout=self.timing.heartbeat_s,
+                        )
+                    except TimeoutError:
+                        pass
+                    seq, view = lj.seq, _copy(lj.view)
+                if lj.gone and not view.terminal:
+                    continue
+                fresh = seq > last
+            else:
+                rec = await self._stored(job_id)
+                seq, view = rec.seq, view_of(rec)
+                fresh = seq > last or first
+            now = time.monotonic()
+            if fresh or view.terminal or now - sent >= self.timing.heartbeat_s:
+                first, last, sent = False, max(last, seq), now
+                yield seq, view, view.terminal
+                if view.terminal:
+                    return
+            if lj is None or lj.gone:
+                await asyncio.sleep(self.timing.follow_poll_s)
 
-    def update_job(self, job_id: str, **fields: Any) -> None:
-        fields["updated_ns"] = time.time_ns()
-        if "stats" in fields:
-            fields["stats"] = json.dumps(fields["stats"])
-        cols = ", ".join(f"{k}=?" for k in fields)
-        self._tx(lambda c: c.execute(f"UPDATE jobs SET {cols} WHERE job_id=?", (*fields.values(), job_id)))
+    async def _stored(self, job_id: str) -> JobRecord:
+        rec = await self.state.read(job_id) if _plausible(job_id) else None
+        if rec is None:
+            raise not_found(f"job {job_id!r} does not exist", reason="JOB_NOT_FOUND", job_id=job_id)
+        return rec
 
-    def get_job(self, job_id: str) -> JobRow | None:
-        row = self.conn.execute("SELECT * FROM jobs WHERE job_id=?", (job_id,)).fetchone()
-        return _job(row) if row else None
+    # Running (lease holder) --------------------------------------------------------------------
+    async def _adopt(self, job_id: str) -> None:
+        """Takes a stored job over (its record now carries this holder's fence) and runs it."""
+        placeholder = LiveJob(JobView(job_id, "", "queued", "queued"), JobRecord(job_id, "", "", "", {}, 0, 0))
+        self.live[job_id] = placeholder
+        try:
+            await self.keeper.check()
+            rec = await self.state.take(job_id)
+            if rec is None or not rec.active:
+                self.live.pop(job_id, None)
+                if rec is not None:
+                    await self.state.finished(rec)
+                return
+            if rec.holder:
+                rec.seq += 10_000  # a new holder's sequence numbers stay ahead of the old one's
+            rec.fence, rec.holder = self.keeper.token, self.keeper.replica_id
+            await self.state.write(rec)
+        except BaseException:
+            self.live.pop(job_id, None)
+            raise
+        lj = LiveJob(view_of(rec), rec, seq=rec.seq)
+        self.live[job_id] = lj
+        lj.task = asyncio.create_task(self.runner.run(lj), name=f"ingest-{job_id}")
 
-    def list_jobs(self, collection: str = "", limit: int = 50, before_ns: int = 0) -> list[JobRow]:
-        q = "SELECT * FROM jobs WHERE (?='' OR collection=?) AND (?=0 OR created_ns<?) ORDER BY created_ns DESC LIMIT ?"
-        rows = self.conn.execute(q, (collection, collection, before_ns, before_ns, limit)).fetchall()
-        return [_job(r) for r in rows]
+    async def emit(self, lj: LiveJob, **changes: Any) -> None:
+        for k, val in changes.items():
+            setattr(lj.view, k, val)
+        v = lj.view
+        v.updated_unix_ns = time.time_ns()
+        elapsed = time.perf_counter() - lj.started
+        if lj.embed_busy_s:
+            v.embeddings_per_s = lj.embedded / lj.embed_busy_s
+        left = v.documents_total - v.documents_done
+        v.eta_s = elapsed / v.documents_done * left if v.documents_done and not v.terminal else -1.0
+        if v.terminal:
+            v.eta_s = 0.0
+        lj.dirty = True
+        async with lj.cond:
+            lj.seq += 1
+            lj.cond.notify_all()
 
-    def active_jobs(self) -> list[JobRow]:
-        rows = self.conn.execute(
-            "SELECT * FROM jobs WHERE state IN ('queued','running') ORDER BY created_ns"
-        ).fetchall()
-        return [_job(r) for r in rows]
+    async def save(self, lj: LiveJob, **fields: Any) -> None:
+        """Writes the job's record (fenced) with its current progress and `fields`."""
+        async with lj.write_lock:
+            await self.keeper.check()
+            rec = lj.record
+            for k, val in fields.items():
+                setattr(rec, k, val)
+            v = lj.view
+            rec.state, rec.stage, rec.error, rec.index_version = v.state, v.stage, v.error, v.index_version
+            rec.stats, rec.seq, rec.updated_ns = stats_of(v), lj.seq, time.time_ns()
+            lj.dirty = False
+            await self.state.write(rec)
 
-    def files(self, job_id: str) -> list[FileRow]:
-        rows = self.conn.execute(
-            "SELECT object_key, name, document_id, metadata, status, reason, size_bytes, sha256, chunks, seq"
-            " FROM job_files WHERE job_id=? ORDER BY seq",
-            (job_id,),
-        ).fetchall()
-        return [FileRow(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7], r[8], r[9]) for r in rows]
-
-    def finish_file(self, job_id: str, f: FileRow) -> None:
-        """Records a failed or unchanged file (no chunks to commit)."""
-        self._tx(
-            lambda c: c.execute(
-                "UPDATE job_files SET status=?, reason=?, size_bytes=?, sha256=?, chunks=? WHERE job_id=? AND"
-                " object_key=?",
-                (f.status, f.reason, f.size_bytes, f.sha256, f.chunks, job_id, f.object_key),
-            )
-        )
-
-    def commit_batch(self, job_id: str, files: Sequence[FileRow], chunks: Sequence[ChunkRow]) -> None:
-        """One committed batch: the chunks of `files` (all of them) and the files marked done."""
-
-        def tx(c: sqlite3.Connection) -> None:
-            c.executemany(
-                "INSERT OR REPLACE INTO job_chunks VALUES (?,?,?,?,?,?)",
-                [
-                    (
-                        job_id,
-                        ch.chunk_id,
-                        ch.document_id,
-                        ch.position,
-                        ch.text,
-                        np.asarray(ch.vector, np.float32).tobytes(),
-                    )
-                    for ch in chunks
-                ],
-            )
-            c.executemany(
-                "UPDATE job_files SET status='done', reason='', size_bytes=?, sha256=?, chunks=? WHERE job_id=?"
-                " AND object_key=?",
-                [(f.size_bytes, f.sha256, f.chunks, job_id, f.object_key) for f in files],
-            )
-
-        self._tx(tx)
-
-    def chunks(self, job_id: str) -> list[ChunkRow]:
-        rows = self.conn.execute(
-            "SELECT chunk_id, document_id, position, text, vector FROM job_chunks WHERE job_id=?"
-            " ORDER BY document_id, position",
-            (job_id,),
-        ).fetchall()
-        return [ChunkRow(r[0], r[1], r[2], r[3], np.frombuffer(r[4], dtype=np.float32)) for r in rows]
-
-    def drop_chunks(self, job_id: str) -> None:
-        self._tx(lambda c: c.execute("DELETE FROM job_chunks WHERE job_id=?", (job_id,)))
-
-    # Collections ------------------------------------------------------------------------------
-    def add_collection(self, name: str) -> None:
-        self._tx(lambda c: c.execute("INSERT OR IGNORE INTO collections VALUES (?,?)", (name, time.time_ns())))
-
-    def remove_collection(self, name: str) -> None:
-        self._tx(lambda c: c.execute("DELETE FROM collections WHERE name=?", (name,)))
-
-    def collections(self) -> list[str]:
-        return [r[0] for r in self.conn.execute("SELECT name FROM collections ORDER BY name").fetchall()]
-
-    # Watches ----------------------------------------------------------------------------------
-    def save_watch(self, w: dict[str, Any]) -> None:
-        self._tx(
-            lambda c: c.execute(
-                "INSERT OR REPLACE INTO watches VALUES (?,?,?,?,?,?,?)",
-                (
-                    w["watch_id"],
-                    w["collection"],
-                    w["backend"],
-                    w["prefix"],
-                    w["interval_s"],
-                    int(w["active"]),
-                    json.dumps(w["files"]),
-                ),
-            )
-        )
-
-    def watches(self) -> list[dict[str, Any]]:
-        rows = self.conn.execute("SELECT * FROM watches").fetchall()
-        return [
-            {
-                "watch_id": r[0],
-                "collection": r[1],
-                "backend": r[2],
-                "prefix": r[3],
-                "interval_s": r[4],
-                "active": bool(r[5]),
-                "files": json.loads(r[6]),
-            }
-            for r in rows
-        ]
-
-
-def _job(r: tuple[Any, ...]) -> JobRow:
-    return JobRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7], r[8], json.loads(r[9]))
+    async def commit(self, lj: LiveJob, files: list[FileRow], chunks: list[ChunkRow]) -> None:
+        """Commits a batch: its objects first, then the record that names it (the commit point)."""
+        files = lj.results + files
+        lj.results = []
+        name = f"{len(lj.record.batches):06d}-g{self.keeper.token}"
+        await self.keeper.check()
+        key = await self.state.put_batch(lj.view.job_id, name, files, chunks)
+        lj.view.documents_done += sum(f.status == "done" for f in files)
+        lj.view.chunks_done += len(chunks)
+        await self.save(lj, batches=[*lj.record.batches, key])
+        await self.emit(lj)
 
 
-def job_dict(job: JobRow) -> dict[str, Any]:
-    return asdict(job)
+def _plausible(job_id: str) -> bool:
+    return 0 < len(job_id) <= 64 and all(c.isalnum() or c in "-_" for c in job_id)
+
+
+def _copy(v: JobView) -> JobView:
+    return copy.deepcopy(v)

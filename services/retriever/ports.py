@@ -60,9 +60,25 @@ class ObjectStore(Protocol):
 
     async def delete(self, keys: Sequence[str] = (), *, prefix: str = "", backend: str = "") -> int: ...
 
+    async def read(self, key: str, *, backend: str = "") -> tuple[bytes, str]:
+        """The object's bytes and its ETag; raises `ObjectNotFound` when missing."""
+        ...
+
+    async def put_if(
+        self, key: str, data: bytes, *, if_match: str = "", if_none_match: bool = False, backend: str = ""
+    ) -> str:
+        """A compare-and-swap write: stores `data` only while the object still has ETag `if_match`
+        (or, with `if_none_match`, does not exist). Returns the new ETag; raises
+        `PreconditionFailed` when another writer changed the object first."""
+        ...
+
 
 class ObjectNotFound(KeyError):
     """The object does not exist."""
+
+
+class PreconditionFailed(Exception):
+    """A conditional write found the object changed (or present, for a create)."""
 
 
 class Encoder(Protocol):

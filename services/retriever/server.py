@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import sys
+import uuid
 from pathlib import Path
 
 from ddnrag.retriever.v1 import retriever_service_pb2 as pb
@@ -13,13 +16,14 @@ from services.common.config import ConfigError, load_env
 from services.common.logs import setup_logging
 from services.common.server import GrpcApp, build_server, run_forever, start_metrics
 
+from .catalog import Catalog
 from .config import RetrieverConfig
 from .core import Retriever, Settings
-from .ingest import JobManager
-from .jobs import JobDB
+from .jobs import JobManager, JobTiming
+from .lease import LeaseBackend, LeaseKeeper, StoreLeaseBackend
 from .ports import Encoder, ObjectStore
+from .prefix_watch import PrefixWatchManager
 from .servicer import RetrieverServicer
-from .watch import WatchManager
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +76,21 @@ async def create_server(
             closers.append(ec.close)
             encoder = EmbedderEncoder(ec)
     settings = settings_from(cfg)
-    db = JobDB(settings.state_dir / "retriever.sqlite")
-    core = Retriever(store, encoder, settings, db)
-    jobs = JobManager(core)
-    watches = WatchManager(jobs)
+    catalog = Catalog(store)
+    core = Retriever(store, encoder, settings, catalog)
+    lease_backend: LeaseBackend
+    if cfg.lease == "kubernetes":
+        from .lease_k8s import KubeLeaseBackend
+
+        lease_backend = KubeLeaseBackend(cfg.lease_name, api=cfg.kube_api, sa_dir=cfg.kube_sa_dir)
+        closers.append(lease_backend.close)
+    elif cfg.lease == "store":
+        lease_backend = StoreLeaseBackend(store)
+    else:
+        raise ConfigError(f"DDNRAG_RETRIEVER_LEASE must be store or kubernetes, got {cfg.lease!r}")
+    keeper = LeaseKeeper(lease_backend, replica_id(cfg), cfg.lease_duration_s)
+    jobs = JobManager(core, keeper, JobTiming(heartbeat_s=cfg.heartbeat_s))
+    watches = PrefixWatchManager(jobs, catalog)
     servicer = RetrieverServicer(core, jobs, watches)
     app = await build_server(
         "retriever",
@@ -91,8 +106,6 @@ async def create_server(
         await core.close()
         for close in closers:
             await close()
-        await db.run(lambda: None)
-        db.close()
 
     app.on_stop.append(stop)
     app.retriever = core  # type: ignore[attr-defined]
@@ -111,12 +124,18 @@ async def create_server(
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
         await jobs.start()
-        await watches.start()
         await app.set_serving(True)
         log.info("ready", extra={"collections": len(core.collections)})
 
     app.ready_task = asyncio.create_task(ready())  # type: ignore[attr-defined]
     return app, app.port
+
+
+def replica_id(cfg: RetrieverConfig) -> str:
+    """This replica's name in the ingestion lease: the configured one, or hostname-pid (the pod
+    name in a cluster), with a random suffix so a restarted process is a new holder."""
+    base = cfg.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+    return f"{base}-{uuid.uuid4().hex[:6]}"
 
 
 async def serve(cfg: RetrieverConfig) -> None:

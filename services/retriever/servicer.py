@@ -15,9 +15,10 @@ from services.common.pb import page_size, timings_pb
 from services.common.timing import Timer
 
 from .core import CollectionState, Retriever, SearchParams
-from .ingest import JobManager, JobView, SourceSpec
+from .job_model import JobView, SourceSpec
+from .jobs import JobManager
+from .prefix_watch import PrefixWatchManager
 from .segments import DocumentInfo
-from .watch import WatchManager
 
 _STATES = {
     "queued": pb.JOB_STATE_QUEUED,
@@ -98,7 +99,7 @@ def watch_pb(w: dict[str, Any]) -> pb.Watch:
 
 
 class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
-    def __init__(self, core: Retriever, jobs: JobManager, watches: WatchManager) -> None:
+    def __init__(self, core: Retriever, jobs: JobManager, watches: PrefixWatchManager) -> None:
         self.core = core
         self.jobs = jobs
         self.watches = watches
@@ -160,7 +161,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
 
     async def _follow(self, job_id: str, after: int) -> AsyncIterator[pb.IngestProgress]:
         t = Timer()
-        async for seq, view, terminal in self.jobs.watch(job_id, after):
+        async for seq, view, terminal in self.jobs.follow(job_id, after):
             yield pb.IngestProgress(sequence=seq, job=job_pb(view), terminal=terminal, timings=timings_pb(t))
 
     async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> Any:
@@ -219,7 +220,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         return pb.StopWatchResponse(watch=watch_pb(await self.watches.stop_watch(request.watch_id)))
 
     async def ListWatches(self, request: pb.ListWatchesRequest, context: grpc.aio.ServicerContext) -> Any:
-        return pb.ListWatchesResponse(watches=[watch_pb(w) for w in self.watches.list()])
+        return pb.ListWatchesResponse(watches=[watch_pb(w) for w in await self.watches.list()])
 
     async def CacheStats(self, request: pb.CacheStatsRequest, context: grpc.aio.ServicerContext) -> Any:
         return pb.CacheStatsResponse(**self.core.cache_stats())

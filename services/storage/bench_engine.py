@@ -98,7 +98,7 @@ class BenchmarkEngine:
     async def run(self, req: BenchRequest) -> AsyncIterator[Event]:
         """Yields progress and finished levels while it runs, and the saved run last."""
         req.validate(self.core.cfg.max_benchmark_concurrency)
-        names = {s.name for s in self.core.registry.list()}
+        names = {s.name for s in self.core.backends.registry.list()}
         backends = [b for b in req.backends if b in names]
         not_configured = [b for b in req.backends if b not in names]
         if not backends:
@@ -112,7 +112,7 @@ class BenchmarkEngine:
         stores: dict[str, S3Store] = {}
         try:
             for b in backends:
-                stores[b] = await self.core.dedicated_store(b, pool)
+                stores[b] = await self.core.backends.dedicated_store(b, pool)
             total = len(levels) * len(req.sizes) * len(backends)
             done = 0
             for size in req.sizes:

@@ -21,7 +21,28 @@ class StorageConfig:
     state_dir: str = env_field(
         "DDNRAG_STORAGE_STATE_DIR",
         "./data/storage",
-        "where backends added at run time (backends.json) and their inline secrets (secrets.json, 0600) live",
+        "local files: the generated registry data key (registry.key, 0600) when no key file is given; a "
+        "backends.json from an older release found here is imported into the shared registry once",
+    )
+
+    # The registry of backends added at run time: one object in the default backend, shared by
+    # every replica (registry.py).
+    registry_key: str = env_field(
+        "DDNRAG_STORAGE_REGISTRY_KEY",
+        "_ddnrag/storage/backends.json",
+        "object key, in the default backend's bucket, of the shared registry of backends added at run time",
+    )
+    registry_key_file: str = env_field(
+        "DDNRAG_STORAGE_REGISTRY_KEY_FILE",
+        "",
+        "file holding the 32-byte AES-256-GCM data key (base64) that seals inline secrets in the registry, e.g. a "
+        "mounted Kubernetes Secret; every replica needs the same one. Empty: <state_dir>/registry.key, generated "
+        "0600 on first start",
+    )
+    registry_poll_s: float = env_field(
+        "DDNRAG_STORAGE_REGISTRY_POLL_S",
+        0.5,
+        "how often each replica checks the shared registry for changes (a conditional GET; 0 turns polling off)",
     )
 
     # The embedded default backend (the local SeaweedFS in `rag up`).

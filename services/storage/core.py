@@ -1,6 +1,7 @@
-"""The storage service's work in plain Python: named backends, object operations with measured
-transfers, streaming Put (multipart above a threshold, aborted on failure) and streaming Get
-(resumed with a ranged read after a mid-transfer reset).
+"""The storage service's object operations in plain Python, with measured transfers: streaming
+Put (multipart above a threshold, aborted on failure), streaming Get (resumed with a ranged read
+after a mid-transfer reset), batches, listing, deletes and copies. Named backends (the shared
+registry, clients, adding and testing them) are backends.py's.
 
 No grpc or protobuf types here; the servicer converts.
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,14 +18,12 @@ from dataclasses import dataclass, field
 from services.common.errors import ErrorKind, ServiceError, invalid
 from services.common.timing import Stage, Timer
 
+from .backends import Backends, build_registry
 from .config import StorageConfig
-from .credentials import from_path
-from .fastget import FastGetter
 from .keys import check_key, check_prefix
-from .model import BackendSpec, Credentials, Kind, ObjectMeta, Transfer
+from .model import ObjectMeta, Transfer
 from .registry import BackendRegistry
-from .s3 import ClientSettings, S3Store, build_client
-from .shaping import ShapingProxy
+from .s3 import S3Store
 from .streams import GetStream, PutOutcome, check_size, multipart_upload
 
 log = logging.getLogger(__name__)
@@ -45,43 +43,6 @@ class ItemResult:
     error: ServiceError | None = None
 
 
-@dataclass
-class ConnectionReport:
-    ok: bool
-    head_bucket_ns: int = 0
-    can_write: bool = False
-    can_read: bool = False
-    message: str = ""
-
-
-def default_spec(cfg: StorageConfig) -> tuple[BackendSpec, Credentials | None]:
-    """The embedded default backend and its credentials, from DDNRAG_STORAGE_DEFAULT_* variables."""
-    try:
-        kind = Kind(cfg.default_kind)
-    except ValueError:
-        raise invalid(
-            f"DDNRAG_STORAGE_DEFAULT_KIND={cfg.default_kind!r} is not one of {[k.value for k in Kind]}"
-        ) from None
-    spec = BackendSpec(
-        name=cfg.default_backend_name,
-        kind=kind,
-        endpoint=cfg.default_endpoint,
-        region=cfg.default_region,
-        bucket=cfg.default_bucket,
-        insecure_skip_verify=cfg.default_insecure_skip_verify,
-        ca_bundle_path=cfg.default_ca_bundle,
-        credentials_file=cfg.default_credentials_file,
-        is_default=True,
-    )
-    spec.validate()
-    creds: Credentials | None = None
-    if cfg.default_access_key_id and cfg.default_secret_access_key:
-        creds = Credentials(cfg.default_access_key_id, cfg.default_secret_access_key)
-    elif cfg.default_credentials_file:
-        creds = from_path(cfg.default_credentials_file)
-    return spec, creds
-
-
 def range_header(start: int, end: int) -> str:
     if start < 0 or end < 0:
         raise invalid("range_start and range_end must be >= 0", reason="INVALID_RANGE")
@@ -93,186 +54,19 @@ def range_header(start: int, end: int) -> str:
 
 
 class StorageCore:
+    """Object operations over the named backends of `backends.py`."""
+
     def __init__(self, cfg: StorageConfig, registry: BackendRegistry | None = None) -> None:
         self.cfg = cfg
-        if registry is None:
-            spec, creds = default_spec(cfg)
-            registry = BackendRegistry(cfg.state_dir, spec, creds)
-        self.registry = registry
-        self.settings = ClientSettings(
-            max_pool_connections=cfg.max_concurrency,
-            connect_timeout_s=cfg.connect_timeout_s,
-            read_timeout_s=cfg.read_timeout_s,
-            max_retries=cfg.max_retries,
-            retry_base_ms=cfg.retry_base_ms,
-        )
         self.executor = ThreadPoolExecutor(max_workers=cfg.max_concurrency, thread_name_prefix="s3")
-        self._stores: dict[str, tuple[BackendSpec, S3Store]] = {}
-        self._proxies: dict[str, ShapingProxy] = {}
-        self._routes: dict[str, tuple[str, dict[str, str] | None]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-        if registry.default.insecure_skip_verify:
-            log.warning("TLS verification is OFF for the default backend (explicit opt-out)")
-
-    # --- backends ------------------------------------------------------------------------
+        self.backends = Backends(cfg, registry if registry is not None else build_registry(cfg), self.executor)
 
     @property
     def default_backend(self) -> str:
-        return self.registry.default.name
-
-    async def store(self, name: str) -> S3Store:
-        """The client for backend `name` (built once, in the executor; rebuilt when it changes)."""
-        spec = self.registry.get(name)
-        cached = self._stores.get(spec.name)
-        if cached is not None and cached[0] == spec:
-            return cached[1]
-        lock = self._locks.setdefault(spec.name, asyncio.Lock())
-        async with lock:
-            cached = self._stores.get(spec.name)
-            if cached is not None and cached[0] == spec:
-                return cached[1]
-            await self._drop(spec.name)
-            loop = asyncio.get_running_loop()
-            creds = await loop.run_in_executor(self.executor, self.registry.credentials, spec)
-            endpoint_override, proxies = "", None
-            if spec.emulated:
-                endpoint_override, proxies = await self._start_proxy(spec)
-            client = await loop.run_in_executor(
-                self.executor,
-                lambda: build_client(spec, creds, self.settings, endpoint_override=endpoint_override, proxies=proxies),
-            )
-            store = S3Store(spec, client, self.executor, self.settings)
-            store.fast = self._fast(spec, creds, endpoint_override, proxies, self.settings.max_pool_connections)
-            self._stores[spec.name] = (spec, store)
-            self._routes[spec.name] = (endpoint_override, proxies)
-            return store
-
-    async def dedicated_store(self, name: str, pool: int) -> S3Store:
-        """A separate client for `name` (same route, emulation proxy included) with its own
-        executor of `pool` threads and `pool` connections: the benchmark engine's, so a run at
-        concurrency 500 neither starves nor is starved by the service's own traffic. The caller
-        shuts its executor down."""
-        main = await self.store(name)
-        spec = main.spec
-        endpoint_override, proxies = self._routes.get(spec.name, ("", None))
-        loop = asyncio.get_running_loop()
-        creds = await loop.run_in_executor(self.executor, self.registry.credentials, spec)
-        settings = ClientSettings(
-            max_pool_connections=pool,
-            connect_timeout_s=self.settings.connect_timeout_s,
-            read_timeout_s=self.settings.read_timeout_s,
-            max_retries=0,
-            retry_base_ms=self.settings.retry_base_ms,
-        )
-        client = await loop.run_in_executor(
-            self.executor,
-            lambda: build_client(spec, creds, settings, endpoint_override=endpoint_override, proxies=proxies),
-        )
-        executor = ThreadPoolExecutor(max_workers=pool, thread_name_prefix=f"bench-{spec.name}")
-        store = S3Store(spec, client, executor, settings)
-        store.fast = self._fast(spec, creds, endpoint_override, proxies, pool)
-        return store
-
-    def _fast(
-        self,
-        spec: BackendSpec,
-        creds: Credentials | None,
-        endpoint_override: str,
-        proxies: dict[str, str] | None,
-        pool: int,
-    ) -> FastGetter | None:
-        endpoint = endpoint_override or spec.endpoint
-        if not self.cfg.fast_get or not FastGetter.supports(spec, creds, endpoint, proxies):
-            return None
-        return FastGetter(spec, creds, endpoint, pool, self.settings.connect_timeout_s, self.settings.read_timeout_s)
-
-    async def _start_proxy(self, spec: BackendSpec) -> tuple[str, dict[str, str] | None]:
-        from urllib.parse import urlsplit
-
-        u = urlsplit(spec.endpoint or f"https://s3.{spec.region}.amazonaws.com")
-        tls = u.scheme == "https"
-        port = u.port or (443 if tls else 80)
-        proxy = ShapingProxy(u.hostname or "", port, spec.shaping, tunnel=tls)
-        await proxy.start()
-        self._proxies[spec.name] = proxy
-        if tls:
-            # TLS stays end to end: boto3 tunnels through the proxy with CONNECT.
-            return "", {"https": f"http://127.0.0.1:{proxy.port}"}
-        return f"http://127.0.0.1:{proxy.port}", None
-
-    async def _drop(self, name: str) -> None:
-        cached = self._stores.pop(name, None)
-        self._routes.pop(name, None)
-        if cached is not None:
-            cached[1].close()
-        proxy = self._proxies.pop(name, None)
-        if proxy is not None:
-            await proxy.stop()
-
-    async def list_backends(self) -> list[tuple[BackendSpec, bool]]:
-        """Each backend with whether it has credentials (values never leave). Resolving them may
-        read files, so it runs in the executor."""
-
-        def resolve() -> list[tuple[BackendSpec, bool]]:
-            return [(s, self.registry.has_credentials(s)) for s in self.registry.list()]
-
-        return await asyncio.get_running_loop().run_in_executor(self.executor, resolve)
-
-    async def put_backend(self, spec: BackendSpec, inline: Credentials | None) -> tuple[BackendSpec, bool]:
-        loop = asyncio.get_running_loop()
-        saved = await loop.run_in_executor(self.executor, self.registry.put, spec, inline)
-        await self._drop(saved.name)
-        has = await loop.run_in_executor(self.executor, self.registry.has_credentials, saved)
-        return saved, has
-
-    async def remove_backend(self, name: str) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.executor, self.registry.remove, name)
-        await self._drop(name)
-
-    async def test_connection(self, name: str) -> ConnectionReport:
-        """HeadBucket latency, then write, read back and delete a probe object. An unknown
-        backend is NOT_FOUND (raised), not a failed test."""
-        self.registry.get(name)
-        try:
-            store = await self.store(name)
-            head_ns = await store.head_bucket()
-        except ServiceError as err:
-            return ConnectionReport(False, message=err.message)
-        rep = ConnectionReport(False, head_bucket_ns=head_ns)
-        probe = self._probe_key(store.spec)
-        payload = uuid.uuid4().bytes
-        try:
-            await store.put(probe, payload, "application/octet-stream")
-            rep.can_write = True
-            data, _, _ = await store.get(probe)
-            rep.can_read = data == payload
-            if not rep.can_read:
-                rep.message = "the probe object read back differs from what was written"
-        except ServiceError as err:
-            rep.message = err.message
-        finally:
-            if rep.can_write:
-                try:
-                    await store.delete_keys([probe], Transfer())
-                except ServiceError as err:
-                    rep.message = rep.message or f"the probe object {probe!r} could not be deleted: {err.message}"
-        rep.ok = rep.can_write and rep.can_read and not rep.message
-        if rep.ok:
-            rep.message = f"backend {store.spec.name!r} ({store.spec.label()}) is reachable and writable"
-        return rep
-
-    @staticmethod
-    def _probe_key(spec: BackendSpec) -> str:
-        base = spec.allowed_prefixes[0] if spec.allowed_prefixes else ""
-        return f"{base}_ddnrag/probe/{uuid.uuid4().hex}"
+        return self.backends.default_name
 
     async def close(self) -> None:
-        for name in list(self._stores):
-            await self._drop(name)
-        for name in list(self._proxies):
-            proxy = self._proxies.pop(name)
-            await proxy.stop()
+        await self.backends.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     # --- objects -------------------------------------------------------------------------
@@ -280,7 +74,7 @@ class StorageCore:
     async def _open(self, backend: str, *keys: str) -> S3Store:
         for k in keys:
             check_key(k)
-        store = await self.store(backend)
+        store = await self.backends.store(backend)
         allowed = store.spec.allowed_prefixes
         if allowed:
             for k in keys:
@@ -340,6 +134,33 @@ class StorageCore:
             return PutOutcome(key, len(buf), etag, False, tr)
         return await multipart_upload(store, key, buf, it, content_type, metadata, part_size, timer, size_hint)
 
+    async def put_conditional(
+        self,
+        backend: str,
+        key: str,
+        data: bytes,
+        content_type: str = "",
+        metadata: dict[str, str] | None = None,
+        *,
+        if_match: str = "",
+        if_none_match: bool = False,
+        timer: Timer | None = None,
+    ) -> PutOutcome:
+        """One PUT that holds only if the object still has ETag `if_match` (or, with
+        `if_none_match`, does not exist): compare-and-swap for small state objects (leases, job
+        state). Raises FAILED_PRECONDITION / CONDITION_NOT_MET when another writer got there first."""
+        if len(data) > max(self.cfg.multipart_threshold_bytes, 1):
+            raise invalid(
+                f"a conditional write holds at most {self.cfg.multipart_threshold_bytes} bytes; got {len(data)}",
+                reason="CONDITIONAL_TOO_LARGE",
+            )
+        store = await self._open(backend, key)
+        _check_metadata(metadata)
+        etag, tr = await store.put(key, data, content_type, metadata, if_match=if_match, if_none_match=if_none_match)
+        if timer:
+            timer.add(Stage("s3_put", tr.total_ns, store.spec.name, tr.ttfb_ns, tr.bytes, 1))
+        return PutOutcome(key, len(data), etag, False, tr)
+
     async def get(
         self, backend: str, key: str, start: int = 0, end: int = 0, timer: Timer | None = None
     ) -> tuple[bytes, ObjectMeta, Transfer]:
@@ -359,7 +180,7 @@ class StorageCore:
 
     async def batch_get(self, backend: str, keys: Sequence[str], timer: Timer | None = None) -> list[ItemResult]:
         self._check_batch(len(keys))
-        store = await self.store(backend)
+        store = await self.backends.store(backend)
         t0 = time.perf_counter_ns()
 
         async def one(k: str) -> ItemResult:
@@ -393,7 +214,7 @@ class StorageCore:
         timer: Timer | None = None,
     ) -> list[ItemResult]:
         self._check_batch(len(items))
-        store = await self.store(backend)
+        store = await self.backends.store(backend)
         t0 = time.perf_counter_ns()
 
         async def one(k: str, data: bytes, ctype: str, meta: dict[str, str]) -> ItemResult:
@@ -443,7 +264,7 @@ class StorageCore:
         self, backend: str, prefix: str, page_size: int, token: str, timer: Timer | None = None
     ) -> tuple[list[ObjectMeta], str, Transfer]:
         check_prefix(prefix)
-        store = await self.store(backend)
+        store = await self.backends.store(backend)
         objs, nxt, tr = await store.list(prefix, page_size, token)
         if timer:
             timer.add(Stage("s3_list", tr.total_ns, store.spec.name, tr.ttfb_ns, 0, len(objs)))

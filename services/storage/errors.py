@@ -95,6 +95,18 @@ def kind_name(exc: BaseException) -> str:
     return client_code(exc) or type(exc).__name__
 
 
+def condition_not_met(backend: str, key: str, if_match: str, if_none_match: bool) -> ServiceError:
+    """A conditional PUT whose condition did not hold: another writer got there first."""
+    want = "did not exist" if if_none_match else f"still had ETag {if_match!r}"
+    return ServiceError(
+        ErrorKind.FAILED_PRECONDITION,
+        f"object {key[:120]!r} in backend {backend!r} was not written: the write was conditional on it {want}, "
+        "and another writer changed it first; read it again and decide",
+        reason="CONDITION_NOT_MET",
+        metadata={"backend": backend, "key": key[:120]},
+    )
+
+
 def map_error(exc: BaseException, backend: str, bucket: str, key: str = "", retries: int = 0) -> ServiceError:
     """The domain error for `exc`, raised while working on `key` in `backend`."""
     if isinstance(exc, ServiceError):

@@ -32,8 +32,10 @@ import urllib3
 from botocore import UNSIGNED
 from botocore.config import Config
 
+from services.common.errors import ServiceError
+
 from . import wire
-from .errors import is_retryable, map_error
+from .errors import condition_not_met, is_retryable, map_error
 from .fastget import FastGetter
 from .model import BackendSpec, Credentials, Kind, ObjectMeta, Transfer
 
@@ -204,7 +206,15 @@ class S3Store:
 
     # --- blocking operations (executor threads) ------------------------------------------
 
-    def _put(self, key: str, data: bytes, content_type: str, metadata: dict[str, str], tr: Transfer) -> str:
+    def _put(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str,
+        metadata: dict[str, str],
+        tr: Transfer,
+        conditions: dict[str, str] | None = None,
+    ) -> str:
         t0 = self._mark()
         resp = self.client.put_object(
             Bucket=self.bucket,
@@ -212,6 +222,7 @@ class S3Store:
             Body=data,
             ContentType=content_type or "application/octet-stream",
             Metadata=metadata,
+            **(conditions or {}),
         )
         end = time.perf_counter_ns()
         sent = self.sent_ns(t0)
@@ -344,11 +355,30 @@ class S3Store:
     # --- async API -----------------------------------------------------------------------
 
     async def put(
-        self, key: str, data: bytes, content_type: str = "", metadata: dict[str, str] | None = None
+        self,
+        key: str,
+        data: bytes,
+        content_type: str = "",
+        metadata: dict[str, str] | None = None,
+        *,
+        if_match: str = "",
+        if_none_match: bool = False,
     ) -> tuple[str, Transfer]:
+        """One PUT. `if_match` (an ETag) / `if_none_match` make it conditional (HTTP If-Match /
+        If-None-Match: *); a condition that does not hold raises CONDITION_NOT_MET."""
         tr = Transfer()
         start = time.perf_counter_ns()
-        etag = await self.run(self._put, key, data, content_type, dict(metadata or {}), tr, key=key, transfer=tr)
+        cond = {"IfMatch": f'"{if_match.strip(chr(34))}"'} if if_match else {}
+        if if_none_match:
+            cond["IfNoneMatch"] = "*"
+        try:
+            etag = await self.run(
+                self._put, key, data, content_type, dict(metadata or {}), tr, cond, key=key, transfer=tr
+            )
+        except ServiceError as err:
+            if cond and err.reason in ("OBJECT_CHANGED", "OBJECT_NOT_FOUND"):
+                raise condition_not_met(self.spec.name, key, if_match, if_none_match) from None
+            raise
         _span_retries(tr, start)
         return etag, tr
 

@@ -13,6 +13,7 @@ from services.common.errors import ServiceError
 from services.common.logs import setup_logging
 from services.common.server import GrpcApp, build_server, run_forever, start_metrics
 
+from .backends import build_registry
 from .config import StorageConfig
 from .core import StorageCore
 from .servicer import StorageServicer
@@ -22,22 +23,29 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["StorageService"].full_name
 
 
 async def create_server(cfg: StorageConfig) -> tuple[GrpcApp, int]:
-    """Builds the core and the server. Health is SERVING as soon as the default backend is
-    configured: the store being briefly unreachable fails calls with UNAVAILABLE, not start-up."""
-    core = StorageCore(cfg)
+    """Builds the core and the server. Health is SERVING once the shared backend registry has
+    been read (one try here, then in the background): a replica that cannot read it would serve
+    an incomplete backend list. After that, the store being briefly unreachable fails calls
+    with UNAVAILABLE, and the last registry read stays live."""
+    core = StorageCore(cfg, await asyncio.to_thread(build_registry, cfg))
     servicer = StorageServicer(core)
+    loaded = await core.backends.start()
     app = await build_server(
         "storage",
         [(pb_grpc.add_StorageServiceServicer_to_server, servicer, SERVICE_NAME)],
         cfg.host,
         cfg.port,
-        serving=True,
+        serving=loaded,
     )
     app.core = core  # type: ignore[attr-defined] - tests and bench reach the core through the app
 
     async def warm() -> None:
+        if not loaded:
+            await core.backends.wait_loaded()
+            await app.set_serving(True)
+            log.info("the backend registry is loaded: serving")
         with contextlib.suppress(Exception):
-            await core.store("")
+            await core.backends.store("")
 
     warm_task = asyncio.create_task(warm())
 

@@ -51,7 +51,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         self, request: pb.ListBackendsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListBackendsResponse:
         timer = Timer()
-        backends = [backend_pb(s, has) for s, has in await self.core.list_backends()]
+        backends = [backend_pb(s, has) for s, has in await self.core.backends.list()]
         return pb.ListBackendsResponse(
             backends=backends, default_backend=self.core.default_backend, timings=timings_pb(timer)
         )
@@ -61,14 +61,14 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
     ) -> pb.PutBackendResponse:
         timer = Timer()
         spec, inline = backend_from_pb(request.backend)
-        saved, has = await self.core.put_backend(spec, inline)
+        saved, has = await self.core.backends.put(spec, inline)
         return pb.PutBackendResponse(backend=backend_pb(saved, has), timings=timings_pb(timer))
 
     async def RemoveBackend(
         self, request: pb.RemoveBackendRequest, context: grpc.aio.ServicerContext
     ) -> pb.RemoveBackendResponse:
         timer = Timer()
-        await self.core.remove_backend(request.name)
+        await self.core.backends.remove(request.name)
         return pb.RemoveBackendResponse(timings=timings_pb(timer))
 
     async def TestConnection(
@@ -77,7 +77,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         _deadline(context)
         timer = Timer()
         with timer.stage("test_connection", backend=request.backend or self.core.default_backend):
-            rep = await self.core.test_connection(request.backend)
+            rep = await self.core.backends.test_connection(request.backend)
         return pb.TestConnectionResponse(
             ok=rep.ok,
             head_bucket_ns=rep.head_bucket_ns,
@@ -109,9 +109,26 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
                     raise invalid("only the first Put message may be a header", reason="DUPLICATE_HEADER")
                 yield msg.data
 
-        out = await self.core.put_stream(
-            h.backend, h.key, data(), h.content_type, dict(h.metadata), h.size_bytes, timer
-        )
+        if h.if_match or h.if_none_match:
+            buf = bytearray()
+            async for piece in data():
+                buf += piece
+                if len(buf) > self.core.cfg.multipart_threshold_bytes:
+                    break  # put_conditional refuses it by size, without reading the rest
+            out = await self.core.put_conditional(
+                h.backend,
+                h.key,
+                bytes(buf),
+                h.content_type,
+                dict(h.metadata),
+                if_match=h.if_match,
+                if_none_match=h.if_none_match,
+                timer=timer,
+            )
+        else:
+            out = await self.core.put_stream(
+                h.backend, h.key, data(), h.content_type, dict(h.metadata), h.size_bytes, timer
+            )
         return pb.PutResponse(
             key=out.key,
             size_bytes=out.size_bytes,

@@ -78,10 +78,15 @@ async def test_inline_backend_persists_secret_apart_and_survives_restart(seaweed
         await c.put("x/1", b"via default")
         data, _, _ = await c.get("x/1", backend="second")
         assert data == b"via default"
-    plain = (state / "backends.json").read_text()
+    # The registry is one object in the default backend, its secret sealed (AES-256-GCM) with the
+    # data key generated 0600 in the state directory.
+    s3 = seaweed.boto3_client()
+    plain = s3.get_object(Bucket=s3_bucket, Key=cfg.registry_key)["Body"].read().decode()
     assert seaweed.secret_access_key not in plain and seaweed.access_key_id not in plain
-    assert stat.S_IMODE((state / "secrets.json").stat().st_mode) == 0o600
-    assert json.loads(plain)["backends"][0]["name"] == "second"
+    doc = json.loads(plain)
+    assert doc["backends"][0]["name"] == "second" and doc["sealed_secrets"]["second"]["alg"] == "AES-256-GCM"
+    assert stat.S_IMODE((state / "registry.key").stat().st_mode) == 0o600
+    assert not (state / "backends.json").exists() and not (state / "secrets.json").exists()
     async with Running(cfg) as c:
         names = [x.name for x in (await c.list_backends()).backends]
         assert names == ["local", "second"]
@@ -92,7 +97,8 @@ async def test_inline_backend_persists_secret_apart_and_survives_restart(seaweed
         with pytest.raises(ServiceCallError) as ei:
             await c.get("x/1", backend="second")
         assert ei.value.code == grpc.StatusCode.NOT_FOUND
-    assert "second" not in json.loads((state / "secrets.json").read_text())
+    doc = json.loads(s3.get_object(Bucket=s3_bucket, Key=cfg.registry_key)["Body"].read())
+    assert doc["backends"] == [] and doc["sealed_secrets"] == {}
 
 
 async def test_credentials_from_env_prefix_file_and_secret_dir(
@@ -134,7 +140,7 @@ async def test_wrong_inline_credentials_fail_test_and_calls_without_leaking(stor
 async def test_test_connection_default_and_unknown(storage) -> None:
     rep = await storage.test_connection()
     assert rep.ok and rep.can_write and rep.can_read and rep.head_bucket_ns > 0
-    assert [o async for o in storage.list_all("_ddnrag/")] == []  # the probe is cleaned up
+    assert [o async for o in storage.list_all("_ddnrag/probe/")] == []  # the probe is cleaned up
     with pytest.raises(ServiceCallError) as ei:
         await storage.test_connection("nosuch")
     assert ei.value.code == grpc.StatusCode.NOT_FOUND and "nosuch" in ei.value.message

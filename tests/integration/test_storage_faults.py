@@ -31,6 +31,8 @@ def cfg_for(seaweed, bucket: str, endpoint: str, state: Path, **kw: object) -> S
         max_retries=3,
         retry_base_ms=5.0,
         get_chunk_bytes=64 * 1024,
+        # One replica: no registry polling, whose GETs through the proxy could take an injected fault.
+        registry_poll_s=0.0,
     )
     values.update(kw)
     return load_env(StorageConfig, environ={}, **values)

@@ -34,15 +34,25 @@ PORT_VARS = [
     "DDNRAG_LLM_GATEWAY_METRICS_PORT",
 ]
 SEAWEED_VARS = PORT_VARS[:5]
+# Ports that `rag up --replicas N` also binds for replica i > 0, at + i x REPLICA_PORT_STEP.
+SCALED_VARS = [v for v in PORT_VARS if v.startswith(("DDNRAG_STORAGE_", "DDNRAG_RETRIEVER_"))]
+REPLICA_PORT_STEP = 1000
 
 
-def free_stack_ports() -> dict[str, int]:
-    """A free port per variable (SeaweedFS ports also need port + 10000 free)."""
+def replica_ports(ports: dict[str, int], replicas: int) -> dict[str, int]:
+    """`VAR#i` -> the port replica i binds for VAR (none with one replica)."""
+    return {f"{v}#{i}": ports[v] + i * REPLICA_PORT_STEP for v in SCALED_VARS for i in range(1, replicas)}
+
+
+def free_stack_ports(replicas: int = 1) -> dict[str, int]:
+    """A free port per variable (SeaweedFS ports also need port + 10000 free, scaled services
+    one more per replica)."""
     rng = random.Random()
     for _ in range(200):
         base = rng.randrange(30000, 39000, 20)
         ports = {var: base + i for i, var in enumerate(PORT_VARS)}
         needed = list(ports.values()) + [ports[v] + 10000 for v in SEAWEED_VARS]
+        needed += list(replica_ports(ports, replicas).values())
         if not any(port_in_use(p) for p in needed):
             return ports
     raise RuntimeError("no free port block for the stack")
@@ -54,6 +64,7 @@ class RunningStack:
     data_dir: Path
     ports: dict[str, int]
     log_path: Path
+    replicas: int = 1
 
     @property
     def url(self) -> str:
@@ -65,6 +76,10 @@ class RunningStack:
     @property
     def env(self) -> dict[str, str]:
         return {**os.environ, **{k: str(v) for k, v in self.ports.items()}, "DDNRAG_DATA_DIR": str(self.data_dir)}
+
+    def all_ports(self) -> dict[str, int]:
+        """Every port the stack binds, replicas' included."""
+        return {**self.ports, **replica_ports(self.ports, self.replicas)}
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -80,9 +95,12 @@ class RunningStack:
         return self.proc.returncode
 
 
-def start_stack(data_dir: Path, *, extra_env: dict[str, str] | None = None, timeout_s: float = 420) -> RunningStack:
-    ports = free_stack_ports()
+def start_stack(
+    data_dir: Path, *, extra_env: dict[str, str] | None = None, timeout_s: float = 420, replicas: int = 1
+) -> RunningStack:
+    ports = free_stack_ports(replicas)
     env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "DDNRAG_DATA_DIR": str(data_dir), **(extra_env or {})}
+    env.update(DDNRAG_REPLICAS=str(replicas), DDNRAG_STACK_REPLICA_PORT_STEP=str(REPLICA_PORT_STEP))
     env.pop("PYTHONPATH", None)
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "rag-up.out"
@@ -91,7 +109,7 @@ def start_stack(data_dir: Path, *, extra_env: dict[str, str] | None = None, time
         proc = subprocess.Popen(
             [str(rag), "up"], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-    stack = RunningStack(proc, data_dir, ports, log_path)
+    stack = RunningStack(proc, data_dir, ports, log_path, replicas)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -58,6 +58,7 @@ CALL_GRAPH = {
 # Workloads allowed to open connections outside the cluster, and why.
 EXTERNAL_EGRESS = {
     "storage": "object storage (S3, OCI Object Storage, DDN Infinia)",
+    "retriever": "the Kubernetes API server, for the ingestion Lease (443/6443)",
     "milvus": "its segments in the same object store (components/milvus)",
     "vllm": "first download of the model weights (components/vllm, removable)",
 }
@@ -252,7 +253,8 @@ def test_containers_are_hardened_and_bounded(rendered: dict[str, list[dict[str, 
         pod = workload["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True, name
         assert pod["securityContext"]["runAsUser"] != 0, name
-        assert pod.get("automountServiceAccountToken") is False, name
+        # Only the retriever talks to the Kubernetes API (the ingestion Lease, rbac.yaml).
+        assert pod.get("automountServiceAccountToken") is (name == "StatefulSet/retriever"), name
         for c in _containers(workload):
             where = f"{name} container {c['name']}"
             sc = c["securityContext"]
@@ -459,7 +461,10 @@ def test_services_pdbs_and_autoscalers(rendered: dict[str, list[dict[str, Any]]]
         assert pdb["spec"]["selector"]["matchLabels"] == {"app": app}
     workloads = {(w["kind"], w["metadata"]["name"]) for w in _workloads(objs)}
     hpas = {h["metadata"]["name"]: h for h in _objects(objs, "HorizontalPodAutoscaler")}
-    assert set(hpas) == {"gateway", "retriever", "llm-gateway"}
+    assert set(hpas) == {"gateway", "retriever", "llm-gateway", "storage"}
+    if not target.startswith("local"):
+        # No single point of failure on the request path: at least two of each from the start.
+        assert all(hpas[n]["spec"]["minReplicas"] >= 2 for n in ("storage", "retriever", "gateway", "llm-gateway"))
     for name, hpa in hpas.items():
         ref = hpa["spec"]["scaleTargetRef"]
         assert (ref["kind"], ref["name"]) in workloads, f"HPA {name} targets a missing workload"
@@ -622,7 +627,11 @@ def test_local_overlay_runs_seaweedfs_and_the_cpu_embedder(rendered: dict[str, l
     assert c["image"].rsplit(":", 1)[0].endswith("/embedder-cpu"), c["image"]
     assert "nvidia.com/gpu" not in c["resources"]["limits"]
     assert _load_config(objs, "embedder").device == "cpu"
-    assert all(w["spec"].get("replicas", 1) == 1 for w in _workloads(objs)), "one node: one replica each"
+    replicas = {w["metadata"]["name"]: w["spec"].get("replicas", 1) for w in _workloads(objs)}
+    assert all(n == 1 for n in replicas.values()), replicas  # storage and the retriever: their HPA's
+    two = {"storage", "retriever"}  # two replicas even on one node: no single point of failure
+    hpas = {h["metadata"]["name"]: h["spec"]["minReplicas"] for h in _objects(objs, "HorizontalPodAutoscaler")}
+    assert all(n == (2 if name in two else 1) for name, n in hpas.items()), hpas
 
 
 def test_oci_overlay_gpu_pool_ocir_infinia_and_load_balancer(rendered: dict[str, list[dict[str, Any]]]) -> None:

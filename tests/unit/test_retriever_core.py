@@ -1,6 +1,6 @@
 """The retriever's core with no network: index and fusion, commits and persisted segments,
 corrupt-segment refusal, jobs (pipeline, per-file errors, cancel, resume after a restart), the
-retrieval cache and watches.
+retrieval cache and bucket-prefix watches.
 
 Test doubles (tests only): `DictStore`, an in-memory ObjectStore; `HashingEncoder`, a
 deterministic bag-of-words hashing encoder standing in for the model so tests are fast.
@@ -19,12 +19,15 @@ import pytest
 
 from services.common.errors import ServiceError
 from services.retriever import segments
+from services.retriever.catalog import Catalog
 from services.retriever.core import Retriever, SearchParams, Settings
 from services.retriever.index import Analyzer, ChunkRecord, CollectionIndex, DenseIndex
-from services.retriever.ingest import JobManager, SourceSpec
-from services.retriever.jobs import JobDB
-from services.retriever.ports import GetOutcome, ObjectMeta, ObjectNotFound, PutOutcome
-from services.retriever.watch import WatchManager
+from services.retriever.job_model import SourceSpec
+from services.retriever.job_state import JobStore
+from services.retriever.jobs import JobManager, JobTiming
+from services.retriever.lease import LeaseKeeper, StoreLeaseBackend
+from services.retriever.ports import GetOutcome, ObjectMeta, ObjectNotFound, PreconditionFailed, PutOutcome
+from services.retriever.prefix_watch import PrefixWatchManager
 
 
 class DictStore:
@@ -59,6 +62,20 @@ class DictStore:
         if key not in self._b(backend):
             raise ObjectNotFound(key)
         return self._b(backend)[key]
+
+    async def read(self, key: str, *, backend: str = "") -> tuple[bytes, str]:
+        data = await self.get(key, backend=backend)
+        return data, hashlib.md5(data).hexdigest()
+
+    async def put_if(
+        self, key: str, data: bytes, *, if_match: str = "", if_none_match: bool = False, backend: str = ""
+    ) -> str:
+        b = self._b(backend)
+        have = hashlib.md5(b[key]).hexdigest() if key in b else None
+        if (if_none_match and have is not None) or (if_match and have != if_match):
+            raise PreconditionFailed(key)
+        b[key] = bytes(data)
+        return hashlib.md5(data).hexdigest()
 
     async def list(self, prefix: str, *, backend: str = "") -> list[ObjectMeta]:
         b = self._b(backend)
@@ -106,17 +123,20 @@ DOCS = {
 async def make(tmp: Path, store: DictStore | None = None, **settings: object) -> tuple[Retriever, JobManager]:
     values: dict[str, object] = {"chunk_size_tokens": 32, "chunk_overlap_tokens": 4, "write_batch": 4, **settings}
     s = Settings(state_dir=tmp, **values)  # type: ignore[arg-type]
-    r = Retriever(store or DictStore(), HashingEncoder(), s, JobDB(tmp / "db.sqlite"))
+    store = store or DictStore()
+    r = Retriever(store, HashingEncoder(), s, Catalog(store))
     await r.start()
-    jobs = JobManager(r)
+    keeper = LeaseKeeper(StoreLeaseBackend(store), f"test-{tmp.name}", duration_s=5.0)
+    jobs = JobManager(r, keeper, JobTiming(progress_write_s=0.05, follow_poll_s=0.02, adopt_poll_s=0.05))
     await jobs.start()
+    while not keeper.held:
+        await asyncio.sleep(0.005)
     return r, jobs
 
 
 async def close(r: Retriever, jobs: JobManager) -> None:
     await jobs.stop()
     await r.close()
-    r.db.close()
 
 
 async def upload(store: DictStore, coll: str, docs: dict[str, str]) -> list[SourceSpec]:
@@ -129,7 +149,7 @@ async def upload(store: DictStore, coll: str, docs: dict[str, str]) -> list[Sour
 
 
 async def finish(jobs: JobManager, job_id: str) -> list:
-    return [ev async for ev in jobs.watch(job_id)]
+    return [ev async for ev in jobs.follow(job_id)]
 
 
 def test_dense_index_is_exact_below_threshold_and_hnsw_above() -> None:
@@ -287,10 +307,9 @@ async def test_job_resumes_after_restart_without_loss_or_duplicates(tmp_path: Pa
     while (await jobs.get(job.job_id)).documents_done < 4:
         await asyncio.sleep(0.01)
     await close(r, jobs)
-    row = JobDB(tmp_path / "db.sqlite")
-    files = row.files(job.job_id)
+    state = JobStore(store)
+    files, _chunks = await state.batches((await state.read(job.job_id)).batches)
     done_before = {f.document_id for f in files if f.status == "done"}
-    row.close()
     assert 0 < len(done_before) < 12
 
     store.delay_s = 0.0
@@ -356,15 +375,24 @@ async def test_search_validation(tmp_path: Path) -> None:
 async def test_watch_ingests_new_and_changed_objects_once(tmp_path: Path) -> None:
     store = DictStore()
     r, jobs = await make(tmp_path, store)
-    watches = WatchManager(jobs)
+    catalog = Catalog(store)
+    watches = PrefixWatchManager(jobs, catalog)
     w = await watches.start_watch("auto", "auto_ingest/", interval_s=3600)
     await watches.stop()  # drive polls by hand
+
+    async def poll() -> str:
+        return await watches.poll(await catalog.prefix_watch(w["watch_id"]))
+
     await store.put_many([("auto_ingest/a.txt", DOCS["gpus"].encode())])
-    assert await watches.poll(w)
-    assert await watches.poll(w) == ""  # nothing new
+    assert await poll()
+    assert await poll() == ""  # nothing new
     await store.put_many([("auto_ingest/a.txt", DOCS["s3"].encode()), ("auto_ingest/b.md", DOCS["cooking"].encode())])
-    assert await watches.poll(w)
+    assert await poll()
+    w = await catalog.prefix_watch(w["watch_id"])
     assert {f["status"] for f in w["files"].values()} == {"ingested"}
+    assert [x["watch_id"] for x in await watches.list()] == [w["watch_id"]]
+    assert not (await watches.stop_watch(w["watch_id"]))["active"]
+    assert not (await catalog.prefix_watch(w["watch_id"]))["active"]
     snap = r.collections["auto"].snapshot
     assert len(snap.documents) == 2 and any("buckets" in x.text for x in snap.records)
     assert await segments.read_current(store, "auto") == snap.version

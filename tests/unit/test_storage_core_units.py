@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import stat
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeou
 
 from services.common.config import env_vars, load_env
 from services.common.errors import ErrorKind, ServiceError
+from services.storage.backends import default_spec
 from services.storage.bench_model import (
     BenchRequest,
     LevelStats,
@@ -27,12 +27,11 @@ from services.storage.bench_model import (
     run_to_json,
 )
 from services.storage.config import StorageConfig
-from services.storage.core import default_spec, range_header
+from services.storage.core import range_header
 from services.storage.credentials import from_env_prefix, from_path
 from services.storage.errors import is_retryable, kind_name, map_error
 from services.storage.keys import check_key, check_prefix
 from services.storage.model import BackendSpec, Credentials, Kind, Shaping
-from services.storage.registry import BackendRegistry
 from services.storage.shaping import ShapingProxy, _Link
 
 SECRET = "s3cr3t-VALUE-never-shown"
@@ -166,41 +165,6 @@ def test_default_spec_from_config(tmp_path: Path) -> None:
     s, c = default_spec(cfg)
     assert s.name == "local" and s.is_default and s.bucket == "bkt" and c == Credentials("AK", SECRET)
     assert all(v.startswith("DDNRAG_STORAGE_") for v in env_vars(StorageConfig))
-
-
-# --- registry -----------------------------------------------------------------------------
-
-
-def test_registry_persists_specs_and_keeps_secrets_apart(tmp_path: Path) -> None:
-    default = spec(name="local")
-    reg = BackendRegistry(tmp_path, default, Credentials("DEF", SECRET))
-    reg.put(spec(name="ddn", kind=Kind.DDN_INFINIA), Credentials("AKDDN", SECRET))
-    reg.put(spec(name="env", credentials_env_prefix="ENVP"), None)
-    plain = (tmp_path / "backends.json").read_text()
-    assert SECRET not in plain and "AKDDN" not in plain
-    assert stat.S_IMODE((tmp_path / "secrets.json").stat().st_mode) == 0o600
-    again = BackendRegistry(tmp_path, default, Credentials("DEF", SECRET))
-    assert [s.name for s in again.list()] == ["local", "ddn", "env"]
-    assert again.get("ddn").kind is Kind.DDN_INFINIA and again.get("ddn").inline_credentials
-    assert again.credentials(again.get("ddn")) == Credentials("AKDDN", SECRET)
-    assert again.credentials(again.get("")) == Credentials("DEF", SECRET)
-    assert not again.has_credentials(again.get("env"))  # ENVP_* unset: reported, not raised
-    again.remove("ddn")
-    assert "ddn" not in json.loads((tmp_path / "secrets.json").read_text())
-    with pytest.raises(ServiceError) as ei:
-        again.get("ddn")
-    assert ei.value.kind is ErrorKind.NOT_FOUND
-    for call in (lambda: again.remove("local"), lambda: again.put(spec(name="local"), None)):
-        with pytest.raises(ServiceError) as ei:
-            call()
-        assert ei.value.kind is ErrorKind.FAILED_PRECONDITION
-
-
-def test_registry_rejects_invalid_without_writing(tmp_path: Path) -> None:
-    reg = BackendRegistry(tmp_path, spec(name="local"))
-    with pytest.raises(ServiceError):
-        reg.put(spec(name="Bad"), None)
-    assert not (tmp_path / "backends.json").exists()
 
 
 # --- error mapping ------------------------------------------------------------------------

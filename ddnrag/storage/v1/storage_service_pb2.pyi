@@ -182,7 +182,7 @@ class TestConnectionResponse(_message.Message):
     def __init__(self, ok: _Optional[bool] = ..., head_bucket_ns: _Optional[int] = ..., can_write: _Optional[bool] = ..., can_read: _Optional[bool] = ..., message: _Optional[str] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ...) -> None: ...
 
 class PutHeader(_message.Message):
-    __slots__ = ("backend", "key", "content_type", "metadata", "size_bytes")
+    __slots__ = ("backend", "key", "content_type", "metadata", "size_bytes", "if_match", "if_none_match")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -195,12 +195,16 @@ class PutHeader(_message.Message):
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    IF_MATCH_FIELD_NUMBER: _ClassVar[int]
+    IF_NONE_MATCH_FIELD_NUMBER: _ClassVar[int]
     backend: str
     key: str
     content_type: str
     metadata: _containers.ScalarMap[str, str]
     size_bytes: int
-    def __init__(self, backend: _Optional[str] = ..., key: _Optional[str] = ..., content_type: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+    if_match: str
+    if_none_match: bool
+    def __init__(self, backend: _Optional[str] = ..., key: _Optional[str] = ..., content_type: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., size_bytes: _Optional[int] = ..., if_match: _Optional[str] = ..., if_none_match: _Optional[bool] = ...) -> None: ...
 
 class PutRequest(_message.Message):
     __slots__ = ("header", "data")

@@ -1,0 +1,253 @@
+"""The ingestion pipeline's stages: fetch → parse → chunk → embed → write, then hand each written
+batch to the job manager to commit.
+
+Stages run as concurrent tasks joined by bounded queues, so while one batch is being written the
+next is being embedded and the one after that parsed; embedding is the bottleneck. The pipeline
+owns no job state: it reports through a `JobSink` (the job manager), which records progress and
+commits batches to the shared job state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from .chunking import Chunk, Chunker
+from .core import Retriever, chunk_key
+from .job_model import BackendStats, ChunkRow, FileErrorView, FileRow, JobRecord, JobView
+from .parsing import ParseError, parse_document
+from .ports import ObjectNotFound
+
+
+@dataclass
+class LiveJob:
+    """A job this replica runs: its view, its stored record, and the progress stream's state."""
+
+    view: JobView
+    record: JobRecord
+    seq: int = 0
+    cond: asyncio.Condition = field(default_factory=asyncio.Condition)
+    task: asyncio.Task[None] | None = None
+    cancel_requested: bool = False
+    # Set when this replica stops running the job (finished, cancelled, or lost to a new holder).
+    gone: bool = False
+    started: float = field(default_factory=time.perf_counter)
+    embed_busy_s: float = 0.0
+    embedded: int = 0
+    # Failed and unchanged files not yet committed (they go with the next batch).
+    results: list[FileRow] = field(default_factory=list)
+    dirty: bool = False
+    write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def request(self) -> dict[str, Any]:
+        return self.record.request
+
+
+class JobSink(Protocol):
+    async def emit(self, lj: LiveJob, **changes: Any) -> None:
+        """Publishes a change of the job's view to its followers."""
+        ...
+
+    async def commit(self, lj: LiveJob, files: list[FileRow], chunks: list[ChunkRow]) -> None:
+        """Commits a written batch: these files are finished and these chunks are theirs."""
+        ...
+
+
+@dataclass
+class _Parsed:
+    file: FileRow
+    chunks: list[Chunk]
+
+
+class Pipeline:
+    """Runs the stages of one job over its pending files."""
+
+    def __init__(self, retriever: Retriever, sink: JobSink) -> None:
+        self.r = retriever
+        self.s = retriever.settings
+        self.sink = sink
+
+    async def run(self, lj: LiveJob, pending: list[FileRow]) -> None:
+        parsed_q: asyncio.Queue[_Parsed | None] = asyncio.Queue(maxsize=64)
+        embedded_q: asyncio.Queue[tuple[list[_Parsed], asyncio.Task[np.ndarray]] | None] = asyncio.Queue(
+            maxsize=max(2, self.s.write_batch // max(1, self.s.embed_batch) + self.s.embed_concurrency)
+        )
+        tasks = [
+            asyncio.create_task(self._parse_stage(lj, pending, parsed_q)),
+            asyncio.create_task(self._embed_stage(lj, parsed_q, embedded_q)),
+            asyncio.create_task(self._write_stage(lj, embedded_q)),
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def fetch(self, lj: LiveJob, f: FileRow) -> bytes:
+        """Reads a source object (the one place the pipeline reads source bytes)."""
+        return await self.r.store.get(f.object_key, backend=lj.request["source_backend"])
+
+    async def _parse_stage(self, lj: LiveJob, pending: list[FileRow], out: asyncio.Queue[_Parsed | None]) -> None:
+        req = lj.request
+        chunker = Chunker(req["chunk_size"], req["chunk_overlap"])
+        chunking = f"{req['chunk_size']}/{req['chunk_overlap']}"
+        sem = asyncio.Semaphore(4)
+
+        async def one(f: FileRow) -> _Parsed | None:
+            async with sem:
+                try:
+                    data = await self.fetch(lj, f)
+                except ObjectNotFound:
+                    return await self._file_failed(lj, f, "the object does not exist")
+                f.size_bytes, f.sha256 = len(data), hashlib.sha256(data).hexdigest()
+                state = self.r.collections.get(lj.view.collection)
+                known = state.snapshot.documents.get(f.document_id) if state and not state.error else None
+                if known and known.sha256 == f.sha256 and known.chunking == chunking and known.name == f.name:
+                    f.status, f.chunks = "unchanged", known.chunks
+                    lj.results.append(f)
+                    lj.view.documents_done += 1
+                    await self.sink.emit(lj)
+                    return None
+                try:
+                    chunks = await asyncio.to_thread(self._parse_chunk, lj.view.collection, f, data, chunker)
+                except ParseError as err:
+                    return await self._file_failed(lj, f, str(err))
+                return _Parsed(f, chunks)
+
+        window = 8
+        for i in range(0, len(pending), window):
+            for p in await asyncio.gather(*(one(f) for f in pending[i : i + window])):
+                if p is not None:
+                    lj.view.chunks_total += len(p.chunks)
+                    await out.put(p)
+        await out.put(None)
+
+    def _parse_chunk(self, collection: str, f: FileRow, data: bytes, chunker: Chunker) -> list[Chunk]:
+        text = parse_document(
+            f.name, data, max_bytes=self.s.max_file_bytes, max_unpacked_bytes=self.s.max_unpacked_bytes
+        )
+        chunks = chunker.chunks(collection, f.document_id, text)
+        if not chunks:
+            raise ParseError("no text could be extracted")
+        return chunks
+
+    async def _file_failed(self, lj: LiveJob, f: FileRow, reason: str) -> None:
+        f.status, f.reason = "failed", reason
+        lj.results.append(f)
+        lj.view.file_errors.append(FileErrorView(f.name, f.object_key, reason))
+        lj.view.documents_done += 1
+        await self.sink.emit(lj)
+        return None
+
+    async def _embed_stage(
+        self,
+        lj: LiveJob,
+        inp: asyncio.Queue[_Parsed | None],
+        out: asyncio.Queue[tuple[list[_Parsed], asyncio.Task[np.ndarray]] | None],
+    ) -> None:
+        """Sends a request as soon as `embed_batch` chunks are ready, with at most
+        `embed_concurrency` in flight, so the embedder never waits for a whole write batch."""
+        slots = asyncio.Semaphore(max(1, self.s.embed_concurrency))
+        active = [0, 0.0]  # requests in flight, when the current busy period began
+
+        async def embed(texts: list[str]) -> np.ndarray:
+            try:
+                if active[0] == 0:
+                    active[1] = time.perf_counter()
+                active[0] += 1
+                b = self.s.embed_batch
+                parts = [await self.r.encoder.encode(texts[i : i + b]) for i in range(0, len(texts), b)]
+                lj.embedded += len(texts)
+                return np.concatenate(parts).astype(np.float32)
+            finally:
+                active[0] -= 1
+                if active[0] == 0:
+                    lj.embed_busy_s += time.perf_counter() - active[1]
+                slots.release()
+
+        group: list[_Parsed] = []
+        n = 0
+        done = False
+        while not done:
+            item = await inp.get()
+            if item is None:
+                done = True
+            else:
+                group.append(item)
+                n += len(item.chunks)
+            if group and (n >= self.s.embed_batch or done):
+                if lj.view.stage not in ("embed", "write"):
+                    await self.sink.emit(lj, stage="embed")
+                await slots.acquire()
+                task = asyncio.create_task(embed([c.text for p in group for c in p.chunks]))
+                await out.put((group, task))
+                group, n = [], 0
+        await out.put(None)
+
+    async def _write_stage(
+        self, lj: LiveJob, inp: asyncio.Queue[tuple[list[_Parsed], asyncio.Task[np.ndarray]] | None]
+    ) -> None:
+        """Collects embedded groups up to `write_batch` chunks, writes them to every target backend
+        (one BatchPut per backend) and has the batch committed."""
+        batch: list[tuple[list[_Parsed], np.ndarray]] = []
+        n = 0
+        done = False
+        while not done:
+            item = await inp.get()
+            if item is None:
+                done = True
+            else:
+                group, task = item
+                try:
+                    vectors = await task
+                except BaseException:
+                    task.cancel()
+                    raise
+                batch.append((group, vectors))
+                n += len(vectors)
+            if batch and (n >= self.s.write_batch or done):
+                await self._write_batch(lj, batch)
+                batch, n = [], 0
+
+    async def _write_batch(self, lj: LiveJob, batch: list[tuple[list[_Parsed], np.ndarray]]) -> None:
+        v = lj.view
+        coll = v.collection
+        group = [p for g, _ in batch for p in g]
+        vectors = np.concatenate([vec for _, vec in batch])
+        chunks = [c for p in group for c in p.chunks]
+        items = [(chunk_key(coll, c.chunk_id), c.text.encode("utf-8")) for c in chunks]
+        await self.sink.emit(lj, stage="write")
+        await asyncio.gather(*(self._write(st, items) for st in v.backends))
+        rows = [ChunkRow(c.chunk_id, c.document_id, c.position, c.text, vectors[i]) for i, c in enumerate(chunks)]
+        for p in group:
+            p.file.chunks, p.file.status = len(p.chunks), "done"
+        await self.sink.commit(lj, [p.file for p in group], rows)
+
+    async def _write(self, st: BackendStats, items: list[tuple[str, bytes]]) -> None:
+        backend = "" if st.backend == "default" else st.backend
+        t0 = time.perf_counter_ns()
+        outcomes = await self.r.store.put_many(items, backend=backend)
+        st.busy_ns += time.perf_counter_ns() - t0
+        bad = [o for o in outcomes if not o.ok]
+        if bad:
+            raise OSError(f"writing chunks to backend {st.backend!r} failed: {bad[0].key}: {bad[0].error}")
+        st.objects_written += len(outcomes)
+        st.latencies_ns.extend(o.total_ns for o in outcomes if o.total_ns)
+
+
+class NullCounter:
+    """A token counter for validating chunking options without loading the tokenizer."""
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        return [0] * len(texts)
+
+    def starts(self, text: str) -> list[int]:
+        return []
