@@ -47,7 +47,7 @@ clean-data: ## delete the local stack's data (SeaweedFS volumes, state, caches)
 IMAGE_BASE ?=
 CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
 WHEEL_DIR ?= /opt/wheels
-IMAGE_TARGETS ?= storage retriever llm-gateway gateway embedder-cpu
+IMAGE_TARGETS ?= storage gateway llm-gateway retriever embedder-cpu
 IMAGES := $(BIN)/python docker/images.py
 
 images-deps: ## buildah and mmdebstrap from Debian (installed when run as root, like browser-deps)

@@ -43,7 +43,7 @@ DOCKERFILE = ROOT / "docker" / "Dockerfile"
 KUSTOMIZATION = ROOT / "k8s" / "base" / "kustomization.yaml"
 OUT = ROOT / "build" / "images"
 RECORD = OUT / "images.json"
-CPU_TARGETS = ("storage", "retriever", "llm-gateway", "gateway", "embedder-cpu")
+CPU_TARGETS = ("storage", "gateway", "llm-gateway", "retriever", "embedder-cpu")
 GPU_TARGETS = ("embedder-cuda",)
 UID = 10001
 # buildah's defaults ask for more than this machine allows; these are within its hard limits.
