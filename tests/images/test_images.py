@@ -10,6 +10,7 @@ must come back answered with a citation of the uploaded document.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import re
 import secrets
@@ -132,9 +133,9 @@ def stack(
     work = tmp_path_factory.mktemp("images-stack")
     ports = {k: v for k, v in free_stack_ports().items() if not k.startswith(("DDNRAG_S3", "DDNRAG_SEAWEED"))}
     api_key = secrets.token_urlsafe(24)
-    keys_dir = work / "gateway-api-keys"
-    keys_dir.mkdir()
-    (keys_dir / "api-keys").write_text(f"{api_key}\n")
+    # Secrets, as the pods mount them (defaultMode 0440, group = the pods' fsGroup).
+    keys_dir = _secret(work / "gateway-api-keys", "api-keys", f"{api_key}\n")
+    registry_key_dir = _secret(work / "storage-registry-key", "key", base64.b64encode(os.urandom(32)).decode())
     overrides = {
         "storage": {
             "DDNRAG_STORAGE_DEFAULT_BACKEND_NAME": "seaweedfs",
@@ -146,6 +147,8 @@ def stack(
             "DDNRAG_STORAGE_DEFAULT_SECRET_ACCESS_KEY": seaweed.secret_access_key,
         },
     }
+    # No Kubernetes API server here: the ingestion lease is the object-store one (conditional PUTs).
+    overrides["retriever"] = {"DDNRAG_RETRIEVER_LEASE": "store"}
     containers: dict[str, Container] = {}
     for svc, target in TARGETS.items():
         env = _env(svc, ports, overrides.get(svc, {}))
@@ -156,6 +159,8 @@ def stack(
         mounts[_volume(work / svc / "tmp")] = "/tmp"
         if svc == "gateway":
             mounts[keys_dir] = str(Path(env["DDNRAG_GATEWAY_API_KEYS_FILE"]).parent)
+        if svc == "storage":
+            mounts[registry_key_dir] = str(Path(env["DDNRAG_STORAGE_REGISTRY_KEY_FILE"]).parent)
         containers[svc] = Container(svc, str(images[target]["ref"]), env, mounts, work / f"{svc}.log")
 
     started: list[Container] = []
@@ -176,6 +181,14 @@ def stack(
     finally:
         for c in reversed(started):
             c.stop()
+
+
+def _secret(path: Path, key: str, value: str) -> Path:
+    path.mkdir()
+    (path / key).write_text(value)
+    os.chown(path / key, 0, UID)
+    (path / key).chmod(0o440)
+    return path
 
 
 def _volume(path: Path) -> Path:

@@ -21,7 +21,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 RECORD = ROOT / "build" / "images" / "images.json"
 CONFIG_DIR = ROOT / "k8s" / "base" / "config"
-ULIMITS = ("--ulimit", "nproc=32768:32768", "--ulimit", "nofile=20000:20000")
 
 # service (as in the env files and DDNRAG_ variables) -> Dockerfile target
 TARGETS = {
@@ -97,11 +96,11 @@ class Container:
     def start(self) -> None:
         self.ctr = _out(["buildah", "from", "--pull-never", "--name", f"ddnrag-it-{self.name}-{os.getpid()}", self.ref])
         self.cmd = list(image_config(self.ref)["Cmd"])
-        args = ["buildah", "run", "--isolation", "chroot", *ULIMITS]
+        args = ["buildah", "run", "--isolation", "chroot"]
         for key, value in sorted(self.env.items()):
             args += ["--env", f"{key}={value}"]
         for host, target in self.mounts.items():
-            args += ["--mount", f"type=bind,src={host},dst={target}"]
+            args += ["--mount", f"type=bind,src={host},dst={target},rw"]
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [*args, self.ctr, "--", *self.cmd],
