@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run setup test test-fast protos lint browser-deps clean-data images images-deps images-test images-cuda images-sbom images-push
+.PHONY: run setup test test-fast protos lint browser-deps clean-data embedder-int8 images images-deps images-test images-cuda images-sbom images-push
 
 run: setup ## set up .venv and start the whole stack (SeaweedFS, 4 services, gateway) on loopback
 	$(BIN)/rag up
@@ -37,6 +37,9 @@ protos: setup ## regenerate the gRPC stubs under ddnrag/ from protos/
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+embedder-int8: setup ## export the embedder to OpenVINO int8 and run its quality gate (~10 min; bench/embedder.py reports it)
+	$(BIN)/python scripts/export_embedder_openvino.py
 
 clean-data: ## delete the local stack's data (SeaweedFS volumes, state, caches)
 	rm -rf data

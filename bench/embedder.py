@@ -13,8 +13,11 @@
   time of the first pass over time of the second.
 
 Other work shares the CPU, so each comparison alternates its two sides over the same texts in 4
-rounds and sums the times: a swing in load hits both sides. Writes `bench/results/embedder.json`. When the state directory has no int8 model with a quality
-gate yet, it runs `scripts/export_embedder_openvino.py`'s export first (a few minutes, cached).
+rounds and sums the times: a swing in load hits both sides. Writes `bench/results/embedder.json`.
+
+The int8 export and its quality gate are not part of this bench (they took 8+ minutes of a fresh
+checkout's run): `make embedder-int8` runs them once and records their own time (`gate_s`) in
+the state dir's gate.json, which this bench then copies into its report.
 """
 
 from __future__ import annotations
@@ -230,22 +233,14 @@ async def run(state_dir: Path, scifact: Path, single_texts: int) -> dict:
     from services.embedder import export
     from services.embedder.backends import packaged_model_dir
 
+    # The int8 export and its quality gate are a separate step (`make embedder-int8`, ~10 min on
+    # 2 busy cores, timed in its own gate.json): the bench only reads the gate. The service's
+    # `auto` backend uses int8 only when that gate passed, else the OpenVINO IR it exports at
+    # first start (seconds), so on a fresh checkout the bench measures the default serving path.
     art = export.Artifacts(state_dir, packaged_model_dir())
-    if not art.int8_ready() and art.gate() is None:
-        print("no int8 export with a quality gate yet: running scripts/export_embedder_openvino.py", flush=True)
-        await asyncio.to_thread(
-            subprocess.run,
-            [
-                sys.executable,
-                str(ROOT / "scripts" / "export_embedder_openvino.py"),
-                "--state-dir",
-                str(state_dir),
-                "--scifact",
-                str(scifact),
-            ],
-            check=True,
-        )
     gate = art.gate()
+    if gate is None:
+        print("no int8 quality gate under the state dir (`make embedder-int8` runs it): not included", flush=True)
     chunks = load_chunks(scifact, N_CHUNKS)
 
     # Other work shares this machine's CPU, so each comparison alternates its two sides in
@@ -340,7 +335,8 @@ async def run(state_dir: Path, scifact: Path, single_texts: int) -> dict:
         },
         "backend_batching_ceiling": ceiling,
         "in_process_dynamic_over_unbatched": core_only,
-        "int8_quality_gate": gate,
+        "int8_quality_gate": gate
+        or {"ran": False, "how": "make embedder-int8 (scripts/export_embedder_openvino.py), timed separately"},
     }
 
 

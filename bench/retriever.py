@@ -8,7 +8,7 @@ loopback, chosen by the OS or probed) and measures, side by side in one run:
   chunks/s on the same chunk texts (Embed RPCs with the same batch size and concurrency).
   The embedder's cache is purged before each side. Goal >= 0.85.
 - `query_over_parts`: Search p50 on a 100k-chunk collection over the p50 of the sum of the raw
-  parts called directly: query Embed RPC + bm25s scoring + FAISS search (in process, on the same
+  parts called directly: query Embed RPC + BM25 scoring + dense search (in process, on the same
   index objects) + a BatchGet of the top-k chunk objects through the storage service. Goal <= 1.3.
   The 100k chunk texts are SciFact sentences; their vectors are synthetic clustered unit vectors
   (embedding 100k chunks takes hours on this CPU; a vector's values do not change search cost).
@@ -51,7 +51,9 @@ from services.retriever import segments  # noqa: E402
 from services.retriever.adapters import StorageStore  # noqa: E402
 from services.retriever.chunking import Chunker, chunk_id  # noqa: E402
 from services.retriever.config import RetrieverConfig  # noqa: E402
-from services.retriever.index import ChunkRecord, DenseIndex, _topk  # noqa: E402
+from services.retriever.fusion import topk  # noqa: E402
+from services.retriever.index import ChunkRecord, DenseIndex, DocumentInfo  # noqa: E402
+from services.retriever.live import write_collection  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "retriever.json"
 SCIFACT = ROOT.parent / "shared" / "data" / "scifact"
@@ -235,11 +237,11 @@ async def write_corpus(stack: Stack, collection: str, n: int, dim: int) -> None:
     """A 100k-chunk snapshot written as the retriever would (segments + CURRENT), plus every chunk
     as its own object, so the retriever loads and verifies it at start-up."""
     store = StorageStore(stack.storage)
-    version = await segments.read_current(store, collection)
-    if version:
-        manifest = json.loads(await store.get(f"index/{collection}/{version}/manifest.json"))
-        if manifest["chunks"] == n and manifest["dimension"] == dim:
-            log(f"query: reusing the {n}-chunk collection written by an earlier run (version {version})")
+    current = await segments.read_current(store, collection)
+    if current:
+        manifest = await segments.read_manifest(store, collection, current)
+        if manifest.chunks == n and manifest.dimension == dim:
+            log(f"query: reusing the {n}-chunk collection written by an earlier run (version {manifest.version})")
             return
     sentences = [s.strip() + "." for _, t in scifact_docs() for s in t.replace("\n\n", " ").split(". ") if len(s) > 40]
     recs = []
@@ -248,7 +250,7 @@ async def write_corpus(stack: Stack, collection: str, n: int, dim: int) -> None:
         doc = f"d{i // 10}"
         recs.append(ChunkRecord(chunk_id(collection, doc, i % 10, text), doc, f"{doc}.txt", i % 10, text))
     vecs = sample(centers_of(500, dim, seed=7), n, seed=8)
-    docs = {r.document_id: segments.DocumentInfo(r.document_id, r.document_name, "", 0, "", 10) for r in recs[::10]}
+    docs = {r.document_id: DocumentInfo(r.document_id, r.document_name, "", 0, "", 10) for r in recs[::10]}
     t0 = time.perf_counter()
     items = [(f"chunks/{collection}/{r.chunk_id}", r.text.encode()) for r in recs]
     sem = asyncio.Semaphore(4)
@@ -261,14 +263,15 @@ async def write_corpus(stack: Stack, collection: str, n: int, dim: int) -> None:
 
     await asyncio.gather(*(put(items[i : i + 1000]) for i in range(0, len(items), 1000)))
     log(f"query: wrote {n} chunk objects in {time.perf_counter() - t0:.0f}s")
-    version = await segments.write_snapshot(store, collection, segments.Snapshot(recs, vecs, docs))
+    version = await write_collection(store, collection, docs, recs, vecs)
     log(f"query: wrote index version {version} ({time.perf_counter() - t0:.0f}s in all)")
 
 
 async def bench_query(stack: Stack, client: RetrieverClient, collection: str, queries: list[str], top_k: int = 5):
     core = stack.rapp.retriever  # type: ignore[union-attr]
     index = core.collections[collection].index
-    log(f"query: {len(index)} chunks loaded, dense index {index.dense.kind}, load {stack.load_s:.0f}s")
+    kinds = "+".join(sorted({s.dense.kind for s in index.segments}))
+    log(f"query: {len(index)} chunks loaded, dense index {kinds}, load {stack.load_s:.0f}s")
     for q in queries[:5]:  # warm-up
         await client.search(collection, q, top_k=top_k, no_cache=True)
         await stack.embedder.embed([q])
@@ -288,11 +291,10 @@ async def bench_query(stack: Stack, client: RetrieverClient, collection: str, qu
         t_embed = time.perf_counter() - t
         qv = (await stack.embedder.embed_array([q]))[0]
         t = time.perf_counter()
-        scores = index.bm25.scores(core.analyzer.tokens(q))
-        _topk(scores, cand)
+        topk(index.bm25_all(q), cand)
         t_bm25 = time.perf_counter() - t
         t = time.perf_counter()
-        index.dense.search(qv, cand)
+        index.dense_search(qv, cand, None)
         t_dense = time.perf_counter() - t
         t = time.perf_counter()
         await stack.storage.batch_get([c.object_key for c in resp.chunks])
@@ -307,7 +309,7 @@ async def bench_query(stack: Stack, client: RetrieverClient, collection: str, qu
         "query_part_p50_ms": {k: round(p50(v) * 1000, 3) for k, v in stages.items()},
         "query_server_stage_p50_ms": {k: round(p50(v) * 1000, 3) for k, v in server.items()},
         "query_chunks": len(index),
-        "query_dense_index": index.dense.kind,
+        "query_dense_index": kinds,
         "query_top_k": top_k,
         "query_count": len(queries),
         "index_load_s": round(stack.load_s, 1),

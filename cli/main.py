@@ -16,7 +16,19 @@ from rich.console import Console
 from clients.base import ServiceCallError
 
 # Modules under cli.commands, in help order.
-COMMAND_MODULES = ["stack", "ingest", "ask", "search", "bench", "jobs", "cache", "eval", "export", "config"]
+COMMAND_MODULES = [
+    "stack",
+    "ingest",
+    "ask",
+    "conversations",
+    "search",
+    "bench",
+    "jobs",
+    "cache",
+    "eval",
+    "export",
+    "config",
+]
 
 err_console = Console(stderr=True)
 

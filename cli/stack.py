@@ -260,10 +260,11 @@ class Supervisor:
                 "llm_gateway",
                 cfg.llm_gateway_port,
                 cfg.llm_gateway_metrics_port,
-                [*retrievers, "embedder"],
+                [*retrievers, "embedder", *storages],
                 {
                     "DDNRAG_LLM_GATEWAY_RETRIEVER_ADDR": cfg.addrs(cfg.retriever_port),
                     "DDNRAG_LLM_GATEWAY_EMBEDDER_ADDR": cfg.addr(cfg.embedder_port),
+                    "DDNRAG_LLM_GATEWAY_STORAGE_ADDR": cfg.addrs(cfg.storage_port),
                 },
             ),
         ]

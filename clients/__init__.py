@@ -229,8 +229,10 @@ class RagClient:
         max_tokens: int = 0,
         no_cache: bool = False,
         filters: Mapping[str, str] | None = None,
+        conversation_id: str = "",
     ) -> AsyncIterator[llm_pb.AnswerResponse]:
-        """Retrieve-then-generate in one call: retrieval, start, token..., citation..., done."""
+        """Retrieve-then-generate in one call: retrieval, start, token..., citation..., done.
+        With `conversation_id` the question continues that conversation and is stored in it."""
         from ddnrag.llm.v1 import llm_service_pb2 as lpb
 
         params = lpb.GenerationParams(backend=llm_backend, model=model, max_tokens=max_tokens, no_cache=no_cache)
@@ -241,6 +243,7 @@ class RagClient:
             top_k=top_k,
             params=params,
             filters=filters,
+            conversation_id=conversation_id,
         )
 
     # ---- caches --------------------------------------------------------------------------------

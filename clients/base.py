@@ -13,7 +13,8 @@ from typing import Any, TypeVar
 import grpc
 from grpc_status import rpc_status
 
-from services.common.errors import HTTP_STATUS, error_info
+from services.common import deadline
+from services.common.errors import HTTP_STATUS, ErrorKind, ServiceError, error_info
 from services.common.tls import aio_channel
 
 T = TypeVar("T")
@@ -30,7 +31,11 @@ def channel_options(round_robin: bool = True) -> list[tuple[str, Any]]:
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.enable_retries", 0),
+        # Transparent retries only (no retry policy is configured): gRPC resends a call the
+        # server refused unseen, as when it raced the GOAWAY of a recycled connection (server.py's
+        # max_connection_age). Off, such a call failed UNAVAILABLE: the one 5xx on an upload
+        # (tests/integration/test_storage_goaway.py).
+        ("grpc.enable_retries", 1),
         # Reconnect quickly after a peer restarts (the default backoff grows to 120 s).
         ("grpc.initial_reconnect_backoff_ms", 200),
         ("grpc.min_reconnect_backoff_ms", 200),
@@ -72,6 +77,15 @@ class ServiceCallError(Exception):
         if self.code == grpc.StatusCode.DEADLINE_EXCEEDED and self.reason == "DEADLINE_EXCEEDED":
             return f"the {self.service} service at {self.address} did not answer in time"
         return self.message
+
+    def to_service_error(self) -> ServiceError:
+        """This peer failure as the calling service's ServiceError, keeping the peer's code and
+        reason (a peer's NOT_FOUND or DEADLINE_EXCEEDED is not this service being unavailable)."""
+        try:
+            kind = ErrorKind(self.code)
+        except ValueError:
+            kind = ErrorKind.UNAVAILABLE
+        return ServiceError(kind, str(self), reason=self.reason, metadata={"service": self.service, **self.metadata})
 
     @classmethod
     def from_rpc_error(cls, service: str, address: str, err: grpc.aio.AioRpcError | grpc.RpcError) -> ServiceCallError:
@@ -117,8 +131,10 @@ class BaseClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _timeout(self, timeout: float | None) -> float:
-        return self.timeout_s if timeout is None else timeout
+    def _timeout(self, timeout: float | None, scale: int = 1) -> float:
+        """The call's timeout (`timeout_s` by default, times `scale`), never past the deadline of
+        the call being served (services/common/deadline.py)."""
+        return deadline.cap((self.timeout_s if timeout is None else timeout) * scale)
 
     async def unary(
         self,

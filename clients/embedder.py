@@ -60,7 +60,7 @@ class EmbedderClient(BaseClient):
 
         parts = [
             vectors_of(r.embeddings, r.dimension)
-            async for r in self.embed_stream(batches(), truncate=truncate, timeout=self._timeout(timeout) * n_parts)
+            async for r in self.embed_stream(batches(), truncate=truncate, timeout=self._timeout(timeout, n_parts))
         ]
         if sum(len(p) for p in parts) != len(texts):
             raise ServiceCallError(

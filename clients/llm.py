@@ -17,6 +17,7 @@ from .base import BaseClient
 
 Passage = pb.Passage
 GenerationParams = pb.GenerationParams
+ChatMessage = pb.ChatMessage
 
 
 class LlmClient(BaseClient):
@@ -49,9 +50,12 @@ class LlmClient(BaseClient):
         params: pb.GenerationParams | None = None,
         filters: Mapping[str, str] | None = None,
         timeout: float | None = None,
+        conversation_id: str = "",
+        history: Sequence[pb.ChatMessage] = (),
     ) -> AsyncIterator[pb.AnswerResponse]:
         """Retrieve-then-generate: streams retrieval, start, token..., citation..., done (or
-        error)."""
+        error). `conversation_id` continues a conversation (the turn is stored in it);
+        `history` gives prior turns instead."""
         req = pb.AnswerRequest(
             question=question,
             collection=collection,
@@ -59,6 +63,8 @@ class LlmClient(BaseClient):
             top_k=top_k,
             params=params,
             filters=dict(filters or {}),
+            conversation_id=conversation_id,
+            history=list(history),
         )
         return self.stream(self.stub.Answer(req, timeout=self._timeout(timeout)))
 
@@ -70,3 +76,34 @@ class LlmClient(BaseClient):
 
     async def purge_cache(self, *, timeout: float | None = None) -> pb.PurgeCacheResponse:
         return await self.unary(self.stub.PurgeCache, pb.PurgeCacheRequest(), timeout=timeout)
+
+    # --- conversations -------------------------------------------------------------------
+    async def create_conversation(
+        self, title: str = "", collection: str = "", *, timeout: float | None = None
+    ) -> pb.CreateConversationResponse:
+        req = pb.CreateConversationRequest(title=title, collection=collection)
+        return await self.unary(self.stub.CreateConversation, req, timeout=timeout, idempotent=False)
+
+    async def list_conversations(
+        self, page_size: int = 0, *, timeout: float | None = None
+    ) -> pb.ListConversationsResponse:
+        req = pb.ListConversationsRequest(page_size=page_size)
+        return await self.unary(self.stub.ListConversations, req, timeout=timeout)
+
+    async def get_conversation(
+        self, conversation_id: str, *, timeout: float | None = None
+    ) -> pb.GetConversationResponse:
+        req = pb.GetConversationRequest(id=conversation_id)
+        return await self.unary(self.stub.GetConversation, req, timeout=timeout)
+
+    async def update_conversation(
+        self, conversation_id: str, title: str, *, timeout: float | None = None
+    ) -> pb.UpdateConversationResponse:
+        req = pb.UpdateConversationRequest(id=conversation_id, title=title)
+        return await self.unary(self.stub.UpdateConversation, req, timeout=timeout)
+
+    async def delete_conversation(
+        self, conversation_id: str, *, timeout: float | None = None
+    ) -> pb.DeleteConversationResponse:
+        req = pb.DeleteConversationRequest(id=conversation_id)
+        return await self.unary(self.stub.DeleteConversation, req, timeout=timeout)

@@ -188,6 +188,7 @@ class RetrieverClient(BaseClient):
         dense_weight: float | None = None,
         filters: Mapping[str, str] | None = None,
         no_cache: bool = False,
+        no_rerank: bool = False,
         timeout: float | None = None,
     ) -> pb.SearchResponse:
         """Hybrid search; `mode` is "hybrid", "dense" or "bm25" (or the enum), `fusion` "rrf",
@@ -204,6 +205,7 @@ class RetrieverClient(BaseClient):
             rrf_k=rrf_k,
             filters=dict(filters or {}),
             no_cache=no_cache,
+            no_rerank=no_rerank,
         )
         if dense_weight is not None:
             req.dense_weight = dense_weight

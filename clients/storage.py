@@ -80,8 +80,11 @@ class StorageClient(BaseClient):
         size_bytes: int = 0,
         timeout: float | None = None,
     ) -> pb.PutResponse:
-        """Client-streaming Put. If `chunks` raises, the call is cancelled, the server aborts any
-        multipart upload and no object is left; the iterator's exception is re-raised."""
+        """Client-streaming Put. `size_bytes` (when known) is declared in the header, and the
+        stream ends with an `end` message carrying the count sent, so the server commits only a
+        complete upload. If `chunks` raises, the request stream raises too: gRPC cancels the call
+        (it never half-closes it), the server stores nothing and aborts any multipart upload, and
+        the iterator's exception is re-raised here."""
         failure: list[BaseException] = []
 
         async def requests() -> AsyncIterator[pb.PutRequest]:
@@ -90,25 +93,32 @@ class StorageClient(BaseClient):
                     backend=backend, key=key, content_type=content_type, metadata=metadata or {}, size_bytes=size_bytes
                 )
             )
+            sent = 0
             try:
                 async for chunk in chunks:
                     if chunk:
+                        sent += len(chunk)
                         yield pb.PutRequest(data=bytes(chunk))
-            except Exception as exc:  # noqa: BLE001 - re-raised below, after the call is cancelled
+            except BaseException as exc:
+                # Never end the stream normally after a failure: a half-close would read on the
+                # server as a finished upload. Raising makes grpc.aio cancel the call instead.
                 failure.append(exc)
-                call.cancel()
+                raise
+            yield pb.PutRequest(end=pb.PutEnd(size_bytes=sent))
 
         call = self.stub.Put(requests(), timeout=self._timeout(timeout))
         try:
             return await call
         except asyncio.CancelledError:
-            if failure:
+            if failure and not isinstance(failure[0], asyncio.CancelledError):
                 raise failure[0] from None
             raise
         except grpc.aio.AioRpcError as err:
-            if failure:
+            if failure and not isinstance(failure[0], asyncio.CancelledError):
                 raise failure[0] from None
             raise ServiceCallError.from_rpc_error(self.service, self.address, err) from None
+        finally:
+            call.cancel()
 
     async def put_if(
         self,
@@ -135,7 +145,11 @@ class StorageClient(BaseClient):
             if_match=if_match,
             if_none_match=if_none_match,
         )
-        reqs = [pb.PutRequest(header=header), pb.PutRequest(data=data)]
+        reqs = [
+            pb.PutRequest(header=header),
+            pb.PutRequest(data=data),
+            pb.PutRequest(end=pb.PutEnd(size_bytes=len(data))),
+        ]
 
         async def requests() -> AsyncIterator[pb.PutRequest]:
             for r in reqs:

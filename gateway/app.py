@@ -18,7 +18,8 @@ from .config import GatewayConfig
 from .errors import error_middleware
 from .metrics import GatewayMetrics, metrics_middleware
 from .protect import RateLimiter, api_keys_ctx, cors_on_prepare, load_api_keys, protect_middleware
-from .routes import admin, backends, benchmarks, documents, health, ingestion, openai_compat, rag
+from .routes import admin, backends, benchmarks, conversations, documents, health, ingestion, openai_compat, rag
+from .slowclients import body_timeout_middleware
 from .sse import close_open_streams
 from .state import ANSWER_SLOTS, API_KEYS, BACKGROUND, CONFIG, METRICS, OPEN_STREAMS, RATE_LIMITER, UPSTREAMS, Upstreams
 
@@ -90,7 +91,7 @@ async def index(request: web.Request) -> web.FileResponse:
 def create_app(cfg: GatewayConfig) -> web.Application:
     """The whole gateway for `cfg`; nothing is opened until the app starts."""
     app = web.Application(
-        middlewares=[metrics_middleware, protect_middleware, error_middleware],
+        middlewares=[body_timeout_middleware, metrics_middleware, protect_middleware, error_middleware],
         client_max_size=cfg.max_request_bytes,
     )
     app[CONFIG] = cfg
@@ -103,7 +104,7 @@ def create_app(cfg: GatewayConfig) -> web.Application:
     app.on_shutdown.append(close_open_streams)
     app.on_response_prepare.append(cors_on_prepare)
     app.on_response_prepare.append(security_headers)
-    for module in (health, documents, ingestion, rag, backends, benchmarks, admin, openai_compat):
+    for module in (health, documents, ingestion, rag, conversations, backends, benchmarks, admin, openai_compat):
         app.router.add_routes(module.routes)
     app.router.add_get("/", index)
     app.router.add_static("/static/", STATIC_DIR, append_version=False)

@@ -40,6 +40,14 @@ class GatewayConfig:
         P + "ANSWER_QUEUE_TIMEOUT_S", 120.0, "Longest wait for an answer slot; past it the request gets 429."
     )
     ping_interval_s: float = env_field(P + "PING_INTERVAL_S", 15.0, "Seconds between `: ping` SSE comments.")
+    keepalive_timeout_s: float = env_field(
+        P + "KEEPALIVE_TIMEOUT_S",
+        15.0,
+        "Seconds an idle connection, or one still sending its request head (a slowloris), stays open.",
+    )
+    body_timeout_s: float = env_field(
+        P + "BODY_TIMEOUT_S", 30.0, "Longest pause in a request body; a body that stalls longer gets 408."
+    )
     max_upload_bytes: int = env_field(
         P + "MAX_UPLOAD_BYTES", 100 * 1024 * 1024, "Largest accepted file in an upload, in bytes (413 above)."
     )

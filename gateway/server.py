@@ -27,7 +27,15 @@ async def start(cfg: GatewayConfig) -> tuple[web.AppRunner, int]:
     app = create_app(cfg)
     # handler_cancellation: a client that disconnects cancels its handler, whose `finally`
     # cancels the upstream gRPC call.
-    runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=cfg.shutdown_grace_s, access_log=None)
+    # keepalive_timeout also bounds the wait for a request head: aiohttp arms it when a
+    # connection opens and does not re-arm it per byte, so a slowloris trickle is dropped.
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        shutdown_timeout=cfg.shutdown_grace_s,
+        access_log=None,
+        keepalive_timeout=cfg.keepalive_timeout_s,
+    )
     await runner.setup()
     site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True)
     await site.start()

@@ -6,8 +6,8 @@ A route hands `stream_events` an async iterator of `Event`s that wraps one upstr
   argument) gets a proper HTTP status and a JSON error, not a 200 with an error event;
 - then sends named events with ids and JSON data through aiohttp-sse, which adds `: ping` every
   `ping_interval_s`;
-- always ends with a terminal event (`done` or `error`): an upstream failure, an iterator that
-  stops early, and a server shutdown all become an `error` event;
+- always ends with a terminal event (`done`, `error`, or `refused` when a guard refused): an
+  upstream failure, an iterator that stops early, and a server shutdown all become an `error` event;
 - closes the iterator in `finally`, which cancels the upstream call when the client went away
   (aiohttp cancels the handler on disconnect: `handler_cancellation=True`);
 - registers itself in the app's `OPEN_STREAMS` WeakSet, so shutdown can end every stream with a
@@ -31,7 +31,7 @@ from .state import CONFIG, METRICS, OPEN_STREAMS
 
 log = logging.getLogger(__name__)
 
-TERMINAL = frozenset({"done", "error"})
+TERMINAL = frozenset({"done", "error", "refused"})
 
 
 @dataclass

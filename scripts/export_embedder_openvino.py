@@ -55,6 +55,7 @@ def _timed_encode(backend: object, tok: Tokenization, texts: list[str]) -> tuple
 
 
 def run(state_dir: Path, scifact: Path, calibration_size: int, threads: int, model_dir_cfg: str) -> dict:
+    t_start = time.perf_counter()
     model_dir, model_id = resolve_model(model_dir_cfg, "")
     tok = Tokenization(model_dir, read_max_seq_length(model_dir))
     art = export.Artifacts(state_dir, model_dir)
@@ -117,6 +118,7 @@ def run(state_dir: Path, scifact: Path, calibration_size: int, threads: int, mod
             **report,
             "cosine_min": int8["cosine_vs_torch_min"],
             "ndcg_drop": int8["ndcg_drop"],
+            "gate_s": round(time.perf_counter() - t_start, 1),
         },
     )
     gate = art.gate() or {}

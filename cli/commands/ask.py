@@ -2,7 +2,10 @@
 
 One `LlmService.Answer` call does retrieve-then-generate. `--backend` picks the storage backend the
 chunk texts are read from; `--compare B1,B2` asks the same question through each backend in turn
-and puts their timings side by side. Every answer is recorded in the session log for `rag export`.
+and puts their timings side by side. `--conversation ID` continues a conversation (see
+`rag conversations`): the question may lean on earlier turns ("And how does it compare?"), the
+standalone question that was searched is shown, and the turn is stored in the conversation.
+Every answer is recorded in the session log for `rag export`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 import grpc
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from clients import RagClient
@@ -58,6 +62,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-tokens", type=int, default=0, help="most tokens to generate (default: the service's)")
     p.add_argument("--no-cache", action="store_true", help="skip the answer cache")
     p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE", help="document metadata filter")
+    p.add_argument(
+        "--conversation",
+        default="",
+        metavar="ID",
+        help="continue this conversation (`rag conversations new` makes one; `new` here makes one and prints its id)",
+    )
     p.add_argument("--session", help=f"session log to record into (env {session.SESSION_ENV}; default: default)")
     p.add_argument("--no-record", action="store_true", help="do not record this answer in the session log")
     add_common(p, services=("llm_gateway",))
@@ -109,6 +119,8 @@ class Outcome:
             "usage": (self.done or {}).get("usage"),
             "retrieved_chunks": len((self.retrieval or {}).get("chunks") or []),
             "index_version": (self.retrieval or {}).get("index_version", ""),
+            "search_query": (self.retrieval or {}).get("search_query", ""),
+            "conversation_id": (self.done or {}).get("conversation_id", ""),
             "error": self.error,
             "timings": self.timings(),
         }
@@ -140,8 +152,15 @@ async def _ask(args: argparse.Namespace) -> int:
     if args.compare and len(backends) < 2:
         raise UsageError("--compare needs at least two backends, for example --compare default,infinia")
     filters = _filters(args.filter)
+    if args.conversation and args.compare:
+        raise UsageError("--conversation and --compare do not go together: compare asks one question twice")
     outcomes: list[Outcome] = []
     async with rag_client(args) as rag:
+        if args.conversation == "new":
+            created = (await rag.llm.create_conversation(collection=args.collection)).conversation
+            args.conversation = created.id
+            if not args.json:
+                err_console.print(f"[dim]new conversation {created.id}[/dim]")
         if args.compare:
             # Connect first, so the first backend's wall clock does not carry the connection set-up.
             # A service that is down fails the first call below with the usual message.
@@ -199,11 +218,19 @@ async def _one(
         # Compared backends must all generate: an answer-cache hit would hide the difference.
         no_cache=args.no_cache or bool(args.compare),
         filters=filters,
+        conversation_id=getattr(args, "conversation", ""),
     )
     async for ev in events:
         kind = ev.WhichOneof("event")
         if kind == "retrieval":
             out.retrieval = to_dict(ev.retrieval)
+            if stream and ev.retrieval.rewrite not in ("", "none"):
+                console.print(f"[dim]searched: {escape(ev.retrieval.search_query)} ({ev.retrieval.rewrite})[/dim]")
+            if stream and ev.retrieval.history_turns_trimmed:
+                console.print(
+                    f"[dim]history: the {ev.retrieval.history_turns_trimmed} oldest turns were left out"
+                    " to stay within the history token budget[/dim]"
+                )
         elif kind == "start":
             out.start = to_dict(ev.start)
             if stream:
@@ -218,6 +245,8 @@ async def _one(
         elif kind == "done":
             out.done = to_dict(ev.done)
             out.citations = [{k: v for k, v in c.items()} for c in out.done["citations"]]
+            if stream and ev.done.conversation_id:
+                console.print(f"\n[dim]turn {ev.done.turn_index + 1} of conversation {ev.done.conversation_id}[/dim]")
         elif kind == "error":
             out.error = ev.error.message or "the answer failed"
     out.wall_ns = time.perf_counter_ns() - t0

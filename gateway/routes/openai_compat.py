@@ -5,8 +5,10 @@ Chat completions are grounded: the last user message is the question, answered b
 llm_gateway's `Answer` (retrieval + generation) like `/api/rag/stream`. The collection comes from
 the extra field `collection`, or from the model name `ddnrag:<collection>`; `backend` (storage
 backend) and `top_k` are extra fields too. Citations go in the extra field `citations` (on the
-response, or on the last chunk of a stream), timings in `ddnrag`. Earlier messages of the
-conversation are not used for retrieval.
+response, or on the last chunk of a stream), timings in `ddnrag`. The whole `messages` list is
+used: the last user message is the question, and the user and assistant messages before it are
+the history, from which the llm_gateway rewrites a follow-up into the standalone question it
+searches (reported in `ddnrag.search_query`), and which an LLM backend sees as earlier turns.
 """
 
 from __future__ import annotations
@@ -34,23 +36,40 @@ routes = web.RouteTableDef()
 MODEL_PREFIX = "ddnrag"
 
 
-def _question(messages: Any) -> str:
+def _text(content: Any) -> str | None:
+    if isinstance(content, list):  # content parts: keep the text ones
+        content = " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return content if isinstance(content, str) else None
+
+
+def _conversation(messages: Any) -> tuple[str, tuple[lpb.ChatMessage, ...]]:
+    """(the last user message, the user/assistant messages before it)."""
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "messages must be a non-empty list of {role, content}")
-    for msg in reversed(messages):
+    if len(messages) > 201:
+        raise ApiError(400, f"messages has {len(messages)} entries; the limit is 201")
+    for msg in messages:
         if not isinstance(msg, dict):
             raise ApiError(400, "each message must be an object with role and content")
-        if msg.get("role") != "user":
-            continue
-        content = msg.get("content")
-        if isinstance(content, list):  # content parts: keep the text ones
-            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-        if not isinstance(content, str) or not content.strip():
-            raise ApiError(400, "the last user message has no text content")
-        if len(content) > 4096:
-            raise ApiError(400, "the question is longer than 4096 characters")
-        return content.strip()
-    raise ApiError(400, "messages has no user message to answer")
+    last = next((i for i in range(len(messages) - 1, -1, -1) if messages[i].get("role") == "user"), None)
+    if last is None:
+        raise ApiError(400, "messages has no user message to answer")
+    content = _text(messages[last].get("content"))
+    if content is None or not content.strip():
+        raise ApiError(400, "the last user message has no text content")
+    if len(content) > 4096:
+        raise ApiError(400, "the question is longer than 4096 characters")
+    history = []
+    for i, msg in enumerate(messages[:last]):
+        if msg.get("role") not in ("user", "assistant"):
+            continue  # system and tool messages: the RAG prompt has its own instructions
+        text = _text(msg.get("content"))
+        if text is None:
+            raise ApiError(400, f"messages[{i}].content must be a string or a list of text parts")
+        if len(text) > 16384:
+            raise ApiError(400, f"messages[{i}] is longer than 16384 characters")
+        history.append(lpb.ChatMessage(role=msg["role"], content=text))
+    return content.strip(), tuple(history)
 
 
 def _ask(request: web.Request, body: dict[str, Any]) -> tuple[Ask, str]:
@@ -64,8 +83,10 @@ def _ask(request: web.Request, body: dict[str, Any]) -> tuple[Ask, str]:
         llm_model = model  # a generator model id from /v1/models
     top_k = int(field_num(body, "top_k", 5, 1, 20))
     limits = {"max_tokens": body.get("max_completion_tokens", body.get("max_tokens"))}
+    question, history = _conversation(body.get("messages"))
     ask = Ask(
-        question=_question(body.get("messages")),
+        question=question,
+        history=history,
         collection=check_collection(collection or cfg.default_collection),
         backend=field_str(body, "backend", max_len=63),
         top_k=top_k,
@@ -90,11 +111,16 @@ def _extras(done: dict[str, Any]) -> dict[str, Any]:
         "tokens_per_s": done.get("tokens_per_s"),
         "timings": done.get("timings"),
         "retrieval_timings": done.get("retrieval_timings"),
+        "search_query": done.get("search_query"),
     }
 
 
 def _finish(reason: str) -> str:
     return "length" if reason == "length" else "stop"
+
+
+def _refusal(refused: dict[str, Any]) -> str:
+    return f"Refused by the {refused['guard']} guard ({refused['reason']}): {refused['message']}"
 
 
 @routes.post("/v1/chat/completions")
@@ -118,6 +144,18 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             tokens.append(ev.data["text"])
         elif ev.name == "error":
             raise ApiError(ev.data["status"], ev.data["message"], ev.data["reason"])
+        elif ev.name == "refused":  # a guard refused: OpenAI's refusal message, never an empty answer
+            message = {"role": "assistant", "content": _refusal(ev.data), "refusal": ev.data["message"]}
+            return web.json_response(
+                {
+                    "id": cid,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [{"index": 0, "message": message, "finish_reason": "content_filter"}],
+                    "ddnrag": {"refused": ev.data},
+                }
+            )
         elif ev.name == "done":
             done = ev.data
             return web.json_response(
@@ -161,6 +199,11 @@ async def _chunks(
             yield Event("chunk", chunk({"content": ev.data["text"]}))
         elif ev.name == "error":
             yield Event("error", {"error": {**ev.data, "type": ev.data["reason"].lower()}})
+            return
+        elif ev.name == "refused":
+            delta = {"role": "assistant", "content": _refusal(ev.data), "refusal": ev.data["message"]}
+            yield Event("chunk", chunk(delta, "content_filter", ddnrag={"refused": ev.data}))
+            yield Event("end", "[DONE]")
             return
         elif ev.name == "done":
             done = ev.data

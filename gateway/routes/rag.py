@@ -47,10 +47,13 @@ class Ask:
     backend: str
     top_k: int
     params: lpb.GenerationParams
+    # The conversation this question continues (stored there), or prior turns given by the caller.
+    conversation_id: str = ""
+    history: tuple[lpb.ChatMessage, ...] = ()
 
 
 def chunk_json(c: Any) -> dict[str, Any]:
-    return {
+    out = {
         "chunk_id": c.chunk_id,
         "document_id": c.document_id,
         "document_name": c.document_name,
@@ -63,21 +66,32 @@ def chunk_json(c: Any) -> dict[str, Any]:
         "position": c.position,
         "ok": c.status.code == 0,
     }
+    if c.HasField("rerank_score"):  # only with a reranker configured (retriever rerank/)
+        out["rerank_score"] = c.rerank_score
+    return out
 
 
 def retrieval_json(r: lpb.Retrieval | None) -> dict[str, Any] | None:
     if r is None:
         return None
-    return {
+    out = {
         "index_version": r.index_version,
         "cache_hit": r.cache_hit,
+        "search_query": r.search_query,
+        "rewrite": r.rewrite,
+        "history_turns": r.history_turns,
+        "history_turns_trimmed": r.history_turns_trimmed,
+        "conversation_id": r.conversation_id,
         "timings": timings_json(r.timings),
         "chunks": [chunk_json(c) for c in r.chunks],
     }
+    if r.HasField("rerank"):
+        out["rerank"] = to_dict(r.rerank)
+    return out
 
 
 def done_json(d: lpb.Done, retrieval: lpb.Retrieval | None) -> dict[str, Any]:
-    return {
+    out = {
         "text": d.text,
         "finish_reason": d.finish_reason,
         "ttft_ms": ns_to_ms(d.rag_ttft_ns or d.ttft_ns),
@@ -90,7 +104,13 @@ def done_json(d: lpb.Done, retrieval: lpb.Retrieval | None) -> dict[str, Any]:
         "citations": [citation_json(c) for c in d.citations],
         "timings": timings_json(d.timings),
         "retrieval_timings": timings_json(retrieval.timings) if retrieval is not None else None,
+        "search_query": retrieval.search_query if retrieval is not None else "",
+        "conversation_id": d.conversation_id,
+        "turn_index": d.turn_index,
     }
+    if d.HasField("guards"):  # every guard verdict and the fail mode (llm_gateway checks.py)
+        out["guards"] = to_dict(d.guards)
+    return out
 
 
 @contextlib.asynccontextmanager
@@ -122,7 +142,8 @@ async def answer_slot(request: web.Request) -> AsyncIterator[float]:
 
 
 async def answer_events(request: web.Request, ask: Ask) -> AsyncIterator[Event]:
-    """The Answer stream as `start`, `token`…, then `done` or `error`."""
+    """The Answer stream as `start`, `retrieval` (what was searched and found), `token`…, then
+    `done` or `error`."""
     cfg = request.app[CONFIG]
     retrieval: lpb.Retrieval | None = None
     async with answer_slot(request) as queue_ms:
@@ -133,6 +154,8 @@ async def answer_events(request: web.Request, ask: Ask) -> AsyncIterator[Event]:
             top_k=ask.top_k,
             params=ask.params,
             timeout=cfg.answer_timeout_s,
+            conversation_id=ask.conversation_id,
+            history=ask.history,
         ):
             kind = ev.WhichOneof("event")
             if kind == "retrieval":
@@ -150,8 +173,16 @@ async def answer_events(request: web.Request, ask: Ask) -> AsyncIterator[Event]:
                         "retrieval": retrieval_json(retrieval),
                     },
                 )
+                # What was searched (the standalone question of a follow-up) and found. It comes
+                # after `start` (whose `retrieval` field holds the same), so `start` stays first.
+                yield Event("retrieval", retrieval_json(retrieval))
             elif kind == "token":
                 yield Event("token", {"text": ev.token.text, "index": ev.token.index})
+            elif kind == "verify":  # groundedness: per-sentence scores, answer score, repair
+                yield Event("verify", to_dict(ev.verify))
+            elif kind == "refused":  # a guard refused the question or the answer: the last event
+                yield Event("refused", to_dict(ev.refused))
+                return
             elif kind == "done":
                 yield Event("done", done_json(ev.done, retrieval))
                 return
@@ -164,6 +195,8 @@ def parse_ask(request: web.Request, source: dict[str, Any]) -> Ask:
     cfg = request.app[CONFIG]
     collection = str(source.get("collection") or cfg.default_collection)
     return Ask(
+        conversation_id=conversation_param(source.get("conversation_id") or source.get("conversation")),
+        history=history_param(source.get("history")),
         question=question_text(source.get("q") or source.get("question")),
         collection=check_collection(collection),
         backend=str(source.get("backend") or ""),
@@ -192,8 +225,34 @@ def _ask_from_query(request: web.Request) -> Ask:
             "max_tokens": query_int(request, "max_tokens", 0, 0, 8192),
             "temperature": query_float(request, "temperature", 0.0, 0.0, 2.0),
             "no_cache": query_bool(request, "no_cache"),
+            "conversation": q.get("conversation", ""),
         },
     )
+
+
+def conversation_param(raw: Any) -> str:
+    if raw in (None, ""):
+        return ""
+    if not isinstance(raw, str) or len(raw) > 64:
+        raise ApiError(400, "conversation must be a conversation id (32 hexadecimal characters)")
+    return raw.strip()
+
+
+def history_param(raw: Any) -> tuple[lpb.ChatMessage, ...]:
+    """`history`: [{"role": "user"|"assistant", "content": "..."}, ...], oldest first."""
+    if raw in (None, []):
+        return ()
+    if not isinstance(raw, list) or len(raw) > 200:
+        raise ApiError(400, "history must be a list of at most 200 {role, content} messages, oldest first")
+    out = []
+    for i, m in enumerate(raw):
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant", "system"):
+            raise ApiError(400, f"history[{i}] must be an object with role user or assistant, and content")
+        content = m.get("content")
+        if not isinstance(content, str):
+            raise ApiError(400, f"history[{i}].content must be a string")
+        out.append(lpb.ChatMessage(role=m["role"], content=content))
+    return tuple(out)
 
 
 def _compare_backends(raw: str) -> list[str]:
@@ -220,7 +279,7 @@ async def _compare_events(request: web.Request, ask: Ask, backends: list[str]) -
     queue: asyncio.Queue[tuple[str, Event | None]] = asyncio.Queue()
 
     async def lane(name: str) -> None:
-        lane_ask = Ask(ask.question, ask.collection, name, ask.top_k, ask.params)
+        lane_ask = Ask(ask.question, ask.collection, name, ask.top_k, ask.params)  # compare: no conversation
         try:
             async for ev in answer_events(request, lane_ask):
                 await queue.put((name, ev))
@@ -259,7 +318,8 @@ async def _compare_events(request: web.Request, ask: Ask, backends: list[str]) -
 
 @routes.post("/api/rag/query")
 async def rag_query(request: web.Request) -> web.Response:
-    """JSON in: {"question", "collection", "backend", "top_k", ...}; JSON out: the whole answer."""
+    """JSON in: {"question", "collection", "backend", "top_k", "conversation_id", "history", ...};
+    JSON out: the whole answer, with what was searched in `retrieval`."""
     body = await json_body(request)
     field_str(body, "question")
     field_num(body, "top_k", 5, 1, 20)
@@ -267,14 +327,19 @@ async def rag_query(request: web.Request) -> web.Response:
     field_num(body, "temperature", 0.0, 0.0, 2.0)
     ask = parse_ask(request, body)
     start: dict[str, Any] | None = None
+    retrieval: dict[str, Any] | None = None
     tokens: list[str] = []
     async for ev in answer_events(request, ask):
-        if ev.name == "start":
+        if ev.name == "retrieval":
+            retrieval = ev.data
+        elif ev.name == "start":
             start = ev.data
         elif ev.name == "token":
             tokens.append(ev.data["text"])
         elif ev.name == "done":
-            return web.json_response({"answer": ev.data["text"] or "".join(tokens), "start": start, **ev.data})
+            return web.json_response(
+                {"answer": ev.data["text"] or "".join(tokens), "start": start, "retrieval": retrieval, **ev.data}
+            )
         elif ev.name == "error":
             return web.json_response({"error": ev.data}, status=ev.data["status"])
     raise ApiError(502, "the llm_gateway ended the answer without a result", "STREAM_ENDED")

@@ -37,10 +37,11 @@ SERVER_OPTIONS = [
     ("grpc.so_reuseport", 0),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 5000),
-    # Recycle connections every 5 minutes (with 30 s for in-flight calls) so round_robin clients
-    # of a headless Service discover new replicas after a scale-out.
+    # Recycle connections every 5 minutes so round_robin clients of a headless Service discover
+    # new replicas after a scale-out. No grace limit: the GOAWAY only moves new calls to a new
+    # connection, and calls in flight finish. (A 30 s grace cut every stream older than 5.5 min
+    # -- a long ingest's progress, a long EmbedStream -- with UNAVAILABLE "max connection age".)
     ("grpc.max_connection_age_ms", 300_000),
-    ("grpc.max_connection_age_grace_ms", 30_000),
 ]
 
 

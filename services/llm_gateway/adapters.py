@@ -13,17 +13,19 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+import grpc
 import numpy as np
 
 from clients.base import ServiceCallError
-from services.common.errors import ErrorKind, ServiceError
+from services.common.errors import ServiceError, unavailable
 from services.common.pb import stage_from_pb
 
-from .domain import ChunkStatus, Passage, RetrievedChunk, SearchResult
+from .domain import ChunkStatus, Passage, RerankInfo, RetrievedChunk, SearchResult
 
 if TYPE_CHECKING:
     from clients.embedder import EmbedderClient
     from clients.retriever import RetrieverClient
+    from clients.storage import StorageClient
 
 
 class RetrieverSearcher:
@@ -56,11 +58,7 @@ class RetrieverSearcher:
 
 def peer_error(err: ServiceCallError) -> ServiceError:
     """A peer's failure as this service's ServiceError, keeping its code and reason."""
-    try:
-        kind = ErrorKind(err.code)
-    except ValueError:
-        kind = ErrorKind.UNAVAILABLE
-    return ServiceError(kind, str(err), reason=err.reason, metadata={"service": err.service, **err.metadata})
+    return err.to_service_error()
 
 
 def search_result_from_pb(resp: Any) -> SearchResult:
@@ -85,6 +83,7 @@ def search_result_from_pb(resp: Any) -> SearchResult:
                 position=c.position,
                 metadata=dict(c.metadata),
                 status=status,
+                rerank_score=c.rerank_score if c.HasField("rerank_score") else None,
             )
         )
     return SearchResult(
@@ -93,6 +92,9 @@ def search_result_from_pb(resp: Any) -> SearchResult:
         cache_hit=resp.cache_hit,
         stages=tuple(stage_from_pb(s) for s in resp.timings.stages),
         total_ns=resp.timings.total_ns,
+        rerank=RerankInfo(resp.rerank.backend, resp.rerank.status, resp.rerank.message, resp.rerank.scored)
+        if resp.HasField("rerank")
+        else None,
     )
 
 
@@ -150,3 +152,58 @@ class LocalEncoder:
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class StorageObjects:
+    """The conversations' `ObjectStore` over `clients.storage.StorageClient` (the default backend)."""
+
+    def __init__(self, client: StorageClient) -> None:
+        self.client = client
+
+    async def get(self, key: str) -> bytes:
+        from .conversations import ObjectNotFoundError
+
+        try:
+            data, _info, _transfer = await self.client.get(key)
+        except ServiceCallError as err:
+            if err.code == grpc.StatusCode.NOT_FOUND:
+                raise ObjectNotFoundError(key) from None
+            raise peer_error(err) from None
+        return data
+
+    async def put(self, key: str, data: bytes) -> None:
+        try:
+            await self.client.put(key, data, content_type="application/json")
+        except ServiceCallError as err:
+            raise peer_error(err) from None
+
+    async def list_keys(self, prefix: str) -> list[tuple[str, int]]:
+        try:
+            return [(o.key, o.last_modified_unix_ns) async for o in self.client.list_all(prefix)]
+        except ServiceCallError as err:
+            raise peer_error(err) from None
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        out: list[bytes | None] = []
+        for i in range(0, len(keys), 1000):
+            try:
+                resp = await self.client.batch_get(list(keys[i : i + 1000]))
+            except ServiceCallError as err:
+                raise peer_error(err) from None
+            for r in resp.results:
+                if r.status.code == 0:
+                    out.append(r.data)
+                elif r.status.code == grpc.StatusCode.NOT_FOUND.value[0]:
+                    out.append(None)
+                else:
+                    raise unavailable(f"storage could not read {r.key}: {r.status.message}", reason="PEER_UNAVAILABLE")
+        return out
+
+    async def delete(self, key: str) -> None:
+        try:
+            await self.client.delete([key])
+        except ServiceCallError as err:
+            raise peer_error(err) from None
+
+    async def close(self) -> None:
+        await self.client.close()

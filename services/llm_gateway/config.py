@@ -24,6 +24,11 @@ class LlmGatewayConfig:
     retriever_addr: str = env_field(
         "DDNRAG_LLM_GATEWAY_RETRIEVER_ADDR", "127.0.0.1:50053", "retriever gRPC address (host:port), for Answer"
     )
+    storage_addr: str = env_field(
+        "DDNRAG_LLM_GATEWAY_STORAGE_ADDR",
+        "127.0.0.1:50052",
+        "storage gRPC address (host:port) where conversations are kept; empty disables conversations",
+    )
     embedder_addr: str = env_field(
         "DDNRAG_LLM_GATEWAY_EMBEDDER_ADDR",
         "127.0.0.1:50051",
@@ -51,8 +56,60 @@ class LlmGatewayConfig:
     retrieval_timeout_s: float = env_field(
         "DDNRAG_LLM_GATEWAY_RETRIEVAL_TIMEOUT_S", 30.0, "deadline of the retriever Search call in Answer"
     )
+    history_budget_tokens: int = env_field(
+        "DDNRAG_LLM_GATEWAY_HISTORY_BUDGET_TOKENS",
+        1024,
+        "token budget of a conversation's history in Answer; older turns are trimmed first",
+    )
+    rewrite_timeout_s: float = env_field(
+        "DDNRAG_LLM_GATEWAY_REWRITE_TIMEOUT_S",
+        15.0,
+        "deadline of the LLM rewrite of a follow-up into a standalone question (then the rules are used)",
+    )
     extractive_min_score: float = env_field(
         "DDNRAG_LLM_GATEWAY_EXTRACTIVE_MIN_SCORE",
         0.35,
         "extractive generator: below this sentence score the passages are said not to answer",
+    )
+    verify: str = env_field(
+        "DDNRAG_LLM_GATEWAY_VERIFY",
+        "embedder",
+        "groundedness check of every answer: embedder (default), judge (a model over the OpenAI protocol) or off",
+    )
+    verify_judge_url: str = env_field(
+        "DDNRAG_LLM_GATEWAY_VERIFY_JUDGE_URL", "", "judge model base URL (OpenAI protocol, e.g. http://vllm:8000/v1)"
+    )
+    verify_judge_model: str = env_field("DDNRAG_LLM_GATEWAY_VERIFY_JUDGE_MODEL", "", "judge model name")
+    verify_judge_api_key_env: str = env_field(
+        "DDNRAG_LLM_GATEWAY_VERIFY_JUDGE_API_KEY_ENV", "", "variable holding the judge's API key"
+    )
+    verify_threshold: float = env_field(
+        "DDNRAG_LLM_GATEWAY_VERIFY_THRESHOLD",
+        0.5,
+        "answer score (share of supported sentences) below which repair runs",
+    )
+    verify_repair: bool = env_field(
+        "DDNRAG_LLM_GATEWAY_VERIFY_REPAIR",
+        True,
+        "run one repair pass below the threshold (re-retrieve + regenerate, or drop)",
+    )
+    guards: str = env_field(
+        "DDNRAG_LLM_GATEWAY_GUARDS",
+        "",
+        "JSON list of remote guards: nemo, content_safety, moderation (guards/config.py)",
+    )
+    guard_fail_mode: str = env_field(
+        "DDNRAG_LLM_GATEWAY_GUARD_FAIL_MODE",
+        "closed",
+        "a guard that is down: closed (refuse) or open (let through); shown",
+    )
+    guard_timeout_s: float = env_field("DDNRAG_LLM_GATEWAY_GUARD_TIMEOUT_S", 5.0, "deadline of one guard check")
+    guard_deny_list: str = env_field(
+        "DDNRAG_LLM_GATEWAY_GUARD_DENY_LIST", "", "comma-separated terms refused in questions and answers (whole words)"
+    )
+    guard_max_answer_chars: int = env_field(
+        "DDNRAG_LLM_GATEWAY_GUARD_MAX_ANSWER_CHARS", 0, "longest answer let through in characters (0: no limit)"
+    )
+    redact_pii: bool = env_field(
+        "DDNRAG_LLM_GATEWAY_REDACT_PII", False, "mask e-mail addresses and phone numbers in answers as they stream"
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -28,6 +29,8 @@ from services.common.timing import Timer
 
 from .backend import Backend, Delta
 from .cache import AnswerCache, CachedAnswer
+from .citations import Renumberer
+from .conversations import ConversationStore, Turn
 from .domain import (
     DEFAULT_TOP_K,
     MAX_MAX_TOKENS,
@@ -49,7 +52,13 @@ from .domain import (
     TokenEvent,
     Usage,
 )
-from .prompt import Prompt, build_prompt, citations_for
+from .followup import check_history, standalone_question
+from .prompt import Prompt, build_prompt
+from .rewrite import (
+    HistoryTurn,
+    trim_history,
+    turns_from_messages,
+)
 from .router import Router
 from .stats import StreamStats
 from .tokens import TokenCounter
@@ -88,6 +97,9 @@ class LlmGateway:
         cache: AnswerCache | None = None,
         context_budget_tokens: int = 3072,
         retrieval_timeout_s: float = 30.0,
+        conversations: ConversationStore | None = None,
+        history_budget_tokens: int = 1024,
+        rewrite_timeout_s: float = 15.0,
     ) -> None:
         self.router = Router(backends)
         self.counter = counter
@@ -95,8 +107,13 @@ class LlmGateway:
         self.cache = cache
         self.context_budget_tokens = context_budget_tokens
         self.retrieval_timeout_s = retrieval_timeout_s
+        self.conversations = conversations
+        self.history_budget_tokens = history_budget_tokens
+        self.rewrite_timeout_s = rewrite_timeout_s
         # Peers' clients (encoder, searcher) closed with the gateway.
         self.closers: list[Any] = []
+        # Guardrails and the groundedness check (checks.AnswerChecks), set by the server.
+        self.checks: Any = None
 
     @property
     def backends(self) -> list[Backend]:
@@ -157,18 +174,18 @@ class LlmGateway:
         *,
         started: bool,
         rag_t0_ns: int = 0,
+        history: Sequence[HistoryTurn] = (),
     ) -> AsyncIterator[GenerateEvent]:
         t0 = time.perf_counter_ns()
         try:
             candidates = self._validate(question, params)
             with timer.stage("prompt") as st:
+                args = (question, passages, self.counter, self.context_budget_tokens, history)
                 if sum(len(p.text) for p in passages) <= INLINE_PROMPT_CHARS:
                     # Tokenizing a few KB takes well under a millisecond: cheaper than a thread hop.
-                    prompt = build_prompt(question, passages, self.counter, self.context_budget_tokens)
+                    prompt = build_prompt(*args)
                 else:
-                    prompt = await asyncio.to_thread(
-                        build_prompt, question, passages, self.counter, self.context_budget_tokens
-                    )
+                    prompt = await asyncio.to_thread(build_prompt, *args)
                 st.count = len(prompt.passages)
         except ServiceError as err:
             if not started:
@@ -203,6 +220,8 @@ class LlmGateway:
         usage: Usage | None = None
         finish = ""
         index = 0
+        renumber = Renumberer(len(prompt.passages))
+        held = 0  # backend tokens whose text the renumberer still holds (an open "[..")
         # Arrival times are taken when a delta arrives from the backend, before it is sent on.
         marked = first_delta is not None and bool(first_delta.text)
         if marked:
@@ -217,15 +236,25 @@ class LlmGateway:
                             marked = False
                         else:
                             stats.mark(delta.count)
-                        parts.append(delta.text)
-                        counts.append(delta.count)
-                        yield TokenEvent(delta.text, index, delta.count)
-                        index += delta.count
+                        out = renumber.feed(delta.text)
+                        held += delta.count
+                        if out:
+                            parts.append(out)
+                            counts.append(held)
+                            yield TokenEvent(out, index, held)
+                            index += held
+                            held = 0
                     if delta.usage is not None:
                         usage = delta.usage
                     if delta.finish_reason:
                         finish = delta.finish_reason
                     delta = await opened.next()
+                tail = renumber.flush()
+                if tail:
+                    parts.append(tail)
+                    counts.append(held)
+                    yield TokenEvent(tail, index, held)
+                    index += held
                 gen_stage.count = index
         except ServiceError as err:
             # Mid-stream failure: the partial answer stays with the caller; nothing is cached.
@@ -236,7 +265,8 @@ class LlmGateway:
             await opened.aclose()
 
         text = "".join(parts)
-        citations = citations_for(text, prompt)
+        cmap = prompt.citation_map
+        citations = tuple(Citation(i + 1, cmap[n]) for i, n in enumerate(renumber.order))
         for c in citations:
             yield CitationEvent(c)
         if usage is None or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
@@ -249,7 +279,7 @@ class LlmGateway:
             counts=tuple(counts),
             finish_reason=finish or "stop",
             usage=usage,
-            citation_numbers=tuple(c.number for c in citations),
+            citation_numbers=tuple(renumber.order),
         )
         if self.cache is not None and backend is first and not params.no_cache and finish in ("stop", "length"):
             with timer.stage("cache_store"):
@@ -285,7 +315,8 @@ class LlmGateway:
             yield TokenEvent(piece, index, count)
             index += count
         cmap = prompt.citation_map
-        citations = tuple(Citation(n, cmap[n]) for n in hit.citation_numbers if n in cmap)
+        # The stored text is already renumbered; citation_numbers[i] is the passage cited as [i + 1].
+        citations = tuple(Citation(i + 1, cmap[n]) for i, n in enumerate(hit.citation_numbers) if n in cmap)
         for c in citations:
             yield CitationEvent(c)
         p50, p99 = stats.inter_token()
@@ -315,33 +346,84 @@ class LlmGateway:
         params: GenParams | None = None,
         filters: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
+        conversation_id: str = "",
+        history: Sequence[tuple[str, str]] = (),
     ) -> AsyncIterator[AnswerEvent]:
-        """Retrieve-then-generate: a `retrieval` event, then the events of Generate."""
+        """Retrieve-then-generate: a `retrieval` event, then the events of Generate.
+
+        With a conversation (or `history`, (role, content) pairs), retrieval searches the
+        standalone question rewritten from the history (trimmed oldest first to the history
+        budget), and the turn is stored in the conversation before `done`."""
         params = params or GenParams()
         rag_t0 = time.perf_counter_ns()
         timer = Timer()
-        self._validate(question, params)
+        candidates = self._validate(question, params)
         if not 0 <= top_k <= MAX_TOP_K:
             raise invalid(f"top_k must be within 1..{MAX_TOP_K} (0 means 5), got {top_k}", reason="BAD_TOP_K")
         if self.searcher is None:
             raise unavailable("no retriever is configured", reason="NO_RETRIEVER")
+        conv_id = ""
+        if conversation_id:
+            if self.conversations is None:
+                raise unavailable(
+                    "conversations are not available: this llm_gateway has no storage service "
+                    "(set DDNRAG_LLM_GATEWAY_STORAGE_ADDR)",
+                    reason="NO_CONVERSATION_STORE",
+                )
+            with timer.stage("conversation_load"):
+                conv = await self.conversations.get(conversation_id)
+            conv_id = conv.id
+            turns = [HistoryTurn(t.question, t.answer, t.search_query) for t in conv.turns]
+        else:
+            turns = turns_from_messages(check_history(history))
+        trimmed = trim_history(turns, self.counter, self.history_budget_tokens)
+        search_query, method = await standalone_question(
+            self.router, self.counter, question, trimmed, candidates, params, timer, self.rewrite_timeout_s
+        )
         timeout = min(timeout_s, self.retrieval_timeout_s) if timeout_s else self.retrieval_timeout_s
         with timer.stage("retrieve") as st:
             result = await self.searcher.search(
                 collection or "default",
-                question,
+                search_query,
                 top_k=top_k or DEFAULT_TOP_K,
                 backend=storage_backend,
                 filters=filters or {},
                 timeout=timeout,
             )
             st.count = len(result.chunks)
-        yield RetrievalEvent(result)
+        yield RetrievalEvent(
+            result,
+            search_query=search_query,
+            rewrite=method,
+            history_turns=len(trimmed.turns),
+            history_turns_trimmed=trimmed.dropped,
+            conversation_id=conv_id,
+        )
         passages = [c.passage for c in result.chunks if c.ok]
+        start: StartEvent | None = None
         async with contextlib.aclosing(
-            self._generate(question, passages, params, timer, started=True, rag_t0_ns=rag_t0)
+            self._generate(search_query, passages, params, timer, started=True, rag_t0_ns=rag_t0, history=trimmed.turns)
         ) as it:
             async for ev in it:
+                if isinstance(ev, StartEvent):
+                    start = ev
+                elif isinstance(ev, DoneEvent) and conv_id and self.conversations is not None:
+                    turn = Turn(
+                        question=question.strip(),
+                        search_query=search_query,
+                        answer=ev.text,
+                        citations=ev.citations,
+                        backend=start.backend if start else "",
+                        model=start.model if start else "",
+                        finish_reason=ev.finish_reason,
+                        created_unix_ns=time.time_ns(),
+                    )
+                    try:
+                        _, index = await self.conversations.append(conv_id, turn)
+                    except ServiceError as err:
+                        yield ErrorEvent(err)
+                        return
+                    ev = dataclasses.replace(ev, conversation_id=conv_id, turn_index=index)
                 yield ev
 
 
@@ -349,7 +431,9 @@ def cache_key(question: str, prompt: Prompt, backend: str, model: str, params: G
     """sha256 over the question, each context chunk's content hash, the backend and model the
     request goes to first, and the sampling parameters."""
     doc = {
+        "v": 2,  # 2: text stored with citations renumbered in order of appearance
         "q": question.strip(),
+        "history": [[m["role"], m["content"]] for m in prompt.messages[1:-1]],
         "chunks": [[p.chunk_id, hashlib.sha256(p.text.encode("utf-8")).hexdigest()] for p in prompt.passages],
         "backend": backend,
         "model": model,

@@ -16,6 +16,9 @@ DEFAULT_MAX_TOKENS = 512
 MAX_MAX_TOKENS = 8192
 MAX_PASSAGES = 100
 MAX_TOP_K = 20
+# History given with a request (AnswerRequest.history).
+MAX_HISTORY_MESSAGES = 200
+MAX_HISTORY_MESSAGE_CHARS = 16384
 DEFAULT_TOP_K = 5
 
 
@@ -30,6 +33,9 @@ class Passage:
     collection: str = ""
     object_key: str = ""
     score: float = 0.0
+    # Sentences taken out of `text` because they address the assistant (guards/injection.py);
+    # an LLM sees them only as a quoted block, the extractive generator not at all.
+    quoted: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,11 @@ class DoneEvent:
     total_ns: int
     # Set by Answer only: request -> first token, retrieval included.
     rag_ttft_ns: int = 0
+    # Set by Answer with a conversation: its id and the index of the turn stored.
+    conversation_id: str = ""
+    turn_index: int = 0
+    # The guard report (checks.py: every verdict and the fail mode); None when no checks ran.
+    guards: object | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +131,16 @@ class ChunkStatus:
 
 
 @dataclass(frozen=True)
+class RerankInfo:
+    """The retriever's rerank stage: backend, status ("ok", "fallback", "skipped"), message."""
+
+    backend: str
+    status: str
+    message: str = ""
+    scored: int = 0
+
+
+@dataclass(frozen=True)
 class RetrievedChunk:
     """One search hit as the retriever returned it."""
 
@@ -129,6 +150,7 @@ class RetrievedChunk:
     position: int = 0
     metadata: dict[str, str] = field(default_factory=dict)
     status: ChunkStatus = ChunkStatus()
+    rerank_score: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -144,13 +166,20 @@ class SearchResult:
     cache_hit: bool = False
     stages: tuple[Stage, ...] = ()
     total_ns: int = 0
+    rerank: RerankInfo | None = None
 
 
 @dataclass(frozen=True)
 class RetrievalEvent:
-    """The first event of Answer."""
+    """The first event of Answer: what was searched (the standalone question), how it was made
+    ("none", "rules", "llm", "rules_fallback"), the history used and trimmed, what was found."""
 
     result: SearchResult
+    search_query: str = ""
+    rewrite: str = "none"
+    history_turns: int = 0
+    history_turns_trimmed: int = 0
+    conversation_id: str = ""
 
 
 GenerateEvent = StartEvent | TokenEvent | CitationEvent | DoneEvent | ErrorEvent

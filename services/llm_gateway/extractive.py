@@ -1,9 +1,12 @@
 """The grounded extractive generator: the default backend, no LLM needed.
 
-It splits the context passages into sentences, ranks them against the question with the
-embedder (cosine similarity of L2-normalised embeddings, plus a small bonus for shared content
-words), and composes a short answer from the best ones, each followed by the number of its
-passage as [n]. When no sentence is close enough to the question it says plainly that the
+It splits the context passages into sentences, keeping only whole sentences (no headings, no
+list markers, no fragments cut from a chunk's edge or shorter than `min_words`), ranks them
+against the question with the embedder (cosine similarity of L2-normalised embeddings, plus a
+small bonus for shared content words), and composes an answer of 2 to 4 of the best ones
+(`min_sentences`..`max_sentences`: those within `margin` of the best, at least two when a second
+one clears `min_score - margin`, none that repeats a chosen one), each followed by the number of
+its passage as [n]. When no sentence is close enough to the question it says plainly that the
 passages do not answer it. Given the same passages and embeddings it always gives the same answer.
 """
 
@@ -36,6 +39,9 @@ _SENT_SPLIT = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 # A split after one of these is undone ("Dr. Smith", "e.g. this").
 _ABBREV = re.compile(r"(?:^|\s)(?:dr|mr|mrs|ms|prof|st|vs|etc|fig|no|e\.g|i\.e|approx|inc|ltd)\.$", re.IGNORECASE)
 _WORD = re.compile(r"[a-z0-9]+")
+_END = re.compile(r"[.!?][\"')\]]*$")
+_START = re.compile(r"^[\"'(\[]?[A-Z0-9]")
+_LIST = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s")
 _STOP = frozenset(
     """a an the and or but if of to in on at by for with from into over as is are was were be been being
     it its this that these those there here what which who whom whose when where why how do does did
@@ -54,13 +60,17 @@ class Sentence:
 
 def split_sentences(text: str) -> list[str]:
     """Sentences of a passage: paragraphs and list items first, then sentence punctuation.
-    Markdown heading marks and list bullets are dropped."""
+    Headings (markdown `#` lines, a paragraph that is one short line without a full stop, setext
+    underlines) are dropped; list bullets and numbers are removed from the items they mark."""
     out: list[str] = []
-    for line in re.split(r"\n\s*\n|\n(?=\s*(?:[-*+]|\d+[.)]|#+)\s)", text):
-        line = " ".join(line.split())
-        line = re.sub(r"^(?:#+|[-*+]|\d+[.)])\s+", "", line)
-        if not line:
+    for block in re.split(r"\n\s*\n|\n(?=\s*(?:[-*+]|\d+[.)]|#+)\s)|\n(?=\s*[=-]{3,}\s*(?:\n|$))", text):
+        raw = block.strip()
+        if not raw or re.match(r"^#{1,6}\s", raw) or re.fullmatch(r"[=\-\s]+", raw):
             continue
+        line = " ".join(raw.split())
+        line = re.sub(r"^(?:[-*+]|\d+[.)])\s+", "", line)
+        if "\n" not in raw and not _END.search(line) and len(line.split()) <= 12 and not _LIST.match(raw):
+            continue  # a title line: "Time to first byte and why it matters"
         merged: list[str] = []
         for s in (s.strip() for s in _SENT_SPLIT.split(line)):
             if not s:
@@ -71,6 +81,12 @@ def split_sentences(text: str) -> list[str]:
                 merged.append(s)
         out.extend(merged)
     return out
+
+
+def is_sentence(s: str, min_words: int) -> bool:
+    """A whole sentence: enough words, starts like a sentence (not a fragment cut from the
+    middle of one), ends with a full stop, question or exclamation mark (not a colon)."""
+    return len(s.split()) >= min_words and bool(_START.match(s)) and bool(_END.search(s))
 
 
 def content_words(text: str) -> set[str]:
@@ -91,8 +107,12 @@ class ExtractiveBackend:
         name: str = "extractive",
         min_score: float = 0.35,
         margin: float = 0.15,
-        max_sentences: int = 3,
-        min_words: int = 4,
+        min_sentences: int = 2,
+        max_sentences: int = 4,
+        min_words: int = 6,
+        overlap_weight: float = 0.15,
+        rank_penalty: float = 0.0,
+        redundancy: float = 0.9,
         limits: BackendLimits | None = None,
     ) -> None:
         self.name = name
@@ -100,8 +120,12 @@ class ExtractiveBackend:
         self.counter = counter
         self.min_score = min_score
         self.margin = margin
+        self.min_sentences = min_sentences
         self.max_sentences = max_sentences
         self.min_words = min_words
+        self.overlap_weight = overlap_weight
+        self.rank_penalty = rank_penalty
+        self.redundancy = redundancy
         self.limits = limits or BackendLimits(first_token_timeout_s=30.0, retries=0, max_concurrency=64)
 
     def models(self) -> list[str]:
@@ -111,7 +135,8 @@ class ExtractiveBackend:
         return None
 
     async def compose(self, question: str, passages: Sequence[str]) -> str:
-        """The answer text, citations included."""
+        """The answer text, citations included (passage numbers as given; the gateway renumbers
+        them in order of appearance)."""
         if not passages:
             return NO_PASSAGES
         sentences: list[Sentence] = []
@@ -119,7 +144,7 @@ class ExtractiveBackend:
         for n, text in enumerate(passages, start=1):
             for pos, s in enumerate(split_sentences(text)):
                 key = " ".join(s.lower().split())
-                if len(s.split()) < self.min_words or key in seen:
+                if not is_sentence(s, self.min_words) or key in seen:
                     continue
                 seen.add(key)
                 sentences.append(Sentence(n, pos, s))
@@ -132,14 +157,23 @@ class ExtractiveBackend:
         scores: list[float] = []
         for s, c in zip(sentences, cos.tolist(), strict=True):
             overlap = len(qwords & content_words(s.text)) / len(qwords) if qwords else 0.0
-            scores.append(float(c) + 0.15 * overlap)
+            scores.append(float(c) + self.overlap_weight * overlap - self.rank_penalty * (s.passage - 1))
         # Best first; ties broken by passage number then position, so the answer is deterministic.
         order = sorted(range(len(sentences)), key=lambda i: (-round(scores[i], 6), sentences[i].passage, i))
         best = scores[order[0]]
         if best < self.min_score:
             return NOT_ANSWERED
         floor = max(self.min_score, best - self.margin)
-        chosen = [sentences[i] for i in order[: self.max_sentences] if scores[i] >= floor]
+        picked: list[int] = []
+        for i in order:
+            if len(picked) >= self.max_sentences:
+                break
+            if scores[i] < floor and (len(picked) >= self.min_sentences or scores[i] < self.min_score - self.margin):
+                break
+            if any(float(m[i] @ m[j]) > self.redundancy for j in picked):
+                continue  # says again what a chosen sentence says
+            picked.append(i)
+        chosen = [sentences[i] for i in picked]
         # Passages in the order of their best sentence; inside a passage, the text's own order,
         # so a sentence that leans on the one before it ("That makes them ...") reads right.
         rank: dict[int, int] = {}

@@ -14,7 +14,9 @@ from services.common.server import GrpcApp, Metrics, build_server, run_forever, 
 
 from .backends import build_backends, parse_specs
 from .cache import AnswerCache
+from .checks import build_checks
 from .config import LlmGatewayConfig
+from .conversations import ConversationStore
 from .core import LlmGateway, Searcher
 from .extractive import Encoder
 from .metrics import LlmMetrics
@@ -55,6 +57,16 @@ def _default_searcher(cfg: LlmGatewayConfig) -> Searcher:
     return RetrieverSearcher(RetrieverClient(cfg.retriever_addr))
 
 
+def _default_conversations(cfg: LlmGatewayConfig) -> ConversationStore | None:
+    if not cfg.storage_addr:
+        return None
+    from clients.storage import StorageClient
+
+    from .adapters import StorageObjects
+
+    return ConversationStore(StorageObjects(StorageClient(cfg.storage_addr)))
+
+
 async def build_core(
     cfg: LlmGatewayConfig, *, searcher: Searcher | None = None, encoder: Encoder | None = None
 ) -> LlmGateway:
@@ -84,8 +96,14 @@ async def build_core(
         cache=cache,
         context_budget_tokens=cfg.context_budget_tokens,
         retrieval_timeout_s=cfg.retrieval_timeout_s,
+        conversations=_default_conversations(cfg),
+        history_budget_tokens=cfg.history_budget_tokens,
+        rewrite_timeout_s=cfg.rewrite_timeout_s,
     )
-    core.closers.extend(c for c in (encoder, searcher) if hasattr(c, "close"))
+    objects = core.conversations.objects if core.conversations is not None else None
+    core.closers.extend(c for c in (encoder, searcher, objects) if hasattr(c, "close"))
+    core.checks = build_checks(cfg, encoder)
+    core.closers.append(core.checks)
     return core
 
 
@@ -101,7 +119,7 @@ async def create_server(
     try:
         app = await build_server(
             "llm_gateway",
-            [(pb_grpc.add_LlmServiceServicer_to_server, LlmServicer(core, llm_metrics), SERVICE_NAME)],
+            [(pb_grpc.add_LlmServiceServicer_to_server, LlmServicer(core, llm_metrics, core.checks), SERVICE_NAME)],
             cfg.host,
             cfg.port,
             metrics=metrics,

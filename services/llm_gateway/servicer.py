@@ -13,9 +13,14 @@ from ddnrag.common.v1 import common_pb2
 from ddnrag.llm.v1 import llm_service_pb2 as pb
 from ddnrag.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from ddnrag.retriever.v1 import retriever_service_pb2 as rpb
+from services.common import deadline
+from services.common.errors import unavailable
 from services.common.pb import stage_pb, timings_pb
 from services.common.timing import Stage, Timer
 
+from .checks import AnswerChecks, RefusedEvent, VerifyEvent, regenerate_with, search_with
+from .checks_pb import guards_pb, refused_pb, verify_pb
+from .conversations import Conversation, ConversationStore
 from .core import LlmGateway
 from .domain import (
     Citation,
@@ -89,6 +94,9 @@ def done_pb(ev: DoneEvent) -> pb.Done:
         citations=[citation_pb(c) for c in ev.citations],
         text=ev.text,
         timings=timings_from(ev.stages, ev.total_ns),
+        conversation_id=ev.conversation_id,
+        turn_index=ev.turn_index,
+        guards=guards_pb(ev.guards),  # type: ignore[arg-type]
     )
 
 
@@ -107,6 +115,7 @@ def chunk_pb(c: RetrievedChunk) -> rpb.ScoredChunk:
         position=c.position,
         metadata=c.metadata,
         status=status_pb2.Status(code=c.status.code, message=c.status.message),
+        rerank_score=c.rerank_score,
     )
 
 
@@ -117,6 +126,14 @@ def retrieval_pb(ev: RetrievalEvent) -> pb.Retrieval:
         index_version=r.index_version,
         cache_hit=r.cache_hit,
         timings=timings_from(r.stages, r.total_ns),
+        search_query=ev.search_query,
+        rewrite=ev.rewrite,
+        history_turns=ev.history_turns,
+        history_turns_trimmed=ev.history_turns_trimmed,
+        conversation_id=ev.conversation_id,
+        rerank=rpb.Rerank(backend=rr.backend, status=rr.status, message=rr.message, scored=rr.scored)
+        if (rr := r.rerank)
+        else None,
     )
 
 
@@ -135,19 +152,35 @@ def event_fields(ev: object) -> dict[str, object]:
             return {"error": err.to_status_proto()}
         case RetrievalEvent():
             return {"retrieval": retrieval_pb(ev)}
+        case VerifyEvent():
+            return {"verify": verify_pb(ev)}
+        case RefusedEvent():
+            return {"refused": refused_pb(ev)}
     raise TypeError(f"unknown event {type(ev).__name__}")
 
 
 class LlmServicer(pb_grpc.LlmServiceServicer):
-    def __init__(self, core: LlmGateway, metrics: LlmMetrics | None = None) -> None:
+    def __init__(self, core: LlmGateway, metrics: LlmMetrics | None = None, checks: AnswerChecks | None = None) -> None:
         self.core = core
         self.metrics = metrics
+        # Guardrails and the groundedness check around every Generate and Answer (checks.py).
+        self.checks = checks
 
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateResponse]:
+        deadline.adopt(context)
         passages = [passage_from_pb(p) for p in request.passages]
-        stream = self.core.generate(request.question, passages, params_from_pb(request.params))
+        params = params_from_pb(request.params)
+        stream = self.core.generate(request.question, passages, params)
+        if self.checks is not None:
+            stream = self.checks.wrap(
+                request.question,
+                stream,
+                kinds={b.name: b.kind for b in self.core.backends},
+                passages=passages,
+                regenerate=regenerate_with(self.core, request.question, params),
+            )
         seen = StreamObserver(self.metrics)
         try:
             async for ev in stream:
@@ -159,15 +192,28 @@ class LlmServicer(pb_grpc.LlmServiceServicer):
     async def Answer(
         self, request: pb.AnswerRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.AnswerResponse]:
+        deadline.adopt(context)  # every peer call (search, embeddings) ends with this call
+        params = params_from_pb(request.params)
+        timeout_s = remaining_timeout(context, self.core.retrieval_timeout_s)
         stream = self.core.answer(
             request.question,
             collection=request.collection,
             storage_backend=request.storage_backend,
             top_k=request.top_k,
-            params=params_from_pb(request.params),
+            params=params,
             filters=dict(request.filters),
-            timeout_s=remaining_timeout(context, self.core.retrieval_timeout_s),
+            timeout_s=timeout_s,
+            conversation_id=request.conversation_id,
+            history=[(m.role, m.content) for m in request.history],
         )
+        if self.checks is not None:
+            stream = self.checks.wrap(
+                request.question,
+                stream,
+                kinds={b.name: b.kind for b in self.core.backends},
+                search=search_with(self.core, request, timeout_s),
+                regenerate=regenerate_with(self.core, request.question, params),
+            )
         seen = StreamObserver(self.metrics)
         try:
             async for ev in stream:
@@ -221,3 +267,80 @@ class LlmServicer(pb_grpc.LlmServiceServicer):
         with timer.stage("cache_purge"):
             removed = await self.core.cache.purge()
         return pb.PurgeCacheResponse(removed=removed, timings=timings_pb(timer))
+
+    # ---- conversations ----------------------------------------------------------------------
+    def _store(self) -> ConversationStore:
+        if self.core.conversations is None:
+            raise unavailable(
+                "conversations are not available: this llm_gateway has no storage service "
+                "(set DDNRAG_LLM_GATEWAY_STORAGE_ADDR)",
+                reason="NO_CONVERSATION_STORE",
+            )
+        return self.core.conversations
+
+    async def CreateConversation(
+        self, request: pb.CreateConversationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateConversationResponse:
+        timer = Timer()
+        with timer.stage("conversation_store"):
+            c = await self._store().create(request.title, request.collection)
+        return pb.CreateConversationResponse(conversation=conversation_pb(c), timings=timings_pb(timer))
+
+    async def ListConversations(
+        self, request: pb.ListConversationsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListConversationsResponse:
+        timer = Timer()
+        with timer.stage("conversation_list") as st:
+            items = await self._store().list(request.page_size)
+            st.count = len(items)
+        return pb.ListConversationsResponse(
+            conversations=[conversation_pb(c) for c in items], timings=timings_pb(timer)
+        )
+
+    async def GetConversation(
+        self, request: pb.GetConversationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetConversationResponse:
+        timer = Timer()
+        with timer.stage("conversation_load"):
+            c = await self._store().get(request.id)
+        return pb.GetConversationResponse(conversation=conversation_pb(c), timings=timings_pb(timer))
+
+    async def UpdateConversation(
+        self, request: pb.UpdateConversationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateConversationResponse:
+        timer = Timer()
+        with timer.stage("conversation_store"):
+            c = await self._store().rename(request.id, request.title)
+        return pb.UpdateConversationResponse(conversation=conversation_pb(c, turns=False), timings=timings_pb(timer))
+
+    async def DeleteConversation(
+        self, request: pb.DeleteConversationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteConversationResponse:
+        timer = Timer()
+        with timer.stage("conversation_delete"):
+            await self._store().delete(request.id)
+        return pb.DeleteConversationResponse(timings=timings_pb(timer))
+
+
+def conversation_pb(c: Conversation, *, turns: bool = True) -> pb.Conversation:
+    return pb.Conversation(
+        id=c.id,
+        title=c.title,
+        collection=c.collection,
+        created_unix_ns=c.created_unix_ns,
+        updated_unix_ns=c.updated_unix_ns,
+        turn_count=c.count,
+        turns=[
+            pb.Turn(
+                question=t.question,
+                search_query=t.search_query,
+                answer=t.answer,
+                citations=[citation_pb(x) for x in t.citations],
+                backend=t.backend,
+                model=t.model,
+                finish_reason=t.finish_reason,
+                created_unix_ns=t.created_unix_ns,
+            )
+            for t in (c.turns if turns else ())
+        ],
+    )

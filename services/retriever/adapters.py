@@ -10,7 +10,7 @@ import numpy as np
 from clients.base import ServiceCallError
 from clients.embedder import EmbedderClient
 from clients.storage import StorageClient
-from services.common.errors import ErrorKind, ServiceError, invalid, unavailable
+from services.common.errors import ErrorKind, ServiceError
 
 from .ports import GetOutcome, ObjectMeta, ObjectNotFound, PreconditionFailed, PutOutcome
 
@@ -19,11 +19,11 @@ BATCH_LIMIT = 1000
 
 
 def _as_service_error(err: ServiceCallError) -> ServiceError:
-    if err.code == grpc.StatusCode.NOT_FOUND:
-        return ServiceError(ErrorKind.NOT_FOUND, err.message, reason=err.reason)
-    if err.code == grpc.StatusCode.INVALID_ARGUMENT:
-        return invalid(err.message, reason=err.reason or "INVALID_ARGUMENT")
-    return unavailable(f"{err.service} service: {err.describe()}", reason="PEER_UNAVAILABLE")
+    """A peer's failure, keeping its code and reason: the embedder's RESOURCE_EXHAUSTED or a
+    storage DEADLINE_EXCEEDED reaches the caller as that, not as this service being down."""
+    if err.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+        return ServiceError(ErrorKind(err.code), err.message, reason=err.reason)
+    return err.to_service_error()
 
 
 class StorageStore:

@@ -22,7 +22,9 @@ class RetrieverConfig:
     metrics_port: int = env_field(P + "METRICS_PORT", 9103, "Prometheus metrics port (0 disables)")
     shutdown_grace_s: float = env_field(P + "SHUTDOWN_GRACE_S", 10.0, "seconds in-flight RPCs get on SIGTERM")
     log_level: str = env_field(P + "LOG_LEVEL", "INFO", "log level")
-    state_dir: str = env_field(P + "STATE_DIR", "./data/retriever", "directory of the job database and caches")
+    state_dir: str = env_field(
+        P + "STATE_DIR", "./data/retriever", "directory of the local caches (retrieval cache, milvus-lite)"
+    )
     embedder_addr: str = env_field(P + "EMBEDDER_ADDR", "", "embedder service address host:port", required=True)
     storage_addr: str = env_field(P + "STORAGE_ADDR", "", "storage service address host:port", required=True)
     chunk_size_tokens: int = env_field(P + "CHUNK_SIZE_TOKENS", 256, "default chunk size in model tokens")
@@ -46,6 +48,17 @@ class RetrieverConfig:
     persist_index: bool = env_field(P + "PERSIST_INDEX", True, "write index segments to object storage")
     index_backend: str = env_field(P + "INDEX_BACKEND", "faiss", "dense index: faiss (in process) or milvus")
     milvus_uri: str = env_field(P + "MILVUS_URI", "", "Milvus URI (a milvus-lite file path or http://host:19530)")
+    merge_factor: int = env_field(P + "MERGE_FACTOR", 8, "index segments of one size tier merged into one (0: never)")
+    merge_floor_chunks: int = env_field(P + "MERGE_FLOOR_CHUNKS", 1000, "chunks of the smallest merge tier")
+    gc_grace_s: float = env_field(
+        P + "GC_GRACE_S", 300.0, "seconds index files stay after the last manifest naming them was replaced"
+    )
+    follow_interval_s: float = env_field(
+        P + "FOLLOW_INTERVAL_S", 0.5, "seconds between reads of the index's CURRENT by each replica (0: off)"
+    )
+    max_staleness_s: float = env_field(
+        P + "MAX_STALENESS_S", 30.0, "seconds without reaching the store after which a replica stops serving"
+    )
     lease: str = env_field(
         P + "LEASE",
         "store",
@@ -67,3 +80,19 @@ class RetrieverConfig:
     heartbeat_s: float = env_field(
         P + "HEARTBEAT_S", 15.0, "a job progress stream repeats the current state after this many idle seconds"
     )
+    rerank: str = env_field(
+        P + "RERANK",
+        "none",
+        "rerank stage after fusion: none, tei (/rerank), nim (/v1/ranking), cohere (/v1/rerank), local",
+    )
+    rerank_url: str = env_field(P + "RERANK_URL", "", "reranker base URL for tei, nim and cohere (without /v1)")
+    rerank_model: str = env_field(
+        P + "RERANK_MODEL", "", "model name sent to nim/cohere; for local, the CrossEncoder directory"
+    )
+    rerank_api_key_env: str = env_field(P + "RERANK_API_KEY_ENV", "", "variable holding the reranker's API key")
+    rerank_api_key_file: str = env_field(P + "RERANK_API_KEY_FILE", "", "file holding the reranker's API key")
+    rerank_top_n: int = env_field(P + "RERANK_TOP_N", 20, "fused candidates the reranker re-scores (at least top_k)")
+    rerank_fail_mode: str = env_field(
+        P + "RERANK_FAIL_MODE", "fallback", "when the reranker fails: fallback (fusion order, shown) or error (503)"
+    )
+    rerank_timeout_s: float = env_field(P + "RERANK_TIMEOUT_S", 5.0, "deadline of one rerank call in seconds")

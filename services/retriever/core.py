@@ -1,8 +1,10 @@
-"""The retriever's core: collections, documents, index commits and hybrid search.
+"""The retriever's core: collections, their live indexes, commits and hybrid search.
 
 Plain Python over two ports (`ObjectStore`, `Encoder`); no gRPC here. Ingestion jobs live in
-`jobs.py` and call `commit` to publish a new index version. Every blocking step (index builds,
-FAISS/bm25s queries, SQLite) runs in a worker thread, never on the event loop.
+`jobs.py` and call `commit` to publish a new index version. Each collection's index is a
+`LiveIndex` (live.py): immutable segments in object storage, listed by a manifest that CURRENT
+names. A `Follower` (follower.py) keeps every replica on the latest manifest. Every blocking step
+(index builds, BM25/dense queries, SQLite) runs in a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -21,21 +23,27 @@ import numpy as np
 from services.common.errors import ErrorKind, ServiceError, invalid, not_found
 from services.common.timing import Stage, Timer
 
+from . import search as searching
 from . import segments
 from .cache import RetrievalCache, cache_key
 from .catalog import Catalog
-from .chunking import chunk_id
-from .index import Analyzer, ChunkRecord, CollectionIndex
+from .fusion import Hit
+from .index import ChunkRecord, CollectionIndex, DocumentInfo
+from .lexical import Analyzer
+from .live import Fence, FenceReader, IndexOptions, LiveIndex
+from .merge import MergePolicy
 from .ports import Encoder, ObjectStore
-from .segments import CorruptSegment, DocumentInfo, Snapshot
+from .rerank import RerankStage
+from .rerank.stage import rerank_hits
+from .search import SearchHit, SearchParams, SearchResult, chunk_key
+from .segments import CorruptSegment
+
+__all__ = ["CollectionState", "Retriever", "SearchHit", "SearchParams", "SearchResult", "Settings", "chunk_key"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_COLLECTION = "default"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-MODES = ("hybrid", "dense", "bm25")
-FUSIONS = ("rrf", "weighted")
-MAX_QUERY_CHARS = 4096
 
 
 @dataclass(frozen=True)
@@ -63,10 +71,15 @@ class Settings:
     # "faiss" (in process) or "milvus" (pymilvus; milvus-lite when `milvus_uri` is a file path).
     index_backend: str = "faiss"
     milvus_uri: str = ""
-
-
-def chunk_key(collection: str, chunk_id: str) -> str:
-    return f"chunks/{collection}/{chunk_id}"
+    # Segments of one size tier merged together (0: never merge); the smallest tier's size.
+    merge_factor: int = 8
+    merge_floor_chunks: int = 1000
+    # Seconds a file no longer named by the live manifest is kept (readers of older versions).
+    gc_grace_s: float = 300.0
+    # Seconds between reads of CURRENT by the follower; 0 turns following off.
+    follow_interval_s: float = 0.5
+    # Past this many seconds without reaching the store, searches are refused and health is NOT_SERVING.
+    max_staleness_s: float = 30.0
 
 
 def check_name(name: str) -> str:
@@ -82,52 +95,23 @@ def check_name(name: str) -> str:
 @dataclass
 class CollectionState:
     name: str
-    snapshot: Snapshot
-    index: CollectionIndex
+    live: LiveIndex
     created_unix_ns: int = field(default_factory=time.time_ns)
     # Why the collection could not be loaded (corrupt segment); searches are refused until rebuilt.
     error: str = ""
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
+    @property
+    def snapshot(self) -> LiveIndex:
+        """The live index (documents, version, updated_unix_ns): kept for older callers."""
+        return self.live
 
-@dataclass(frozen=True)
-class SearchParams:
-    top_k: int = 5
-    mode: str = "hybrid"
-    fusion: str = ""
-    rrf_k: int = 0
-    dense_weight: float | None = None
-    filters: Mapping[str, str] = field(default_factory=dict)
-    backend: str = ""
-    no_cache: bool = False
-
-
-@dataclass
-class SearchHit:
-    chunk_id: str
-    document_id: str
-    document_name: str
-    collection: str
-    object_key: str
-    text: str
-    score: float
-    bm25_rank: int
-    dense_rank: int
-    position: int
-    metadata: dict[str, str]
-    error: ServiceError | None = None
-
-
-@dataclass
-class SearchResult:
-    hits: list[SearchHit]
-    index_version: str
-    cache_hit: bool
-    timer: Timer
+    @property
+    def index(self) -> CollectionIndex:
+        return self.live.view
 
 
 class Retriever:
-    """Collections with their live index snapshots, and search over them."""
+    """Collections with their live indexes, and search over them."""
 
     def __init__(self, store: ObjectStore, encoder: Encoder, settings: Settings, catalog: Catalog) -> None:
         self.store = store
@@ -137,7 +121,35 @@ class Retriever:
         self.analyzer = Analyzer()
         self.collections: dict[str, CollectionState] = {}
         self.cache = RetrievalCache(settings.state_dir / "retrieval_cache.sqlite", settings.cache_max_bytes)
+        # Set by the ingestion lease holder: the lease's current fence token, read from the store.
+        self.fence_reader: FenceReader | None = None
+        # The optional stage after fusion and fetch (rerank/); None: fusion order is final.
+        self.rerank: RerankStage | None = None
+        self.opts = IndexOptions(
+            hnsw_threshold=settings.hnsw_threshold,
+            bm25_params=(settings.bm25_k1, settings.bm25_b),
+            persist=settings.persist_index,
+            merge=MergePolicy(settings.merge_factor, settings.merge_floor_chunks),
+            gc_grace_s=settings.gc_grace_s,
+            dense_factory=self._dense_factory,
+        )
+        self.defaults = searching.Defaults(
+            settings.fusion, settings.rrf_k, settings.dense_weight, settings.candidates, settings.max_top_k
+        )
         self._dim = 0
+        self.last_follow_ok = time.monotonic()
+
+    def _dense_factory(self, collection: str) -> Any:
+        if self.settings.index_backend != "milvus":
+            return None
+        from .milvus_index import MilvusDenseIndex
+
+        uri = self.settings.milvus_uri or str(self.settings.state_dir / "milvus.db")
+
+        def factory(vectors: np.ndarray, seg_id: str) -> MilvusDenseIndex:
+            return MilvusDenseIndex(uri, f"{collection}_{seg_id}", vectors)
+
+        return factory
 
     # Life cycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -145,61 +157,58 @@ class Retriever:
         await self.catalog.add(DEFAULT_COLLECTION)
         if self.settings.persist_index:
             # Collections another replica (or an earlier state directory) published.
-            for o in await self.store.list("index/"):
-                parts = o.key.split("/")
-                if len(parts) == 3 and parts[2] == "CURRENT" and NAME_RE.match(parts[1]):
-                    await self.catalog.add(parts[1])
+            for name in await self.published():
+                await self.catalog.add(name)
         for name in await self.catalog.names():
             await self._load(name)
+        self.last_follow_ok = time.monotonic()
+
+    async def published(self) -> dict[str, str]:
+        """{collection: etag of its CURRENT} for every collection with an index in the store."""
+        out = {}
+        for o in await self.store.list("index/"):
+            parts = o.key.split("/")
+            if len(parts) == 3 and parts[2] == "CURRENT" and NAME_RE.match(parts[1]):
+                out[parts[1]] = o.etag or str(o.last_modified_unix_ns)
+        return out
 
     async def close(self) -> None:
+        for state in self.collections.values():
+            await state.live.stop()
         await asyncio.to_thread(self.cache.close)
 
     async def _load(self, name: str) -> CollectionState:
-        state = CollectionState(
-            name, Snapshot([], np.zeros((0, 0), np.float32), {}), CollectionIndex.empty(self.analyzer)
-        )
+        state = CollectionState(name, LiveIndex(name, self.store, self.analyzer, self.opts))
+        self.collections[name] = state
         if self.settings.persist_index:
             try:
-                version = await segments.read_current(self.store, name)
-                if version:
-                    snap = await segments.load_snapshot(self.store, name, version)
-                    index = await asyncio.to_thread(self._build, snap, name)
-                    index.version = snap.version
-                    state = CollectionState(name, snap, index)
-                    log.info(
-                        "loaded collection", extra={"collection": name, "version": version, "chunks": len(snap.records)}
-                    )
+                await state.live.sync(await segments.read_current(self.store, name))
+                log.info("loaded collection", extra={"collection": name, "version": state.live.version})
             except CorruptSegment as err:
                 state.error = str(err)
                 log.error("refused a corrupt index", extra={"collection": name, "reason": str(err)})
-        self.collections[name] = state
         return state
 
-    def _build(self, snap: Snapshot, collection: str = "") -> CollectionIndex:
-        factory = None
-        if self.settings.index_backend == "milvus":
-            from .milvus_index import MilvusDenseIndex
+    async def follow(self, name: str, current: str) -> bool:
+        """Moves collection `name` to the manifest CURRENT names (another replica published it).
+        A manifest naming a missing or corrupt file is refused: the version in use stays."""
+        state = self.collections.get(name) or await self._load(name)
+        if not current:
+            if state.live.version:
+                await state.live.reset()
+                await asyncio.to_thread(self.cache.invalidate, name, "\x00")
+            return True
+        changed = await state.live.sync(current)
+        state.error = ""
+        if changed:
+            await asyncio.to_thread(self.cache.invalidate, name, state.live.version)
+        return changed
 
-            uri = self.settings.milvus_uri or str(self.settings.state_dir / "milvus.db")
-
-            def factory(vectors: np.ndarray, version: str) -> MilvusDenseIndex:
-                return MilvusDenseIndex(uri, f"{collection}_{version}", vectors)
-
-        return CollectionIndex(
-            snap.records,
-            snap.vectors,
-            analyzer=self.analyzer,
-            hnsw_threshold=self.settings.hnsw_threshold,
-            dense_factory=factory,
-            bm25_params=(self.settings.bm25_k1, self.settings.bm25_b),
-        )
-
-    @staticmethod
-    def _drop(index: CollectionIndex) -> None:
-        drop = getattr(index.dense, "drop", None)
-        if drop is not None:
-            drop()
+    def forget(self, name: str) -> None:
+        """Drops a collection another replica deleted (its files are already gone)."""
+        state = self.collections.pop(name, None)
+        if state is not None:
+            state.live.view = CollectionIndex.empty(self.analyzer)
 
     # Collections -------------------------------------------------------------------------------
     def get_collection(self, name: str, *, create_default: bool = True) -> CollectionState:
@@ -229,29 +238,31 @@ class Retriever:
 
     async def delete_collection(self, name: str) -> None:
         state = self.get_collection(name)
-        async with state.lock:
+        async with state.live.lock:
             await self.store.delete(prefix=f"chunks/{name}/")
             await self.store.delete(prefix=segments.prefix(name))
             await self.catalog.remove(name)
             await asyncio.to_thread(self.cache.invalidate, name, "\x00")
             self.collections.pop(name, None)
-            await asyncio.to_thread(self._drop, state.index)
+        await state.live.stop()
+        await state.live.reset()
         if name == DEFAULT_COLLECTION:
             await self.create_collection(name)
 
     def list_documents(self, collection: str, page_size: int, page_token: str) -> tuple[list[DocumentInfo], str, int]:
         state = self.get_collection(collection)
-        ids = sorted(state.snapshot.documents)
+        docs = state.live.documents
+        ids = sorted(docs)
         start = 0
         if page_token:
             start = next((i for i, d in enumerate(ids) if d > page_token), len(ids))
         page = ids[start : start + page_size]
         nxt = page[-1] if start + page_size < len(ids) and page else ""
-        return [state.snapshot.documents[d] for d in page], nxt, len(ids)
+        return [docs[d] for d in page], nxt, len(ids)
 
     async def delete_document(self, collection: str, document_id: str) -> str:
         state = self.get_collection(collection)
-        if document_id not in state.snapshot.documents:
+        if document_id not in state.live.documents:
             raise not_found(
                 f"document {document_id!r} is not in collection {collection!r}",
                 reason="DOCUMENT_NOT_FOUND",
@@ -270,84 +281,50 @@ class Retriever:
         *,
         remove: set[str] | None = None,
         backends: Sequence[str] = ("",),
+        fence: Fence | int | None = None,
     ) -> str:
         """Publishes a new version: `documents` replace their earlier chunks, `remove` documents go.
 
-        The new snapshot is built and (when persistence is on) written to object storage with
-        CURRENT last, then swapped in; chunk objects no longer referenced are deleted afterwards.
-        Returns the new version (the same one when nothing changed)."""
+        Writes one new segment with `records`, a delete set, a manifest and CURRENT (last), swaps
+        the new view in, then deletes chunk objects no live version uses and lets a background
+        merge run. `fence` is the ingestion lease (or its token): checked right before CURRENT is
+        written, and a stale one is refused with FAILED_PRECONDITION / FENCED_WRITE.
+        Returns the new version."""
         state = await self.ensure_collection(collection)
-        async with state.lock:
-            old = state.snapshot if not state.error else Snapshot([], np.zeros((0, 0), np.float32), {})
-            replaced = set(documents) | set(remove or ())
-            keep = [i for i, r in enumerate(old.records) if r.document_id not in replaced]
-            new_records = [old.records[i] for i in keep] + list(records)
-            dim = vectors.shape[1] if len(records) else (old.vectors.shape[1] if len(old.records) else 0)
-            parts = []
-            if keep:
-                parts.append(old.vectors[keep])
-            if len(records):
-                parts.append(np.asarray(vectors, np.float32))
-            new_vectors = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
-            docs = {k: v for k, v in old.documents.items() if k not in replaced}
-            docs.update(documents)
-            snap = Snapshot(new_records, new_vectors, docs, "", time.time_ns())
-            index = await asyncio.to_thread(self._build, snap, collection)
-            if self.settings.persist_index:
-                snap.version = await segments.write_snapshot(self.store, collection, snap)
-            else:
-                snap.version = index.version
-            index.version = snap.version
-            if snap.version == old.version and not state.error:
-                return snap.version
-            stale_ids = {r.chunk_id for r in old.records} - {r.chunk_id for r in new_records}
-            old_index = state.index
-            state.snapshot, state.index, state.error = snap, index, ""
-            if old_index.dense is not index.dense:
-                await asyncio.to_thread(self._drop, old_index)
-            await asyncio.to_thread(self.cache.invalidate, collection, snap.version)
-        if stale_ids:
-            keys = [chunk_key(collection, c) for c in sorted(stale_ids)]
+        res = await state.live.commit(
+            documents,
+            records,
+            vectors,
+            remove=remove,
+            fence=fence,
+            fence_reader=self.fence_reader,
+            rebuild=bool(state.error),
+        )
+        state.error = ""
+        await asyncio.to_thread(self.cache.invalidate, collection, res.version)
+        if res.stale_chunk_ids:
+            keys = [chunk_key(collection, c) for c in sorted(res.stale_chunk_ids)]
             for backend in backends:
                 try:
                     await self.store.delete(keys, backend=backend)
                 except ServiceError as err:
                     log.warning("could not delete stale chunks", extra={"collection": collection, "error": str(err)})
-        if self.settings.persist_index:
-            try:
-                for v in await segments.old_versions(self.store, collection, {snap.version}):
-                    await self.store.delete(prefix=f"{segments.prefix(collection)}{v}/")
-            except ServiceError as err:
-                log.warning("could not delete old index versions", extra={"collection": collection, "error": str(err)})
-        log.info("committed", extra={"collection": collection, "version": snap.version, "chunks": len(new_records)})
-        return snap.version
+        state.live.schedule_merge()
+        log.info("committed", extra={"collection": collection, "version": res.version, "chunks": state.live.chunks})
+        return res.version
 
     # Search ------------------------------------------------------------------------------------
     def validate(self, collection: str, query: str, p: SearchParams) -> SearchParams:
-        if not query.strip():
-            raise invalid("the query is empty; send 1 to 4096 characters", reason="EMPTY_QUERY")
-        if len(query) > MAX_QUERY_CHARS:
-            raise invalid(
-                f"the query is {len(query)} characters; the limit is {MAX_QUERY_CHARS}", reason="QUERY_TOO_LONG"
-            )
-        top_k = p.top_k or 5
-        if top_k < 1 or top_k > self.settings.max_top_k:
-            raise invalid(f"top_k must be 1..{self.settings.max_top_k}, got {p.top_k}", reason="TOP_K_OUT_OF_RANGE")
-        mode = p.mode or "hybrid"
-        if mode not in MODES:
-            raise invalid(f"mode must be one of {MODES}, got {mode!r}")
-        fusion = p.fusion or self.settings.fusion
-        if fusion not in FUSIONS:
-            raise invalid(f"fusion must be one of {FUSIONS}, got {fusion!r}")
-        if p.rrf_k < 0:
-            raise invalid(f"rrf_k must be >= 0, got {p.rrf_k}")
-        dw = self.settings.dense_weight if p.dense_weight is None else p.dense_weight
-        if not 0.0 <= dw <= 1.0:
-            raise invalid(f"dense_weight must be in 0..1, got {dw}")
-        return replace(p, top_k=top_k, mode=mode, fusion=fusion, rrf_k=p.rrf_k or self.settings.rrf_k, dense_weight=dw)
+        return searching.validate(query, p, self.defaults)
+
+    def fresh(self) -> bool:
+        """Whether this replica reached the store recently enough to serve (see `max_staleness_s`)."""
+        if not self.settings.persist_index or self.settings.follow_interval_s <= 0:
+            return True
+        return time.monotonic() - self.last_follow_ok <= self.settings.max_staleness_s
 
     async def search(self, collection: str, query: str, params: SearchParams) -> SearchResult:
-        """Hybrid search. Stages: embed, bm25 (concurrent with embed), dense, fusion, fetch."""
+        """Hybrid search. Stages: embed, bm25 (concurrent with embed), dense, fusion, fetch, [rerank]."""
         timer = Timer()
         p = self.validate(collection, query, params)
         state = self.get_collection(collection)
@@ -355,7 +332,20 @@ class Retriever:
             raise ServiceError(
                 ErrorKind.FAILED_PRECONDITION, state.error, reason="INDEX_CORRUPT", metadata={"collection": collection}
             )
+        if not self.fresh():
+            raise ServiceError(
+                ErrorKind.UNAVAILABLE,
+                f"this retriever replica has not reached object storage for over {self.settings.max_staleness_s:g} s,"
+                " so its index may be stale; it refuses to serve until it catches up (retry another replica)",
+                reason="INDEX_STALE",
+                metadata={"collection": collection},
+            )
         index = state.index
+        # With a reranker, fusion hands it the first `top_n` (at least top_k) to reorder.
+        stage = None if p.no_rerank else self.rerank
+        top_k = p.top_k
+        if stage is not None:
+            p = replace(p, top_k=max(top_k, stage.top_n))
         key = cache_key(
             collection,
             index.version,
@@ -372,122 +362,23 @@ class Retriever:
         )
         cached = None if p.no_cache else await asyncio.to_thread(self.cache.get, key)
         if cached is not None:
-            rows = [(index.row_of[c], s, b, d) for c, s, b, d in cached if c in index.row_of]
+            rows = [Hit(index.row_of[c], s, b, d) for c, s, b, d in cached if c in index.row_of]
         else:
-            hits, t = await self._rank(index, query, p, timer)
+            n_cand = max(self.settings.candidates, p.top_k)
+            rows, t = await searching.rank(index, self.encoder, query, p, n_cand, timer)
             for name in ("bm25", "dense", "fusion"):
                 if name in t:
                     timer.add(Stage(name, t[name]))
-            rows = [(h.row, h.score, h.bm25_rank, h.dense_rank) for h in hits]
             if not p.no_cache:
-                value = [[index.records[r].chunk_id, s, b, d] for r, s, b, d in rows]
+                value = [[index.record(h.row).chunk_id, h.score, h.bm25_rank, h.dense_rank] for h in rows]
                 await asyncio.to_thread(self.cache.put, key, collection, index.version, value)
-        out = [self._hit(collection, index.records[r], s, b, d) for r, s, b, d in rows]
+        out = [searching.hit_of(collection, index.record(h.row), h.score, h.bm25_rank, h.dense_rank) for h in rows]
         if out:
-            await self._fetch(out, p.backend, timer)
-        return SearchResult(out, index.version, cached is not None, timer)
-
-    async def _rank(
-        self, index: CollectionIndex, query: str, p: SearchParams, timer: Timer
-    ) -> tuple[list[Any], dict[str, int]]:
-        """Ranks the index for `query`. BM25 needs no vector, so in hybrid mode it runs (in a
-        thread) while the query is being embedded; dense search and fusion follow."""
-        t: dict[str, int] = {}
-        n_cand = max(self.settings.candidates, p.top_k)
-        if not len(index):
-            return [], t
-
-        def bm25() -> Any:
-            return index.retrieve(query, None, n_cand=n_cand, mode="bm25", filters=p.filters, timings=t)
-
-        def dense_and_fuse(qvec: np.ndarray | None, bm: Any) -> list[Any]:
-            de = None
-            if qvec is not None:
-                de = index.retrieve(query, qvec, n_cand=n_cand, mode="dense", filters=p.filters, timings=t)
-            if bm is None and de is None:
-                return []
-            empty = np.zeros(0, np.int64)
-            cands = (bm[0] if bm else empty, de[1] if de else empty, bm[2] if bm else None)
-            t1 = time.perf_counter_ns()
-            out = index._fuse(*cands, qvec, p.mode, p.fusion, p.rrf_k, float(p.dense_weight or 0.0), limit=p.top_k)
-            t["fusion"] = time.perf_counter_ns() - t1
-            return out
-
-        if p.mode == "bm25":
-            return await asyncio.to_thread(dense_and_fuse, None, await asyncio.to_thread(bm25)), t
-        embed_stage = Stage("embed", 0)
-        t0 = time.perf_counter_ns()
-
-        async def embed() -> np.ndarray:
-            try:
-                return (await self.encoder.encode([query]))[0]
-            finally:
-                embed_stage.duration_ns = time.perf_counter_ns() - t0
-
-        task = asyncio.create_task(embed())
-        try:
-            bm = await asyncio.to_thread(bm25) if p.mode == "hybrid" else None
-            qvec = await task
-        finally:
-            task.cancel()
-        timer.add(embed_stage)
-        return await asyncio.to_thread(dense_and_fuse, qvec, bm), t
-
-    def _hit(self, collection: str, r: ChunkRecord, score: float, bm: int, de: int) -> SearchHit:
-        return SearchHit(
-            r.chunk_id,
-            r.document_id,
-            r.document_name,
-            collection,
-            chunk_key(collection, r.chunk_id),
-            "",
-            score,
-            bm,
-            de,
-            r.position,
-            dict(r.metadata),
-        )
-
-    async def _fetch(self, hits: list[SearchHit], backend: str, timer: Timer) -> None:
-        """Reads the chunk texts from object storage through `backend`, in one BatchGet."""
-        t0 = time.perf_counter_ns()
-        got = await self.store.get_many([h.object_key for h in hits], backend=backend)
-        dur = time.perf_counter_ns() - t0
-        ttfbs = sorted(o.ttfb_ns for o in got if o.ok)
-        nbytes = 0
-        for h, o in zip(hits, got, strict=True):
-            if o.ok:
-                nbytes += len(o.data)
-                text = o.data.decode("utf-8", errors="replace")
-                # Chunk ids are content-addressed: a body that does not hash to its id is corrupt
-                # (or was replaced), and is reported, never served as text.
-                if chunk_id(h.collection, h.document_id, h.position, text) != h.chunk_id:
-                    h.error = ServiceError(
-                        ErrorKind.DATA_LOSS,
-                        f"chunk object {h.object_key} fails its content check (corrupt); "
-                        + segments.rebuild_hint(h.collection),
-                        reason="CHUNK_CORRUPT",
-                    )
-                    log.error("corrupt chunk object", extra={"key": h.object_key})
-                else:
-                    h.text = text
-            else:
-                kind = ErrorKind.NOT_FOUND if o.missing else ErrorKind.UNAVAILABLE
-                h.error = ServiceError(
-                    kind,
-                    f"chunk object {h.object_key} could not be read: {o.error}",
-                    reason="CHUNK_MISSING" if o.missing else "CHUNK_UNREADABLE",
-                )
-        timer.add(
-            Stage(
-                "fetch",
-                dur,
-                backend=backend or "default",
-                ttfb_ns=ttfbs[len(ttfbs) // 2] if ttfbs else 0,
-                bytes=nbytes,
-                count=len(hits),
-            )
-        )
+            await searching.fetch(self.store, out, p.backend, timer)
+        outcome = None
+        if stage is not None and out:
+            out, outcome = await rerank_hits(stage, query, out, top_k, timer)
+        return SearchResult(out, index.version, cached is not None, timer, outcome)
 
     def dimension_hint(self) -> int:
         return self._dim
@@ -499,4 +390,4 @@ class Retriever:
         return await asyncio.to_thread(self.cache.purge)
 
     def describe(self) -> dict[str, Any]:
-        return {n: {"chunks": len(s.index), "version": s.snapshot.version} for n, s in self.collections.items()}
+        return {n: {"chunks": len(s.index), "version": s.live.version} for n, s in self.collections.items()}

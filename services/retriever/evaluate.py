@@ -11,6 +11,7 @@ report the test split.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import sys
@@ -18,11 +19,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from .chunking import Chunker
+from .fusion import fuse
 from .index import Analyzer, ChunkRecord, CollectionIndex
 
 Run = dict[str, dict[str, float]]
@@ -121,10 +123,22 @@ def rank(
                 memo[key] = cands
         else:
             cands = memo[key]
-        hits = [] if cands is None else index._fuse(*cands, qv, p.mode, p.fusion, p.rrf_k, p.dense_weight)
+        hits = (
+            []
+            if cands is None
+            else fuse(
+                *cands,
+                index.vectors_at,
+                qv,
+                mode=p.mode,
+                fusion=p.fusion,
+                rrf_k=p.rrf_k,
+                dense_weight=p.dense_weight,
+            )
+        )
         docs: dict[str, float] = {}
         for h in hits:
-            d = index.records[h.row].document_id
+            d = index.record(h.row).document_id
             if d not in docs:
                 docs[d] = h.score
             if len(docs) >= p.depth:
@@ -133,10 +147,33 @@ def rank(
     return run
 
 
+async def segmented(
+    records: list[ChunkRecord], vecs: np.ndarray, commits: int, analyzer: Analyzer, bm25: tuple[float, float]
+) -> CollectionIndex:
+    """The index after `commits` commits through `LiveIndex` (in memory, no merges)."""
+    from .index import DocumentInfo
+    from .live import IndexOptions, LiveIndex
+    from .merge import MergePolicy
+    from .ports import ObjectStore
+
+    opts = IndexOptions(hnsw_threshold=10**9, bm25_params=bm25, persist=False, merge=MergePolicy(factor=0))
+    live = LiveIndex("eval", cast(ObjectStore, None), analyzer, opts)
+    docs = list(dict.fromkeys(r.document_id for r in records))
+    per = -(-len(docs) // commits)
+    for i in range(0, len(docs), per):
+        batch = set(docs[i : i + per])
+        rows = [j for j, r in enumerate(records) if r.document_id in batch]
+        infos = {d: DocumentInfo(d, d, "", 0, "", 0) for d in docs[i : i + per]}
+        await live.commit(infos, [records[j] for j in rows], vecs[rows])
+    return live.view
+
+
 class Evaluation:
     """Holds one corpus, chunked and embedded, so several parameter sets can be scored cheaply."""
 
-    def __init__(self, beir_dir: Path, split: str, encoder: Any | None = None) -> None:
+    def __init__(self, beir_dir: Path, split: str, encoder: Any | None = None, commits: int = 1) -> None:
+        """`commits` > 1 builds the index as the service would after that many ingestion jobs:
+        one segment per commit, documents split in order (the ranking must not change)."""
         from .local_encoder import LocalEncoder
 
         self.corpus, self.queries, self.qrels = load_beir(beir_dir, split)
@@ -146,6 +183,7 @@ class Evaluation:
         self._embedded: dict[tuple[int, int], tuple[list[ChunkRecord], np.ndarray]] = {}
         self._qvecs: np.ndarray | None = None
         self._memo: dict[Any, Any] = {}
+        self.commits = commits
 
     def index(
         self,
@@ -164,9 +202,12 @@ class Evaluation:
                     self.encoder.encode_sync([r.text for r in records], progress=cb),
                 )
             records, vecs = self._embedded[(size, overlap)]
-            self._indexes[key] = CollectionIndex(
-                records, vecs, analyzer=self.analyzer, hnsw_threshold=10**9, bm25_params=bm25
-            )
+            if self.commits > 1:
+                self._indexes[key] = asyncio.run(segmented(records, vecs, self.commits, self.analyzer, bm25))
+            else:
+                self._indexes[key] = CollectionIndex(
+                    records, vecs, analyzer=self.analyzer, hnsw_threshold=10**9, bm25_params=bm25
+                )
         return self._indexes[key]
 
     def qvecs(self, progress: Callable[[str, int, int], None] | None = None) -> np.ndarray:
@@ -221,6 +262,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     ap.add_argument("--mode", choices=("hybrid", "dense", "bm25"), default="hybrid")
     ap.add_argument("--fusion", choices=("rrf", "weighted"), help="default: the service's")
+    ap.add_argument(
+        "--commits",
+        type=int,
+        default=1,
+        help="index the corpus as this many commits (segments), as N ingestion jobs would",
+    )
     args = ap.parse_args(argv)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -245,12 +292,12 @@ def main(argv: list[str]) -> int:
                 bar.advance(tasks[stage], n)
 
             bar.add_task("load corpus", total=None)
-            ev = Evaluation(args.beir_dir, args.split)
+            ev = Evaluation(args.beir_dir, args.split, commits=max(1, args.commits))
             result, run = ev.score(p, progress)
     except FileNotFoundError as e:
         err.print(f"[red]rag eval: {e}[/red]")
         return 2
-    result = {"dataset": args.beir_dir.name, "split": args.split, **result}
+    result = {"dataset": args.beir_dir.name, "split": args.split, "commits": max(1, args.commits), **result}
     if args.run_file:
         args.run_file.write_text(json.dumps(run))
     if args.json:

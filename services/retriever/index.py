@@ -1,58 +1,30 @@
-"""The in-process hybrid index of one collection: bm25s for lexical, FAISS for dense.
+"""The in-memory hybrid index of one collection: immutable segments seen through one view.
 
-A `CollectionIndex` is an immutable snapshot: ingestion builds a new one and swaps it in, so a
-search never sees a half-updated index. Dense search is exact (`IndexFlatIP`) below
-`hnsw_threshold` vectors and HNSW above it. Fusion is reciprocal-rank (RRF) or a weighted sum of
-z-normalised scores, computed on the union of both retrievers' candidates with each candidate's
-exact score in both retrievers.
+A `Segment` holds some chunks with their vectors, postings (lexical statistics) and dense index;
+it never changes once built. A `CollectionIndex` is a view over the live segments minus the
+deleted documents, numbering their rows one after the other. A commit adds a segment and a merge
+replaces several with one; each builds a new view and swaps it in, so a search never sees a
+half-updated index. BM25 uses collection-wide statistics (see `lexical.py`) and dense search takes
+each segment's best and merges them, so a view ranks exactly as one segment holding the same
+chunks in the same order would. Dense search is exact below `hnsw_threshold` vectors per segment
+and HNSW above it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .chunking import _CJK
+from .dense import DenseIndex
+from .fusion import Hit, fuse, topk
+from .lexical import Analyzer, Postings, bm25_scores
 
-_STOPWORDS = frozenset(
-    "a an and are as at be but by for if in into is it no not of on or such that the their then there these "
-    "they this to was will with we our from has have had been were which can its also than".split()
-)
-_TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]|[^\W_]+", re.UNICODE)
-
-
-class Analyzer:
-    """BM25 tokens: lower-cased words, English stopwords removed, Snowball-stemmed; CJK text as
-    character unigrams and bigrams (no spaces to split on)."""
-
-    def __init__(self) -> None:
-        import Stemmer
-
-        self.stemmer = Stemmer.Stemmer("english")
-
-    def tokens(self, text: str) -> list[str]:
-        raw = _TOKEN.findall(text.lower())
-        out: list[str] = []
-        prev_cjk = ""
-        for t in raw:
-            if len(t) == 1 and _CJK.match(t):
-                out.append(t)
-                if prev_cjk:
-                    out.append(prev_cjk + t)
-                prev_cjk = t
-                continue
-            prev_cjk = ""
-            if t not in _STOPWORDS:
-                out.append(t)
-        return [w if _CJK.match(w) else s for w, s in zip(out, self.stemmer.stemWords(out), strict=True)]
-
-    def many(self, texts: Sequence[str]) -> list[list[str]]:
-        return [self.tokens(t) for t in texts]
+__all__ = ["Analyzer", "ChunkRecord", "CollectionIndex", "DenseIndex", "DocumentInfo", "Hit", "Segment", "topk"]
 
 
 @dataclass(frozen=True)
@@ -67,94 +39,18 @@ class ChunkRecord:
     metadata: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Hit:
-    """One fused result: the chunk's row in the snapshot, its fused score and per-retriever ranks."""
-
-    row: int
-    score: float
-    bm25_rank: int = 0
-    dense_rank: int = 0
-
-
-class BM25:
-    """bm25s over pre-analysed tokens; `scores` gives every chunk's score for a query."""
-
-    def __init__(self, tokens: Sequence[list[str]], k1: float = 1.2, b: float = 0.75) -> None:
-        import bm25s
-
-        self.n = len(tokens)
-        self.model = bm25s.BM25(k1=k1, b=b)
-        if self.n:
-            self.model.index([t if t else [""] for t in tokens], show_progress=False)
-
-    def scores(self, query_tokens: list[str]) -> np.ndarray:
-        if not self.n:
-            return np.zeros(0, dtype=np.float32)
-        ids = self.model.get_tokens_ids(query_tokens)
-        if not ids:
-            return np.zeros(self.n, dtype=np.float32)
-        return np.asarray(self.model.get_scores_from_ids(ids), dtype=np.float32)
-
-
-class DenseIndex:
-    """FAISS inner-product search over L2-normalised vectors: exact, or HNSW above a threshold."""
-
-    def __init__(self, vectors: np.ndarray, hnsw_threshold: int = 50_000, ef_search: int = 256) -> None:
-        import faiss
-
-        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        n, dim = self.vectors.shape if self.vectors.ndim == 2 else (0, 0)
-        self.kind = "hnsw" if n > hnsw_threshold else "exact"
-        self.ef_search = ef_search
-        if self.kind == "hnsw":
-            self.index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-            self.index.hnsw.efConstruction = 80
-            self.index.hnsw.efSearch = ef_search
-            self.index.add(self.vectors)
-        else:
-            self.index = faiss.IndexFlatIP(dim) if dim else None
-            if self.index is not None and n:
-                self.index.add(self.vectors)
-
-    @property
-    def size(self) -> int:
-        return 0 if self.index is None else int(self.index.ntotal)
-
-    def search(self, q: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top `k` rows by inner product; `allowed` (sorted row ids) restricts the search."""
-        import faiss
-
-        if self.size == 0 or k <= 0:
-            return np.zeros(0, np.float32), np.zeros(0, np.int64)
-        q = np.ascontiguousarray(q.reshape(1, -1), dtype=np.float32)
-        if allowed is not None:
-            if len(allowed) == 0:
-                return np.zeros(0, np.float32), np.zeros(0, np.int64)
-            if self.kind == "exact" or len(allowed) < 10_000:
-                sims = self.vectors[allowed] @ q[0]
-                top = _topk(sims, k)
-                return sims[top], allowed[top]
-            params = faiss.SearchParametersHNSW(sel=faiss.IDSelectorBatch(allowed.astype(np.int64)))
-            params.efSearch = max(self.ef_search, k)
-            scores, ids = self.index.search(q, min(k, len(allowed)), params=params)
-        elif self.kind == "hnsw":
-            params = faiss.SearchParametersHNSW()
-            params.efSearch = max(self.ef_search, k)  # per call: no shared state between threads
-            scores, ids = self.index.search(q, min(k, self.size), params=params)
-        else:
-            scores, ids = self.index.search(q, min(k, self.size))
-        keep = ids[0] >= 0
-        return scores[0][keep], ids[0][keep]
-
-
-def _topk(scores: np.ndarray, k: int) -> np.ndarray:
-    """Row positions of the `k` highest scores, best first."""
-    k = min(k, len(scores))
-    if k <= 0:
-        return np.zeros(0, np.int64)
-    part = np.argpartition(-scores, k - 1)[:k]
-    return part[np.argsort(-scores[part], kind="stable")]
+@dataclass
+class DocumentInfo:
+    document_id: str
+    name: str
+    object_key: str
+    size_bytes: int
+    sha256: str
+    chunks: int
+    metadata: dict[str, str] = field(default_factory=dict)
+    ingested_unix_ns: int = 0
+    # The chunking the document was cut with ("size/overlap"); a change re-chunks it.
+    chunking: str = ""
 
 
 def corpus_version(chunk_ids: Sequence[str]) -> str:
@@ -166,8 +62,89 @@ def corpus_version(chunk_ids: Sequence[str]) -> str:
     return h.hexdigest()[:16]
 
 
+DenseFactory = Callable[[np.ndarray, str], Any]
+
+
+class Segment:
+    """Immutable chunks of one collection: records, vectors, postings, dense index, documents."""
+
+    def __init__(
+        self,
+        seg_id: str,
+        records: Sequence[ChunkRecord],
+        vectors: np.ndarray,
+        documents: Mapping[str, DocumentInfo],
+        postings: Postings,
+        *,
+        hnsw_threshold: int = 50_000,
+        dense_factory: DenseFactory | None = None,
+        created_unix_ns: int = 0,
+    ) -> None:
+        if len(records) != len(vectors) and len(records):
+            raise ValueError(f"{len(records)} records but {len(vectors)} vectors")
+        self.id = seg_id
+        self.records = list(records)
+        dim = vectors.shape[1] if vectors.ndim == 2 else 0
+        self.vectors = np.asarray(vectors, np.float32).reshape(len(self.records), dim)
+        self.documents = dict(documents)
+        self.postings = postings
+        self.created_unix_ns = created_unix_ns or time.time_ns()
+        if dense_factory is not None and len(self.records):
+            self.dense = dense_factory(self.vectors, seg_id)
+        else:
+            self.dense = DenseIndex(self.vectors, hnsw_threshold)
+        self.row_of = {r.chunk_id: i for i, r in enumerate(self.records)}
+        meta: dict[tuple[str, str], list[int]] = {}
+        docs: dict[str, list[int]] = {}
+        for i, r in enumerate(self.records):
+            docs.setdefault(r.document_id, []).append(i)
+            for kv in r.metadata.items():
+                meta.setdefault(kv, []).append(i)
+        self.meta = {kv: np.asarray(v, np.int64) for kv, v in meta.items()}
+        self.doc_rows = {d: np.asarray(v, np.int64) for d, v in docs.items()}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def live_mask(self, deleted: frozenset[str] | set[str]) -> np.ndarray:
+        live = np.ones(len(self.records), bool)
+        for d in deleted:
+            rows = self.doc_rows.get(d)
+            if rows is not None:
+                live[rows] = False
+        return live
+
+    def drop(self) -> None:
+        drop = getattr(self.dense, "drop", None)
+        if drop is not None:
+            drop()
+
+
+class _RowOf(Mapping[str, int]):
+    """chunk id -> row of the view, over the segments' own maps (nothing built per view)."""
+
+    def __init__(self, view: CollectionIndex) -> None:
+        self.view = view
+
+    def __getitem__(self, cid: str) -> int:
+        for seg, live, off in zip(self.view.segments, self.view.live, self.view.offsets, strict=False):
+            row = seg.row_of.get(cid)
+            if row is not None and live[row]:
+                return int(off) + row
+        raise KeyError(cid)
+
+    def __iter__(self) -> Iterator[str]:
+        for seg, live in zip(self.view.segments, self.view.live, strict=True):
+            for cid, row in seg.row_of.items():
+                if live[row]:
+                    yield cid
+
+    def __len__(self) -> int:
+        return len(self.view)
+
+
 class CollectionIndex:
-    """An immutable snapshot of one collection's chunks, vectors, BM25 and FAISS indexes."""
+    """A view over live segments minus deleted documents; rows are numbered segment after segment."""
 
     def __init__(
         self,
@@ -177,49 +154,127 @@ class CollectionIndex:
         analyzer: Analyzer,
         hnsw_threshold: int = 50_000,
         dim: int = 0,
-        dense_factory: Callable[[np.ndarray, str], Any] | None = None,
+        dense_factory: DenseFactory | None = None,
         bm25_params: tuple[float, float] = (1.2, 0.75),
     ) -> None:
-        """`dense_factory(vectors, corpus_version)` builds another dense index (Milvus)."""
-        if len(records) != (len(vectors) if len(records) else 0):
-            raise ValueError(f"{len(records)} records but {len(vectors)} vectors")
-        self.records = list(records)
-        self.analyzer = analyzer
+        """One segment built from `records` and `vectors` (evaluation, tests)."""
         dim = vectors.shape[1] if len(records) else dim
-        self.vectors = np.asarray(vectors, dtype=np.float32).reshape(len(records), dim)
-        self.version = corpus_version([r.chunk_id for r in self.records]) if self.records else ""
-        self.bm25 = BM25(analyzer.many([r.text for r in self.records]), *bm25_params)
-        if dense_factory is not None:
-            self.dense = dense_factory(self.vectors, self.version or "empty")
-        else:
-            self.dense = DenseIndex(self.vectors, hnsw_threshold)
-        self.row_of = {r.chunk_id: i for i, r in enumerate(self.records)}
-        postings: dict[tuple[str, str], list[int]] = {}
-        for i, r in enumerate(self.records):
-            for kv in r.metadata.items():
-                postings.setdefault(kv, []).append(i)
-        self._postings = {kv: np.asarray(v, dtype=np.int64) for kv, v in postings.items()}
-        docs: dict[str, int] = {}
-        for r in self.records:
-            docs[r.document_id] = docs.get(r.document_id, 0) + 1
-        self.doc_chunks = docs
+        vecs = np.asarray(vectors, np.float32).reshape(len(records), dim)
+        seg = Segment(
+            "single",
+            records,
+            vecs,
+            {},
+            Postings.build(analyzer.many([r.text for r in records])),
+            hnsw_threshold=hnsw_threshold,
+            dense_factory=dense_factory,
+        )
+        self._setup([seg], {}, analyzer, bm25_params)
+        self.version = corpus_version([r.chunk_id for r in records]) if records else ""
+
+    @classmethod
+    def over(
+        cls,
+        segments: Sequence[Segment],
+        deleted: Mapping[str, frozenset[str]],
+        *,
+        analyzer: Analyzer,
+        bm25_params: tuple[float, float],
+        version: str = "",
+    ) -> CollectionIndex:
+        view = cls.__new__(cls)
+        view._setup(segments, deleted, analyzer, bm25_params)
+        view.version = version
+        return view
+
+    def _setup(
+        self,
+        segments: Sequence[Segment],
+        deleted: Mapping[str, frozenset[str]],
+        analyzer: Analyzer,
+        bm25_params: tuple[float, float],
+    ) -> None:
+        self.segments = list(segments)
+        self.deleted = {s.id: frozenset(deleted.get(s.id, ())) for s in self.segments}
+        self.live = [s.live_mask(self.deleted[s.id]) for s in self.segments]
+        self.offsets = np.cumsum([0] + [len(s) for s in self.segments])[:-1].astype(np.int64)
+        self.n_rows = sum(len(s) for s in self.segments)
+        self.analyzer = analyzer
+        self.bm25_params = bm25_params
+        self.row_of: Mapping[str, int] = _RowOf(self)
+        self._live_count = int(sum(int(m.sum()) for m in self.live))
+        dims = [s.vectors.shape[1] for s in self.segments if len(s)]
+        self.dim = dims[0] if dims else 0
 
     @classmethod
     def empty(cls, analyzer: Analyzer, dim: int = 0) -> CollectionIndex:
         return cls([], np.zeros((0, dim), np.float32), analyzer=analyzer, dim=dim)
 
     def __len__(self) -> int:
-        return len(self.records)
+        return self._live_count
+
+    @property
+    def records(self) -> list[ChunkRecord]:
+        """Every live record, in row order (O(n): for tests and tools, not the search path)."""
+        return [
+            r
+            for s, live in zip(self.segments, self.live, strict=True)
+            for r, ok in zip(s.records, live, strict=True)
+            if ok
+        ]
+
+    def _locate(self, row: int) -> tuple[int, int]:
+        i = int(np.searchsorted(self.offsets, row, side="right")) - 1
+        return i, row - int(self.offsets[i])
+
+    def record(self, row: int) -> ChunkRecord:
+        i, local = self._locate(row)
+        return self.segments[i].records[local]
+
+    def vectors_at(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, np.int64)
+        out = np.zeros((len(rows), self.dim), np.float32)
+        seg = np.searchsorted(self.offsets, rows, side="right") - 1
+        for i in np.unique(seg):
+            sel = seg == i
+            out[sel] = self.segments[i].vectors[rows[sel] - self.offsets[i]]
+        return out
 
     def allowed_rows(self, filters: Mapping[str, str]) -> np.ndarray | None:
-        """Rows whose metadata has every filter pair; None when there is no filter."""
+        """Live rows whose metadata has every filter pair; None when there is no filter."""
         if not filters:
             return None
-        rows: np.ndarray | None = None
-        for kv in filters.items():
-            posting = self._postings.get(kv, np.zeros(0, np.int64))
-            rows = posting if rows is None else np.intersect1d(rows, posting, assume_unique=True)
-        return rows
+        parts = []
+        for seg, live, off in zip(self.segments, self.live, self.offsets, strict=True):
+            rows: np.ndarray | None = None
+            for kv in filters.items():
+                posting = seg.meta.get(kv, np.zeros(0, np.int64))
+                rows = posting if rows is None else np.intersect1d(rows, posting, assume_unique=True)
+            if rows is not None and len(rows):
+                parts.append(rows[live[rows]] + off)
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    def bm25_all(self, query: str) -> np.ndarray:
+        """Every row's BM25 score (0 for deleted rows), with collection-wide statistics."""
+        parts = list(zip((s.postings for s in self.segments), self.live, strict=True))
+        per = bm25_scores(self.analyzer.tokens(query), parts, *self.bm25_params)
+        return np.concatenate(per) if per else np.zeros(0, np.float32)
+
+    def dense_search(self, qvec: np.ndarray, k: int, allowed: np.ndarray | None) -> np.ndarray:
+        """The best `k` live rows by inner product over all segments (ties: lower row first)."""
+        scores, rows = [], []
+        for seg, live, off in zip(self.segments, self.live, self.offsets, strict=True):
+            local = None
+            if allowed is not None:
+                sel = (allowed >= off) & (allowed < off + len(seg))
+                local = allowed[sel] - off
+            s, r = seg.dense.search(qvec, k, local, None if live.all() else live)
+            scores.append(np.asarray(s, np.float32))
+            rows.append(np.asarray(r, np.int64) + off)
+        if not scores:
+            return np.zeros(0, np.int64)
+        s, r = np.concatenate(scores), np.concatenate(rows)
+        return r[np.lexsort((r, -s))][:k]
 
     def search(
         self,
@@ -236,14 +291,21 @@ class CollectionIndex:
         timings: dict[str, int] | None = None,
     ) -> list[Hit]:
         """Hybrid (or single-retriever) search; `timings` receives bm25/dense/fusion ns."""
-        import time
-
         t = timings if timings is not None else {}
         cands = self.retrieve(query, qvec, n_cand=max(candidates, top_k), mode=mode, filters=filters, timings=t)
         if cands is None:
             return []
         t0 = time.perf_counter_ns()
-        hits = self._fuse(*cands, qvec, mode, fusion, rrf_k, dense_weight, limit=top_k)
+        hits = fuse(
+            *cands,
+            self.vectors_at,
+            qvec,
+            mode=mode,
+            fusion=fusion,
+            rrf_k=rrf_k,
+            dense_weight=dense_weight,
+            limit=top_k,
+        )
         t["fusion"] = time.perf_counter_ns() - t0
         return hits
 
@@ -257,12 +319,10 @@ class CollectionIndex:
         filters: Mapping[str, str] | None = None,
         timings: dict[str, int] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
-        """Each retriever's candidates: (bm25 rows, dense rows, every chunk's BM25 score); None
+        """Each retriever's candidates: (bm25 rows, dense rows, every row's BM25 score); None
         when nothing can match."""
-        import time
-
         t = timings if timings is not None else {}
-        if not self.records:
+        if not len(self):
             return None
         allowed = self.allowed_rows(filters or {})
         if allowed is not None and len(allowed) == 0:
@@ -271,80 +331,13 @@ class CollectionIndex:
         bm_all = None
         if mode in ("hybrid", "bm25"):
             t0 = time.perf_counter_ns()
-            bm_all = self.bm25.scores(self.analyzer.tokens(query))
-            if allowed is not None:
-                sub = _topk(bm_all[allowed], n_cand)
-                bm_rows = allowed[sub]
-            else:
-                bm_rows = _topk(bm_all, n_cand)
+            bm_all = self.bm25_all(query)
+            bm_rows = allowed[topk(bm_all[allowed], n_cand)] if allowed is not None else topk(bm_all, n_cand)
             bm_rows = bm_rows[bm_all[bm_rows] > 0]
             t["bm25"] = time.perf_counter_ns() - t0
         de_rows = np.zeros(0, np.int64)
         if mode in ("hybrid", "dense") and qvec is not None:
             t0 = time.perf_counter_ns()
-            _, de_rows = self.dense.search(qvec, n_cand, allowed)
+            de_rows = self.dense_search(qvec, n_cand, allowed)
             t["dense"] = time.perf_counter_ns() - t0
         return bm_rows, de_rows, bm_all
-
-    def _fuse(
-        self,
-        bm_rows: np.ndarray,
-        de_rows: np.ndarray,
-        bm_all: np.ndarray | None,
-        qvec: np.ndarray | None,
-        mode: str,
-        fusion: str,
-        rrf_k: int,
-        dense_weight: float,
-        limit: int | None = None,
-    ) -> list[Hit]:
-        """Fuses the candidates (vectorised); returns the best `limit` (all when None)."""
-        cat = np.concatenate([np.asarray(de_rows, np.int64), np.asarray(bm_rows, np.int64)])
-        if not len(cat):
-            return []
-        _, first = np.unique(cat, return_index=True)
-        rows = cat[np.sort(first)]  # dense candidates first, then BM25-only ones
-        bm_rank = _ranks(rows, np.asarray(bm_rows, np.int64))
-        de_rank = _ranks(rows, np.asarray(de_rows, np.int64))
-        if mode == "bm25" or (mode == "hybrid" and qvec is None):
-            scores = bm_all[rows].astype(np.float64) if bm_all is not None else np.zeros(len(rows))
-        elif mode == "dense":
-            scores = (self.vectors[rows] @ np.asarray(qvec, np.float32)).astype(np.float64)
-        elif fusion == "rrf":
-            scores = np.where(bm_rank > 0, 1.0 / (rrf_k + bm_rank), 0.0) + np.where(
-                de_rank > 0, 1.0 / (rrf_k + de_rank), 0.0
-            )
-        else:
-            # Exact scores of every candidate in both retrievers, z-normalised with the statistics
-            # of each retriever's own candidate list.
-            q = np.asarray(qvec, np.float32)
-            bm = bm_all[rows].astype(np.float64)
-            de = (self.vectors[rows] @ q).astype(np.float64)
-            bm_ref = bm_all[bm_rows] if len(bm_rows) > 1 else bm
-            de_ref = self.vectors[de_rows] @ q if len(de_rows) > 1 else de
-            scores = dense_weight * _z(de, de_ref) + (1 - dense_weight) * _z(bm, bm_ref)
-        order = np.argsort(-scores, kind="stable")
-        if limit is not None:
-            order = order[:limit]
-        return [Hit(int(rows[i]), float(scores[i]), int(bm_rank[i]), int(de_rank[i])) for i in order]
-
-
-def _ranks(rows: np.ndarray, ranked: np.ndarray) -> np.ndarray:
-    """1-based rank of each of `rows` in `ranked`; 0 where absent."""
-    out = np.zeros(len(rows), np.int64)
-    if not len(ranked):
-        return out
-    order = np.argsort(ranked, kind="stable")
-    sorted_ranked = ranked[order]
-    pos = np.searchsorted(sorted_ranked, rows)
-    pos_c = np.minimum(pos, len(ranked) - 1)
-    found = sorted_ranked[pos_c] == rows
-    out[found] = order[pos_c[found]] + 1
-    return out
-
-
-def _z(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    std = float(np.std(ref))
-    if std < 1e-9:
-        return np.zeros_like(x)
-    return (x - float(np.mean(ref))) / std

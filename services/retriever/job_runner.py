@@ -34,11 +34,20 @@ PEER_WAIT_S = 120.0
 _TRANSIENT_WORDS = ("unavailable", "connect", "timed out", "timeout", "reset", "slowdown", "503", "refused")
 
 
+_TRANSIENT_KINDS = (
+    ErrorKind.UNAVAILABLE,
+    ErrorKind.DEADLINE_EXCEEDED,
+    ErrorKind.RESOURCE_EXHAUSTED,
+    ErrorKind.CANCELLED,
+)
+
+
 def _transient(err: Exception) -> bool:
-    """True for failures a peer's restart explains: UNAVAILABLE/DEADLINE_EXCEEDED from a service,
-    or a store write that failed for a connection reason."""
+    """True for failures a peer's restart or load explains: UNAVAILABLE, DEADLINE_EXCEEDED,
+    RESOURCE_EXHAUSTED or CANCELLED (a stopping peer) from a service (adapters.py keeps peers'
+    codes), or a store write that failed for a connection reason."""
     if isinstance(err, ServiceError):
-        return err.kind in (ErrorKind.UNAVAILABLE, ErrorKind.DEADLINE_EXCEEDED)
+        return err.kind in _TRANSIENT_KINDS
     return any(w in str(err).lower() for w in _TRANSIENT_WORDS)
 
 
@@ -168,7 +177,9 @@ class JobRunner:
         version = v.index_version
         if docs:
             await m.keeper.check()
-            version = await self.r.commit(v.collection, docs, records, vectors, backends=lj.request["target_backends"])
+            version = await self.r.commit(
+                v.collection, docs, records, vectors, backends=lj.request["target_backends"], fence=m.keeper
+            )
         elif self.r.collections.get(v.collection):
             version = self.r.collections[v.collection].snapshot.version
         final: list[FileRow] = [results.get(f.object_key, f) for f in files]

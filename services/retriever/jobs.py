@@ -65,6 +65,7 @@ class JobManager:
         self.timing = timing or JobTiming()
         self.state = JobStore(retriever.store)
         self.live: dict[str, LiveJob] = {}
+        self._adopting: set[str] = set()
         self.runner = JobRunner(self)
         self._adopter: asyncio.Task[None] | None = None
         # Called with True/False when this replica gains/loses the lease (prefix watches listen).
@@ -101,7 +102,7 @@ class JobManager:
         while True:
             try:
                 for job_id in await self.state.active_ids():
-                    if job_id not in self.live and self.keeper.held:
+                    if job_id not in self.live and job_id not in self._adopting and self.keeper.held:
                         await self._adopt(job_id)
             except ServiceError as err:
                 log.warning("could not list active jobs", extra={"error": err.message})
@@ -242,13 +243,13 @@ class JobManager:
     # Running (lease holder) --------------------------------------------------------------------
     async def _adopt(self, job_id: str) -> None:
         """Takes a stored job over (its record now carries this holder's fence) and runs it."""
-        placeholder = LiveJob(JobView(job_id, "", "queued", "queued"), JobRecord(job_id, "", "", "", {}, 0, 0))
-        self.live[job_id] = placeholder
+        if job_id in self._adopting:
+            return
+        self._adopting.add(job_id)
         try:
             await self.keeper.check()
             rec = await self.state.take(job_id)
             if rec is None or not rec.active:
-                self.live.pop(job_id, None)
                 if rec is not None:
                     await self.state.finished(rec)
                 return
@@ -256,9 +257,8 @@ class JobManager:
                 rec.seq += 10_000  # a new holder's sequence numbers stay ahead of the old one's
             rec.fence, rec.holder = self.keeper.token, self.keeper.replica_id
             await self.state.write(rec)
-        except BaseException:
-            self.live.pop(job_id, None)
-            raise
+        finally:
+            self._adopting.discard(job_id)
         lj = LiveJob(view_of(rec), rec, seq=rec.seq)
         self.live[job_id] = lj
         lj.task = asyncio.create_task(self.runner.run(lj), name=f"ingest-{job_id}")

@@ -62,7 +62,11 @@ class MilvusDenseIndex:
     def size(self) -> int:
         return self._size
 
-    def search(self, q: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, q: np.ndarray, k: int, allowed: np.ndarray | None = None, live: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if live is not None:  # deleted rows (until a merge drops them) are filtered out in Milvus
+            allowed = np.flatnonzero(live) if allowed is None else allowed[live[allowed]]
         if self._size == 0 or k <= 0 or (allowed is not None and len(allowed) == 0):
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
         kwargs: dict[str, Any] = {}

@@ -19,10 +19,12 @@ from services.common.server import GrpcApp, build_server, run_forever, start_met
 from .catalog import Catalog
 from .config import RetrieverConfig
 from .core import Retriever, Settings
+from .follower import Follower
 from .jobs import JobManager, JobTiming
 from .lease import LeaseBackend, LeaseKeeper, StoreLeaseBackend
 from .ports import Encoder, ObjectStore
 from .prefix_watch import PrefixWatchManager
+from .rerank.config import build_stage
 from .servicer import RetrieverServicer
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,11 @@ def settings_from(cfg: RetrieverConfig) -> Settings:
         persist_index=cfg.persist_index,
         index_backend=cfg.index_backend,
         milvus_uri=cfg.milvus_uri,
+        merge_factor=cfg.merge_factor,
+        merge_floor_chunks=cfg.merge_floor_chunks,
+        gc_grace_s=cfg.gc_grace_s,
+        follow_interval_s=cfg.follow_interval_s,
+        max_staleness_s=cfg.max_staleness_s,
     )
 
 
@@ -59,7 +66,18 @@ async def create_server(
     cfg: RetrieverConfig, *, store: ObjectStore | None = None, encoder: Encoder | None = None
 ) -> tuple[GrpcApp, int]:
     """Builds the service over the storage and embedder services (or the given ports), loads and
-    verifies every collection's index, resumes unfinished jobs, then reports SERVING."""
+    verifies every collection's index, resumes unfinished jobs, then reports SERVING (readiness:
+    only once the index is loaded). A follower then keeps the index on the store's CURRENT."""
+    rerank = build_stage(
+        cfg.rerank,
+        url=cfg.rerank_url,
+        model=cfg.rerank_model,
+        api_key_env=cfg.rerank_api_key_env,
+        api_key_file=cfg.rerank_api_key_file,
+        top_n=cfg.rerank_top_n,
+        fail_mode=cfg.rerank_fail_mode,
+        timeout_s=cfg.rerank_timeout_s,
+    )
     closers = []
     if store is None or encoder is None:
         from clients.embedder import EmbedderClient
@@ -78,6 +96,12 @@ async def create_server(
     settings = settings_from(cfg)
     catalog = Catalog(store)
     core = Retriever(store, encoder, settings, catalog)
+    core.rerank = rerank
+    if rerank is not None:
+        closers.append(rerank.close)
+        log.info(
+            "rerank stage on", extra={"backend": rerank.name, "top_n": rerank.top_n, "fail_mode": rerank.fail_mode}
+        )
     lease_backend: LeaseBackend
     if cfg.lease == "kubernetes":
         from .lease_k8s import KubeLeaseBackend
@@ -92,6 +116,7 @@ async def create_server(
     jobs = JobManager(core, keeper, JobTiming(heartbeat_s=cfg.heartbeat_s))
     watches = PrefixWatchManager(jobs, catalog)
     servicer = RetrieverServicer(core, jobs, watches)
+    follower = Follower(core)
     app = await build_server(
         "retriever",
         [(pb_grpc.add_RetrieverServiceServicer_to_server, servicer, SERVICE_NAME)],
@@ -101,6 +126,7 @@ async def create_server(
     )
 
     async def stop() -> None:
+        await follower.stop()
         await watches.stop()
         await jobs.stop()
         await core.close()
@@ -111,6 +137,7 @@ async def create_server(
     app.retriever = core  # type: ignore[attr-defined]
     app.jobs = jobs  # type: ignore[attr-defined]
     app.watches = watches  # type: ignore[attr-defined]
+    app.follower = follower  # type: ignore[attr-defined]
 
     async def ready() -> None:
         # The peers may still be starting: retry until the index loads, then serve.
@@ -125,6 +152,9 @@ async def create_server(
                 delay = min(delay * 2, 10)
         await jobs.start()
         await app.set_serving(True)
+        # Health follows the index from now on: NOT_SERVING while the store is out of reach.
+        follower.on_health = app.set_serving
+        follower.start()
         log.info("ready", extra={"collections": len(core.collections)})
 
     app.ready_task = asyncio.create_task(ready())  # type: ignore[attr-defined]
@@ -151,7 +181,11 @@ def main() -> None:
         print(f"retriever: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     setup_logging("retriever", cfg.log_level)
-    asyncio.run(serve(cfg))
+    try:
+        asyncio.run(serve(cfg))
+    except ConfigError as err:
+        print(f"retriever: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

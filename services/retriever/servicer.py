@@ -10,15 +10,16 @@ import grpc
 
 from ddnrag.retriever.v1 import retriever_service_pb2 as pb
 from ddnrag.retriever.v1 import retriever_service_pb2_grpc as pb_grpc
+from services.common import deadline
 from services.common.errors import OK_STATUS
 from services.common.pb import page_size, timings_pb
 from services.common.timing import Timer
 
 from .core import CollectionState, Retriever, SearchParams
+from .index import DocumentInfo
 from .job_model import JobView, SourceSpec
 from .jobs import JobManager
 from .prefix_watch import PrefixWatchManager
-from .segments import DocumentInfo
 
 _STATES = {
     "queued": pb.JOB_STATE_QUEUED,
@@ -35,10 +36,10 @@ _FUSIONS = {pb.FUSION_METHOD_RRF: "rrf", pb.FUSION_METHOD_WEIGHTED: "weighted"}
 def collection_pb(c: CollectionState) -> pb.Collection:
     return pb.Collection(
         name=c.name,
-        documents=len(c.snapshot.documents),
-        chunks=len(c.snapshot.records),
-        version=c.snapshot.version,
-        updated_unix_ns=c.snapshot.updated_unix_ns or c.created_unix_ns,
+        documents=len(c.live.documents),
+        chunks=c.live.chunks,
+        version=c.live.version,
+        updated_unix_ns=c.live.updated_unix_ns or c.created_unix_ns,
     )
 
 
@@ -178,6 +179,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         return pb.CancelJobResponse(job=job_pb(await self.jobs.cancel(request.job_id)), timings=timings_pb(t))
 
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> Any:
+        deadline.adopt(context)  # the query's Embed and the chunks' BatchGet end with this call
         params = SearchParams(
             top_k=request.top_k,
             mode=_MODES.get(request.mode, "hybrid"),
@@ -187,6 +189,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
             filters=dict(request.filters),
             backend=request.backend,
             no_cache=request.no_cache,
+            no_rerank=request.no_rerank,
         )
         res = await self.core.search(request.collection or "default", request.query, params)
         chunks = [
@@ -203,11 +206,19 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
                 position=h.position,
                 metadata=h.metadata,
                 status=h.error.to_status_proto() if h.error else OK_STATUS,
+                rerank_score=h.rerank_score,
             )
             for h in res.hits
         ]
+        rr = res.rerank
         return pb.SearchResponse(
-            chunks=chunks, index_version=res.index_version, cache_hit=res.cache_hit, timings=timings_pb(res.timer)
+            chunks=chunks,
+            index_version=res.index_version,
+            cache_hit=res.cache_hit,
+            timings=timings_pb(res.timer),
+            rerank=pb.Rerank(backend=rr.backend, status=rr.status, message=rr.message, scored=rr.scored)
+            if rr
+            else None,
         )
 
     async def StartWatch(self, request: pb.StartWatchRequest, context: grpc.aio.ServicerContext) -> Any:

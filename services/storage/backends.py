@@ -145,10 +145,11 @@ class Backends:
                 failing = ""
                 if on_loaded is not None and not on_loaded.done():
                     on_loaded.set_result(None)
-            except ServiceError as err:
-                if err.message != failing:
-                    log.error("cannot read the backend registry: %s", err.message, extra={"reason": err.reason})
-                failing = err.message
+            except Exception as err:  # noqa: BLE001 - the follower must outlive any one failure
+                message = err.message if isinstance(err, ServiceError) else f"{type(err).__name__}: {err}"
+                if message != failing:
+                    log.error("cannot read the backend registry: %s", message)
+                failing = message
             if self.cfg.registry_poll_s <= 0 and self.registry.loaded:
                 return
             await asyncio.sleep(self.cfg.registry_poll_s if self.cfg.registry_poll_s > 0 else 1.0)

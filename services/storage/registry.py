@@ -202,6 +202,13 @@ class BackendRegistry:
             plain = json.loads(secrets_path.read_text() or "{}") if secrets_path.exists() else {}
         except FileNotFoundError:  # a replica sharing the directory imported it a moment ago
             return False
+        except (OSError, ValueError) as err:
+            raise ServiceError(
+                ErrorKind.FAILED_PRECONDITION,
+                f"the backends of an older release in {str(self.legacy_dir)!r} cannot be imported "
+                f"({type(err).__name__}); fix or move backends.json and secrets.json away",
+                reason="REGISTRY_IMPORT_FAILED",
+            ) from None
         specs = {s.name: s for s in map(spec_from_json, raw.get("backends", [])) if s.name != self.default.name}
         sealed = {n: self.box.seal(n, dict(v)) for n, v in plain.items() if n in specs}
         try:

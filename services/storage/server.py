@@ -30,13 +30,17 @@ async def create_server(cfg: StorageConfig) -> tuple[GrpcApp, int]:
     core = StorageCore(cfg, await asyncio.to_thread(build_registry, cfg))
     servicer = StorageServicer(core)
     loaded = await core.backends.start()
-    app = await build_server(
-        "storage",
-        [(pb_grpc.add_StorageServiceServicer_to_server, servicer, SERVICE_NAME)],
-        cfg.host,
-        cfg.port,
-        serving=loaded,
-    )
+    try:
+        app = await build_server(
+            "storage",
+            [(pb_grpc.add_StorageServiceServicer_to_server, servicer, SERVICE_NAME)],
+            cfg.host,
+            cfg.port,
+            serving=loaded,
+        )
+    except BaseException:
+        await core.close()  # stops the registry follower
+        raise
     app.core = core  # type: ignore[attr-defined] - tests and bench reach the core through the app
 
     async def warm() -> None:

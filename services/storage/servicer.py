@@ -31,6 +31,7 @@ from .convert import (
 )
 from .core import StorageCore
 from .s3 import DEADLINE
+from .streams import check_size
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> None:
@@ -104,10 +105,25 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         h = first.header
 
         async def data() -> AsyncIterator[bytes]:
+            received = 0
             async for msg in it:
-                if msg.WhichOneof("part") != "data":
+                part = msg.WhichOneof("part")
+                if part == "end":
+                    check_size(msg.end.size_bytes, received, zero_is_size=True)
+                    return
+                if part != "data":
                     raise invalid("only the first Put message may be a header", reason="DUPLICATE_HEADER")
+                received += len(msg.data)
                 yield msg.data
+            if not h.size_bytes:
+                # grpc.aio ends the request stream the same way for a client's half-close and for
+                # its cancel, so an unmarked end may be a cut-off upload: never commit it.
+                raise invalid(
+                    "the Put stream ended without an `end` message and the header declared no size_bytes, "
+                    "so it cannot be told from a cancelled upload; nothing was stored. Send "
+                    "{end: {size_bytes: N}} last, or declare header.size_bytes",
+                    reason="UNTERMINATED_STREAM",
+                )
 
         if h.if_match or h.if_none_match:
             buf = bytearray()

@@ -30,9 +30,10 @@ class PutOutcome:
     transfer: Transfer
 
 
-def check_size(announced: int, received: int) -> None:
-    """A stream that carried other than the announced size stores nothing."""
-    if announced and announced != received:
+def check_size(announced: int, received: int, *, zero_is_size: bool = False) -> None:
+    """A stream that carried other than the announced size stores nothing. An announced 0 means
+    "unknown" in a header, but is a real count in a Put stream's `end` message (`zero_is_size`)."""
+    if (announced or zero_is_size) and announced != received:
         raise invalid(
             f"the header announced {announced} bytes but the stream carried {received}; nothing was stored",
             reason="SIZE_MISMATCH",

@@ -175,20 +175,37 @@ class ChunkAudit:
         }
 
 
-def read_index(s3: Any, collection: str) -> list[dict[str, Any]]:
-    """The chunk records of the collection's live version, verified against its manifest."""
+def live_manifest(s3: Any, collection: str) -> dict[str, Any] | None:
+    """The manifest CURRENT names (segments with their files, and the delete set), or None."""
+    root = f"index/{collection}/"
     try:
-        version = s3.get_object(Bucket=BUCKET, Key=f"index/{collection}/CURRENT")["Body"].read().decode().strip()
+        current = s3.get_object(Bucket=BUCKET, Key=root + "CURRENT")["Body"].read().decode().strip()
     except s3.exceptions.NoSuchKey:
+        return None
+    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=root + current)["Body"].read())
+    deleted: dict[str, list[str]] = {}
+    if manifest.get("deletes"):
+        deleted = json.loads(s3.get_object(Bucket=BUCKET, Key=root + manifest["deletes"]["path"])["Body"].read())
+    manifest["deleted"] = deleted
+    return manifest
+
+
+def read_index(s3: Any, collection: str) -> list[dict[str, Any]]:
+    """The live chunk records of the collection (every segment minus its deleted documents),
+    each file verified against the manifest."""
+    manifest = live_manifest(s3, collection)
+    if manifest is None:
         return []  # no version published: every expected chunk counts as lost
-    base = f"index/{collection}/{version}/"
-    manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=base + "manifest.json")["Body"].read())
     records: list[dict[str, Any]] = []
-    for name, meta in sorted(manifest["files"].items()):
-        data = s3.get_object(Bucket=BUCKET, Key=base + name)["Body"].read()
-        assert hashlib.sha256(data).hexdigest() == meta["sha256"], f"{base}{name} fails its manifest hash"
-        if name.startswith("chunks-"):
-            records.extend(json.loads(line) for line in data.decode().splitlines())
+    for seg in manifest["segments"]:
+        base = f"index/{collection}/{seg['path']}"
+        gone = set(manifest["deleted"].get(seg["id"], ()))
+        for name, meta in sorted(seg["files"].items()):
+            data = s3.get_object(Bucket=BUCKET, Key=base + name)["Body"].read()
+            assert hashlib.sha256(data).hexdigest() == meta["sha256"], f"{base}{name} fails its manifest hash"
+            if name.startswith("chunks-"):
+                rows = (json.loads(line) for line in data.decode().splitlines())
+                records.extend(r for r in rows if r["document_id"] not in gone)
     return records
 
 

@@ -51,8 +51,8 @@ async def test_corrupt_index_segment_is_refused_and_rebuild_works(stack: Running
     coll = "corrupt-seg"
     docs = await _ingest(stack, coll, 12)
     s3 = harness.s3_client(stack)
-    version = s3.get_object(Bucket=harness.BUCKET, Key=f"index/{coll}/CURRENT")["Body"].read().decode().strip()
-    _flip(s3, f"index/{coll}/{version}/chunks-00000.jsonl")
+    segment = harness.live_manifest(s3, coll)["segments"][0]  # type: ignore[index]
+    _flip(s3, f"index/{coll}/{segment['path']}chunks-00000.jsonl")
     # A restarted retriever loads and verifies every collection.
     old = harness.sigkill(stack, "retriever")
     await asyncio.to_thread(harness.wait_restarted, stack, "retriever", old)

@@ -63,13 +63,18 @@ ENDPOINTS: list[tuple[str, str]] = [
     ("GET", "/v1/models"),
     ("GET", "/api/rag/stream"),
     ("POST", "/api/rag/query"),
+    ("GET", "/api/conversations"),
+    ("POST", "/api/conversations"),
+    ("GET", "/api/conversations/{x}"),
+    ("PATCH", "/api/conversations/{x}"),
+    ("DELETE", "/api/conversations/{x}"),
     ("GET", "/api/health"),
     ("GET", "/healthz"),
 ]
 PARAMS = [
     "q", "collection", "job_id", "top_k", "mode", "backend", "backends", "page_size", "page_token", "no_cache",
     "after", "a", "b", "format", "service", "compare", "prefix", "objects", "size_bytes", "concurrency", "model",
-    "temperature", "max_tokens", "fusion", "stream",
+    "temperature", "max_tokens", "fusion", "stream", "conversation", "conversation_id", "history", "title", "download",
 ]  # fmt: skip
 # The default run keeps to the CI budget; bench/reliability.py sets DDNRAG_FUZZ_FULL=1 (1,000+ cases).
 FULL = os.environ.get("DDNRAG_FUZZ_FULL") == "1"

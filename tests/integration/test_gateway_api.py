@@ -180,7 +180,8 @@ async def test_ingestion_stream_unknown_job_is_404_before_streaming(aiohttp_clie
 
 EXPECTED_RAG = (
     'id: 1\r\nevent: start\r\ndata: {"backend":"extractive","model":"extractive-v1","cache_hit":false,'
-    '"storage_backend":"","collection":"default","queue_ms":0,"retrieval":{"index_version":"v1","cache_hit":false,'
+    '"storage_backend":"","collection":"default","queue_ms":0,"retrieval":{"index_version":"v1","cache_hit":false,"search_query":"what keeps chunks?",'
+    '"rewrite":"none","history_turns":0,"history_turns_trimmed":0,"conversation_id":"",'
     '"timings":{"total_ms":5.001,"stages_sum_ms":5.0,"stages":[{"name":"embed","ms":2.0,"backend":"",'
     '"ttfb_ms":0.0,"bytes":0,"count":0},{"name":"fetch","ms":3.0,"backend":"default","ttfb_ms":1.0,'
     '"bytes":0,"count":0}]},"chunks":[{"chunk_id":"c1","document_id":"d1","document_name":"storage.md",'
@@ -188,12 +189,20 @@ EXPECTED_RAG = (
     '"dense_rank":0,"position":0,"ok":true},{"chunk_id":"c2","document_id":"d1","document_name":"storage.md",'
     '"collection":"default","object_key":"chunks/default/c2","text":"passage 2","score":0.5,"bm25_rank":0,'
     '"dense_rank":0,"position":0,"ok":true}]}}\r\n\r\n'
-    'id: 2\r\nevent: token\r\ndata: {"text":"Object ","index":0}\r\n\r\n'
-    'id: 3\r\nevent: token\r\ndata: {"text":"storage ","index":1}\r\n\r\n'
-    'id: 4\r\nevent: token\r\ndata: {"text":"keeps ","index":2}\r\n\r\n'
-    'id: 5\r\nevent: token\r\ndata: {"text":"chunks ","index":3}\r\n\r\n'
-    'id: 6\r\nevent: token\r\ndata: {"text":"[1].","index":4}\r\n\r\n'
-    'id: 7\r\nevent: done\r\ndata: {"text":"Object storage keeps chunks [1].","finish_reason":"stop",'
+    'id: 2\r\nevent: retrieval\r\ndata: {"index_version":"v1","cache_hit":false,"search_query":"what keeps chunks?",'
+    '"rewrite":"none","history_turns":0,"history_turns_trimmed":0,"conversation_id":"","timings":{"total_ms":5.001,'
+    '"stages_sum_ms":5.0,"stages":[{"name":"embed","ms":2.0,"backend":"","ttfb_ms":0.0,"bytes":0,"count":0},'
+    '{"name":"fetch","ms":3.0,"backend":"default","ttfb_ms":1.0,"bytes":0,"count":0}]},"chunks":[{"chunk_id":"c1",'
+    '"document_id":"d1","document_name":"storage.md","collection":"default","object_key":"chunks/default/c1",'
+    '"text":"passage 1","score":1.0,"bm25_rank":0,"dense_rank":0,"position":0,"ok":true},{"chunk_id":"c2",'
+    '"document_id":"d1","document_name":"storage.md","collection":"default","object_key":"chunks/default/c2",'
+    '"text":"passage 2","score":0.5,"bm25_rank":0,"dense_rank":0,"position":0,"ok":true}]}\r\n\r\n'
+    'id: 3\r\nevent: token\r\ndata: {"text":"Object ","index":0}\r\n\r\n'
+    'id: 4\r\nevent: token\r\ndata: {"text":"storage ","index":1}\r\n\r\n'
+    'id: 5\r\nevent: token\r\ndata: {"text":"keeps ","index":2}\r\n\r\n'
+    'id: 6\r\nevent: token\r\ndata: {"text":"chunks ","index":3}\r\n\r\n'
+    'id: 7\r\nevent: token\r\ndata: {"text":"[1].","index":4}\r\n\r\n'
+    'id: 8\r\nevent: done\r\ndata: {"text":"Object storage keeps chunks [1].","finish_reason":"stop",'
     '"ttft_ms":6.0,"llm_ttft_ms":1.0,"generation_ms":2.0,"tokens_per_s":2500.0,"inter_token_p50_ms":0.0,'
     '"inter_token_p99_ms":0.0,"usage":{"prompt_tokens":40,"completion_tokens":5,"source":"tokenizer"},'
     '"citations":[{"number":1,"collection":"default","document_id":"d1","document_name":"storage.md",'
@@ -202,7 +211,8 @@ EXPECTED_RAG = (
     '"ttfb_ms":0.0,"bytes":0,"count":0},{"name":"generate","ms":2.0,"backend":"","ttfb_ms":0.0,"bytes":0,'
     '"count":0}]},"retrieval_timings":{"total_ms":5.001,"stages_sum_ms":5.0,"stages":[{"name":"embed",'
     '"ms":2.0,"backend":"","ttfb_ms":0.0,"bytes":0,"count":0},{"name":"fetch","ms":3.0,"backend":"default",'
-    '"ttfb_ms":1.0,"bytes":0,"count":0}]}}\r\n\r\n'
+    '"ttfb_ms":1.0,"bytes":0,"count":0}]},"search_query":"what keeps chunks?",'
+    '"conversation_id":"","turn_index":0}\r\n\r\n'
 )
 
 
@@ -262,7 +272,7 @@ async def test_rag_stream_error_after_start_is_an_event(aiohttp_client, doubles:
     assert resp.status == 200
     raw = (await resp.read()).decode()
     assert raw.endswith(
-        'id: 2\r\nevent: error\r\ndata: {"status":503,"reason":"BACKEND_DOWN",'
+        'id: 3\r\nevent: error\r\ndata: {"status":503,"reason":"BACKEND_DOWN",'
         '"message":"the LLM backend went away"}\r\n\r\n'
     )
 

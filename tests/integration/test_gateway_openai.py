@@ -33,6 +33,34 @@ async def test_chat_completion_grounded_with_citations(aiohttp_client, doubles: 
     await oa.close()
 
 
+async def test_chat_completion_sends_the_whole_conversation(aiohttp_client, doubles: Doubles) -> None:
+    """Every earlier user and assistant message travels as history; the last user message is the
+    question, and what was searched comes back in `ddnrag.search_query`."""
+    oa = await _client(aiohttp_client, doubles)
+    resp = await oa.chat.completions.create(
+        model="ddnrag",
+        messages=[
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "What does time to first byte measure?"},
+            {"role": "assistant", "content": "The delay to the first byte [1]."},
+            {"role": "user", "content": [{"type": "text", "text": "And how does it compare with throughput?"}]},
+        ],
+    )
+    req = doubles.llm.requests[0]
+    assert req.question == "And how does it compare with throughput?"
+    assert [(m.role, m.content) for m in req.history] == [
+        ("user", "What does time to first byte measure?"),
+        ("assistant", "The delay to the first byte [1]."),
+    ]
+    assert (resp.model_extra or {})["ddnrag"]["search_query"] == req.question  # the double searches it as is
+    with pytest.raises(openai.BadRequestError):
+        await oa.chat.completions.create(
+            model="ddnrag",
+            messages=[{"role": "assistant", "content": 5}, {"role": "user", "content": "q"}],  # type: ignore[list-item]
+        )
+    await oa.close()
+
+
 async def test_chat_completion_collection_by_extra_field(aiohttp_client, doubles: Doubles) -> None:
     oa = await _client(aiohttp_client, doubles)
     await oa.chat.completions.create(

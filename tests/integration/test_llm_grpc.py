@@ -216,7 +216,9 @@ async def test_generate_over_given_passages(gateway: tuple[LlmClient, int]) -> N
     evs = [e async for e in client.generate("What is a bucket?", ps)]
     assert kinds(evs)[0] == "start" and evs[0].start.backend == "extractive"
     done = evs[-1].done
-    assert "[2]" in done.text and [c.chunk_id for c in done.citations] == ["k"]
+    # Passage 2 answers; citations are numbered in order of appearance, so it is cited as [1].
+    assert done.text == "A bucket is a container for objects in object storage [1]."
+    assert [(c.number, c.chunk_id) for c in done.citations] == [(1, "k")]
     evs = [e async for e in client.generate("Who won the 1998 World Cup?", ps)]
     assert "do not answer" in evs[-1].done.text and not evs[-1].done.citations
 
@@ -257,7 +259,12 @@ async def test_generate_with_the_embedder_down_is_unavailable_naming_it(tmp_path
     try:
         async with LlmClient(f"127.0.0.1:{port}") as client:
             with pytest.raises(ServiceCallError) as info:
-                [e async for e in client.generate("What is a bucket?", [Passage(text="A bucket holds objects.")])]
+                [
+                    e
+                    async for e in client.generate(
+                        "What is a bucket?", [Passage(text="A bucket holds the objects of one tenant.")]
+                    )
+                ]
         assert info.value.code == grpc.StatusCode.UNAVAILABLE and info.value.reason == "EMBEDDER_FAILED"
         assert "embedder service at 127.0.0.1:1" in info.value.message
     finally:

@@ -255,7 +255,7 @@ async def test_bad_files_two_backends_restart_and_corrupt_segment(peers: Peers, 
         await app.stop(0)
 
     # A corrupt segment is refused at start-up with a clear error and a rebuild path.
-    key = next(k for k in bucket_keys(peers, f"index/{coll}/{last.index_version}/") if "vectors-" in k)
+    key = next(k for k in bucket_keys(peers, f"index/{coll}/segments/") if "vectors-" in k)
     body = bytearray(peers.s3.get_object(Bucket=peers.bucket, Key=key)["Body"].read())  # type: ignore[attr-defined]
     body[-2] ^= 0xFF
     peers.s3.put_object(Bucket=peers.bucket, Key=key, Body=bytes(body))  # type: ignore[attr-defined]

@@ -136,3 +136,86 @@ async def test_multipart_size_mismatch_is_aborted(storage: StorageClient, seawee
     assert open_uploads(seaweed, s3_bucket) == []
     with pytest.raises(ServiceCallError):
         await storage.head("s/mis-big")
+
+
+# --- the truncated-object race (issue 17) --------------------------------------------------------
+# A client that cancels its Put stream and one that half-closes it look the same to a grpc.aio
+# server (the request iterator just ends). The race that once committed `s/small-partial` is the
+# server seeing the end of a stream the client meant to abandon; these tests send exactly that.
+
+
+def header(key: str, size: int = 0) -> pb.PutRequest:
+    return pb.PutRequest(header=pb.PutHeader(key=key, size_bytes=size))
+
+
+async def test_half_closed_stream_without_end_stores_nothing(storage: StorageClient) -> None:
+    async def cut_off() -> AsyncIterator[pb.PutRequest]:
+        yield header("s/cut")
+        yield pb.PutRequest(data=b"only the first half")
+
+    with pytest.raises(grpc.aio.AioRpcError) as ei:
+        await storage.stub.Put(cut_off())
+    assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "end" in (ei.value.details() or "")
+    with pytest.raises(ServiceCallError) as nf:
+        await storage.head("s/cut")
+    assert nf.value.code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_half_closed_multipart_without_end_is_aborted(storage: StorageClient, seaweed, s3_bucket) -> None:
+    async def cut_off() -> AsyncIterator[pb.PutRequest]:
+        yield header("s/cut-big")
+        for _ in range(6):
+            yield pb.PutRequest(data=os.urandom(MIB))
+
+    with pytest.raises(grpc.aio.AioRpcError) as ei:
+        await storage.stub.Put(cut_off())
+    assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert open_uploads(seaweed, s3_bucket) == []
+    with pytest.raises(ServiceCallError):
+        await storage.head("s/cut-big")
+
+
+async def test_end_message_with_wrong_count_stores_nothing(storage: StorageClient) -> None:
+    async def lying() -> AsyncIterator[pb.PutRequest]:
+        yield header("s/lie")
+        yield pb.PutRequest(data=b"abc")
+        yield pb.PutRequest(end=pb.PutEnd(size_bytes=4))
+
+    with pytest.raises(grpc.aio.AioRpcError) as ei:
+        await storage.stub.Put(lying())
+    assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(ServiceCallError):
+        await storage.head("s/lie")
+
+
+async def test_empty_object_and_declared_size_still_commit(storage: StorageClient) -> None:
+    put = await storage.put_stream("s/empty", chunks_of(b""))
+    assert put.size_bytes == 0
+    assert (await storage.get("s/empty"))[0] == b""
+
+    async def declared() -> AsyncIterator[pb.PutRequest]:  # a declared size needs no end message
+        yield header("s/declared", 3)
+        yield pb.PutRequest(data=b"abc")
+
+    resp = await storage.stub.Put(declared())
+    assert resp.size_bytes == 3 and (await storage.get("s/declared"))[0] == b"abc"
+
+
+async def test_many_failed_uploads_leave_no_object(storage: StorageClient) -> None:
+    """Failures at every point of a small upload (before, between and after data messages)."""
+
+    def broken(n: int) -> AsyncIterator[bytes]:
+        async def gen() -> AsyncIterator[bytes]:
+            for i in range(n):
+                yield b"x" * (1000 + i)
+            raise OSError("read failed")
+
+        return gen()
+
+    for i in range(40):
+        with pytest.raises(OSError):
+            await storage.put_stream(f"s/fail-{i}", broken(i % 4))
+    await asyncio.sleep(0.2)
+    listing = await storage.list("s/fail-")
+    assert [o.key for o in listing.objects] == []

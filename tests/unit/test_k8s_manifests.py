@@ -50,7 +50,7 @@ SERVICES: dict[str, tuple[str, str, bool]] = {
 # Who may call whom (../shared/DESIGN.md): caller -> callees.
 CALL_GRAPH = {
     "gateway": {"llm-gateway", "retriever", "storage", "embedder"},
-    "llm-gateway": {"retriever", "embedder"},
+    "llm-gateway": {"retriever", "embedder", "storage"},  # storage: conversations
     "retriever": {"embedder", "storage"},
     "storage": set(),
     "embedder": set(),

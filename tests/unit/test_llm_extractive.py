@@ -3,12 +3,23 @@ package, in-process, offline)."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from services.llm_gateway.adapters import LocalEncoder
 from services.llm_gateway.backend import BackendRequest
+from services.llm_gateway.citations import Renumberer
 from services.llm_gateway.domain import Passage, Usage
-from services.llm_gateway.extractive import NO_PASSAGES, NOT_ANSWERED, ExtractiveBackend, cite, split_sentences
+from services.llm_gateway.extractive import (
+    NO_PASSAGES,
+    NOT_ANSWERED,
+    ExtractiveBackend,
+    cite,
+    is_sentence,
+    split_sentences,
+)
 from services.llm_gateway.prompt import build_prompt, cited_numbers
 from services.llm_gateway.tokens import default_counter
 
@@ -29,13 +40,23 @@ def backend() -> ExtractiveBackend:
 
 def test_split_sentences_drops_markup() -> None:
     assert split_sentences(PASSAGES[0]) == [
-        "Object storage",
         "Object storage keeps data as objects in flat buckets.",
         "Each object has a key, the data and metadata.",
         "Objects are read and written whole over HTTP.",
     ]
     assert split_sentences(PASSAGES[2])[1] == "Then a language model answers using those passages and cites them."
     assert split_sentences("Dr. Smith e.g. works. Next one.") == ["Dr. Smith e.g. works.", "Next one."]
+    # A title paragraph without a full stop and a setext heading are headings, not sentences.
+    assert split_sentences("Time to first byte and why it matters\n\nIt is a delay.") == ["It is a delay."]
+    assert split_sentences("Title\n=====\n\nBody text.") == ["Body text."]
+
+
+def test_is_sentence_rejects_fragments() -> None:
+    assert is_sentence("Object storage keeps data as objects in flat buckets.", 6)
+    assert not is_sentence("keeps data as objects in flat buckets.", 6)  # cut from the middle
+    assert not is_sentence("Object storage keeps data as objects in", 6)  # cut at the end
+    assert not is_sentence("It is short.", 6)
+    assert not is_sentence("The store reports three figures for each request:", 6)
 
 
 def test_cite_puts_the_number_before_the_final_stop() -> None:
@@ -50,6 +71,36 @@ async def test_answers_from_the_right_passage_and_cites_it(backend: ExtractiveBa
     assert "matrix multiplication" in text or "thousands of small cores" in text
     text = await backend.compose("How does object storage keep data?", PASSAGES)
     assert text.startswith("Object storage keeps data as objects in flat buckets [1].")
+
+
+SAMPLE = Path(__file__).resolve().parents[2] / "sample_corpus"
+
+
+def _sentences(text: str) -> list[str]:
+    return re.findall(r"[^.!?]+?\[\d+\][.!?]", text)
+
+
+async def test_issue_example_first_question_is_several_cited_sentences(backend: ExtractiveBackend) -> None:
+    """The issue's example: the answer was the document's heading alone. Now it is 2-4 whole
+    sentences, each cited, none of them the heading; citations read 1, 2, ... in order."""
+    passages = [(SAMPLE / n).read_text() for n in ("ttfb-and-latency.md", "rag-overview.md", "ddn-infinia.md")]
+    raw = await backend.compose("What does time to first byte measure and why does it matter for RAG?", passages)
+    text = Renumberer(len(passages)).renumber(raw)
+    sentences = _sentences(text)
+    assert 2 <= len(sentences) <= 4, text
+    assert "".join(sentences).strip() == text.strip()  # every sentence carries a citation
+    assert "why it matters [" not in text  # not the heading
+    assert "Time to first byte (TTFB) is the time from sending a request" in text
+    numbers = [int(n) for n in re.findall(r"\[(\d+)\]", text)]
+    firsts = list(dict.fromkeys(numbers))
+    assert firsts == list(range(1, len(firsts) + 1))
+
+
+async def test_issue_example_follow_up_after_rewrite(backend: ExtractiveBackend) -> None:
+    passages = [(SAMPLE / n).read_text() for n in ("ttfb-and-latency.md", "ddn-infinia.md", "embeddings.md")]
+    text = await backend.compose("How does time to first byte compare with throughput?", passages)
+    assert "for large objects bandwidth dominates, while for small objects TTFB dominates [1]" in text
+    assert 2 <= len(_sentences(text)) <= 4
 
 
 async def test_says_plainly_when_the_passages_do_not_answer(backend: ExtractiveBackend) -> None:

@@ -196,8 +196,9 @@ async def test_ingest_search_and_persisted_segments(tmp_path: Path) -> None:
     assert last.state == "succeeded" and last.documents_done == 3 and last.chunks_done >= 3
     assert [e[0] for e in events] == sorted({e[0] for e in events})
     assert sum(k.startswith("chunks/kb/") for k in store.data[""]) == last.chunks_done
-    version = (await store.get("index/kb/CURRENT")).decode()
-    assert version == last.index_version
+    current = (await store.get("index/kb/CURRENT")).decode()
+    assert current.startswith("manifests/") and current.endswith(f"-{last.index_version}.json")
+    version = last.index_version
     res = await r.search("kb", "bread dough yeast", SearchParams(top_k=1))
     assert res.hits[0].document_id == "cooking" and "yeast" in res.hits[0].text
     assert {s.name for s in res.timer.stages} >= {"embed", "bm25", "dense", "fusion", "fetch"}
@@ -212,7 +213,7 @@ async def test_ingest_search_and_persisted_segments(tmp_path: Path) -> None:
     await close(r2, jobs2)
 
     # A corrupt segment is refused with a clear error and a rebuild path; the rebuild works.
-    key = next(k for k in store.data[""] if k.startswith(f"index/kb/{version}/vectors-"))
+    key = next(k for k in store.data[""] if k.startswith("index/kb/segments/") and "/vectors-" in k)
     blob = bytearray(store.data[""][key])
     blob[-3] ^= 0xFF  # one flipped byte in a vector
     store.data[""][key] = bytes(blob)
@@ -291,7 +292,7 @@ async def test_cancel_leaves_the_index_at_its_last_version(tmp_path: Path) -> No
     view = await jobs.cancel(job.job_id)
     assert view.state == "cancelled"
     assert r.collections["kb"].snapshot.version == version
-    assert (await store.get("index/kb/CURRENT")).decode() == version
+    assert (await store.get("index/kb/CURRENT")).decode().endswith(f"-{version}.json")
     assert (await jobs.get(job.job_id)).state == "cancelled"
     await close(r, jobs)
 
@@ -395,7 +396,7 @@ async def test_watch_ingests_new_and_changed_objects_once(tmp_path: Path) -> Non
     assert not (await catalog.prefix_watch(w["watch_id"]))["active"]
     snap = r.collections["auto"].snapshot
     assert len(snap.documents) == 2 and any("buckets" in x.text for x in snap.records)
-    assert await segments.read_current(store, "auto") == snap.version
+    assert (await segments.read_current(store, "auto")).endswith(f"-{snap.version}.json")
     await close(r, jobs)
 
 
@@ -409,7 +410,7 @@ async def test_milvus_backend_gives_the_same_answers_as_faiss(tmp_path: Path) ->
         if backend == "faiss":
             await finish(jobs, (await jobs.start_ingest("kb", specs)).job_id)
         else:
-            assert r.collections["kb"].index.dense.kind == "milvus"  # loaded from the persisted segments
+            assert r.collections["kb"].index.segments[0].dense.kind == "milvus"  # loaded from the persisted segments
         out = []
         for q in ("tensor cores", "buckets and objects", "bake bread"):
             for mode in ("dense", "hybrid"):

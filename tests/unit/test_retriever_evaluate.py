@@ -63,3 +63,15 @@ def test_evaluation_scores_a_beir_directory(tmp_path: Path) -> None:
         assert next(iter(run["q1"])) == "d1"
     with pytest.raises(FileNotFoundError, match="train"):
         load_beir(tmp_path, "train")
+
+
+def test_the_same_scores_whether_indexed_in_one_commit_or_many(tmp_path: Path) -> None:
+    """`rag eval --commits N` indexes the corpus as N segments, as N ingestion jobs would: every
+    run (scores included) is identical to the one-commit index."""
+    write_beir(tmp_path)
+    runs = {}
+    for commits in (1, 3):
+        ev = Evaluation(tmp_path, "test", encoder=BagOfWords(), commits=commits)
+        runs[commits] = [ev.score(EvalParams(chunk_size=8, chunk_overlap=2, mode=m))[1] for m in ("hybrid", "bm25")]
+        assert len(ev.index(8, 2, bm25=(1.2, 0.75)).segments) == commits
+    assert runs[1] == runs[3]

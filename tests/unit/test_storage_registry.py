@@ -207,3 +207,13 @@ def test_old_state_directory_is_imported_once_and_its_plain_secrets_deleted(tmp_
     assert not (tmp_path / "secrets.json").exists() and (tmp_path / "backends.json.imported").exists()
     assert SECRET.encode() not in (store.body or b"")
     assert [s.name for s in registry(store, legacy_dir=tmp_path).list()] == ["local", "ddn"]
+
+
+def test_unreadable_old_state_directory_is_reported_not_guessed(tmp_path: Path) -> None:
+    (tmp_path / "backends.json").write_text("{not json")
+    store = MemoryStore()
+    reg = BackendRegistry(spec(name="local"), None, store, SecretBox(KEY), tmp_path)
+    with pytest.raises(ServiceError) as ei:
+        reg.refresh()
+    assert ei.value.reason == "REGISTRY_IMPORT_FAILED" and str(tmp_path) in ei.value.message
+    assert not reg.loaded and store.body is None

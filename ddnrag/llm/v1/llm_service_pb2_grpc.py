@@ -60,6 +60,31 @@ class LlmServiceStub:
                 request_serializer=ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.PurgeCacheRequest.SerializeToString,
                 response_deserializer=ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.PurgeCacheResponse.FromString,
                 _registered_method=True)
+        self.CreateConversation = channel.unary_unary(
+                '/ddnrag.llm.v1.LlmService/CreateConversation',
+                request_serializer=ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.CreateConversationRequest.SerializeToString,
+                response_deserializer=ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.CreateConversationResponse.FromString,
+                _registered_method=True)
+        self.ListConversations = channel.unary_unary(
+                '/ddnrag.llm.v1.LlmService/ListConversations',
+                request_serializer=ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.ListConversationsRequest.SerializeToString,
+                response_deserializer=ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.ListConversationsResponse.FromString,
+                _registered_method=True)
+        self.GetConversation = channel.unary_unary(
+                '/ddnrag.llm.v1.LlmService/GetConversation',
+                request_serializer=ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.GetConversationRequest.SerializeToString,
+                response_deserializer=ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.GetConversationResponse.FromString,
+                _registered_method=True)
+        self.UpdateConversation = channel.unary_unary(
+                '/ddnrag.llm.v1.LlmService/UpdateConversation',
+                request_serializer=ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.UpdateConversationRequest.SerializeToString,
+                response_deserializer=ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.UpdateConversationResponse.FromString,
+                _registered_method=True)
+        self.DeleteConversation = channel.unary_unary(
+                '/ddnrag.llm.v1.LlmService/DeleteConversation',
+                request_serializer=ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.DeleteConversationRequest.SerializeToString,
+                response_deserializer=ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.DeleteConversationResponse.FromString,
+                _registered_method=True)
 
 
 class LlmServiceServicer:
@@ -103,6 +128,42 @@ class LlmServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateConversation(self, request, context):
+        """CreateConversation starts an empty conversation. Conversations are stored in object storage
+        (through the storage service) as `conversations/<id>.json`, so every replica serves them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListConversations(self, request, context):
+        """ListConversations lists conversations, most recently updated first, without their turns.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConversation(self, request, context):
+        """GetConversation returns one conversation with every turn; NOT_FOUND when the id is unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateConversation(self, request, context):
+        """UpdateConversation renames a conversation; NOT_FOUND when the id is unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteConversation(self, request, context):
+        """DeleteConversation deletes a conversation and its turns; NOT_FOUND when the id is unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LlmServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +191,31 @@ def add_LlmServiceServicer_to_server(servicer, server):
                     servicer.PurgeCache,
                     request_deserializer=ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.PurgeCacheRequest.FromString,
                     response_serializer=ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.PurgeCacheResponse.SerializeToString,
+            ),
+            'CreateConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateConversation,
+                    request_deserializer=ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.CreateConversationRequest.FromString,
+                    response_serializer=ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.CreateConversationResponse.SerializeToString,
+            ),
+            'ListConversations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConversations,
+                    request_deserializer=ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.ListConversationsRequest.FromString,
+                    response_serializer=ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.ListConversationsResponse.SerializeToString,
+            ),
+            'GetConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConversation,
+                    request_deserializer=ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.GetConversationRequest.FromString,
+                    response_serializer=ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.GetConversationResponse.SerializeToString,
+            ),
+            'UpdateConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateConversation,
+                    request_deserializer=ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.UpdateConversationRequest.FromString,
+                    response_serializer=ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.UpdateConversationResponse.SerializeToString,
+            ),
+            'DeleteConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteConversation,
+                    request_deserializer=ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.DeleteConversationRequest.FromString,
+                    response_serializer=ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.DeleteConversationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -268,6 +354,141 @@ class LlmService:
             '/ddnrag.llm.v1.LlmService/PurgeCache',
             ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.PurgeCacheRequest.SerializeToString,
             ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.PurgeCacheResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ddnrag.llm.v1.LlmService/CreateConversation',
+            ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.CreateConversationRequest.SerializeToString,
+            ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.CreateConversationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConversations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ddnrag.llm.v1.LlmService/ListConversations',
+            ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.ListConversationsRequest.SerializeToString,
+            ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.ListConversationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ddnrag.llm.v1.LlmService/GetConversation',
+            ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.GetConversationRequest.SerializeToString,
+            ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.GetConversationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ddnrag.llm.v1.LlmService/UpdateConversation',
+            ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.UpdateConversationRequest.SerializeToString,
+            ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.UpdateConversationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ddnrag.llm.v1.LlmService/DeleteConversation',
+            ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.DeleteConversationRequest.SerializeToString,
+            ddnrag_dot_llm_dot_v1_dot_llm__service__pb2.DeleteConversationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -339,7 +339,7 @@ class CancelJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "query", "top_k", "backend", "mode", "fusion", "rrf_k", "dense_weight", "filters", "no_cache")
+    __slots__ = ("collection", "query", "top_k", "backend", "mode", "fusion", "rrf_k", "dense_weight", "filters", "no_cache", "no_rerank")
     class FiltersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -357,6 +357,7 @@ class SearchRequest(_message.Message):
     DENSE_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     NO_CACHE_FIELD_NUMBER: _ClassVar[int]
+    NO_RERANK_FIELD_NUMBER: _ClassVar[int]
     collection: str
     query: str
     top_k: int
@@ -367,10 +368,11 @@ class SearchRequest(_message.Message):
     dense_weight: float
     filters: _containers.ScalarMap[str, str]
     no_cache: bool
-    def __init__(self, collection: _Optional[str] = ..., query: _Optional[str] = ..., top_k: _Optional[int] = ..., backend: _Optional[str] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., fusion: _Optional[_Union[FusionMethod, str]] = ..., rrf_k: _Optional[int] = ..., dense_weight: _Optional[float] = ..., filters: _Optional[_Mapping[str, str]] = ..., no_cache: _Optional[bool] = ...) -> None: ...
+    no_rerank: bool
+    def __init__(self, collection: _Optional[str] = ..., query: _Optional[str] = ..., top_k: _Optional[int] = ..., backend: _Optional[str] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., fusion: _Optional[_Union[FusionMethod, str]] = ..., rrf_k: _Optional[int] = ..., dense_weight: _Optional[float] = ..., filters: _Optional[_Mapping[str, str]] = ..., no_cache: _Optional[bool] = ..., no_rerank: _Optional[bool] = ...) -> None: ...
 
 class ScoredChunk(_message.Message):
-    __slots__ = ("chunk_id", "document_id", "document_name", "collection", "object_key", "text", "score", "bm25_rank", "dense_rank", "position", "metadata", "status")
+    __slots__ = ("chunk_id", "document_id", "document_name", "collection", "object_key", "text", "score", "bm25_rank", "dense_rank", "position", "metadata", "status", "rerank_score")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -390,6 +392,7 @@ class ScoredChunk(_message.Message):
     POSITION_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    RERANK_SCORE_FIELD_NUMBER: _ClassVar[int]
     chunk_id: str
     document_id: str
     document_name: str
@@ -402,19 +405,34 @@ class ScoredChunk(_message.Message):
     position: int
     metadata: _containers.ScalarMap[str, str]
     status: _status_pb2.Status
-    def __init__(self, chunk_id: _Optional[str] = ..., document_id: _Optional[str] = ..., document_name: _Optional[str] = ..., collection: _Optional[str] = ..., object_key: _Optional[str] = ..., text: _Optional[str] = ..., score: _Optional[float] = ..., bm25_rank: _Optional[int] = ..., dense_rank: _Optional[int] = ..., position: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
+    rerank_score: float
+    def __init__(self, chunk_id: _Optional[str] = ..., document_id: _Optional[str] = ..., document_name: _Optional[str] = ..., collection: _Optional[str] = ..., object_key: _Optional[str] = ..., text: _Optional[str] = ..., score: _Optional[float] = ..., bm25_rank: _Optional[int] = ..., dense_rank: _Optional[int] = ..., position: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., rerank_score: _Optional[float] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("chunks", "index_version", "cache_hit", "timings")
+    __slots__ = ("chunks", "index_version", "cache_hit", "timings", "rerank")
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
     CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    RERANK_FIELD_NUMBER: _ClassVar[int]
     chunks: _containers.RepeatedCompositeFieldContainer[ScoredChunk]
     index_version: str
     cache_hit: bool
     timings: _common_pb2.Timings
-    def __init__(self, chunks: _Optional[_Iterable[_Union[ScoredChunk, _Mapping]]] = ..., index_version: _Optional[str] = ..., cache_hit: _Optional[bool] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ...) -> None: ...
+    rerank: Rerank
+    def __init__(self, chunks: _Optional[_Iterable[_Union[ScoredChunk, _Mapping]]] = ..., index_version: _Optional[str] = ..., cache_hit: _Optional[bool] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ..., rerank: _Optional[_Union[Rerank, _Mapping]] = ...) -> None: ...
+
+class Rerank(_message.Message):
+    __slots__ = ("backend", "status", "message", "scored")
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SCORED_FIELD_NUMBER: _ClassVar[int]
+    backend: str
+    status: str
+    message: str
+    scored: int
+    def __init__(self, backend: _Optional[str] = ..., status: _Optional[str] = ..., message: _Optional[str] = ..., scored: _Optional[int] = ...) -> None: ...
 
 class Watch(_message.Message):
     __slots__ = ("watch_id", "collection", "backend", "prefix", "interval_s", "active", "files")

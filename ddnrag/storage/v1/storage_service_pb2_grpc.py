@@ -155,7 +155,10 @@ class StorageServiceServicer:
         """Put stores one object. It is client-streaming so large objects never sit whole in memory:
         the first message carries the header, the following ones the data. Above the multipart
         threshold the object is uploaded in parts; a failure aborts the upload, so no partial object
-        is ever visible.
+        is ever visible. The stream commits only when it ends with an `end` message whose count
+        matches, or when the header declared `size_bytes` and exactly that many bytes arrived: a
+        cancelled client stream reads on the server like a finished one, so an end of stream alone
+        never commits an object.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -163,7 +163,12 @@
       lane.citations = d.citations || [];
       renderCitations(lane);
       renderWaterfall(lane, d);
+      DDN.renderGuards(lane, d.guards);
       lane.root.dataset.state = "done";
+    } else if (name === "verify") {
+      DDN.renderVerify(lane, d);
+    } else if (name === "refused") {
+      DDN.renderRefused(lane, d);
     } else if (name === "error") {
       lane.error.appendChild(DDN.errorBox(d.message + (d.reason ? " (" + d.reason + ")" : "")));
       lane.root.dataset.state = "error";

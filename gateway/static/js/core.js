@@ -95,7 +95,7 @@ DDN.download = async function download(path, filename) {
 // resumed with Last-Event-ID (up to `retries` times). Abort with opts.signal.
 DDN.sse = async function sse(path, onEvent, opts) {
   opts = opts || {};
-  const terminal = opts.terminal || ["done", "error"];
+  const terminal = opts.terminal || ["done", "error", "refused"];
   let lastId = opts.lastEventId || "";
   let retries = opts.retries === undefined ? 3 : opts.retries;
   for (;;) {

@@ -1,0 +1,225 @@
+"""Search over one collection's view: validation, ranking (BM25 concurrent with the query's
+embedding, then dense search and fusion) and the BatchGet of the hits' chunk texts.
+
+`Retriever.search` (core.py) drives these steps and the retrieval cache; a reranking stage, when
+one is configured, runs on the fetched hits (`Retriever.rerank`, rerank/).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from services.common.errors import ErrorKind, ServiceError, invalid
+from services.common.timing import Stage, Timer
+
+from .chunking import chunk_id
+from .fusion import Hit, fuse
+from .index import ChunkRecord, CollectionIndex
+from .ports import Encoder, ObjectStore
+from .rerank import RerankOutcome
+from .segments import rebuild_hint
+
+log = logging.getLogger(__name__)
+
+MODES = ("hybrid", "dense", "bm25")
+FUSIONS = ("rrf", "weighted")
+MAX_QUERY_CHARS = 4096
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    top_k: int = 5
+    mode: str = "hybrid"
+    fusion: str = ""
+    rrf_k: int = 0
+    dense_weight: float | None = None
+    filters: Mapping[str, str] = field(default_factory=dict)
+    backend: str = ""
+    no_cache: bool = False
+    # Skip the rerank stage for this search (A/B, benchmarks).
+    no_rerank: bool = False
+
+
+@dataclass
+class SearchHit:
+    chunk_id: str
+    document_id: str
+    document_name: str
+    collection: str
+    object_key: str
+    text: str
+    score: float
+    bm25_rank: int
+    dense_rank: int
+    position: int
+    metadata: dict[str, str]
+    error: ServiceError | None = None
+    rerank_score: float | None = None
+
+
+@dataclass
+class SearchResult:
+    hits: list[SearchHit]
+    index_version: str
+    cache_hit: bool
+    timer: Timer
+    rerank: RerankOutcome | None = None
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """The search defaults and bounds (from the retriever's settings)."""
+
+    fusion: str = "weighted"
+    rrf_k: int = 60
+    dense_weight: float = 0.6
+    candidates: int = 300
+    max_top_k: int = 100
+
+
+def chunk_key(collection: str, chunk_id: str) -> str:
+    return f"chunks/{collection}/{chunk_id}"
+
+
+def validate(query: str, p: SearchParams, d: Defaults) -> SearchParams:
+    """`p` with its defaults filled in; raises INVALID_ARGUMENT for anything out of range."""
+    if not query.strip():
+        raise invalid("the query is empty; send 1 to 4096 characters", reason="EMPTY_QUERY")
+    if len(query) > MAX_QUERY_CHARS:
+        raise invalid(f"the query is {len(query)} characters; the limit is {MAX_QUERY_CHARS}", reason="QUERY_TOO_LONG")
+    top_k = p.top_k or 5
+    if top_k < 1 or top_k > d.max_top_k:
+        raise invalid(f"top_k must be 1..{d.max_top_k}, got {p.top_k}", reason="TOP_K_OUT_OF_RANGE")
+    mode = p.mode or "hybrid"
+    if mode not in MODES:
+        raise invalid(f"mode must be one of {MODES}, got {mode!r}")
+    fusion = p.fusion or d.fusion
+    if fusion not in FUSIONS:
+        raise invalid(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+    if p.rrf_k < 0:
+        raise invalid(f"rrf_k must be >= 0, got {p.rrf_k}")
+    dw = d.dense_weight if p.dense_weight is None else p.dense_weight
+    if not 0.0 <= dw <= 1.0:
+        raise invalid(f"dense_weight must be in 0..1, got {dw}")
+    return replace(p, top_k=top_k, mode=mode, fusion=fusion, rrf_k=p.rrf_k or d.rrf_k, dense_weight=dw)
+
+
+async def rank(
+    index: CollectionIndex, encoder: Encoder, query: str, p: SearchParams, n_cand: int, timer: Timer
+) -> tuple[list[Hit], dict[str, int]]:
+    """Ranks the view for `query`. BM25 needs no vector, so in hybrid mode it runs (in a thread)
+    while the query is being embedded; dense search and fusion follow, in a thread too."""
+    t: dict[str, int] = {}
+    if not len(index):
+        return [], t
+
+    def bm25() -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+        return index.retrieve(query, None, n_cand=n_cand, mode="bm25", filters=p.filters, timings=t)
+
+    def dense_and_fuse(
+        qvec: np.ndarray | None, bm: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None
+    ) -> list[Hit]:
+        de = None
+        if qvec is not None:
+            de = index.retrieve(query, qvec, n_cand=n_cand, mode="dense", filters=p.filters, timings=t)
+        if bm is None and de is None:
+            return []
+        empty = np.zeros(0, np.int64)
+        t1 = time.perf_counter_ns()
+        out = fuse(
+            bm[0] if bm else empty,
+            de[1] if de else empty,
+            bm[2] if bm else None,
+            index.vectors_at,
+            qvec,
+            mode=p.mode,
+            fusion=p.fusion,
+            rrf_k=p.rrf_k,
+            dense_weight=float(p.dense_weight or 0.0),
+            limit=p.top_k,
+        )
+        t["fusion"] = time.perf_counter_ns() - t1
+        return out
+
+    if p.mode == "bm25":
+        return await asyncio.to_thread(dense_and_fuse, None, await asyncio.to_thread(bm25)), t
+    embed_stage = Stage("embed", 0)
+    t0 = time.perf_counter_ns()
+
+    async def embed() -> np.ndarray:
+        try:
+            return (await encoder.encode([query]))[0]
+        finally:
+            embed_stage.duration_ns = time.perf_counter_ns() - t0
+
+    task = asyncio.create_task(embed())
+    try:
+        bm = await asyncio.to_thread(bm25) if p.mode == "hybrid" else None
+        qvec = await task
+    finally:
+        task.cancel()
+    timer.add(embed_stage)
+    return await asyncio.to_thread(dense_and_fuse, qvec, bm), t
+
+
+def hit_of(collection: str, r: ChunkRecord, score: float, bm: int, de: int) -> SearchHit:
+    return SearchHit(
+        r.chunk_id,
+        r.document_id,
+        r.document_name,
+        collection,
+        chunk_key(collection, r.chunk_id),
+        "",
+        score,
+        bm,
+        de,
+        r.position,
+        dict(r.metadata),
+    )
+
+
+async def fetch(store: ObjectStore, hits: list[SearchHit], backend: str, timer: Timer) -> None:
+    """Reads the chunk texts from object storage through `backend`, in one BatchGet."""
+    t0 = time.perf_counter_ns()
+    got = await store.get_many([h.object_key for h in hits], backend=backend)
+    dur = time.perf_counter_ns() - t0
+    ttfbs = sorted(o.ttfb_ns for o in got if o.ok)
+    nbytes = 0
+    for h, o in zip(hits, got, strict=True):
+        if o.ok:
+            nbytes += len(o.data)
+            text = o.data.decode("utf-8", errors="replace")
+            # Chunk ids are content-addressed: a body that does not hash to its id is corrupt
+            # (or was replaced), and is reported, never served as text.
+            if chunk_id(h.collection, h.document_id, h.position, text) != h.chunk_id:
+                h.error = ServiceError(
+                    ErrorKind.DATA_LOSS,
+                    f"chunk object {h.object_key} fails its content check (corrupt); " + rebuild_hint(h.collection),
+                    reason="CHUNK_CORRUPT",
+                )
+                log.error("corrupt chunk object", extra={"key": h.object_key})
+            else:
+                h.text = text
+        else:
+            kind = ErrorKind.NOT_FOUND if o.missing else ErrorKind.UNAVAILABLE
+            h.error = ServiceError(
+                kind,
+                f"chunk object {h.object_key} could not be read: {o.error}",
+                reason="CHUNK_MISSING" if o.missing else "CHUNK_UNREADABLE",
+            )
+    timer.add(
+        Stage(
+            "fetch",
+            dur,
+            backend=backend or "default",
+            ttfb_ns=ttfbs[len(ttfbs) // 2] if ttfbs else 0,
+            bytes=nbytes,
+            count=len(hits),
+        )
+    )

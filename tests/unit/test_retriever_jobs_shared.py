@@ -1,0 +1,88 @@
+"""Two retriever replicas (two cores, two job managers) over one store: job calls work on either,
+only the lease holder runs jobs, a cancel sent to the other replica is honoured, and a job whose
+holder dies is finished by the other from its last committed batch."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from services.retriever.catalog import Catalog
+from services.retriever.core import Retriever, Settings
+from services.retriever.jobs import JobManager, JobTiming
+from services.retriever.lease import LeaseKeeper, StoreLeaseBackend
+from tests.unit.test_retriever_core import DictStore, HashingEncoder, upload
+
+pytestmark = pytest.mark.asyncio
+
+
+async def replica(store: DictStore, name: str, tmp: Path) -> JobManager:
+    s = Settings(state_dir=tmp / name, chunk_size_tokens=32, chunk_overlap_tokens=4, write_batch=2, embed_batch=2)
+    r = Retriever(store, HashingEncoder(), s, Catalog(store))
+    await r.start()
+    keeper = LeaseKeeper(StoreLeaseBackend(store), name, 0.5)
+    jobs = JobManager(r, keeper, JobTiming(progress_write_s=0.05, follow_poll_s=0.02, adopt_poll_s=0.05, heartbeat_s=5))
+    await jobs.start()
+    return jobs
+
+
+def corpus(n: int) -> dict[str, str]:
+    return {f"d{i}": f"Document {i} is about topic {i} and nothing else. " * 5 for i in range(n)}
+
+
+async def test_any_replica_answers_and_cancels(tmp_path: Path) -> None:
+    store = DictStore()
+    a = await replica(store, "a", tmp_path)
+    b = await replica(store, "b", tmp_path)
+    try:
+        assert a.keeper.held and not b.keeper.held
+        specs = await upload(store, "kb", corpus(6))
+        a.r.encoder.gate = asyncio.Event()  # the holder's embedding blocks: the job stays running
+        job = await b.start_ingest("kb", specs)  # through the replica that does not run jobs
+        while job.job_id not in a.live:
+            await asyncio.sleep(0.01)
+        assert job.job_id not in b.live
+        assert (await b.get(job.job_id)).state in ("queued", "running")
+        twin = await b.start_ingest("kb", specs)
+        assert twin.job_id == job.job_id  # an identical request joins, through any replica
+        listed, _ = await b.list("kb", 10, "")
+        assert [v.job_id for v in listed] == [job.job_id]
+        view = await b.cancel(job.job_id)  # recorded in the store, honoured by the holder
+        assert view.state == "cancelled"
+        assert (await a.get(job.job_id)).state == "cancelled"
+        assert "index/kb/CURRENT" not in store.data[""]  # nothing published
+    finally:
+        a.r.encoder.gate.set()
+        await a.stop()
+        await b.stop()
+
+
+async def test_holder_dies_and_the_other_finishes_exactly(tmp_path: Path) -> None:
+    store = DictStore()
+    a = await replica(store, "a", tmp_path)
+    b = await replica(store, "b", tmp_path)
+    docs = corpus(16)
+    specs = await upload(store, "kb", docs)
+    store.delay_s = 0.03
+    job = await a.start_ingest("kb", specs)
+    while (await b.get(job.job_id)).documents_done < 4:
+        await asyncio.sleep(0.01)
+    # A "dies": no more renewals, its tasks stop, nothing is released or marked.
+    assert a.keeper._task is not None
+    a.keeper._task.cancel()
+    await a._stop_all()
+    events = [ev async for ev in b.follow(job.job_id)]
+    last = events[-1][1]
+    assert last.state == "succeeded" and last.documents_done == 16
+    assert b.keeper.held and b.keeper.token == 2
+    resumed = next(v for seq, v, _ in events if seq >= 10_000)
+    assert resumed.documents_done >= 4  # from the last committed batch, not from scratch
+    snap = b.r.collections["kb"].snapshot
+    ids = [r.chunk_id for r in snap.records]
+    assert len(ids) == len(set(ids)) and {r.document_id for r in snap.records} == set(docs)
+    assert {k.rsplit("/", 1)[-1] for k in store.data[""] if k.startswith("chunks/kb/")} == set(ids)
+    assert not [k for k in store.data[""] if k.startswith(("jobs/active/", f"jobs/{job.job_id}/batches/"))]
+    await a.stop()
+    await b.stop()
