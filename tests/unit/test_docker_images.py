@@ -47,6 +47,10 @@ TIER_STAGE = {
 }
 # Imports a service makes only in a mode the images do not run, with the reason.
 OPTIONAL_IMPORTS = {
+    "retriever": {
+        "sentence-transformers": "DDNRAG_RETRIEVER_RERANK=local (a CrossEncoder in-process, needs torch); "
+        "pods run rerank none or a rerank server (tei, nim, cohere)",
+    },
     "llm_gateway": {
         "sentence-transformers": "EMBEDDER_ADDR=local (the model in-process); pods call the embedder",
         "torch": "the 'transformers' backend kind; pods use the extractive generator or an OpenAI server",
