@@ -134,7 +134,7 @@ def stack(
     ports = {k: v for k, v in free_stack_ports().items() if not k.startswith(("DDNRAG_S3", "DDNRAG_SEAWEED"))}
     api_key = secrets.token_urlsafe(24)
     # Secrets, as the pods mount them (defaultMode 0440, group = the pods' fsGroup).
-    keys_dir = _secret(work / "gateway-api-keys", "api-keys", f"{api_key}\n")
+    keys_dir = _secret(work / "gateway-api-keys", "api-keys", f"{api_key} role=writer\n")
     registry_key_dir = _secret(work / "storage-registry-key", "key", base64.b64encode(os.urandom(32)).decode())
     overrides = {
         "storage": {
