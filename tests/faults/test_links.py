@@ -96,7 +96,8 @@ def _proxy_to(addr: str) -> FaultProxy:
 async def _under(proxy: FaultProxy, fault: str, attempt: Callable[[], Any]) -> list[Outcome]:
     """Runs `attempt` twice under `fault` (existing connections cut first), then once healthy."""
     proxy.set(**FAULTS[fault])
-    proxy.cut_all()
+    if fault != "latency":  # a slow link keeps its connections; broken ones are cut
+        proxy.cut_all()
     out = [await attempt(), await attempt()]
     proxy.set()
     proxy.cut_all()
