@@ -31,7 +31,7 @@ from .fusion import Hit
 from .index import ChunkRecord, CollectionIndex, DocumentInfo
 from .lexical import Analyzer
 from .live import Fence, FenceReader, IndexOptions, LiveIndex
-from .merge import MergePolicy
+from .merge import MergePolicy, merge_executor
 from .ports import Encoder, ObjectStore
 from .rerank import RerankStage
 from .rerank.stage import rerank_hits
@@ -132,6 +132,7 @@ class Retriever:
             merge=MergePolicy(settings.merge_factor, settings.merge_floor_chunks),
             gc_grace_s=settings.gc_grace_s,
             dense_factory=self._dense_factory,
+            merge_executor=merge_executor() if settings.merge_factor >= 2 and settings.persist_index else None,
         )
         self.defaults = searching.Defaults(
             settings.fusion, settings.rrf_k, settings.dense_weight, settings.candidates, settings.max_top_k
@@ -175,6 +176,8 @@ class Retriever:
     async def close(self) -> None:
         for state in self.collections.values():
             await state.live.stop()
+        if self.opts.merge_executor is not None:
+            self.opts.merge_executor.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(self.cache.close)
 
     async def _load(self, name: str) -> CollectionState:
