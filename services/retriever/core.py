@@ -139,6 +139,8 @@ class Retriever:
         )
         self._dim = 0
         self.last_follow_ok = time.monotonic()
+        # Whether a Follower keeps this core on CURRENT (only then can it go stale).
+        self.followed = False
 
     def _dense_factory(self, collection: str) -> Any:
         if self.settings.index_backend != "milvus":
@@ -163,6 +165,8 @@ class Retriever:
         for name in await self.catalog.names():
             await self._load(name)
         self.last_follow_ok = time.monotonic()
+        # Whether a Follower keeps this core on CURRENT (only then can it go stale).
+        self.followed = False
 
     async def published(self) -> dict[str, str]:
         """{collection: etag of its CURRENT} for every collection with an index in the store."""
@@ -322,7 +326,7 @@ class Retriever:
 
     def fresh(self) -> bool:
         """Whether this replica reached the store recently enough to serve (see `max_staleness_s`)."""
-        if not self.settings.persist_index or self.settings.follow_interval_s <= 0:
+        if not self.followed or not self.settings.persist_index or self.settings.follow_interval_s <= 0:
             return True
         return time.monotonic() - self.last_follow_ok <= self.settings.max_staleness_s
 
