@@ -31,7 +31,11 @@ def channel_options(round_robin: bool = True) -> list[tuple[str, Any]]:
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.enable_retries", 0),
+        # Transparent retries only (no retry policy is configured): gRPC resends a call the
+        # server refused unseen, as when it raced the GOAWAY of a recycled connection (server.py's
+        # max_connection_age). Off, such a call failed UNAVAILABLE: the one 5xx on an upload
+        # (tests/integration/test_storage_goaway.py).
+        ("grpc.enable_retries", 1),
         # Reconnect quickly after a peer restarts (the default backoff grows to 120 s).
         ("grpc.initial_reconnect_backoff_ms", 200),
         ("grpc.min_reconnect_backoff_ms", 200),

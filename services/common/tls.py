@@ -75,9 +75,64 @@ def load_tls(environ: Mapping[str, str] | None = None) -> TlsConfig | None:
 
 
 def server_credentials(cfg: TlsConfig) -> grpc.ServerCredentials:
-    """TLS with a required, CA-verified client certificate."""
-    ca, cert, key = cfg.read()
-    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
+    """TLS with a required, CA-verified client certificate, reloaded from disk when renewed.
+
+    cert-manager (or any rotation) rewrites the three files under a running pod; gRPC asks
+    `CertReloader` at each new handshake, so new connections get the new certificate and CA
+    without a restart, while established ones keep theirs."""
+    reloader = CertReloader(cfg)
+    return grpc.dynamic_ssl_server_credentials(reloader.initial(), reloader.fetch, require_client_authentication=True)
+
+
+class CertReloader:
+    """Watches the three files (size, mtime, inode: a Kubernetes Secret volume swaps a symlink)
+    and hands gRPC a new certificate configuration once they changed and form a usable set: a
+    key that matches its certificate. A half-written rotation keeps the previous set and is
+    tried again at the next handshake."""
+
+    def __init__(self, cfg: TlsConfig) -> None:
+        self.cfg = cfg
+        self.stamp = self._stamp()
+        self.reloads = 0
+
+    def _stamp(self) -> tuple[tuple[int, int, int], ...]:
+        out = []
+        for path in (self.cfg.ca_file, self.cfg.cert_file, self.cfg.key_file):
+            try:
+                st = os.stat(path)
+                out.append((st.st_size, st.st_mtime_ns, st.st_ino))
+            except OSError:
+                out.append((-1, -1, -1))
+        return tuple(out)
+
+    def initial(self) -> Any:
+        ca, cert, key = self.cfg.read()
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+
+    def fetch(self) -> Any:
+        """Called by gRPC at each handshake: None keeps the current configuration."""
+        stamp = self._stamp()
+        if stamp == self.stamp:
+            return None
+        try:
+            ca, cert, key = self.cfg.read()
+            if not _key_matches(cert, key):
+                return None
+        except Exception:  # noqa: BLE001 - mid-rotation: keep serving the previous set
+            return None
+        self.stamp = stamp
+        self.reloads += 1
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+
+
+def _key_matches(cert_pem: bytes, key_pem: bytes) -> bool:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    cert_pub = x509.load_pem_x509_certificate(cert_pem).public_key()
+    key_pub = serialization.load_pem_private_key(key_pem, password=None).public_key()
+    fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return cert_pub.public_bytes(*fmt) == key_pub.public_bytes(*fmt)
 
 
 def channel_credentials(cfg: TlsConfig) -> grpc.ChannelCredentials:

@@ -43,6 +43,7 @@ class JobStore:
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
         self._etags: dict[str, str] = {}
+        self._unsure: dict[str, bytes] = {}
 
     # Records -----------------------------------------------------------------------------------
     async def read(self, job_id: str) -> JobRecord | None:
@@ -63,19 +64,40 @@ class JobStore:
     async def write(self, rec: JobRecord) -> None:
         """Writes a record taken or created here; refused (FENCED_WRITE) when another replica
         wrote it meanwhile."""
-        etag = self._etags.get(rec.job_id, "")
-        try:
-            self._etags[rec.job_id] = await self.store.put_if(job_key(rec.job_id), rec.to_json(), if_match=etag)
-        except PreconditionFailed:
-            self._etags.pop(rec.job_id, None)
-            raise fenced(
-                f"job {rec.job_id} was taken over by another replica (this one wrote it as lease generation"
-                f" {rec.fence}); this replica stops working on it",
-                job_id=rec.job_id,
-            ) from None
+        key, body = job_key(rec.job_id), rec.to_json()
+        # A write whose call was cancelled (or failed after the store applied it) may have
+        # landed unacknowledged: then the stored record is byte for byte the one we sent.
+        unsure = self._unsure.get(rec.job_id)
+        for _ in range(2):
+            self._unsure[rec.job_id] = body
+            try:
+                self._etags[rec.job_id] = await self.store.put_if(key, body, if_match=self._etags.get(rec.job_id, ""))
+                self._unsure.pop(rec.job_id, None)
+                return
+            except PreconditionFailed:
+                pass
+            try:
+                data, now = await self.store.read(key)
+            except ObjectNotFound:
+                data, now = b"", ""
+            if data == body:
+                self._etags[rec.job_id] = now
+                self._unsure.pop(rec.job_id, None)
+                return
+            if unsure is None or data != unsure:
+                break
+            self._etags[rec.job_id], unsure = now, None  # our lost write: go on from it
+        self._etags.pop(rec.job_id, None)
+        self._unsure.pop(rec.job_id, None)
+        raise fenced(
+            f"job {rec.job_id} was taken over by another replica (this one wrote it as lease generation"
+            f" {rec.fence}); this replica stops working on it",
+            job_id=rec.job_id,
+        ) from None
 
     def forget(self, job_id: str) -> None:
         self._etags.pop(job_id, None)
+        self._unsure.pop(job_id, None)
 
     async def create(self, rec: JobRecord, files: Sequence[FileRow]) -> JobRecord:
         """Stores a new job, or returns the running job of the same request (which it joins)."""

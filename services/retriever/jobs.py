@@ -105,7 +105,7 @@ class JobManager:
                     if job_id not in self.live and job_id not in self._adopting and self.keeper.held:
                         await self._adopt(job_id)
             except ServiceError as err:
-                log.warning("could not list active jobs", extra={"error": err.message})
+                log.warning("could not adopt the active jobs", extra={"error": err.message})
             await asyncio.sleep(self.timing.adopt_poll_s)
 
     # API ---------------------------------------------------------------------------------------
@@ -151,7 +151,10 @@ class JobManager:
             log.info("joined the running identical job", extra={"job_id": stored.job_id})
             return await self.get(stored.job_id)
         if self.keeper.held:
-            await self._adopt(rec.job_id)
+            try:
+                await self._adopt(rec.job_id)
+            except ServiceError as err:  # stored: the holder's adoption loop picks it up
+                log.warning("could not start the job at once", extra={"job_id": rec.job_id, "error": err.message})
         return await self.get(rec.job_id)
 
     async def get(self, job_id: str) -> JobView:
@@ -182,6 +185,11 @@ class JobManager:
         return views, ""
 
     async def cancel(self, job_id: str) -> JobView:
+        view = await self.get(job_id)
+        if view.terminal:
+            return view
+        # Recorded first, so that whichever replica runs the job (now or after a take-over) stops it.
+        await self.state.request_cancel(job_id)
         lj = self.live.get(job_id)
         if lj is not None and lj.task is not None and not lj.task.done():
             lj.cancel_requested = True
@@ -190,10 +198,7 @@ class JobManager:
             if lj.view.terminal:
                 return _copy(lj.view)
         view = await self.get(job_id)
-        if view.terminal:
-            return view
-        # Another replica runs it (or will): record the request; the holder honours it.
-        await self.state.request_cancel(job_id)
+        # Another replica runs it (or will): it honours the recorded request within a second.
         deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline and not view.terminal:
             await asyncio.sleep(self.timing.follow_poll_s)

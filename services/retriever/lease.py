@@ -9,7 +9,7 @@ renewal landed, so it has stopped before anyone can take over.
 
 Two backends keep the record, with the same compare-and-swap semantics:
 - `StoreLeaseBackend`: an object in the store written with conditional PUTs (If-None-Match: * to
-  create, If-Match: <ETag> to change); SeaweedFS, S3 and DDN Infinia honour both. Local runs and
+  create, If-Match: <ETag> to change); SeaweedFS 4.48 and AWS S3 honour both. Local runs and
   tests use it.
 - `lease_k8s.KubeLeaseBackend`: a `coordination.k8s.io/v1` Lease through the API server, with
   `metadata.resourceVersion` as the version (409 Conflict on a stale one).
@@ -215,8 +215,12 @@ class LeaseKeeper:
             try:
                 self._version = await self.backend.replace(new, version)
             except LeaseConflict:
-                await self._set(False)
-                return
+                # A retried write may have landed the first time: then the record is ours.
+                again, again_version = await self.backend.read()
+                if again is None or again.nonce != new.nonce:
+                    await self._set(False)
+                    return
+                self._version = again_version
             self._valid_until = started + 0.9 * self.duration_s
             return
         if self._held:  # the record names someone else: we were taken over

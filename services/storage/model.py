@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field, replace
+from urllib.parse import urlsplit
 
 from services.common.errors import invalid
 
@@ -108,6 +109,18 @@ class BackendSpec:
                 f"backend {self.name!r}: endpoint {self.endpoint!r} must be http(s)://host[:port] with no path",
                 reason="INVALID_BACKEND",
             )
+        if self.endpoint and not _endpoint_parses(self.endpoint):
+            raise invalid(
+                f"backend {self.name!r}: endpoint {self.endpoint!r} is not a valid URL (host or port)",
+                reason="INVALID_BACKEND",
+            )
+        for prefix in self.allowed_prefixes:
+            if not prefix or prefix.startswith("/") or ".." in prefix.split("/") or "\x00" in prefix:
+                raise invalid(
+                    f"backend {self.name!r}: allowed prefix {prefix[:80]!r} must be a relative key prefix "
+                    "such as 'docs/' (not empty, no leading '/', no '..')",
+                    reason="INVALID_BACKEND",
+                )
         if self.addressing_style not in ("", "path", "virtual"):
             raise invalid(f"backend {self.name!r}: unknown addressing style", reason="INVALID_BACKEND")
         s = self.shaping
@@ -152,3 +165,14 @@ class ObjectMeta:
     content_type: str = ""
     last_modified_unix_ns: int = 0
     metadata: dict[str, str] = field(default_factory=dict)
+
+
+def _endpoint_parses(endpoint: str) -> bool:
+    """True when the URL's host and port parse (the regex above lets "http://[::1" through, which
+    boto3 refuses only at the first request)."""
+    try:
+        parts = urlsplit(endpoint)
+        _ = parts.port
+    except ValueError:
+        return False
+    return bool(parts.hostname)

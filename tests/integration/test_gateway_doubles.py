@@ -336,9 +336,24 @@ def chunk(n: int) -> rpb.ScoredChunk:
     )
 
 
+VERIFY = lpb.Verify(
+    check=lpb.Verification(
+        sentences=[
+            lpb.SentenceCheck(index=0, text="Object storage keeps chunks.", citations=[1], score=0.91, supported=True),
+            lpb.SentenceCheck(index=1, text="The moon is made of cheese.", citations=[1], score=0.08, supported=False),
+        ],
+        answer_score=0.5,
+        method="embedder",
+    ),
+    threshold=0.75,
+    repair=lpb.Repair(kind="regenerated", text="Object storage keeps chunks [1].", added_passages=1),
+)
+
+
 class DoubleLlm(lpb_grpc.LlmServiceServicer):
     """Answers with fixed tokens; questions starting with "slow" wait between tokens, "broken"
-    fails after start, "refuse" fails before the first event."""
+    fails after start, "refuse" fails before the first event, "guarded" is refused by a guard,
+    "unsupported" gets a `verify` event with one unsupported sentence and a repair."""
 
     def __init__(self) -> None:
         self.answer_cancelled = asyncio.Event()
@@ -348,6 +363,13 @@ class DoubleLlm(lpb_grpc.LlmServiceServicer):
         self.requests.append(request)
         if request.question.startswith("refuse"):
             raise invalid("the collection has no index yet", reason="COLLECTION_EMPTY")
+        if request.question.startswith("guarded"):
+            yield lpb.AnswerResponse(
+                refused=lpb.Refused(
+                    stage="input", guard="builtin", reason="DENIED_TERM", message="the question contains a denied term"
+                )
+            )
+            return
         backend = request.storage_backend or "default"
         try:
             yield lpb.AnswerResponse(
@@ -383,6 +405,8 @@ class DoubleLlm(lpb_grpc.LlmServiceServicer):
                 text="passage 1",
             )
             yield lpb.AnswerResponse(citation=cit)
+            if request.question.startswith("unsupported"):
+                yield lpb.AnswerResponse(verify=VERIFY)
             yield lpb.AnswerResponse(
                 done=lpb.Done(
                     usage=lpb.Usage(prompt_tokens=40, completion_tokens=5, source="tokenizer"),

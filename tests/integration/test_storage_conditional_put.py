@@ -59,3 +59,23 @@ async def test_create_once_then_compare_and_swap(storage: StorageClient) -> None
     with pytest.raises(ServiceCallError) as err:
         await storage.put_if("big.json", b"x" * (64 * 1024 + 1), if_none_match=True)
     assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and err.value.reason == "CONDITIONAL_TOO_LARGE"
+
+
+async def test_concurrent_writers_exactly_one_wins(storage: StorageClient) -> None:
+    import asyncio
+
+    async def attempt(coro) -> bool:
+        try:
+            await coro
+            return True
+        except ServiceCallError as err:
+            assert err.reason == "CONDITION_NOT_MET", err
+            return False
+
+    for trial in range(5):
+        key = f"race-{trial}.json"
+        wins = await asyncio.gather(*(attempt(storage.put_if(key, b"c%d" % i, if_none_match=True)) for i in range(8)))
+        assert sum(wins) == 1
+        _, info, _ = await storage.get(key)
+        swaps = await asyncio.gather(*(attempt(storage.put_if(key, b"s%d" % i, if_match=info.etag)) for i in range(8)))
+        assert sum(swaps) == 1

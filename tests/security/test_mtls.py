@@ -4,6 +4,7 @@ and `clients.base` channels present theirs when the shared DDNRAG_TLS_* variable
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -149,5 +150,58 @@ async def test_plaintext_health_port_serves_only_health(ca: TestCA, monkeypatch:
             await _check(grpc.aio.insecure_channel(f"127.0.0.1:{health_port}"))
             == health_pb2.HealthCheckResponse.NOT_SERVING
         )
+    finally:
+        await app.stop(0)
+
+
+def _replace(src: Path, dst: Path) -> None:
+    """Writes `dst` atomically, as a Kubernetes Secret volume (or cert-manager's csi driver) does."""
+    tmp = dst.with_suffix(dst.suffix + ".tmp")
+    tmp.write_bytes(src.read_bytes())
+    os.replace(tmp, dst)
+
+
+async def test_renewed_certificates_are_used_without_a_restart(
+    ca: TestCA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cert-manager rotates the CA and the server's certificate under the running service: new
+    connections get the new ones (clients of the new CA are served), and clients holding only the
+    old CA's certificate are refused -- no restart in between."""
+    live = tmp_path / "live"
+    live.mkdir()
+    files = {"ca": live / "ca.pem", "cert": live / "tls.crt", "key": live / "tls.key"}
+    srv = ca.issue("server")
+    for name, src in (("ca", ca.ca_file), ("cert", srv.cert), ("key", srv.key)):
+        _replace(src, files[name])
+    monkeypatch.setenv("DDNRAG_TLS_CA_FILE", str(files["ca"]))
+    monkeypatch.setenv("DDNRAG_TLS_CERT_FILE", str(files["cert"]))
+    monkeypatch.setenv("DDNRAG_TLS_KEY_FILE", str(files["key"]))
+    app = await build_server("tlsrotate", [], "127.0.0.1", 0)
+    new_ca = TestCA(tmp_path / "new", name="ddnrag-test-ca-2")
+
+    def client_env(authority: TestCA) -> dict[str, str]:
+        cli = authority.issue("retriever")
+        return {
+            "DDNRAG_TLS_CA_FILE": str(authority.ca_file),
+            "DDNRAG_TLS_CERT_FILE": str(cli.cert),
+            "DDNRAG_TLS_KEY_FILE": str(cli.key),
+        }
+
+    from services.common.tls import aio_channel
+
+    addr = f"127.0.0.1:{app.port}"
+    try:
+        assert await _check(aio_channel(addr, [], client_env(ca))) == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.aio.AioRpcError):
+            await _check(aio_channel(addr, [], client_env(new_ca)))
+        # A half-done rotation (a new certificate beside the old key) keeps the old set in use.
+        renewed = new_ca.issue("server")
+        _replace(renewed.cert, files["cert"])
+        assert await _check(aio_channel(addr, [], client_env(ca))) == health_pb2.HealthCheckResponse.SERVING
+        _replace(renewed.key, files["key"])
+        _replace(new_ca.ca_file, files["ca"])
+        assert await _check(aio_channel(addr, [], client_env(new_ca))) == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.aio.AioRpcError):
+            await _check(aio_channel(addr, [], client_env(ca)))
     finally:
         await app.stop(0)

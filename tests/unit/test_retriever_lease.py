@@ -20,6 +20,7 @@ from services.retriever.job_model import JobRecord
 from services.retriever.job_state import JobStore
 from services.retriever.lease import LeaseKeeper, StoreLeaseBackend
 from services.retriever.lease_k8s import KubeLeaseBackend
+from services.retriever.ports import PreconditionFailed
 from tests.unit.test_retriever_core import DictStore
 
 pytestmark = pytest.mark.asyncio
@@ -65,6 +66,25 @@ async def test_one_holder_takeover_after_expiry_and_fence() -> None:
         await b.stop()
 
 
+async def test_a_renewal_that_landed_but_reported_a_conflict_keeps_the_lease() -> None:
+    """A store write retried after a lost response sees its own change and reports a conflict."""
+    store = DictStore()
+    a = LeaseKeeper(StoreLeaseBackend(store), "a", 30.0)
+    await a.step()
+    real = store.put_if
+
+    async def lands_then_conflicts(key: str, data: bytes, **kw: object) -> str:
+        await real(key, data, **kw)  # type: ignore[arg-type]
+        raise PreconditionFailed(key)
+
+    store.put_if = lands_then_conflicts  # type: ignore[method-assign]
+    await a.step()
+    store.put_if = real  # type: ignore[method-assign]
+    assert a.held and a.token == 1
+    await a.step()
+    assert a.held
+
+
 async def test_graceful_stop_hands_over_at_once() -> None:
     store = DictStore()
     a = LeaseKeeper(StoreLeaseBackend(store), "a", 30.0)
@@ -92,6 +112,28 @@ async def test_a_stale_holders_job_write_is_refused() -> None:
     assert err.value.reason == "FENCED_WRITE" and "taken over" in err.value.message
     stored = await new.read("j1")
     assert stored is not None and stored.holder == "b" and stored.batches == []
+
+
+async def test_a_job_write_that_landed_unacknowledged_is_not_a_take_over() -> None:
+    store = DictStore()
+    js = JobStore(store)
+    rec = JobRecord("j2", "kb", "running", "write", {}, 1, 1, fence=1, holder="a")
+    await js.create(rec, [])
+    real = store.put_if
+
+    async def lands_then_fails(key: str, data: bytes, **kw: object) -> str:
+        await real(key, data, **kw)  # type: ignore[arg-type]
+        raise OSError("connection reset after the write")
+
+    store.put_if = lands_then_fails  # type: ignore[method-assign]
+    rec.stage = "index"
+    with pytest.raises(OSError):
+        await js.write(rec)  # applied by the store, never acknowledged
+    store.put_if = real  # type: ignore[method-assign]
+    rec.state, rec.stage = "cancelled", "done"
+    await js.write(rec)  # goes on from the unacknowledged write instead of reporting a take-over
+    stored = await js.read("j2")
+    assert stored is not None and stored.state == "cancelled"
 
 
 class FakeApiServer:
