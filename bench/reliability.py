@@ -70,6 +70,7 @@ async def long_scenarios(docs: int, data: Path) -> list[dict[str, Any]]:
 
 
 SUITES = ("tests/faults", "tests/fuzz", "tests/security")
+SECURITY_FIGURES = ("authz_matrix_violations", "ssrf_accepted", "parser_bomb_crashes", "open_when_keys_configured")
 
 
 def run_suite(path: str, figures_dir: Path) -> dict[str, Any]:
@@ -183,6 +184,12 @@ def main() -> int:
         "truncated_objects": sum(int(f.get("truncated_objects", 0)) for f in figures),
         "fresh_clone_runs": len(fresh),
         "flaky_failures": sum(len(r["failed"]) for r in fresh),
+        # tests/security (issue 21): role matrix, SSRF suite, office bombs, empty key sets. None
+        # when no test measured it (a suite that did not run is not a zero).
+        **{
+            k: sum(int(f[k]) for f in figures if k in f) if any(k in f for f in figures) else None
+            for k in SECURITY_FIGURES
+        },
     }
     report = {
         "benchmark": "reliability",
@@ -200,6 +207,7 @@ def main() -> int:
     print(json.dumps(total, indent=2))
     zero = ("chunks_lost", "chunks_duplicated", "hung_streams", "http_5xx", "grpc_crashes", "secret_hits")
     zero += ("raw_http_5xx", "raw_http_hangs", "deadline_leaks", "truncated_objects", "flaky_failures")
+    zero += SECURITY_FIGURES
     ok = all(total[k] == 0 for k in zero)
     return 0 if ok and all(s["exit_code"] == 0 for s in suites.values()) else 1
 

@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "eval",
     "export",
     "config",
+    "whoami",
 ]
 
 err_console = Console(stderr=True)

@@ -18,10 +18,21 @@ from .config import GatewayConfig
 from .errors import error_middleware
 from .metrics import GatewayMetrics, metrics_middleware
 from .protect import RateLimiter, api_keys_ctx, cors_on_prepare, load_api_keys, protect_middleware
-from .routes import admin, backends, benchmarks, conversations, documents, health, ingestion, openai_compat, rag
+from .routes import admin, backends, benchmarks, conversations, documents, health, ingestion, openai_compat, rag, whoami
 from .slowclients import body_timeout_middleware
 from .sse import close_open_streams
-from .state import ANSWER_SLOTS, API_KEYS, BACKGROUND, CONFIG, METRICS, OPEN_STREAMS, RATE_LIMITER, UPSTREAMS, Upstreams
+from .state import (
+    ANSWER_SLOTS,
+    API_KEYS,
+    BACKGROUND,
+    CONFIG,
+    HEALTH_LIMITER,
+    METRICS,
+    OPEN_STREAMS,
+    RATE_LIMITER,
+    UPSTREAMS,
+    Upstreams,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +42,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 # A restarted service is found again within a few seconds (gRPC's default backoff grows to 120 s).
 RECONNECT_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 250),
-    ("grpc.min_reconnect_backoff_ms", 250),
+    # No min_reconnect_backoff_ms: gRPC uses it as the connect timeout (see clients/base.py).
     ("grpc.max_reconnect_backoff_ms", 3000),
 ]
 
@@ -99,12 +110,24 @@ def create_app(cfg: GatewayConfig) -> web.Application:
     app[METRICS] = GatewayMetrics()
     app[API_KEYS] = load_api_keys(cfg)
     app[RATE_LIMITER] = RateLimiter(cfg.rate_limit_rps, cfg.rate_limit_burst)
+    app[HEALTH_LIMITER] = RateLimiter(cfg.health_rate_limit_rps, 20)
     app.cleanup_ctx.append(upstreams_ctx)
     app.cleanup_ctx.append(api_keys_ctx)
     app.on_shutdown.append(close_open_streams)
     app.on_response_prepare.append(cors_on_prepare)
     app.on_response_prepare.append(security_headers)
-    for module in (health, documents, ingestion, rag, conversations, backends, benchmarks, admin, openai_compat):
+    for module in (
+        health,
+        whoami,
+        documents,
+        ingestion,
+        rag,
+        conversations,
+        backends,
+        benchmarks,
+        admin,
+        openai_compat,
+    ):
         app.router.add_routes(module.routes)
     app.router.add_get("/", index)
     app.router.add_static("/static/", STATIC_DIR, append_version=False)

@@ -58,7 +58,20 @@ class GatewayConfig:
     api_keys: tuple[str, ...] = env_field(
         P + "API_KEYS",
         (),
-        "Comma-separated Bearer API keys for /api and /v1; empty disables authentication.",
+        "Comma-separated Bearer API keys for /api and /v1, each '<key> [role=reader|writer|admin]'.",
+    )
+    auth: str = env_field(
+        P + "AUTH",
+        "",
+        "keys or open; empty: keys when any are configured, else open on a loopback host only (refused elsewhere).",
+    )
+    api_keys_default_role: str = env_field(
+        P + "API_KEYS_DEFAULT_ROLE", "reader", "Role of a key given without role=: reader, writer or admin."
+    )
+    allowed_hosts: tuple[str, ...] = env_field(
+        P + "ALLOWED_HOSTS",
+        ("localhost", "127.0.0.1", "::1"),
+        "Host header names accepted when no API keys are set (DNS-rebinding guard); the bind host is added.",
     )
     api_keys_file: str = env_field(
         P + "API_KEYS_FILE",
@@ -72,8 +85,14 @@ class GatewayConfig:
         P + "CORS_ORIGINS", (), "Comma-separated origins allowed to call the API from a browser (CORS)."
     )
     rate_limit_rps: float = env_field(
-        P + "RATE_LIMIT_RPS", 0.0, "Requests per second allowed per API key (or client address); 0 disables."
+        P + "RATE_LIMIT_RPS", 50.0, "Requests per second allowed per API key (or client address); 0 disables."
     )
-    rate_limit_burst: int = env_field(P + "RATE_LIMIT_BURST", 50, "Requests a key may make at once above the rate.")
+    rate_limit_burst: int = env_field(P + "RATE_LIMIT_BURST", 200, "Requests a key may make at once above the rate.")
+    health_rate_limit_rps: float = env_field(
+        P + "HEALTH_RATE_LIMIT_RPS", 5.0, "Requests per second to /api/health per client address (burst 20)."
+    )
+    max_streams_per_key: int = env_field(
+        P + "MAX_STREAMS_PER_KEY", 8, "SSE streams one API key (or client address) may hold open at once; 429 above."
+    )
     default_collection: str = env_field(P + "DEFAULT_COLLECTION", "default", "Collection used when none is given.")
     health_timeout_s: float = env_field(P + "HEALTH_TIMEOUT_S", 2.0, "Deadline of each upstream health check.")

@@ -1,153 +1,59 @@
-"""Protection for `/api` and `/v1`: optional Bearer API keys, a CORS allowlist, a per-key rate limit.
+"""Protection for `/api` and `/v1`: Bearer API keys with roles, cross-site request refusal, a CORS
+allowlist, a per-key rate limit.
 
-- API keys: when any are configured, every `/api` and `/v1` request must carry
-  `Authorization: Bearer <key>`; `/api/health`, `/healthz`, `/metrics` and the static demo stay
-  open (probes and the page itself). Keys are held only as SHA-256 digests (the keys file may hold
-  `sha256:<hex>` instead of the key), compared in constant time and never logged. A keys-file line
-  may give the key its own limit: `<key or sha256:hex> rps=2 burst=10`. The file is re-read when
-  it changes (a rotated Secret), so keys are added and revoked without a restart.
+- Authentication: `auth_mode(cfg)` decides once, at start, between `keys` and `open`. Once a keys
+  file or variable is configured, an empty key set is an error: the gateway refuses to start, and
+  a reload that finds no keys keeps the previous ones (logged). Running open is an explicit
+  setting (`DDNRAG_GATEWAY_AUTH=open`), or the local default on a loopback host only, and is
+  printed at start.
+- API keys: every `/api` and `/v1` request must carry `Authorization: Bearer <key>`; `/api/health`,
+  `/healthz`, `/metrics` and the static demo stay open (probes and the page itself). Keys are held
+  only as SHA-256 digests (the keys file may hold `sha256:<hex>` instead of the key), compared in
+  constant time and never logged. A keys-file line may give the key a role and its own limit:
+  `<key or sha256:hex> role=admin rps=2 burst=10`; a key without `role=` gets
+  `DDNRAG_GATEWAY_API_KEYS_DEFAULT_ROLE` (reader unless set). The file is re-read when it changes (a
+  rotated Secret), so keys are added and revoked without a restart. `roles.py` says what each
+  role may call.
+- Cross-site requests: a state-changing request whose `Origin` is neither this gateway nor in the
+  CORS allowlist is refused (403), and so is one whose body is not JSON or multipart (415), so a
+  web page cannot post a "simple request" to a gateway without keys. Without keys, the `Host`
+  header must name this gateway (`DDNRAG_GATEWAY_ALLOWED_HOSTS`), which defeats DNS rebinding.
 - CORS: only origins in the allowlist get `Access-Control-Allow-Origin`; a preflight from any
-  other origin is refused with 403.
-- Rate limit: a token bucket per API key (per client address without keys); over it -> 429 with
-  `Retry-After`.
+  other origin is refused with 403. A `*` entry is answered with a literal `*` and no credentials.
+- Rate limit: a token bucket per API key (per client address without keys, loopback callers of
+  the local stack exempt); over it -> 429 with `Retry-After`. The same identity holds at most
+  `max_streams_per_key` SSE streams at once (sse.py), and `/api/health` has its own per-address
+  limit.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import hashlib
-import hmac
 import logging
 import math
-import os
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from .config import GatewayConfig
+from .apikeys import ApiKeys, KeyPolicy, api_keys_ctx, auth_mode, is_loopback_host, load_api_keys, parse_keys_file
 from .errors import ApiError, Handler, json_error
-from .state import API_KEYS, CONFIG, RATE_LIMITER
+from .roles import OPEN_ROUTES, Role, required_role
+from .state import API_KEYS, CONFIG, HEALTH_LIMITER, RATE_LIMITER
+
+__all__ = ["ApiKeys", "KeyPolicy", "api_keys_ctx", "auth_mode", "load_api_keys", "parse_keys_file"]
 
 log = logging.getLogger(__name__)
 OPEN_PATHS = frozenset({"/api/health", "/healthz", "/metrics"})
-ALLOW_METHODS = "GET, POST, PUT, DELETE, OPTIONS"
+ALLOW_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 ALLOW_HEADERS = "Authorization, Content-Type, Last-Event-ID"
-
-
-@dataclass(frozen=True)
-class KeyPolicy:
-    """One accepted key, by digest, with its own rate limit (None: the gateway's default)."""
-
-    digest: str
-    rps: float | None = None
-    burst: int | None = None
-
-
-def _digest(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def parse_keys_file(text: str) -> list[KeyPolicy]:
-    """Lines of `<key | sha256:<hex>> [rps=F] [burst=N]`; '#' comments and blank lines skipped."""
-    out: list[KeyPolicy] = []
-    for n, line in enumerate(text.splitlines(), 1):
-        parts = line.split()
-        if not parts or parts[0].startswith("#"):
-            continue
-        first, opts = parts[0], dict(p.partition("=")[::2] for p in parts[1:])
-        if first.startswith("sha256:"):
-            digest = first[7:].lower()
-            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-                raise ValueError(f"API keys file line {n}: sha256: needs 64 hex digits")
-        else:
-            digest = _digest(first)
-        try:
-            rps = float(opts["rps"]) if "rps" in opts else None
-            burst = int(opts["burst"]) if "burst" in opts else None
-        except ValueError:
-            raise ValueError(f"API keys file line {n}: rps must be a number and burst an integer") from None
-        out.append(KeyPolicy(digest, rps, burst))
-    return out
-
-
-class ApiKeys:
-    """The accepted keys as SHA-256 digests; `reload()` re-reads the keys file (rotation)."""
-
-    def __init__(self, env_keys: tuple[str, ...] = (), path: str = "") -> None:
-        self._env = [KeyPolicy(_digest(k)) for k in env_keys if k]
-        self.path = path
-        self.mtime_ns = 0
-        self._keys: dict[str, KeyPolicy] = {}
-        self.reload()
-
-    def reload(self) -> bool:
-        """Re-reads the file when it changed; True when the key set was replaced. A malformed or
-        missing file keeps the previous keys (logged, without values)."""
-        file_keys: list[KeyPolicy] = []
-        if self.path:
-            try:
-                st = os.stat(self.path)
-                if st.st_mtime_ns == self.mtime_ns and self._keys:
-                    return False
-                file_keys = parse_keys_file(Path(self.path).read_text())
-                self.mtime_ns = st.st_mtime_ns
-            except (OSError, ValueError) as err:
-                if self._keys:
-                    log.error("API keys file not reloaded; keeping the current keys", extra={"error": str(err)})
-                    return False
-                raise
-        self._keys = {k.digest: k for k in [*self._env, *file_keys]}
-        return True
-
-    def __bool__(self) -> bool:
-        return bool(self._keys)
-
-    def __len__(self) -> int:
-        return len(self._keys)
-
-    def match(self, token: str) -> KeyPolicy | None:
-        """The key's policy, comparing the token's digest with every stored digest in constant time."""
-        want = _digest(token).encode()
-        found: KeyPolicy | None = None
-        for digest, policy in self._keys.items():
-            if hmac.compare_digest(want, digest.encode()):
-                found = policy
-        return found
-
-
-def load_api_keys(cfg: GatewayConfig) -> ApiKeys:
-    return ApiKeys(cfg.api_keys, cfg.api_keys_file)
-
-
-async def api_keys_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Watches the API keys file (a mounted Secret) and swaps the key set when it changes."""
-    keys = app[API_KEYS]
-    interval = app[CONFIG].api_keys_reload_s
-    task = None
-    if keys.path and interval > 0:
-
-        async def watch() -> None:
-            while True:
-                await asyncio.sleep(interval)
-                try:
-                    if await asyncio.to_thread(keys.reload):
-                        log.info("API keys reloaded", extra={"keys": len(keys)})
-                except Exception:
-                    log.exception("API keys reload failed")
-
-        task = asyncio.create_task(watch())
-    try:
-        yield
-    finally:
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+BODY_TYPES = ("application/json", "multipart/form-data")
+# Paths probes and scrapers reach by pod address, so no Host check applies to them.
+HOSTLESS_PATHS = frozenset({"/healthz", "/metrics"})
+ROLE = web.RequestKey("role", Role)
+KEY_ID = web.RequestKey("key_id", str)
+CALLER = web.RequestKey("caller", str)  # the rate-limit and stream-cap identity: a key, else an address
 
 
 class RateLimiter:
@@ -193,14 +99,84 @@ def _bearer(request: web.Request) -> str:
 def _cors_headers(request: web.Request) -> dict[str, str]:
     origin = request.headers.get("Origin", "")
     allowed = request.app[CONFIG].cors_origins
-    if origin and (origin in allowed or "*" in allowed):
+    if origin and origin in allowed:
         return {
             "Access-Control-Allow-Origin": origin,
             "Access-Control-Allow-Credentials": "true",
             "Access-Control-Expose-Headers": "Retry-After",
             "Vary": "Origin",
         }
+    if origin and "*" in allowed:
+        # A wildcard never comes with credentials (browsers refuse the pair, and it would let
+        # any site act with the user's cookies or key).
+        return {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": "Retry-After"}
     return {}
+
+
+def _pattern(request: web.Request) -> str:
+    """The route pattern (`/api/documents/{document_id}`); static files map to `/static/`."""
+    info = request.match_info.route.resource
+    if info is None:
+        return request.path
+    canonical = info.canonical
+    return "/static/" if canonical.startswith("/static") else canonical
+
+
+def _host_name(host: str) -> str:
+    """`example.org:8080` -> `example.org`; `[::1]:8080` -> `::1`."""
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def allowed_hosts(request: web.Request) -> set[str]:
+    cfg = request.app[CONFIG]
+    names = {h.strip().lower() for h in cfg.allowed_hosts if h.strip()}
+    if cfg.host not in ("0.0.0.0", "::", ""):
+        names.add(cfg.host.lower())
+    return names
+
+
+def _cross_site(request: web.Request, required: Role) -> ApiError | None:
+    """A refusal for a request a web page on another site could have sent, else None."""
+    if request.method in SAFE_METHODS and required <= Role.READER:
+        return None
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        allowed = request.app[CONFIG].cors_origins
+        same = urlsplit(origin).netloc.lower() == request.host.lower()
+        if not same and origin not in allowed and "*" not in allowed:
+            return ApiError(
+                403,
+                f"requests that change state are refused from the web origin {origin!r}; "
+                "add it to DDNRAG_GATEWAY_CORS_ORIGINS to allow it",
+                "ORIGIN_DENIED",
+            )
+    # A bodyless POST (cancel, purge) carries no content to smuggle; a browser still sends its
+    # Origin with it, which the check above judged.
+    if request.method not in SAFE_METHODS and request.body_exists and request.content_length != 0:
+        ctype = request.headers.get("Content-Type", "")
+        if not ctype.split(";", 1)[0].strip().lower().startswith(BODY_TYPES):
+            return ApiError(
+                415,
+                f"Content-Type {ctype.split(';', 1)[0]!r} is refused for requests that change state; "
+                "send application/json or multipart/form-data",
+                "UNSUPPORTED_MEDIA",
+            )
+    return None
+
+
+def _limited(request: web.Request, keys: ApiKeys) -> bool:
+    """Whether rate limits and stream caps apply: always with keys; without keys, to callers
+    from other machines only (on the local loopback stack every caller is the one user, and the
+    load benchmarks run there)."""
+    return bool(keys) or not is_loopback_host(request.remote or "")
+
+
+def _deny(err: ApiError, cors: dict[str, str], **headers: str) -> web.Response:
+    resp = json_error(err)
+    resp.headers.update({**cors, **headers})
+    return resp
 
 
 @web.middleware
@@ -218,27 +194,78 @@ async def protect_middleware(request: web.Request, handler: Handler) -> web.Stre
                 "Access-Control-Max-Age": "600",
             },
         )
-    if _protected(request.path):
-        keys = request.app[API_KEYS]
-        caller = request.remote or "unknown"
-        policy: KeyPolicy | None = None
-        if keys:
-            token = _bearer(request)
-            policy = keys.match(token) if token else None
-            if policy is None:
-                resp = json_error(
-                    ApiError(401, "a valid API key is required: send 'Authorization: Bearer <key>'", "UNAUTHENTICATED")
+    keys = request.app[API_KEYS]
+    if not keys and request.path not in HOSTLESS_PATHS:
+        # Without keys, anything that can make a browser connect could reach the API; only the
+        # names of this gateway are accepted (DNS rebinding points another name at it).
+        if _host_name(request.host).lower() not in allowed_hosts(request):
+            return _deny(
+                ApiError(
+                    403,
+                    f"the Host {request.host!r} is not a name of this gateway; add it to DDNRAG_GATEWAY_ALLOWED_HOSTS",
+                    "HOST_DENIED",
+                ),
+                cors,
+            )
+    pattern = _pattern(request)
+    if ("GET" if request.method == "HEAD" else request.method, pattern) in OPEN_ROUTES:
+        if pattern == "/api/health" and _limited(request, keys):  # open, but each check fans out to 4 services
+            wait = request.app[HEALTH_LIMITER].take(request.remote or "unknown")
+            if wait > 0:
+                return _deny(
+                    ApiError(429, f"health checks are rate-limited; retry in {wait:.1f} s", "RATE_LIMITED"),
+                    cors,
+                    **{"Retry-After": str(max(1, math.ceil(wait)))},
                 )
-                resp.headers.update({**cors, "WWW-Authenticate": "Bearer"})
-                return resp
-            caller = "key:" + policy.digest[:16]
-        wait = request.app[RATE_LIMITER].take(
+        return await handler(request)
+    if not _protected(request.path) and request.match_info.http_exception is not None:
+        return await handler(request)  # 404/405 outside the API
+    required = required_role(request.method, pattern)
+    caller = request.remote or "unknown"
+    policy: KeyPolicy | None = None
+    role = Role.ADMIN  # open mode: the local, explicit, no-keys setting
+    if keys:
+        token = _bearer(request)
+        policy = keys.match(token) if token else None
+        if policy is None:
+            return _deny(
+                ApiError(401, "a valid API key is required: send 'Authorization: Bearer <key>'", "UNAUTHENTICATED"),
+                cors,
+                **{"WWW-Authenticate": "Bearer"},
+            )
+        caller, role = "key:" + policy.digest[:16], policy.role
+        request[KEY_ID] = policy.digest[:12]
+    request[ROLE] = role
+    if _limited(request, keys):
+        request[CALLER] = caller
+    refusal = _cross_site(request, required)
+    if refusal is not None:
+        return _deny(refusal, cors)
+    if role < required and request.match_info.http_exception is None:
+        return _deny(
+            ApiError(
+                403,
+                f"this key has the {role.label} role; {request.method} {pattern} needs {required.label}. "
+                "Ask an operator for a key with that role (role= in the keys file)",
+                "ROLE_FORBIDDEN",
+                role=role.label,
+                required=required.label,
+            ),
+            cors,
+        )
+    wait = (
+        request.app[RATE_LIMITER].take(
             caller, rps=policy.rps if policy else None, burst=policy.burst if policy else None
         )
-        if wait > 0:
-            resp = json_error(ApiError(429, f"rate limit exceeded; retry in {wait:.1f} s", "RATE_LIMITED"))
-            resp.headers.update({**cors, "Retry-After": str(max(1, math.ceil(wait)))})
-            return resp
+        if _limited(request, keys)
+        else 0.0
+    )
+    if wait > 0:
+        return _deny(
+            ApiError(429, f"rate limit exceeded; retry in {wait:.1f} s", "RATE_LIMITED"),
+            cors,
+            **{"Retry-After": str(max(1, math.ceil(wait)))},
+        )
     return await handler(request)
 
 

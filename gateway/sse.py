@@ -27,6 +27,7 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 
 from .errors import ApiError, dumps, error_payload, json_error
+from .protect import CALLER
 from .state import CONFIG, METRICS, OPEN_STREAMS
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class OpenStream:
 
     task: asyncio.Task[Any]
     path: str
+    caller: str = ""
     shutting_down: bool = False
     finished: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -78,7 +80,19 @@ async def stream_events(
     metrics = request.app[METRICS]
     task = asyncio.current_task()
     assert task is not None
-    handle = OpenStream(task, request.path)
+    caller = request.get(CALLER, "")
+    if cfg.max_streams_per_key > 0 and caller:
+        held = sum(1 for h in request.app[OPEN_STREAMS] if h.caller == caller and not h.finished.is_set())
+        if held >= cfg.max_streams_per_key:
+            return json_error(
+                ApiError(
+                    429,
+                    f"this caller already holds {held} open streams (the limit is {cfg.max_streams_per_key}); "
+                    "close one and retry",
+                    "TOO_MANY_STREAMS",
+                )
+            )
+    handle = OpenStream(task, request.path, caller)
     shape = wrap_error or (lambda payload: payload)
     request.app[OPEN_STREAMS].add(handle)
     counter = 0

@@ -45,6 +45,7 @@ UPSTREAMS = web.AppKey("upstreams", Upstreams)
 OPEN_STREAMS: web.AppKey[weakref.WeakSet[OpenStream]] = web.AppKey("open_streams", weakref.WeakSet)
 METRICS: web.AppKey[GatewayMetrics] = web.AppKey("metrics")
 RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
+HEALTH_LIMITER: web.AppKey[RateLimiter] = web.AppKey("health_limiter")
 API_KEYS: web.AppKey[ApiKeys] = web.AppKey("api_keys")
 # Admission control of Answer streams (None when unlimited), made in cleanup_ctx on the app's loop.
 ANSWER_SLOTS: web.AppKey[asyncio.Semaphore | None] = web.AppKey("answer_slots")

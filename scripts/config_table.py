@@ -13,9 +13,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cli.stack import StackConfig
 from gateway.config import GatewayConfig
+from services.common.authz import GrpcExposureConfig
+from services.common.tls import TlsConfig
 from services.embedder.config import EmbedderConfig
 from services.llm_gateway.config import LlmGatewayConfig
 from services.retriever.config import RetrieverConfig
+from services.retriever.sandbox import ParserLimits
 from services.storage.config import StorageConfig
 
 COMPONENTS: list[tuple[str, type]] = [
@@ -23,8 +26,11 @@ COMPONENTS: list[tuple[str, type]] = [
     ("embedder", EmbedderConfig),
     ("storage", StorageConfig),
     ("retriever", RetrieverConfig),
+    ("retriever: parser workers", ParserLimits),
     ("llm_gateway", LlmGatewayConfig),
     ("gateway", GatewayConfig),
+    ("every gRPC service: mutual TLS", TlsConfig),
+    ("every gRPC service: exposure", GrpcExposureConfig),
 ]
 
 

@@ -3,10 +3,18 @@
 Responses show `has_credentials`, never a key: the storage service already blanks them, and this
 module builds its JSON from an explicit list of fields that leaves them out, so a key cannot leak
 even if a service returned one.
+
+Over HTTP a backend brings its own keys or none: the fields that reach into the storage pod
+(`credentials_env_prefix`, `credentials_file`, `ca_bundle_path`, `insecure_skip_verify`) and an
+`aws_s3` backend without keys (boto3 would use the pod's own credential chain) are refused; they
+stay in the operator's configuration. The endpoint itself is checked by the storage service
+(services/storage/endpoint_policy.py), which resolves it as it will connect. Every route here but
+the list needs the admin role (gateway/roles.py).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -16,9 +24,11 @@ from ddnrag.storage.v1 import storage_service_pb2 as spb
 
 from ..convert import enum_name, enum_value, ns_to_ms
 from ..errors import ApiError
+from ..protect import KEY_ID
 from ..state import UPSTREAMS
 from ..views import field_num, field_str, json_body
 
+log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -53,7 +63,23 @@ def backend_json(b: spb.Backend, default_name: str = "") -> dict[str, Any]:
     }
 
 
+# Fields that name files, variables or TLS trust inside the storage pod: an operator's, never a caller's.
+OPERATOR_FIELDS = ("credentials_env_prefix", "credentials_file", "ca_bundle_path", "insecure_skip_verify")
+
+
+def _refuse_operator_fields(body: dict[str, Any]) -> None:
+    given = [f for f in OPERATOR_FIELDS if body.get(f) not in (None, "", False)]
+    if given:
+        raise ApiError(
+            400,
+            f"{', '.join(given)} can only be set in the operator's configuration (rag config backends add on the "
+            "storage host, or DDNRAG_STORAGE_* variables), not over HTTP; give access_key_id/secret_access_key instead",
+            "OPERATOR_ONLY_FIELD",
+        )
+
+
 def backend_from_json(body: dict[str, Any]) -> spb.Backend:
+    _refuse_operator_fields(body)
     name = field_str(body, "name", max_len=63)
     if not _NAME.match(name):
         raise ApiError(400, "name must be 1-63 characters a-z, 0-9, '_' or '-', starting with a letter or digit")
@@ -77,13 +103,16 @@ def backend_from_json(body: dict[str, Any]) -> spb.Backend:
         region=field_str(body, "region", max_len=64),
         bucket=bucket,
         addressing_style=style,
-        insecure_skip_verify=bool(body.get("insecure_skip_verify", False)),
-        ca_bundle_path=field_str(body, "ca_bundle_path", max_len=500),
         access_key_id=field_str(body, "access_key_id", max_len=256),
         secret_access_key=field_str(body, "secret_access_key", max_len=256),
-        credentials_env_prefix=field_str(body, "credentials_env_prefix", max_len=100),
-        credentials_file=field_str(body, "credentials_file", max_len=500),
     )
+    if kind == spb.BACKEND_KIND_AWS_S3 and not (b.access_key_id and b.secret_access_key):
+        raise ApiError(
+            400,
+            "an aws_s3 backend added over HTTP needs access_key_id and secret_access_key "
+            "(without them the storage pod's own AWS credentials would be used)",
+            "CREDENTIALS_REQUIRED",
+        )
     prefixes = body.get("allowed_prefixes", [])
     if not isinstance(prefixes, list) or not all(isinstance(p, str) for p in prefixes):
         raise ApiError(400, "allowed_prefixes must be a list of strings")
@@ -117,7 +146,19 @@ async def list_backends(request: web.Request) -> web.Response:
 async def put_backend(request: web.Request) -> web.Response:
     """Adds a backend, or replaces the one with the same name. Secrets go in, never come out."""
     backend = backend_from_json(await json_body(request))
-    resp = await request.app[UPSTREAMS].storage.put_backend(backend)
+    storage = request.app[UPSTREAMS].storage
+    before = {b.name: b for b in (await storage.list_backends()).backends}.get(backend.name)
+    if before is not None and before.endpoint != backend.endpoint:
+        log.warning(
+            "backend endpoint changed",
+            extra={
+                "backend": backend.name,
+                "from": before.endpoint,
+                "to": backend.endpoint,
+                "key_id": request.get(KEY_ID, ""),
+            },
+        )
+    resp = await storage.put_backend(backend)
     return web.json_response({"backend": backend_json(resp.backend)}, status=201)
 
 

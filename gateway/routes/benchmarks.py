@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from ddnrag.storage.v1 import storage_service_pb2 as spb
+from services.common.csvsafe import safe_row
 
 from ..convert import enum_value, ns_to_ms, to_dict
 from ..errors import ApiError
@@ -227,28 +228,30 @@ def run_csv(run: dict[str, Any]) -> str:
     w.writerow(["run_id", "started", *CSV_COLUMNS])
     for lv in run["results"]:
         w.writerow(
-            [
-                run["run_id"],
-                run["started"],
-                lv["backend"],
-                lv["emulated"],
-                lv["operation"],
-                lv["object_size"],
-                lv["concurrency"],
-                lv["ops"],
-                lv["errors"],
-                lv["duration_s"],
-                lv["ops_per_s"],
-                lv["mib_per_s"],
-                lv["latency"]["p50_ms"],
-                lv["latency"]["p90_ms"],
-                lv["latency"]["p99_ms"],
-                lv["ttfb"]["p50_ms"],
-                lv["ttfb"]["p90_ms"],
-                lv["ttfb"]["p99_ms"],
-                lv["cold_ttfb_p50_ms"],
-                lv["warm_ttfb_p50_ms"],
-            ]
+            safe_row(
+                [
+                    run["run_id"],
+                    run["started"],
+                    lv["backend"],
+                    lv["emulated"],
+                    lv["operation"],
+                    lv["object_size"],
+                    lv["concurrency"],
+                    lv["ops"],
+                    lv["errors"],
+                    lv["duration_s"],
+                    lv["ops_per_s"],
+                    lv["mib_per_s"],
+                    lv["latency"]["p50_ms"],
+                    lv["latency"]["p90_ms"],
+                    lv["latency"]["p99_ms"],
+                    lv["ttfb"]["p50_ms"],
+                    lv["ttfb"]["p90_ms"],
+                    lv["ttfb"]["p99_ms"],
+                    lv["cold_ttfb_p50_ms"],
+                    lv["warm_ttfb_p50_ms"],
+                ]
+            )
         )
     return out.getvalue()
 

@@ -1,8 +1,12 @@
-"""`GET /api/health`: the standard gRPC health check on every upstream, in parallel."""
+"""`GET /api/health`: the standard gRPC health check on every upstream, in parallel.
+
+The endpoint is open (probes), so its answers name services, never their internal addresses;
+the gateway's own log has the addresses. It is rate-limited per client address (protect.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import grpc
@@ -11,10 +15,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ..state import CONFIG, UPSTREAMS
 
+log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 
 async def check_service(name: str, channel: grpc.aio.Channel, address: str, timeout_s: float) -> dict[str, Any]:
+    """One service's health, for people; `address` goes to the log only."""
     stub = health_pb2_grpc.HealthStub(channel)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
@@ -22,20 +28,20 @@ async def check_service(name: str, channel: grpc.aio.Channel, address: str, time
         resp = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
     except grpc.aio.AioRpcError as err:
         message = (
-            f"the {name} service at {address} did not answer in {timeout_s:g} s"
+            f"the {name} service did not answer in {timeout_s:g} s"
             if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            else f"the {name} service at {address} is unavailable ({err.code().name.lower()})"
+            else f"the {name} service is unavailable ({err.code().name.lower()})"
         )
-        return {"service": name, "address": address, "status": "unavailable", "serving": False, "message": message}
+        log.warning("health check failed", extra={"service": name, "address": address, "code": err.code().name})
+        return {"service": name, "status": "unavailable", "serving": False, "message": message}
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status).lower()
     serving = resp.status == health_pb2.HealthCheckResponse.SERVING
     return {
         "service": name,
-        "address": address,
         "status": status,
         "serving": serving,
         "latency_ms": round((loop.time() - t0) * 1000, 2),
-        "message": "" if serving else f"the {name} service at {address} is {status.replace('_', ' ')}",
+        "message": "" if serving else f"the {name} service is {status.replace('_', ' ')}",
     }
 
 

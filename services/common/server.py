@@ -21,7 +21,10 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
+from .authz import AuthzInterceptor, GrpcExposureConfig
+from .config import load_env
 from .errors import ServiceError
+from .message_limits import MessageLimitInterceptor, server_receive_limit
 from .tls import load_tls, server_credentials
 
 log = logging.getLogger(__name__)
@@ -29,11 +32,11 @@ log = logging.getLogger(__name__)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
-# Message size limits: chunks and index files travel in BatchPut/BatchGet.
+# Responses may be large (BatchGet of chunks, index files); requests are limited per method
+# (message_limits.py), and the receive limit is set per server in build_server.
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 SERVER_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.so_reuseport", 0),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 5000),
@@ -178,20 +181,28 @@ async def build_server(
     """Builds and starts a server for `register` = [(add_fn, servicer, full_service_name)].
 
     Health starts NOT_SERVING when `serving` is False (the service flips it once ready). With
-    the shared DDNRAG_TLS_* variables set, the port requires mutual TLS.
+    the shared DDNRAG_TLS_* variables set, the port requires mutual TLS and each peer may call
+    only the methods its certificate's identity allows (authz.py). Reflection is served unless
+    DDNRAG_GRPC_REFLECTION=false.
     """
     metrics = metrics or Metrics(name)
-    server = grpc.aio.server(interceptors=[ObservingInterceptor(metrics)], options=SERVER_OPTIONS)
-    names = []
-    for add_fn, servicer, full_name in register:
+    tls = load_tls()
+    interceptors: list[grpc.aio.ServerInterceptor] = [ObservingInterceptor(metrics)]
+    if tls is not None:  # with mTLS each peer is a named service, allowed only its methods
+        interceptors.append(AuthzInterceptor())
+    interceptors.append(MessageLimitInterceptor())
+    names = [full_name for _, _, full_name in register]
+    receive = server_receive_limit(names)  # the largest per-method limit of these services
+    options = [*SERVER_OPTIONS, ("grpc.max_receive_message_length", receive)]
+    server = grpc.aio.server(interceptors=interceptors, options=options)
+    for add_fn, servicer, _ in register:
         add_fn(servicer, server)
-        names.append(full_name)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
-    )
-    tls = load_tls()
+    if load_env(GrpcExposureConfig).reflection:
+        reflection.enable_server_reflection(
+            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+        )
     if tls is None:
         bound = server.add_insecure_port(f"{host}:{port}")
     else:  # mutual TLS: DDNRAG_TLS_{CA,CERT,KEY}_FILE (services/common/tls.py)

@@ -12,7 +12,7 @@ from clients.embedder import EmbedderClient
 from clients.storage import StorageClient
 from services.common.errors import ErrorKind, ServiceError
 
-from .ports import GetOutcome, ObjectMeta, ObjectNotFound, PreconditionFailed, PutOutcome
+from .ports import GetOutcome, ObjectMeta, ObjectNotFound, ObjectTooLarge, PreconditionFailed, PutOutcome
 
 # BatchPut/BatchGet carry at most this many objects per call.
 BATCH_LIMIT = 1000
@@ -24,6 +24,10 @@ def _as_service_error(err: ServiceCallError) -> ServiceError:
     if err.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
         return ServiceError(ErrorKind(err.code), err.message, reason=err.reason)
     return err.to_service_error()
+
+
+def _too_large(max_bytes: int) -> bytes:
+    raise ObjectTooLarge(f"the file is over the {max_bytes}-byte limit (stopped reading it there)")
 
 
 class StorageStore:
@@ -67,14 +71,34 @@ class StorageStore:
                 )
         return out
 
-    async def get(self, key: str, *, backend: str = "") -> bytes:
+    async def get(self, key: str, *, backend: str = "", max_bytes: int = 0) -> bytes:
         try:
-            data, _info, _transfer = await self.client.get(key, backend=backend)
+            if max_bytes <= 0:
+                data, _info, _transfer = await self.client.get(key, backend=backend)
+                return data
+            return await self._get_capped(key, backend, max_bytes)
         except ServiceCallError as err:
             if err.code == grpc.StatusCode.NOT_FOUND:
                 raise ObjectNotFound(key) from None
             raise _as_service_error(err) from None
-        return data
+
+    async def _get_capped(self, key: str, backend: str, max_bytes: int) -> bytes:
+        """Reads the stream, stopping (and cancelling the call) as soon as the declared size or
+        the running total passes `max_bytes`: an oversize object is never held whole."""
+        parts: list[bytes] = []
+        total = 0
+        async for msg in self.client.get_stream(key, backend=backend):
+            which = msg.WhichOneof("part")
+            if which == "info" and msg.info.size_bytes > max_bytes:
+                raise ObjectTooLarge(f"the file is {msg.info.size_bytes} bytes, over the {max_bytes}-byte limit")
+            if which == "whole":
+                return msg.whole.data if len(msg.whole.data) <= max_bytes else _too_large(max_bytes)
+            if which == "data":
+                total += len(msg.data)
+                if total > max_bytes:
+                    _too_large(max_bytes)
+                parts.append(msg.data)
+        return b"".join(parts)
 
     async def read(self, key: str, *, backend: str = "") -> tuple[bytes, str]:
         try:

@@ -22,7 +22,7 @@ from .chunking import Chunk, Chunker
 from .core import Retriever, chunk_key
 from .job_model import BackendStats, ChunkRow, FileErrorView, FileRow, JobRecord, JobView
 from .parsing import ParseError, parse_document
-from .ports import ObjectNotFound
+from .ports import ObjectNotFound, ObjectTooLarge
 
 
 @dataclass
@@ -92,8 +92,11 @@ class Pipeline:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def fetch(self, lj: LiveJob, f: FileRow) -> bytes:
-        """Reads a source object (the one place the pipeline reads source bytes)."""
-        return await self.r.store.get(f.object_key, backend=lj.request["source_backend"])
+        """Reads a source object (the one place the pipeline reads source bytes); the stream stops
+        as soon as the object is known to be over max_file_bytes (ObjectTooLarge)."""
+        return await self.r.store.get(
+            f.object_key, backend=lj.request["source_backend"], max_bytes=self.s.max_file_bytes
+        )
 
     async def _parse_stage(self, lj: LiveJob, pending: list[FileRow], out: asyncio.Queue[_Parsed | None]) -> None:
         req = lj.request
@@ -107,6 +110,8 @@ class Pipeline:
                     data = await self.fetch(lj, f)
                 except ObjectNotFound:
                     return await self._file_failed(lj, f, "the object does not exist")
+                except ObjectTooLarge as err:
+                    return await self._file_failed(lj, f, str(err))
                 f.size_bytes, f.sha256 = len(data), hashlib.sha256(data).hexdigest()
                 state = self.r.collections.get(lj.view.collection)
                 known = state.snapshot.documents.get(f.document_id) if state and not state.error else None

@@ -52,8 +52,9 @@ class ObjectStore(Protocol):
 
     async def get_many(self, keys: Sequence[str], *, backend: str = "") -> list[GetOutcome]: ...
 
-    async def get(self, key: str, *, backend: str = "") -> bytes:
-        """The object's bytes; raises `ObjectNotFound` when missing."""
+    async def get(self, key: str, *, backend: str = "", max_bytes: int = 0) -> bytes:
+        """The object's bytes; raises `ObjectNotFound` when missing and `ObjectTooLarge` as soon
+        as its declared size or the bytes received pass `max_bytes` (0: no limit)."""
         ...
 
     async def list(self, prefix: str, *, backend: str = "") -> list[ObjectMeta]: ...
@@ -75,6 +76,10 @@ class ObjectStore(Protocol):
 
 class ObjectNotFound(KeyError):
     """The object does not exist."""
+
+
+class ObjectTooLarge(Exception):
+    """The object is over the size the caller accepts; the message says so for people."""
 
 
 class PreconditionFailed(Exception):

@@ -18,7 +18,7 @@ import time
 import uuid
 from typing import Any
 
-from services.common.errors import ServiceError, invalid, not_found
+from services.common.errors import ErrorKind, ServiceError, invalid, not_found
 
 from .catalog import Catalog
 from .core import check_name
@@ -28,6 +28,8 @@ from .jobs import JobManager
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL_S = 10.0
+MIN_INTERVAL_S = 1.0  # each poll lists a prefix: a shorter interval is load, not freshness
+MAX_WATCHES = 32  # active watches (each one is a polling task on the lease holder)
 SYNC_S = 2.0  # how often the lease holder rereads the list of watches
 
 
@@ -78,11 +80,22 @@ class PrefixWatchManager:
         check_name(collection)
         if not prefix:
             raise invalid("a watch needs a prefix, for example 'auto_ingest/'", reason="NO_PREFIX")
-        if not math.isfinite(interval_s) or interval_s < 0 or interval_s > 86_400:
-            raise invalid(f"interval_s must be between 0 and 86400 seconds, got {interval_s}", reason="BAD_INTERVAL")
-        for w in await self.catalog.prefix_watches():
+        if not math.isfinite(interval_s) or interval_s < 0 or interval_s > 86_400 or 0 < interval_s < MIN_INTERVAL_S:
+            raise invalid(
+                f"interval_s must be 0 (the default, {DEFAULT_INTERVAL_S:g} s) or between {MIN_INTERVAL_S:g} and "
+                f"86400 seconds, got {interval_s}",
+                reason="BAD_INTERVAL",
+            )
+        existing = await self.catalog.prefix_watches()
+        for w in existing:
             if w["active"] and (w["collection"], w["prefix"], w["backend"]) == (collection, prefix, backend):
                 return w
+        if sum(1 for w in existing if w["active"]) >= MAX_WATCHES:
+            raise ServiceError(
+                ErrorKind.RESOURCE_EXHAUSTED,
+                f"{MAX_WATCHES} watches are already active; stop one before starting another",
+                reason="TOO_MANY_WATCHES",
+            )
         await self.jobs.r.ensure_collection(collection)
         w = {
             "watch_id": uuid.uuid4().hex[:16],

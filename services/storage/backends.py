@@ -24,7 +24,9 @@ from services.common.errors import ServiceError, invalid
 
 from .config import StorageConfig
 from .credentials import from_path
+from .endpoint_policy import EndpointPolicy
 from .fastget import FastGetter
+from .keys import scoped
 from .model import BackendSpec, Credentials, Kind, Transfer
 from .registry import BackendRegistry
 from .registry_store import S3RegistryStore
@@ -104,6 +106,8 @@ class Backends:
         self.registry = registry
         self.executor = executor
         self.settings = settings_of(cfg)
+        # SSRF guard for backends added at run time (endpoint_policy.py says why it lives here).
+        self.endpoints = EndpointPolicy.build(cfg.endpoint_allowlist, registry.default.endpoint)
         self._stores: dict[str, tuple[BackendSpec, S3Store]] = {}
         self._proxies: dict[str, ShapingProxy] = {}
         self._routes: dict[str, tuple[str, dict[str, str] | None]] = {}
@@ -193,6 +197,8 @@ class Backends:
             if cached is not None and cached[0] == spec:
                 return cached[1]
             await self._drop(spec.name)
+            if not spec.is_default:  # resolved again at each build: a rebound name is caught here
+                await self._run(self.endpoints.check, spec.endpoint)
             creds = await self._run(self.registry.credentials, spec)
             endpoint_override, proxies = "", None
             if spec.emulated:
@@ -272,7 +278,10 @@ class Backends:
         return await self._run(lambda: [(s, self.registry.has_credentials(s)) for s in self.registry.list()])
 
     async def put(self, spec: BackendSpec, inline: Credentials | None) -> tuple[BackendSpec, bool]:
-        """Adds or replaces a backend (PutBackend): validated, written to the shared registry."""
+        """Adds or replaces a backend (PutBackend): validated, its endpoint checked against the
+        SSRF policy, written to the shared registry."""
+        spec.validate()  # its own errors first, then where it points
+        await self._run(self.endpoints.check, spec.endpoint)
         saved = await self._run(self.registry.put, spec, inline)
         await self._drop_changed()
         return saved, await self._run(self.registry.has_credentials, saved)
@@ -315,8 +324,7 @@ class Backends:
 
     @staticmethod
     def _probe_key(spec: BackendSpec) -> str:
-        base = spec.allowed_prefixes[0] if spec.allowed_prefixes else ""
-        return f"{base}_ddnrag/probe/{uuid.uuid4().hex}"
+        return scoped(spec.allowed_prefixes, f"_ddnrag/probe/{uuid.uuid4().hex}")
 
     async def close(self) -> None:
         if self._follower is not None:

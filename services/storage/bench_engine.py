@@ -32,11 +32,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.common.errors import ServiceError, not_found
+from services.common.errors import ErrorKind, ServiceError, not_found
 
 from .bench_model import MIB, BenchRequest, LevelStats, Pct, Progress, RunRecord, percentile, run_to_csv, run_to_json
 from .core import StorageCore
 from .errors import kind_name
+from .keys import scoped
 from .s3 import S3Store
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class Cell:
 class BenchmarkEngine:
     def __init__(self, core: StorageCore) -> None:
         self.core = core
+        self._busy: set[str] = set()  # backends a run holds: one benchmark at a time per backend
 
     async def run(self, req: BenchRequest) -> AsyncIterator[Event]:
         """Yields progress and finished levels while it runs, and the saved run last."""
@@ -106,6 +108,14 @@ class BenchmarkEngine:
                 f"none of the backends asked for is configured: {not_configured}; no numbers are made up for them",
                 reason="BACKEND_NOT_FOUND",
             )
+        busy = sorted(set(backends) & self._busy)
+        if busy:
+            raise ServiceError(
+                ErrorKind.RESOURCE_EXHAUSTED,
+                f"a benchmark is already running on {busy}; one runs at a time per backend, retry when it ends",
+                reason="BENCHMARK_BUSY",
+            )
+        self._busy.update(backends)
         levels = req.resolved_levels()
         run = RunRecord(new_run_id(), time.time_ns(), 0, req, not_configured=not_configured)
         pool = max(levels)
@@ -132,9 +142,10 @@ class BenchmarkEngine:
             await self._save(run)
             yield run
         finally:
+            self._busy.difference_update(backends)
             for store in stores.values():
                 with contextlib.suppress(ServiceError):
-                    await store.delete_prefix(f"bench/tmp/{run.run_id}/", _tr())
+                    await store.delete_prefix(scoped(store.spec.allowed_prefixes, f"bench/tmp/{run.run_id}/"), _tr())
                 store.close()
                 store.executor.shutdown(wait=False, cancel_futures=True)
 
@@ -168,7 +179,8 @@ class BenchmarkEngine:
             pool_n = min(100, cap)
         else:
             pool_n = min(max(2 * conc, 8), cap)
-        prefix = f"bench/tmp/{run.run_id}/{store.spec.name}/{size}/{conc}/"
+        # Under the backend's allowed prefix: a benchmark writes only where the backend allows keys.
+        prefix = scoped(store.spec.allowed_prefixes, f"bench/tmp/{run.run_id}/{store.spec.name}/{size}/{conc}/")
         cell = Cell(
             store=store,
             operation=op,

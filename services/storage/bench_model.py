@@ -7,6 +7,7 @@ import io
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from services.common.csvsafe import safe_cell, safe_row
 from services.common.errors import invalid
 
 KIB = 1024
@@ -181,9 +182,9 @@ def run_to_csv(run: RunRecord) -> str:
     w.writerow(header)
     for r in run.results:
         row: list[Any] = [run.run_id, *(getattr(r, n) for n in scalar)]
-        row.append(";".join(f"{k}={v}" for k, v in sorted(r.errors_by_kind.items())))
+        row.append(";".join(f"{safe_cell(k)}={v}" for k, v in sorted(r.errors_by_kind.items())))
         row += [getattr(r.latency, p) for p in CSV_PCT] + [getattr(r.ttfb, p) for p in CSV_PCT]
-        w.writerow(row)
+        w.writerow(safe_row(row))
     return out.getvalue()
 
 

@@ -111,6 +111,11 @@ class StorageConfig:
     # errors); False sends every GET through boto3. Not an environment variable (yet): tests use it
     # to check both paths agree.
     fast_get: bool = True
+    endpoint_allowlist: tuple[str, ...] = env_field(
+        "DDNRAG_STORAGE_ENDPOINT_ALLOWLIST",
+        (),
+        "internal endpoints backends added at run time may reach: CIDRs, host names or host:port (comma-separated)",
+    )
     max_benchmark_concurrency: int = env_field(
         "DDNRAG_STORAGE_MAX_BENCHMARK_CONCURRENCY", 500, "the highest concurrency level a benchmark may ask for"
     )

@@ -20,7 +20,7 @@ from services.common.timing import Stage, Timer
 
 from .backends import Backends, build_registry
 from .config import StorageConfig
-from .keys import check_key, check_prefix
+from .keys import check_key, check_prefix, require_allowed
 from .model import ObjectMeta, Transfer
 from .registry import BackendRegistry
 from .s3 import S3Store
@@ -75,15 +75,8 @@ class StorageCore:
         for k in keys:
             check_key(k)
         store = await self.backends.store(backend)
-        allowed = store.spec.allowed_prefixes
-        if allowed:
-            for k in keys:
-                if not any(k.startswith(p) for p in allowed):
-                    raise ServiceError(
-                        ErrorKind.PERMISSION_DENIED,
-                        f"backend {store.spec.name!r} only allows keys under {list(allowed)}; {k[:80]!r} is not",
-                        reason="PREFIX_NOT_ALLOWED",
-                    )
+        for k in keys:
+            require_allowed(store.spec.name, store.spec.allowed_prefixes, k)
         return store
 
     async def put(
@@ -265,6 +258,7 @@ class StorageCore:
     ) -> tuple[list[ObjectMeta], str, Transfer]:
         check_prefix(prefix)
         store = await self.backends.store(backend)
+        require_allowed(store.spec.name, store.spec.allowed_prefixes, prefix, "listing prefix")
         objs, nxt, tr = await store.list(prefix, page_size, token)
         if timer:
             timer.add(Stage("s3_list", tr.total_ns, store.spec.name, tr.ttfb_ns, 0, len(objs)))
@@ -278,6 +272,8 @@ class StorageCore:
         if not keys and not prefix:
             raise invalid("give keys to delete or a prefix", reason="NOTHING_TO_DELETE")
         store = await self._open(backend, *keys)
+        if prefix:
+            require_allowed(store.spec.name, store.spec.allowed_prefixes, prefix, "deletion prefix")
         tr = Transfer()
         t0 = time.perf_counter_ns()
         n = await store.delete_keys(list(dict.fromkeys(keys)), tr) if keys else 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from services.common.errors import ServiceError, invalid
+from collections.abc import Sequence
+
+from services.common.errors import ErrorKind, ServiceError, invalid
 
 MAX_KEY_BYTES = 1024
 
@@ -43,3 +45,21 @@ def key_error(key: str, what: str = "key") -> ServiceError | None:
     except ServiceError as err:
         return err
     return None
+
+
+def require_allowed(backend: str, allowed: Sequence[str], key: str, what: str = "key") -> None:
+    """PERMISSION_DENIED unless `key` (an object key, or a listing/deletion prefix) lies under one
+    of the backend's `allowed_prefixes` (none: everything is allowed). A prefix must itself start
+    with an allowed prefix, so listing or deleting "" or a parent is refused too."""
+    if allowed and not any(key.startswith(p) for p in allowed):
+        raise ServiceError(
+            ErrorKind.PERMISSION_DENIED,
+            f"backend {backend!r} only allows {what}s under {list(allowed)}; {key[:80]!r} is not",
+            reason="PREFIX_NOT_ALLOWED",
+        )
+
+
+def scoped(allowed: Sequence[str], key: str) -> str:
+    """`key` under the backend's first allowed prefix (the place for the service's own scratch
+    objects: connection probes, benchmark objects)."""
+    return f"{allowed[0]}{key}" if allowed else key

@@ -226,6 +226,10 @@ async def test_api_key_prompt(page, doubles: Doubles) -> None:
     await page.get_by_label("This gateway needs an API key").fill("k-browser")
     await page.get_by_role("button", name="Use key").click()
     await expect(bar).to_be_hidden()
+    # The header says what this key may do (GET /api/whoami): a key without role= reads and asks.
+    badge = page.locator("#role-badge")
+    await expect(badge).to_have_text("reader")
+    await expect(badge).to_have_attribute("title", "this key may: ask, read")
     await page.get_by_label("Question").fill("What keeps chunks?")
     await page.get_by_role("button", name="Ask", exact=True).click()
     await expect(page.locator(".lane").first).to_have_attribute("data-state", "done")

@@ -33,6 +33,7 @@ def cfg_for(seaweed, bucket: str, state: Path) -> StorageConfig:
         default_secret_access_key=seaweed.secret_access_key,
         max_retries=1,
         retry_base_ms=5.0,
+        endpoint_allowlist=("127.0.0.1/32",),  # moto, TLS and fault proxies on loopback
     )
 
 

@@ -34,6 +34,7 @@ async def storage(seaweed, s3_bucket, tmp_path) -> AsyncIterator[StorageClient]:
         default_bucket=s3_bucket,
         default_access_key_id=seaweed.access_key_id,
         default_secret_access_key=seaweed.secret_access_key,
+        endpoint_allowlist=("127.0.0.1/32",),  # moto, TLS and fault proxies on loopback
     )
     app, port = await create_server(cfg)
     client = StorageClient(f"127.0.0.1:{port}", timeout_s=60)

@@ -117,6 +117,7 @@ async def test_tls_with_ca_bundle_without_it_and_opt_out(seaweed, s3_bucket, tmp
         default_access_key_id=seaweed.access_key_id,
         default_secret_access_key=seaweed.secret_access_key,
         max_retries=0,
+        endpoint_allowlist=("127.0.0.1/32",),  # moto, TLS and fault proxies on loopback
     )
     app, port = await create_server(cfg)
     try:

@@ -98,6 +98,22 @@ async def _flow(stack: RunningStack) -> list[bytes]:
              "secret_access_key": STORE_SECRET},
         ]  # fmt: skip
         for b in backends:
+            if "credentials_file" in b:  # an operator-only field: refused over HTTP, set over gRPC
+                async with session.post(f"{url}/api/config/backends", json=b) as r:
+                    await _record(r, seen)
+                    assert r.status == 400, await r.text()
+                operator = StorageClient(stack.addr("DDNRAG_STORAGE_PORT"))
+                try:
+                    fields = {k: v for k, v in b.items() if k not in ("kind", "addressing_style")}
+                    saved = await operator.put_backend(
+                        spb.Backend(
+                            kind=spb.BACKEND_KIND_S3_COMPATIBLE, addressing_style=spb.ADDRESSING_STYLE_PATH, **fields
+                        )
+                    )
+                    seen.append(str(saved).encode())
+                finally:
+                    await operator.close()
+                continue
             async with session.post(f"{url}/api/config/backends", json=b) as r:
                 await _record(r, seen)
                 assert r.status in (200, 201), await r.text()

@@ -58,7 +58,7 @@ class DictStore:
             for k in keys
         ]
 
-    async def get(self, key: str, *, backend: str = "") -> bytes:
+    async def get(self, key: str, *, backend: str = "", max_bytes: int = 0) -> bytes:
         if key not in self._b(backend):
             raise ObjectNotFound(key)
         return self._b(backend)[key]

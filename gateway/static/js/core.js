@@ -222,9 +222,28 @@ DDN.$("api-key-save").addEventListener("click", () => {
   DDN.$("auth-bar").hidden = true;
   document.dispatchEvent(new Event("auth"));
 });
+// The role badge: what this key may do (GET /api/whoami), e.g. "reader: ask, read".
+DDN.refreshRole = async function refreshRole() {
+  const badge = DDN.$("role-badge");
+  try {
+    const resp = await fetch("/api/whoami", { headers: DDN.headers() });
+    if (!resp.ok) { badge.hidden = true; return null; }
+    const me = await resp.json();
+    const can = Object.keys(me.can).filter((k) => me.can[k]).join(", ");
+    badge.textContent = (me.auth === "open" ? "no keys: " : "") + me.role;
+    badge.title = "this key may: " + can;
+    badge.dataset.role = me.role;
+    badge.hidden = false;
+    return me;
+  } catch (e) {
+    badge.hidden = true;
+    return null;
+  }
+};
 window.addEventListener("DOMContentLoaded", () => {
   DDN.refreshHealth();
+  DDN.refreshRole();
   setInterval(DDN.refreshHealth, 10000);
   DDN.loadBackends().catch(() => {});
 });
-document.addEventListener("auth", () => DDN.loadBackends().catch(() => {}));
+document.addEventListener("auth", () => { DDN.loadBackends().catch(() => {}); DDN.refreshRole(); });

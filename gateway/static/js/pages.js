@@ -168,7 +168,7 @@
       const health = h("div", { class: "card", "data-testid": "metrics-health" }, h("h3", { text: "Services" }));
       for (const s of Object.values(r.health.services)) {
         health.appendChild(h("div", { class: "svc" }, h("span", { class: "dot " + (s.serving ? "ok" : "bad") }),
-          h("strong", { text: s.service }), h("span", { class: "muted small", text: s.status + (s.latency_ms !== undefined ? ", " + ms(s.latency_ms) : "") + "  " + s.address })));
+          h("strong", { text: s.service }), h("span", { class: "muted small", text: s.status + (s.latency_ms !== undefined ? ", " + ms(s.latency_ms) : "") })));
       }
       out.appendChild(health);
       const dev = r.embedder.error ? h("div", {}, DDN.errorBox(r.embedder.error.message))
