@@ -1,8 +1,9 @@
 """Secrets scan: the whole e2e flow on the real stack with distinctive fake secrets configured,
 then every log line, every HTTP and gRPC response and every file of the data directory is
-searched for them. Allowed only in the secret stores: `data/secrets/` (the embedded store's
-credentials and the file a backend was pointed at, 0600) and the storage service's
-`state/storage/secrets.json` (inline PutBackend secrets, 0600, checked).
+searched for them. Allowed only in the secret store `data/secrets/` (the embedded store's
+credentials and the file a backend was pointed at, 0600); inline PutBackend secrets are sealed in
+the registry object (their key, `state/storage/registry.key`, is checked to be 0600), so the
+plaintext appears nowhere, SeaweedFS's volumes included.
 
 The secrets: the embedded store's access key id and secret key (the stack's credentials file,
 written before `rag up` so the whole stack runs on them), a second backend's inline secret key
@@ -170,8 +171,9 @@ def test_no_secret_in_any_response_log_or_state_file(stack: RunningStack) -> Non
     response_hits = [(i, _hits(b)) for i, b in enumerate(responses) if _hits(b)]
     stack.stop()  # flush every log
     allowed = stack.data_dir / "secrets"
-    # The storage service's store of inline secrets given through PutBackend (0600, never returned).
-    inline_store = stack.data_dir / "state" / "storage" / "secrets.json"
+    # Inline secrets given through PutBackend are sealed (AES-GCM) in the shared registry object;
+    # the key that opens them is 0600 in the storage state directory (services/storage/sealing.py).
+    inline_store = stack.data_dir / "state" / "storage" / "registry.key"
     assert inline_store.stat().st_mode & 0o077 == 0, oct(inline_store.stat().st_mode)
     file_hits: list[tuple[str, list[str]]] = []
     scanned = 0
