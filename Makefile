@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run setup test test-fast protos lint browser-deps clean-data embedder-int8
+.PHONY: run setup test test-fast protos lint browser-deps clean-data embedder-int8 images images-deps images-test images-cuda images-sbom images-push
 
 run: setup ## set up .venv and start the whole stack (SeaweedFS, 4 services, gateway) on loopback
 	$(BIN)/rag up
@@ -43,3 +43,34 @@ embedder-int8: setup ## export the embedder to OpenVINO int8 and run its quality
 
 clean-data: ## delete the local stack's data (SeaweedFS volumes, state, caches)
 	rm -rf data
+
+# ------------------------------------------------------------------ container images (buildah)
+# The same docker/Dockerfile `docker build` uses; here built without a daemon (k8s/README.md,
+# "Images"). IMAGE_BASE empty: a Debian bookworm base made once with mmdebstrap and reused.
+IMAGE_BASE ?=
+CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+WHEEL_DIR ?= /opt/wheels
+IMAGE_TARGETS ?= storage gateway llm-gateway retriever embedder-cpu
+IMAGES := $(BIN)/python docker/images.py
+
+images-deps: ## buildah and mmdebstrap from Debian (installed when run as root, like browser-deps)
+	@if ! command -v buildah >/dev/null || ! command -v mmdebstrap >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah mmdebstrap >/dev/null; \
+	  else echo "buildah or mmdebstrap missing: sudo apt-get install buildah mmdebstrap"; exit 1; fi; \
+	fi
+
+images: setup images-deps ## build the five CPU images, one at a time; writes build/images/images.json
+	$(IMAGES) build --base "$(IMAGE_BASE)" --ca-bundle "$(CA_BUNDLE)" --wheels "$(WHEEL_DIR)" $(IMAGE_TARGETS)
+
+images-cuda: setup images-deps ## the CUDA embedder (a GPU build machine; PyPI's CUDA torch, ~3 GB)
+	$(IMAGES) build --base "$(IMAGE_BASE)" --ca-bundle "$(CA_BUNDLE)" --wheels "" embedder-cuda
+
+images-test: images ## slow: SeaweedFS + every service from its image (buildah run), one cited answer
+	DDNRAG_IMAGES_TEST=1 $(BIN)/pytest -q -p no:cacheprovider tests/images
+
+images-sbom: setup ## a CycloneDX SBOM per built image under build/images/sbom/
+	$(IMAGES) sbom $(IMAGE_TARGETS)
+
+images-push: setup ## push the built images: make images-push REGISTRY=iad.ocir.io/<namespace>/ddnrag
+	@test -n "$(REGISTRY)" || { echo "REGISTRY=<region>.ocir.io/<tenancy-namespace>/ddnrag is required"; exit 1; }
+	$(IMAGES) push "$(REGISTRY)" $(IMAGE_TARGETS)

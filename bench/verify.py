@@ -39,7 +39,7 @@ import bm25s  # noqa: E402
 
 from services.llm_gateway.domain import Passage  # noqa: E402
 from services.llm_gateway.extractive import split_sentences  # noqa: E402
-from services.llm_gateway.verify.features import NAMES, Evidence, features  # noqa: E402
+from services.llm_gateway.verify.features import NAMES, Evidence, candidate_sentences, features  # noqa: E402
 from services.llm_gateway.verify.grounding import EmbeddingScorer, Verifier  # noqa: E402
 from services.retriever.evaluate import load_beir  # noqa: E402
 from services.retriever.local_encoder import LocalEncoder  # noqa: E402
@@ -115,18 +115,21 @@ def build_pairs(scifact: Path, train_claims: int) -> tuple[dict[str, str], dict[
 
 
 def feature_matrix(corpus: dict[str, str], queries: dict[str, str], pairs: list, enc: LocalEncoder) -> np.ndarray:
-    docs = sorted({d for _, d, _ in pairs})
-    sents = {d: split_sentences(corpus[d]) or [corpus[d]] for d in docs}
+    """Features of every pair, with the evidence sentences the product would embed for it
+    (verify/features.py `candidate_sentences`); only those are embedded."""
+    sents = {d: split_sentences(corpus[d]) or [corpus[d]] for d in {d for _, d, _ in pairs}}
+    chosen = [candidate_sentences(queries[q], sents[d]) for q, d, _ in pairs]
     qids = sorted({q for q, _, _ in pairs})
     qv = dict(zip(qids, enc.encode_sync([queries[q] for q in qids]), strict=True))
-    flat = [s for d in docs for s in sents[d]]
-    vecs = enc.encode_sync(flat)
-    ev, i = {}, 0
-    for d in docs:
-        n = len(sents[d])
-        ev[d] = Evidence.build(corpus[d], sents[d], vecs[i : i + n])
-        i += n
-    return np.stack([features(queries[q], qv[q], ev[d]) for q, d, _ in pairs])
+    unique = sorted({s for ss in chosen for s in ss})
+    row = {s: i for i, s in enumerate(unique)}
+    vecs = enc.encode_sync(unique)
+    return np.stack(
+        [
+            features(queries[q], qv[q], Evidence.build(corpus[d], ss, vecs[[row[s] for s in ss]]))
+            for (q, d, _), ss in zip(pairs, chosen, strict=True)
+        ]
+    )
 
 
 async def latency(corpus: dict[str, str], queries: dict[str, str], pairs: list, n: int) -> dict:
@@ -224,7 +227,11 @@ def main(argv: list[str] | None = None) -> int:
         "latency": lat,
         "fit": fit,
         "shipped_model_matches_this_fit": json.loads(MODEL.read_text())["weights"] == fit["weights"],
-        "platform": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "platform": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_average_1m": round(os.getloadavg()[0], 1),
+        },
         "wall_s": round(time.time() - t_start, 1),
         "unix_time": int(time.time()),
     }

@@ -247,6 +247,20 @@ async def _one(
             out.citations = [{k: v for k, v in c.items()} for c in out.done["citations"]]
             if stream and ev.done.conversation_id:
                 console.print(f"\n[dim]turn {ev.done.turn_index + 1} of conversation {ev.done.conversation_id}[/dim]")
+        elif kind == "verify" and stream:  # groundedness: each sentence against its passages
+            c = ev.verify.check
+            ok = sum(x.supported for x in c.sentences)
+            console.print(
+                f"\n[dim]groundedness {c.answer_score:.0%}: {ok} of {len(c.sentences)} sentences supported ({c.method})[/dim]"
+            )
+            for x in c.sentences:
+                if not x.supported:
+                    console.print(f"[yellow]  unsupported ({x.score:.2f}): {escape(x.text)}[/yellow]")
+            if ev.verify.HasField("repair"):
+                console.print(f"[dim]repaired ({ev.verify.repair.kind}): {escape(ev.verify.repair.text)}[/dim]")
+        elif kind == "refused":
+            r = ev.refused
+            out.error = f"refused by the {r.guard} guard ({r.reason}): {r.message}"
         elif kind == "error":
             out.error = ev.error.message or "the answer failed"
     out.wall_ns = time.perf_counter_ns() - t0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from rich.markup import escape
 from rich.table import Table
 
 from .common import (
@@ -74,6 +75,7 @@ async def _search(args: argparse.Namespace) -> int:
                 "cache_hit": resp.cache_hit,
                 "chunks": [to_dict(c) for c in resp.chunks],
                 "timings": to_dict(resp.timings),
+                "rerank": to_dict(resp.rerank) if resp.HasField("rerank") else None,
             }
         )
         return EXIT_FAILED if failed else EXIT_OK
@@ -87,21 +89,28 @@ async def _search(args: argparse.Namespace) -> int:
     t.add_column("score", justify="right")
     t.add_column("bm25", justify="right")
     t.add_column("dense", justify="right")
+    reranked = resp.HasField("rerank")
+    if reranked:
+        t.add_column("rerank", justify="right")
     t.add_column("document")
     t.add_column("text", overflow="fold")
     for i, c in enumerate(resp.chunks, 1):
         text = c.text if args.full else _preview(c.text)
         if c.status.code != 0:
             text = f"[red]text unavailable: {c.status.message}[/red]"
+        extra = [f"{c.rerank_score:.4f}" if c.HasField("rerank_score") else "-"] if reranked else []
         t.add_row(
             str(i),
             f"{c.score:.4f}",
             str(c.bm25_rank or "-"),
             str(c.dense_rank or "-"),
+            *extra,
             f"{c.document_name}\n[dim]{c.chunk_id[:12]} · pos {c.position}[/dim]",
             text,
         )
     console.print(t)
+    if reranked and resp.rerank.status != "ok":  # the reranker failed: fusion order, and why
+        console.print(f"[yellow]rerank {resp.rerank.status}: {escape(resp.rerank.message)}[/yellow]")
     stages = ", ".join(
         f"{s.name} {ms(s.duration_ns)}" + (f" (TTFB {ms(s.ttfb_ns)}, {s.backend})" if s.ttfb_ns else "")
         for s in resp.timings.stages

@@ -1,10 +1,12 @@
 """The images: docker/Dockerfile is hadolint-clean, pinned, non-root, and each service's target
 carries what the service imports.
 
-No Docker engine runs in CI, so the build itself is not run here. What a build would find out
-late is checked statically instead: each target's dependency tier (docker/select_deps.py) is
-compared with every import the service can reach from its server module, lazy imports included,
-and every repository module it reaches must be in a directory the target copies.
+These are the fast, static checks; `make images-test` (tests/images) builds the images with
+buildah and runs a stack made of them. What a build would find out late is checked here too: each
+target's dependency tier (docker/select_deps.py) is compared with every import the service can
+reach from its server module, lazy imports included, and every repository module it reaches must
+be in a directory the target copies. Image names and tags come from one place, the base
+kustomization's `images:` list, which `make images` (docker/images.py) reads.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from services.common.config import env_vars
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 sys.path.insert(0, str(ROOT / "docker"))
-import select_deps  # noqa: E402 - docker/ is not a package
+import images  # noqa: E402 - docker/ is not a package
+import select_deps  # noqa: E402
 
 # service (python package) -> (Dockerfile target, server module, config module)
 SERVICES = {
@@ -44,6 +47,10 @@ TIER_STAGE = {
 }
 # Imports a service makes only in a mode the images do not run, with the reason.
 OPTIONAL_IMPORTS = {
+    "retriever": {
+        "sentence-transformers": "DDNRAG_RETRIEVER_RERANK=local (a CrossEncoder in-process, needs torch); "
+        "pods run rerank none or a rerank server (tei, nim, cohere)",
+    },
     "llm_gateway": {
         "sentence-transformers": "EMBEDDER_ADDR=local (the model in-process); pods call the embedder",
         "torch": "the 'transformers' backend kind; pods use the extractive generator or an OpenAI server",
@@ -120,14 +127,14 @@ def test_base_images_are_pinned(dockerfile: tuple[dict[str, str], dict[str, Stag
     assert external, "no base image found"
     for image in external:
         assert "latest" not in image, image
-        # An exact version (major.minor.patch) in the tag, or a digest.
-        assert re.search(r":\d+\.\d+\.\d+[\w.-]*$|@sha256:[0-9a-f]{64}$", image), f"{image} is not pinned"
+        # An exact version (major.minor.patch) in the tag, and the digest: a tag can be moved.
+        assert re.search(r":\d+\.\d+\.\d+[\w.-]*@sha256:[0-9a-f]{64}$", image), f"{image} is not pinned"
 
 
 def test_every_service_has_a_non_root_target_running_its_server(
     dockerfile: tuple[dict[str, str], dict[str, Stage]],
 ) -> None:
-    _, stages = dockerfile
+    args, stages = dockerfile
     uid = re.search(r"useradd .*--uid (\d+)", " ".join(a for s in stages.values() for a in s.all("RUN")))
     assert uid and int(uid[1]) != 0
     for svc, (target, module, config_module) in SERVICES.items():
@@ -152,9 +159,13 @@ def test_every_service_has_a_non_root_target_running_its_server(
         venv_from = [c for c in stage.all("COPY") if "/opt/venv" in c]
         assert venv_from == [f"--from={TIER_STAGE[tier]} /opt/venv /opt/venv"], f"{target}: {venv_from}"
     cuda = stages["embedder-cuda"]
-    assert cuda.all("COPY") == ["--from=deps-ml-cuda /opt/venv /opt/venv"]
+    cpu_copies = stages["embedder-cpu"].all("COPY")
+    assert cuda.all("COPY") == ["--from=deps-ml-cuda /opt/venv /opt/venv", *cpu_copies[1:]]
     assert any("NVIDIA_DRIVER_CAPABILITIES" in e for e in cuda.all("ENV"))
-    assert "download.pytorch.org/whl/cpu" in " ".join(stages["deps-ml-cpu"].all("RUN"))
+    # CPU torch: from a mounted wheel directory (`make images`), else from PyTorch's CPU index.
+    assert args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+    ml_cpu = " ".join(stages["deps-ml-cpu"].all("RUN"))
+    assert "--no-index --no-deps --find-links /wheels" in ml_cpu and '--index-url "${TORCH_INDEX_URL}"' in ml_cpu
     assert list(stages)[-1] == "embedder-cpu", "a plain build should give the image that runs anywhere"
 
 
@@ -166,15 +177,30 @@ def test_manifest_images_name_dockerfile_targets(dockerfile: tuple[dict[str, str
             if doc and doc.get("kind") in ("Deployment", "StatefulSet"):
                 pods.append(doc["spec"]["template"]["spec"])
     assert len(pods) == len(SERVICES)
+    tags = images.kustomize_images()
+    assert sorted(tags) == sorted(t for t, _, _ in SERVICES.values())
     for pod in pods:
         image = pod["containers"][0]["image"]
-        m = re.fullmatch(r"ddnrag/(?P<name>[a-z-]+):(?P<tag>[\w.-]+)", image)
-        assert m, image
-        target = m["name"] + ("-cpu" if m["tag"].endswith("-cpu") else "")
+        # No tag in a manifest: the kustomization's images: list is the one place tags are set.
+        m = re.fullmatch(r"ddnrag/(?P<target>[a-z-]+)", image)
+        assert m, f"{image}: name a Dockerfile target, without a tag"
+        target = m["target"]
         assert target in stages, f"{image}: no Dockerfile target {target}"
+        assert tags[target] == f"{image}:{tags[target].rsplit(':', 1)[1]}"
         # The pod's user is the image's user, so files the image owns are readable as expected.
         ids = f"{pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}"
         assert ids in [u for s in _chain(stages, target) for u in s.all("USER")], f"{target} is not {ids}"
+
+
+def test_image_tags_are_set_in_one_place() -> None:
+    """Overlays rename images (a registry, the CUDA embedder) or pin digests, never set tags; and
+    every ddnrag image anywhere under k8s/ is named without a tag."""
+    for path in (ROOT / "k8s").rglob("*.yaml"):
+        text = path.read_text()
+        assert not re.search(r"image:\s*\S*ddnrag/[\w-]+:", text), f"{path}: a ddnrag image with a tag"
+        if path.name == "kustomization.yaml" and path.parent != ROOT / "k8s" / "base":
+            for entry in yaml.safe_load(text).get("images", []):
+                assert "newTag" not in entry, f"{path}: {entry}"
 
 
 # ----------------------------------------------------------------------------- dependency tiers
@@ -291,3 +317,25 @@ def test_dockerignore_keeps_the_context_small_and_secret_free() -> None:
     # What the Dockerfile copies must not be ignored.
     for kept in ("pyproject.toml", "docker", "ddnrag", "services", "clients", "gateway"):
         assert kept not in patterns, kept
+
+
+def test_sbom_lists_python_and_debian_packages_of_an_image_root(tmp_path: Path) -> None:
+    """docker/images.py reads an image's files (never runs them): dist-info metadata and dpkg status."""
+    import json
+
+    site = tmp_path / "opt/venv/lib/python3.11/site-packages"
+    info = site / "grpcio-1.85.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: grpcio\nVersion: 1.85.1\nLicense: Apache-2.0\n")
+    status = tmp_path / "var/lib/dpkg/status"
+    status.parent.mkdir(parents=True)
+    status.write_text(
+        "Package: libssl3\nStatus: install ok installed\nArchitecture: amd64\nVersion: 3.0.17-1~deb12u2\n\n"
+        "Package: gone\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 1\n"
+    )
+    text, count = images.sbom_json(tmp_path, "ddnrag/storage", "0.1.0")
+    bom = json.loads(text)
+    assert bom["bomFormat"] == "CycloneDX" and count == 2
+    purls = {c["purl"] for c in bom["components"]}
+    assert purls == {"pkg:pypi/grpcio@1.85.1", "pkg:deb/debian/libssl3@3.0.17-1~deb12u2?arch=amd64"}
+    assert bom["metadata"]["component"]["name"] == "ddnrag/storage"

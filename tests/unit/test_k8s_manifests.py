@@ -628,7 +628,7 @@ def test_local_overlay_runs_seaweedfs_and_the_cpu_embedder(rendered: dict[str, l
     assert bucket_flag == f"-bucket={cfg.default_bucket}", "SeaweedFS must create the storage service's bucket"
     embedder = _service_workload(objs, "embedder")
     c = _main_container(embedder)
-    assert c["image"].endswith("-cpu")
+    assert c["image"].rsplit(":", 1)[0].endswith("/embedder-cpu"), c["image"]
     assert "nvidia.com/gpu" not in c["resources"]["limits"]
     assert _load_config(objs, "embedder").device == "cpu"
     replicas = {w["metadata"]["name"]: w["spec"].get("replicas", 1) for w in _workloads(objs)}
@@ -650,7 +650,7 @@ def test_oci_overlay_gpu_pool_ocir_infinia_and_load_balancer(rendered: dict[str,
     assert shapes["key"] == "node.kubernetes.io/instance-type"
     assert all(".GPU" in s for s in shapes["values"]), shapes
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
-    assert c["image"].endswith("-cuda")
+    assert c["image"].rsplit(":", 1)[0].endswith("/embedder-cuda"), c["image"]
     assert _load_config(objs, "embedder").device == "cuda"
     for app in SERVICES:
         image = _main_container(_service_workload(objs, app))["image"]

@@ -30,6 +30,10 @@
   DDN.renderVerify = function renderVerify(lane, d) {
     const el = box(lane);
     const c = d.check || { sentences: [], answer_score: 1, method: "" };
+    if (c.method.includes("(failed")) {  // the check could not run (a judge that is down)
+      el.appendChild(h("span", { class: "badge warn", "data-testid": "groundedness", text: "Not verified: " + c.method }));
+      return;
+    }
     const n = c.sentences.length, ok = c.sentences.filter((s) => s.supported).length;
     const low = c.answer_score < d.threshold;
     el.appendChild(h("div", { class: "badges" },

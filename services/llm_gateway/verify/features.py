@@ -61,6 +61,20 @@ def terms(text: str) -> list[str]:
     return [stem(w) for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 1]
 
 
+# Evidence sentences embedded per claim: the ones sharing most terms with it (embedding is the
+# verifier's cost; a sentence sharing no term with the claim rarely is its best match).
+MAX_EVIDENCE_SENTENCES = 6
+
+
+def candidate_sentences(claim: str, sentences: Sequence[str], k: int = MAX_EVIDENCE_SENTENCES) -> list[str]:
+    """The `k` sentences sharing most terms with `claim` (ties: earlier first), in text order."""
+    if len(sentences) <= k:
+        return list(sentences)
+    cs = set(terms(claim))
+    ranked = sorted(range(len(sentences)), key=lambda i: (-len(cs & set(terms(sentences[i]))), i))
+    return [sentences[i] for i in sorted(ranked[:k])]
+
+
 @dataclass(frozen=True)
 class Evidence:
     """The passages a claim cites, split into sentences, with their embeddings (rows

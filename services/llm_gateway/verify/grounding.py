@@ -20,7 +20,7 @@ import numpy as np
 from ..domain import Passage
 from ..extractive import NO_PASSAGES, NOT_ANSWERED, Encoder, split_sentences
 from ..prompt import cited_numbers
-from .features import Evidence, features
+from .features import Evidence, candidate_sentences, features
 from .model import SENTENCE_THRESHOLD, probability
 
 _CITES = re.compile(r"\s*\[\d{1,3}(?:\s*,\s*\d{1,3})*\]")
@@ -88,16 +88,16 @@ class EmbeddingScorer:
         # One embedding call for every claim and every distinct evidence sentence.
         evidence_texts = sorted({t for c in claims for t in c.evidence})
         split = {t: split_sentences(t) or [t] for t in evidence_texts}
-        unique = sorted({s for ss in split.values() for s in ss})
+        chosen = [candidate_sentences(c.text, [s for t in c.evidence for s in split[t]]) for c in claims]
+        unique = sorted({s for ss in chosen for s in ss})
         vecs = await self.encoder.encode([c.text for c in claims] + unique)
         row = {s: i for i, s in enumerate(unique)}
         base = len(claims)
         out = []
-        for i, c in enumerate(claims):
+        for i, (c, sents) in enumerate(zip(claims, chosen, strict=True)):
             if not c.evidence:
                 out.append(0.0)
                 continue
-            sents = [s for t in c.evidence for s in split[t]]
             ev = Evidence.build("\n\n".join(c.evidence), sents, vecs[[base + row[s] for s in sents]])
             out.append(probability(features(c.text, vecs[i], ev), self.weights))
         return out
