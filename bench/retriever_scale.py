@@ -19,6 +19,7 @@ probed) and runs retrievers as their own processes. Measured side by side in one
   own retriever process from a `git worktree` of that commit, against the same storage service and
   embedder, in the same run. It has no replicas following CURRENT and no merges, so those two keys
   are null there (a second replica of that code sees nothing until it restarts).
+- `--only merge` runs just the merge measurement and updates those keys of the JSON (a few minutes).
 - `failover_job_lost_chunks` / `failover_duplicated_chunks`: from `bench/scale_failover.py` (helper
   `jobs`) when that module exists; left out otherwise.
 
