@@ -38,7 +38,9 @@ def channel_options(round_robin: bool = True) -> list[tuple[str, Any]]:
         ("grpc.enable_retries", 1),
         # Reconnect quickly after a peer restarts (the default backoff grows to 120 s).
         ("grpc.initial_reconnect_backoff_ms", 200),
-        ("grpc.min_reconnect_backoff_ms", 200),
+        # Not min_reconnect_backoff_ms: gRPC core uses it as the connect timeout too, and at 200 ms
+        # a link with ~100 ms of latency could never finish its handshake (every call UNAVAILABLE;
+        # tests/faults/test_links.py latency cases). Its default is 20 s.
         ("grpc.max_reconnect_backoff_ms", 3000),
     ]
     if round_robin:

@@ -42,7 +42,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 # A restarted service is found again within a few seconds (gRPC's default backoff grows to 120 s).
 RECONNECT_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 250),
-    ("grpc.min_reconnect_backoff_ms", 250),
+    # No min_reconnect_backoff_ms: gRPC uses it as the connect timeout (see clients/base.py).
     ("grpc.max_reconnect_backoff_ms", 3000),
 ]
 

@@ -13,6 +13,7 @@ and yields the same events, plus:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -81,7 +82,9 @@ class AnswerChecks:
         threshold: float = 0.5,
         repair: bool = True,
         redact_pii: bool = False,
+        timeout_s: float = 10.0,
     ) -> None:
+        self.timeout_s = timeout_s
         self.guards = guards
         self.verifier = verifier
         self.threshold = threshold
@@ -156,10 +159,12 @@ class AnswerChecks:
         assert self.verifier is not None
         cmap = {c.number: c.passage for c in done.citations}
         try:
-            v = await self.verifier.verify(done.text, cmap)
-        except ServiceError as err:
-            log.warning("verification failed", extra={"reason": err.reason})
-            empty = Verification((), 0.0, f"{self.verifier.method} (failed: {err.message})", 0)
+            async with asyncio.timeout(self.timeout_s):
+                v = await self.verifier.verify(done.text, cmap)
+        except (ServiceError, TimeoutError) as err:
+            why = err.message if isinstance(err, ServiceError) else f"it took over {self.timeout_s:g} s"
+            log.warning("verification failed", extra={"error": why})
+            empty = Verification((), 0.0, f"{self.verifier.method} (failed: {why})", 0)
             return VerifyEvent(empty, self.threshold)
         if not self.repair or v.answer_score >= self.threshold or not v.sentences:
             return VerifyEvent(v, self.threshold)
@@ -270,5 +275,10 @@ def build_checks(cfg: Any, encoder: Any) -> AnswerChecks:
     if not 0.0 <= cfg.verify_threshold <= 1.0:
         raise ConfigError(f"DDNRAG_LLM_GATEWAY_VERIFY_THRESHOLD must be within 0..1, got {cfg.verify_threshold}")
     return AnswerChecks(
-        guards, verifier, threshold=cfg.verify_threshold, repair=cfg.verify_repair, redact_pii=cfg.redact_pii
+        guards,
+        verifier,
+        threshold=cfg.verify_threshold,
+        repair=cfg.verify_repair,
+        redact_pii=cfg.redact_pii,
+        timeout_s=cfg.verify_timeout_s,
     )

@@ -90,8 +90,13 @@ class LlmGatewayConfig:
     )
     verify_repair: bool = env_field(
         "DDNRAG_LLM_GATEWAY_VERIFY_REPAIR",
-        True,
-        "run one repair pass below the threshold (re-retrieve + regenerate, or drop)",
+        False,
+        "run one repair pass below the threshold (re-retrieve + regenerate, or drop); costs a second answer",
+    )
+    verify_timeout_s: float = env_field(
+        "DDNRAG_LLM_GATEWAY_VERIFY_TIMEOUT_S",
+        10.0,
+        "deadline of the check of one answer; past it the answer is sent unverified",
     )
     guards: str = env_field(
         "DDNRAG_LLM_GATEWAY_GUARDS",

@@ -33,9 +33,6 @@ class Passage:
     collection: str = ""
     object_key: str = ""
     score: float = 0.0
-    # Sentences taken out of `text` because they address the assistant (guards/injection.py);
-    # an LLM sees them only as a quoted block, the extractive generator not at all.
-    quoted: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -53,27 +53,27 @@ def passage_header(number: int, p: Passage) -> str:
     return f"[{number}] (source: {name})"
 
 
-def user_message(question: str, passages: Sequence[Passage]) -> str:
+def user_message(question: str, passages: Sequence[Passage], quoted: Sequence[tuple[str, ...]] = ()) -> str:
+    """`quoted[i]`: the sentences taken out of passage i because they address the assistant."""
     if not passages:
         ctx = "(no passages were found)"
     else:
-        ctx = "\n\n".join(f"{passage_header(i + 1, p)}\n{_body(p)}" for i, p in enumerate(passages))
+        q = list(quoted) + [()] * (len(passages) - len(quoted))
+        ctx = "\n\n".join(f"{passage_header(i + 1, p)}\n{_body(p, q[i])}" for i, p in enumerate(passages))
     return f"Context passages:\n\n{ctx}\n\nQuestion: {question.strip()}"
 
 
-def _body(p: Passage) -> str:
+def _body(p: Passage, quoted: tuple[str, ...]) -> str:
     text = p.text.strip()
-    if p.quoted:
-        text = f"{text}\n{quoted_block(p.quoted)}".strip()
+    if quoted:
+        text = f"{text}\n{quoted_block(quoted)}".strip()
     return text
 
 
-def data_only(p: Passage) -> Passage:
-    """The passage with its sentences that address the assistant taken out (kept in `quoted`)."""
-    if p.quoted:
-        return p
+def data_only(p: Passage) -> tuple[Passage, tuple[str, ...]]:
+    """The passage with its sentences that address the assistant taken out, and those sentences."""
     text, quoted = split_instructions(p.text)
-    return replace(p, text=text, quoted=quoted) if quoted else p
+    return (replace(p, text=text), quoted) if quoted else (p, ())
 
 
 def build_prompt(
@@ -89,13 +89,15 @@ def build_prompt(
     out. Counts use `counter` (see tokens.py). `history` (already trimmed to its own budget) goes
     between the system prompt and the question as earlier user/assistant messages. Sentences of a
     passage that address the assistant are quoted as data, never given as passage text (`data_only`)."""
-    passages = [data_only(p) for p in passages]
+    split = [data_only(p) for p in passages]
+    passages = [p for p, _ in split]
+    quoted = [q for _, q in split]
     system_tokens = counter.count_cached(SYSTEM_PROMPT)
     fixed = system_tokens + counter.count(user_message(question, [])) + 2 * MESSAGE_OVERHEAD_TOKENS
     left = budget_tokens - fixed
     kept: list[Passage] = []
     truncated = 0
-    texts = [_body(p) for p in passages]
+    texts = [_body(p, q) for p, q in zip(passages, quoted, strict=True)]
     counts = counter.count_many(texts)
     for i, (p, n) in enumerate(zip(passages, counts, strict=True)):
         header = counter.count(passage_header(i + 1, p)) + 2
@@ -107,9 +109,10 @@ def build_prompt(
         if room >= MIN_PASSAGE_TOKENS:
             cut = counter.truncate(p.text.strip(), room)  # the quoted block goes first
             kept.append(_with_text(p, cut))
+            quoted[i] = ()
             truncated += 1
         break
-    user = user_message(question, kept)
+    user = user_message(question, kept, quoted[: len(kept)])
     earlier: list[dict[str, str]] = []
     for t in history:
         earlier.append({"role": "user", "content": t.question})
@@ -132,7 +135,7 @@ def build_prompt(
 
 
 def _with_text(p: Passage, text: str) -> Passage:
-    return replace(p, text=text, quoted=())
+    return replace(p, text=text)
 
 
 def cited_numbers(text: str, valid: int) -> list[int]:

@@ -83,7 +83,7 @@ async def build_core(
         extractive_min_score=cfg.extractive_min_score,
     )
     warm = getattr(encoder, "warm", None)
-    if warm is not None and any(b.kind == "extractive" for b in backends):
+    if warm is not None and (cfg.verify == "embedder" or any(b.kind == "extractive" for b in backends)):
         await warm()  # the in-process model loads before health says SERVING
     cache = None
     if cfg.cache_max_bytes > 0:

@@ -31,7 +31,7 @@ from .fusion import Hit
 from .index import ChunkRecord, CollectionIndex, DocumentInfo
 from .lexical import Analyzer
 from .live import Fence, FenceReader, IndexOptions, LiveIndex
-from .merge import MergePolicy
+from .merge import MergePolicy, merge_executor
 from .ports import Encoder, ObjectStore
 from .rerank import RerankStage
 from .rerank.stage import rerank_hits
@@ -132,12 +132,15 @@ class Retriever:
             merge=MergePolicy(settings.merge_factor, settings.merge_floor_chunks),
             gc_grace_s=settings.gc_grace_s,
             dense_factory=self._dense_factory,
+            merge_executor=merge_executor() if settings.merge_factor >= 2 and settings.persist_index else None,
         )
         self.defaults = searching.Defaults(
             settings.fusion, settings.rrf_k, settings.dense_weight, settings.candidates, settings.max_top_k
         )
         self._dim = 0
         self.last_follow_ok = time.monotonic()
+        # Whether a Follower keeps this core on CURRENT (only then can it go stale).
+        self.followed = False
 
     def _dense_factory(self, collection: str) -> Any:
         if self.settings.index_backend != "milvus":
@@ -162,6 +165,8 @@ class Retriever:
         for name in await self.catalog.names():
             await self._load(name)
         self.last_follow_ok = time.monotonic()
+        # Whether a Follower keeps this core on CURRENT (only then can it go stale).
+        self.followed = False
 
     async def published(self) -> dict[str, str]:
         """{collection: etag of its CURRENT} for every collection with an index in the store."""
@@ -175,6 +180,8 @@ class Retriever:
     async def close(self) -> None:
         for state in self.collections.values():
             await state.live.stop()
+        if self.opts.merge_executor is not None:
+            self.opts.merge_executor.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(self.cache.close)
 
     async def _load(self, name: str) -> CollectionState:
@@ -319,7 +326,7 @@ class Retriever:
 
     def fresh(self) -> bool:
         """Whether this replica reached the store recently enough to serve (see `max_staleness_s`)."""
-        if not self.settings.persist_index or self.settings.follow_interval_s <= 0:
+        if not self.followed or not self.settings.persist_index or self.settings.follow_interval_s <= 0:
             return True
         return time.monotonic() - self.last_follow_ok <= self.settings.max_staleness_s
 

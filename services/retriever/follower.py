@@ -26,6 +26,7 @@ class Follower:
 
     def __init__(self, core: Retriever, on_health: Callable[[bool], Awaitable[None]] | None = None) -> None:
         self.core = core
+        core.followed = True
         self.on_health = on_health
         self.etags: dict[str, str] = {}
         self.errors: dict[str, str] = {}

@@ -18,6 +18,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -28,7 +29,7 @@ from services.common.errors import ErrorKind, ServiceError
 from . import segments as store_fmt
 from .index import ChunkRecord, CollectionIndex, DenseFactory, DocumentInfo, Segment
 from .lexical import Analyzer, Postings
-from .merge import MergePolicy, merge_segments
+from .merge import MergePolicy, Source, merge_and_encode
 from .ports import ObjectStore, PreconditionFailed
 from .segments import Manifest, SegmentEntry
 
@@ -55,6 +56,8 @@ class IndexOptions:
     merge: MergePolicy = field(default_factory=MergePolicy)
     gc_grace_s: float = 300.0
     dense_factory: Callable[[str], DenseFactory | None] = lambda collection: None
+    # Where merges do their CPU work: a process pool (the service's), or None for a worker thread.
+    merge_executor: Executor | None = None
 
 
 @dataclass
@@ -364,13 +367,14 @@ class LiveIndex:
             if not pick:
                 return False
             before = {sid: frozenset(self.manifest.deleted.get(sid, ())) for sid in pick}
-            sources = [(self.segments[sid], before[sid]) for sid in pick]
+            sources = [Source.of(self.segments[sid], before[sid]) for sid in pick]
             gen = self.manifest.generation + 1
             dim = self.manifest.dimension
-        merged = await asyncio.to_thread(merge_segments, sources, dim)
-        files = await asyncio.to_thread(
-            store_fmt.encode_segment, merged.records, merged.vectors, merged.documents, merged.postings
-        )
+        if self.opts.merge_executor is not None:  # another process: queries keep the GIL
+            loop = asyncio.get_running_loop()
+            merged, files = await loop.run_in_executor(self.opts.merge_executor, merge_and_encode, sources, dim)
+        else:
+            merged, files = await asyncio.to_thread(merge_and_encode, sources, dim)
         seg_id = store_fmt.new_segment_id(gen, files)
         entry = store_fmt.segment_entry(seg_id, files, len(merged.records))
         if self.opts.persist:

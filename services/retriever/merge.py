@@ -10,7 +10,9 @@ so the merged view ranks exactly as the segments it replaces.
 from __future__ import annotations
 
 import math
+import multiprocessing
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,18 +58,46 @@ class Merged:
     postings: Postings
 
 
-def merge_segments(sources: Sequence[tuple[Segment, frozenset[str]]], dim: int) -> Merged:
-    """The live rows of `sources` (segment, its deleted documents), in order, as one segment's
-    contents; postings are merged, never re-analysed. CPU work: run it in a worker thread."""
+@dataclass
+class Source:
+    """What a merge needs of one segment, as plain data (it crosses to the merge process)."""
+
+    records: list[ChunkRecord]
+    vectors: np.ndarray
+    documents: dict[str, DocumentInfo]
+    postings: Postings
+    deleted: frozenset[str]
+    live: np.ndarray
+
+    @classmethod
+    def of(cls, seg: Segment, deleted: frozenset[str]) -> Source:
+        return cls(seg.records, seg.vectors, seg.documents, seg.postings, deleted, seg.live_mask(deleted))
+
+
+def merge_segments(sources: Sequence[Source], dim: int) -> Merged:
+    """The live rows of `sources`, in order, as one segment's contents; postings are merged,
+    never re-analysed."""
     records: list[ChunkRecord] = []
     vecs: list[np.ndarray] = []
     docs: dict[str, DocumentInfo] = {}
-    parts: list[tuple[Postings, np.ndarray]] = []
-    for seg, deleted in sources:
-        live = seg.live_mask(deleted)
-        records.extend(r for r, ok in zip(seg.records, live, strict=True) if ok)
-        vecs.append(seg.vectors[live])
-        docs.update({d: info for d, info in seg.documents.items() if d not in deleted})
-        parts.append((seg.postings, live))
+    for s in sources:
+        records.extend(r for r, ok in zip(s.records, s.live, strict=True) if ok)
+        vecs.append(s.vectors[s.live])
+        docs.update({d: info for d, info in s.documents.items() if d not in s.deleted})
     vectors = np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)
-    return Merged(records, vectors.reshape(len(records), dim), docs, Postings.merge(parts))
+    postings = Postings.merge([(s.postings, s.live) for s in sources])
+    return Merged(records, vectors.reshape(len(records), dim), docs, postings)
+
+
+def merge_and_encode(sources: Sequence[Source], dim: int) -> tuple[Merged, dict[str, bytes]]:
+    """The merged contents and the new segment's files. Runs in the merge process (see
+    `merge_executor`), so a merge's CPU work never holds the serving process's GIL."""
+    from .segments import encode_segment
+
+    merged = merge_segments(sources, dim)
+    return merged, encode_segment(merged.records, merged.vectors, merged.documents, merged.postings)
+
+
+def merge_executor() -> ProcessPoolExecutor:
+    """One worker process, started on first use with `spawn` (no fork of a gRPC process)."""
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))

@@ -41,6 +41,7 @@ HOLD_S = 1.0  # how long the slow link holds a call: far past the deadline
 SETTLE_S = 0.5  # after expiry, by when every downstream call must have ended
 ROUNDS = 10 if os.environ.get("DDNRAG_FAULTS_FULL") == "1" else 2
 COLLECTION = "deadlines"
+PATH = {"Embed", "EmbedStream", "BatchGet", "Search"}  # what a Search or an Answer calls downstream
 
 
 @dataclass
@@ -113,6 +114,10 @@ async def _ingest(h: Hops, stack: RunningStack) -> None:
             break
         await asyncio.sleep(0.2)
     assert pb.JobState.Name(job.state) == "JOB_STATE_SUCCEEDED", job
+    # Replicas follow the index's CURRENT: wait until this one serves the new version.
+    while not (await h.retriever.search(COLLECTION, "turbine glycol", top_k=3, no_cache=True, timeout=10)).chunks:
+        assert time.monotonic() < end, "the ingested collection never became searchable"
+        await asyncio.sleep(0.2)
 
 
 def _leaks(calls: list[Seen], expired_at: float) -> list[str]:
@@ -138,7 +143,9 @@ async def _expire(h: Hops, call: str, query: str, mode: str) -> tuple[list[Seen]
     assert err.value.code == grpc.StatusCode.DEADLINE_EXCEEDED, err.value
     expired_at = t0 + DEADLINE_S
     await asyncio.sleep(max(0.0, expired_at + SETTLE_S - time.monotonic()) + 0.05)
-    calls = [c for link, m in zip(h.links, marks, strict=True) for c in link.record.calls[m:]]
+    # Only the request's own calls: the retriever also polls the index's CURRENT (List, Get) on
+    # its own schedule, with its own deadlines.
+    calls = [c for link, m in zip(h.links, marks, strict=True) for c in link.record.calls[m:] if c.method in PATH]
     return calls, expired_at
 
 

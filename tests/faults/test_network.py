@@ -84,13 +84,22 @@ async def _ingest(p: Proxied, stack: RunningStack, collection: str, n: int) -> t
 
 
 async def _wait(p: Proxied, job_id: str, timeout_s: float = 240) -> pb.Job:
+    """Waits for the job to end and, when it succeeded, for the retriever to serve the new index
+    version (it follows the collection's CURRENT on its own schedule)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         job = await p.client.get_job(job_id, timeout=10)
         if pb.JobState.Name(job.state) in harness.TERMINAL:
-            return job
+            break
         await asyncio.sleep(0.2)
-    raise TimeoutError(job_id)
+    else:
+        raise TimeoutError(job_id)
+    if pb.JobState.Name(job.state) == "JOB_STATE_SUCCEEDED":
+        while not (await p.client.search(job.collection, "turbine glycol", top_k=1, no_cache=True, timeout=10)).chunks:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{job.collection} never became searchable")
+            await asyncio.sleep(0.2)
+    return job
 
 
 async def test_latency_slows_but_does_not_break(proxied: Proxied, stack: RunningStack) -> None:

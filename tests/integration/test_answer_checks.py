@@ -216,7 +216,7 @@ async def test_an_unsupported_llm_answer_is_repaired(tmp_path: Path, retriever: 
     reply = "Object storage keeps data as objects in flat buckets [1]. The moon is made of green cheese [1]."
     llm = await OpenAITestServer(tokens=split_tokens(reply)).start()
     spec = [{"name": "llm", "kind": "openai", "base_url": llm.base_url, "model": "m"}]
-    app, client = await gateway(tmp_path, port, backends=json.dumps(spec), verify_threshold=0.9)
+    app, client = await gateway(tmp_path, port, backends=json.dumps(spec), verify_threshold=0.9, verify_repair=True)
     try:
         events = await ask(client, "What is object storage?")
         v = next(ev.verify for ev in events if ev.WhichOneof("event") == "verify")
