@@ -90,6 +90,13 @@ class Pipeline:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            # Embedding requests still queued when a stage failed: stop them and collect their
+            # outcome, so that none ends as an exception nobody retrieved.
+            while not embedded_q.empty():
+                item = embedded_q.get_nowait()
+                if item is not None:
+                    item[1].cancel()
+                    await asyncio.gather(item[1], return_exceptions=True)
 
     async def fetch(self, lj: LiveJob, f: FileRow) -> bytes:
         """Reads a source object (the one place the pipeline reads source bytes); the stream stops

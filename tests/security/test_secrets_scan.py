@@ -1,8 +1,9 @@
 """Secrets scan: the whole e2e flow on the real stack with distinctive fake secrets configured,
 then every log line, every HTTP and gRPC response and every file of the data directory is
 searched for them. Allowed only in the secret stores: `data/secrets/` (the embedded store's
-credentials and the file a backend was pointed at, 0600) and the storage service's
-`state/storage/secrets.json` (inline PutBackend secrets, 0600, checked).
+credentials and the file a backend was pointed at, 0600). Inline PutBackend secrets are sealed
+(AES-256-GCM) inside the shared registry object in the store, so the SeaweedFS volumes are scanned
+too; the registry's data key (`state/storage/registry.key`) must be 0600.
 
 The secrets: the embedded store's access key id and secret key (the stack's credentials file,
 written before `rag up` so the whole stack runs on them), a second backend's inline secret key
@@ -170,15 +171,15 @@ def test_no_secret_in_any_response_log_or_state_file(stack: RunningStack) -> Non
     response_hits = [(i, _hits(b)) for i, b in enumerate(responses) if _hits(b)]
     stack.stop()  # flush every log
     allowed = stack.data_dir / "secrets"
-    # The storage service's store of inline secrets given through PutBackend (0600, never returned).
-    inline_store = stack.data_dir / "state" / "storage" / "secrets.json"
-    assert inline_store.stat().st_mode & 0o077 == 0, oct(inline_store.stat().st_mode)
+    # The data key that seals inline PutBackend secrets in the shared registry (0600, never returned).
+    registry_key = stack.data_dir / "state" / "storage" / "registry.key"
+    assert registry_key.stat().st_mode & 0o077 == 0, oct(registry_key.stat().st_mode)
     file_hits: list[tuple[str, list[str]]] = []
     scanned = 0
     for root, _dirs, files in os.walk(stack.data_dir):
         for f in files:
             p = Path(root) / f
-            if p.is_relative_to(allowed) or p == inline_store or not p.is_file():
+            if p.is_relative_to(allowed) or not p.is_file():
                 continue
             scanned += 1
             found = _hits(p.read_bytes())
