@@ -108,9 +108,13 @@ def title_from(question: str) -> str:
 
 
 # ---- JSON ---------------------------------------------------------------------------------------
+# The passage fields a stored citation keeps.
+_CITED = ("text", "chunk_id", "document_id", "document_name", "collection", "object_key", "score")
+
+
 def _turn_json(t: Turn) -> dict[str, Any]:
     d = asdict(t)
-    d["citations"] = [{"number": c.number, **asdict(c.passage)} for c in t.citations]
+    d["citations"] = [{"number": c.number, **{k: getattr(c.passage, k) for k in _CITED}} for c in t.citations]
     return d
 
 
@@ -119,7 +123,7 @@ def _turn_from(d: dict[str, Any]) -> Turn:
     for c in d.get("citations") or []:
         c = dict(c)
         number = int(c.pop("number", 0))
-        cites.append(Citation(number, Passage(**{k: v for k, v in c.items() if k in Passage.__dataclass_fields__})))
+        cites.append(Citation(number, Passage(**{k: v for k, v in c.items() if k in _CITED})))
     return Turn(
         question=str(d.get("question", "")),
         search_query=str(d.get("search_query", "")),

@@ -4,8 +4,9 @@ It splits the context passages into sentences, keeping only whole sentences (no 
 list markers, no fragments cut from a chunk's edge or shorter than `min_words`), ranks them
 against the question with the embedder (cosine similarity of L2-normalised embeddings, plus a
 small bonus for shared content words), and composes an answer of 2 to 4 of the best ones
-(`min_sentences`..`max_sentences`: those within `margin` of the best, at least two when a second
-one clears `min_score - margin`, none that repeats a chosen one), each followed by the number of
+(`min_sentences`..`max_sentences`: those within `margin` of the best; to reach two, a further
+sentence of an already cited passage that clears `min_score - margin`; none that repeats a chosen
+one), each followed by the number of
 its passage as [n]. When no sentence is close enough to the question it says plainly that the
 passages do not answer it. Given the same passages and embeddings it always gives the same answer.
 """
@@ -168,8 +169,13 @@ class ExtractiveBackend:
         for i in order:
             if len(picked) >= self.max_sentences:
                 break
-            if scores[i] < floor and (len(picked) >= self.min_sentences or scores[i] < self.min_score - self.margin):
-                break
+            if scores[i] < floor:
+                # Below the margin only to reach `min_sentences`, and only from a passage already
+                # cited: a second sentence of the same source adds context, not a new claim.
+                if len(picked) >= self.min_sentences or scores[i] < self.min_score - self.margin:
+                    break
+                if all(sentences[j].passage != sentences[i].passage for j in picked):
+                    continue
             if any(float(m[i] @ m[j]) > self.redundancy for j in picked):
                 continue  # says again what a chosen sentence says
             picked.append(i)

@@ -253,8 +253,11 @@ def default_params() -> EvalParams:
     )
 
 
-def main(argv: list[str]) -> int:
-    """`rag eval BEIR_DIR --split test [--run-file RUN.json] [--json]`."""
+def main(argv: list[str], local_llm_gateway: Callable[[], Any] | None = None) -> int:
+    """`rag eval BEIR_DIR --split test [--run-file RUN.json] [--json] [--answers]`.
+
+    `local_llm_gateway` (given by the CLI) is an async context manager factory yielding the
+    address of an llm_gateway it started, used by `--answers` without `--llm-gateway-addr`."""
     ap = argparse.ArgumentParser(prog="rag eval", description=__doc__.split("\n\n")[0])
     ap.add_argument("beir_dir", type=Path, help="a BEIR-format directory (corpus.jsonl, queries.jsonl, qrels/)")
     ap.add_argument("--split", default="test", help="qrels split to score (default: test)")
@@ -263,12 +266,32 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--mode", choices=("hybrid", "dense", "bm25"), default="hybrid")
     ap.add_argument("--fusion", choices=("rrf", "weighted"), help="default: the service's")
     ap.add_argument(
+        "--answers",
+        action="store_true",
+        help="also score answers: citation precision and support recall (see evaluate_answers.py)",
+    )
+    ap.add_argument(
+        "--llm-gateway-addr",
+        metavar="HOST:PORT",
+        help="the llm_gateway that answers (default: one started in-process with the built-in generator)",
+    )
+    ap.add_argument("--answer-top-k", type=int, default=5, help="documents given to each answer (default 5)")
+    ap.add_argument(
+        "--answer-queries",
+        type=int,
+        default=0,
+        metavar="N",
+        help="score answers on the first N queries of the split only (default: all)",
+    )
+    ap.add_argument(
         "--commits",
         type=int,
         default=1,
         help="index the corpus as this many commits (segments), as N ingestion jobs would",
     )
     args = ap.parse_args(argv)
+    if args.answers and not args.llm_gateway_addr and local_llm_gateway is None:
+        ap.error("--answers needs --llm-gateway-addr here")
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -294,6 +317,8 @@ def main(argv: list[str]) -> int:
             bar.add_task("load corpus", total=None)
             ev = Evaluation(args.beir_dir, args.split, commits=max(1, args.commits))
             result, run = ev.score(p, progress)
+            if args.answers:
+                result["answers"] = asyncio.run(_answers(ev, run, args, local_llm_gateway, progress))
     except FileNotFoundError as e:
         err.print(f"[red]rag eval: {e}[/red]")
         return 2
@@ -308,7 +333,34 @@ def main(argv: list[str]) -> int:
             f"  ({result['queries']} queries, {result['documents']} documents, {result['chunks']} chunks,"
             f" {p.mode}/{p.fusion})"
         )
+        if args.answers:
+            a = result["answers"]
+            print(
+                f"answers: citation precision {a['citation_precision']:.4f}  support recall {a['support_recall']:.4f}"
+                f"  ({a['cited']} citations, {a['answered']} of {a['queries']} answers cite something,"
+                f" top {a['top_k']} documents)"
+            )
     return 0
+
+
+async def _answers(
+    ev: Evaluation, run: Run, args: argparse.Namespace, local: Callable[[], Any] | None, progress: Any
+) -> dict[str, Any]:
+    from .evaluate_answers import evaluate_answers
+
+    queries = dict(list(ev.queries.items())[: args.answer_queries or None])
+    qrels = {q: ev.qrels[q] for q in queries}
+
+    def step(n: int) -> None:
+        progress("answers", n, len(queries))
+
+    if args.llm_gateway_addr:
+        return await evaluate_answers(
+            queries, run, ev.corpus, qrels, args.llm_gateway_addr, top_k=args.answer_top_k, progress=step
+        )
+    assert local is not None
+    async with local() as address:
+        return await evaluate_answers(queries, run, ev.corpus, qrels, address, top_k=args.answer_top_k, progress=step)
 
 
 if __name__ == "__main__":

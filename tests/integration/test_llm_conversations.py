@@ -94,7 +94,7 @@ async def test_two_replicas_share_conversations_in_object_storage(storage_addr: 
         retrieval, done = second[0].retrieval, second[-1].done
         assert retrieval.search_query == "How does time to first byte compare with throughput?"
         assert retrieval.rewrite == "rules" and retrieval.history_turns == 1
-        assert searcher.queries[-1] == retrieval.search_query
+        assert retrieval.search_query in searcher.queries
         assert done.conversation_id == conv.id and done.turn_index == 1
         assert "bandwidth dominates" in done.text
         assert [c.number for c in done.citations] == list(range(1, len(done.citations) + 1))
@@ -146,8 +146,8 @@ async def test_llm_backend_rewrites_with_the_rewrite_prompt(tmp_path: Path) -> N
             evs = [e async for e in client.answer(Q2, history=history, params=pb.GenerationParams(no_cache=True))]
             r = evs[0].retrieval
             assert r.rewrite == "llm" and r.search_query == "How does time to first byte compare with throughput?"
-            assert searcher.queries == [r.search_query]
-            rewrite_req, answer_req = (rec.body for rec in srv.records)
+            assert searcher.queries[0] == r.search_query  # (a verify repair may search again after it)
+            rewrite_req, answer_req = (rec.body for rec in srv.records[:2])  # (a verify repair may follow)
             assert rewrite_req["messages"][0]["content"].startswith("You rewrite the user's last question")
             assert f"Last question: {Q2}" in rewrite_req["messages"][-1]["content"]
             assert [m["role"] for m in answer_req["messages"]] == ["system", "user", "assistant", "user"]

@@ -1,6 +1,9 @@
 "use strict";
-// Chat: streamed answers with clickable citations, live TTFT and tokens/s badges, a per-stage
-// timing waterfall, and a backend selector with a side-by-side compare mode.
+// Chat: a conversation of turns that stay on the page, each a streamed answer with clickable
+// citations, live TTFT and tokens/s badges, a per-stage timing waterfall and the question that was
+// searched; a backend selector with a side-by-side compare mode (a single question, kept out of
+// the conversation); model, temperature and answer cache controls. conversations.js keeps the
+// conversation (create, reopen, list) through DDN.conv.
 (function chat() {
   const { h, svg, $, clear, ms, num } = DDN;
   let abort = null;
@@ -28,10 +31,27 @@
     $("compare-b-wrap").hidden = $("chat-backend").value !== "__compare__";
   });
 
-  function makeLane(title, emulated) {
+  // Models for the picker: "default" (the first healthy backend) and each model of each backend.
+  let models = [];
+  async function loadModels() {
+    try {
+      models = (await DDN.api("GET", "/api/models")).models || [];
+    } catch (e) { models = []; }
+    const sel = $("chat-model"), keep = sel.value;
+    clear(sel).appendChild(h("option", { value: "", text: "default (first healthy)" }));
+    models.forEach((m, i) => sel.appendChild(h("option", { value: String(i), text: m.id + " (" + m.backend + ")" })));
+    if ([...sel.options].some((o) => o.value === keep)) sel.value = keep;
+  }
+  window.addEventListener("DOMContentLoaded", loadModels);
+  document.addEventListener("auth", loadModels);
+
+  function makeLane(title, emulated, question) {
     const el = {};
     el.root = h("article", { class: "card lane", "aria-live": "polite" },
+      question ? h("div", { class: "turn-q", "data-testid": "turn-question", text: question }) : null,
       h("h3", {}, DDN.icon("chat"), h("span", { text: title }), emulated ? h("span", { class: "badge emu", text: "emulated" }) : null),
+      (el.searched = h("div", { class: "searched", "data-testid": "searched", hidden: true })),
+      (el.note = h("div", { class: "note", hidden: true })),
       (el.badges = h("div", { class: "badges" },
         (el.ttft = h("span", { class: "badge live", "data-testid": "ttft-badge" }, "TTFT ", h("strong", { text: "-" }))),
         (el.tps = h("span", { class: "badge live", "data-testid": "tps-badge" }, "tokens/s ", h("strong", { text: "-" }))),
@@ -134,8 +154,22 @@
     clear(lane.wf).appendChild(g);
   }
 
+  function showSearched(lane, query, how) {
+    clear(lane.searched).append("Searched: ", h("q", { text: query }), how ? " (" + how + ")" : "");
+    lane.searched.hidden = false;
+  }
+
   function onEvent(lane, name, d) {
-    if (name === "start") {
+    if (name === "retrieval") {
+      if (d.rewrite && d.rewrite !== "none") {
+        showSearched(lane, d.search_query, d.rewrite === "llm" ? "rewritten by the model from the conversation" :
+          "rewritten from the conversation");
+      }
+      if (d.history_turns_trimmed > 0) {
+        lane.note.textContent = "The " + d.history_turns_trimmed + " oldest turns were left out of the history to stay within its token budget.";
+        lane.note.hidden = false;
+      }
+    } else if (name === "start") {
       lane.model.textContent = d.backend + " / " + d.model;
       if (d.retrieval) {
         lane.chunks = d.retrieval.chunks;
@@ -165,6 +199,7 @@
       renderWaterfall(lane, d);
       DDN.renderGuards(lane, d.guards);
       lane.root.dataset.state = "done";
+      if (d.conversation_id && DDN.conv) DDN.conv.stored(d.conversation_id);
     } else if (name === "verify") {
       DDN.renderVerify(lane, d);
     } else if (name === "refused") {
@@ -199,28 +234,57 @@
     return card;
   }
 
+  // A turn read back from a stored conversation: its question, answer, citations and what was searched.
+  function renderStoredTurn(turn) {
+    const lane = makeLane(turn.backend || "answer", false, turn.question);
+    lane.text = turn.answer;
+    lane.citations = turn.citations || [];
+    lane.model.textContent = (turn.backend || "-") + " / " + (turn.model || "-");
+    lane.ttft.hidden = true;
+    lane.tps.hidden = true;
+    lane.cache.hidden = false;
+    lane.cache.textContent = "from the conversation history";
+    if (turn.search_query && turn.search_query !== turn.question) showSearched(lane, turn.search_query, "rewritten from the conversation");
+    renderAnswer(lane);
+    renderCitations(lane);
+    lane.root.dataset.state = "done";
+    $("lanes").appendChild(lane.root);
+  }
+  DDN.chat = { renderStoredTurn, clear: () => clear($("lanes")) };
+
   $("ask-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     const q = $("q").value.trim();
     if (!q) return;
     if (abort) abort.abort();
     abort = new AbortController();
-    const lanesEl = clear($("lanes"));
+    const lanesEl = $("lanes");
     const params = new URLSearchParams({ q, collection: $("chat-collection").value || "default", top_k: $("chat-topk").value || "5" });
+    const model = models[Number($("chat-model").value)];
+    if ($("chat-model").value !== "" && model) { params.set("llm_backend", model.backend); params.set("model", model.id); }
+    const temp = Number($("chat-temp").value);
+    if (temp > 0 && temp <= 2) params.set("temperature", String(temp));
+    if (!$("chat-cache").checked) params.set("no_cache", "1");
     const backend = $("chat-backend").value;
     const lanes = {};
     const emulated = (name) => (DDN.backends.find((b) => b.name === name) || {}).emulated;
+    $("ask-btn").disabled = true;
     if (backend === "__compare__") {
       const a = $("chat-backend-a").value, b = $("chat-backend-b").value;
-      if (a === b) { lanesEl.appendChild(DDN.errorBox("Pick two different backends to compare.")); return; }
+      if (a === b) { lanesEl.appendChild(DDN.errorBox("Pick two different backends to compare.")); $("ask-btn").disabled = false; return; }
       params.set("compare", a + "," + b);
-      for (const n of [a, b]) { lanes[n] = makeLane(n, emulated(n)); lanesEl.appendChild(lanes[n].root); }
+      const group = h("div", { class: "turn-group" });
+      for (const n of [a, b]) { lanes[n] = makeLane(n, emulated(n), q + "  (compare, not part of the conversation)"); group.appendChild(lanes[n].root); }
+      lanesEl.appendChild(group);
     } else {
       if (backend) params.set("backend", backend);
-      lanes[""] = makeLane(backend || "default backend", emulated(backend));
+      const cid = DDN.conv ? await DDN.conv.ensure(q, $("chat-collection").value || "default") : "";
+      if (cid) params.set("conversation", cid);
+      lanes[""] = makeLane(backend || "default backend", emulated(backend), q);
       lanesEl.appendChild(lanes[""].root);
     }
-    $("ask-btn").disabled = true;
+    Object.values(lanes)[0].root.scrollIntoView({ block: "nearest" });
+    $("q").value = "";
     $("stop-btn").hidden = false;
     try {
       await DDN.sse("/api/rag/stream?" + params, (name, d) => {
