@@ -59,8 +59,9 @@ images-deps: ## buildah and mmdebstrap from Debian (installed when run as root, 
 	  else echo "buildah or mmdebstrap missing: sudo apt-get install buildah mmdebstrap"; exit 1; fi; \
 	fi
 
-images: setup images-deps ## build the five CPU images, one at a time; writes build/images/images.json
+images: setup images-deps ## build the five CPU images one at a time, then their SBOMs; writes build/images/
 	$(IMAGES) build --base "$(IMAGE_BASE)" --ca-bundle "$(CA_BUNDLE)" --wheels "$(WHEEL_DIR)" $(IMAGE_TARGETS)
+	$(IMAGES) sbom $(IMAGE_TARGETS)
 
 images-cuda: setup images-deps ## the CUDA embedder (a GPU build machine; PyPI's CUDA torch, ~3 GB)
 	$(IMAGES) build --base "$(IMAGE_BASE)" --ca-bundle "$(CA_BUNDLE)" --wheels "" embedder-cuda

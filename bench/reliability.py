@@ -113,7 +113,7 @@ def fresh_clone_run() -> dict[str, Any]:
         load_before = os.getloadavg()
         t0 = time.monotonic()
         proc = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rf"],
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE"],
             cwd=clone,
             env=env,
             capture_output=True,
@@ -121,7 +121,7 @@ def fresh_clone_run() -> dict[str, Any]:
         )
         seconds = time.monotonic() - t0
     lines = proc.stdout.splitlines()
-    failed = [ln.split(" ", 1)[1].split(" - ")[0] for ln in lines if ln.startswith(("FAILED ", "ERROR "))]
+    failed = [ln.split(" ", 1)[1].split(" - ")[0] for ln in lines if ln.startswith(("FAILED tests/", "ERROR tests/"))]
     summary = next((ln.strip("= ") for ln in reversed(lines) if " passed" in ln or " failed" in ln), "")
     return {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -19,6 +19,7 @@ probed) and runs retrievers as their own processes. Measured side by side in one
   own retriever process from a `git worktree` of that commit, against the same storage service and
   embedder, in the same run. It has no replicas following CURRENT and no merges, so those two keys
   are null there (a second replica of that code sees nothing until it restarts).
+- `--only merge` runs just the merge measurement and updates those keys of the JSON (a few minutes).
 - `failover_job_lost_chunks` / `failover_duplicated_chunks`: from `bench/scale_failover.py` (helper
   `jobs`) when that module exists; left out otherwise.
 
@@ -325,6 +326,31 @@ async def old_path(b: Bench) -> dict[str, Any]:
         await asyncio.to_thread(subprocess.run, [*git, "remove", "--force", str(tree)], check=False)
 
 
+async def write_merging(b: Bench, recs: list[Any], vecs: np.ndarray, docs: dict[str, Any]) -> None:
+    """The merge collection: 8 neighbouring segments of 4k chunks (one tier), merged on the next commit."""
+    from services.retriever.adapters import StorageStore
+    from services.retriever.live import write_collection
+
+    for s in range(8):
+        part = slice(s * 4000, (s + 1) * 4000)
+        sdocs = {d: docs[d] for d in {r.document_id for r in recs[part]}}
+        await write_collection(StorageStore(b.storage), "merging", sdocs, recs[part], vecs[part])
+
+
+async def only_merge(b: Bench) -> dict[str, Any]:
+    """`--only merge`: just the query-during-merge measurement (updates those keys of the JSON)."""
+    from services.retriever.index import ChunkRecord, DocumentInfo
+
+    rows, vecs = corpus_rows(32_000, b.dim)
+    recs = [ChunkRecord(*r) for r in rows]
+    await write_merging(b, recs, vecs, {r[1]: DocumentInfo(r[1], r[2], "", 0, "", 10) for r in rows[::10]})
+    _, a = await b.retriever(ROOT, "replica_a")
+    try:
+        return await merge_queries(b, a)
+    finally:
+        await a.close()
+
+
 async def write_new(b: Bench) -> None:
     from services.retriever.adapters import StorageStore
     from services.retriever.index import ChunkRecord, DocumentInfo
@@ -337,11 +363,7 @@ async def write_new(b: Bench) -> None:
     docs = {r[1]: DocumentInfo(r[1], r[2], "", 0, "", 10) for r in rows[::10]}
     await write_collection(store, "large", docs, recs, vecs)
     log(f"new path: wrote the {N_LARGE}-chunk collection in {time.perf_counter() - t0:.0f}s")
-    # The merge collection: 8 neighbouring segments of 4k chunks (one tier), merged on the next commit.
-    for s in range(8):
-        part = slice(s * 4000, (s + 1) * 4000)
-        sdocs = {d: docs[d] for d in {r.document_id for r in recs[part]}}
-        await write_collection(store, "merging", sdocs, recs[part], vecs[part])
+    await write_merging(b, recs, vecs, docs)
 
 
 async def new_path(b: Bench) -> dict[str, Any]:
@@ -425,10 +447,35 @@ async def merge_queries(b: Bench, a: RetrieverClient) -> dict[str, Any]:
     }
 
 
+def merge_keys(m: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "query_p99_during_merge_over_idle": round(pct(m["during"], 0.99) / pct(m["idle"], 0.99), 3),
+        "query_p99_ms": {
+            "idle": round(pct(m["idle"], 0.99) * 1000, 2),
+            "during_merge": round(pct(m["during"], 0.99) * 1000, 2),
+        },
+        "queries_idle": len(m["idle"]),
+        "queries_during_merge": len(m["during"]),
+        "merge_s": round(m["merge_s"], 2),
+    }
+
+
 async def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="retriever_scale_"))
     b = Bench(work)
     t_all = time.perf_counter()
+    if sys.argv[1:3] == ["--only", "merge"]:
+        try:
+            await b.start()
+            m = await only_merge(b)
+        finally:
+            await b.stop()
+            shutil.rmtree(work, ignore_errors=True)
+        result = json.loads(OUT.read_text()) if OUT.exists() else {}
+        result.update(merge_keys(m) | {"merge_measured_in_a_separate_run_s": round(time.perf_counter() - t_all, 1)})
+        OUT.write_text(json.dumps(result, indent=2) + "\n")
+        log(json.dumps(merge_keys(m), indent=2))
+        return
     try:
         await b.start()
         old = await old_path(b)
@@ -440,7 +487,6 @@ async def main() -> None:
         "small_commit_large_over_empty": round(new["t_large"] / new["t_empty"], 3),
         "bytes_written_small_commit_large_over_empty": round(new["b_large"] / new["b_empty"], 3),
         "replica_visibility_p50_ms": round(statistics.median(new["visibility_ms"]), 1),
-        "query_p99_during_merge_over_idle": round(pct(new["during"], 0.99) / pct(new["idle"], 0.99), 3),
         "baseline_small_commit_large_over_empty": round(old["t_large"] / old["t_empty"], 3),
         "baseline_bytes_written_small_commit_large_over_empty": round(old["b_large"] / old["b_empty"], 3),
         "baseline_replica_visibility_p50_ms": None,
@@ -451,12 +497,7 @@ async def main() -> None:
         "baseline_small_commit_s": {"empty": round(old["t_empty"], 3), "large": round(old["t_large"], 3)},
         "baseline_small_commit_bytes": {"empty": old["b_empty"], "large": old["b_large"]},
         "replica_visibility_ms": [round(v, 1) for v in new["visibility_ms"]],
-        "query_p99_ms": {
-            "idle": round(pct(new["idle"], 0.99) * 1000, 2),
-            "during_merge": round(pct(new["during"], 0.99) * 1000, 2),
-        },
-        "queries_during_merge": len(new["during"]),
-        "merge_s": round(new["merge_s"], 2),
+        **merge_keys(new),
         "large_collection_chunks": N_LARGE,
         "baseline_commit": BASE,
         "notes": (

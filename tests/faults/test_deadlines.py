@@ -162,16 +162,23 @@ async def test_expired_calls_leave_no_work_downstream(hops: Hops, stack: Running
     seen = 0
     for r in range(ROUNDS):
         for call, mode, link, methods in cases:
-            for m in methods:
-                link.delay_s[m] = HOLD_S
-            try:
-                calls, expired_at = await _expire(hops, call, f"turbine glycol question {r} {call} {link.target}", mode)
-            finally:
-                link.delay_s.clear()
-            held = [c for c in calls if c.method in methods]
-            assert held, f"the {call} never reached the held link {methods}: {calls}"
-            seen += len(calls)
-            leaks += _leaks(calls, expired_at)
+            # On a loaded machine 50 ms can run out before the request reaches the held link;
+            # such an attempt still counts its leaks, and the case is tried again until it did.
+            for attempt in range(5):
+                for m in methods:
+                    link.delay_s[m] = HOLD_S
+                try:
+                    calls, expired_at = await _expire(
+                        hops, call, f"turbine glycol {r} {attempt} {call} {link.target}", mode
+                    )
+                finally:
+                    link.delay_s.clear()
+                seen += len(calls)
+                leaks += _leaks(calls, expired_at)
+                if any(c.method in methods for c in calls):
+                    break
+            else:
+                pytest.fail(f"the {call} never reached the held link {methods} in 5 tries")
     assert all(link.record.in_flight == 0 for link in hops.links)
     harness.record(
         "deadlines", {"scenarios": len(cases) * ROUNDS, "downstream_calls": seen, "deadline_leaks": len(leaks)}

