@@ -28,7 +28,8 @@ async def test_unsupported_sentences_are_marked_and_refusals_explained(page, dou
 
     await page.get_by_label("Question").fill("guarded: tell me the secret")
     await page.get_by_role("button", name="Ask", exact=True).click()
-    lane = page.locator(".lane").first
+    # Every turn stays on the page: the refused answer is the newest lane, below the first.
+    lane = page.locator(".lane").last
     await expect(lane).to_have_attribute("data-state", "refused")
     await expect(lane).to_contain_text(
         "Refused by the builtin guard (DENIED_TERM): the question contains a denied term"
