@@ -3,17 +3,24 @@
 A local SQLite file, bounded in bytes (least recently used entries go first). The key holds the
 index version, so a new version never serves an old ranking; entries of replaced versions are
 dropped when a collection's version changes. Blocking: call through an executor.
+
+Writes are best effort: a cache that cannot be written (a full disk, a locked file) costs only
+time, so the failure is logged and counted and the search it belongs to still answers.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def cache_key(collection: str, version: str, query: str, params: dict[str, Any]) -> str:
@@ -26,6 +33,7 @@ class RetrievalCache:
         self.max_bytes = max_bytes
         self.hits = 0
         self.misses = 0
+        self.write_errors = 0
         self._lock = threading.Lock()
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,8 +53,7 @@ class RetrievalCache:
                 self.misses += 1
                 return None
             self.hits += 1
-            self.conn.execute("UPDATE cache SET used_ns=? WHERE key=?", (time.time_ns(), key))
-            self.conn.commit()
+            self._write(lambda: self.conn.execute("UPDATE cache SET used_ns=? WHERE key=?", (time.time_ns(), key)))
             return json.loads(row[0])
 
     def put(self, key: str, collection: str, version: str, value: Any) -> None:
@@ -55,25 +62,43 @@ class RetrievalCache:
         if size > self.max_bytes:
             return
         with self._lock:
-            self.conn.execute(
-                "INSERT OR REPLACE INTO cache VALUES (?,?,?,?,?,?)",
-                (key, collection, version, data, size, time.time_ns()),
-            )
-            (total,) = self.conn.execute("SELECT COALESCE(SUM(size),0) FROM cache").fetchone()
-            while total > self.max_bytes:
-                row = self.conn.execute("SELECT key, size FROM cache ORDER BY used_ns LIMIT 1").fetchone()
-                if row is None:
-                    break
-                self.conn.execute("DELETE FROM cache WHERE key=?", (row[0],))
-                total -= row[1]
+            self._write(lambda: self._insert(key, collection, version, data, size))
+
+    def _insert(self, key: str, collection: str, version: str, data: str, size: int) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO cache VALUES (?,?,?,?,?,?)",
+            (key, collection, version, data, size, time.time_ns()),
+        )
+        (total,) = self.conn.execute("SELECT COALESCE(SUM(size),0) FROM cache").fetchone()
+        while total > self.max_bytes:
+            row = self.conn.execute("SELECT key, size FROM cache ORDER BY used_ns LIMIT 1").fetchone()
+            if row is None:
+                break
+            self.conn.execute("DELETE FROM cache WHERE key=?", (row[0],))
+            total -= row[1]
+
+    def _write(self, fn: Callable[[], object]) -> None:
+        """Runs one write and commits it; on an SQLite error rolls back, logs and counts it."""
+        try:
+            fn()
             self.conn.commit()
+        except sqlite3.Error as err:
+            self.conn.rollback()
+            self.write_errors += 1
+            log.warning("retrieval cache write skipped: %s", err)
 
     def invalidate(self, collection: str, keep_version: str = "") -> int:
         """Drops the collection's entries of every version but `keep_version`."""
+        dropped = 0
+
+        def delete() -> None:
+            nonlocal dropped
+            q = "DELETE FROM cache WHERE collection=? AND version<>?"
+            dropped = self.conn.execute(q, (collection, keep_version)).rowcount
+
         with self._lock:
-            cur = self.conn.execute("DELETE FROM cache WHERE collection=? AND version<>?", (collection, keep_version))
-            self.conn.commit()
-            return cur.rowcount
+            self._write(delete)
+        return dropped
 
     def stats(self) -> dict[str, int]:
         with self._lock:

@@ -1,8 +1,9 @@
 """Disk full in the retriever's state directory: a small tmpfs (mounting needs root; the test is
 skipped, saying so, where mounting is not permitted). The retriever runs in this process over the
-stack's storage and embedder with its state on the tmpfs, which is filled up; ingestion then
-fails cleanly (a clear error naming the full disk, the service still SERVING), and once space
-returns the same ingestion completes with exactly the expected chunks."""
+stack's storage and embedder with its state on the tmpfs, which is filled up. Job state lives in
+the object store (shared by every replica) and the state directory holds only caches, so a full
+disk must cost nothing but cache writes: the ingestion completes with exactly the expected
+chunks, the service stays SERVING, and searches (which write the retrieval cache) still answer."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from pathlib import Path
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from clients.base import ServiceCallError
 from clients.retriever import RetrieverClient
 from ddnrag.retriever.v1 import retriever_service_pb2 as pb
 from services.common.config import load_env
@@ -73,9 +73,7 @@ async def _wait(client: RetrieverClient, job_id: str, timeout_s: float = 180) ->
     raise TimeoutError(job_id)
 
 
-async def test_full_state_dir_fails_cleanly_and_ingestion_completes_when_space_returns(
-    stack: RunningStack, small_disk: Path
-) -> None:
+async def test_full_state_dir_costs_only_cache_writes(stack: RunningStack, small_disk: Path) -> None:
     cfg = load_env(
         RetrieverConfig,
         {},
@@ -98,21 +96,17 @@ async def test_full_state_dir_fails_cleanly_and_ingestion_completes_when_space_r
             assert time.monotonic() < deadline, "the retriever never became SERVING"
             await asyncio.sleep(0.5)
         filler = await asyncio.to_thread(_fill, small_disk)
-        outcome = ""
         try:
             job = await client.start_ingest(coll, [], source_prefix=prefix, timeout=30)
             job = await _wait(client, job.job_id)
-            outcome = f"{pb.JobState.Name(job.state)}: {job.error}"
-            assert pb.JobState.Name(job.state) == "JOB_STATE_FAILED", outcome
-        except ServiceCallError as err:
-            outcome = f"{err.code.name}: {err.message}"
-            assert err.code.name in ("RESOURCE_EXHAUSTED", "UNAVAILABLE", "FAILED_PRECONDITION"), outcome
-        assert "full" in outcome.lower(), outcome
-        assert (await health.Check(health_pb2.HealthCheckRequest(), timeout=5)).status == serving
-        filler.unlink()  # space returns
-        job = await client.start_ingest(coll, [], source_prefix=prefix, timeout=30)
-        job = await _wait(client, job.job_id)
-        assert pb.JobState.Name(job.state) == "JOB_STATE_SUCCEEDED", job
+            assert pb.JobState.Name(job.state) == "JOB_STATE_SUCCEEDED", f"{pb.JobState.Name(job.state)}: {job.error}"
+            assert (await health.Check(health_pb2.HealthCheckRequest(), timeout=5)).status == serving
+            deadline = time.monotonic() + 30  # the new version is followed on the replica's schedule
+            while not (await client.search(coll, "turbine glycol", top_k=1, timeout=10)).chunks:
+                assert time.monotonic() < deadline, f"{coll} never became searchable with the disk full"
+                await asyncio.sleep(0.2)
+        finally:
+            filler.unlink()
     finally:
         await client.close()
         await app.stop(0)
