@@ -20,8 +20,8 @@ probed) and runs retrievers as their own processes. Measured side by side in one
   embedder, in the same run. It has no replicas following CURRENT and no merges, so those two keys
   are null there (a second replica of that code sees nothing until it restarts).
 - `--only merge` runs just the merge measurement and updates those keys of the JSON (a few minutes).
-- `failover_job_lost_chunks` / `failover_duplicated_chunks`: from `bench/scale_failover.py` (helper
-  `jobs`) when that module exists; left out otherwise.
+- `failover_job_lost_chunks` / `failover_duplicated_chunks`: from `bench/scale_failover.py` (two
+  retriever processes, SIGKILL of the lease holder mid-job), run last in the same script.
 
 The 100k-chunk collections are written directly as each code path stores them (no 100k texts
 through the model, which takes hours on this CPU): texts are three SciFact sentences each, vectors
@@ -509,7 +509,7 @@ async def main() -> None:
     }
     try:
         sys.path.insert(0, str(ROOT / "bench"))
-        import scale_failover  # type: ignore[import-not-found]  # helper `jobs`' failover measurement
+        import scale_failover  # type: ignore[import-not-found]  # the failover measurement
     except ImportError:
         log("bench/scale_failover.py is absent: the failover keys are left out")
     else:

@@ -10,7 +10,7 @@ Then the bucket is listed with boto3 and compared with the chunk ids the documen
 - `failover_job_lost_chunks`: expected chunks missing from the bucket or from the collection;
 - `failover_duplicated_chunks`: chunk objects no document explains, plus collection chunks beyond
   the expected count.
-`run()` returns the figures (helper `bench/retriever_scale.py` calls it); about a minute on a laptop.
+`run()` returns the figures (`bench/retriever_scale.py` calls it); about a minute on a laptop.
 """
 
 from __future__ import annotations
