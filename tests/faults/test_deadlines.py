@@ -179,7 +179,10 @@ async def test_expired_calls_leave_no_work_downstream(hops: Hops, stack: Running
                     break
             else:
                 pytest.fail(f"the {call} never reached the held link {methods} in 5 tries")
-    assert all(link.record.in_flight == 0 for link in hops.links)
+    # The retriever's own index polls (List, Get on storage) may be in flight at any moment; only
+    # the requests' calls must all have ended.
+    running = [f"{link.target} {c.method}" for link in hops.links for c in link.record.running() if c.method in PATH]
+    assert running == [], running
     harness.record(
         "deadlines", {"scenarios": len(cases) * ROUNDS, "downstream_calls": seen, "deadline_leaks": len(leaks)}
     )
