@@ -164,7 +164,7 @@ def raw_encode(model: object, chunks: list[str]) -> tuple[float, np.ndarray]:
 def batching_ceiling(state_dir: Path, backend: str, texts: list[str]) -> dict:
     """What batching can gain at most on this machine: the service's backend run in-process on
     one text per call vs 16 length-sorted texts per call (no gRPC, no queue), alternated."""
-    from services.common.config import load_env
+    from kernel.config import load_env
     from services.embedder.config import EmbedderConfig
     from services.embedder.loader import load_model
 
@@ -194,7 +194,7 @@ async def in_process_dynamic(state_dir: Path, texts: list[str]) -> dict:
     """The same 64-client single-text load on the core (`Embedder`) in this process, no gRPC:
     dynamic batching on vs off, alternated in 2 rounds. It isolates the batcher from the RPC
     layer's CPU cost."""
-    from services.common.config import load_env
+    from kernel.config import load_env
     from services.embedder.config import EmbedderConfig
     from services.embedder.core import Embedder
 

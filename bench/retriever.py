@@ -46,7 +46,7 @@ from cli.seaweed import SeaweedPorts, SeaweedProcess, port_in_use  # noqa: E402
 from clients.embedder import EmbedderClient  # noqa: E402
 from clients.retriever import RetrieverClient  # noqa: E402
 from clients.storage import StorageClient  # noqa: E402
-from services.common.config import load_env  # noqa: E402
+from kernel.config import load_env  # noqa: E402
 from services.retriever import segments  # noqa: E402
 from services.retriever.adapters import StorageStore  # noqa: E402
 from services.retriever.chunking import Chunker, chunk_id  # noqa: E402

@@ -57,7 +57,7 @@ from clients.embedder import EmbedderClient  # noqa: E402
 from clients.retriever import RetrieverClient  # noqa: E402
 from clients.storage import StorageClient  # noqa: E402
 from ddnrag.retriever.v1 import retriever_service_pb2 as pb  # noqa: E402
-from services.common.config import load_env  # noqa: E402
+from kernel.config import load_env  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "retriever_scale.json"
 # ../shared/data/scifact beside the checkout (one level further up from a worktree under wt/).
@@ -74,9 +74,9 @@ STREAMS = 4  # concurrent query clients, idle and during the merge alike
 LAUNCH = """
 import asyncio, json, os, sys
 sys.path.insert(0, os.getcwd())
-from services.common.config import load_env
-from services.common.logs import setup_logging
-from services.common.server import run_forever
+from kernel.config import load_env
+from kernel.logs import setup_logging
+from kernel.server import run_forever
 from services.retriever.config import RetrieverConfig
 from services.retriever.server import create_server
 async def main():

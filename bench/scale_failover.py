@@ -37,7 +37,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from cli.seaweed import SeaweedPorts, SeaweedProcess, port_in_use  # noqa: E402
 from clients.retriever import RetrieverClient  # noqa: E402
 from clients.storage import StorageClient  # noqa: E402
-from services.common.config import load_env  # noqa: E402
+from kernel.config import load_env  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "scale_failover.json"
 SERVICE = "ddnrag.retriever.v1.RetrieverService"

@@ -30,7 +30,7 @@ import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.config import env_field, load_env
+from kernel.config import env_field, load_env
 
 from .seaweed import SeaweedPorts, ensure_credentials, port_in_use, wait_s3_ready, weed_command, write_identities
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from services.common.ids import document_id, document_key
+from kernel.ids import document_id, document_key
 
 if TYPE_CHECKING:
     from ddnrag.llm.v1 import llm_service_pb2 as llm_pb

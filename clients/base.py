@@ -13,9 +13,9 @@ from typing import Any, TypeVar
 import grpc
 from grpc_status import rpc_status
 
-from services.common import deadline
-from services.common.errors import HTTP_STATUS, ErrorKind, ServiceError, error_info
-from services.common.tls import aio_channel
+from kernel import deadline
+from kernel.errors import HTTP_STATUS, ErrorKind, ServiceError, error_info
+from kernel.tls import aio_channel
 
 T = TypeVar("T")
 
@@ -135,7 +135,7 @@ class BaseClient:
 
     def _timeout(self, timeout: float | None, scale: int = 1) -> float:
         """The call's timeout (`timeout_s` by default, times `scale`), never past the deadline of
-        the call being served (services/common/deadline.py)."""
+        the call being served (kernel/deadline.py)."""
         return deadline.cap((self.timeout_s if timeout is None else timeout) * scale)
 
     async def unary(

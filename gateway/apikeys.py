@@ -21,7 +21,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from services.common.config import ConfigError
+from kernel.config import ConfigError
 
 from .config import GatewayConfig
 from .roles import Role

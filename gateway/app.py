@@ -12,7 +12,7 @@ import grpc
 from aiohttp import web
 
 from clients.base import channel_options
-from services.common.tls import aio_channel
+from kernel.tls import aio_channel
 
 from .config import GatewayConfig
 from .errors import error_middleware

@@ -13,8 +13,8 @@ import signal
 
 from aiohttp import web
 
-from services.common.config import load_env
-from services.common.logs import setup_logging
+from kernel.config import load_env
+from kernel.logs import setup_logging
 
 from .app import create_app
 from .config import GatewayConfig

@@ -10,7 +10,7 @@ from aiohttp import web
 from google.rpc import status_pb2
 
 from ddnrag.common.v1 import common_pb2
-from services.common.errors import HTTP_STATUS, error_info
+from kernel.errors import HTTP_STATUS, error_info
 
 from .convert import ns_to_ms, to_dict
 from .errors import ApiError

@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cli.stack import StackConfig
 from gateway.config import GatewayConfig
-from services.common.authz import GrpcExposureConfig
-from services.common.tls import TlsConfig
+from kernel.authz import GrpcExposureConfig
+from kernel.tls import TlsConfig
 from services.embedder.config import EmbedderConfig
 from services.llm_gateway.config import LlmGatewayConfig
 from services.retriever.config import RetrieverConfig

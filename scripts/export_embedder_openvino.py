@@ -31,7 +31,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np
 
-from services.common.config import load_env
+from kernel.config import load_env
 from services.embedder import export, quality
 from services.embedder.backends import (
     OpenVinoBackend,

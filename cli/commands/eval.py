@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 async def local_llm_gateway() -> AsyncIterator[str]:
     """An llm_gateway on 127.0.0.1:0 with the built-in generator, the in-process embedding model,
     no answer cache and no conversations; yields its address."""
-    from services.common.config import load_env
+    from kernel.config import load_env
     from services.llm_gateway.config import LlmGatewayConfig
     from services.llm_gateway.server import create_server
 

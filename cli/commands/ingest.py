@@ -1,7 +1,7 @@
 """`rag ingest PATH...`: upload files and directories and ingest them, with live progress.
 
 Files go up through the storage service to `docs/<collection>/<document_id>/<name>` (ids from
-`services.common.ids`, so ingesting a file of the same name again replaces it), then one
+`kernel.ids`, so ingesting a file of the same name again replaces it), then one
 ingestion job parses, chunks, embeds and writes them. `--prefix` (with `--bucket` or
 `--source-backend`) ingests objects already in a bucket instead. The progress bar shows documents,
 chunks, chunks/s and each target backend's write rate; per-file errors are summed up at the end.
@@ -25,7 +25,7 @@ from rich.table import Table
 from clients import UploadedDocument
 from clients.base import ServiceCallError
 from ddnrag.retriever.v1 import retriever_service_pb2 as rpb
-from services.common.ids import valid_name
+from kernel.ids import valid_name
 from services.retriever.parsing import SUPPORTED, extension
 
 from .common import (

@@ -28,7 +28,7 @@ from cli.stack import (
     replica_name,
     write_pidfile,
 )
-from services.common.ids import document_id, document_key
+from kernel.ids import document_id, document_key
 
 console = Console(soft_wrap=True)
 SAMPLE_COLLECTION = "default"

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from ddnrag.storage.v1 import storage_service_pb2 as spb
-from services.common.csvsafe import safe_row
+from kernel.csvsafe import safe_row
 
 from ..convert import enum_value, ns_to_ms, to_dict
 from ..errors import ApiError

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.common.errors import exhausted, unavailable
+from kernel.errors import exhausted, unavailable
 
 log = logging.getLogger(__name__)
 

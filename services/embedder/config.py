@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.config import env_field
+from kernel.config import env_field
 
 BACKENDS = ("auto", "torch", "openvino", "openvino-int8")
 DEVICES = ("auto", "cpu", "cuda")

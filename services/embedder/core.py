@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from services.common.errors import invalid, unavailable
-from services.common.timing import Stage, Timer
+from kernel.errors import invalid, unavailable
+from kernel.timing import Stage, Timer
 
 from .batcher import Batcher
 from .cache import CacheStats, EmbeddingCache, cache_key

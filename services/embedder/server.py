@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 from ddnrag.embedder.v1 import embedder_service_pb2 as pb
 from ddnrag.embedder.v1 import embedder_service_pb2_grpc as pb_grpc
-from services.common.config import ConfigError, load_env
-from services.common.logs import setup_logging
-from services.common.server import GrpcApp, build_server, run_forever, start_metrics
+from kernel.config import ConfigError, load_env
+from kernel.logs import setup_logging
+from kernel.server import GrpcApp, build_server, run_forever, start_metrics
 
 from .config import EmbedderConfig
 from .core import Embedder

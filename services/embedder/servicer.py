@@ -13,8 +13,8 @@ import grpc
 
 from ddnrag.embedder.v1 import embedder_service_pb2 as pb
 from ddnrag.embedder.v1 import embedder_service_pb2_grpc as pb_grpc
-from services.common.errors import invalid
-from services.common.pb import timings_pb
+from kernel.errors import invalid
+from kernel.pb import timings_pb
 
 from .core import Embedder, EmbedResult
 

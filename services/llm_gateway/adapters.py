@@ -17,8 +17,8 @@ import grpc
 import numpy as np
 
 from clients.base import ServiceCallError
-from services.common.errors import ServiceError, unavailable
-from services.common.pb import stage_from_pb
+from kernel.errors import ServiceError, unavailable
+from kernel.pb import stage_from_pb
 
 from .domain import ChunkStatus, Passage, RerankInfo, RetrievedChunk, SearchResult
 

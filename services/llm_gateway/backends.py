@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.common.config import ConfigError
+from kernel.config import ConfigError
 
 from .backend import Backend, BackendLimits
 from .extractive import Encoder, ExtractiveBackend

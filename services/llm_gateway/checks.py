@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from services.common.errors import ServiceError
+from kernel.errors import ServiceError
 
 from .domain import (
     DEFAULT_TOP_K,
@@ -246,8 +246,8 @@ def search_with(core: object, request: Any, timeout_s: float | None) -> Search |
 
 def build_checks(cfg: Any, encoder: Any) -> AnswerChecks:
     """Guardrails and the verifier from `LlmGatewayConfig`. Bad settings fail at start."""
-    from services.common.config import ConfigError
-    from services.common.httpjson import read_api_key
+    from kernel.config import ConfigError
+    from kernel.httpjson import read_api_key
 
     from .guards.config import build_guardrails
     from .verify.grounding import EmbeddingScorer

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
-from services.common.errors import invalid, not_found
+from kernel.errors import invalid, not_found
 
 from .domain import Citation, Passage
 

@@ -24,8 +24,8 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
-from services.common.errors import ServiceError, invalid, unavailable
-from services.common.timing import Timer
+from kernel.errors import ServiceError, invalid, unavailable
+from kernel.timing import Timer
 
 from .backend import Backend, Delta
 from .cache import AnswerCache, CachedAnswer

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from services.common.errors import ServiceError
-from services.common.timing import Stage
+from kernel.errors import ServiceError
+from kernel.timing import Stage
 
 # Limits from the proto comments.
 MAX_QUESTION_CHARS = 4096

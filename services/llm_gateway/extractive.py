@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from services.common.errors import ErrorKind, ServiceError
+from kernel.errors import ErrorKind, ServiceError
 
 from .backend import BackendError, BackendLimits, BackendRequest, Delta
 from .domain import Usage

@@ -8,8 +8,8 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from services.common.errors import ServiceError, invalid, unavailable
-from services.common.timing import Timer
+from kernel.errors import ServiceError, invalid, unavailable
+from kernel.timing import Timer
 
 from .backend import Backend
 from .domain import MAX_HISTORY_MESSAGE_CHARS, MAX_HISTORY_MESSAGES, GenParams

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from services.common.errors import ErrorKind
+from kernel.errors import ErrorKind
 
 from .backend import BackendError, BackendLimits, BackendRequest, Delta
 from .backends import BackendSpec

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from services.common.errors import ErrorKind
+from kernel.errors import ErrorKind
 
 from .backend import BackendError, BackendLimits, BackendRequest, Delta
 from .backends import BackendSpec

@@ -19,8 +19,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
-from services.common.errors import ErrorKind, ServiceError, exhausted, not_found
-from services.common.timing import Stage, Timer
+from kernel.errors import ErrorKind, ServiceError, exhausted, not_found
+from kernel.timing import Stage, Timer
 
 from .backend import Backend, BackendError, BackendRequest, Delta
 from .domain import GenParams, ModelInfo

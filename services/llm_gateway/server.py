@@ -8,9 +8,9 @@ from pathlib import Path
 
 from ddnrag.llm.v1 import llm_service_pb2 as pb
 from ddnrag.llm.v1 import llm_service_pb2_grpc as pb_grpc
-from services.common.config import ConfigError, load_env
-from services.common.logs import setup_logging
-from services.common.server import GrpcApp, Metrics, build_server, run_forever, start_metrics
+from kernel.config import ConfigError, load_env
+from kernel.logs import setup_logging
+from kernel.server import GrpcApp, Metrics, build_server, run_forever, start_metrics
 
 from .backends import build_backends, parse_specs
 from .cache import AnswerCache

@@ -13,10 +13,10 @@ from ddnrag.common.v1 import common_pb2
 from ddnrag.llm.v1 import llm_service_pb2 as pb
 from ddnrag.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from ddnrag.retriever.v1 import retriever_service_pb2 as rpb
-from services.common import deadline
-from services.common.errors import unavailable
-from services.common.pb import stage_pb, timings_pb
-from services.common.timing import Stage, Timer
+from kernel import deadline
+from kernel.errors import unavailable
+from kernel.pb import stage_pb, timings_pb
+from kernel.timing import Stage, Timer
 
 from .checks import AnswerChecks, RefusedEvent, VerifyEvent, regenerate_with, search_with
 from .checks_pb import guards_pb, refused_pb, verify_pb

@@ -10,7 +10,7 @@ import numpy as np
 from clients.base import ServiceCallError
 from clients.embedder import EmbedderClient
 from clients.storage import StorageClient
-from services.common.errors import ErrorKind, ServiceError
+from kernel.errors import ErrorKind, ServiceError
 
 from .ports import GetOutcome, ObjectMeta, ObjectNotFound, ObjectTooLarge, PreconditionFailed, PutOutcome
 

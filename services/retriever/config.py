@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.common.config import env_field
+from kernel.config import env_field
 
 P = "DDNRAG_RETRIEVER_"
 

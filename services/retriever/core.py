@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from services.common.errors import ErrorKind, ServiceError, invalid, not_found
-from services.common.timing import Stage, Timer
+from kernel.errors import ErrorKind, ServiceError, invalid, not_found
+from kernel.timing import Stage, Timer
 
 from . import search as searching
 from . import segments

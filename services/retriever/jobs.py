@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from services.common.errors import ServiceError, invalid, not_found
+from kernel.errors import ServiceError, invalid, not_found
 
 from .chunking import Chunker
 from .core import Retriever, check_name

@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from services.common.errors import unavailable
+from kernel.errors import unavailable
 
 from .lease import LeaseConflict, LeaseRecord
 

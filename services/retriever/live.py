@@ -24,7 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
-from services.common.errors import ErrorKind, ServiceError
+from kernel.errors import ErrorKind, ServiceError
 
 from . import segments as store_fmt
 from .index import ChunkRecord, CollectionIndex, DenseFactory, DocumentInfo, Segment

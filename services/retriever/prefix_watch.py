@@ -18,7 +18,7 @@ import time
 import uuid
 from typing import Any
 
-from services.common.errors import ErrorKind, ServiceError, invalid, not_found
+from kernel.errors import ErrorKind, ServiceError, invalid, not_found
 
 from .catalog import Catalog
 from .core import check_name

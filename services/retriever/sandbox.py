@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.config import env_field, load_env
+from kernel.config import env_field, load_env
 
 log = logging.getLogger(__name__)
 

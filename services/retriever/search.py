@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from services.common.errors import ErrorKind, ServiceError, invalid
-from services.common.timing import Stage, Timer
+from kernel.errors import ErrorKind, ServiceError, invalid
+from kernel.timing import Stage, Timer
 
 from .chunking import chunk_id
 from .fusion import Hit, fuse

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from ddnrag.retriever.v1 import retriever_service_pb2 as pb
 from ddnrag.retriever.v1 import retriever_service_pb2_grpc as pb_grpc
-from services.common.config import ConfigError, load_env
-from services.common.logs import setup_logging
-from services.common.server import GrpcApp, build_server, run_forever, start_metrics
+from kernel.config import ConfigError, load_env
+from kernel.logs import setup_logging
+from kernel.server import GrpcApp, build_server, run_forever, start_metrics
 
 from .catalog import Catalog
 from .config import RetrieverConfig

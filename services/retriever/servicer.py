@@ -10,10 +10,10 @@ import grpc
 
 from ddnrag.retriever.v1 import retriever_service_pb2 as pb
 from ddnrag.retriever.v1 import retriever_service_pb2_grpc as pb_grpc
-from services.common import deadline
-from services.common.errors import OK_STATUS
-from services.common.pb import page_size, timings_pb
-from services.common.timing import Timer
+from kernel import deadline
+from kernel.errors import OK_STATUS
+from kernel.pb import page_size, timings_pb
+from kernel.timing import Timer
 
 from .core import CollectionState, Retriever, SearchParams
 from .index import DocumentInfo

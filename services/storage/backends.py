@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from services.common.errors import ServiceError, invalid
+from kernel.errors import ServiceError, invalid
 
 from .config import StorageConfig
 from .credentials import from_path

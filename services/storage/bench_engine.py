@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.common.errors import ErrorKind, ServiceError, not_found
+from kernel.errors import ErrorKind, ServiceError, not_found
 
 from .bench_model import MIB, BenchRequest, LevelStats, Pct, Progress, RunRecord, percentile, run_to_csv, run_to_json
 from .core import StorageCore

@@ -7,8 +7,8 @@ import io
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from services.common.csvsafe import safe_cell, safe_row
-from services.common.errors import invalid
+from kernel.csvsafe import safe_cell, safe_row
+from kernel.errors import invalid
 
 KIB = 1024
 MIB = 1024 * 1024

@@ -8,7 +8,7 @@ import asyncio
 import json
 import re
 
-from services.common.errors import invalid, not_found
+from kernel.errors import invalid, not_found
 
 from .bench_model import Comparison, RunRecord, compare_runs, run_from_json
 from .core import StorageCore

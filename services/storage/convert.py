@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ddnrag.storage.v1 import storage_service_pb2 as pb
-from services.common.errors import invalid
+from kernel.errors import invalid
 
 from .bench_model import BenchRequest, Comparison, LevelStats, Pct, Progress, RunRecord
 from .model import BackendSpec, Credentials, Kind, ObjectMeta, Shaping, Transfer

@@ -15,8 +15,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from services.common.errors import ErrorKind, ServiceError, invalid
-from services.common.timing import Stage, Timer
+from kernel.errors import ErrorKind, ServiceError, invalid
+from kernel.timing import Stage, Timer
 
 from .backends import Backends, build_registry
 from .config import StorageConfig

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from services.common.errors import ErrorKind, ServiceError, invalid
+from kernel.errors import ErrorKind, ServiceError, invalid
 
 MAX_KEY_BYTES = 1024
 

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
-from services.common.errors import invalid
+from kernel.errors import invalid
 
 
 class Kind(enum.Enum):

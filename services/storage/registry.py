@@ -23,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from services.common.errors import ErrorKind, ServiceError, not_found
+from kernel.errors import ErrorKind, ServiceError, not_found
 
 from . import credentials
 from .model import BackendSpec, Credentials, Kind, Shaping

@@ -32,7 +32,7 @@ import urllib3
 from botocore import UNSIGNED
 from botocore.config import Config
 
-from services.common.errors import ServiceError
+from kernel.errors import ServiceError
 
 from . import wire
 from .errors import condition_not_met, is_retryable, map_error

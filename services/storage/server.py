@@ -8,10 +8,10 @@ import logging
 
 from ddnrag.storage.v1 import storage_service_pb2 as pb
 from ddnrag.storage.v1 import storage_service_pb2_grpc as pb_grpc
-from services.common.config import load_env
-from services.common.errors import ServiceError
-from services.common.logs import setup_logging
-from services.common.server import GrpcApp, build_server, run_forever, start_metrics
+from kernel.config import load_env
+from kernel.errors import ServiceError
+from kernel.logs import setup_logging
+from kernel.server import GrpcApp, build_server, run_forever, start_metrics
 
 from .backends import build_registry
 from .config import StorageConfig

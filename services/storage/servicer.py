@@ -11,9 +11,9 @@ import grpc
 
 from ddnrag.storage.v1 import storage_service_pb2 as pb
 from ddnrag.storage.v1 import storage_service_pb2_grpc as pb_grpc
-from services.common.errors import OK_STATUS, invalid
-from services.common.pb import page_size, timings_pb
-from services.common.timing import Timer
+from kernel.errors import OK_STATUS, invalid
+from kernel.pb import page_size, timings_pb
+from kernel.timing import Timer
 
 from .bench_engine import BenchmarkEngine
 from .bench_model import LevelStats, Progress

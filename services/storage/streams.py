@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from services.common.errors import invalid
-from services.common.timing import Stage, Timer
+from kernel.errors import invalid
+from kernel.timing import Stage, Timer
 
 from .errors import is_retryable, map_error
 from .model import ObjectMeta, Transfer

@@ -18,7 +18,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig
-from services.common.config import load_env
+from kernel.config import load_env
 from tests.browser.test_gateway_demo import ARGS, ARTIFACTS, CHROMIUM, pytestmark  # noqa: F401
 from tests.integration.test_gateway_doubles import Doubles, doubles
 from tests.integration.test_llm_conversations import Q1, Q2, SampleSearcher, _llm, storage_addr

@@ -24,8 +24,8 @@ from clients.base import ServiceCallError
 from clients.llm import LlmClient
 from clients.retriever import RetrieverClient
 from ddnrag.retriever.v1 import retriever_service_pb2 as pb
-from services.common.config import load_env
-from services.common.server import GrpcApp
+from kernel.config import load_env
+from kernel.server import GrpcApp
 from services.llm_gateway.config import LlmGatewayConfig
 from services.llm_gateway.server import create_server as create_llm
 from services.retriever.config import RetrieverConfig

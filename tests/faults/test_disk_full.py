@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.retriever import RetrieverClient
 from ddnrag.retriever.v1 import retriever_service_pb2 as pb
-from services.common.config import load_env
+from kernel.config import load_env
 from services.retriever.config import RetrieverConfig
 from services.retriever.server import create_server
 from tests.faults import harness

@@ -34,7 +34,7 @@ from clients.storage import StorageClient
 from ddnrag.retriever.v1 import retriever_service_pb2 as rpb
 from gateway.config import GatewayConfig
 from gateway.server import start as start_gateway
-from services.common.config import load_env
+from kernel.config import load_env
 from services.llm_gateway.config import LlmGatewayConfig
 from services.llm_gateway.server import create_server as create_llm
 from services.storage.config import StorageConfig

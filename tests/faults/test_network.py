@@ -21,8 +21,8 @@ import pytest
 from clients.base import ServiceCallError
 from clients.retriever import RetrieverClient
 from ddnrag.retriever.v1 import retriever_service_pb2 as pb
-from services.common.config import load_env
-from services.common.server import GrpcApp
+from kernel.config import load_env
+from kernel.server import GrpcApp
 from services.retriever.config import RetrieverConfig
 from services.retriever.server import create_server
 from tests.faults import harness

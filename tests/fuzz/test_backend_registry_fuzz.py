@@ -23,7 +23,7 @@ import pytest
 from clients.base import ServiceCallError
 from clients.storage import StorageClient
 from ddnrag.storage.v1 import storage_service_pb2 as pb
-from services.common.config import load_env
+from kernel.config import load_env
 from services.storage.config import StorageConfig
 from services.storage.server import create_server
 from tests.faults import harness

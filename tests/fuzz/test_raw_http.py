@@ -24,7 +24,7 @@ import pytest
 
 from gateway.config import GatewayConfig
 from gateway.server import start
-from services.common.config import load_env
+from kernel.config import load_env
 from tests.faults import harness
 from tests.support.stack import RunningStack
 

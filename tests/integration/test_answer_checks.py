@@ -18,7 +18,7 @@ from clients.llm import GenerationParams, LlmClient
 from ddnrag.common.v1 import common_pb2
 from ddnrag.retriever.v1 import retriever_service_pb2 as rpb
 from ddnrag.retriever.v1 import retriever_service_pb2_grpc as rpb_grpc
-from services.common.config import load_env
+from kernel.config import load_env
 from services.llm_gateway.config import LlmGatewayConfig
 from services.llm_gateway.guards.injection import is_instruction
 from services.llm_gateway.server import create_server

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from cli.main import main
-from services.common.config import load_env
+from kernel.config import load_env
 from services.storage.config import StorageConfig
 from services.storage.server import create_server
 from tests.conftest import S3Server
@@ -234,7 +234,7 @@ def test_backend_add_prompts_for_the_secret_on_a_terminal_without_echoing_it(
 
 async def test_rag_client_uploads_a_file_in_pieces_and_it_reads_back(storage: ThreadedServer, tmp_path: Path) -> None:
     from clients import RagClient
-    from services.common.ids import document_id
+    from kernel.ids import document_id
 
     data = os.urandom(2 * 1024 * 1024 + 12345)  # three 1 MiB pieces
     path = tmp_path / "blob.txt"

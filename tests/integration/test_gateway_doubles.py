@@ -28,9 +28,9 @@ from ddnrag.storage.v1 import storage_service_pb2 as spb
 from ddnrag.storage.v1 import storage_service_pb2_grpc as spb_grpc
 from gateway.app import create_app
 from gateway.config import GatewayConfig
-from services.common.config import load_env
-from services.common.errors import ErrorKind, ServiceError, invalid, not_found
-from services.common.server import GrpcApp, build_server
+from kernel.config import load_env
+from kernel.errors import ErrorKind, ServiceError, invalid, not_found
+from kernel.server import GrpcApp, build_server
 
 TOKENS = ["Object ", "storage ", "keeps ", "chunks ", "[1]."]
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from services.common.config import ConfigError
+from kernel.config import ConfigError
 from services.llm_gateway.guards.base import Guardrails, GuardReport, Verdict
 from services.llm_gateway.guards.builtin import BuiltinGuard
 from services.llm_gateway.guards.config import build_guardrails

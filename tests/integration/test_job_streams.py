@@ -1,7 +1,7 @@
 """Job progress streams over real gRPC survive what ended `rag ingest` after 5.5 minutes (issue 17).
 
 The cause: every server recycles its connections after `grpc.max_connection_age_ms` (300 s) plus
-a 30 s grace (services/common/server.py), so a Ingest/WatchJob stream older than 330 s was cut
+a 30 s grace (kernel/server.py), so a Ingest/WatchJob stream older than 330 s was cut
 with UNAVAILABLE and the CLI reported a live retriever as unreachable. Here the age is shortened
 to about a second and the job made to last several, so the same cut happens in seconds; a TCP
 proxy cut stands for a real network drop. The retriever is the real service on 127.0.0.1:0; its
@@ -19,8 +19,8 @@ import pytest
 import pytest_asyncio
 
 from clients.retriever import RetrieverClient
-from services.common import server as common_server
-from services.common.config import load_env
+from kernel import server as common_server
+from kernel.config import load_env
 from services.retriever.config import RetrieverConfig
 from services.retriever.server import create_server
 from tests.support.faultproxy import FaultProxy

@@ -18,7 +18,7 @@ from clients.base import ServiceCallError
 from clients.llm import LlmClient
 from clients.storage import StorageClient
 from ddnrag.llm.v1 import llm_service_pb2 as pb
-from services.common.config import load_env
+from kernel.config import load_env
 from services.llm_gateway.adapters import LocalEncoder
 from services.llm_gateway.config import LlmGatewayConfig
 from services.llm_gateway.domain import Passage, RetrievedChunk, SearchResult

@@ -24,7 +24,7 @@ from ddnrag.retriever.v1 import retriever_service_pb2 as rpb
 from ddnrag.retriever.v1 import retriever_service_pb2_grpc as rpb_grpc
 from gateway.config import GatewayConfig
 from gateway.server import start as start_gateway
-from services.common.config import load_env
+from kernel.config import load_env
 from services.llm_gateway.config import LlmGatewayConfig
 from services.llm_gateway.server import create_server
 from tests.support.openai_server import OpenAITestServer, split_tokens

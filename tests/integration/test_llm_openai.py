@@ -18,7 +18,7 @@ import pytest
 
 from clients.base import ServiceCallError
 from clients.llm import GenerationParams, LlmClient, Passage
-from services.common.config import load_env
+from kernel.config import load_env
 from services.llm_gateway.adapters import LocalEncoder
 from services.llm_gateway.config import LlmGatewayConfig
 from services.llm_gateway.server import create_server

@@ -15,7 +15,7 @@ from clients.llm import LlmClient
 from clients.retriever import RetrieverClient
 from clients.storage import StorageClient
 from ddnrag.retriever.v1 import retriever_service_pb2 as rpb
-from services.common.config import load_env
+from kernel.config import load_env
 from services.embedder.config import EmbedderConfig
 from services.embedder.server import create_server as create_embedder
 from services.llm_gateway.config import LlmGatewayConfig

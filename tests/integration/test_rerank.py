@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.config import ConfigError
+from kernel.config import ConfigError
 from services.retriever.rerank import RerankError
 from services.retriever.rerank.config import build_stage
 from services.retriever.rerank.http import HttpReranker

@@ -11,7 +11,7 @@ import pytest
 
 from clients.base import ServiceCallError
 from clients.retriever import RetrieverClient
-from services.common.config import load_env
+from kernel.config import load_env
 from services.retriever.config import RetrieverConfig
 from services.retriever.server import create_server
 from tests.support.rerank_server import RerankTestServer

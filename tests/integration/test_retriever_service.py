@@ -18,8 +18,8 @@ from clients.base import ServiceCallError
 from clients.retriever import RetrieverClient
 from clients.storage import StorageClient
 from ddnrag.retriever.v1 import retriever_service_pb2 as pb
-from services.common.config import load_env
-from services.common.server import GrpcApp
+from kernel.config import load_env
+from kernel.server import GrpcApp
 from services.embedder.config import EmbedderConfig
 from services.embedder.server import create_server as create_embedder
 from services.retriever.config import RetrieverConfig

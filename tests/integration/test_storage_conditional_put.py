@@ -10,7 +10,7 @@ import pytest
 
 from clients.base import ServiceCallError
 from clients.storage import StorageClient
-from services.common.config import load_env
+from kernel.config import load_env
 from services.storage.config import StorageConfig
 from services.storage.server import create_server
 

@@ -1,6 +1,6 @@
 """Uploads racing a connection's recycling (the one 5xx on an upload seen in 1,000+ runs).
 
-Servers recycle connections (max_connection_age, services/common/server.py): the server sends
+Servers recycle connections (max_connection_age, kernel/server.py): the server sends
 GOAWAY and the client opens a new connection. A call the client sent just before the GOAWAY
 reached it is refused by the server unseen (REFUSED_STREAM); with gRPC's retries off the client
 got UNAVAILABLE for it -- a Put is client-streaming, so nobody retried it and the gateway answered
@@ -16,10 +16,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-import services.common.server as common_server
+import kernel.server as common_server
 from clients.base import ServiceCallError
 from clients.storage import StorageClient
-from services.common.config import load_env
+from kernel.config import load_env
 from services.storage.config import StorageConfig
 from services.storage.server import create_server
 

@@ -25,7 +25,7 @@ from cryptography.x509.oid import NameOID  # noqa: E402
 from clients.base import ServiceCallError  # noqa: E402
 from clients.storage import StorageClient  # noqa: E402
 from ddnrag.storage.v1 import storage_service_pb2 as pb  # noqa: E402
-from services.common.config import load_env  # noqa: E402
+from kernel.config import load_env  # noqa: E402
 from services.storage.config import StorageConfig  # noqa: E402
 from services.storage.server import create_server  # noqa: E402
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from services.common.errors import ServiceError
+from kernel.errors import ServiceError
 from services.llm_gateway.domain import Passage
 from services.llm_gateway.verify.grounding import Verifier, claims_of
 from services.llm_gateway.verify.judge import JudgeScorer

@@ -14,7 +14,7 @@ from gateway.apikeys import ApiKeys, auth_mode
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.state import API_KEYS
-from services.common.config import ConfigError, load_env
+from kernel.config import ConfigError, load_env
 from tests.faults.harness import record
 from tests.integration.test_gateway_doubles import Doubles, doubles, make_app
 

@@ -15,8 +15,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from ddnrag.storage.v1 import storage_service_pb2 as spb
 from ddnrag.storage.v1 import storage_service_pb2_grpc as spb_grpc
-from services.common.authz import POLICY, allowed, identities
-from services.common.server import GrpcApp, build_server
+from kernel.authz import POLICY, allowed, identities
+from kernel.server import GrpcApp, build_server
 from tests.integration.test_gateway_doubles import DoubleStorage
 from tests.security.certs import TestCA
 

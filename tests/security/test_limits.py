@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.errors import ServiceError
+from kernel.errors import ServiceError
 from services.retriever.prefix_watch import MAX_WATCHES, PrefixWatchManager
 from services.storage.bench_engine import BenchmarkEngine
 from services.storage.bench_model import BenchRequest, LevelStats, RunRecord, run_to_csv

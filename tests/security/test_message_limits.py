@@ -12,8 +12,8 @@ import pytest
 from clients.base import channel_options
 from ddnrag.storage.v1 import storage_service_pb2 as spb
 from ddnrag.storage.v1 import storage_service_pb2_grpc as spb_grpc
-from services.common.message_limits import DEFAULT_BYTES, MIB, limit_for, server_receive_limit
-from services.common.server import GrpcApp, build_server
+from kernel.message_limits import DEFAULT_BYTES, MIB, limit_for, server_receive_limit
+from kernel.server import GrpcApp, build_server
 from tests.integration.test_gateway_doubles import DoubleStorage
 
 STORAGE = "ddnrag.storage.v1.StorageService"

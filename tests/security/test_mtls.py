@@ -1,4 +1,4 @@
-"""Optional mutual TLS between services (services/common/tls.py), with certificates generated
+"""Optional mutual TLS between services (kernel/tls.py), with certificates generated
 here: a server built by `build_server` accepts only clients holding a certificate from its CA,
 and `clients.base` channels present theirs when the shared DDNRAG_TLS_* variables are set."""
 
@@ -13,9 +13,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.base import BaseClient
-from services.common.config import ConfigError
-from services.common.server import GrpcApp, build_server
-from services.common.tls import load_tls
+from kernel.config import ConfigError
+from kernel.server import GrpcApp, build_server
+from kernel.tls import load_tls
 from tests.security.certs import TestCA
 
 CHECK = health_pb2.HealthCheckRequest()
@@ -98,7 +98,7 @@ async def test_server_not_signed_by_the_ca_is_not_trusted(ca: TestCA, tmp_path: 
             "DDNRAG_TLS_CERT_FILE": str(cli.cert),
             "DDNRAG_TLS_KEY_FILE": str(cli.key),
         }
-        from services.common.tls import aio_channel
+        from kernel.tls import aio_channel
 
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await _check(aio_channel(f"127.0.0.1:{port}", [], env))
@@ -187,7 +187,7 @@ async def test_renewed_certificates_are_used_without_a_restart(
             "DDNRAG_TLS_KEY_FILE": str(cli.key),
         }
 
-    from services.common.tls import aio_channel
+    from kernel.tls import aio_channel
 
     addr = f"127.0.0.1:{app.port}"
     try:

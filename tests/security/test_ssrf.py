@@ -14,8 +14,8 @@ import pytest
 from clients.base import ServiceCallError
 from clients.storage import StorageClient
 from ddnrag.storage.v1 import storage_service_pb2 as spb
-from services.common.config import load_env
-from services.common.errors import ServiceError
+from kernel.config import load_env
+from kernel.errors import ServiceError
 from services.storage.config import StorageConfig
 from services.storage.core import StorageCore
 from services.storage.endpoint_policy import EndpointPolicy

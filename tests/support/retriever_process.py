@@ -12,9 +12,9 @@ import asyncio
 import json
 import os
 
-from services.common.config import load_env
-from services.common.logs import setup_logging
-from services.common.server import run_forever
+from kernel.config import load_env
+from kernel.logs import setup_logging
+from kernel.server import run_forever
 from services.retriever.config import RetrieverConfig
 from services.retriever.server import create_server
 

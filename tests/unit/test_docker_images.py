@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.common.config import env_vars
+from kernel.config import env_vars
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "docker" / "Dockerfile"

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from services.common.errors import ServiceError
+from kernel.errors import ServiceError
 from services.embedder.batcher import Batcher, plan_batches
 
 DIM = 3

@@ -19,7 +19,7 @@ from gateway.errors import ApiError, error_payload
 from gateway.protect import RateLimiter
 from gateway.routes.backends import backend_json
 from gateway.uploads import CheckedStream, check_collection, clean_filename, document_id, file_kind, object_key
-from services.common.config import ConfigError, env_vars, load_env
+from kernel.config import ConfigError, env_vars, load_env
 
 
 async def chunks(*parts: bytes) -> AsyncIterator[bytes]:

@@ -28,9 +28,9 @@ from typing import Any
 import pytest
 import yaml
 
-from services.common.authz import GrpcExposureConfig
-from services.common.config import env_vars, load_env
-from services.common.tls import TlsConfig
+from kernel.authz import GrpcExposureConfig
+from kernel.config import env_vars, load_env
+from kernel.tls import TlsConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.common.errors import ErrorKind, ServiceError
+from kernel.errors import ErrorKind, ServiceError
 from services.llm_gateway.backend import BackendLimits, BackendRequest, Delta
 from services.llm_gateway.citations import Renumberer
 from services.llm_gateway.conversations import ConversationStore, ObjectNotFoundError, Turn, from_bytes, to_bytes

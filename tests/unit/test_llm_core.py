@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.common.config import ConfigError
-from services.common.errors import ErrorKind, ServiceError
+from kernel.config import ConfigError
+from kernel.errors import ErrorKind, ServiceError
 from services.llm_gateway.backend import BackendError, BackendLimits, BackendRequest, Delta
 from services.llm_gateway.backends import parse_specs, read_api_key
 from services.llm_gateway.cache import AnswerCache, CachedAnswer

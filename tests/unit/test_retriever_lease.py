@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from services.common.errors import ServiceError
+from kernel.errors import ServiceError
 from services.retriever.job_model import JobRecord
 from services.retriever.job_state import JobStore
 from services.retriever.lease import LeaseKeeper, StoreLeaseBackend

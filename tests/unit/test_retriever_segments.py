@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.common.errors import ErrorKind, ServiceError
+from kernel.errors import ErrorKind, ServiceError
 from services.retriever import segments
 from services.retriever.catalog import Catalog
 from services.retriever.core import Retriever, SearchParams, Settings

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from cli.stack import Supervisor, load_config
-from services.common.targets import grpc_target
+from kernel.targets import grpc_target
 
 
 def children(tmp_path: Path, replicas: int) -> dict[str, dict[str, str]]:
@@ -76,7 +76,7 @@ def test_address_lists_become_one_round_robin_target() -> None:
 async def test_a_list_target_balances_calls_over_every_server() -> None:
     """Two real servers behind one channel: round robin reaches both."""
     from clients.base import channel_options
-    from services.common.tls import aio_channel
+    from kernel.tls import aio_channel
 
     hits: list[int] = []
 

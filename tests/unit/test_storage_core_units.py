@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError, SSLError
 
-from services.common.config import env_vars, load_env
-from services.common.errors import ErrorKind, ServiceError
+from kernel.config import env_vars, load_env
+from kernel.errors import ErrorKind, ServiceError
 from services.storage.backends import default_spec
 from services.storage.bench_model import (
     BenchRequest,

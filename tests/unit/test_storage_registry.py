@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.errors import ErrorKind, ServiceError
+from kernel.errors import ErrorKind, ServiceError
 from services.storage.model import BackendSpec, Credentials, Kind
 from services.storage.registry import BackendRegistry
 from services.storage.registry_store import RegistryConflict

@@ -20,8 +20,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from services.common.config import ConfigError
-from services.common.httpjson import read_api_key
+from kernel.config import ConfigError
+from kernel.httpjson import read_api_key
 
 from .base import FAIL_MODES, STAGES, Guard, Guardrails
 from .builtin import BuiltinGuard

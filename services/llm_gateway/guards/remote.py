@@ -20,7 +20,7 @@ import json
 import re
 from typing import Any
 
-from services.common.httpjson import HttpJsonError, JsonClient
+from kernel.httpjson import HttpJsonError, JsonClient
 
 from .base import GuardDown, Verdict
 

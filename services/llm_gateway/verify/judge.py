@@ -15,8 +15,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from services.common.errors import unavailable
-from services.common.httpjson import HttpJsonError, JsonClient
+from kernel.errors import unavailable
+from kernel.httpjson import HttpJsonError, JsonClient
 
 from .grounding import Claim
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.common.config import ConfigError
-from services.common.httpjson import read_api_key
+from kernel.config import ConfigError
+from kernel.httpjson import read_api_key
 
 from .http import PROTOCOLS, HttpReranker
 from .local import LocalCrossEncoder

@@ -21,7 +21,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from services.common.httpjson import HttpJsonError, JsonClient
+from kernel.httpjson import HttpJsonError, JsonClient
 
 from .base import RerankError
 

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from services.common.errors import unavailable
-from services.common.timing import Stage, Timer
+from kernel.errors import unavailable
+from kernel.timing import Stage, Timer
 
 from .base import Reranker, RerankError
 

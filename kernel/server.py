@@ -205,7 +205,7 @@ async def build_server(
         )
     if tls is None:
         bound = server.add_insecure_port(f"{host}:{port}")
-    else:  # mutual TLS: DDNRAG_TLS_{CA,CERT,KEY}_FILE (services/common/tls.py)
+    else:  # mutual TLS: DDNRAG_TLS_{CA,CERT,KEY}_FILE (kernel/tls.py)
         bound = server.add_secure_port(f"{host}:{port}", server_credentials(tls))
     if bound == 0:
         raise OSError(f"cannot bind gRPC port {host}:{port}")

@@ -1,7 +1,7 @@
 """Who may call which gRPC method: the peer's certificate names a service, and each service may
 call only what it needs.
 
-With mutual TLS on (services/common/tls.py) every service presents its own certificate
+With mutual TLS on (kernel/tls.py) every service presents its own certificate
 (k8s/components/mtls issues one per service). Its DNS subject alternative names say who it is:
 the first label of a name such as `retriever.ddnrag.svc.cluster.local` or
 `retriever-headless...`, or the last path segment of a SPIFFE URI. `POLICY` lists the methods each
@@ -107,7 +107,7 @@ class AuthzInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort(
                     grpc.StatusCode.PERMISSION_DENIED,
                     f"the certificate of {', '.join(sorted(who)) or 'this peer'} may not call {method}; "
-                    "each service has its own certificate and may call only what it needs (services/common/authz.py)",
+                    "each service has its own certificate and may call only what it needs (kernel/authz.py)",
                 )
 
         return wrap(handler, check)
