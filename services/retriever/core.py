@@ -13,7 +13,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -113,7 +113,18 @@ class CollectionState:
 class Retriever:
     """Collections with their live indexes, and search over them."""
 
-    def __init__(self, store: ObjectStore, encoder: Encoder, settings: Settings, catalog: Catalog) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        encoder: Encoder,
+        settings: Settings,
+        catalog: Catalog,
+        *,
+        merge_store: Callable[[], ObjectStore] | None = None,
+    ) -> None:
+        """`merge_store` opens the same store in another process (adapters.StorageStoreFactory):
+        with it, merges run in a low-priority merge process that reads and writes segments itself;
+        without it, in a worker thread here."""
         self.store = store
         self.encoder = encoder
         self.settings = settings
@@ -125,6 +136,7 @@ class Retriever:
         self.fence_reader: FenceReader | None = None
         # The optional stage after fusion and fetch (rerank/); None: fusion order is final.
         self.rerank: RerankStage | None = None
+        merging = settings.merge_factor >= 2 and settings.persist_index
         self.opts = IndexOptions(
             hnsw_threshold=settings.hnsw_threshold,
             bm25_params=(settings.bm25_k1, settings.bm25_b),
@@ -132,7 +144,8 @@ class Retriever:
             merge=MergePolicy(settings.merge_factor, settings.merge_floor_chunks),
             gc_grace_s=settings.gc_grace_s,
             dense_factory=self._dense_factory,
-            merge_executor=merge_executor() if settings.merge_factor >= 2 and settings.persist_index else None,
+            merge_executor=merge_executor() if merging and merge_store is not None else None,
+            merge_store=merge_store,
         )
         self.defaults = searching.Defaults(
             settings.fusion, settings.rrf_k, settings.dense_weight, settings.candidates, settings.max_top_k

@@ -23,6 +23,7 @@ retire it like any other.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -285,10 +286,11 @@ async def _verified(store: ObjectStore, collection: str, wanted: Sequence[tuple[
     for i in range(0, len(wanted), _PUT_GROUP):
         part = wanted[i : i + _PUT_GROUP]
         got = await store.get_many([k for k, _ in part])
-        for (key, sha), o in zip(part, got, strict=True):
+        sums = await asyncio.to_thread(lambda got=got: [hashlib.sha256(o.data).hexdigest() for o in got])
+        for (key, sha), o, digest in zip(part, got, sums, strict=True):
             if not o.ok:
                 raise _corrupt(collection, f"index file {key} cannot be read ({o.error})")
-            if hashlib.sha256(o.data).hexdigest() != sha:
+            if digest != sha:
                 raise _corrupt(collection, f"index file {key} fails its SHA-256 check (corrupt segment, not loaded)")
             out.append(o.data)
     return out
@@ -312,7 +314,8 @@ async def read_segment(
     names = sorted(entry.files)
     blobs = await _verified(store, collection, [(base + n, entry.files[n]["sha256"]) for n in names])
     data = dict(zip(names, blobs, strict=True))
-    return decode_segment(data, dim, analyzer)
+    # Decoding a large segment (JSON, postings) takes CPU seconds: never on the event loop.
+    return await asyncio.to_thread(decode_segment, data, dim, analyzer)
 
 
 def decode_segment(data: Mapping[str, bytes], dim: int, analyzer: Analyzer) -> SegmentData:
