@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.stack import Supervisor, load_config
+from cli.supervisor import Supervisor, load_config
 
 SHELL = {
     "DDNRAG_RETRIEVER_PARSER_MAX_ROWS": "1000",
