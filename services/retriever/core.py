@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -177,6 +178,8 @@ class Retriever:
                 await self.catalog.add(name)
         for name in await self.catalog.names():
             await self._load(name)
+        if self.opts.merge_executor is not None:  # start the merge process now, not in the first merge
+            self.opts.merge_executor.submit(os.getpid)
         self.last_follow_ok = time.monotonic()
         # Whether a Follower keeps this core on CURRENT (only then can it go stale).
         self.followed = False
@@ -246,6 +249,7 @@ class Retriever:
         if name in self.collections:
             return self.collections[name]
         await self.catalog.add(name)
+        await segments.note_change(self.store)
         return await self._load(name)
 
     async def ensure_collection(self, name: str) -> CollectionState:
@@ -262,6 +266,7 @@ class Retriever:
             await self.store.delete(prefix=f"chunks/{name}/")
             await self.store.delete(prefix=segments.prefix(name))
             await self.catalog.remove(name)
+            await segments.note_change(self.store)
             await asyncio.to_thread(self.cache.invalidate, name, "\x00")
             self.collections.pop(name, None)
         await state.live.stop()

@@ -8,6 +8,7 @@ Layout, under the default backend:
     index/<c>/deletes/<hash>.json                  documents deleted from live segments
     index/<c>/manifests/<generation>-<version>.json  live segments, SHA-256 per file, delete set
     index/<c>/CURRENT                              the live manifest's name, written last
+    index/CHANGED                                  rewritten after any CURRENT or the collection list changes
 
 A commit writes one new segment (only the new chunks), a delete set when documents were replaced or
 removed, a new manifest, then CURRENT; a merge publishes the same way. Files are sharded so each
@@ -27,6 +28,8 @@ import asyncio
 import hashlib
 import io
 import json
+import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,6 +40,8 @@ import numpy as np
 from .index import ChunkRecord, DocumentInfo
 from .lexical import Analyzer, Postings
 from .ports import ObjectNotFound, ObjectStore
+
+log = logging.getLogger(__name__)
 
 FORMAT = 2
 SHARD_CHUNKS = 2048
@@ -212,7 +217,29 @@ async def publish(store: ObjectStore, manifest: Manifest, expect_etag: str) -> i
         await store.put_if(base + "CURRENT", name, if_match=expect_etag)
     else:
         await store.put_if(base + "CURRENT", name, if_none_match=True)
+    await note_change(store)
     return len(body) + len(name)
+
+
+CHANGED = "index/CHANGED"
+
+
+async def note_change(store: ObjectStore) -> None:
+    """Rewrites `index/CHANGED` (a new ETag every time) after a CURRENT or the collection list
+    changed, so that followers read this one small object per poll and list only when it moved.
+    Best effort: the change itself is already published, and followers also list now and then."""
+    try:
+        await store.put_many([(CHANGED, f"{time.time_ns()} {os.urandom(8).hex()}".encode())])
+    except Exception as err:  # noqa: BLE001 - see above
+        log.warning("could not note an index change", extra={"error": str(err)})
+
+
+async def changes_tag(store: ObjectStore) -> str:
+    """`index/CHANGED`'s ETag ("" when no writer has noted a change yet)."""
+    try:
+        return (await store.read(CHANGED))[1]
+    except ObjectNotFound:
+        return ""
 
 
 async def read_current(store: ObjectStore, collection: str) -> str:
