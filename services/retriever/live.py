@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -87,6 +87,7 @@ class LiveIndex:
         self.lock = asyncio.Lock()
         self._merging: asyncio.Task[None] | None = None
         self._etag = ""  # CURRENT's ETag as read by the last `_catch_up`
+        self._retired: list[tuple[float, Any]] = []  # (when, dense index) of retired segments, to drop
 
     # What searches and callers read ------------------------------------------------------------
     @property
@@ -166,8 +167,18 @@ class LiveIndex:
         self.segments = {s.id: s for s in segs}
         self.documents, self.doc_segments = docs, where
         self.updated_unix_ns = m.created_unix_ns
-        for s in dropped:
-            s.drop()
+        self._retire(dropped)
+
+    def _retire(self, dropped: Sequence[Segment]) -> None:
+        """Segments this replica no longer serves release their external dense indexes (Milvus
+        collections) only after the grace period, as their files are: another replica (sharing a
+        Milvus cluster) may still be searching an older manifest that names them."""
+        now = time.monotonic()
+        self._retired.extend((now, s.dense) for s in dropped if getattr(s.dense, "drop", None) is not None)
+        due = [d for t, d in self._retired if now - t >= self.opts.gc_grace_s]
+        self._retired = [(t, d) for t, d in self._retired if now - t < self.opts.gc_grace_s]
+        for dense in due:
+            dense.drop()
 
     async def reset(self) -> None:
         """Forgets everything (the collection was deleted)."""
