@@ -4,14 +4,15 @@ Interleaved, so that load from anything else on the machine hits both sides alik
 
     idle(c0)  merge(c0)  idle(c1)  merge(c1)  ...  merge(c{R-1})  idle(cR)
 
-Each collection `c_i` holds 8 neighbouring segments of 4k chunks. An idle window queries `c_i`
-while nothing merges, for as long as the last merge took (8 s before the first). A merge window
-starts when a one-document commit into `c_i` returns (the commit schedules the merge of the tier:
-seven 4k segments and the new one) and queries `c_i` until its searches answer from the merged
-version; the next idle window lasts as long. STREAMS clients query back to back in both kinds of
-window, with the same queries in the same order. The key is the p99 of all merge windows'
+Each collection `c_i` holds 8 neighbouring segments of 4k chunks. A merge window starts when a
+one-document commit into `c_i` returns (the commit schedules the merge of the tier: seven 4k
+segments and the new one) and queries `c_i` until its searches answer from the merged version
+(measured for at most MAX_MERGE_S; the landing is then awaited, unmeasured, so that the next idle
+window is idle). An idle window queries the next, unmerged collection for as long as the merge
+window before it (FIRST_IDLE_S before the first). STREAMS clients query back to back in both kinds
+of window, with the same queries in the same order. The key is the p99 of all merge windows'
 latencies over the p99 of all idle windows'. Rounds stop after BUDGET_S, or when a merge starved of
-CPU (it runs at nice 19) has not landed within MAX_MERGE_S; the JSON says how many landed and the
+CPU (it runs at nice 19) has not landed within MAX_WAIT_S; the JSON says how many landed and the
 load average at each idle window.
 """
 
@@ -26,13 +27,14 @@ from typing import Any
 
 import numpy as np
 
-ROUNDS = 4  # merges measured; ROUNDS + 1 idle windows around them
+ROUNDS = 3  # merges measured at most; an idle window before each and after the last
 STREAMS = 4  # concurrent query clients
 SEGMENTS, SEGMENT_CHUNKS = 8, 4000
-FIRST_IDLE_S = 10.0
-MAX_MERGE_S = 240.0  # a merge window ends here even if the merge has not landed (reported)
-MAX_IDLE_S = 120.0
-BUDGET_S = 300.0  # no new round starts after this (at least one merge is always measured)
+FIRST_IDLE_S = 30.0
+MIN_IDLE_S, MAX_IDLE_S = 10.0, 120.0
+MAX_MERGE_S = 180.0  # a merge window's queries are measured up to here
+MAX_WAIT_S = 420.0  # and its landing awaited up to here (else the rounds stop, reported)
+BUDGET_S = 300.0  # no new round starts after this
 
 
 def collections(rounds: int = ROUNDS) -> list[str]:
@@ -106,32 +108,38 @@ async def measure(b: Any, client: Any, scifact_dir: Any, small_docs: Callable[..
     for coll in colls:  # warm every collection's first search
         await client.search(coll, queries[0], top_k=5, no_cache=True)
     m: dict[str, list[Any]] = {"idle": [], "during": [], "merge_s": [], "loadavg": [], "landed": []}
-    window = FIRST_IDLE_S
-    t_start = time.perf_counter()
-    for i, coll in enumerate(colls):
+
+    async def idle(coll: str, seconds: float) -> None:
         m["loadavg"].append(round(os.getloadavg()[0], 2))
-        m["idle"].append(await load.run(coll, lambda _r, el, w=window: el >= w))
-        if i == len(colls) - 1 or (m["during"] and time.perf_counter() - t_start > BUDGET_S):
-            break
-        before = (await client.search(coll, queries[1], top_k=5, no_cache=True)).index_version
-        _, _, version = await b.ingest(client, coll, small_docs(f"m{i}_", 1, offset=60 + i))
+        m["idle"].append(await load.run(coll, lambda _r, el: el >= seconds))
+
+    async def version(coll: str) -> str:
+        return (await client.search(coll, queries[1], top_k=5, no_cache=True)).index_version
+
+    t_start = time.perf_counter()
+    await idle(colls[0], FIRST_IDLE_S)
+    for i, coll in enumerate(colls[:-1]):
+        _, _, committed = await b.ingest(client, coll, small_docs(f"m{i}_", 1, offset=60 + i))
         t0 = time.perf_counter()
-        lat = await load.run(coll, lambda r, el, v=version: r.index_version != v or el > MAX_MERGE_S)
+        lat = await load.run(coll, lambda r, el, v=committed: r.index_version != v or el > MAX_MERGE_S)
         took = time.perf_counter() - t0
-        final = (await client.search(coll, queries[1], top_k=5, no_cache=True)).index_version
-        landed = final not in (version, before)
+        while await version(coll) == committed and time.perf_counter() - t0 < MAX_WAIT_S:
+            await asyncio.sleep(1)  # past MAX_MERGE_S: not measured, but the next idle window must be idle
+        landed = await version(coll) != committed
         m["during"].append(lat)
-        m["merge_s"].append(took)
+        m["merge_s"].append(time.perf_counter() - t0 if landed else None)
         m["landed"].append(landed)
-        window = float(np.clip(took, 5.0, MAX_IDLE_S))  # the next idle window lasts as long as this merge
         print(
-            f"[{time.strftime('%H:%M:%S')}] merge {i}: {len(lat)} queries in {took:.1f} s, p99 {pct(lat, 0.99) * 1e3:.0f} ms;"
-            f" idle before: {len(m['idle'][-1])} queries, p99 {pct(m['idle'][-1], 0.99) * 1e3:.0f} ms;"
-            f" load {m['loadavg'][-1]}",
+            f"[{time.strftime('%H:%M:%S')}] merge {i}: {len(lat)} queries in {took:.1f} s, p99"
+            f" {pct(lat, 0.99) * 1e3:.0f} ms, landed {landed}; idle before: {len(m['idle'][-1])} queries, p99"
+            f" {pct(m['idle'][-1], 0.99) * 1e3:.0f} ms; load {m['loadavg'][-1]}",
             flush=True,
         )
         if not landed:
-            break  # the merge still runs (starved of CPU): a next one would only queue behind it
+            break  # starved of CPU (it runs at nice 19): no idle window can follow while it runs
+        await idle(colls[i + 1], float(np.clip(took, MIN_IDLE_S, MAX_IDLE_S)))  # as long as that merge window
+        if time.perf_counter() - t_start > BUDGET_S:
+            break
     return m
 
 
@@ -148,7 +156,7 @@ def keys(m: dict[str, Any]) -> dict[str, Any]:
         "queries_during_merge": len(during),
         "merges_measured": len(m["during"]),
         "merges_landed": sum(m["landed"]),
-        "merge_s": [round(s, 2) for s in m["merge_s"]],
+        "merge_s": [None if s is None else round(s, 2) for s in m["merge_s"]],
         "loadavg_1m_at_each_idle_window": m["loadavg"],
         "merge_windows": [
             {
@@ -157,6 +165,6 @@ def keys(m: dict[str, Any]) -> dict[str, Any]:
                 "queries_idle_before": len(i),
                 "queries_during": len(d),
             }
-            for i, d in zip(m["idle"], m["during"], strict=False)
+            for i, d in zip(m["idle"], m["during"], strict=False)  # each merge with the idle window before it
         ],
     }
