@@ -241,3 +241,71 @@ async def test_unknown_runs_are_not_found(stack: AbStack) -> None:
         [e async for e in stack.ab.watch("20200101T000000Z-00000000")]
     assert ei.value.code == grpc.StatusCode.NOT_FOUND and ei.value.reason == "AB_RUN_NOT_LIVE"
     await asyncio.sleep(0)
+
+
+def ab_cli(stack: AbStack, *argv: str) -> tuple[int, str, str]:
+    """`rag ab ...` against this stack's llm_gateway, with its output."""
+    import contextlib
+
+    from cli.commands import common
+    from cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = common.console.file, common.err_console.file
+    common.console.file, common.err_console.file = out, err
+    try:
+        with contextlib.redirect_stdout(out):
+            code = main(["ab", *argv, "--llm-gateway-addr", stack.ab.address])
+    finally:
+        common.console.file, common.err_console.file = saved
+    return code, out.getvalue(), err.getvalue()
+
+
+async def test_cli_runs_an_ab_and_exports_the_report(stack: AbStack, tmp_path: Path) -> None:
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("# questions\n" + "\n".join(QUESTIONS) + "\n")
+    a = await default_name(stack)
+    html, csv_path = tmp_path / "r.html", tmp_path / "r.csv"
+    code, out, err = await asyncio.to_thread(
+        ab_cli,
+        stack,
+        "--backends",
+        f"{a},slow-emulated",
+        "--questions",
+        str(qfile),
+        "--n",
+        "2",
+        "--repeat",
+        "1",
+        "--collection",
+        "abc",
+        "--top-k",
+        "2",
+        "--html",
+        str(html),
+        "--csv",
+        str(csv_path),
+        "--json",
+    )
+    assert code == 0, (out, err)
+    doc = json.loads(out.strip().splitlines()[-1])
+    assert doc["request"]["questions_count"] == 2 and doc["request"]["source"] == "q.txt, first 2 of 3"
+    assert "<svg" in html.read_text() and len(csv_path.read_text().splitlines()) == 1 + 2 * 2
+    code, out, _ = await asyncio.to_thread(ab_cli, stack, "--list")
+    assert code == 0 and doc["run_id"] in out and "slow-emulated (emulated)" in out
+
+
+async def test_cli_bad_input_gets_clear_errors(stack: AbStack, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n# nothing\n")
+    a = await default_name(stack)
+    cases = [
+        (["--backends", f"{a},slow-emulated", "--questions", str(empty)], "holds no questions"),
+        (["--backends", f"{a},slow-emulated", "--questions", str(empty), "--n", "0"], "--n must be 1 or more"),
+        (["--backends", a, "--questions", str(empty)], "give two backends"),
+        (["--backends", f"{a},nosuch", "--questions", __file__, "--n", "1"], "'nosuch' is not configured"),
+        (["--backends", f"{a},slow-emulated", "--questions", str(tmp_path / "none")], "neither a question file"),
+    ]
+    for argv, want in cases:
+        code, out, err = await asyncio.to_thread(ab_cli, stack, *argv)
+        assert code != 0 and want in err, (argv, code, out, err)
