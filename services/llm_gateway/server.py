@@ -16,7 +16,7 @@ from kernel.server import GrpcApp, Metrics, build_server, run_forever, start_met
 
 from .ab.engine import AbEngine
 from .ab.servicer import AbTestServicer
-from .backends import build_backends, parse_specs
+from .backend_factory import build_backends, parse_specs
 from .cache import AnswerCache
 from .checks import build_checks
 from .config import LlmGatewayConfig
