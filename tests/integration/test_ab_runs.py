@@ -309,3 +309,61 @@ async def test_cli_bad_input_gets_clear_errors(stack: AbStack, tmp_path: Path) -
     for argv, want in cases:
         code, out, err = await asyncio.to_thread(ab_cli, stack, *argv)
         assert code != 0 and want in err, (argv, code, out, err)
+
+
+async def test_http_runs_follows_with_resume_and_serves_report_and_exports(stack: AbStack) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from gateway.app import create_app
+    from gateway.config import GatewayConfig
+    from tests.integration.test_gateway_doubles import parse_sse
+
+    storage_addr = stack.storage.address
+    cfg = GatewayConfig(
+        port=0,
+        auth="open",
+        storage_addr=storage_addr,
+        retriever_addr=stack.retriever.address,
+        llm_gateway_addr=stack.ab.address,
+        embedder_addr=storage_addr,  # not called here
+    )
+    a = await default_name(stack)
+    async with TestClient(TestServer(create_app(cfg))) as http:
+        bad = [
+            ({"backends": [a], "questions": "q?"}, 400, "INVALID_AB_BACKENDS"),
+            ({"backends": [a, "slow-emulated"], "questions": "\n# only a comment\n"}, 400, "NO_QUESTIONS"),
+            ({"backends": [a, "slow-emulated"], "questions": "q?", "n": 0}, 400, ""),
+            ({"backends": [a, "nosuch"], "questions": "q?", "collection": "abc"}, 404, "BACKEND_NOT_FOUND"),
+        ]
+        for body, status, reason in bad:
+            r = await http.post("/api/ab/runs", json=body)
+            err = (await r.json())["error"]
+            assert r.status == status and err["message"] and (not reason or err["reason"] == reason), (body, err)
+        body = {
+            "backends": f"{a},slow-emulated",
+            "questions": "\n".join(QUESTIONS[:2]),
+            "repeat": 1,
+            "collection": "abc",
+        }
+        r = await http.post("/api/ab/runs", json={**body, "top_k": 2})
+        assert r.status == 202, await r.text()
+        run_id = (await r.json())["run_id"]
+        events = parse_sse(await (await http.get(f"/api/ab/runs/{run_id}/stream")).read())
+        named = [e for e in events if "event" in e]
+        assert named[-1]["event"] == "done" and named[-1]["data"]["run"]["status"] == "complete"
+        assert "samples" not in named[-1]["data"]["run"]
+        # Resumed after event 1: the same events from 2 on.
+        again = parse_sse(
+            await (await http.get(f"/api/ab/runs/{run_id}/stream", headers={"Last-Event-ID": "1"})).read()
+        )
+        assert [e["id"] for e in again if "event" in e] == [e["id"] for e in named[1:]]
+        report = await http.get(f"/api/ab/runs/{run_id}/report")
+        assert report.status == 200 and "default-src 'none'" in report.headers["Content-Security-Policy"]
+        assert "<svg" in await report.text()
+        csv_r = await http.get(f"/api/ab/runs/{run_id}/export?format=csv")
+        assert csv_r.status == 200 and len((await csv_r.text()).strip().splitlines()) == 1 + 2 * 2
+        listed = await (await http.get("/api/ab/runs")).json()
+        assert run_id in [r["run_id"] for r in listed["runs"]]
+        assert (await http.get("/api/ab/runs/nope")).status == 400
+        live = await (await http.get("/api/ab/live")).json()
+        assert live["metric"] == "gateway_answer_fetch_ttfb_seconds" and isinstance(live["backends"], dict)

@@ -78,15 +78,18 @@ class PeerPorts:
             raise _peer(err) from None
         took = time.perf_counter_ns() - t0
         got = Fetched(0, took, 0, [])
+        ttfbs = []
         for r in resp.results:
             if r.status.code != 0:
                 if not got.error:
                     got.error = ErrorKind.NOT_FOUND.name if r.status.code == 5 else _kind_name(r.status.code)
                     got.error_message = f"{r.key}: {r.status.message}"
                 continue
-            got.ttfb_ns = max(got.ttfb_ns, r.transfer.ttfb_ns)
+            ttfbs.append(r.transfer.ttfb_ns)
             got.nbytes += len(r.data)
             got.texts.append(r.data.decode("utf-8", errors="replace"))
+        # The median chunk TTFB, as the retriever's own `fetch` stage reports it.
+        got.ttfb_ns = sorted(ttfbs)[len(ttfbs) // 2] if ttfbs else 0
         return got
 
     async def missing(self, backend: str, keys: Sequence[str], prefix: str) -> list[str]:

@@ -184,6 +184,12 @@ class AbEngine:
         status = "complete"
         a, b = req.backends
         try:
+            await live.emit(
+                "notice",
+                {
+                    "message": f"A/B run {live.run_id}: {a} vs {b}, {len(req.questions)} questions x {req.repeat} pass(es)"
+                },
+            )
             hits = await self._retrieve(live, req, notes)
             await self._seed(live, req, hits, notes)
             total = len(req.questions) * req.repeat

@@ -85,7 +85,8 @@ class Sample:
     slot: int
     chunks: int = 0
     bytes: int = 0
-    # First byte of the slowest of the question's chunks, as the storage service measured it.
+    # The median TTFB of the question's chunks, as the storage service measured each (the same
+    # figure as the retriever's `fetch` stage).
     fetch_ttfb_ns: int = 0
     # The BatchGet of the question's chunks from this backend, wall time here.
     fetch_total_ns: int = 0

@@ -251,7 +251,7 @@ def render_html(doc: dict[str, Any]) -> str:
     out.append(
         "</table><h2>How the numbers are taken</h2><p>Each question is searched once (retrieval cache off); the chunk "
         "ids it returned are fetched from A and from B in one BatchGet each, in the order A,B then B,A, alternating by "
-        "question and pass. Fetch TTFB is the first byte of the slowest chunk, as the storage service measured it; "
+        "question and pass. Fetch TTFB is the median of the chunks' TTFB as the storage service measured each (as the retriever's fetch stage reports it); "
         "fetch total is the BatchGet call's wall time. TTFT = retrieval without its own fetch stage + this side's fetch "
         "total + the generator's first token over this side's chunks. The first pass is cold, later passes warm. "
         "Paired differences are B - A per question; the interval is a seeded percentile bootstrap (2000 resamples) of "
