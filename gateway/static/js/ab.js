@@ -208,6 +208,58 @@
     } catch (err) { clear(el).appendChild(DDN.errorBox(err.message)); }
   }
 
+  // --- Business impact from an A/B run ---------------------------------------------------------------
+  // The impact page's run picker also lists A/B runs (value "ab:<run id>"); this draws the figures
+  // an A/B run measures (fetch of the run's top-k chunks, TTFT) and says what it does not measure.
+  let abRuns = [];
+  function addAbOptions() {
+    const sel = $("im-run");
+    for (const g of [...sel.querySelectorAll("optgroup.ab")]) g.remove();
+    if (!abRuns.length) return;
+    const group = h("optgroup", { class: "ab", label: "A/B runs" });
+    for (const r of abRuns) group.appendChild(h("option", { value: "ab:" + r.run_id, text: "A/B " + r.run_id + "  " + r.request.backends.join(" vs ") + "  " + (r.request.label || "") }));
+    sel.appendChild(group);
+  }
+  document.addEventListener("runs", addAbOptions); // after pages.js rebuilt the benchmark options
+  document.addEventListener("tab", async (e) => {
+    if (e.detail !== "impact") return;
+    try { abRuns = (await DDN.api("GET", "/api/ab/runs?page_size=20")).runs.filter((r) => r.summary); } catch (err) { abRuns = []; }
+    const keep = $("im-run").value;
+    addAbOptions();
+    if ([...$("im-run").options].some((o) => o.value === keep)) $("im-run").value = keep;
+    if (DDN.renderImpact) DDN.renderImpact();
+  });
+  DDN.abImpact = function abImpact(out) {
+    const value = $("im-run").value || "";
+    if (!value.startsWith("ab:")) return false;
+    const run = abRuns.find((r) => "ab:" + r.run_id === value);
+    if (!run) { out.appendChild(h("div", { class: "card muted", text: "That A/B run is not loaded; pick another." })); return true; }
+    const phase = run.summary.warm ? "warm" : "cold";
+    const s = run.summary[phase];
+    const qpd = Number($("im-qpd").value), gpus = Number($("im-gpus").value), cost = Number($("im-cost").value);
+    const trace = "A/B run " + run.run_id + ", " + phase + " pass" + (phase === "warm" ? "es" : "") + ", " + s.pairs + " paired questions, top " + run.request.top_k + " chunks";
+    for (const n of run.request.backends) {
+      const b = s.backends[n];
+      const card = h("div", { class: "card", "data-testid": "impact-" + n }, h("h3", { text: label(n, b.emulated) }));
+      if (b.fetch_total.n) {
+        const gpuHours = (qpd * (b.fetch_total.p50_ns / 1e9) * gpus) / 3600;
+        card.appendChild(h("div", {}, h("div", { class: "big-num", text: DDN.num(gpuHours, 2) + " GPU-h/day" }),
+          h("div", { text: "GPU time waiting on the chunk fetch, " + DDN.num(gpuHours * cost, 2) + " USD/day" }),
+          h("div", { class: "trace", text: "= queries/day x fetch total p50 " + nsMs(b.fetch_total.p50_ns) + " x GPUs / 3600; from " + trace })));
+      }
+      card.appendChild(h("div", { class: "muted", text: "Ingest time not computed: an A/B run measures reads only (run a PUT benchmark)." }));
+      if (b.errors) card.appendChild(h("div", { class: "muted", text: b.errors + " failed samples (" + Object.entries(b.errors_by_kind).map(([k, v]) => k + " " + v).join(", ") + "), counted apart" }));
+      out.appendChild(card);
+    }
+    const p = s.paired.ttft || s.paired.fetch_total;
+    const what = s.paired.ttft ? "TTFT" : "fetch total";
+    out.appendChild(h("div", { class: "card", "data-testid": "impact-ttft" }, h("h3", { text: what + " difference users feel" }),
+      h("div", { class: "big-num", text: p.significant ? nsMs(Math.abs(p.mean_diff_ns)) : "no significant difference" }),
+      h("div", { text: p.verdict }),
+      h("div", { class: "trace", text: "= mean of B - A per question " + nsMs(p.mean_diff_ns) + " (95% CI " + nsMs(p.ci_low_ns) + " .. " + nsMs(p.ci_high_ns) + "); from " + trace })));
+    return true;
+  };
+
   $("dash-refresh").addEventListener("click", () => { loadDashboard(); loadLive(); });
   for (const id of ["dash-a", "dash-b"]) $(id).addEventListener("change", loadDashboard);
   let timer = null;
