@@ -250,6 +250,7 @@ async def test_gateway_sends_verify_and_refused_events(tmp_path: Path, retriever
         GatewayConfig,
         environ={},
         port=0,
+        auth="open",
         llm_gateway_addr=client.address,
         retriever_addr=f"127.0.0.1:{retriever[1]}",
     )

@@ -90,6 +90,7 @@ async def path(tmp_path: Path) -> AsyncIterator[tuple[str, OpenAITestServer]]:
         GatewayConfig,
         environ={},
         port=0,
+        auth="open",
         llm_gateway_addr=f"127.0.0.1:{lport}",
         retriever_addr=f"127.0.0.1:{rport}",
     )
