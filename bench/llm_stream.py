@@ -62,7 +62,7 @@ class RetrieverDouble(rpb_grpc.RetrieverServiceServicer):
     """Benchmark double of the retriever: one fixed chunk, at once."""
 
     async def Search(self, request: rpb.SearchRequest, context: grpc.aio.ServicerContext) -> rpb.SearchResponse:
-        chunk = rpb.ScoredChunk(
+        chunk = common_pb2.ScoredChunk(
             chunk_id="bench",
             document_id="bench",
             document_name="bench.md",

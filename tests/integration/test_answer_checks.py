@@ -33,8 +33,8 @@ FACTS = [
 ]
 
 
-def chunk(i: int, text: str) -> rpb.ScoredChunk:
-    return rpb.ScoredChunk(
+def chunk(i: int, text: str) -> common_pb2.ScoredChunk:
+    return common_pb2.ScoredChunk(
         chunk_id=f"c{i}",
         document_id=f"d{i}",
         document_name=f"doc{i}.md",
