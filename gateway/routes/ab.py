@@ -103,7 +103,7 @@ async def start_run(request: web.Request) -> web.Response:
     raise ApiError(502, "the llm_gateway started no run", "AB_NOT_STARTED")
 
 
-def _event(ev: ab_pb.AbTestEvent) -> Event:
+def _event(ev: ab_pb.RunAbTestResponse | ab_pb.WatchAbTestResponse) -> Event:
     kind = ev.WhichOneof("event")
     if kind == "notice":
         return Event("notice", {"message": ev.notice.message}, id=str(ev.seq))

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from ddnrag.common.v1 import common_pb2 as ddnrag_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x64\x64nrag/llm/v1/ab_service.proto\x12\rddnrag.llm.v1\x1a\x1d\x64\x64nrag/common/v1/common.proto\"\xaa\x01\n\x10RunAbTestRequest\x12\x10\n\x08\x62\x61\x63kends\x18\x01 \x03(\t\x12\x11\n\tquestions\x18\x02 \x03(\t\x12\x12\n\ncollection\x18\x03 \x01(\t\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x0e\n\x06repeat\x18\x05 \x01(\x05\x12\x11\n\tskip_ttft\x18\x06 \x01(\x08\x12\r\n\x05label\x18\x07 \x01(\t\x12\x0e\n\x06source\x18\x08 \x01(\t\x12\x0c\n\x04seed\x18\t \x01(\x03\"7\n\x12WatchAbTestRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\"\xb2\x01\n\x0b\x41\x62TestEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12)\n\x06notice\x18\x03 \x01(\x0b\x32\x17.ddnrag.llm.v1.AbNoticeH\x00\x12-\n\x08progress\x18\x04 \x01(\x0b\x32\x19.ddnrag.llm.v1.AbProgressH\x00\x12#\n\x03run\x18\x05 \x01(\x0b\x32\x14.ddnrag.llm.v1.AbRunH\x00\x42\x07\n\x05\x65vent\"\x1b\n\x08\x41\x62Notice\x12\x0f\n\x07message\x18\x01 \x01(\t\"\xcc\x01\n\nAbProgress\x12\x0c\n\x04\x64one\x18\x01 \x01(\x05\x12\r\n\x05total\x18\x02 \x01(\x05\x12\r\n\x05phase\x18\x03 \x01(\t\x12\x0e\n\x06\x65rrors\x18\x04 \x01(\x05\x12J\n\x12last_fetch_ttfb_ns\x18\x05 \x03(\x0b\x32..ddnrag.llm.v1.AbProgress.LastFetchTtfbNsEntry\x1a\x36\n\x14LastFetchTtfbNsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xa6\x01\n\x05\x41\x62Run\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x17\n\x0fstarted_unix_ns\x18\x03 \x01(\x03\x12\x18\n\x10\x66inished_unix_ns\x18\x04 \x01(\x03\x12\x10\n\x08\x62\x61\x63kends\x18\x05 \x03(\t\x12\x10\n\x08json_key\x18\x06 \x01(\t\x12\x0f\n\x07\x63sv_key\x18\x07 \x01(\t\x12\x15\n\rdocument_json\x18\x08 \x01(\t\"A\n\x12ListAbTestsRequest\x12+\n\x04page\x18\x01 \x01(\x0b\x32\x1d.ddnrag.common.v1.PageRequest\"~\n\x13ListAbTestsResponse\x12\"\n\x04runs\x18\x01 \x03(\x0b\x32\x14.ddnrag.llm.v1.AbRun\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12*\n\x07timings\x18\x03 \x01(\x0b\x32\x19.ddnrag.common.v1.Timings\"M\n\x10GetAbTestRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0binclude_csv\x18\x02 \x01(\x08\x12\x14\n\x0cinclude_html\x18\x03 \x01(\x08\"}\n\x11GetAbTestResponse\x12!\n\x03run\x18\x01 \x01(\x0b\x32\x14.ddnrag.llm.v1.AbRun\x12\x0b\n\x03\x63sv\x18\x02 \x01(\t\x12\x0c\n\x04html\x18\x03 \x01(\t\x12*\n\x07timings\x18\x04 \x01(\x0b\x32\x19.ddnrag.common.v1.Timings2\xe0\x02\n\rAbTestService\x12J\n\tRunAbTest\x12\x1f.ddnrag.llm.v1.RunAbTestRequest\x1a\x1a.ddnrag.llm.v1.AbTestEvent0\x01\x12S\n\x0bWatchAbTest\x12!.ddnrag.llm.v1.WatchAbTestRequest\x1a\x1a.ddnrag.llm.v1.AbTestEvent\"\x03\x90\x02\x01\x30\x01\x12Y\n\x0bListAbTests\x12!.ddnrag.llm.v1.ListAbTestsRequest\x1a\".ddnrag.llm.v1.ListAbTestsResponse\"\x03\x90\x02\x01\x12S\n\tGetAbTest\x12\x1f.ddnrag.llm.v1.GetAbTestRequest\x1a .ddnrag.llm.v1.GetAbTestResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x64\x64nrag/llm/v1/ab_service.proto\x12\rddnrag.llm.v1\x1a\x1d\x64\x64nrag/common/v1/common.proto\"\xaa\x01\n\x10RunAbTestRequest\x12\x10\n\x08\x62\x61\x63kends\x18\x01 \x03(\t\x12\x11\n\tquestions\x18\x02 \x03(\t\x12\x12\n\ncollection\x18\x03 \x01(\t\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x0e\n\x06repeat\x18\x05 \x01(\x05\x12\x11\n\tskip_ttft\x18\x06 \x01(\x08\x12\r\n\x05label\x18\x07 \x01(\t\x12\x0e\n\x06source\x18\x08 \x01(\t\x12\x0c\n\x04seed\x18\t \x01(\x03\"7\n\x12WatchAbTestRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\"\xb8\x01\n\x11RunAbTestResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12)\n\x06notice\x18\x03 \x01(\x0b\x32\x17.ddnrag.llm.v1.AbNoticeH\x00\x12-\n\x08progress\x18\x04 \x01(\x0b\x32\x19.ddnrag.llm.v1.AbProgressH\x00\x12#\n\x03run\x18\x05 \x01(\x0b\x32\x14.ddnrag.llm.v1.AbRunH\x00\x42\x07\n\x05\x65vent\"\xba\x01\n\x13WatchAbTestResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12)\n\x06notice\x18\x03 \x01(\x0b\x32\x17.ddnrag.llm.v1.AbNoticeH\x00\x12-\n\x08progress\x18\x04 \x01(\x0b\x32\x19.ddnrag.llm.v1.AbProgressH\x00\x12#\n\x03run\x18\x05 \x01(\x0b\x32\x14.ddnrag.llm.v1.AbRunH\x00\x42\x07\n\x05\x65vent\"\x1b\n\x08\x41\x62Notice\x12\x0f\n\x07message\x18\x01 \x01(\t\"\xcc\x01\n\nAbProgress\x12\x0c\n\x04\x64one\x18\x01 \x01(\x05\x12\r\n\x05total\x18\x02 \x01(\x05\x12\r\n\x05phase\x18\x03 \x01(\t\x12\x0e\n\x06\x65rrors\x18\x04 \x01(\x05\x12J\n\x12last_fetch_ttfb_ns\x18\x05 \x03(\x0b\x32..ddnrag.llm.v1.AbProgress.LastFetchTtfbNsEntry\x1a\x36\n\x14LastFetchTtfbNsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xa6\x01\n\x05\x41\x62Run\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x17\n\x0fstarted_unix_ns\x18\x03 \x01(\x03\x12\x18\n\x10\x66inished_unix_ns\x18\x04 \x01(\x03\x12\x10\n\x08\x62\x61\x63kends\x18\x05 \x03(\t\x12\x10\n\x08json_key\x18\x06 \x01(\t\x12\x0f\n\x07\x63sv_key\x18\x07 \x01(\t\x12\x15\n\rdocument_json\x18\x08 \x01(\t\"A\n\x12ListAbTestsRequest\x12+\n\x04page\x18\x01 \x01(\x0b\x32\x1d.ddnrag.common.v1.PageRequest\"~\n\x13ListAbTestsResponse\x12\"\n\x04runs\x18\x01 \x03(\x0b\x32\x14.ddnrag.llm.v1.AbRun\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12*\n\x07timings\x18\x03 \x01(\x0b\x32\x19.ddnrag.common.v1.Timings\"M\n\x10GetAbTestRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0binclude_csv\x18\x02 \x01(\x08\x12\x14\n\x0cinclude_html\x18\x03 \x01(\x08\"}\n\x11GetAbTestResponse\x12!\n\x03run\x18\x01 \x01(\x0b\x32\x14.ddnrag.llm.v1.AbRun\x12\x0b\n\x03\x63sv\x18\x02 \x01(\t\x12\x0c\n\x04html\x18\x03 \x01(\t\x12*\n\x07timings\x18\x04 \x01(\x0b\x32\x19.ddnrag.common.v1.Timings2\xee\x02\n\rAbTestService\x12P\n\tRunAbTest\x12\x1f.ddnrag.llm.v1.RunAbTestRequest\x1a .ddnrag.llm.v1.RunAbTestResponse0\x01\x12[\n\x0bWatchAbTest\x12!.ddnrag.llm.v1.WatchAbTestRequest\x1a\".ddnrag.llm.v1.WatchAbTestResponse\"\x03\x90\x02\x01\x30\x01\x12Y\n\x0bListAbTests\x12!.ddnrag.llm.v1.ListAbTestsRequest\x1a\".ddnrag.llm.v1.ListAbTestsResponse\"\x03\x90\x02\x01\x12S\n\tGetAbTest\x12\x1f.ddnrag.llm.v1.GetAbTestRequest\x1a .ddnrag.llm.v1.GetAbTestResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,24 +44,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNABTESTREQUEST']._serialized_end=251
   _globals['_WATCHABTESTREQUEST']._serialized_start=253
   _globals['_WATCHABTESTREQUEST']._serialized_end=308
-  _globals['_ABTESTEVENT']._serialized_start=311
-  _globals['_ABTESTEVENT']._serialized_end=489
-  _globals['_ABNOTICE']._serialized_start=491
-  _globals['_ABNOTICE']._serialized_end=518
-  _globals['_ABPROGRESS']._serialized_start=521
-  _globals['_ABPROGRESS']._serialized_end=725
-  _globals['_ABPROGRESS_LASTFETCHTTFBNSENTRY']._serialized_start=671
-  _globals['_ABPROGRESS_LASTFETCHTTFBNSENTRY']._serialized_end=725
-  _globals['_ABRUN']._serialized_start=728
-  _globals['_ABRUN']._serialized_end=894
-  _globals['_LISTABTESTSREQUEST']._serialized_start=896
-  _globals['_LISTABTESTSREQUEST']._serialized_end=961
-  _globals['_LISTABTESTSRESPONSE']._serialized_start=963
-  _globals['_LISTABTESTSRESPONSE']._serialized_end=1089
-  _globals['_GETABTESTREQUEST']._serialized_start=1091
-  _globals['_GETABTESTREQUEST']._serialized_end=1168
-  _globals['_GETABTESTRESPONSE']._serialized_start=1170
-  _globals['_GETABTESTRESPONSE']._serialized_end=1295
-  _globals['_ABTESTSERVICE']._serialized_start=1298
-  _globals['_ABTESTSERVICE']._serialized_end=1650
+  _globals['_RUNABTESTRESPONSE']._serialized_start=311
+  _globals['_RUNABTESTRESPONSE']._serialized_end=495
+  _globals['_WATCHABTESTRESPONSE']._serialized_start=498
+  _globals['_WATCHABTESTRESPONSE']._serialized_end=684
+  _globals['_ABNOTICE']._serialized_start=686
+  _globals['_ABNOTICE']._serialized_end=713
+  _globals['_ABPROGRESS']._serialized_start=716
+  _globals['_ABPROGRESS']._serialized_end=920
+  _globals['_ABPROGRESS_LASTFETCHTTFBNSENTRY']._serialized_start=866
+  _globals['_ABPROGRESS_LASTFETCHTTFBNSENTRY']._serialized_end=920
+  _globals['_ABRUN']._serialized_start=923
+  _globals['_ABRUN']._serialized_end=1089
+  _globals['_LISTABTESTSREQUEST']._serialized_start=1091
+  _globals['_LISTABTESTSREQUEST']._serialized_end=1156
+  _globals['_LISTABTESTSRESPONSE']._serialized_start=1158
+  _globals['_LISTABTESTSRESPONSE']._serialized_end=1284
+  _globals['_GETABTESTREQUEST']._serialized_start=1286
+  _globals['_GETABTESTREQUEST']._serialized_end=1363
+  _globals['_GETABTESTRESPONSE']._serialized_start=1365
+  _globals['_GETABTESTRESPONSE']._serialized_end=1490
+  _globals['_ABTESTSERVICE']._serialized_start=1493
+  _globals['_ABTESTSERVICE']._serialized_end=1859
 # @@protoc_insertion_point(module_scope)

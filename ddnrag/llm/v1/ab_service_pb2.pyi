@@ -37,7 +37,21 @@ class WatchAbTestRequest(_message.Message):
     after_seq: int
     def __init__(self, run_id: _Optional[str] = ..., after_seq: _Optional[int] = ...) -> None: ...
 
-class AbTestEvent(_message.Message):
+class RunAbTestResponse(_message.Message):
+    __slots__ = ("run_id", "seq", "notice", "progress", "run")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    NOTICE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    seq: int
+    notice: AbNotice
+    progress: AbProgress
+    run: AbRun
+    def __init__(self, run_id: _Optional[str] = ..., seq: _Optional[int] = ..., notice: _Optional[_Union[AbNotice, _Mapping]] = ..., progress: _Optional[_Union[AbProgress, _Mapping]] = ..., run: _Optional[_Union[AbRun, _Mapping]] = ...) -> None: ...
+
+class WatchAbTestResponse(_message.Message):
     __slots__ = ("run_id", "seq", "notice", "progress", "run")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]

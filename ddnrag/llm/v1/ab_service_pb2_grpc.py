@@ -41,12 +41,12 @@ class AbTestServiceStub:
         self.RunAbTest = channel.unary_stream(
                 '/ddnrag.llm.v1.AbTestService/RunAbTest',
                 request_serializer=ddnrag_dot_llm_dot_v1_dot_ab__service__pb2.RunAbTestRequest.SerializeToString,
-                response_deserializer=ddnrag_dot_llm_dot_v1_dot_ab__service__pb2.AbTestEvent.FromString,
+                response_deserializer=ddnrag_dot_llm_dot_v1_dot_ab__service__pb2.RunAbTestResponse.FromString,
                 _registered_method=True)
         self.WatchAbTest = channel.unary_stream(
                 '/ddnrag.llm.v1.AbTestService/WatchAbTest',
                 request_serializer=ddnrag_dot_llm_dot_v1_dot_ab__service__pb2.WatchAbTestRequest.SerializeToString,
-                response_deserializer=ddnrag_dot_llm_dot_v1_dot_ab__service__pb2.AbTestEvent.FromString,
+                response_deserializer=ddnrag_dot_llm_dot_v1_dot_ab__service__pb2.WatchAbTestResponse.FromString,
                 _registered_method=True)
         self.ListAbTests = channel.unary_unary(
                 '/ddnrag.llm.v1.AbTestService/ListAbTests',
@@ -107,12 +107,12 @@ def add_AbTestServiceServicer_to_server(servicer, server):
             'RunAbTest': grpc.unary_stream_rpc_method_handler(
                     servicer.RunAbTest,
                     request_deserializer=ddnrag_dot_llm_dot_v1_dot_ab__service__pb2.RunAbTestRequest.FromString,
-                    response_serializer=ddnrag_dot_llm_dot_v1_dot_ab__service__pb2.AbTestEvent.SerializeToString,
+                    response_serializer=ddnrag_dot_llm_dot_v1_dot_ab__service__pb2.RunAbTestResponse.SerializeToString,
             ),
             'WatchAbTest': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchAbTest,
                     request_deserializer=ddnrag_dot_llm_dot_v1_dot_ab__service__pb2.WatchAbTestRequest.FromString,
-                    response_serializer=ddnrag_dot_llm_dot_v1_dot_ab__service__pb2.AbTestEvent.SerializeToString,
+                    response_serializer=ddnrag_dot_llm_dot_v1_dot_ab__service__pb2.WatchAbTestResponse.SerializeToString,
             ),
             'ListAbTests': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAbTests,
@@ -155,7 +155,7 @@ class AbTestService:
             target,
             '/ddnrag.llm.v1.AbTestService/RunAbTest',
             ddnrag_dot_llm_dot_v1_dot_ab__service__pb2.RunAbTestRequest.SerializeToString,
-            ddnrag_dot_llm_dot_v1_dot_ab__service__pb2.AbTestEvent.FromString,
+            ddnrag_dot_llm_dot_v1_dot_ab__service__pb2.RunAbTestResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -182,7 +182,7 @@ class AbTestService:
             target,
             '/ddnrag.llm.v1.AbTestService/WatchAbTest',
             ddnrag_dot_llm_dot_v1_dot_ab__service__pb2.WatchAbTestRequest.SerializeToString,
-            ddnrag_dot_llm_dot_v1_dot_ab__service__pb2.AbTestEvent.FromString,
+            ddnrag_dot_llm_dot_v1_dot_ab__service__pb2.WatchAbTestResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,8 +49,8 @@ def run_pb(doc: dict[str, Any]) -> pb.AbRun:
     )
 
 
-def event_pb(run_id: str, ev: Event) -> pb.AbTestEvent:
-    out = pb.AbTestEvent(run_id=run_id, seq=ev.seq)
+def event_pb(run_id: str, ev: Event) -> pb.RunAbTestResponse:
+    out = pb.RunAbTestResponse(run_id=run_id, seq=ev.seq)
     if ev.kind == "notice":
         out.notice.message = ev.data["message"]
     elif ev.kind == "progress":
@@ -90,7 +90,7 @@ class AbTestServicer(pb_grpc.AbTestServiceServicer):
 
     async def RunAbTest(
         self, request: pb.RunAbTestRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.AbTestEvent]:
+    ) -> AsyncIterator[pb.RunAbTestResponse]:
         engine, _ = self._parts()
         live = await engine.start(request_from_pb(request))
         async for ev in engine.follow(live.run_id):
@@ -98,10 +98,11 @@ class AbTestServicer(pb_grpc.AbTestServiceServicer):
 
     async def WatchAbTest(
         self, request: pb.WatchAbTestRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.AbTestEvent]:
+    ) -> AsyncIterator[pb.WatchAbTestResponse]:
         engine, _ = self._parts()
         async for ev in engine.follow(request.run_id, request.after_seq):
-            yield event_pb(request.run_id, ev)
+            # The same fields and numbers as RunAbTestResponse: the bytes are the same message.
+            yield pb.WatchAbTestResponse.FromString(event_pb(request.run_id, ev).SerializeToString())
 
     async def ListAbTests(
         self, request: pb.ListAbTestsRequest, context: grpc.aio.ServicerContext
