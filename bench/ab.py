@@ -176,7 +176,7 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=800, help="SciFact documents to ingest (default 800)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "ab.json"))
     args = ap.parse_args()
-    from tests.support.stack import start_stack  # the same `rag up` on free ports as bench/gateway_load.py
+    from testkit.stack import start_stack  # the same `rag up` on free ports as bench/gateway_load.py
 
     started = time.perf_counter()
     load_before = os.getloadavg()
