@@ -29,8 +29,8 @@ from services.llm_gateway.config import LlmGatewayConfig
 from services.llm_gateway.server import create_server as create_llm
 from services.retriever.config import RetrieverConfig
 from services.retriever.server import create_server
-from tests.faults import harness
-from tests.support.stack import RunningStack
+from testkit.faults import harness
+from testkit.stack import RunningStack
 
 pytestmark = [pytest.mark.e2e]
 
