@@ -15,6 +15,7 @@ from aiohttp import web
 
 from kernel.config import load_env
 from kernel.logs import setup_logging
+from kernel.tracing import setup_tracing
 
 from .app import create_app
 from .config import GatewayConfig
@@ -59,6 +60,7 @@ async def serve(cfg: GatewayConfig) -> None:
 def main() -> None:
     cfg = load_env(GatewayConfig)
     setup_logging("gateway", cfg.log_level)
+    setup_tracing("gateway")  # OTEL_* variables (kernel/tracing.py)
     asyncio.run(serve(cfg))
 
 

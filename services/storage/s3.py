@@ -31,10 +31,11 @@ import boto3
 import urllib3
 from botocore import UNSIGNED
 from botocore.config import Config
+from opentelemetry import trace
 
 from kernel.errors import ServiceError
 
-from . import wire
+from . import s3trace, wire
 from .errors import condition_not_met, is_retryable, map_error
 from .fastget import FastGetter
 from .model import BackendSpec, Credentials, Kind, ObjectMeta, Transfer
@@ -126,6 +127,8 @@ class S3Store:
         wire.install()
         client.meta.events.register("before-send.s3", self._on_send)
         client.meta.events.register("before-parse.s3.GetObject", self._on_get_headers)
+        client.meta.events.register("before-send.s3", s3trace.inject_traceparent)
+        client.meta.events.register("after-call.s3", s3trace.record_response)
 
     @property
     def bucket(self) -> str:
@@ -190,6 +193,9 @@ class S3Store:
         attempt = 0
         while True:
             try:
+                if trace.get_current_span().is_recording():  # one span per attempt (s3trace.py)
+                    traced = (s3trace.traced_call, self.spec.name, self.bucket, key, transfer, fn, *args)
+                    return await loop.run_in_executor(self.executor, contextvars.copy_context().run, *traced)
                 return await loop.run_in_executor(self.executor, fn, *args)
             except Exception as exc:  # noqa: BLE001 - mapped below
                 if attempt < self.settings.max_retries and is_retryable(exc):
