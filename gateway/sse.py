@@ -29,8 +29,8 @@ from opentelemetry import trace
 
 from kernel.tracing import TRACER, current_trace_id
 
+from .access import CALLER
 from .errors import ApiError, dumps, error_payload, json_error
-from .protect import CALLER
 from .state import CONFIG, METRICS, OPEN_STREAMS
 
 log = logging.getLogger(__name__)

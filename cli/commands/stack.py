@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli.stack import (
+from cli.supervisor import (
     PortInUseError,
     StackConfig,
     Supervisor,

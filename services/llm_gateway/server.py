@@ -13,7 +13,7 @@ from kernel.logs import setup_logging
 from kernel.server import GrpcApp, Metrics, build_server, run_forever, start_metrics
 from kernel.tracing import setup_tracing
 
-from .backends import build_backends, parse_specs
+from .backend_factory import build_backends, parse_specs
 from .cache import AnswerCache
 from .checks import build_checks
 from .config import LlmGatewayConfig

@@ -100,10 +100,10 @@ def watch_pb(w: dict[str, Any]) -> pb.Watch:
 
 
 class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
-    def __init__(self, core: Retriever, jobs: JobManager, watches: PrefixWatchManager) -> None:
+    def __init__(self, core: Retriever, jobs: JobManager, prefix_watches: PrefixWatchManager) -> None:
         self.core = core
         self.jobs = jobs
-        self.watches = watches
+        self.prefix_watches = prefix_watches
 
     async def CreateCollection(self, request: pb.CreateCollectionRequest, context: grpc.aio.ServicerContext) -> Any:
         t = Timer()
@@ -222,16 +222,16 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         )
 
     async def StartWatch(self, request: pb.StartWatchRequest, context: grpc.aio.ServicerContext) -> Any:
-        w = await self.watches.start_watch(
+        w = await self.prefix_watches.start_watch(
             request.collection or "default", request.prefix, request.backend, request.interval_s
         )
         return pb.StartWatchResponse(watch=watch_pb(w))
 
     async def StopWatch(self, request: pb.StopWatchRequest, context: grpc.aio.ServicerContext) -> Any:
-        return pb.StopWatchResponse(watch=watch_pb(await self.watches.stop_watch(request.watch_id)))
+        return pb.StopWatchResponse(watch=watch_pb(await self.prefix_watches.stop_watch(request.watch_id)))
 
     async def ListWatches(self, request: pb.ListWatchesRequest, context: grpc.aio.ServicerContext) -> Any:
-        return pb.ListWatchesResponse(watches=[watch_pb(w) for w in await self.watches.list()])
+        return pb.ListWatchesResponse(watches=[watch_pb(w) for w in await self.prefix_watches.list()])
 
     async def CacheStats(self, request: pb.CacheStatsRequest, context: grpc.aio.ServicerContext) -> Any:
         return pb.CacheStatsResponse(**self.core.cache_stats())
