@@ -40,6 +40,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SCALED = ("storage", "retriever")
 
 
+def identity(service: str, child: str) -> dict[str, str]:
+    """A child's name in its log lines and trace spans (kernel/logs.py, kernel/tracing.py). Every
+    other OTEL_* variable passes through from this process's environment, but one
+    OTEL_SERVICE_NAME would name all five services alike, so each child gets its own."""
+    return {"OTEL_SERVICE_NAME": service, "DDNRAG_REPLICA": child}
+
+
 def replica_name(svc: str, i: int) -> str:
     """The child name of replica `i` of `svc`: `storage`, then `storage-1`, ..."""
     return svc if i == 0 else f"{svc}-{i}"
@@ -229,7 +236,12 @@ class Supervisor:
             ports, metrics_ports = cfg.replica_ports(port), cfg.replica_ports(metrics)
             for i, child in enumerate(self.replica_names(name)):
                 state = name if name == "storage" else child
-                env = {**base, **self._service_env(name, ports[i], metrics_ports[i], state), **extra}
+                env = {
+                    **base,
+                    **self._service_env(name, ports[i], metrics_ports[i], state),
+                    **extra,
+                    **identity(name, child),
+                }
                 argv = [py, "-m", f"services.{name}.server"]
                 out.append(Child(child, argv, env, lambda p=ports[i]: grpc_serving(cfg.addr(p)), needs))  # type: ignore[misc]
             return out
@@ -277,6 +289,7 @@ class Supervisor:
             "DDNRAG_GATEWAY_LLM_GATEWAY_ADDR": cfg.addr(cfg.llm_gateway_port),
             "DDNRAG_GATEWAY_EMBEDDER_ADDR": cfg.addr(cfg.embedder_port),
             "DDNRAG_GATEWAY_STATE_DIR": str(self.data / "state" / "gateway"),
+            **identity("gateway", "gateway"),
         }
         children.append(
             Child(

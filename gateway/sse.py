@@ -129,6 +129,8 @@ async def stream_events(
                 counter += 1
                 if ev.name == "done" and isinstance(ev.data, dict) and trace_id:
                     ev.data.setdefault("trace_id", trace_id)
+                    if cfg.trace_url:
+                        ev.data.setdefault("trace_url", cfg.trace_url.replace("{trace_id}", trace_id))
                 if ev.name in terminal:
                     stream_span.set_attribute("ddnrag.sse.terminal_event", ev.name)
                 if named:

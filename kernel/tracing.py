@@ -240,14 +240,11 @@ class ServerTracing(grpc.aio.ServerInterceptor):
         )
 
 
-class ClientTracing(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
+class _ClientTracing:
     """A CLIENT span per call inside a recording trace, and `traceparent` in the call's metadata.
-    Outside any trace the call carries a fresh unsampled context (see the module docstring)."""
+    Outside any trace the call carries a fresh unsampled context (see the module docstring).
+    One subclass per call type: a grpc.aio channel files each interceptor under the first type
+    it is an instance of, so one class deriving from all four would see unary calls only."""
 
     def _begin(self, details: grpc.aio.ClientCallDetails) -> tuple[trace.Span | None, grpc.aio.ClientCallDetails]:
         method = details.method.decode() if isinstance(details.method, bytes) else details.method
@@ -292,15 +289,23 @@ class ClientTracing(
             raise
         return self._watch(span, call)
 
+
+class _UnaryUnary(_ClientTracing, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[override]
         return await self._intercept(continuation, client_call_details, request)
 
+
+class _UnaryStream(_ClientTracing, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[override]
         return await self._intercept(continuation, client_call_details, request)
 
+
+class _StreamUnary(_ClientTracing, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):  # type: ignore[override]
         return await self._intercept(continuation, client_call_details, request_iterator)
 
+
+class _StreamStream(_ClientTracing, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):  # type: ignore[override]
         return await self._intercept(continuation, client_call_details, request_iterator)
 
@@ -311,5 +316,5 @@ def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
 
 
 def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
-    """[ClientTracing()] once `setup_tracing` ran in this process, else nothing."""
-    return [ClientTracing()] if installed() else []
+    """The tracing interceptors (one per call type) once `setup_tracing` ran here, else none."""
+    return [_UnaryUnary(), _UnaryStream(), _StreamUnary(), _StreamStream()] if installed() else []
