@@ -6,7 +6,7 @@
 Three local stacks (`rag up` on free loopback ports) run side by side, differing only in their
 OTEL_* variables (kernel/tracing.py):
 - `traced`: every span exported over OTLP/gRPC to a real receiver in this process (the
-  collector's TraceService, tests/support/otlp.py), sampler always on, 100 ms batches;
+  collector's TraceService, testkit/otlp.py), sampler always on, 100 ms batches;
 - `untraced`: no endpoint, the default: trace ids made and passed on, nothing recorded;
 - `disabled`: OTEL_SDK_DISABLED=true: no tracing code runs at all.
 Each round asks every stack the same question (no caches, so every stage runs), in a shuffled
@@ -41,8 +41,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from gateway_load import QUESTIONS, percentile  # noqa: E402
 
-from tests.support.otlp import OtlpReceiver  # noqa: E402
-from tests.support.stack import RunningStack, start_stack  # noqa: E402
+from testkit.otlp import OtlpReceiver  # noqa: E402
+from testkit.stack import RunningStack, start_stack  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "tracing.json"
 

@@ -1,5 +1,5 @@
 """Trace context across gRPC, for every call type, in a real process exporting over OTLP to a
-real receiver in this one (tests/support/trace_probe.py, tests/support/otlp.py): each call is a
+real receiver in this one (tests/support/trace_probe.py, testkit/otlp.py): each call is a
 CLIENT span child of the caller's span, and the server's span is the child of that; the trace id
 comes back in the trailing metadata, errors included. Seconds, no stack."""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.otlp import OtlpReceiver, ReceivedSpan
+from testkit.otlp import OtlpReceiver, ReceivedSpan
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER, CLIENT = 2, 3
