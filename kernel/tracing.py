@@ -35,6 +35,7 @@ _PROPAGATED = frozenset({"traceparent", "tracestate", "baggage"})
 # Noise, not requests: the supervisor's and kubelet's health checks, grpcurl's reflection.
 _UNTRACED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 _state = {"installed": False, "exporting": False}
+_ENDING: set[asyncio.Future[None]] = set()  # client spans being ended (ClientTracing._watch)
 
 
 def replica_name() -> str:
@@ -276,7 +277,12 @@ class _ClientTracing:
                     code = grpc.StatusCode.CANCELLED
                 _end_rpc_span(span, code, server=False)
 
-            call.add_done_callback(lambda _c: asyncio.ensure_future(finish()))
+            def done(_call: Any) -> None:
+                task = asyncio.ensure_future(finish())
+                _ENDING.add(task)  # held until it ends: the loop keeps only weak references
+                task.add_done_callback(_ENDING.discard)
+
+            call.add_done_callback(done)
         return call
 
     async def _intercept(self, continuation: Any, details: grpc.aio.ClientCallDetails, request: Any) -> Any:
