@@ -15,7 +15,7 @@ from grpc_status import rpc_status
 
 from kernel import deadline
 from kernel.errors import HTTP_STATUS, ErrorKind, ServiceError, error_info
-from kernel.metrics import client_attempt, method_of
+from kernel.metrics import client_attempt, method_of, stream_attempt
 from kernel.tls import aio_channel
 
 T = TypeVar("T")
@@ -172,7 +172,7 @@ class BaseClient:
         the call if the consumer stops early. `method` (the full name, see `method_of`) labels the
         client-side duration metric."""
         try:
-            with client_attempt(method or "unknown", self.address):
+            async with stream_attempt(method or "unknown", self.address, call):
                 async for item in call:
                     yield item
         except grpc.aio.AioRpcError as err:

@@ -18,7 +18,19 @@ from .config import GatewayConfig
 from .errors import error_middleware
 from .metrics import GatewayMetrics, metrics_middleware
 from .protect import RateLimiter, api_keys_ctx, cors_on_prepare, load_api_keys, protect_middleware
-from .routes import admin, backends, benchmarks, conversations, documents, health, ingestion, openai_compat, rag, whoami
+from .routes import (
+    admin,
+    backends,
+    benchmarks,
+    conversations,
+    documents,
+    health,
+    ingestion,
+    metrics_view,
+    openai_compat,
+    rag,
+    whoami,
+)
 from .slowclients import body_timeout_middleware
 from .sse import close_open_streams
 from .state import (
@@ -113,6 +125,7 @@ def create_app(cfg: GatewayConfig) -> web.Application:
     app[HEALTH_LIMITER] = RateLimiter(cfg.health_rate_limit_rps, 20)
     app.cleanup_ctx.append(upstreams_ctx)
     app.cleanup_ctx.append(api_keys_ctx)
+    app.cleanup_ctx.append(metrics_view.scraper_ctx)
     app.on_shutdown.append(close_open_streams)
     app.on_response_prepare.append(cors_on_prepare)
     app.on_response_prepare.append(security_headers)
@@ -126,6 +139,7 @@ def create_app(cfg: GatewayConfig) -> web.Application:
         backends,
         benchmarks,
         admin,
+        metrics_view,
         openai_compat,
     ):
         app.router.add_routes(module.routes)

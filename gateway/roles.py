@@ -71,6 +71,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("GET", "/api/benchmarks/{run_id}/export"): R,
     ("GET", "/api/cache"): R,
     ("GET", "/api/metrics/summary"): R,
+    ("GET", "/api/metrics/window"): R,
     ("GET", "/api/watches"): R,
     ("GET", "/api/config/backends"): R,
     # the corpus

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any
 
 import grpc
@@ -131,6 +131,28 @@ def client_attempt(full_method: str, target: str) -> Iterator[None]:
         raise
     except BaseException:
         code = grpc.StatusCode.CANCELLED
+        raise
+    finally:
+        observe_client_attempt(full_method, code, target, time.perf_counter() - t0)
+
+
+@asynccontextmanager
+async def stream_attempt(full_method: str, target: str, call: Any) -> AsyncIterator[None]:
+    """Times a server stream read in the body. When the reader stops early (a consumer that
+    returns at its terminal event), the status is the call's own if it had already ended, else
+    CANCELLED -- what the client really did to the call."""
+    t0 = time.perf_counter()
+    code = grpc.StatusCode.OK
+    try:
+        yield
+    except grpc.aio.AioRpcError as err:
+        code = err.code()
+        raise
+    except BaseException:
+        code = grpc.StatusCode.CANCELLED
+        if call.done():
+            with suppress(Exception):
+                code = await call.code()
         raise
     finally:
         observe_client_attempt(full_method, code, target, time.perf_counter() - t0)
