@@ -19,9 +19,9 @@ import aiohttp
 import pytest
 import requests
 
+from testkit.sse import iter_sse
+from testkit.stack import RunningStack, start_stack
 from tests.browser.test_gateway_demo import ARGS, ARTIFACTS, CHROMIUM
-from tests.support.sse import iter_sse
-from tests.support.stack import RunningStack, start_stack
 from tests.unit.test_monitoring_dashboards import exported_names, referenced_metrics
 
 pytestmark = [

@@ -25,8 +25,8 @@ import pytest
 from gateway.config import GatewayConfig
 from gateway.server import start
 from kernel.config import load_env
-from tests.faults import harness
-from tests.support.stack import RunningStack
+from testkit.faults import harness
+from testkit.stack import RunningStack
 
 pytestmark = [pytest.mark.e2e]
 
@@ -259,6 +259,7 @@ async def gateway_port(stack: RunningStack) -> AsyncIterator[int]:
         GatewayConfig,
         {},
         port=0,
+        auth="open",
         storage_addr=stack.addr("DDNRAG_STORAGE_PORT"),
         retriever_addr=stack.addr("DDNRAG_RETRIEVER_PORT"),
         llm_gateway_addr=stack.addr("DDNRAG_LLM_GATEWAY_PORT"),

@@ -25,8 +25,8 @@ from services.llm_gateway.domain import Passage, RetrievedChunk, SearchResult
 from services.llm_gateway.server import create_server as create_llm
 from services.storage.config import StorageConfig
 from services.storage.server import create_server as create_storage
+from testkit.openai_server import OpenAITestServer, split_tokens
 from tests.conftest import S3Server
-from tests.support.openai_server import OpenAITestServer, split_tokens
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_corpus"
 Q1 = "What does time to first byte measure and why does it matter for RAG?"
@@ -183,6 +183,7 @@ async def test_gateway_routes_for_conversations(aiohttp_client, storage_addr: st
             GatewayConfig,
             {},
             port=0,
+            auth="open",
             storage_addr=storage_addr,
             retriever_addr="127.0.0.1:9",  # not used by these routes
             embedder_addr="127.0.0.1:9",

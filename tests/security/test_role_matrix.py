@@ -11,7 +11,7 @@ from typing import Any
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.roles import OPEN_ROUTES, ROUTE_ROLES, Role
-from tests.faults.harness import record
+from testkit.faults.harness import record
 from tests.integration.test_gateway_doubles import Doubles, doubles, make_app
 
 __all__ = ["doubles"]
@@ -20,7 +20,7 @@ KEYS = {Role.READER: "k-reader", Role.WRITER: "k-writer", Role.ADMIN: "k-admin"}
 
 
 def app_routes(cfg: GatewayConfig | None = None) -> set[tuple[str, str]]:
-    app = create_app(cfg or GatewayConfig(port=0))
+    app = create_app(cfg or GatewayConfig(port=0, auth="open"))
     out = set()
     for route in app.router.routes():
         if route.method in ("HEAD", "OPTIONS") or route.resource is None:
