@@ -382,7 +382,6 @@ async def test_prometheus_metrics_follow_streams_and_failures(tmp_path: Path) ->
     assert reg.get_sample_value("gen_ai_server_time_per_output_token_seconds_count", gen_ai) == 2
 
 
-
 async def test_connect_timeout_then_failover(make_gateway: GatewayFactory) -> None:
     """A listener whose backlog is full never completes the TCP handshake: connect times out."""
     import socket

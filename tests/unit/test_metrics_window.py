@@ -37,9 +37,7 @@ def _scrape(reg: CollectorRegistry, job: str, at: float) -> Snapshot:
 
 def test_window_quantiles_rates_and_ttfb_from_real_expositions() -> None:
     reg = CollectorRegistry()
-    ttfb = Histogram(
-        "storage_backend_ttfb_seconds", "", ["backend", "operation"], registry=reg, buckets=(0.01, 0.1, 1)
-    )
+    ttfb = Histogram("storage_backend_ttfb_seconds", "", ["backend", "operation"], registry=reg, buckets=(0.01, 0.1, 1))
     calls = Histogram(
         "grpc_server_call_duration_seconds", "", ["grpc_method", "grpc_status"], registry=reg, buckets=(0.1, 1)
     )
