@@ -102,3 +102,11 @@ class GatewayConfig:
         "the demo links each answer's trace there. Empty: the trace id is shown, not linked.",
     )
     health_timeout_s: float = env_field(P + "HEALTH_TIMEOUT_S", 2.0, "Deadline of each upstream health check.")
+    metrics_peers: tuple[str, ...] = env_field(
+        P + "METRICS_PEERS",
+        (),
+        "Comma-separated '<service>=<metrics URL>' the Metrics page scrapes (rag up sets them); empty: the gateway's own.",
+    )
+    metrics_scrape_interval_s: float = env_field(
+        P + "METRICS_SCRAPE_INTERVAL_S", 10.0, "Seconds between the Metrics page's scrapes of its peers; 0 stops them."
+    )
