@@ -15,6 +15,7 @@ from grpc_status import rpc_status
 
 from kernel import deadline
 from kernel.errors import HTTP_STATUS, ErrorKind, ServiceError, error_info
+from kernel.metrics import client_attempt, method_of, stream_attempt
 from kernel.tls import aio_channel
 
 T = TypeVar("T")
@@ -168,7 +169,8 @@ class BaseClient:
                     self.service, self.address, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded"
                 )
             try:
-                reply = await method(request, timeout=left)
+                with client_attempt(method_of(method), self.address):
+                    reply = await method(request, timeout=left)
                 self._reached = True
                 return reply
             except grpc.aio.AioRpcError as err:
@@ -197,12 +199,14 @@ class BaseClient:
             grpc.ChannelConnectivity.IDLE,
         )
 
-    async def stream(self, call: Any) -> AsyncIterator[Any]:
+    async def stream(self, call: Any, method: str = "") -> AsyncIterator[Any]:
         """Iterates a server-streaming call, turning errors into ServiceCallError and cancelling
-        the call if the consumer stops early."""
+        the call if the consumer stops early. `method` (the full name, see `method_of`) labels the
+        client-side duration metric."""
         try:
-            async for item in call:
-                yield item
+            async with stream_attempt(method or "unknown", self.address, call):
+                async for item in call:
+                    yield item
         except grpc.aio.AioRpcError as err:
             raise ServiceCallError.from_rpc_error(self.service, self.address, err) from None
         finally:
