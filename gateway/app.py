@@ -18,7 +18,20 @@ from .access import RateLimiter, api_keys_ctx, cors_on_prepare, load_api_keys, p
 from .config import GatewayConfig
 from .errors import error_middleware
 from .metrics import GatewayMetrics, metrics_middleware
-from .routes import admin, backends, benchmarks, conversations, documents, health, ingestion, openai_compat, rag, whoami
+from .routes import (
+    ab,
+    admin,
+    backends,
+    benchmarks,
+    conversations,
+    documents,
+    health,
+    ingestion,
+    metrics_view,
+    openai_compat,
+    rag,
+    whoami,
+)
 from .slowclients import body_timeout_middleware
 from .sse import close_open_streams
 from .state import (
@@ -33,6 +46,7 @@ from .state import (
     UPSTREAMS,
     Upstreams,
 )
+from .tracing import trace_header, tracing_middleware
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +116,14 @@ async def index(request: web.Request) -> web.FileResponse:
 def create_app(cfg: GatewayConfig) -> web.Application:
     """The whole gateway for `cfg`; nothing is opened until the app starts."""
     app = web.Application(
-        middlewares=[body_timeout_middleware, metrics_middleware, protect_middleware, error_middleware],
+        # Tracing first: every later middleware's log lines and errors carry the trace id.
+        middlewares=[
+            tracing_middleware,
+            body_timeout_middleware,
+            metrics_middleware,
+            protect_middleware,
+            error_middleware,
+        ],
         client_max_size=cfg.max_request_bytes,
     )
     app[CONFIG] = cfg
@@ -112,10 +133,13 @@ def create_app(cfg: GatewayConfig) -> web.Application:
     app[RATE_LIMITER] = RateLimiter(cfg.rate_limit_rps, cfg.rate_limit_burst)
     app[HEALTH_LIMITER] = RateLimiter(cfg.health_rate_limit_rps, 20)
     app.cleanup_ctx.append(upstreams_ctx)
+    app.cleanup_ctx.append(ab.ab_client_ctx)
     app.cleanup_ctx.append(api_keys_ctx)
+    app.cleanup_ctx.append(metrics_view.scraper_ctx)
     app.on_shutdown.append(close_open_streams)
     app.on_response_prepare.append(cors_on_prepare)
     app.on_response_prepare.append(security_headers)
+    app.on_response_prepare.append(trace_header)
     for module in (
         health,
         whoami,
@@ -125,7 +149,9 @@ def create_app(cfg: GatewayConfig) -> web.Application:
         conversations,
         backends,
         benchmarks,
+        ab,
         admin,
+        metrics_view,
         openai_compat,
     ):
         app.router.add_routes(module.routes)

@@ -12,13 +12,12 @@ from clients.base import remaining_timeout
 from ddnrag.common.v1 import common_pb2
 from ddnrag.llm.v1 import llm_service_pb2 as pb
 from ddnrag.llm.v1 import llm_service_pb2_grpc as pb_grpc
-from ddnrag.retriever.v1 import retriever_service_pb2 as rpb
 from kernel import deadline
 from kernel.errors import unavailable
 from kernel.pb import stage_pb, timings_pb
 from kernel.timing import Stage, Timer
 
-from .checks import AnswerChecks, RefusedEvent, VerifyEvent, regenerate_with, search_with
+from .checks import AnswerChecks, RefusedEvent, VerifyEvent, regenerate_with
 from .checks_pb import guards_pb, refused_pb, verify_pb
 from .conversations import Conversation, ConversationStore
 from .core import LlmGateway
@@ -100,9 +99,9 @@ def done_pb(ev: DoneEvent) -> pb.Done:
     )
 
 
-def chunk_pb(c: RetrievedChunk) -> rpb.ScoredChunk:
+def chunk_pb(c: RetrievedChunk) -> common_pb2.ScoredChunk:
     p = c.passage
-    return rpb.ScoredChunk(
+    return common_pb2.ScoredChunk(
         chunk_id=p.chunk_id,
         document_id=p.document_id,
         document_name=p.document_name,
@@ -131,7 +130,7 @@ def retrieval_pb(ev: RetrievalEvent) -> pb.Retrieval:
         history_turns=ev.history_turns,
         history_turns_trimmed=ev.history_turns_trimmed,
         conversation_id=ev.conversation_id,
-        rerank=rpb.Rerank(backend=rr.backend, status=rr.status, message=rr.message, scored=rr.scored)
+        rerank=common_pb2.Rerank(backend=rr.backend, status=rr.status, message=rr.message, scored=rr.scored)
         if (rr := r.rerank)
         else None,
     )
@@ -206,14 +205,8 @@ class LlmServicer(pb_grpc.LlmServiceServicer):
             conversation_id=request.conversation_id,
             history=[(m.role, m.content) for m in request.history],
         )
-        if self.checks is not None:
-            stream = self.checks.wrap(
-                request.question,
-                stream,
-                kinds={b.name: b.kind for b in self.core.backends},
-                search=search_with(self.core, request, timeout_s),
-                regenerate=regenerate_with(self.core, request.question, params),
-            )
+        # The core runs the guardrails and the groundedness check (core.checks) before it stores
+        # a conversation's turn, so the stored text is the text sent.
         seen = StreamObserver(self.metrics)
         try:
             async for ev in stream:
@@ -291,10 +284,10 @@ class LlmServicer(pb_grpc.LlmServiceServicer):
     ) -> pb.ListConversationsResponse:
         timer = Timer()
         with timer.stage("conversation_list") as st:
-            items = await self._store().list(request.page_size)
+            items, token = await self._store().list(request.page_size, request.page_token)
             st.count = len(items)
         return pb.ListConversationsResponse(
-            conversations=[conversation_pb(c) for c in items], timings=timings_pb(timer)
+            conversations=[conversation_pb(c) for c in items], timings=timings_pb(timer), next_page_token=token
         )
 
     async def GetConversation(
@@ -340,6 +333,7 @@ def conversation_pb(c: Conversation, *, turns: bool = True) -> pb.Conversation:
                 model=t.model,
                 finish_reason=t.finish_reason,
                 created_unix_ns=t.created_unix_ns,
+                verify_score=t.verify_score,
             )
             for t in (c.turns if turns else ())
         ],

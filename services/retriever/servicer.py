@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 
+from ddnrag.common.v1 import common_pb2
 from ddnrag.retriever.v1 import retriever_service_pb2 as pb
 from ddnrag.retriever.v1 import retriever_service_pb2_grpc as pb_grpc
 from kernel import deadline
@@ -193,7 +194,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         )
         res = await self.core.search(request.collection or "default", request.query, params)
         chunks = [
-            pb.ScoredChunk(
+            common_pb2.ScoredChunk(
                 chunk_id=h.chunk_id,
                 document_id=h.document_id,
                 document_name=h.document_name,
@@ -216,7 +217,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
             index_version=res.index_version,
             cache_hit=res.cache_hit,
             timings=timings_pb(res.timer),
-            rerank=pb.Rerank(backend=rr.backend, status=rr.status, message=rr.message, scored=rr.scored)
+            rerank=common_pb2.Rerank(backend=rr.backend, status=rr.status, message=rr.message, scored=rr.scored)
             if rr
             else None,
         )

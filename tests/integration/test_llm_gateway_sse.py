@@ -1,5 +1,5 @@
 """The whole answer path over real processes' code in one loop: HTTP gateway (`gateway.server`,
-SSE) -> llm_gateway (gRPC) -> an OpenAI-compatible server (tests/support/openai_server.py), with a
+SSE) -> llm_gateway (gRPC) -> an OpenAI-compatible server (testkit/openai_server.py), with a
 retriever test double (a real gRPC RetrieverService returning one fixed chunk).
 
 It checks what the issue asks of the full path: an OpenAI-compatible backend's tokens reach the
@@ -27,14 +27,14 @@ from gateway.server import start as start_gateway
 from kernel.config import load_env
 from services.llm_gateway.config import LlmGatewayConfig
 from services.llm_gateway.server import create_server
-from tests.support.openai_server import OpenAITestServer, split_tokens
+from testkit.openai_server import OpenAITestServer, split_tokens
 
 
 class OneChunkRetriever(rpb_grpc.RetrieverServiceServicer):
     """Test double of the retriever: one fixed chunk."""
 
     async def Search(self, request: rpb.SearchRequest, context: grpc.aio.ServicerContext) -> rpb.SearchResponse:
-        chunk = rpb.ScoredChunk(
+        chunk = common_pb2.ScoredChunk(
             chunk_id="c-s3",
             document_id="s3",
             document_name="object-storage.md",

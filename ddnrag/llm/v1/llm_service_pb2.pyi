@@ -1,5 +1,4 @@
 from ddnrag.common.v1 import common_pb2 as _common_pb2
-from ddnrag.retriever.v1 import retriever_service_pb2 as _retriever_service_pb2
 from google.rpc import status_pb2 as _status_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -125,7 +124,7 @@ class Retrieval(_message.Message):
     HISTORY_TURNS_TRIMMED_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     RERANK_FIELD_NUMBER: _ClassVar[int]
-    chunks: _containers.RepeatedCompositeFieldContainer[_retriever_service_pb2.ScoredChunk]
+    chunks: _containers.RepeatedCompositeFieldContainer[_common_pb2.ScoredChunk]
     index_version: str
     cache_hit: bool
     timings: _common_pb2.Timings
@@ -134,8 +133,8 @@ class Retrieval(_message.Message):
     history_turns: int
     history_turns_trimmed: int
     conversation_id: str
-    rerank: _retriever_service_pb2.Rerank
-    def __init__(self, chunks: _Optional[_Iterable[_Union[_retriever_service_pb2.ScoredChunk, _Mapping]]] = ..., index_version: _Optional[str] = ..., cache_hit: _Optional[bool] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ..., search_query: _Optional[str] = ..., rewrite: _Optional[str] = ..., history_turns: _Optional[int] = ..., history_turns_trimmed: _Optional[int] = ..., conversation_id: _Optional[str] = ..., rerank: _Optional[_Union[_retriever_service_pb2.Rerank, _Mapping]] = ...) -> None: ...
+    rerank: _common_pb2.Rerank
+    def __init__(self, chunks: _Optional[_Iterable[_Union[_common_pb2.ScoredChunk, _Mapping]]] = ..., index_version: _Optional[str] = ..., cache_hit: _Optional[bool] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ..., search_query: _Optional[str] = ..., rewrite: _Optional[str] = ..., history_turns: _Optional[int] = ..., history_turns_trimmed: _Optional[int] = ..., conversation_id: _Optional[str] = ..., rerank: _Optional[_Union[_common_pb2.Rerank, _Mapping]] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("start", "token", "citation", "done", "error", "verify", "refused")
@@ -369,7 +368,7 @@ class PurgeCacheResponse(_message.Message):
     def __init__(self, removed: _Optional[int] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ...) -> None: ...
 
 class Turn(_message.Message):
-    __slots__ = ("question", "search_query", "answer", "citations", "backend", "model", "finish_reason", "created_unix_ns")
+    __slots__ = ("question", "search_query", "answer", "citations", "backend", "model", "finish_reason", "created_unix_ns", "verify_score")
     QUESTION_FIELD_NUMBER: _ClassVar[int]
     SEARCH_QUERY_FIELD_NUMBER: _ClassVar[int]
     ANSWER_FIELD_NUMBER: _ClassVar[int]
@@ -378,6 +377,7 @@ class Turn(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     CREATED_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_SCORE_FIELD_NUMBER: _ClassVar[int]
     question: str
     search_query: str
     answer: str
@@ -386,7 +386,8 @@ class Turn(_message.Message):
     model: str
     finish_reason: str
     created_unix_ns: int
-    def __init__(self, question: _Optional[str] = ..., search_query: _Optional[str] = ..., answer: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[_common_pb2.Citation, _Mapping]]] = ..., backend: _Optional[str] = ..., model: _Optional[str] = ..., finish_reason: _Optional[str] = ..., created_unix_ns: _Optional[int] = ...) -> None: ...
+    verify_score: float
+    def __init__(self, question: _Optional[str] = ..., search_query: _Optional[str] = ..., answer: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[_common_pb2.Citation, _Mapping]]] = ..., backend: _Optional[str] = ..., model: _Optional[str] = ..., finish_reason: _Optional[str] = ..., created_unix_ns: _Optional[int] = ..., verify_score: _Optional[float] = ...) -> None: ...
 
 class Conversation(_message.Message):
     __slots__ = ("id", "title", "collection", "created_unix_ns", "updated_unix_ns", "turn_count", "turns")
@@ -423,18 +424,22 @@ class CreateConversationResponse(_message.Message):
     def __init__(self, conversation: _Optional[_Union[Conversation, _Mapping]] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ...) -> None: ...
 
 class ListConversationsRequest(_message.Message):
-    __slots__ = ("page_size",)
+    __slots__ = ("page_size", "page_token")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     page_size: int
-    def __init__(self, page_size: _Optional[int] = ...) -> None: ...
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListConversationsResponse(_message.Message):
-    __slots__ = ("conversations", "timings")
+    __slots__ = ("conversations", "timings", "next_page_token")
     CONVERSATIONS_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     conversations: _containers.RepeatedCompositeFieldContainer[Conversation]
     timings: _common_pb2.Timings
-    def __init__(self, conversations: _Optional[_Iterable[_Union[Conversation, _Mapping]]] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, conversations: _Optional[_Iterable[_Union[Conversation, _Mapping]]] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class GetConversationRequest(_message.Message):
     __slots__ = ("id",)

@@ -15,7 +15,7 @@ import requests
 
 from cli.seaweed import port_in_use
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 PORT_VARS = [
     "DDNRAG_S3_PORT",
@@ -32,6 +32,7 @@ PORT_VARS = [
     "DDNRAG_STORAGE_METRICS_PORT",
     "DDNRAG_RETRIEVER_METRICS_PORT",
     "DDNRAG_LLM_GATEWAY_METRICS_PORT",
+    "DDNRAG_PROMETHEUS_PORT",
 ]
 SEAWEED_VARS = PORT_VARS[:5]
 # Ports that `rag up --replicas N` also binds for replica i > 0, at + i x REPLICA_PORT_STEP.
