@@ -42,16 +42,25 @@ def collections(rounds: int = ROUNDS) -> list[str]:
 
 
 async def write_collections(b: Any, recs: list[Any], vecs: np.ndarray, docs: dict[str, Any]) -> None:
-    """Each measured collection: 8 neighbouring segments of 4k chunks (one tier), merged on the next commit."""
+    """Each measured collection: 8 neighbouring segments of 4k chunks (one tier), merged on the next
+    commit. The first is written through the commit path; the others are byte-for-byte copies of
+    its objects (segment ids and SHA-256s do not depend on the collection's name)."""
     from services.retriever.adapters import StorageStore
     from services.retriever.live import write_collection
 
     store = StorageStore(b.storage)
-    for coll in collections():
-        for s in range(SEGMENTS):
-            part = slice(s * SEGMENT_CHUNKS, (s + 1) * SEGMENT_CHUNKS)
-            sdocs = {d: docs[d] for d in {r.document_id for r in recs[part]}}
-            await write_collection(store, coll, sdocs, recs[part], vecs[part])
+    first, *others = collections()
+    for s in range(SEGMENTS):
+        part = slice(s * SEGMENT_CHUNKS, (s + 1) * SEGMENT_CHUNKS)
+        sdocs = {d: docs[d] for d in {r.document_id for r in recs[part]}}
+        await write_collection(store, first, sdocs, recs[part], vecs[part])
+    keys = [o.key for o in await store.list(f"index/{first}/") if not o.key.endswith("/CURRENT")]
+    for coll in others:
+        for i in range(0, len(keys), 4):
+            got = await store.get_many(keys[i : i + 4])
+            await store.put_many([(g.key.replace(f"index/{first}/", f"index/{coll}/", 1), g.data) for g in got])
+        current = await store.get(f"index/{first}/CURRENT")
+        await store.put_many([(f"index/{coll}/CURRENT", current)])
 
 
 async def only(b: Any, root: Any, corpus_rows: Callable[..., Any], scifact_dir: Any, small_docs: Any) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from kernel.errors import ErrorKind, ServiceError
 from . import segments as store_fmt
 from .index import ChunkRecord, CollectionIndex, DenseFactory, DocumentInfo, Segment
 from .lexical import Analyzer, Postings
-from .merge import MergeJob, MergePolicy, Source, merge_and_encode, merge_rows, rows_digest, run_merge_job
+from .merge import MergeJob, MergePolicy, Source, merge_elsewhere, merge_here
 from .ports import ObjectStore, PreconditionFailed
 from .segments import Manifest, SegmentEntry
 
@@ -387,9 +387,10 @@ class LiveIndex:
             by_id = {e.id: e for e in self.manifest.segments}
             job = MergeJob(self.collection, [by_id[s] for s in pick], [before[s] for s in pick], dim, gen, store)
         if self.opts.merge_executor is not None and job.store is not None:
-            seg, entry = await self._merge_elsewhere(job, sources)
+            seg, entry = await merge_elsewhere(job, sources, self.opts.merge_executor, self._segment)
         else:
-            seg, entry = await self._merge_here(sources, dim, gen)
+            store = self.store if self.opts.persist else None
+            seg, entry = await merge_here(self.collection, sources, dim, gen, store, self._segment)
         seg_id, n_rows = seg.id, len(seg)
         async with self.lock:
             etag = await self._catch_up()
@@ -430,34 +431,6 @@ class LiveIndex:
                 extra={"collection": self.collection, "segments": len(pick), "chunks": n_rows},
             )
             return True
-
-    async def _merge_here(self, sources: Sequence[Source], dim: int, gen: int) -> tuple[Segment, SegmentEntry]:
-        """Merges in a worker thread of this process and writes the new segment from here."""
-        merged, files = await asyncio.to_thread(merge_and_encode, sources, dim)
-        seg_id = store_fmt.new_segment_id(gen, files)
-        entry = store_fmt.segment_entry(seg_id, files, len(merged.records))
-        if self.opts.persist:
-            base = store_fmt.prefix(self.collection) + entry.path
-            await store_fmt.put_files(self.store, [(base + n, d) for n, d in files.items()])
-        seg = await asyncio.to_thread(
-            self._segment, seg_id, merged.records, merged.vectors, merged.documents, merged.postings
-        )
-        return seg, entry
-
-    async def _merge_elsewhere(self, job: MergeJob, sources: Sequence[Source]) -> tuple[Segment, SegmentEntry]:
-        """Runs the merge in the merge process (it reads the sources from the store and writes the
-        new segment itself), then builds the merged segment here from the rows already in memory
-        and the postings it sent back: nothing large is decoded or copied by this process."""
-        loop = asyncio.get_running_loop()
-        out = await loop.run_in_executor(self.opts.merge_executor, run_merge_job, job)
-
-        def build() -> Segment:
-            records, vectors, documents = merge_rows(sources, job.dim)
-            if len(records) != out.rows or rows_digest(records) != out.digest:
-                raise RuntimeError(f"the merge process merged other rows than {self.collection!r} holds")
-            return self._segment(out.entry.id, records, vectors, documents, out.postings, out.entry.created_unix_ns)
-
-        return await asyncio.to_thread(build), out.entry
 
 
 async def write_collection(

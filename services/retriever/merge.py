@@ -14,8 +14,8 @@ import hashlib
 import math
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -165,6 +165,42 @@ async def _merge_job(job: MergeJob) -> MergeOutput:
         close = getattr(store, "close", None)
         if close is not None:
             await close()
+
+
+# What builds the serving process's Segment from merged contents (LiveIndex._segment).
+SegmentBuilder = Callable[[str, Sequence[ChunkRecord], np.ndarray, Mapping[str, DocumentInfo], Postings, int], Segment]
+
+
+async def merge_here(
+    collection: str, sources: Sequence[Source], dim: int, gen: int, store: ObjectStore | None, build: SegmentBuilder
+) -> tuple[Segment, SegmentEntry]:
+    """Merges in a worker thread of this process and writes the new segment from here (to `store`,
+    unless None: an index kept in memory only)."""
+    merged, files = await asyncio.to_thread(merge_and_encode, sources, dim)
+    seg_id = store_fmt.new_segment_id(gen, files)
+    entry = store_fmt.segment_entry(seg_id, files, len(merged.records))
+    if store is not None:
+        base = store_fmt.prefix(collection) + entry.path
+        await store_fmt.put_files(store, [(base + n, d) for n, d in files.items()])
+    seg = await asyncio.to_thread(build, seg_id, merged.records, merged.vectors, merged.documents, merged.postings, 0)
+    return seg, entry
+
+
+async def merge_elsewhere(
+    job: MergeJob, sources: Sequence[Source], executor: Executor, build: SegmentBuilder
+) -> tuple[Segment, SegmentEntry]:
+    """Runs the merge in the merge process (it reads the sources from the store and writes the
+    new segment itself), then builds the merged segment here from the rows already in memory and
+    the postings it sent back: nothing large is decoded or copied by this process."""
+    out = await asyncio.get_running_loop().run_in_executor(executor, run_merge_job, job)
+
+    def here() -> Segment:
+        records, vectors, documents = merge_rows(sources, job.dim)
+        if len(records) != out.rows or rows_digest(records) != out.digest:
+            raise RuntimeError(f"the merge process merged other rows than {job.collection!r} holds")
+        return build(out.entry.id, records, vectors, documents, out.postings, out.entry.created_unix_ns)
+
+    return await asyncio.to_thread(here), out.entry
 
 
 def _lower_priority() -> None:

@@ -3,6 +3,8 @@ after the grace period, as their files are; the live ones are never released."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from services.retriever.dense import DenseIndex
@@ -16,7 +18,7 @@ from tests.unit.test_retriever_segments import batch, corpus
 class DroppingDense(DenseIndex):
     """An in-process dense index that records when it is dropped (as a Milvus one would be)."""
 
-    dropped: list[str] = []
+    dropped: ClassVar[list[str]] = []
 
     def __init__(self, vectors: np.ndarray, seg_id: str) -> None:
         super().__init__(vectors)
