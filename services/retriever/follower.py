@@ -1,6 +1,6 @@
 """Keeps a replica's indexes on what CURRENT names, and says when the replica is too stale to serve.
 
-Every `follow_interval_s` the follower reads one small object, `index/CHANGED`, which writers
+Every `follow_interval_s` the follower reads one small object, `index-changed`, which writers
 rewrite after every change of a CURRENT or of the collection list. Only when its ETag moved (or a
 manifest was refused and is retried, or FULL_POLL_S passed: a writer that died between CURRENT and
 that note) does it list the collections' CURRENT objects and, for each whose ETag changed, read it
@@ -23,7 +23,7 @@ from .segments import CorruptSegment
 
 log = logging.getLogger(__name__)
 
-FULL_POLL_S = 30.0  # list everything at least this often, whatever `index/CHANGED` says
+FULL_POLL_S = 30.0  # list everything at least this often, whatever `index-changed` says
 
 
 class Follower:
@@ -37,7 +37,7 @@ class Follower:
         self.errors: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
         self._serving: bool | None = None
-        self._changes: str | None = None  # index/CHANGED's ETag at the last full poll
+        self._changes: str | None = None  # index-changed's ETag at the last full poll
         self._full_at = 0.0
 
     def start(self) -> None:
@@ -73,7 +73,7 @@ class Follower:
                 await self.on_health(serving)
 
     async def poll(self) -> None:
-        """One round: read `index/CHANGED`; when it moved, follow every collection whose CURRENT
+        """One round: read `index-changed`; when it moved, follow every collection whose CURRENT
         changed since the last round."""
         tag = await segments.changes_tag(self.core.store)
         now = time.monotonic()

@@ -8,7 +8,8 @@ Layout, under the default backend:
     index/<c>/deletes/<hash>.json                  documents deleted from live segments
     index/<c>/manifests/<generation>-<version>.json  live segments, SHA-256 per file, delete set
     index/<c>/CURRENT                              the live manifest's name, written last
-    index/CHANGED                                  rewritten after any CURRENT or the collection list changes
+    index-changed                                  rewritten after any CURRENT or the collection list changes
+                                                   (outside index/: every index/ key is under a collection)
 
 A commit writes one new segment (only the new chunks), a delete set when documents were replaced or
 removed, a new manifest, then CURRENT; a merge publishes the same way. Files are sharded so each
@@ -221,11 +222,11 @@ async def publish(store: ObjectStore, manifest: Manifest, expect_etag: str) -> i
     return len(body) + len(name)
 
 
-CHANGED = "index/CHANGED"
+CHANGED = "index-changed"
 
 
 async def note_change(store: ObjectStore) -> None:
-    """Rewrites `index/CHANGED` (a new ETag every time) after a CURRENT or the collection list
+    """Rewrites `index-changed` (a new ETag every time) after a CURRENT or the collection list
     changed, so that followers read this one small object per poll and list only when it moved.
     Best effort: the change itself is already published, and followers also list now and then."""
     try:
@@ -235,7 +236,7 @@ async def note_change(store: ObjectStore) -> None:
 
 
 async def changes_tag(store: ObjectStore) -> str:
-    """`index/CHANGED`'s ETag ("" when no writer has noted a change yet)."""
+    """`index-changed`'s ETag ("" when no writer has noted a change yet)."""
     try:
         return (await store.read(CHANGED))[1]
     except ObjectNotFound:

@@ -1,4 +1,4 @@
-"""A follower's poll reads one small object (`index/CHANGED`) and lists the store only when a
+"""A follower's poll reads one small object (`index-changed`) and lists the store only when a
 writer changed something: a CURRENT, or the collection list. Counted per call, no timing."""
 
 from __future__ import annotations
