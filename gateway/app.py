@@ -18,7 +18,19 @@ from .access import RateLimiter, api_keys_ctx, cors_on_prepare, load_api_keys, p
 from .config import GatewayConfig
 from .errors import error_middleware
 from .metrics import GatewayMetrics, metrics_middleware
-from .routes import admin, backends, benchmarks, conversations, documents, health, ingestion, openai_compat, rag, whoami
+from .routes import (
+    ab,
+    admin,
+    backends,
+    benchmarks,
+    conversations,
+    documents,
+    health,
+    ingestion,
+    openai_compat,
+    rag,
+    whoami,
+)
 from .slowclients import body_timeout_middleware
 from .sse import close_open_streams
 from .state import (
@@ -112,6 +124,7 @@ def create_app(cfg: GatewayConfig) -> web.Application:
     app[RATE_LIMITER] = RateLimiter(cfg.rate_limit_rps, cfg.rate_limit_burst)
     app[HEALTH_LIMITER] = RateLimiter(cfg.health_rate_limit_rps, 20)
     app.cleanup_ctx.append(upstreams_ctx)
+    app.cleanup_ctx.append(ab.ab_client_ctx)
     app.cleanup_ctx.append(api_keys_ctx)
     app.on_shutdown.append(close_open_streams)
     app.on_response_prepare.append(cors_on_prepare)
@@ -125,6 +138,7 @@ def create_app(cfg: GatewayConfig) -> web.Application:
         conversations,
         backends,
         benchmarks,
+        ab,
         admin,
         openai_compat,
     ):

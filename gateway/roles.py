@@ -69,6 +69,12 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("GET", "/api/benchmarks/compare"): R,
     ("GET", "/api/benchmarks/{run_id}"): R,
     ("GET", "/api/benchmarks/{run_id}/export"): R,
+    ("GET", "/api/ab/runs"): R,
+    ("GET", "/api/ab/runs/{run_id}"): R,
+    ("GET", "/api/ab/runs/{run_id}/stream"): R,
+    ("GET", "/api/ab/runs/{run_id}/report"): R,
+    ("GET", "/api/ab/runs/{run_id}/export"): R,
+    ("GET", "/api/ab/live"): R,
     ("GET", "/api/cache"): R,
     ("GET", "/api/metrics/summary"): R,
     ("GET", "/api/watches"): R,
@@ -86,6 +92,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("POST", "/api/watches/{watch_id}/stop"): A,
     ("GET", "/api/benchmarks/stream"): A,  # a GET that runs a benchmark (EventSource can only GET)
     ("POST", "/api/cache/purge"): A,
+    ("POST", "/api/ab/runs"): A,  # an A/B run may write missing chunks to a backend, as benchmarks do
 }
 
 OPEN_ROUTES = frozenset(
