@@ -1,8 +1,9 @@
 """Adapters from the core's protocols (`Searcher`, `Encoder`) to the real peers.
 
 `RetrieverSearcher` calls the retriever service, `EmbedderEncoder` the embedder service, both
-through their typed clients. (The in-process encoder, used when the embedder address is "local",
-is `embedding.local.LocalEncoder`.)
+through their typed clients; a peer's failure keeps its code and reason
+(`ServiceCallError.to_service_error`, the one mapping). The in-process encoder, used when the
+embedder address is "local", is `embedding.local.LocalEncoder`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import grpc
 import numpy as np
 
 from clients.base import ServiceCallError
-from kernel.errors import ServiceError, unavailable
+from kernel.errors import unavailable
 from kernel.pb import stage_from_pb
 
 from .domain import ChunkStatus, Passage, RerankInfo, RetrievedChunk, SearchResult
@@ -46,16 +47,11 @@ class RetrieverSearcher:
                 collection, query, top_k=top_k, backend=backend, filters=dict(filters) or None, timeout=timeout
             )
         except ServiceCallError as err:
-            raise peer_error(err) from None
+            raise err.to_service_error() from None
         return search_result_from_pb(resp)
 
     async def close(self) -> None:
         await self.client.close()
-
-
-def peer_error(err: ServiceCallError) -> ServiceError:
-    """A peer's failure as this service's ServiceError, keeping its code and reason."""
-    return err.to_service_error()
 
 
 def search_result_from_pb(resp: Any) -> SearchResult:
@@ -106,7 +102,7 @@ class EmbedderEncoder:
         try:
             arr = await self.client.embed_array(list(texts), truncate=True, timeout=self.timeout_s)
         except ServiceCallError as err:
-            raise peer_error(err) from None
+            raise err.to_service_error() from None
         return np.asarray(arr, dtype=np.float32)
 
     async def close(self) -> None:
@@ -127,20 +123,20 @@ class StorageObjects:
         except ServiceCallError as err:
             if err.code == grpc.StatusCode.NOT_FOUND:
                 raise ObjectNotFoundError(key) from None
-            raise peer_error(err) from None
+            raise err.to_service_error() from None
         return data
 
     async def put(self, key: str, data: bytes) -> None:
         try:
             await self.client.put(key, data, content_type="application/json")
         except ServiceCallError as err:
-            raise peer_error(err) from None
+            raise err.to_service_error() from None
 
     async def list_keys(self, prefix: str) -> list[tuple[str, int]]:
         try:
             return [(o.key, o.last_modified_unix_ns) async for o in self.client.list_all(prefix)]
         except ServiceCallError as err:
-            raise peer_error(err) from None
+            raise err.to_service_error() from None
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         out: list[bytes | None] = []
@@ -148,7 +144,7 @@ class StorageObjects:
             try:
                 resp = await self.client.batch_get(list(keys[i : i + 1000]))
             except ServiceCallError as err:
-                raise peer_error(err) from None
+                raise err.to_service_error() from None
             for r in resp.results:
                 if r.status.code == 0:
                     out.append(r.data)
@@ -162,7 +158,7 @@ class StorageObjects:
         try:
             await self.client.delete([key])
         except ServiceCallError as err:
-            raise peer_error(err) from None
+            raise err.to_service_error() from None
 
     async def close(self) -> None:
         await self.client.close()
