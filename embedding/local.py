@@ -180,7 +180,8 @@ class LocalEncoder:
                 progress(len(idx))
         return out
 
-    async def encode(self, texts: Sequence[str]) -> np.ndarray:
+    async def encode(self, texts: Sequence[str], *, timeout: float | None = None) -> np.ndarray:
+        """`timeout` is accepted for the retriever's `Encoder` port and unused: no peer to wait on."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, self.encode_sync, list(texts))
 
     async def warm(self) -> None:

@@ -144,9 +144,9 @@ class EmbedderEncoder:
         self.client = client
         self._dim = 0
 
-    async def encode(self, texts: Sequence[str]) -> np.ndarray:
+    async def encode(self, texts: Sequence[str], *, timeout: float | None = None) -> np.ndarray:
         try:
-            arr = await self.client.embed_array(list(texts), truncate=True)
+            arr = await self.client.embed_array(list(texts), truncate=True, timeout=timeout)
         except ServiceCallError as err:
             raise err.to_service_error() from None
         return np.asarray(arr, dtype=np.float32)
