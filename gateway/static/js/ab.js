@@ -212,6 +212,7 @@
   // The impact page's run picker also lists A/B runs (value "ab:<run id>"); this draws the figures
   // an A/B run measures (fetch of the run's top-k chunks, TTFT) and says what it does not measure.
   let abRuns = [];
+  let abPicked = ""; // the A/B run the user picked: kept when the benchmark options are rebuilt
   function addAbOptions() {
     const sel = $("im-run");
     for (const g of [...sel.querySelectorAll("optgroup.ab")]) g.remove();
@@ -219,14 +220,17 @@
     const group = h("optgroup", { class: "ab", label: "A/B runs" });
     for (const r of abRuns) group.appendChild(h("option", { value: "ab:" + r.run_id, text: "A/B " + r.run_id + "  " + r.request.backends.join(" vs ") + "  " + (r.request.label || "") }));
     sel.appendChild(group);
+    if (abPicked && [...sel.options].some((o) => o.value === abPicked) && sel.value !== abPicked) {
+      sel.value = abPicked;
+      if (DDN.renderImpact) DDN.renderImpact();
+    }
   }
+  $("im-run").addEventListener("input", () => { abPicked = $("im-run").value.startsWith("ab:") ? $("im-run").value : ""; });
   document.addEventListener("runs", addAbOptions); // after pages.js rebuilt the benchmark options
   document.addEventListener("tab", async (e) => {
     if (e.detail !== "impact") return;
     try { abRuns = (await DDN.api("GET", "/api/ab/runs?page_size=20")).runs.filter((r) => r.summary); } catch (err) { abRuns = []; }
-    const keep = $("im-run").value;
     addAbOptions();
-    if ([...$("im-run").options].some((o) => o.value === keep)) $("im-run").value = keep;
     if (DDN.renderImpact) DDN.renderImpact();
   });
   DDN.abImpact = function abImpact(out) {
