@@ -27,6 +27,7 @@ from .routes import (
     documents,
     health,
     ingestion,
+    metrics_view,
     openai_compat,
     rag,
     whoami,
@@ -126,6 +127,7 @@ def create_app(cfg: GatewayConfig) -> web.Application:
     app.cleanup_ctx.append(upstreams_ctx)
     app.cleanup_ctx.append(ab.ab_client_ctx)
     app.cleanup_ctx.append(api_keys_ctx)
+    app.cleanup_ctx.append(metrics_view.scraper_ctx)
     app.on_shutdown.append(close_open_streams)
     app.on_response_prepare.append(cors_on_prepare)
     app.on_response_prepare.append(security_headers)
@@ -140,6 +142,7 @@ def create_app(cfg: GatewayConfig) -> web.Application:
         benchmarks,
         ab,
         admin,
+        metrics_view,
         openai_compat,
     ):
         app.router.add_routes(module.routes)

@@ -96,3 +96,11 @@ class GatewayConfig:
     )
     default_collection: str = env_field(P + "DEFAULT_COLLECTION", "default", "Collection used when none is given.")
     health_timeout_s: float = env_field(P + "HEALTH_TIMEOUT_S", 2.0, "Deadline of each upstream health check.")
+    metrics_peers: tuple[str, ...] = env_field(
+        P + "METRICS_PEERS",
+        (),
+        "Comma-separated '<service>=<metrics URL>' the Metrics page scrapes (rag up sets them); empty: the gateway's own.",
+    )
+    metrics_scrape_interval_s: float = env_field(
+        P + "METRICS_SCRAPE_INTERVAL_S", 10.0, "Seconds between the Metrics page's scrapes of its peers; 0 stops them."
+    )

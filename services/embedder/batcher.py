@@ -117,6 +117,8 @@ class Batcher:
         self._closed = False
         self._active: list[_Group] = []  # groups of the window being run
         self.batches_run = 0
+        # Called with (texts, inference ns) after each batch the model ran (metrics).
+        self.on_batch: Callable[[int, int], None] | None = None
 
     @property
     def queued_texts(self) -> int:
@@ -254,6 +256,8 @@ class Batcher:
             return
         elapsed = time.perf_counter_ns() - start
         self.batches_run += 1
+        if self.on_batch is not None:
+            self.on_batch(len(members), elapsed)
         for g in groups.values():
             g.inference_ns += elapsed
             g.batches += 1

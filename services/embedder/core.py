@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +95,8 @@ class Embedder:
         self.cfg = cfg
         self.model: LoadedModel | None = None
         self.batcher: Batcher | None = None
+        # Handed to the batcher: (texts, inference ns) per batch; the server sets it (metrics.py).
+        self.on_batch: Callable[[int, int], None] | None = None
         self.cache: EmbeddingCache | None = None
         self._cache_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder-cache")
         self._tok_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder-tok")
@@ -124,6 +127,7 @@ class Embedder:
             max_queue_texts=self.cfg.max_queue_texts,
             dynamic=self.cfg.dynamic_batching,
         )
+        self.batcher.on_batch = self.on_batch
         self.batcher.start()
         self.model = model
         self._info = ModelInfo(

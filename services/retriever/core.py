@@ -32,6 +32,7 @@ from .index import ChunkRecord, CollectionIndex, DocumentInfo
 from .lexical import Analyzer
 from .live import Fence, FenceReader, IndexOptions, LiveIndex
 from .merge import MergePolicy, merge_executor
+from .metrics import RetrieverMetrics
 from .ports import Encoder, ObjectStore
 from .rerank import RerankStage
 from .rerank.stage import rerank_hits
@@ -57,6 +58,7 @@ class Settings:
     max_unpacked_bytes: int = 256 * 1024 * 1024
     embed_batch: int = 64
     embed_concurrency: int = 2
+    embed_timeout_s: float = 120.0
     write_batch: int = 256
     hnsw_threshold: int = 50_000
     fusion: str = "weighted"
@@ -125,6 +127,8 @@ class Retriever:
         self.fence_reader: FenceReader | None = None
         # The optional stage after fusion and fetch (rerank/); None: fusion order is final.
         self.rerank: RerankStage | None = None
+        # Replaced by the server with one on its registry (metrics.py).
+        self.metrics = RetrieverMetrics()
         self.opts = IndexOptions(
             hnsw_threshold=settings.hnsw_threshold,
             bm25_params=(settings.bm25_k1, settings.bm25_b),
@@ -193,6 +197,7 @@ class Retriever:
                 log.info("loaded collection", extra={"collection": name, "version": state.live.version})
             except CorruptSegment as err:
                 state.error = str(err)
+                self.metrics.refused(name)
                 log.error("refused a corrupt index", extra={"collection": name, "reason": str(err)})
         return state
 

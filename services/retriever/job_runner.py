@@ -66,8 +66,7 @@ class JobRunner:
             if not req.get("listed"):
                 await self._list_prefix(lj)
             v.backends = backend_stats(req)
-            waited_until = time.monotonic() + PEER_WAIT_S
-            delay = 1.0
+            waited_until, delay, progress = 0.0, 1.0, -1
             while True:
                 files = await m.state.files(v.job_id)
                 committed, chunks = await m.state.batches(lj.record.batches)
@@ -86,7 +85,11 @@ class JobRunner:
                     break
                 except (ServiceError, OSError) as err:
                     # A peer (embedder, storage, the store behind it) restarting: resume from the
-                    # last committed batch once it is back, as a new lease holder would.
+                    # last committed batch once it is back, as a new lease holder would. The wait
+                    # counts from the last committed batch, not from the job's start, so a long
+                    # job rides out a restart as well as a short one.
+                    if len(lj.record.batches) > progress:
+                        progress, waited_until, delay = len(lj.record.batches), time.monotonic() + PEER_WAIT_S, 1.0
                     if is_fenced(err) or not _transient(err) or time.monotonic() + delay > waited_until:
                         raise
                     log.warning(
@@ -106,6 +109,7 @@ class JobRunner:
             msg = err.message if isinstance(err, ServiceError) else f"{type(err).__name__}: {err}"
             log.exception("job failed", extra={"job_id": v.job_id})
             v.state, v.stage, v.error = "failed", "done", msg
+            self.r.metrics.job_failed(v.collection)
             try:
                 await m.save(lj)
                 await m.state.finished(lj.record)
@@ -189,6 +193,7 @@ class JobRunner:
         v.document_ids = [f.document_id for f in final if f.status in ("done", "unchanged")]
         v.state, v.stage, v.index_version = state, "done", version
         v.documents_done, v.eta_s = len(results), 0.0
+        self.r.metrics.job_ended(v.collection, state, [f.status for f in final], len(records))
         await m.save(lj)
         await m.state.finished(lj.record)
         await m.emit(lj)

@@ -281,6 +281,7 @@ class JobManager:
         if v.terminal:
             v.eta_s = 0.0
         lj.dirty = True
+        self.r.metrics.progressed()
         async with lj.cond:
             lj.seq += 1
             lj.cond.notify_all()

@@ -14,7 +14,7 @@ from ddnrag.retriever.v1 import retriever_service_pb2 as pb
 from ddnrag.retriever.v1 import retriever_service_pb2_grpc as pb_grpc
 from kernel.config import ConfigError, load_env
 from kernel.logs import setup_logging
-from kernel.server import GrpcApp, build_server, run_forever, start_metrics
+from kernel.server import GrpcApp, Metrics, build_server, run_forever, start_metrics
 
 from .catalog import Catalog
 from .config import RetrieverConfig
@@ -22,6 +22,7 @@ from .core import Retriever, Settings
 from .follower import Follower
 from .jobs import JobManager, JobTiming
 from .lease import LeaseBackend, LeaseKeeper, StoreLeaseBackend
+from .metrics import RetrieverMetrics
 from .ports import Encoder, ObjectStore
 from .prefix_watch import PrefixWatchManager
 from .rerank.config import build_stage
@@ -41,6 +42,7 @@ def settings_from(cfg: RetrieverConfig) -> Settings:
         max_unpacked_bytes=cfg.max_unpacked_bytes,
         embed_batch=cfg.embed_batch,
         embed_concurrency=cfg.embed_concurrency,
+        embed_timeout_s=cfg.embed_timeout_s,
         write_batch=cfg.write_batch,
         hnsw_threshold=cfg.hnsw_threshold,
         fusion=cfg.fusion,
@@ -117,12 +119,17 @@ async def create_server(
     watches = PrefixWatchManager(jobs, catalog)
     servicer = RetrieverServicer(core, jobs, watches)
     follower = Follower(core)
+    metrics = Metrics("retriever")
+    core.metrics = RetrieverMetrics(metrics.registry)
+    core.metrics.attach(metrics)
+    core.metrics.jobs_running.set_function(lambda: len(jobs.live))
     app = await build_server(
         "retriever",
         [(pb_grpc.add_RetrieverServiceServicer_to_server, servicer, SERVICE_NAME)],
         cfg.host,
         cfg.port,
         serving=False,
+        metrics=metrics,
     )
 
     async def stop() -> None:

@@ -11,11 +11,12 @@ from ddnrag.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from kernel.config import load_env
 from kernel.errors import ServiceError
 from kernel.logs import setup_logging
-from kernel.server import GrpcApp, build_server, run_forever, start_metrics
+from kernel.server import GrpcApp, Metrics, build_server, run_forever, start_metrics
 
 from .backends import build_registry
 from .config import StorageConfig
 from .core import StorageCore
+from .metrics import StoreMetrics
 from .servicer import StorageServicer
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ async def create_server(cfg: StorageConfig) -> tuple[GrpcApp, int]:
     with UNAVAILABLE, and the last registry read stays live."""
     core = StorageCore(cfg, await asyncio.to_thread(build_registry, cfg))
     servicer = StorageServicer(core)
+    metrics = Metrics("storage")
+    core.backends.record_to(StoreMetrics(metrics.registry))
     loaded = await core.backends.start()
     try:
         app = await build_server(
@@ -37,6 +40,7 @@ async def create_server(cfg: StorageConfig) -> tuple[GrpcApp, int]:
             cfg.host,
             cfg.port,
             serving=loaded,
+            metrics=metrics,
         )
     except BaseException:
         await core.close()  # stops the registry follower
