@@ -68,6 +68,13 @@ def gateway_runs_open(cfg: StackConfig, environ: dict[str, str] | os._Environ[st
     return is_loopback_host(cfg.host) and not any(environ.get(v, "").strip() for v in GATEWAY_AUTH_VARS)
 
 
+def identity(service: str, child: str) -> dict[str, str]:
+    """A child's name in its log lines and trace spans (kernel/logs.py, kernel/tracing.py). Every
+    other OTEL_* variable passes through from this process's environment, but one
+    OTEL_SERVICE_NAME would name all five services alike, so each child gets its own."""
+    return {"OTEL_SERVICE_NAME": service, "DDNRAG_REPLICA": child}
+
+
 def replica_name(svc: str, i: int) -> str:
     """The child name of replica `i` of `svc`: `storage`, then `storage-1`, ..."""
     return svc if i == 0 else f"{svc}-{i}"
@@ -286,6 +293,7 @@ class Supervisor:
                     **child_variables(os.environ, name),
                     **self._service_env(name, ports[i], metrics_ports[i], state),
                     **extra,
+                    **identity(name, child),
                 }
                 argv = [py, "-m", f"services.{name}.server"]
                 out.append(Child(child, argv, env, lambda p=ports[i]: grpc_serving(cfg.addr(p)), needs))  # type: ignore[misc]
@@ -342,6 +350,7 @@ class Supervisor:
                 if job.name != "gateway"
                 for target in job.targets
             ),
+            **identity("gateway", "gateway"),
         }
         self.gateway_open = gateway_runs_open(cfg, os.environ)
         if self.gateway_open:

@@ -27,6 +27,7 @@ from .errors import ServiceError
 from .message_limits import MessageLimitInterceptor, server_receive_limit
 from .metrics import Metrics
 from .tls import load_tls, server_credentials
+from .tracing import server_interceptors
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,8 @@ async def build_server(
     metrics = metrics or Metrics(name)
     tls = load_tls()
     interceptors: list[grpc.aio.ServerInterceptor] = [ObservingInterceptor(metrics)]
+    # Tracing goes outermost (kernel/tracing.py), so every later interceptor's log lines carry the ids.
+    interceptors[:0] = server_interceptors()
     if tls is not None:  # with mTLS each peer is a named service, allowed only its methods
         interceptors.append(AuthzInterceptor())
     interceptors.append(MessageLimitInterceptor())

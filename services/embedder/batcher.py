@@ -42,6 +42,8 @@ class BatchStats:
     inference_time_ns: int
     compute_tokens: int
     batches: int
+    # The most texts in one model batch this request rode in (with other requests' texts).
+    batch_size: int = 0
 
 
 @dataclass
@@ -57,6 +59,7 @@ class _Group:
     started_ns: int = 0
     inference_ns: int = 0
     batches: int = 0
+    batch_size: int = 0
     cancelled: bool = False
 
     def __post_init__(self) -> None:
@@ -186,6 +189,7 @@ class Batcher:
             inference_time_ns=group.inference_ns,
             compute_tokens=sum(len(x) for x in items),
             batches=group.batches,
+            batch_size=group.batch_size,
         )
 
     def _take_window(self) -> list[tuple[_Group, int]]:
@@ -261,6 +265,7 @@ class Batcher:
         for g in groups.values():
             g.inference_ns += elapsed
             g.batches += 1
+            g.batch_size = max(g.batch_size, len(members))
         for row, (g, i) in enumerate(members):
             g.vectors[i] = vectors[row]
             g.remaining -= 1

@@ -17,6 +17,7 @@ from ddnrag.embedder.v1 import embedder_service_pb2_grpc as pb_grpc
 from kernel.config import ConfigError, load_env
 from kernel.logs import setup_logging
 from kernel.server import GrpcApp, Metrics, build_server, run_forever, start_metrics
+from kernel.tracing import setup_tracing
 
 from .config import EmbedderConfig
 from .core import Embedder
@@ -96,6 +97,7 @@ def main() -> None:
         print(f"embedder: {err}", file=sys.stderr)
         sys.exit(2)
     setup_logging("embedder", cfg.log_level)
+    setup_tracing("embedder")  # OTEL_* variables (kernel/tracing.py)
     sys.exit(asyncio.run(_serve(cfg)))
 
 

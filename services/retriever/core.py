@@ -380,7 +380,8 @@ class Retriever:
             rows, t = await searching.rank(index, self.encoder, query, p, n_cand, timer)
             for name in ("bm25", "dense", "fusion"):
                 if name in t:
-                    timer.add(Stage(name, t[name]))
+                    cand = {"ddnrag.candidates": t.get(f"{name}_candidates", 0)}
+                    timer.add(Stage(name, t[name], attrs=cand), end_ns=t.get(f"{name}_end"))
             if not p.no_cache:
                 value = [[index.record(h.row).chunk_id, h.score, h.bm25_rank, h.dense_rank] for h in rows]
                 await asyncio.to_thread(self.cache.put, key, collection, index.version, value)

@@ -15,6 +15,7 @@ from ddnrag.retriever.v1 import retriever_service_pb2_grpc as pb_grpc
 from kernel.config import ConfigError, load_env
 from kernel.logs import setup_logging
 from kernel.server import GrpcApp, Metrics, build_server, run_forever, start_metrics
+from kernel.tracing import setup_tracing
 
 from .catalog import Catalog
 from .config import RetrieverConfig
@@ -188,6 +189,7 @@ def main() -> None:
         print(f"retriever: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     setup_logging("retriever", cfg.log_level)
+    setup_tracing("retriever")  # OTEL_* variables (kernel/tracing.py)
     try:
         asyncio.run(serve(cfg))
     except ConfigError as err:

@@ -31,10 +31,11 @@ import boto3
 import urllib3
 from botocore import UNSIGNED
 from botocore.config import Config
+from opentelemetry import trace
 
 from kernel.errors import ServiceError
 
-from . import wire
+from . import s3trace, wire
 from .errors import condition_not_met, is_retryable, map_error
 from .fastget import FastGetter
 from .metrics import StoreMetrics
@@ -129,6 +130,8 @@ class S3Store:
         wire.install()
         client.meta.events.register("before-send.s3", self._on_send)
         client.meta.events.register("before-parse.s3.GetObject", self._on_get_headers)
+        client.meta.events.register("before-send.s3", s3trace.inject_traceparent)
+        client.meta.events.register("after-call.s3", s3trace.record_response)
 
     @property
     def bucket(self) -> str:
@@ -194,7 +197,11 @@ class S3Store:
         start = time.perf_counter_ns()
         while True:
             try:
-                result = await loop.run_in_executor(self.executor, fn, *args)
+                if trace.get_current_span().is_recording():  # one span per attempt (s3trace.py)
+                    traced = (s3trace.traced_call, self.spec.name, self.bucket, key, transfer, fn, *args)
+                    result = await loop.run_in_executor(self.executor, contextvars.copy_context().run, *traced)
+                else:
+                    result = await loop.run_in_executor(self.executor, fn, *args)
                 self._record(fn, start, transfer)
                 return result
             except Exception as exc:  # noqa: BLE001 - mapped below

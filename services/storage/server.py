@@ -12,6 +12,7 @@ from kernel.config import load_env
 from kernel.errors import ServiceError
 from kernel.logs import setup_logging
 from kernel.server import GrpcApp, Metrics, build_server, run_forever, start_metrics
+from kernel.tracing import setup_tracing
 
 from .backends import build_registry
 from .config import StorageConfig
@@ -68,6 +69,7 @@ async def create_server(cfg: StorageConfig) -> tuple[GrpcApp, int]:
 async def _main() -> None:
     cfg = load_env(StorageConfig)
     setup_logging("storage", cfg.log_level)
+    setup_tracing("storage")  # OTEL_* variables (kernel/tracing.py)
     try:
         app, port = await create_server(cfg)
     except ServiceError as err:  # a default backend that cannot be configured: say why, exit
