@@ -14,6 +14,8 @@ import hashlib
 import math
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -203,9 +205,20 @@ async def merge_elsewhere(
     return await asyncio.to_thread(here), out.entry
 
 
-def _lower_priority() -> None:
-    """The merge process's initializer: lowest CPU priority and one thread per native library, so
-    that on a busy machine a merge takes the CPU only when queries leave it."""
+def _watch_parent(parent: int) -> None:
+    """Ends the merge process once the serving process is gone (even SIGKILLed): a pool worker
+    holds both ends of its call queue, so it would otherwise wait for work forever, keeping the
+    parent's stdout and stderr open."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
+
+
+def _merge_process_init(parent: int) -> None:
+    """The merge process's initializer: it ends with the serving process; lowest CPU priority and
+    one thread per native library, so that on a busy machine a merge takes the CPU only when
+    queries leave it."""
+    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch", daemon=True).start()
     try:
         os.nice(19)
     except OSError:  # pragma: no cover - not permitted here: run at normal priority
@@ -219,8 +232,12 @@ def _lower_priority() -> None:
 
 
 def merge_executor() -> ProcessPoolExecutor:
-    """One worker process, started on first use with `spawn` (no fork of a gRPC process), at nice 19
-    with single-threaded native libraries (set in the child, so the serving process keeps its own)."""
+    """One worker process, started with `spawn` (no fork of a gRPC process), at nice 19 with
+    single-threaded native libraries (set in the child, so the serving process keeps its own); it
+    ends when the serving process does."""
     return ProcessPoolExecutor(
-        max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_merge_process_init,
+        initargs=(os.getpid(),),
     )

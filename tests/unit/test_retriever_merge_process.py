@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,3 +135,34 @@ async def test_a_merge_in_the_merge_process_ranks_as_before(tmp_path: Path) -> N
     assert r2.collections["kb"].live.version == live.version
     assert rankings(r2.collections["kb"].index, qvecs) == rankings(view, qvecs)
     await asyncio.gather(r.close(), r2.close())
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"  # an exited orphan may stay a zombie until init reaps it
+
+
+def test_the_merge_process_ends_when_the_serving_process_is_killed() -> None:
+    """A SIGKILLed retriever leaves no merge process behind (it used to wait for work forever,
+    holding the retriever's stdout open)."""
+    code = (
+        "import os, time\n"
+        "from services.retriever.merge import merge_executor\n"
+        "print(merge_executor().submit(os.getpid).result(), flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=root, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    child = int(proc.stdout.readline())
+    assert _running(child)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 60  # a bound for a loaded machine, not a timing assertion
+    while _running(child) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _running(child)
+    proc.stdout.close()
