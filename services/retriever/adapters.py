@@ -1,4 +1,8 @@
-"""The core's ports implemented over the storage and embedder gRPC clients."""
+"""The core's ports implemented over the storage and embedder gRPC clients.
+
+A peer's failure reaches the caller with the peer's own code and reason
+(`ServiceCallError.to_service_error`, the one mapping): the embedder's RESOURCE_EXHAUSTED or a
+storage DEADLINE_EXCEEDED is not this service being unavailable."""
 
 from __future__ import annotations
 
@@ -10,20 +14,11 @@ import numpy as np
 from clients.base import ServiceCallError
 from clients.embedder import EmbedderClient
 from clients.storage import StorageClient
-from kernel.errors import ErrorKind, ServiceError
 
 from .ports import GetOutcome, ObjectMeta, ObjectNotFound, ObjectTooLarge, PreconditionFailed, PutOutcome
 
 # BatchPut/BatchGet carry at most this many objects per call.
 BATCH_LIMIT = 1000
-
-
-def _as_service_error(err: ServiceCallError) -> ServiceError:
-    """A peer's failure, keeping its code and reason: the embedder's RESOURCE_EXHAUSTED or a
-    storage DEADLINE_EXCEEDED reaches the caller as that, not as this service being down."""
-    if err.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-        return ServiceError(ErrorKind(err.code), err.message, reason=err.reason)
-    return err.to_service_error()
 
 
 def _too_large(max_bytes: int) -> bytes:
@@ -43,7 +38,7 @@ class StorageStore:
             try:
                 resp = await self.client.batch_put(part, backend=backend)
             except ServiceCallError as err:
-                raise _as_service_error(err) from None
+                raise err.to_service_error() from None
             for r in resp.results:
                 ok = r.status.code == 0
                 out.append(PutOutcome(r.key, ok, "" if ok else r.status.message, r.transfer.total_ns))
@@ -55,7 +50,7 @@ class StorageStore:
             try:
                 resp = await self.client.batch_get(list(keys[i : i + BATCH_LIMIT]), backend=backend)
             except ServiceCallError as err:
-                raise _as_service_error(err) from None
+                raise err.to_service_error() from None
             for r in resp.results:
                 ok = r.status.code == 0
                 out.append(
@@ -80,7 +75,7 @@ class StorageStore:
         except ServiceCallError as err:
             if err.code == grpc.StatusCode.NOT_FOUND:
                 raise ObjectNotFound(key) from None
-            raise _as_service_error(err) from None
+            raise err.to_service_error() from None
 
     async def _get_capped(self, key: str, backend: str, max_bytes: int) -> bytes:
         """Reads the stream, stopping (and cancelling the call) as soon as the declared size or
@@ -106,7 +101,7 @@ class StorageStore:
         except ServiceCallError as err:
             if err.code == grpc.StatusCode.NOT_FOUND:
                 raise ObjectNotFound(key) from None
-            raise _as_service_error(err) from None
+            raise err.to_service_error() from None
         return data, info.etag.strip('"')
 
     async def put_if(
@@ -117,7 +112,7 @@ class StorageStore:
         except ServiceCallError as err:
             if err.code == grpc.StatusCode.FAILED_PRECONDITION and err.reason == "CONDITION_NOT_MET":
                 raise PreconditionFailed(key) from None
-            raise _as_service_error(err) from None
+            raise err.to_service_error() from None
         return resp.etag.strip('"')
 
     async def list(self, prefix: str, *, backend: str = "") -> list[ObjectMeta]:
@@ -126,7 +121,7 @@ class StorageStore:
             async for o in self.client.list_all(prefix, backend=backend):
                 out.append(ObjectMeta(o.key, o.size_bytes, o.etag, o.last_modified_unix_ns, dict(o.metadata)))
         except ServiceCallError as err:
-            raise _as_service_error(err) from None
+            raise err.to_service_error() from None
         return out
 
     async def delete(self, keys: Sequence[str] = (), *, prefix: str = "", backend: str = "") -> int:
@@ -138,7 +133,7 @@ class StorageStore:
             if prefix:
                 deleted += (await self.client.delete((), prefix=prefix, backend=backend)).deleted
         except ServiceCallError as err:
-            raise _as_service_error(err) from None
+            raise err.to_service_error() from None
         return deleted
 
 
@@ -153,7 +148,7 @@ class EmbedderEncoder:
         try:
             arr = await self.client.embed_array(list(texts), truncate=True, timeout=timeout)
         except ServiceCallError as err:
-            raise _as_service_error(err) from None
+            raise err.to_service_error() from None
         return np.asarray(arr, dtype=np.float32)
 
     async def dimension(self) -> int:
@@ -161,5 +156,5 @@ class EmbedderEncoder:
             try:
                 self._dim = int((await self.client.info()).dimension)
             except ServiceCallError as err:
-                raise _as_service_error(err) from None
+                raise err.to_service_error() from None
         return self._dim

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from kernel.errors import ErrorKind, ServiceError, invalid, not_found
+from kernel.ids import valid_name
 from kernel.timing import Stage, Timer
 
 from . import search as searching
@@ -44,7 +44,6 @@ __all__ = ["CollectionState", "Retriever", "SearchHit", "SearchParams", "SearchR
 log = logging.getLogger(__name__)
 
 DEFAULT_COLLECTION = "default"
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -85,7 +84,7 @@ class Settings:
 
 
 def check_name(name: str) -> str:
-    if not NAME_RE.match(name or ""):
+    if not valid_name(name or ""):
         raise invalid(
             f"collection name {name!r} is not valid: use 1-63 characters a-z, 0-9, '_' or '-', starting with a"
             " letter or digit",
@@ -177,7 +176,7 @@ class Retriever:
         out = {}
         for o in await self.store.list("index/"):
             parts = o.key.split("/")
-            if len(parts) == 3 and parts[2] == "CURRENT" and NAME_RE.match(parts[1]):
+            if len(parts) == 3 and parts[2] == "CURRENT" and valid_name(parts[1]):
                 out[parts[1]] = o.etag or str(o.last_modified_unix_ns)
         return out
 
