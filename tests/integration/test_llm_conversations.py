@@ -18,8 +18,8 @@ from clients.base import ServiceCallError
 from clients.llm import LlmClient
 from clients.storage import StorageClient
 from ddnrag.llm.v1 import llm_service_pb2 as pb
+from embedding.local import LocalEncoder
 from kernel.config import load_env
-from services.llm_gateway.adapters import LocalEncoder
 from services.llm_gateway.config import LlmGatewayConfig
 from services.llm_gateway.domain import Passage, RetrievedChunk, SearchResult
 from services.llm_gateway.server import create_server as create_llm

@@ -162,21 +162,27 @@ def _replace(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
+def _install(live: Path, monkeypatch: pytest.MonkeyPatch, ca_file: Path, cert: Path, key: Path) -> dict[str, Path]:
+    """Copies a CA, a certificate and its key into `live`, as a mounted Secret holds them, and
+    points the DDNRAG_TLS_* variables at the copies."""
+    live.mkdir()
+    files = {"ca": live / "ca.pem", "cert": live / "tls.crt", "key": live / "tls.key"}
+    for name, src in (("ca", ca_file), ("cert", cert), ("key", key)):
+        _replace(src, files[name])
+    monkeypatch.setenv("DDNRAG_TLS_CA_FILE", str(files["ca"]))
+    monkeypatch.setenv("DDNRAG_TLS_CERT_FILE", str(files["cert"]))
+    monkeypatch.setenv("DDNRAG_TLS_KEY_FILE", str(files["key"]))
+    return files
+
+
 async def test_renewed_certificates_are_used_without_a_restart(
     ca: TestCA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """cert-manager rotates the CA and the server's certificate under the running service: new
     connections get the new ones (clients of the new CA are served), and clients holding only the
     old CA's certificate are refused -- no restart in between."""
-    live = tmp_path / "live"
-    live.mkdir()
-    files = {"ca": live / "ca.pem", "cert": live / "tls.crt", "key": live / "tls.key"}
     srv = ca.issue("server")
-    for name, src in (("ca", ca.ca_file), ("cert", srv.cert), ("key", srv.key)):
-        _replace(src, files[name])
-    monkeypatch.setenv("DDNRAG_TLS_CA_FILE", str(files["ca"]))
-    monkeypatch.setenv("DDNRAG_TLS_CERT_FILE", str(files["cert"]))
-    monkeypatch.setenv("DDNRAG_TLS_KEY_FILE", str(files["key"]))
+    files = _install(tmp_path / "live", monkeypatch, ca.ca_file, srv.cert, srv.key)
     app = await build_server("tlsrotate", [], "127.0.0.1", 0)
     new_ca = TestCA(tmp_path / "new", name="ddnrag-test-ca-2")
 
@@ -224,15 +230,8 @@ async def test_a_client_picks_up_its_renewed_certificate_without_a_restart(
         return build_server(name, [], "127.0.0.1", port)
 
     app = await serve_with(old_ca, "tls-old", 0)
-    live = tmp_path / "client"
-    live.mkdir()
-    files = {"ca": live / "ca.pem", "cert": live / "tls.crt", "key": live / "tls.key"}
     cli = old_ca.issue("retriever")
-    for name, src in (("ca", old_ca.ca_file), ("cert", cli.cert), ("key", cli.key)):
-        _replace(src, files[name])
-    monkeypatch.setenv("DDNRAG_TLS_CA_FILE", str(files["ca"]))
-    monkeypatch.setenv("DDNRAG_TLS_CERT_FILE", str(files["cert"]))
-    monkeypatch.setenv("DDNRAG_TLS_KEY_FILE", str(files["key"]))
+    files = _install(tmp_path / "client", monkeypatch, old_ca.ca_file, cli.cert, cli.key)
     client = BaseClient(f"127.0.0.1:{app.port}")
     client.channel.check_every_s = 0  # type: ignore[attr-defined] - look at the files at every call
     stub = health_pb2_grpc.HealthStub(client.channel)
