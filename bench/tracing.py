@@ -124,7 +124,9 @@ def main() -> None:
                     try:
                         stacks[arm] = fut.result()
                     except Exception as err:  # noqa: BLE001 - stop the others, then report
-                        errors.append(f"{arm}: {err}")
+                        logs = sorted((Path(tmp) / arm / "logs").glob("*.log"))
+                        tails = "".join(f"\n--- {p.name}\n" + p.read_text(errors="replace")[-1500:] for p in logs)
+                        errors.append(f"{arm}: {err}{tails}")
                 if errors:
                     raise RuntimeError("; ".join(errors))
             started_s = time.monotonic() - t_start
