@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run setup test test-fast protos lint lint-protos protos-baseline browser-deps monitoring-deps clean-data embedder-int8 images images-deps images-test images-cuda images-sbom images-push
+.PHONY: run setup test test-fast protos lint dist lint-protos protos-baseline browser-deps monitoring-deps clean-data embedder-int8 images images-deps images-test images-cuda images-sbom images-push
 
 run: setup ## set up .venv and start the whole stack (SeaweedFS, 4 services, gateway) on loopback
 	$(BIN)/rag up
@@ -41,8 +41,9 @@ test-fast: setup ## unit tests only
 protos: setup ## regenerate the gRPC stubs under ddnrag/ from protos/
 	$(BIN)/python scripts/gen_protos.py
 
-lint: setup lint-protos
+lint: setup lint-protos ## ruff, buf, and the import contracts in pyproject.toml (kernel <- clients <- services, gateway, cli, bench)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	PYTHONPATH=. $(BIN)/lint-imports
 
 # buf lint: STANDARD + COMMENTS rules (buf.yaml). buf breaking: the wire, JSON and generated names
 # against the committed baseline image; a deliberate wire change updates the baseline in the same
@@ -54,6 +55,9 @@ lint-protos: setup ## buf lint and buf breaking over protos/
 
 protos-baseline: setup ## record the current protos as the wire baseline (a deliberate wire change)
 	$(BIN)/buf build --exclude-source-info -o $(BUF_BASELINE)
+
+dist: setup ## the two wheels into dist/: ddnrag (the product) and ddnrag-client (stubs + clients + the kernel parts they use), offline
+	$(BIN)/python scripts/build_dist.py --out dist
 
 embedder-int8: setup ## export the embedder to OpenVINO int8 and run its quality gate (~10 min; bench/embedder.py reports it)
 	$(BIN)/python scripts/export_embedder_openvino.py

@@ -89,9 +89,10 @@ class LlmClient(BaseClient):
         return await self.unary(self.stub.CreateConversation, req, timeout=timeout, idempotent=False)
 
     async def list_conversations(
-        self, page_size: int = 0, *, timeout: float | None = None
+        self, page_size: int = 0, page_token: str = "", *, timeout: float | None = None
     ) -> pb.ListConversationsResponse:
-        req = pb.ListConversationsRequest(page_size=page_size)
+        """One page, most recently updated first; pass `next_page_token` back for the next."""
+        req = pb.ListConversationsRequest(page_size=page_size, page_token=page_token)
         return await self.unary(self.stub.ListConversations, req, timeout=timeout)
 
     async def get_conversation(
@@ -128,13 +129,13 @@ class AbTestClient(BaseClient):
     def run(
         self, request: ab_pb.RunAbTestRequest, *, timeout: float | None = 6 * 3600.0
     ) -> AsyncIterator[ab_pb.RunAbTestResponse]:
-        return self.stream(self.stub.RunAbTest(request, timeout=timeout))
+        return self.stream(self.stub.RunAbTest(request, timeout=timeout), method_of(self.stub.RunAbTest))
 
     def watch(
         self, run_id: str, after_seq: int = 0, *, timeout: float | None = 6 * 3600.0
     ) -> AsyncIterator[ab_pb.WatchAbTestResponse]:
         req = ab_pb.WatchAbTestRequest(run_id=run_id, after_seq=after_seq)
-        return self.stream(self.stub.WatchAbTest(req, timeout=timeout))
+        return self.stream(self.stub.WatchAbTest(req, timeout=timeout), method_of(self.stub.WatchAbTest))
 
     async def list(
         self, page_size: int = 20, page_token: str = "", *, timeout: float | None = None

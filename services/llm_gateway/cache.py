@@ -1,22 +1,35 @@
 """The answer cache: SQLite (WAL) in the state directory, bounded in bytes, least recently used
-evicted first. Keys are computed by `core.cache_key` (question, context chunk hashes, backend,
-model, sampling parameters). All SQLite work runs on one worker thread, never on the event loop.
+evicted first. Keys are computed by `cache_key` (question, context chunk hashes, backend,
+model, sampling parameters); a hit streams through `replay`. All SQLite work runs on one worker thread, never on the event loop.
+
+Writes are best effort: a cache that cannot be written (a full disk, a locked file) costs only
+time, so the failed write is rolled back, logged and counted (`write_errors`) and the answer it
+belongs to is still streamed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
+import logging
 import sqlite3
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .domain import Usage
+from kernel.timing import Timer
+
+from .domain import Citation, CitationEvent, DoneEvent, GenerateEvent, GenParams, StartEvent, TokenEvent, Usage
+from .prompt import Prompt
+from .stats import StreamStats
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -89,6 +102,7 @@ class AnswerCache:
         self.hits = 0
         self.misses = 0
         self.evictions = 0
+        self.write_errors = 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-cache")
         self._db: sqlite3.Connection | None = None
 
@@ -114,8 +128,17 @@ class AnswerCache:
         row = db.execute("SELECT value FROM answers WHERE key = ?", (key,)).fetchone()
         if row is None:
             return None
-        db.execute("UPDATE answers SET last_used_unix_ns = ? WHERE key = ?", (time.time_ns(), key))
+        try:
+            db.execute("UPDATE answers SET last_used_unix_ns = ? WHERE key = ?", (time.time_ns(), key))
+        except sqlite3.Error as err:  # recency is a hint: the hit stands
+            self._skipped(db, err)
         return bytes(row[0])
+
+    def _skipped(self, db: sqlite3.Connection, err: sqlite3.Error) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        self.write_errors += 1
+        log.warning("answer cache write skipped: %s", err)
 
     def _put(self, key: str, value: bytes) -> int:
         size = len(value) + len(key)
@@ -124,8 +147,8 @@ class AnswerCache:
         db = self._conn()
         now = time.time_ns()
         evicted = 0
-        db.execute("BEGIN IMMEDIATE")
         try:
+            db.execute("BEGIN IMMEDIATE")
             db.execute(
                 "INSERT OR REPLACE INTO answers(key, value, size_bytes, created_unix_ns, last_used_unix_ns)"
                 " VALUES (?, ?, ?, ?, ?)",
@@ -145,6 +168,9 @@ class AnswerCache:
                 db.executemany("DELETE FROM answers WHERE key = ?", doomed)
                 evicted = len(doomed)
             db.execute("COMMIT")
+        except sqlite3.Error as err:  # a full disk: this answer is not cached, nothing else
+            self._skipped(db, err)
+            return 0
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -191,3 +217,56 @@ class AnswerCache:
 
         await self._run(_close)
         self._pool.shutdown(wait=True)
+
+
+def cache_key(question: str, prompt: Prompt, backend: str, model: str, params: GenParams) -> str:
+    """sha256 over the question, each context chunk's content hash, the backend and model the
+    request goes to first, and the sampling parameters."""
+    doc = {
+        "v": 2,  # 2: text stored with citations renumbered in order of appearance
+        "q": question.strip(),
+        "history": [[m["role"], m["content"]] for m in prompt.messages[1:-1]],
+        "chunks": [[p.chunk_id, hashlib.sha256(p.text.encode("utf-8")).hexdigest()] for p in prompt.passages],
+        "backend": backend,
+        "model": model,
+        "max_tokens": params.effective_max_tokens,
+        "temperature": round(params.temperature, 4),
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+async def replay(
+    hit: CachedAnswer, prompt: Prompt, timer: Timer, t0: int, rag_t0_ns: int
+) -> AsyncIterator[GenerateEvent]:
+    """A cache hit streams at once, flagged `cache_hit`."""
+    stats = StreamStats(t0)
+    counts = hit.counts or (1,) * len(hit.pieces)
+    if hit.pieces:
+        stats.mark(counts[0])  # the first token is ready now
+    yield StartEvent(hit.backend, hit.model, True)
+    index = 0
+    for i, (piece, count) in enumerate(zip(hit.pieces, counts, strict=True)):
+        if i:
+            stats.mark(count)
+        yield TokenEvent(piece, index, count)
+        index += count
+    cmap = prompt.citation_map
+    # The stored text is already renumbered; citation_numbers[i] is the passage cited as [i + 1].
+    citations = tuple(Citation(i + 1, cmap[n]) for i, n in enumerate(hit.citation_numbers) if n in cmap)
+    for c in citations:
+        yield CitationEvent(c)
+    p50, p99 = stats.inter_token()
+    yield DoneEvent(
+        usage=hit.usage,
+        ttft_ns=stats.ttft_ns,
+        rag_ttft_ns=(stats.times[0] - rag_t0_ns) if (rag_t0_ns and stats.times) else 0,
+        generation_ns=stats.generation_ns,
+        tokens_per_s=stats.tokens_per_s(hit.usage.completion_tokens),
+        inter_token_p50_ns=p50,
+        inter_token_p99_ns=p99,
+        finish_reason=hit.finish_reason,
+        citations=citations,
+        text="".join(hit.pieces),
+        stages=tuple(timer.stages),
+        total_ns=timer.total_ns(),
+    )

@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import hashlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -28,9 +25,10 @@ from kernel.errors import ServiceError, invalid, unavailable
 from kernel.timing import Timer
 
 from .backend import Backend, Delta
-from .cache import AnswerCache, CachedAnswer
+from .cache import AnswerCache, CachedAnswer, cache_key, replay
+from .checks import RefusedEvent, VerifyEvent, regenerate_with, search_with
 from .citations import Renumberer
-from .conversations import ConversationStore, Turn
+from .conversations import ConversationStore
 from .domain import (
     DEFAULT_TOP_K,
     MAX_MAX_TOKENS,
@@ -53,7 +51,7 @@ from .domain import (
     Usage,
 )
 from .followup import check_history, standalone_question
-from .prompt import Prompt, build_prompt
+from .prompt import build_prompt
 from .rewrite import (
     HistoryTurn,
     trim_history,
@@ -62,6 +60,7 @@ from .rewrite import (
 from .router import Router
 from .stats import StreamStats
 from .tokens import TokenCounter
+from .turns import recorded
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +199,7 @@ class LlmGateway:
             with timer.stage("cache_lookup"):
                 hit = await self.cache.get(key)
             if hit is not None:
-                async for ev in self._replay(hit, prompt, timer, t0, rag_t0_ns):
+                async for ev in replay(hit, prompt, timer, t0, rag_t0_ns):
                     yield ev
                 return
 
@@ -313,42 +312,6 @@ class LlmGateway:
             total_ns=timer.total_ns(),
         )
 
-    async def _replay(
-        self, hit: CachedAnswer, prompt: Prompt, timer: Timer, t0: int, rag_t0_ns: int
-    ) -> AsyncIterator[GenerateEvent]:
-        """A cache hit streams at once, flagged `cache_hit`."""
-        stats = StreamStats(t0)
-        counts = hit.counts or (1,) * len(hit.pieces)
-        if hit.pieces:
-            stats.mark(counts[0])  # the first token is ready now
-        yield StartEvent(hit.backend, hit.model, True)
-        index = 0
-        for i, (piece, count) in enumerate(zip(hit.pieces, counts, strict=True)):
-            if i:
-                stats.mark(count)
-            yield TokenEvent(piece, index, count)
-            index += count
-        cmap = prompt.citation_map
-        # The stored text is already renumbered; citation_numbers[i] is the passage cited as [i + 1].
-        citations = tuple(Citation(i + 1, cmap[n]) for i, n in enumerate(hit.citation_numbers) if n in cmap)
-        for c in citations:
-            yield CitationEvent(c)
-        p50, p99 = stats.inter_token()
-        yield DoneEvent(
-            usage=hit.usage,
-            ttft_ns=stats.ttft_ns,
-            rag_ttft_ns=(stats.times[0] - rag_t0_ns) if (rag_t0_ns and stats.times) else 0,
-            generation_ns=stats.generation_ns,
-            tokens_per_s=stats.tokens_per_s(hit.usage.completion_tokens),
-            inter_token_p50_ns=p50,
-            inter_token_p99_ns=p99,
-            finish_reason=hit.finish_reason,
-            citations=citations,
-            text="".join(hit.pieces),
-            stages=tuple(timer.stages),
-            total_ns=timer.total_ns(),
-        )
-
     # ---- Answer -----------------------------------------------------------------------------
     async def answer(
         self,
@@ -362,13 +325,55 @@ class LlmGateway:
         timeout_s: float | None = None,
         conversation_id: str = "",
         history: Sequence[tuple[str, str]] = (),
-    ) -> AsyncIterator[AnswerEvent]:
-        """Retrieve-then-generate: a `retrieval` event, then the events of Generate.
+    ) -> AsyncIterator[AnswerEvent | VerifyEvent | RefusedEvent]:
+        """Retrieve-then-generate: a `retrieval` event, then the events of Generate, through the
+        guardrails and the groundedness check (`checks`, when set).
 
         With a conversation (or `history`, (role, content) pairs), retrieval searches the
         standalone question rewritten from the history (trimmed oldest first to the history
-        budget), and the turn is stored in the conversation before `done`."""
+        budget). The turn is stored in the conversation after the checks, before `done`: the text
+        as sent (redacted, guarded) with its verify score; an output refusal stores the question
+        with the refusal's message; an input refusal stores nothing."""
         params = params or GenParams()
+        stream: AsyncIterator[Any] = self._answer(
+            question,
+            collection=collection,
+            storage_backend=storage_backend,
+            top_k=top_k,
+            params=params,
+            filters=filters,
+            timeout_s=timeout_s,
+            conversation_id=conversation_id,
+            history=history,
+        )
+        if self.checks is not None:
+            search = search_with(self, collection, top_k, storage_backend, filters or {}, timeout_s)
+            stream = self.checks.wrap(
+                question,
+                stream,
+                kinds={b.name: b.kind for b in self.backends},
+                search=search,
+                regenerate=regenerate_with(self, question, params),
+            )
+        async with contextlib.aclosing(recorded(self.conversations, question, stream)) as events:  # type: ignore[type-var]
+            async for ev in events:
+                yield ev
+
+    async def _answer(
+        self,
+        question: str,
+        *,
+        collection: str,
+        storage_backend: str,
+        top_k: int,
+        params: GenParams,
+        filters: Mapping[str, str] | None,
+        timeout_s: float | None,
+        conversation_id: str,
+        history: Sequence[tuple[str, str]],
+    ) -> AsyncIterator[AnswerEvent]:
+        """Answer's retrieval and generation, before any check (`conversation_id` is checked and
+        named in the `retrieval` event; `recorded` stores the turn)."""
         rag_t0 = time.perf_counter_ns()
         timer = Timer()
         candidates = self._validate(question, params)
@@ -414,44 +419,8 @@ class LlmGateway:
             conversation_id=conv_id,
         )
         passages = [c.passage for c in result.chunks if c.ok]
-        start: StartEvent | None = None
         async with contextlib.aclosing(
             self._generate(search_query, passages, params, timer, started=True, rag_t0_ns=rag_t0, history=trimmed.turns)
         ) as it:
             async for ev in it:
-                if isinstance(ev, StartEvent):
-                    start = ev
-                elif isinstance(ev, DoneEvent) and conv_id and self.conversations is not None:
-                    turn = Turn(
-                        question=question.strip(),
-                        search_query=search_query,
-                        answer=ev.text,
-                        citations=ev.citations,
-                        backend=start.backend if start else "",
-                        model=start.model if start else "",
-                        finish_reason=ev.finish_reason,
-                        created_unix_ns=time.time_ns(),
-                    )
-                    try:
-                        _, index = await self.conversations.append(conv_id, turn)
-                    except ServiceError as err:
-                        yield ErrorEvent(err)
-                        return
-                    ev = dataclasses.replace(ev, conversation_id=conv_id, turn_index=index)
                 yield ev
-
-
-def cache_key(question: str, prompt: Prompt, backend: str, model: str, params: GenParams) -> str:
-    """sha256 over the question, each context chunk's content hash, the backend and model the
-    request goes to first, and the sampling parameters."""
-    doc = {
-        "v": 2,  # 2: text stored with citations renumbered in order of appearance
-        "q": question.strip(),
-        "history": [[m["role"], m["content"]] for m in prompt.messages[1:-1]],
-        "chunks": [[p.chunk_id, hashlib.sha256(p.text.encode("utf-8")).hexdigest()] for p in prompt.passages],
-        "backend": backend,
-        "model": model,
-        "max_tokens": params.effective_max_tokens,
-        "temperature": round(params.temperature, 4),
-    }
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode("utf-8")).hexdigest()
