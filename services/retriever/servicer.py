@@ -15,6 +15,7 @@ from kernel.errors import OK_STATUS
 from kernel.pb import page_size, timings_pb
 from kernel.timing import Timer
 
+from .clearing import clear_collection
 from .core import CollectionState, Retriever, SearchParams
 from .index import DocumentInfo
 from .job_model import JobView, SourceSpec
@@ -117,8 +118,15 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
 
     async def DeleteCollection(self, request: pb.DeleteCollectionRequest, context: grpc.aio.ServicerContext) -> Any:
         t = Timer()
-        await self.core.delete_collection(request.name)
-        return pb.DeleteCollectionResponse(timings=timings_pb(t))
+        c = await clear_collection(self.core, self.jobs, request.name)
+        return pb.DeleteCollectionResponse(
+            timings=timings_pb(t),
+            documents=c.documents,
+            chunks=c.chunks,
+            objects_deleted=c.objects_deleted,
+            jobs_cancelled=c.jobs_cancelled,
+            jobs_removed=c.jobs_removed,
+        )
 
     async def ListDocuments(self, request: pb.ListDocumentsRequest, context: grpc.aio.ServicerContext) -> Any:
         t = Timer()

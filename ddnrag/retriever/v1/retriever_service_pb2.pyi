@@ -93,10 +93,20 @@ class DeleteCollectionRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class DeleteCollectionResponse(_message.Message):
-    __slots__ = ("timings",)
+    __slots__ = ("timings", "documents", "chunks", "objects_deleted", "jobs_cancelled", "jobs_removed")
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    JOBS_CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    JOBS_REMOVED_FIELD_NUMBER: _ClassVar[int]
     timings: _common_pb2.Timings
-    def __init__(self, timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ...) -> None: ...
+    documents: int
+    chunks: int
+    objects_deleted: int
+    jobs_cancelled: int
+    jobs_removed: int
+    def __init__(self, timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ..., documents: _Optional[int] = ..., chunks: _Optional[int] = ..., objects_deleted: _Optional[int] = ..., jobs_cancelled: _Optional[int] = ..., jobs_removed: _Optional[int] = ...) -> None: ...
 
 class Document(_message.Message):
     __slots__ = ("document_id", "name", "object_key", "size_bytes", "chunks", "sha256", "metadata", "ingested_unix_ns")
