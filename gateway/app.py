@@ -18,7 +18,21 @@ from .config import GatewayConfig
 from .errors import error_middleware
 from .metrics import GatewayMetrics, metrics_middleware
 from .protect import RateLimiter, api_keys_ctx, cors_on_prepare, load_api_keys, protect_middleware
-from .routes import admin, backends, benchmarks, conversations, documents, health, ingestion, openai_compat, rag, whoami
+from .routes import (
+    admin,
+    apidocs,
+    backends,
+    benchmarks,
+    collections,
+    conversations,
+    documents,
+    health,
+    ingestion,
+    objects,
+    openai_compat,
+    rag,
+    whoami,
+)
 from .slowclients import body_timeout_middleware
 from .sse import close_open_streams
 from .state import (
@@ -90,7 +104,7 @@ CSP = (
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    if request.path == "/" or request.path.startswith("/static/"):
+    if request.path in ("/", "/api/docs") or request.path.startswith("/static/"):
         response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers.setdefault("Referrer-Policy", "no-referrer")
 
@@ -127,6 +141,9 @@ def create_app(cfg: GatewayConfig) -> web.Application:
         benchmarks,
         admin,
         openai_compat,
+        collections,
+        objects,
+        apidocs,
     ):
         app.router.add_routes(module.routes)
     app.router.add_get("/", index)

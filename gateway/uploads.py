@@ -21,6 +21,9 @@ from .errors import ApiError
 ACCEPTED = ("pdf", "docx", "pptx", "xlsx", "csv", "html", "md", "txt")
 ACCEPTED_TEXT = "accepted: " + ", ".join(ACCEPTED)
 _EXT_ALIASES = {"htm": "html", "markdown": "md", "text": "txt"}
+# Legacy binary Office formats are refused, not parsed: no well-kept pure-Python parser reads them,
+# and their OOXML successors (which are parsed) are one "Save as" away.
+LEGACY_OFFICE = {"doc": "docx", "xls": "xlsx", "ppt": "pptx"}
 _TEXT = {"csv", "html", "md", "txt"}
 _ZIP = {"docx", "pptx", "xlsx"}
 CONTENT_TYPES = {
@@ -63,6 +66,13 @@ def file_kind(name: str) -> str:
     """The accepted format of `name` by extension, or 415 saying what is accepted."""
     ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
     ext = _EXT_ALIASES.get(ext, ext)
+    if ext in LEGACY_OFFICE:
+        raise ApiError(
+            415,
+            f"{name}: .{ext} (the legacy binary Office format) is not supported; save it as .{LEGACY_OFFICE[ext]}"
+            f" and upload that; {ACCEPTED_TEXT}",
+            "UNSUPPORTED_TYPE",
+        )
     if ext not in ACCEPTED:
         shown = f".{ext}" if ext else "no extension"
         raise ApiError(415, f"{name}: unsupported file type ({shown}); {ACCEPTED_TEXT}", "UNSUPPORTED_TYPE")

@@ -69,6 +69,7 @@ async def job_stream(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/api/ingestion/jobs/{job_id}/stream")
 async def job_stream_path(request: web.Request) -> web.StreamResponse:
+    """SSE: one job's `progress` events until `done` or `error` (resumable with Last-Event-ID)."""
     return await _watch(request, request.match_info["job_id"])
 
 
@@ -114,6 +115,7 @@ async def start_job(request: web.Request) -> web.Response:
 
 @routes.get("/api/ingestion/jobs")
 async def list_jobs(request: web.Request) -> web.Response:
+    """Lists ingestion jobs, newest first (`?collection=`, `page_size`, `page_token`)."""
     collection = request.query.get("collection", "")
     if collection:
         check_collection(collection)
@@ -127,12 +129,14 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 @routes.get("/api/ingestion/jobs/{job_id}")
 async def get_job(request: web.Request) -> web.Response:
+    """One ingestion job: state, stage, progress, per-backend writes, file errors."""
     job = await request.app[UPSTREAMS].retriever.get_job(request.match_info["job_id"])
     return web.json_response({"job": job_json(job)})
 
 
 @routes.post("/api/ingestion/jobs/{job_id}/cancel")
 async def cancel_job(request: web.Request) -> web.Response:
+    """Cancels a queued or running job; the collection keeps its last committed index."""
     job = await request.app[UPSTREAMS].retriever.cancel_job(request.match_info["job_id"])
     return web.json_response({"job": job_json(job)})
 
