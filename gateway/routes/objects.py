@@ -97,7 +97,7 @@ def _backend(request: web.Request) -> str:
 
 @routes.get("/api/objects")
 async def list_objects(request: web.Request) -> web.Response:
-    """Lists objects under a prefix: key, size, last modification time; one page at a time.
+    """Lists the bucket's objects under a prefix: key, size, last modification time; one page at a time.
 
     `folders` are the next key segments below the prefix seen on this page, for browsing."""
     prefix = check_key_text(request.query.get("prefix", ""), "prefix")
