@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "search",
     "bench",
     "jobs",
+    "collections",
     "cache",
     "eval",
     "export",

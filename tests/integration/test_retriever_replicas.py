@@ -136,6 +136,16 @@ async def test_clearing_a_collection_removes_everything_and_every_replica_stops_
     assert job.state == pb.JOB_STATE_SUCCEEDED
     await visible_within(b, coll, "tensor cores multiply matrices", "gpus", 30.0)
 
+    # The job's summary (read through the other replica): bytes, stage times, device, per-file rows.
+    full = await b.get_job(job.job_id, include_files=True)
+    assert full.bytes_total == len(GPUS.encode())
+    assert min(full.fetch_ns, full.parse_ns, full.embed_ns, full.write_ns, full.index_ns) > 0, full
+    assert full.embedder_device.startswith(("cpu", "cuda")), full.embedder_device
+    [f] = full.files
+    assert (f.name, f.status, f.size_bytes) == ("gpus.md", "done", len(GPUS.encode()))
+    assert f.chunks >= 1 and min(f.fetch_ns, f.parse_ns, f.embed_ns, f.write_ns) > 0, f
+    assert not (await b.get_job(job.job_id)).files  # only on request
+
     # Cleared through b (not the replica that ingested): counts say what went.
     out = await b.delete_collection(coll)
     assert (out.documents, out.jobs_removed, out.jobs_cancelled) == (1, 1, 0)
