@@ -7,6 +7,7 @@ index, chunks, raw documents and job records."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from datetime import UTC, datetime
 
@@ -72,7 +73,8 @@ def cmd_delete(args: argparse.Namespace) -> int:
                     f"This deletes collection [bold]{escape(args.name)}[/bold]: {what}, their stored files,"
                     " the index and the collection's job records. It cannot be undone."
                 )
-                if input(f"Type the collection's name ({args.name}) to confirm: ").strip() != args.name:
+                answer = await asyncio.to_thread(input, f"Type the collection's name ({args.name}) to confirm: ")
+                if answer.strip() != args.name:
                     console.print("not confirmed; nothing was deleted")
                     return EXIT_FAILED
             out = await rag.retriever.delete_collection(args.name)

@@ -90,7 +90,14 @@
       panel.dataset.state = "error";
       panel.appendChild(DDN.errorBox(err.message));
     }
+    if (panel.dataset.state !== "running") {
+      try {
+        const r = await DDN.api("GET", "/api/ingestion/jobs/" + encodeURIComponent(jobId) + "?files=1");
+        panel.appendChild(DDN.jobSummary(r.job));
+      } catch (err) { panel.appendChild(DDN.errorBox(err.message)); }
+    }
     loadDocs();
+    DDN.loadCollections().catch(() => {});
   }
   DDN.watchJob = watchJob;
 
