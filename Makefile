@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run setup test test-fast protos lint browser-deps clean-data embedder-int8 images images-deps images-test images-cuda images-sbom images-push
+.PHONY: run setup test test-fast protos lint lint-protos protos-baseline browser-deps clean-data embedder-int8 images images-deps images-test images-cuda images-sbom images-push
 
 run: setup ## set up .venv and start the whole stack (SeaweedFS, 4 services, gateway) on loopback
 	$(BIN)/rag up
@@ -35,8 +35,19 @@ test-fast: setup ## unit tests only
 protos: setup ## regenerate the gRPC stubs under ddnrag/ from protos/
 	$(BIN)/python scripts/gen_protos.py
 
-lint: setup
+lint: setup lint-protos
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+# buf lint: STANDARD + COMMENTS rules (buf.yaml). buf breaking: the wire, JSON and generated names
+# against the committed baseline image; a deliberate wire change updates the baseline in the same
+# commit (`make protos-baseline`, protos/README.md says how).
+BUF_BASELINE := protos/buf-baseline.txtpb
+lint-protos: setup ## buf lint and buf breaking over protos/
+	$(BIN)/buf lint
+	$(BIN)/buf build -o -#format=binpb | $(BIN)/buf breaking -#format=binpb --against $(BUF_BASELINE)
+
+protos-baseline: setup ## record the current protos as the wire baseline (a deliberate wire change)
+	$(BIN)/buf build --exclude-source-info -o $(BUF_BASELINE)
 
 embedder-int8: setup ## export the embedder to OpenVINO int8 and run its quality gate (~10 min; bench/embedder.py reports it)
 	$(BIN)/python scripts/export_embedder_openvino.py

@@ -62,7 +62,7 @@ class RetrieverDouble(rpb_grpc.RetrieverServiceServicer):
     """Benchmark double of the retriever: one fixed chunk, at once."""
 
     async def Search(self, request: rpb.SearchRequest, context: grpc.aio.ServicerContext) -> rpb.SearchResponse:
-        chunk = rpb.ScoredChunk(
+        chunk = common_pb2.ScoredChunk(
             chunk_id="bench",
             document_id="bench",
             document_name="bench.md",
@@ -258,6 +258,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 "DDNRAG_GATEWAY_RETRIEVER_ADDR": f"127.0.0.1:{rport}",
                 "DDNRAG_GATEWAY_STATE_DIR": str(tmp / "gw"),
                 "DDNRAG_GATEWAY_LOG_LEVEL": "INFO",
+                "DDNRAG_GATEWAY_AUTH": "open",  # loopback, no keys: open on purpose
             },
             tmp / "gw.log",
         )

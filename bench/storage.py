@@ -215,7 +215,7 @@ async def measure(weed: SeaweedProcess, port: int, samples: int, rounds: int, op
                         backends=["local"],
                         operation=pb.BENCHMARK_OPERATION_GET,
                         concurrency_levels=[1],
-                        object_sizes=[SIZE],
+                        object_sizes_bytes=[SIZE],
                         ops_per_level=ops,
                         warmup_s=0.5,
                         label="bench/storage.py",

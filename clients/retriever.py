@@ -214,16 +214,16 @@ class RetrieverClient(BaseClient):
         return await self.unary(self.stub.Search, req, timeout=timeout)
 
     # --- continuous ingestion -------------------------------------------------------------------
-    async def start_watch(
+    async def start_prefix_watch(
         self, collection: str, prefix: str, *, backend: str = "", interval_s: float = 0, timeout: float | None = None
     ) -> pb.Watch:
         req = pb.StartWatchRequest(collection=collection, prefix=prefix, backend=backend, interval_s=interval_s)
         return (await self.unary(self.stub.StartWatch, req, timeout=timeout)).watch
 
-    async def stop_watch(self, watch_id: str, *, timeout: float | None = None) -> pb.Watch:
+    async def stop_prefix_watch(self, watch_id: str, *, timeout: float | None = None) -> pb.Watch:
         return (await self.unary(self.stub.StopWatch, pb.StopWatchRequest(watch_id=watch_id), timeout=timeout)).watch
 
-    async def list_watches(self, *, timeout: float | None = None) -> list[pb.Watch]:
+    async def list_prefix_watches(self, *, timeout: float | None = None) -> list[pb.Watch]:
         return list((await self.unary(self.stub.ListWatches, pb.ListWatchesRequest(), timeout=timeout)).watches)
 
     # --- cache ----------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import ipaddress
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -22,6 +21,7 @@ from pathlib import Path
 from aiohttp import web
 
 from kernel.config import ConfigError
+from kernel.targets import is_loopback_host
 
 from .config import GatewayConfig
 from .roles import Role
@@ -135,18 +135,10 @@ class ApiKeys:
         return found
 
 
-def is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def auth_mode(cfg: GatewayConfig) -> str:
     """`keys` or `open`, decided at start; raises ConfigError for a setting that would run open
-    by accident (nothing configured on a non-loopback address) or contradicts itself."""
+    by accident (no keys and no explicit `DDNRAG_GATEWAY_AUTH=open`, on any host) or contradicts
+    itself. `rag up` sets `open` for its loopback-only stack when no keys are given."""
     configured = bool(cfg.api_keys) or bool(cfg.api_keys_file)
     mode = cfg.auth.strip().lower()
     if mode not in ("", "keys", "open"):
@@ -161,11 +153,11 @@ def auth_mode(cfg: GatewayConfig) -> str:
         return "keys"
     if mode == "keys":
         raise ConfigError("DDNRAG_GATEWAY_AUTH=keys needs DDNRAG_GATEWAY_API_KEYS or DDNRAG_GATEWAY_API_KEYS_FILE")
-    if is_loopback_host(cfg.host):
-        return "open"  # the local default: loopback only, printed at start
+    where = "loopback" if is_loopback_host(cfg.host) else "not loopback"
     raise ConfigError(
-        f"the gateway binds {cfg.host}, not loopback, and has no API keys: set DDNRAG_GATEWAY_API_KEYS_FILE "
-        "(see k8s/README.md), or DDNRAG_GATEWAY_AUTH=open to run without authentication on purpose"
+        f"the gateway has no API keys and binds {cfg.host} ({where}); it never runs open by default: set "
+        "DDNRAG_GATEWAY_API_KEYS_FILE (see k8s/README.md), or DDNRAG_GATEWAY_AUTH=open to run without "
+        "authentication on purpose (`rag up` sets it for its loopback stack when no keys are given)"
     )
 
 
@@ -174,8 +166,8 @@ def load_api_keys(cfg: GatewayConfig) -> ApiKeys:
     mode = auth_mode(cfg)
     if mode == "open":
         log.warning(
-            "AUTHENTICATION IS OFF: every caller is admin",
-            extra={"auth": "open", "explicit": cfg.auth.strip().lower() == "open", "host": cfg.host},
+            "AUTHENTICATION IS OFF (DDNRAG_GATEWAY_AUTH=open): every caller is admin",
+            extra={"auth": "open", "host": cfg.host, "loopback": is_loopback_host(cfg.host)},
         )
         return ApiKeys()
     try:

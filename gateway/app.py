@@ -14,10 +14,10 @@ from aiohttp import web
 from clients.base import channel_options
 from kernel.tls import aio_channel
 
+from .access import RateLimiter, api_keys_ctx, cors_on_prepare, load_api_keys, protect_middleware
 from .config import GatewayConfig
 from .errors import error_middleware
 from .metrics import GatewayMetrics, metrics_middleware
-from .protect import RateLimiter, api_keys_ctx, cors_on_prepare, load_api_keys, protect_middleware
 from .routes import (
     admin,
     apidocs,

@@ -63,7 +63,7 @@ class GatewayConfig:
     auth: str = env_field(
         P + "AUTH",
         "",
-        "keys or open; empty: keys when any are configured, else open on a loopback host only (refused elsewhere).",
+        "keys or open; empty: keys when any are configured, else refused at start (`rag up` sets open on loopback).",
     )
     api_keys_default_role: str = env_field(
         P + "API_KEYS_DEFAULT_ROLE", "reader", "Role of a key given without role=: reader, writer or admin."

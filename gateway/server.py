@@ -13,7 +13,7 @@ import signal
 
 from aiohttp import web
 
-from kernel.config import load_env
+from kernel.config import ConfigError, load_env
 from kernel.logs import setup_logging
 
 from .app import create_app
@@ -57,9 +57,13 @@ async def serve(cfg: GatewayConfig) -> None:
 
 
 def main() -> None:
-    cfg = load_env(GatewayConfig)
-    setup_logging("gateway", cfg.log_level)
-    asyncio.run(serve(cfg))
+    try:
+        cfg = load_env(GatewayConfig)
+        setup_logging("gateway", cfg.log_level)
+        asyncio.run(serve(cfg))
+    except ConfigError as err:  # a setting a person must change: one line, no traceback
+        log.error("bad configuration: %s", err)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp_sse import sse_response
 
+from .access import CALLER
 from .errors import ApiError, dumps, error_payload, json_error
-from .protect import CALLER
 from .state import CONFIG, METRICS, OPEN_STREAMS
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from clients.retriever import RetrieverClient
     from clients.storage import StorageClient
 
+    from .access import ApiKeys, RateLimiter
     from .metrics import GatewayMetrics
-    from .protect import ApiKeys, RateLimiter
     from .sse import OpenStream
 
 

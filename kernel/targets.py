@@ -11,6 +11,16 @@ from __future__ import annotations
 import ipaddress
 
 
+def is_loopback_host(host: str) -> bool:
+    """Whether `host` (a name or an IP literal, bracketed or not) names this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _family(entry: str) -> str:
     host, sep, port = entry.rpartition(":")
     if not sep or not port.isdigit() or not host:

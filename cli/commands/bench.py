@@ -22,7 +22,7 @@ from rich.table import Table
 
 from ddnrag.storage.v1 import storage_service_pb2 as spb
 
-from .chart import render_svg
+from .chart import op_name, render_svg, size_bytes
 from .common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -47,6 +47,7 @@ OPERATIONS = {
     "list": spb.BENCHMARK_OPERATION_LIST,
     "delete": spb.BENCHMARK_OPERATION_DELETE,
 }
+OP_NAMES = {v: k for k, v in OPERATIONS.items()}
 PRESETS = {
     "standard": spb.BENCHMARK_PRESET_STANDARD,
     "extended": spb.BENCHMARK_PRESET_EXTENDED,
@@ -56,7 +57,7 @@ CSV_COLUMNS = [
     "backend",
     "emulated",
     "operation",
-    "object_size",
+    "object_size_bytes",
     "concurrency",
     "ops",
     "errors",
@@ -114,7 +115,7 @@ def build_request(args: argparse.Namespace) -> spb.RunBenchmarkRequest:
     req = spb.RunBenchmarkRequest(
         backends=split_csv(args.backends),
         operation=OPERATIONS[args.op],
-        object_sizes=sizes,
+        object_sizes_bytes=sizes,
         duration_s=0.0 if args.ops else args.duration,
         ops_per_level=args.ops,
         warmup_s=args.warmup,
@@ -148,8 +149,8 @@ def run_csv(run: dict[str, Any]) -> str:
             [
                 r["backend"],
                 r.get("emulated", False),
-                r.get("operation", ""),
-                r["object_size"],
+                op_name(r),
+                size_bytes(r),
                 r["concurrency"],
                 r["ops"],
                 r["errors"],
@@ -178,7 +179,7 @@ def save_run(run: dict[str, Any], out: Path) -> dict[str, str]:
 
 def results_table(results: list[dict[str, Any]], title: str = "results") -> Table:
     """Results grouped by backend, then size, then concurrency (the run interleaves backends)."""
-    results = sorted(results, key=lambda r: (r["backend"], r.get("operation", ""), r["object_size"], r["concurrency"]))
+    results = sorted(results, key=lambda r: (r["backend"], op_name(r), size_bytes(r), r["concurrency"]))
     t = Table(title=title, title_justify="left")
     for col in ("backend", "op", "size", "conc", "ops", "errors", "ops/s", "MiB/s", "p50", "p99", "TTFB p50"):
         t.add_column(col, justify="left" if col in ("backend", "op") else "right")
@@ -188,8 +189,8 @@ def results_table(results: list[dict[str, Any]], title: str = "results") -> Tabl
         errs = str(r["errors"]) if not r["errors"] else f"[red]{r['errors']}[/red]"
         t.add_row(
             name,
-            r.get("operation", ""),
-            human_bytes(r["object_size"]),
+            op_name(r),
+            human_bytes(size_bytes(r)),
             str(r["concurrency"]),
             str(r["ops"]),
             errs,
@@ -227,13 +228,14 @@ def cmd_storage(args: argparse.Namespace) -> int:
                             task,
                             completed=p.levels_done,
                             total=p.levels_total or None,
-                            now=f"{escape(p.backend)} {human_bytes(p.object_size)} ×{p.concurrency}: "
+                            now=f"{escape(p.backend)} {human_bytes(p.object_size_bytes)} ×{p.concurrency}: "
                             f"{p.ops_done} ops, {p.errors} errors, p50 {p.p50_ns / 1e6:.1f} ms",
                         )
                     elif kind == "level" and not args.json:
                         lv = ev.level
                         bar.print(
-                            f"  {escape(lv.backend)} {lv.operation} {human_bytes(lv.object_size)} ×{lv.concurrency}: "
+                            f"  {escape(lv.backend)} {OP_NAMES.get(lv.operation, '?')} "
+                            f"{human_bytes(lv.object_size_bytes)} ×{lv.concurrency}: "
                             f"{lv.ops_per_s:.1f} ops/s, {lv.mib_per_s:.2f} MiB/s, p50 {lv.latency.p50_ns / 1e6:.2f} ms"
                             + (f", {lv.errors} errors" if lv.errors else "")
                         )
@@ -293,7 +295,7 @@ def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
     return {
         "run_id": run["run_id"],
         "label": req.get("label", ""),
-        "operation": str(req.get("operation", "")).removeprefix("BENCHMARK_OPERATION_").lower(),
+        "operation": op_name(req),
         "backends": sorted({r["backend"] for r in results}) or list(req.get("backends") or []),
         "levels": len(results),
         "best_ops_per_s": max((r["ops_per_s"] for r in results), default=0.0),
@@ -303,7 +305,7 @@ def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
 
 # ---- cmp ----------------------------------------------------------------------------------------
 def _cell(r: dict[str, Any]) -> tuple[str, str, int, int]:
-    return (r["backend"], r.get("operation", ""), int(r["object_size"]), int(r["concurrency"]))
+    return (r["backend"], op_name(r), size_bytes(r), int(r["concurrency"]))
 
 
 def _delta(a: float, b: float) -> float | None:
@@ -323,7 +325,7 @@ def compare_runs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
             {
                 "backend": key[0],
                 "operation": key[1],
-                "object_size": key[2],
+                "object_size_bytes": key[2],
                 "concurrency": key[3],
                 "ops_per_s": [ra["ops_per_s"], rb["ops_per_s"]],
                 "ops_per_s_change_pct": _delta(ra["ops_per_s"], rb["ops_per_s"]),
@@ -338,7 +340,7 @@ def compare_runs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         )
 
     def only(x: dict, y: dict) -> list[dict[str, Any]]:
-        keys = ("backend", "operation", "object_size", "concurrency")
+        keys = ("backend", "operation", "object_size_bytes", "concurrency")
         return [dict(zip(keys, k, strict=True)) for k in sorted(set(x) - set(y))]
 
     return {
@@ -397,7 +399,7 @@ def cmd_cmp(args: argparse.Namespace) -> int:
             t.add_row(
                 escape(c["backend"]),
                 c["operation"],
-                human_bytes(c["object_size"]),
+                human_bytes(c["object_size_bytes"]),
                 str(c["concurrency"]),
                 f"{c['ops_per_s'][0]:.1f} → {c['ops_per_s'][1]:.1f}",
                 _pct(c["ops_per_s_change_pct"], True),
@@ -413,7 +415,7 @@ def cmd_cmp(args: argparse.Namespace) -> int:
                 run_id = cmp["run_a"] if side == "only_in_a" else cmp["run_b"]
                 console.print(
                     f"[dim]only in {run_id}: {escape(c['backend'])} {c['operation']} "
-                    f"{human_bytes(c['object_size'])} ×{c['concurrency']}[/dim]"
+                    f"{human_bytes(c['object_size_bytes'])} ×{c['concurrency']}[/dim]"
                 )
         if not cmp["cells"]:
             console.print("[yellow]the two runs share no (backend, operation, size, concurrency) cell[/yellow]")

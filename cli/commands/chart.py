@@ -17,6 +17,17 @@ PANEL_W, PANEL_H = 380, 300
 TOP, LEFT_A, LEFT_B = 70, 70, 545
 
 
+def op_name(r: dict[str, Any]) -> str:
+    """A result's operation as people write it ("get"): `to_dict` gives the enum name
+    (BENCHMARK_OPERATION_GET); runs saved before the enum carry the short name already."""
+    return str(r.get("operation") or "").removeprefix("BENCHMARK_OPERATION_").lower()
+
+
+def size_bytes(r: dict[str, Any]) -> int:
+    """A result's object size; runs saved before the field gained its unit call it `object_size`."""
+    return int(r["object_size_bytes"] if "object_size_bytes" in r else r["object_size"])
+
+
 def _size_label(n: int) -> str:
     for unit, f in (("MiB", 1024**2), ("KiB", 1024)):
         if n >= f and n % f == 0:
@@ -30,8 +41,8 @@ def series_of(results: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any
     for r in results:
         kind = str(r.get("label") or "")
         note = f" ({kind})" if kind.startswith("emulated") else " (emulated)" if r.get("emulated") else ""
-        label = f"{r['backend']}{note} · {r.get('operation') or 'op'} · "
-        label += _size_label(int(r["object_size"]))
+        label = f"{r['backend']}{note} · {op_name(r) or 'op'} · "
+        label += _size_label(size_bytes(r))
         out.setdefault(label, []).append(r)
     for pts in out.values():
         pts.sort(key=lambda r: int(r["concurrency"]))

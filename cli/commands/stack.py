@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli.stack import (
+from cli.supervisor import (
     PortInUseError,
     StackConfig,
     Supervisor,
@@ -126,6 +126,11 @@ async def _up(cfg: StackConfig) -> int:
             console.print(f"[yellow]sample corpus ingestion failed: {ingest.exception()}[/yellow]")
     if not sup.stopping.is_set():
         console.print(f"\n[bold green]Build.DDN.RAG is up:[/bold green] {cfg.gateway_url}   (Ctrl-C stops it)\n")
+        if sup.gateway_open:
+            console.print(
+                "[yellow]the gateway runs without API keys (DDNRAG_GATEWAY_AUTH=open), on loopback only;[/yellow]\n"
+                "[yellow]set DDNRAG_GATEWAY_API_KEYS_FILE before `rag up` to require keys[/yellow]\n"
+            )
     monitor = asyncio.create_task(sup.monitor())
     await sup.stopping.wait()
     console.print("stopping…")

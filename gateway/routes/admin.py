@@ -125,21 +125,21 @@ async def prometheus(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/watches")
-async def list_watches(request: web.Request) -> web.Response:
+async def list_prefix_watches(request: web.Request) -> web.Response:
     """Lists the continuous-ingestion watches of bucket prefixes and the files each saw."""
-    watches = await request.app[UPSTREAMS].retriever.list_watches()
+    watches = await request.app[UPSTREAMS].retriever.list_prefix_watches()
     return web.json_response({"watches": [to_dict(w) for w in watches]})
 
 
 @routes.post("/api/watches")
-async def start_watch(request: web.Request) -> web.Response:
+async def start_prefix_watch(request: web.Request) -> web.Response:
     """Starts continuous ingestion of a bucket prefix: {"prefix", "collection", "backend", "interval_s"}."""
     body = await json_body(request)
     cfg = request.app[CONFIG]
     prefix = field_str(body, "prefix", max_len=500).strip()
     if not prefix:
         raise ApiError(400, "prefix is required, for example auto_ingest/")
-    watch = await request.app[UPSTREAMS].retriever.start_watch(
+    watch = await request.app[UPSTREAMS].retriever.start_prefix_watch(
         check_collection(field_str(body, "collection", cfg.default_collection) or cfg.default_collection),
         prefix,
         backend=field_str(body, "backend", max_len=63),
@@ -149,7 +149,7 @@ async def start_watch(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/watches/{watch_id}/stop")
-async def stop_watch(request: web.Request) -> web.Response:
+async def stop_prefix_watch(request: web.Request) -> web.Response:
     """Stops a continuous-ingestion watch (admin)."""
-    watch = await request.app[UPSTREAMS].retriever.stop_watch(request.match_info["watch_id"])
+    watch = await request.app[UPSTREAMS].retriever.stop_prefix_watch(request.match_info["watch_id"])
     return web.json_response({"watch": to_dict(watch)})

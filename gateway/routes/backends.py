@@ -22,9 +22,9 @@ from aiohttp import web
 
 from ddnrag.storage.v1 import storage_service_pb2 as spb
 
+from ..access import KEY_ID
 from ..convert import enum_name, enum_value, ns_to_ms
 from ..errors import ApiError
-from ..protect import KEY_ID
 from ..state import UPSTREAMS
 from ..views import field_num, field_str, json_body
 

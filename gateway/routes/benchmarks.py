@@ -17,7 +17,7 @@ from aiohttp import web
 from ddnrag.storage.v1 import storage_service_pb2 as spb
 from kernel.csvsafe import safe_row
 
-from ..convert import enum_value, ns_to_ms, to_dict
+from ..convert import enum_name, enum_value, ns_to_ms, to_dict
 from ..errors import ApiError
 from ..sse import Event, stream_events
 from ..state import UPSTREAMS
@@ -48,8 +48,8 @@ def level_json(lv: spb.LevelResult) -> dict[str, Any]:
         "backend": lv.backend,
         "label": lv.label,
         "emulated": lv.emulated,
-        "operation": lv.operation,
-        "object_size": lv.object_size,
+        "operation": enum_name(spb.BenchmarkOperation.DESCRIPTOR, lv.operation),
+        "object_size_bytes": lv.object_size_bytes,
         "concurrency": lv.concurrency,
         "ops": lv.ops,
         "errors": lv.errors,
@@ -115,7 +115,7 @@ def benchmark_request(request: web.Request) -> spb.RunBenchmarkRequest:
         operation=operation,
         preset=PRESETS[preset_name],
         concurrency_levels=levels if preset_name == "custom" else [],
-        object_sizes=sizes,
+        object_sizes_bytes=sizes,
         duration_s=query_float(request, "duration_s", 0.0, 0.0, 3600.0),
         ops_per_level=query_int(request, "ops_per_level", 0 if q.get("duration_s") else 50, 0, 1_000_000),
         warmup_s=query_float(request, "warmup_s", 0.0, 0.0, 600.0),
@@ -183,8 +183,8 @@ async def compare(request: web.Request) -> web.Response:
         rows.append(
             {
                 "backend": r.backend,
-                "operation": r.operation,
-                "object_size": r.object_size,
+                "operation": enum_name(spb.BenchmarkOperation.DESCRIPTOR, r.operation),
+                "object_size_bytes": r.object_size_bytes,
                 "concurrency": r.concurrency,
                 "latency_p50_ms": side(lambda x: x["latency"]["p50_ms"]),
                 "latency_p99_ms": side(lambda x: x["latency"]["p99_ms"]),
@@ -206,7 +206,7 @@ CSV_COLUMNS = [
     "backend",
     "emulated",
     "operation",
-    "object_size",
+    "object_size_bytes",
     "concurrency",
     "ops",
     "errors",
@@ -237,7 +237,7 @@ def run_csv(run: dict[str, Any]) -> str:
                     lv["backend"],
                     lv["emulated"],
                     lv["operation"],
-                    lv["object_size"],
+                    lv["object_size_bytes"],
                     lv["concurrency"],
                     lv["ops"],
                     lv["errors"],

@@ -1,7 +1,7 @@
 """`GET /api/health`: the standard gRPC health check on every upstream, in parallel.
 
 The endpoint is open (probes), so its answers name services, never their internal addresses;
-the gateway's own log has the addresses. It is rate-limited per client address (protect.py)."""
+the gateway's own log has the addresses. It is rate-limited per client address (access.py)."""
 
 from __future__ import annotations
 

@@ -66,16 +66,16 @@ async def job_stream(request: web.Request) -> web.StreamResponse:
     job_id = request.query.get("job_id", "").strip()
     if not job_id:
         raise ApiError(400, "job_id is required: /api/ingestion/stream?job_id=...")
-    return await _watch(request, job_id)
+    return await _follow_job(request, job_id)
 
 
 @routes.get("/api/ingestion/jobs/{job_id}/stream")
 async def job_stream_path(request: web.Request) -> web.StreamResponse:
     """SSE: one job's `progress` events until `done` or `error` (resumable with Last-Event-ID)."""
-    return await _watch(request, request.match_info["job_id"])
+    return await _follow_job(request, request.match_info["job_id"])
 
 
-async def _watch(request: web.Request, job_id: str) -> web.StreamResponse:
+async def _follow_job(request: web.Request, job_id: str) -> web.StreamResponse:
     after = _after_sequence(request)
     retriever = request.app[UPSTREAMS].retriever
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..protect import KEY_ID, ROLE
+from ..access import KEY_ID, ROLE
 from ..roles import Role, abilities
 from ..state import API_KEYS
 

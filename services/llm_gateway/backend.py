@@ -1,4 +1,4 @@
-"""What every generation backend provides, and the error it raises.
+"""What every generation backend provides, how one is configured, and the error it raises.
 
 A backend turns a built prompt into a stream of `Delta`s (text pieces, then a finish reason and,
 where the server reports it, usage). Timeouts, retries, failover and concurrency limits are
@@ -8,8 +8,8 @@ applied around backends by `core.LlmGateway`, from each backend's `BackendLimits
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from kernel.errors import ErrorKind, ServiceError
 
@@ -37,6 +37,16 @@ class BackendLimits:
     # After failing before its first token, the backend counts as unhealthy this long: unpinned
     # requests try the healthy backends first and this one last.
     cooldown_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """One configured backend. `options` holds the kind-specific keys."""
+
+    name: str
+    kind: str
+    limits: BackendLimits
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

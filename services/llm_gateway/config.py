@@ -37,7 +37,7 @@ class LlmGatewayConfig:
     backends: str = env_field(
         "DDNRAG_LLM_GATEWAY_BACKENDS",
         "",
-        "JSON list of backends in failover order (see backends.py); empty: the extractive generator only",
+        "JSON list of backends in failover order (see backend_factory.py); empty: the extractive generator only",
     )
     backends_file: str = env_field(
         "DDNRAG_LLM_GATEWAY_BACKENDS_FILE", "", "path of a JSON file with the backends list (instead of BACKENDS)"

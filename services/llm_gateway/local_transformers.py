@@ -20,8 +20,7 @@ from typing import Any
 
 from kernel.errors import ErrorKind
 
-from .backend import BackendError, BackendLimits, BackendRequest, Delta
-from .backends import BackendSpec
+from .backend import BackendError, BackendLimits, BackendRequest, BackendSpec, Delta
 from .domain import Usage
 
 _END = object()

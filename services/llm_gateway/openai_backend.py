@@ -19,8 +19,7 @@ import aiohttp
 
 from kernel.errors import ErrorKind
 
-from .backend import BackendError, BackendLimits, BackendRequest, Delta
-from .backends import BackendSpec
+from .backend import BackendError, BackendLimits, BackendRequest, BackendSpec, Delta
 from .domain import Usage
 
 # An SSE line longer than this without a newline is not a chat.completion.chunk.

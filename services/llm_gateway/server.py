@@ -12,7 +12,7 @@ from kernel.config import ConfigError, load_env
 from kernel.logs import setup_logging
 from kernel.server import GrpcApp, Metrics, build_server, run_forever, start_metrics
 
-from .backends import build_backends, parse_specs
+from .backend_factory import build_backends, parse_specs
 from .cache import AnswerCache
 from .checks import build_checks
 from .config import LlmGatewayConfig

@@ -12,7 +12,6 @@ from clients.base import remaining_timeout
 from ddnrag.common.v1 import common_pb2
 from ddnrag.llm.v1 import llm_service_pb2 as pb
 from ddnrag.llm.v1 import llm_service_pb2_grpc as pb_grpc
-from ddnrag.retriever.v1 import retriever_service_pb2 as rpb
 from kernel import deadline
 from kernel.errors import unavailable
 from kernel.pb import stage_pb, timings_pb
@@ -100,9 +99,9 @@ def done_pb(ev: DoneEvent) -> pb.Done:
     )
 
 
-def chunk_pb(c: RetrievedChunk) -> rpb.ScoredChunk:
+def chunk_pb(c: RetrievedChunk) -> common_pb2.ScoredChunk:
     p = c.passage
-    return rpb.ScoredChunk(
+    return common_pb2.ScoredChunk(
         chunk_id=p.chunk_id,
         document_id=p.document_id,
         document_name=p.document_name,
@@ -131,7 +130,7 @@ def retrieval_pb(ev: RetrievalEvent) -> pb.Retrieval:
         history_turns=ev.history_turns,
         history_turns_trimmed=ev.history_turns_trimmed,
         conversation_id=ev.conversation_id,
-        rerank=rpb.Rerank(backend=rr.backend, status=rr.status, message=rr.message, scored=rr.scored)
+        rerank=common_pb2.Rerank(backend=rr.backend, status=rr.status, message=rr.message, scored=rr.scored)
         if (rr := r.rerank)
         else None,
     )

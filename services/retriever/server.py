@@ -136,7 +136,7 @@ async def create_server(
     app.on_stop.append(stop)
     app.retriever = core  # type: ignore[attr-defined]
     app.jobs = jobs  # type: ignore[attr-defined]
-    app.watches = watches  # type: ignore[attr-defined]
+    app.prefix_watches = watches  # type: ignore[attr-defined]
     app.follower = follower  # type: ignore[attr-defined]
 
     async def ready() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 
+from ddnrag.common.v1 import common_pb2
 from ddnrag.retriever.v1 import retriever_service_pb2 as pb
 from ddnrag.retriever.v1 import retriever_service_pb2_grpc as pb_grpc
 from kernel import deadline
@@ -126,10 +127,10 @@ def watch_pb(w: dict[str, Any]) -> pb.Watch:
 
 
 class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
-    def __init__(self, core: Retriever, jobs: JobManager, watches: PrefixWatchManager) -> None:
+    def __init__(self, core: Retriever, jobs: JobManager, prefix_watches: PrefixWatchManager) -> None:
         self.core = core
         self.jobs = jobs
-        self.watches = watches
+        self.prefix_watches = prefix_watches
 
     async def CreateCollection(self, request: pb.CreateCollectionRequest, context: grpc.aio.ServicerContext) -> Any:
         t = Timer()
@@ -229,7 +230,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
         )
         res = await self.core.search(request.collection or "default", request.query, params)
         chunks = [
-            pb.ScoredChunk(
+            common_pb2.ScoredChunk(
                 chunk_id=h.chunk_id,
                 document_id=h.document_id,
                 document_name=h.document_name,
@@ -252,22 +253,22 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
             index_version=res.index_version,
             cache_hit=res.cache_hit,
             timings=timings_pb(res.timer),
-            rerank=pb.Rerank(backend=rr.backend, status=rr.status, message=rr.message, scored=rr.scored)
+            rerank=common_pb2.Rerank(backend=rr.backend, status=rr.status, message=rr.message, scored=rr.scored)
             if rr
             else None,
         )
 
     async def StartWatch(self, request: pb.StartWatchRequest, context: grpc.aio.ServicerContext) -> Any:
-        w = await self.watches.start_watch(
+        w = await self.prefix_watches.start_watch(
             request.collection or "default", request.prefix, request.backend, request.interval_s
         )
         return pb.StartWatchResponse(watch=watch_pb(w))
 
     async def StopWatch(self, request: pb.StopWatchRequest, context: grpc.aio.ServicerContext) -> Any:
-        return pb.StopWatchResponse(watch=watch_pb(await self.watches.stop_watch(request.watch_id)))
+        return pb.StopWatchResponse(watch=watch_pb(await self.prefix_watches.stop_watch(request.watch_id)))
 
     async def ListWatches(self, request: pb.ListWatchesRequest, context: grpc.aio.ServicerContext) -> Any:
-        return pb.ListWatchesResponse(watches=[watch_pb(w) for w in await self.watches.list()])
+        return pb.ListWatchesResponse(watches=[watch_pb(w) for w in await self.prefix_watches.list()])
 
     async def CacheStats(self, request: pb.CacheStatsRequest, context: grpc.aio.ServicerContext) -> Any:
         return pb.CacheStatsResponse(**self.core.cache_stats())

@@ -119,7 +119,7 @@ def bench_request_from_pb(r: pb.RunBenchmarkRequest) -> BenchRequest:
         operation=OP_FROM_PB[r.operation],
         preset=PRESET_FROM_PB.get(r.preset, ""),
         levels=list(r.concurrency_levels),
-        sizes=list(r.object_sizes) or [4096],
+        sizes=list(r.object_sizes_bytes) or [4096],
         duration_s=r.duration_s,
         ops_per_level=r.ops_per_level,
         warmup_s=r.warmup_s,
@@ -134,7 +134,7 @@ def bench_request_pb(r: BenchRequest) -> pb.RunBenchmarkRequest:
         operation=OP_TO_PB.get(r.operation, pb.BENCHMARK_OPERATION_UNSPECIFIED),
         preset=PRESET_TO_PB.get(r.preset, pb.BENCHMARK_PRESET_UNSPECIFIED),
         concurrency_levels=r.resolved_levels(),
-        object_sizes=r.sizes,
+        object_sizes_bytes=r.sizes,
         duration_s=r.duration_s,
         ops_per_level=r.ops_per_level,
         warmup_s=r.warmup_s,
@@ -151,7 +151,7 @@ def level_pb(s: LevelStats) -> pb.LevelResult:
     return pb.LevelResult(
         backend=s.backend,
         emulated=s.emulated,
-        object_size=s.object_size,
+        object_size_bytes=s.object_size,
         concurrency=s.concurrency,
         ops=s.ops,
         errors=s.errors,
@@ -163,7 +163,7 @@ def level_pb(s: LevelStats) -> pb.LevelResult:
         ttfb=_pct(s.ttfb),
         cold_ttfb_p50_ns=s.cold_ttfb_p50_ns,
         warm_ttfb_p50_ns=s.warm_ttfb_p50_ns,
-        operation=s.operation,
+        operation=OP_TO_PB.get(s.operation, pb.BENCHMARK_OPERATION_UNSPECIFIED),
         label=s.label,
         bytes=s.bytes,
         cold_samples=s.cold_samples,
@@ -174,7 +174,7 @@ def level_pb(s: LevelStats) -> pb.LevelResult:
 def progress_pb(p: Progress) -> pb.BenchmarkProgress:
     return pb.BenchmarkProgress(
         backend=p.backend,
-        object_size=p.object_size,
+        object_size_bytes=p.object_size,
         concurrency=p.concurrency,
         ops_done=p.ops_done,
         errors=p.errors,
@@ -200,8 +200,8 @@ def run_pb(r: RunRecord) -> pb.BenchmarkRun:
 def comparison_pb(c: Comparison) -> pb.BenchmarkComparison:
     out = pb.BenchmarkComparison(
         backend=c.backend,
-        operation=c.operation,
-        object_size=c.object_size,
+        operation=OP_TO_PB.get(c.operation, pb.BENCHMARK_OPERATION_UNSPECIFIED),
+        object_size_bytes=c.object_size,
         concurrency=c.concurrency,
         ops_per_s_ratio=c.ops_per_s_ratio,
         latency_p50_ratio=c.latency_p50_ratio,

@@ -36,6 +36,7 @@ async def page(aiohttp_client, doubles: Doubles, storage_addr: str, tmp_path: Pa
         GatewayConfig,
         {},
         port=0,
+        auth="open",
         storage_addr=doubles.addr("storage"),
         retriever_addr=doubles.addr("retriever"),
         embedder_addr=doubles.addr("embedder"),

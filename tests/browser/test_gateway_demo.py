@@ -132,6 +132,9 @@ async def test_upload_ingest_ask_benchmark_flow(page, doubles: Doubles, tmp_path
     await expect(chart.locator("circle")).to_have_count(6)
     await expect(page.locator("#bench-table tbody tr")).to_have_count(3)
     await expect(page.locator("#bench-status")).to_contain_text("Saved run run-1")
+    # The operation and the object size as the JSON names them (`object_size_bytes`), not "0 B".
+    await expect(page.locator("#bench-table tbody tr").first).to_contain_text("get")
+    await expect(page.locator("#bench-table tbody tr").first).to_contain_text("4.0 KiB")
     async with page.expect_download() as dl:
         await page.get_by_role("button", name="Export CSV").click()
     download = await dl.value
@@ -275,6 +278,7 @@ async def test_continuous_ingestion_and_business_impact(page, doubles: Doubles) 
     # 36000 queries x GET p50 5 ms (concurrency 5, the nearest to 5 chunks) x 1 GPU / 3600 = 0.05 GPU-h
     await expect(card).to_contain_text("0.05 GPU-h/day")
     await expect(card).to_contain_text("run run-1")
+    await expect(card).to_contain_text("get 4.0 KiB at concurrency 5")
     await expect(card).to_contain_text("No PUT measurement")
     await expect(page.get_by_test_id("impact-ttft")).to_contain_text("0.00 ms")
     await page.screenshot(path=str(ARTIFACTS / "7-impact.png"), full_page=True)

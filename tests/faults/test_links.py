@@ -126,6 +126,7 @@ async def test_gateway_to_llm_gateway(stack: RunningStack, corpus: str, fault: s
         GatewayConfig,
         {},
         port=0,
+        auth="open",
         storage_addr=stack.addr("DDNRAG_STORAGE_PORT"),
         retriever_addr=stack.addr("DDNRAG_RETRIEVER_PORT"),
         llm_gateway_addr=proxy.addr,

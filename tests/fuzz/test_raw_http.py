@@ -259,6 +259,7 @@ async def gateway_port(stack: RunningStack) -> AsyncIterator[int]:
         GatewayConfig,
         {},
         port=0,
+        auth="open",
         storage_addr=stack.addr("DDNRAG_STORAGE_PORT"),
         retriever_addr=stack.addr("DDNRAG_RETRIEVER_PORT"),
         llm_gateway_addr=stack.addr("DDNRAG_LLM_GATEWAY_PORT"),

@@ -33,8 +33,8 @@ FACTS = [
 ]
 
 
-def chunk(i: int, text: str) -> rpb.ScoredChunk:
-    return rpb.ScoredChunk(
+def chunk(i: int, text: str) -> common_pb2.ScoredChunk:
+    return common_pb2.ScoredChunk(
         chunk_id=f"c{i}",
         document_id=f"d{i}",
         document_name=f"doc{i}.md",
@@ -250,6 +250,7 @@ async def test_gateway_sends_verify_and_refused_events(tmp_path: Path, retriever
         GatewayConfig,
         environ={},
         port=0,
+        auth="open",
         llm_gateway_addr=client.address,
         retriever_addr=f"127.0.0.1:{retriever[1]}",
     )

@@ -170,12 +170,12 @@ class DoubleStorage(spb_grpc.StorageServiceServicer):
                         backend=b,
                         concurrency=c,
                         ops=10,
-                        object_size=4096,
+                        object_size_bytes=4096,
                         ops_per_s=100.0 * c,
                         mib_per_s=0.4 * c,
                         latency=spb.Percentiles(p50_ns=1_000_000 * c, p90_ns=2_000_000 * c, p99_ns=3_000_000 * c),
                         ttfb=spb.Percentiles(p50_ns=500_000 * c, p90_ns=900_000 * c, p99_ns=1_200_000 * c),
-                        operation="get",
+                        operation=spb.BENCHMARK_OPERATION_GET,
                     )
                     results.append(lvl)
                     yield spb.RunBenchmarkResponse(level=lvl)
@@ -200,12 +200,16 @@ class DoubleStorage(spb_grpc.StorageServiceServicer):
             if rid not in self.runs:
                 raise not_found(f"no benchmark run {rid!r}")
         a, b = self.runs[request.run_id_a], self.runs[request.run_id_b]
-        bmap = {(x.backend, x.operation, x.object_size, x.concurrency): x for x in b.results}
+        bmap = {(x.backend, x.operation, x.object_size_bytes, x.concurrency): x for x in b.results}
         rows = []
         for x in a.results:
-            y = bmap.get((x.backend, x.operation, x.object_size, x.concurrency))
+            y = bmap.get((x.backend, x.operation, x.object_size_bytes, x.concurrency))
             row = spb.BenchmarkComparison(
-                backend=x.backend, operation=x.operation, object_size=x.object_size, concurrency=x.concurrency, a=x
+                backend=x.backend,
+                operation=x.operation,
+                object_size_bytes=x.object_size_bytes,
+                concurrency=x.concurrency,
+                a=x,
             )
             if y is not None:
                 row.b.CopyFrom(y)
@@ -350,8 +354,8 @@ class DoubleRetriever(rpb_grpc.RetrieverServiceServicer):
         return rpb.PurgeCacheResponse(removed=3)
 
 
-def chunk(n: int) -> rpb.ScoredChunk:
-    return rpb.ScoredChunk(
+def chunk(n: int) -> common_pb2.ScoredChunk:
+    return common_pb2.ScoredChunk(
         chunk_id=f"c{n}",
         document_id="d1",
         document_name="storage.md",
@@ -499,6 +503,8 @@ class Doubles:
         return f"127.0.0.1:{self.servers[name].port}"
 
     def config(self, **overrides: Any) -> GatewayConfig:
+        if not {"api_keys", "api_keys_file", "auth"} & overrides.keys():
+            overrides["auth"] = "open"  # no keys: open on purpose, as `rag up` sets it on loopback
         return load_env(
             GatewayConfig,
             {},

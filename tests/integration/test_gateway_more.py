@@ -172,6 +172,8 @@ async def test_benchmark_stream_list_get_export_compare(aiohttp_client, doubles:
     assert run["run_id"] == "run-1"
     lvl = run["results"][1]
     assert (lvl["backend"], lvl["concurrency"], lvl["latency"]["p50_ms"], lvl["ttfb"]["p99_ms"]) == ("s3", 1, 1.0, 1.2)
+    # The names the browser reads: the operation as a word, the size with its unit.
+    assert (lvl["operation"], lvl["object_size_bytes"]) == ("get", 4096)
     req = doubles.storage.runs["run-1"].request
     assert list(req.backends) == ["ddn", "s3"] and list(req.concurrency_levels) == [1, 4]
     await client.get("/api/benchmarks/stream", params=q)
@@ -183,12 +185,14 @@ async def test_benchmark_stream_list_get_export_compare(aiohttp_client, doubles:
     csv_resp = await client.get("/api/benchmarks/run-1/export?format=csv")
     assert csv_resp.headers["Content-Type"].startswith("text/csv")
     lines = (await csv_resp.text()).strip().splitlines()
-    assert lines[0].startswith("run_id,started,backend,emulated,operation")
+    assert lines[0].startswith("run_id,started,backend,emulated,operation,object_size_bytes,")
+    assert lines[1].split(",")[4:6] == ["get", "4096"]
     assert len(lines) == 5
     assert "attachment" in csv_resp.headers["Content-Disposition"]
     cmp = await (await client.get("/api/benchmarks/compare?a=run-1&b=run-2")).json()
     assert len(cmp["rows"]) == 4
     assert cmp["rows"][0]["latency_p50_ms"] == {"a": 1.0, "b": 1.0, "ratio": 1.0}
+    assert (cmp["rows"][0]["operation"], cmp["rows"][0]["object_size_bytes"]) == ("get", 4096)
     assert (await client.get("/api/benchmarks/nope")).status == 404
     assert (await client.get("/api/benchmarks/stream", params={"backends": ""})).status == 400
     assert (await client.get("/api/benchmarks/stream", params={"backends": "a", "preset": "huge"})).status == 400

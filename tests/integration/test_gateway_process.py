@@ -25,6 +25,7 @@ async def test_sigterm_closes_open_streams_and_exits(doubles: Doubles) -> None:
         "DDNRAG_GATEWAY_LLM_GATEWAY_ADDR": doubles.addr("llm_gateway"),
         "DDNRAG_GATEWAY_EMBEDDER_ADDR": doubles.addr("embedder"),
         "DDNRAG_GATEWAY_SHUTDOWN_GRACE_S": "5",
+        "DDNRAG_GATEWAY_AUTH": "open",
         "PYTHONPATH": os.getcwd(),
     }
     proc = await asyncio.create_subprocess_exec(
@@ -56,3 +57,19 @@ async def test_sigterm_closes_open_streams_and_exits(doubles: Doubles) -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_without_keys_or_an_explicit_open_setting_it_refuses_to_start() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DDNRAG_GATEWAY_")}
+    env.update({"DDNRAG_GATEWAY_PORT": "0", "PYTHONPATH": os.getcwd()})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway.server",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    assert b"DDNRAG_GATEWAY_AUTH=open" in out and b"Traceback" not in out

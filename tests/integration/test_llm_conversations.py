@@ -183,6 +183,7 @@ async def test_gateway_routes_for_conversations(aiohttp_client, storage_addr: st
             GatewayConfig,
             {},
             port=0,
+            auth="open",
             storage_addr=storage_addr,
             retriever_addr="127.0.0.1:9",  # not used by these routes
             embedder_addr="127.0.0.1:9",

@@ -34,7 +34,7 @@ class OneChunkRetriever(rpb_grpc.RetrieverServiceServicer):
     """Test double of the retriever: one fixed chunk."""
 
     async def Search(self, request: rpb.SearchRequest, context: grpc.aio.ServicerContext) -> rpb.SearchResponse:
-        chunk = rpb.ScoredChunk(
+        chunk = common_pb2.ScoredChunk(
             chunk_id="c-s3",
             document_id="s3",
             document_name="object-storage.md",
@@ -90,6 +90,7 @@ async def path(tmp_path: Path) -> AsyncIterator[tuple[str, OpenAITestServer]]:
         GatewayConfig,
         environ={},
         port=0,
+        auth="open",
         llm_gateway_addr=f"127.0.0.1:{lport}",
         retriever_addr=f"127.0.0.1:{rport}",
     )

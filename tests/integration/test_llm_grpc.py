@@ -26,7 +26,7 @@ from services.llm_gateway.config import LlmGatewayConfig
 from services.llm_gateway.server import create_server
 
 CHUNKS = [
-    rpb.ScoredChunk(
+    common_pb2.ScoredChunk(
         chunk_id="c-gpu",
         document_id="d1",
         document_name="gpus.md",
@@ -38,7 +38,7 @@ CHUNKS = [
         dense_rank=1,
         status=status_pb2.Status(code=0),
     ),
-    rpb.ScoredChunk(
+    common_pb2.ScoredChunk(
         chunk_id="c-missing",
         document_id="d2",
         document_name="gone.md",
@@ -48,7 +48,7 @@ CHUNKS = [
         score=0.5,
         status=status_pb2.Status(code=5, message="chunk object is missing"),
     ),
-    rpb.ScoredChunk(
+    common_pb2.ScoredChunk(
         chunk_id="c-s3",
         document_id="d3",
         document_name="object-storage.md",

@@ -69,7 +69,7 @@ async def test_two_backends_interleaved_saved_listed_compared(storage, seaweed, 
         backends=["local", "far-emulated", "infinia-not-here"],
         operation=pb.BENCHMARK_OPERATION_GET,
         concurrency_levels=[1, 4],
-        object_sizes=[4096],
+        object_sizes_bytes=[4096],
         ops_per_level=40,
         warmup_s=0.2,
         label="test",
@@ -86,7 +86,9 @@ async def test_two_backends_interleaved_saved_listed_compared(storage, seaweed, 
         (4, "local"),
     ]
     for x in levels:
-        assert x.ops == 40 and x.errors == 0 and x.operation == "get" and x.object_size == 4096
+        assert (
+            x.ops == 40 and x.errors == 0 and x.operation == pb.BENCHMARK_OPERATION_GET and x.object_size_bytes == 4096
+        )
         assert x.bytes == 40 * 4096 and x.ops_per_s > 0 and x.mib_per_s > 0
         assert 0 < x.ttfb.p50_ns <= x.latency.p50_ns <= x.latency.p99_ns <= x.latency.max_ns
         assert x.cold_samples > 0 and x.cold_ttfb_p50_ns > 0
@@ -142,7 +144,7 @@ async def test_every_operation_runs(storage, op) -> None:
         concurrency_levels=[2],
         ops_per_level=12,
         read_ratio=0.5,
-        object_sizes=[1024],
+        object_sizes_bytes=[1024],
     )
     run = (await collect(storage, req))[-1].run
     (x,) = run.results
@@ -206,14 +208,14 @@ async def test_cancelled_run_cleans_up(storage) -> None:
             backends=["local"],
             operation=pb.BENCHMARK_OPERATION_GET,
             concurrency_levels=[1],
-            object_sizes=[100],
+            object_sizes_bytes=[100],
             ops_per_level=1,
         ),
         pb.RunBenchmarkRequest(
             backends=["local"],
             operation=pb.BENCHMARK_OPERATION_GET,
             concurrency_levels=[1],
-            object_sizes=[65 << 20],
+            object_sizes_bytes=[65 << 20],
             ops_per_level=1,
         ),
         pb.RunBenchmarkRequest(backends=["local"], operation=pb.BENCHMARK_OPERATION_GET, concurrency_levels=[1]),
@@ -261,7 +263,7 @@ async def test_stress_preset_across_two_backends(storage, seaweed, s3_bucket) ->
         backends=["local", "wan-emulated"],
         operation=pb.BENCHMARK_OPERATION_GET,
         preset=pb.BENCHMARK_PRESET_STRESS,
-        object_sizes=[4096],
+        object_sizes_bytes=[4096],
         duration_s=0.5,
     )
     msgs = [m async for m in storage.run_benchmark(req, timeout=600)]

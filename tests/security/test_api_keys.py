@@ -8,7 +8,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from gateway.protect import ApiKeys, parse_keys_file
+from gateway.access import ApiKeys, parse_keys_file
 from gateway.state import API_KEYS
 from tests.integration.test_gateway_doubles import Doubles, doubles, make_app
 

@@ -48,10 +48,11 @@ def test_an_empty_keys_file_refuses_to_start(doubles: Doubles, tmp_path: Path) -
     assert opened == 0
 
 
-def test_open_is_explicit_off_loopback() -> None:
-    assert auth_mode(GatewayConfig(host="127.0.0.1")) == "open"  # the local default, printed at start
-    with pytest.raises(ConfigError, match="DDNRAG_GATEWAY_AUTH=open"):
-        auth_mode(GatewayConfig(host="0.0.0.0"))
+def test_open_is_always_explicit() -> None:
+    for host in ("127.0.0.1", "localhost", "0.0.0.0"):  # no keys and no setting: refused, loopback too
+        with pytest.raises(ConfigError, match="DDNRAG_GATEWAY_AUTH=open"):
+            auth_mode(GatewayConfig(host=host))
+    assert auth_mode(GatewayConfig(host="127.0.0.1", auth="open")) == "open"
     assert auth_mode(GatewayConfig(host="0.0.0.0", auth="open")) == "open"
     with pytest.raises(ConfigError, match="keys are configured"):
         auth_mode(GatewayConfig(host="0.0.0.0", auth="open", api_keys=("k",)))

@@ -20,7 +20,7 @@ KEYS = {Role.READER: "k-reader", Role.WRITER: "k-writer", Role.ADMIN: "k-admin"}
 
 
 def app_routes(cfg: GatewayConfig | None = None) -> set[tuple[str, str]]:
-    app = create_app(cfg or GatewayConfig(port=0))
+    app = create_app(cfg or GatewayConfig(port=0, auth="open"))
     out = set()
     for route in app.router.routes():
         if route.method in ("HEAD", "OPTIONS") or route.resource is None:

@@ -26,8 +26,8 @@ def level(backend: str, conc: int, ops_s: float, p50_ms: float, *, size: int = 1
     return {
         "backend": backend,
         "emulated": False,
-        "operation": "get",
-        "object_size": size,
+        "operation": "BENCHMARK_OPERATION_GET",
+        "object_size_bytes": size,
         "concurrency": conc,
         "ops": int(ops_s * 3),
         "errors": 0,
@@ -124,6 +124,18 @@ def test_compare_runs_matches_cells_and_reports_the_rest() -> None:
     assert [c["concurrency"] for c in cmp["only_in_b"]] == [8]
 
 
+def test_a_run_saved_before_the_wire_change_compares_with_a_new_one() -> None:
+    """Runs saved by older versions say `object_size` and "get"; new ones `object_size_bytes` and
+    the enum name. `rag bench cmp` lines them up all the same."""
+    old = level("local", 1, 100, 2.0, size=4096)
+    old["object_size"], old["operation"] = old.pop("object_size_bytes"), "get"
+    cmp = bench.compare_runs(
+        {"run_id": "a", "results": [old]}, {"run_id": "b", "results": [level("local", 1, 150, 1.0, size=4096)]}
+    )
+    assert [(c["operation"], c["object_size_bytes"]) for c in cmp["cells"]] == [("get", 4096)]
+    assert not cmp["only_in_a"] and not cmp["only_in_b"]
+
+
 def test_run_csv_has_one_row_per_level() -> None:
     run = {"run_id": "r", "results": [level("local", 1, 100, 2.0), level("local", 4, 200, 4.0)]}
     rows = list(csv.DictReader(io.StringIO(bench.run_csv(run))))
@@ -147,7 +159,7 @@ def test_bench_request_from_flags() -> None:
     req = bench.build_request(args)
     assert list(req.backends) == ["local", "infinia"]
     assert list(req.concurrency_levels) == [1, 8] and req.preset == spb.BENCHMARK_PRESET_UNSPECIFIED
-    assert list(req.object_sizes) == [4096, 1 << 20] and req.operation == spb.BENCHMARK_OPERATION_PUT
+    assert list(req.object_sizes_bytes) == [4096, 1 << 20] and req.operation == spb.BENCHMARK_OPERATION_PUT
     req = bench.build_request(build_parser().parse_args(["bench", "storage", "--preset", "extended", "--ops", "40"]))
     assert req.preset == spb.BENCHMARK_PRESET_EXTENDED and not req.concurrency_levels
     assert req.ops_per_level == 40 and req.duration_s == 0

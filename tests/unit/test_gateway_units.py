@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from clients.base import ServiceCallError
 from ddnrag.retriever.v1 import retriever_service_pb2 as rpb
 from ddnrag.storage.v1 import storage_service_pb2 as spb
+from gateway.access import RateLimiter
 from gateway.config import GatewayConfig
 from gateway.convert import enum_name, enum_value, to_dict
 from gateway.errors import ApiError, error_payload
-from gateway.protect import RateLimiter
 from gateway.routes.backends import backend_json
 from gateway.uploads import CheckedStream, check_collection, clean_filename, document_id, file_kind, object_key
 from kernel.config import ConfigError, env_vars, load_env

@@ -689,7 +689,7 @@ def test_components_wire_their_services(rendered: dict[str, list[dict[str, Any]]
     for overlay in OVERLAYS:
         objs = rendered[f"{overlay}+vllm"]
         llm = _load_config(objs, "llm-gateway")
-        from services.llm_gateway.backends import parse_specs
+        from services.llm_gateway.backend_factory import parse_specs
 
         specs = parse_specs(llm.backends)  # the service's own checks of the backends list
         assert specs[0].kind == "openai"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from services.llm_gateway.backend import BackendLimits, BackendRequest, Delta
-from services.llm_gateway.backends import build_backends, parse_specs
+from services.llm_gateway.backend_factory import build_backends, parse_specs
 from services.llm_gateway.domain import Passage
 from services.llm_gateway.local_transformers import TransformersBackend
 from services.llm_gateway.prompt import build_prompt

@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from cli.stack import Supervisor, load_config
+from cli.supervisor import Supervisor, load_config
 from kernel.targets import grpc_target
 
 

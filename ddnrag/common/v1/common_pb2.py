@@ -22,21 +22,30 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64\x64nrag/common/v1/common.proto\x12\x10\x64\x64nrag.common.v1\"a\n\x07Timings\x12\x10\n\x08total_ns\x18\x01 \x01(\x03\x12-\n\x06stages\x18\x02 \x03(\x0b\x32\x1d.ddnrag.common.v1.StageTiming\x12\x15\n\rstages_sum_ns\x18\x03 \x01(\x03\"p\n\x0bStageTiming\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64uration_ns\x18\x02 \x01(\x03\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x0f\n\x07ttfb_ns\x18\x04 \x01(\x03\x12\r\n\x05\x62ytes\x18\x05 \x01(\x03\x12\r\n\x05\x63ount\x18\x06 \x01(\x03\"\x9d\x01\n\x08\x43itation\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x03 \x01(\t\x12\x15\n\rdocument_name\x18\x04 \x01(\t\x12\x10\n\x08\x63hunk_id\x18\x05 \x01(\t\x12\x12\n\nobject_key\x18\x06 \x01(\t\x12\r\n\x05score\x18\x07 \x01(\x01\x12\x0c\n\x04text\x18\x08 \x01(\t\"4\n\x0bPageRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64\x64nrag/common/v1/common.proto\x12\x10\x64\x64nrag.common.v1\x1a\x17google/rpc/status.proto\"a\n\x07Timings\x12\x10\n\x08total_ns\x18\x01 \x01(\x03\x12-\n\x06stages\x18\x02 \x03(\x0b\x32\x1d.ddnrag.common.v1.StageTiming\x12\x15\n\rstages_sum_ns\x18\x03 \x01(\x03\"p\n\x0bStageTiming\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64uration_ns\x18\x02 \x01(\x03\x12\x0f\n\x07\x62\x61\x63kend\x18\x03 \x01(\t\x12\x0f\n\x07ttfb_ns\x18\x04 \x01(\x03\x12\r\n\x05\x62ytes\x18\x05 \x01(\x03\x12\r\n\x05\x63ount\x18\x06 \x01(\x03\"\x9d\x01\n\x08\x43itation\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x03 \x01(\t\x12\x15\n\rdocument_name\x18\x04 \x01(\t\x12\x10\n\x08\x63hunk_id\x18\x05 \x01(\t\x12\x12\n\nobject_key\x18\x06 \x01(\t\x12\r\n\x05score\x18\x07 \x01(\x01\x12\x0c\n\x04text\x18\x08 \x01(\t\"4\n\x0bPageRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\x89\x03\n\x0bScoredChunk\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x15\n\rdocument_name\x18\x03 \x01(\t\x12\x12\n\ncollection\x18\x04 \x01(\t\x12\x12\n\nobject_key\x18\x05 \x01(\t\x12\x0c\n\x04text\x18\x06 \x01(\t\x12\r\n\x05score\x18\x07 \x01(\x01\x12\x11\n\tbm25_rank\x18\x08 \x01(\x05\x12\x12\n\ndense_rank\x18\t \x01(\x05\x12\x10\n\x08position\x18\n \x01(\x05\x12=\n\x08metadata\x18\x0b \x03(\x0b\x32+.ddnrag.common.v1.ScoredChunk.MetadataEntry\x12\"\n\x06status\x18\x0c \x01(\x0b\x32\x12.google.rpc.Status\x12\x19\n\x0crerank_score\x18\r \x01(\x01H\x00\x88\x01\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0f\n\r_rerank_score\"J\n\x06Rerank\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0e\n\x06scored\x18\x04 \x01(\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ddnrag.common.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TIMINGS']._serialized_start=51
-  _globals['_TIMINGS']._serialized_end=148
-  _globals['_STAGETIMING']._serialized_start=150
-  _globals['_STAGETIMING']._serialized_end=262
-  _globals['_CITATION']._serialized_start=265
-  _globals['_CITATION']._serialized_end=422
-  _globals['_PAGEREQUEST']._serialized_start=424
-  _globals['_PAGEREQUEST']._serialized_end=476
+  _globals['_SCOREDCHUNK_METADATAENTRY']._loaded_options = None
+  _globals['_SCOREDCHUNK_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_TIMINGS']._serialized_start=76
+  _globals['_TIMINGS']._serialized_end=173
+  _globals['_STAGETIMING']._serialized_start=175
+  _globals['_STAGETIMING']._serialized_end=287
+  _globals['_CITATION']._serialized_start=290
+  _globals['_CITATION']._serialized_end=447
+  _globals['_PAGEREQUEST']._serialized_start=449
+  _globals['_PAGEREQUEST']._serialized_end=501
+  _globals['_SCOREDCHUNK']._serialized_start=504
+  _globals['_SCOREDCHUNK']._serialized_end=897
+  _globals['_SCOREDCHUNK_METADATAENTRY']._serialized_start=833
+  _globals['_SCOREDCHUNK_METADATAENTRY']._serialized_end=880
+  _globals['_RERANK']._serialized_start=899
+  _globals['_RERANK']._serialized_end=973
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from google.rpc import status_pb2 as _status_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -59,3 +60,52 @@ class PageRequest(_message.Message):
     page_size: int
     page_token: str
     def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ScoredChunk(_message.Message):
+    __slots__ = ("chunk_id", "document_id", "document_name", "collection", "object_key", "text", "score", "bm25_rank", "dense_rank", "position", "metadata", "status", "rerank_score")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_NAME_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_KEY_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    BM25_RANK_FIELD_NUMBER: _ClassVar[int]
+    DENSE_RANK_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RERANK_SCORE_FIELD_NUMBER: _ClassVar[int]
+    chunk_id: str
+    document_id: str
+    document_name: str
+    collection: str
+    object_key: str
+    text: str
+    score: float
+    bm25_rank: int
+    dense_rank: int
+    position: int
+    metadata: _containers.ScalarMap[str, str]
+    status: _status_pb2.Status
+    rerank_score: float
+    def __init__(self, chunk_id: _Optional[str] = ..., document_id: _Optional[str] = ..., document_name: _Optional[str] = ..., collection: _Optional[str] = ..., object_key: _Optional[str] = ..., text: _Optional[str] = ..., score: _Optional[float] = ..., bm25_rank: _Optional[int] = ..., dense_rank: _Optional[int] = ..., position: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., rerank_score: _Optional[float] = ...) -> None: ...
+
+class Rerank(_message.Message):
+    __slots__ = ("backend", "status", "message", "scored")
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SCORED_FIELD_NUMBER: _ClassVar[int]
+    backend: str
+    status: str
+    message: str
+    scored: int
+    def __init__(self, backend: _Optional[str] = ..., status: _Optional[str] = ..., message: _Optional[str] = ..., scored: _Optional[int] = ...) -> None: ...

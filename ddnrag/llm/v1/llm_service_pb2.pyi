@@ -1,5 +1,4 @@
 from ddnrag.common.v1 import common_pb2 as _common_pb2
-from ddnrag.retriever.v1 import retriever_service_pb2 as _retriever_service_pb2
 from google.rpc import status_pb2 as _status_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -125,7 +124,7 @@ class Retrieval(_message.Message):
     HISTORY_TURNS_TRIMMED_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     RERANK_FIELD_NUMBER: _ClassVar[int]
-    chunks: _containers.RepeatedCompositeFieldContainer[_retriever_service_pb2.ScoredChunk]
+    chunks: _containers.RepeatedCompositeFieldContainer[_common_pb2.ScoredChunk]
     index_version: str
     cache_hit: bool
     timings: _common_pb2.Timings
@@ -134,8 +133,8 @@ class Retrieval(_message.Message):
     history_turns: int
     history_turns_trimmed: int
     conversation_id: str
-    rerank: _retriever_service_pb2.Rerank
-    def __init__(self, chunks: _Optional[_Iterable[_Union[_retriever_service_pb2.ScoredChunk, _Mapping]]] = ..., index_version: _Optional[str] = ..., cache_hit: _Optional[bool] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ..., search_query: _Optional[str] = ..., rewrite: _Optional[str] = ..., history_turns: _Optional[int] = ..., history_turns_trimmed: _Optional[int] = ..., conversation_id: _Optional[str] = ..., rerank: _Optional[_Union[_retriever_service_pb2.Rerank, _Mapping]] = ...) -> None: ...
+    rerank: _common_pb2.Rerank
+    def __init__(self, chunks: _Optional[_Iterable[_Union[_common_pb2.ScoredChunk, _Mapping]]] = ..., index_version: _Optional[str] = ..., cache_hit: _Optional[bool] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ..., search_query: _Optional[str] = ..., rewrite: _Optional[str] = ..., history_turns: _Optional[int] = ..., history_turns_trimmed: _Optional[int] = ..., conversation_id: _Optional[str] = ..., rerank: _Optional[_Union[_common_pb2.Rerank, _Mapping]] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("start", "token", "citation", "done", "error", "verify", "refused")

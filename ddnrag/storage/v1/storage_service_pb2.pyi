@@ -453,12 +453,12 @@ class CopyResponse(_message.Message):
     def __init__(self, info: _Optional[_Union[ObjectInfo, _Mapping]] = ..., transfer: _Optional[_Union[Transfer, _Mapping]] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ...) -> None: ...
 
 class RunBenchmarkRequest(_message.Message):
-    __slots__ = ("backends", "operation", "preset", "concurrency_levels", "object_sizes", "duration_s", "ops_per_level", "warmup_s", "read_ratio", "label")
+    __slots__ = ("backends", "operation", "preset", "concurrency_levels", "object_sizes_bytes", "duration_s", "ops_per_level", "warmup_s", "read_ratio", "label")
     BACKENDS_FIELD_NUMBER: _ClassVar[int]
     OPERATION_FIELD_NUMBER: _ClassVar[int]
     PRESET_FIELD_NUMBER: _ClassVar[int]
     CONCURRENCY_LEVELS_FIELD_NUMBER: _ClassVar[int]
-    OBJECT_SIZES_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_SIZES_BYTES_FIELD_NUMBER: _ClassVar[int]
     DURATION_S_FIELD_NUMBER: _ClassVar[int]
     OPS_PER_LEVEL_FIELD_NUMBER: _ClassVar[int]
     WARMUP_S_FIELD_NUMBER: _ClassVar[int]
@@ -468,13 +468,13 @@ class RunBenchmarkRequest(_message.Message):
     operation: BenchmarkOperation
     preset: BenchmarkPreset
     concurrency_levels: _containers.RepeatedScalarFieldContainer[int]
-    object_sizes: _containers.RepeatedScalarFieldContainer[int]
+    object_sizes_bytes: _containers.RepeatedScalarFieldContainer[int]
     duration_s: float
     ops_per_level: int
     warmup_s: float
     read_ratio: float
     label: str
-    def __init__(self, backends: _Optional[_Iterable[str]] = ..., operation: _Optional[_Union[BenchmarkOperation, str]] = ..., preset: _Optional[_Union[BenchmarkPreset, str]] = ..., concurrency_levels: _Optional[_Iterable[int]] = ..., object_sizes: _Optional[_Iterable[int]] = ..., duration_s: _Optional[float] = ..., ops_per_level: _Optional[int] = ..., warmup_s: _Optional[float] = ..., read_ratio: _Optional[float] = ..., label: _Optional[str] = ...) -> None: ...
+    def __init__(self, backends: _Optional[_Iterable[str]] = ..., operation: _Optional[_Union[BenchmarkOperation, str]] = ..., preset: _Optional[_Union[BenchmarkPreset, str]] = ..., concurrency_levels: _Optional[_Iterable[int]] = ..., object_sizes_bytes: _Optional[_Iterable[int]] = ..., duration_s: _Optional[float] = ..., ops_per_level: _Optional[int] = ..., warmup_s: _Optional[float] = ..., read_ratio: _Optional[float] = ..., label: _Optional[str] = ...) -> None: ...
 
 class Percentiles(_message.Message):
     __slots__ = ("p50_ns", "p90_ns", "p99_ns", "max_ns", "mean_ns")
@@ -491,7 +491,7 @@ class Percentiles(_message.Message):
     def __init__(self, p50_ns: _Optional[int] = ..., p90_ns: _Optional[int] = ..., p99_ns: _Optional[int] = ..., max_ns: _Optional[int] = ..., mean_ns: _Optional[int] = ...) -> None: ...
 
 class LevelResult(_message.Message):
-    __slots__ = ("backend", "emulated", "object_size", "concurrency", "ops", "errors", "errors_by_kind", "duration_s", "ops_per_s", "mib_per_s", "latency", "ttfb", "cold_ttfb_p50_ns", "warm_ttfb_p50_ns", "operation", "label", "bytes", "cold_samples", "warm_samples")
+    __slots__ = ("backend", "emulated", "object_size_bytes", "concurrency", "ops", "errors", "errors_by_kind", "duration_s", "ops_per_s", "mib_per_s", "latency", "ttfb", "cold_ttfb_p50_ns", "warm_ttfb_p50_ns", "operation", "label", "bytes", "cold_samples", "warm_samples")
     class ErrorsByKindEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -501,7 +501,7 @@ class LevelResult(_message.Message):
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     EMULATED_FIELD_NUMBER: _ClassVar[int]
-    OBJECT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     OPS_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
@@ -520,7 +520,7 @@ class LevelResult(_message.Message):
     WARM_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     backend: str
     emulated: bool
-    object_size: int
+    object_size_bytes: int
     concurrency: int
     ops: int
     errors: int
@@ -532,17 +532,17 @@ class LevelResult(_message.Message):
     ttfb: Percentiles
     cold_ttfb_p50_ns: int
     warm_ttfb_p50_ns: int
-    operation: str
+    operation: BenchmarkOperation
     label: str
     bytes: int
     cold_samples: int
     warm_samples: int
-    def __init__(self, backend: _Optional[str] = ..., emulated: _Optional[bool] = ..., object_size: _Optional[int] = ..., concurrency: _Optional[int] = ..., ops: _Optional[int] = ..., errors: _Optional[int] = ..., errors_by_kind: _Optional[_Mapping[str, int]] = ..., duration_s: _Optional[float] = ..., ops_per_s: _Optional[float] = ..., mib_per_s: _Optional[float] = ..., latency: _Optional[_Union[Percentiles, _Mapping]] = ..., ttfb: _Optional[_Union[Percentiles, _Mapping]] = ..., cold_ttfb_p50_ns: _Optional[int] = ..., warm_ttfb_p50_ns: _Optional[int] = ..., operation: _Optional[str] = ..., label: _Optional[str] = ..., bytes: _Optional[int] = ..., cold_samples: _Optional[int] = ..., warm_samples: _Optional[int] = ...) -> None: ...
+    def __init__(self, backend: _Optional[str] = ..., emulated: _Optional[bool] = ..., object_size_bytes: _Optional[int] = ..., concurrency: _Optional[int] = ..., ops: _Optional[int] = ..., errors: _Optional[int] = ..., errors_by_kind: _Optional[_Mapping[str, int]] = ..., duration_s: _Optional[float] = ..., ops_per_s: _Optional[float] = ..., mib_per_s: _Optional[float] = ..., latency: _Optional[_Union[Percentiles, _Mapping]] = ..., ttfb: _Optional[_Union[Percentiles, _Mapping]] = ..., cold_ttfb_p50_ns: _Optional[int] = ..., warm_ttfb_p50_ns: _Optional[int] = ..., operation: _Optional[_Union[BenchmarkOperation, str]] = ..., label: _Optional[str] = ..., bytes: _Optional[int] = ..., cold_samples: _Optional[int] = ..., warm_samples: _Optional[int] = ...) -> None: ...
 
 class BenchmarkProgress(_message.Message):
-    __slots__ = ("backend", "object_size", "concurrency", "ops_done", "errors", "p50_ns", "levels_done", "levels_total")
+    __slots__ = ("backend", "object_size_bytes", "concurrency", "ops_done", "errors", "p50_ns", "levels_done", "levels_total")
     BACKEND_FIELD_NUMBER: _ClassVar[int]
-    OBJECT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     OPS_DONE_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
@@ -550,14 +550,14 @@ class BenchmarkProgress(_message.Message):
     LEVELS_DONE_FIELD_NUMBER: _ClassVar[int]
     LEVELS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     backend: str
-    object_size: int
+    object_size_bytes: int
     concurrency: int
     ops_done: int
     errors: int
     p50_ns: int
     levels_done: int
     levels_total: int
-    def __init__(self, backend: _Optional[str] = ..., object_size: _Optional[int] = ..., concurrency: _Optional[int] = ..., ops_done: _Optional[int] = ..., errors: _Optional[int] = ..., p50_ns: _Optional[int] = ..., levels_done: _Optional[int] = ..., levels_total: _Optional[int] = ...) -> None: ...
+    def __init__(self, backend: _Optional[str] = ..., object_size_bytes: _Optional[int] = ..., concurrency: _Optional[int] = ..., ops_done: _Optional[int] = ..., errors: _Optional[int] = ..., p50_ns: _Optional[int] = ..., levels_done: _Optional[int] = ..., levels_total: _Optional[int] = ...) -> None: ...
 
 class BenchmarkRun(_message.Message):
     __slots__ = ("run_id", "started_unix_ns", "finished_unix_ns", "request", "results", "not_configured", "json_key", "csv_key")
@@ -628,10 +628,10 @@ class CompareBenchmarkRunsRequest(_message.Message):
     def __init__(self, run_id_a: _Optional[str] = ..., run_id_b: _Optional[str] = ...) -> None: ...
 
 class BenchmarkComparison(_message.Message):
-    __slots__ = ("backend", "operation", "object_size", "concurrency", "a", "b", "ops_per_s_ratio", "latency_p50_ratio", "ttfb_p50_ratio")
+    __slots__ = ("backend", "operation", "object_size_bytes", "concurrency", "a", "b", "ops_per_s_ratio", "latency_p50_ratio", "ttfb_p50_ratio")
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     OPERATION_FIELD_NUMBER: _ClassVar[int]
-    OBJECT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
     A_FIELD_NUMBER: _ClassVar[int]
     B_FIELD_NUMBER: _ClassVar[int]
@@ -639,15 +639,15 @@ class BenchmarkComparison(_message.Message):
     LATENCY_P50_RATIO_FIELD_NUMBER: _ClassVar[int]
     TTFB_P50_RATIO_FIELD_NUMBER: _ClassVar[int]
     backend: str
-    operation: str
-    object_size: int
+    operation: BenchmarkOperation
+    object_size_bytes: int
     concurrency: int
     a: LevelResult
     b: LevelResult
     ops_per_s_ratio: float
     latency_p50_ratio: float
     ttfb_p50_ratio: float
-    def __init__(self, backend: _Optional[str] = ..., operation: _Optional[str] = ..., object_size: _Optional[int] = ..., concurrency: _Optional[int] = ..., a: _Optional[_Union[LevelResult, _Mapping]] = ..., b: _Optional[_Union[LevelResult, _Mapping]] = ..., ops_per_s_ratio: _Optional[float] = ..., latency_p50_ratio: _Optional[float] = ..., ttfb_p50_ratio: _Optional[float] = ...) -> None: ...
+    def __init__(self, backend: _Optional[str] = ..., operation: _Optional[_Union[BenchmarkOperation, str]] = ..., object_size_bytes: _Optional[int] = ..., concurrency: _Optional[int] = ..., a: _Optional[_Union[LevelResult, _Mapping]] = ..., b: _Optional[_Union[LevelResult, _Mapping]] = ..., ops_per_s_ratio: _Optional[float] = ..., latency_p50_ratio: _Optional[float] = ..., ttfb_p50_ratio: _Optional[float] = ...) -> None: ...
 
 class CompareBenchmarkRunsResponse(_message.Message):
     __slots__ = ("a", "b", "rows", "timings")

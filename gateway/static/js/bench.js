@@ -71,7 +71,7 @@
     const tb = clear($("bench-table").querySelector("tbody"));
     for (const l of levels) {
       tb.appendChild(h("tr", {}, h("td", { text: l.backend + (l.emulated ? " (emulated)" : "") }), h("td", { text: l.operation }),
-        h("td", { text: DDN.bytes(l.object_size) }), h("td", { text: l.concurrency }),
+        h("td", { text: DDN.bytes(l.object_size_bytes) }), h("td", { text: l.concurrency }),
         h("td", { text: num(l.latency.p50_ms, 2) }), h("td", { text: num(l.latency.p90_ms, 2) }), h("td", { text: num(l.latency.p99_ms, 2) }),
         h("td", { text: num(l.ttfb.p50_ms, 2) }), h("td", { text: num(l.ops_per_s, 1) }), h("td", { text: num(l.mib_per_s, 2) }),
         h("td", { text: l.errors })));
@@ -153,7 +153,7 @@
     try {
       const r = await DDN.api("GET", "/api/benchmarks/compare?a=" + encodeURIComponent($("cmp-a").value) + "&b=" + encodeURIComponent($("cmp-b").value));
       for (const row of r.rows) {
-        tb.appendChild(h("tr", {}, h("td", { text: row.backend }), h("td", { text: row.operation }), h("td", { text: DDN.bytes(row.object_size) }),
+        tb.appendChild(h("tr", {}, h("td", { text: row.backend }), h("td", { text: row.operation }), h("td", { text: DDN.bytes(row.object_size_bytes) }),
           h("td", { text: row.concurrency }), h("td", { text: num(row.latency_p50_ms.a, 2) }), h("td", { text: num(row.latency_p50_ms.b, 2) }),
           h("td", { text: row.latency_p50_ms.ratio === null ? "-" : num(row.latency_p50_ms.ratio, 2) + "x" }),
           h("td", { text: num(row.ttfb_p50_ms.a, 2) }), h("td", { text: num(row.ttfb_p50_ms.b, 2) }),

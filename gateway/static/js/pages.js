@@ -66,7 +66,7 @@
     if (!run) { out.appendChild(h("div", { class: "card muted", text: "No measured benchmark run yet. Run one on the Benchmark tab; this page only uses measured numbers." })); return; }
     const qpd = Number($("im-qpd").value), gib = Number($("im-corpus").value), gpus = Number($("im-gpus").value);
     const cost = Number($("im-cost").value), k = Number($("im-k").value);
-    const trace = (lv) => "run " + run.run_id + " (" + run.started + "), " + lv.operation + " " + DDN.bytes(lv.object_size) + " at concurrency " + lv.concurrency;
+    const trace = (lv) => "run " + run.run_id + " (" + run.started + "), " + lv.operation + " " + DDN.bytes(lv.object_size_bytes) + " at concurrency " + lv.concurrency;
     const backends = [...new Set([...run.results.map((r) => r.backend), ...(run.request.backends || [])])];
     const fetchWait = {};
     for (const b of backends) {

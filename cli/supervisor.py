@@ -9,6 +9,14 @@ directory: SeaweedFS volumes, state directories, caches and logs.
 With `--replicas N` (DDNRAG_REPLICAS) storage and the retriever run as N processes each, replica i
 on each of its ports + i x DDNRAG_STACK_REPLICA_PORT_STEP; their peers get every replica's address
 in a comma-separated `*_ADDR` list, which a client channel balances round robin.
+
+Each child gets the shell's `DDNRAG_*` variables that it reads (`child_variables`): its own
+`DDNRAG_<SERVICE>_*` and the shared ones (`DDNRAG_TLS_*`, `DDNRAG_GRPC_*`, ...), never another
+service's or the CLI's, so object-store credentials reach only storage and API keys only the
+gateway. The supervisor's own wiring (hosts, ports, peer addresses, state directories, the
+embedded store's credentials) wins over the shell. The gateway runs open
+(`DDNRAG_GATEWAY_AUTH=open`, said at start) only when the stack binds loopback and the shell gives
+no API keys and no `DDNRAG_GATEWAY_AUTH`.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from kernel.config import env_field, load_env
+from kernel.targets import is_loopback_host
 
 from .seaweed import SeaweedPorts, ensure_credentials, port_in_use, wait_s3_ready, weed_command, write_identities
 
@@ -38,6 +47,24 @@ log = logging.getLogger("ddnrag.stack")
 ROOT = Path(__file__).resolve().parent.parent
 # The services `rag up --replicas N` runs N of; the others stay one process each.
 SCALED = ("storage", "retriever")
+SERVICES = ("storage", "embedder", "retriever", "llm_gateway", "gateway")
+# Variables of the `rag` command itself (its API key, its object-store keys): never a child's.
+CLI_ONLY = ("DDNRAG_CLI_", "DDNRAG_API_KEY")
+GATEWAY_AUTH_VARS = ("DDNRAG_GATEWAY_API_KEYS", "DDNRAG_GATEWAY_API_KEYS_FILE", "DDNRAG_GATEWAY_AUTH")
+
+
+def child_variables(environ: dict[str, str] | os._Environ[str], svc: str) -> dict[str, str]:
+    """The `DDNRAG_*` variables of `environ` that service `svc` may see: all but other services'
+    `DDNRAG_<SERVICE>_*` and the CLI's own (`DDNRAG_GATEWAY_` is not a prefix of
+    `DDNRAG_LLM_GATEWAY_`, so each service's set is exact)."""
+    foreign = tuple(f"DDNRAG_{other.upper()}_" for other in SERVICES if other != svc) + CLI_ONLY
+    return {k: v for k, v in environ.items() if k.startswith("DDNRAG_") and not k.startswith(foreign)}
+
+
+def gateway_runs_open(cfg: StackConfig, environ: dict[str, str] | os._Environ[str]) -> bool:
+    """Whether `rag up` sets DDNRAG_GATEWAY_AUTH=open: a loopback stack with no keys and no auth
+    setting in the shell. Anywhere else the gateway decides, and refuses to start open by accident."""
+    return is_loopback_host(cfg.host) and not any(environ.get(v, "").strip() for v in GATEWAY_AUTH_VARS)
 
 
 def replica_name(svc: str, i: int) -> str:
@@ -184,6 +211,7 @@ class Supervisor:
         self.out = out
         self.children: dict[str, Child] = {}
         self.stopping = asyncio.Event()
+        self.gateway_open = False
         self.data = cfg.data
         (self.data / "logs").mkdir(parents=True, exist_ok=True)
 
@@ -229,7 +257,12 @@ class Supervisor:
             ports, metrics_ports = cfg.replica_ports(port), cfg.replica_ports(metrics)
             for i, child in enumerate(self.replica_names(name)):
                 state = name if name == "storage" else child
-                env = {**base, **self._service_env(name, ports[i], metrics_ports[i], state), **extra}
+                env = {
+                    **base,
+                    **child_variables(os.environ, name),
+                    **self._service_env(name, ports[i], metrics_ports[i], state),
+                    **extra,
+                }
                 argv = [py, "-m", f"services.{name}.server"]
                 out.append(Child(child, argv, env, lambda p=ports[i]: grpc_serving(cfg.addr(p)), needs))  # type: ignore[misc]
             return out
@@ -270,6 +303,7 @@ class Supervisor:
         ]
         gw_env = {
             **base,
+            **child_variables(os.environ, "gateway"),
             "DDNRAG_GATEWAY_HOST": cfg.host,
             "DDNRAG_GATEWAY_PORT": str(cfg.gateway_port),
             "DDNRAG_GATEWAY_STORAGE_ADDR": cfg.addrs(cfg.storage_port),
@@ -278,6 +312,9 @@ class Supervisor:
             "DDNRAG_GATEWAY_EMBEDDER_ADDR": cfg.addr(cfg.embedder_port),
             "DDNRAG_GATEWAY_STATE_DIR": str(self.data / "state" / "gateway"),
         }
+        self.gateway_open = gateway_runs_open(cfg, os.environ)
+        if self.gateway_open:
+            gw_env["DDNRAG_GATEWAY_AUTH"] = "open"
         children.append(
             Child(
                 "gateway",

@@ -3,9 +3,9 @@ allowlist, a per-key rate limit.
 
 - Authentication: `auth_mode(cfg)` decides once, at start, between `keys` and `open`. Once a keys
   file or variable is configured, an empty key set is an error: the gateway refuses to start, and
-  a reload that finds no keys keeps the previous ones (logged). Running open is an explicit
-  setting (`DDNRAG_GATEWAY_AUTH=open`), or the local default on a loopback host only, and is
-  printed at start.
+  a reload that finds no keys keeps the previous ones (logged). Running open is always an explicit
+  setting (`DDNRAG_GATEWAY_AUTH=open`, which `rag up` sets for its loopback stack when no keys are
+  given), printed at start; with neither keys nor that setting the gateway refuses to start.
 - API keys: every `/api` and `/v1` request must carry `Authorization: Bearer <key>`; `/api/health`,
   `/healthz`, `/metrics` and the static demo stay open (probes and the page itself). Keys are held
   only as SHA-256 digests (the keys file may hold `sha256:<hex>` instead of the key), compared in

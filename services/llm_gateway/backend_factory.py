@@ -1,4 +1,4 @@
-"""Backends from configuration: a JSON list in failover order.
+"""The backend factory: backends from configuration, a JSON list in failover order.
 
 `DDNRAG_LLM_GATEWAY_BACKENDS` (or the file named by `DDNRAG_LLM_GATEWAY_BACKENDS_FILE`) holds
 a list such as::
@@ -28,14 +28,15 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kernel.config import ConfigError
 
-from .backend import Backend, BackendLimits
+from .backend import Backend, BackendLimits, BackendSpec
 from .extractive import Encoder, ExtractiveBackend
+from .local_transformers import TransformersBackend
+from .openai_backend import OpenAIBackend
 from .tokens import TokenCounter
 
 KINDS = ("openai", "extractive", "transformers")
@@ -48,16 +49,6 @@ _LIMIT_KEYS = {
     "backoff_s": float,
     "cooldown_s": float,
 }
-
-
-@dataclass(frozen=True)
-class BackendSpec:
-    """One configured backend. `options` holds the kind-specific keys."""
-
-    name: str
-    kind: str
-    limits: BackendLimits
-    options: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_specs(raw: str, *, source: str = "DDNRAG_LLM_GATEWAY_BACKENDS") -> list[BackendSpec]:
@@ -151,12 +142,8 @@ def build_backends(
                 )
             )
         elif spec.kind == "openai":
-            from .openai_backend import OpenAIBackend
-
             out.append(OpenAIBackend.from_spec(spec, api_key=read_api_key(spec)))
         else:
-            from .local_transformers import TransformersBackend
-
             out.append(TransformersBackend.from_spec(spec))
     if extractive_fallback and not any(s.kind == "extractive" for s in specs):
         name = "extractive" if not any(s.name == "extractive" for s in specs) else "extractive-fallback"
