@@ -9,7 +9,7 @@ from gateway.openapi import build, operations, problems
 
 
 def test_every_route_is_documented_and_nothing_documented_is_missing() -> None:
-    app = create_app(GatewayConfig(port=0))
+    app = create_app(GatewayConfig(port=0, auth="open"))
     found = problems(app)
     assert not found, "the API description is incomplete (gateway/openapi.py says how):\n" + "\n".join(found)
     spec = build(app)
@@ -31,7 +31,7 @@ def test_every_route_is_documented_and_nothing_documented_is_missing() -> None:
 def test_a_stale_params_entry_is_named() -> None:
     import gateway.routes.objects as objects
 
-    app = create_app(GatewayConfig(port=0))
+    app = create_app(GatewayConfig(port=0, auth="open"))
     objects.PARAMS[("GET", "/api/nowhere")] = {"x": "y"}
     try:
         found = problems(app)
