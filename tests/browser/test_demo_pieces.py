@@ -78,3 +78,12 @@ async def test_several_object_sizes_in_one_benchmark_run(page, doubles: Doubles)
         await page.get_by_role("button", name="Run benchmark").click()
     assert "sizes=4096%2C1048576" in (await req.value).url
     await expect(page.locator("#bench-chart")).to_have_attribute("data-state", "done")
+
+
+async def test_theme_follows_the_system_setting(page) -> None:
+    bg = "getComputedStyle(document.body).backgroundColor"
+    await page.emulate_media(color_scheme="light")
+    assert await page.evaluate(bg) == "rgb(244, 246, 249)"
+    await page.emulate_media(color_scheme="dark")
+    assert await page.evaluate(bg) == "rgb(15, 20, 26)"
+    await page.screenshot(path=str(ARTIFACTS / "pieces-dark.png"))

@@ -21,7 +21,7 @@
       h("div", { class: "stat" }, h("b", { text: num(job.chunks_done, 0) }), "chunks"),
       h("div", { class: "stat" }, h("b", { text: took ? num(took, 2) + " s" : "-" }), "total"),
       h("div", { class: "stat" }, h("b", { text: num(job.embeddings_per_s, 1) }), "chunks/s embedded"),
-      h("div", { class: "stat" }, h("b", { text: took ? bytes(job.bytes_total / took) + "/s" : "-" }), "ingested"),
+      h("div", { class: "stat" }, h("b", { text: took ? bytes(Math.round(job.bytes_total / took)) + "/s" : "-" }), "ingested"),
       h("div", { class: "stat", "data-testid": "job-device" }, h("b", { text: job.embedder_device || "unknown" }), "embedder device")));
     const vals = STAGES.map(([k]) => (job[k + "_ns"] || 0) / 1e6);
     const max = Math.max(...vals, 0.001);
