@@ -212,7 +212,7 @@ def main() -> None:
         pid = listening_pid(int(url.rsplit(":", 1)[1].split("/")[0]))
         how = f"a running stack at {url}"
     else:
-        from tests.support.stack import start_stack
+        from testkit.stack import start_stack
 
         data = Path(tempfile.mkdtemp(prefix="ddnrag-load-")) / "data"
         print(f"starting the stack (rag up) in {data} ...", flush=True)

@@ -1,7 +1,7 @@
 """What the streaming path adds to an LLM's tokens: llm_gateway (gRPC) + the HTTP gateway (SSE)
 against reading the LLM server directly.
 
-A local OpenAI-compatible server (tests/support/openai_server.py, its own process) emits tokens
+A local OpenAI-compatible server (testkit/openai_server.py, its own process) emits tokens
 that carry their emission time (`time.monotonic_ns()`, one clock for every process on the
 machine). In one run this script reads the same kind of answer three ways:
 
@@ -222,7 +222,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     rport = retriever.add_insecure_port("127.0.0.1:0")
     await retriever.start()
     try:
-        server = [py, "-m", "tests.support.openai_server", "--stamp"]
+        server = [py, "-m", "testkit.openai_server", "--stamp"]
         paced = spawn([*server, "--tokens", str(args.paced_tokens), "--rate", str(args.rate)], {}, tmp / "paced.log")
         flood = spawn([*server, "--tokens", str(args.flood_tokens), "--rate", "0"], {}, tmp / "flood.log")
         procs += [paced, flood]

@@ -44,8 +44,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.faults import harness, scenarios  # noqa: E402
-from tests.support.stack import start_stack  # noqa: E402
+from testkit.faults import harness, scenarios  # noqa: E402
+from testkit.stack import start_stack  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "reliability.json"
 CHILDREN = ("retriever", "embedder", "storage", "seaweedfs")

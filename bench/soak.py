@@ -36,9 +36,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from gateway_load import QUESTIONS, Stats, one_chat, percentile, rss_mb, warm_up  # noqa: E402
 
-from tests.faults import harness  # noqa: E402
-from tests.faults.scenarios import start_job  # noqa: E402
-from tests.support.stack import RunningStack, start_stack  # noqa: E402
+from testkit.faults import harness  # noqa: E402
+from testkit.faults.scenarios import start_job  # noqa: E402
+from testkit.stack import RunningStack, start_stack  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "soak.json"
 WINDOW_S = 60.0

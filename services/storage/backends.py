@@ -24,6 +24,7 @@ from kernel.errors import ServiceError, invalid
 
 from .config import StorageConfig
 from .credentials import from_path
+from .emulated_link import ShapingProxy
 from .endpoint_policy import EndpointPolicy
 from .fastget import FastGetter
 from .keys import scoped
@@ -32,7 +33,6 @@ from .registry import BackendRegistry
 from .registry_store import S3RegistryStore
 from .s3 import ClientSettings, S3Store, build_client
 from .sealing import SecretBox, load_or_create_key
-from .shaping import ShapingProxy
 
 log = logging.getLogger(__name__)
 

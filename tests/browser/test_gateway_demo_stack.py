@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from testkit.stack import RunningStack, start_stack
 from tests.browser.test_gateway_demo import ARGS, ARTIFACTS, CHROMIUM
-from tests.support.stack import RunningStack, start_stack
 
 pytestmark = [
     pytest.mark.browser,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.stack import RunningStack, start_stack
+from testkit.stack import RunningStack, start_stack
 
 # The module's first test also waits for the stack to start, which takes minutes on a busy machine.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]

@@ -23,8 +23,8 @@ import pytest
 from botocore.config import Config
 
 from cli.seaweed import port_in_use
-from tests.support.sse import iter_sse
-from tests.support.stack import RunningStack, start_stack
+from testkit.sse import iter_sse
+from testkit.stack import RunningStack, start_stack
 
 pytestmark = [pytest.mark.e2e]
 

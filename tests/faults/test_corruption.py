@@ -19,8 +19,8 @@ import pytest
 from clients.base import ServiceCallError
 from clients.retriever import RetrieverClient
 from ddnrag.retriever.v1 import retriever_service_pb2 as pb
-from tests.faults import harness, scenarios
-from tests.support.stack import RunningStack
+from testkit.faults import harness, scenarios
+from testkit.stack import RunningStack
 
 pytestmark = [pytest.mark.e2e]
 

@@ -30,9 +30,9 @@ from services.llm_gateway.config import LlmGatewayConfig
 from services.llm_gateway.server import create_server as create_llm
 from services.retriever.config import RetrieverConfig
 from services.retriever.server import create_server as create_retriever
-from tests.faults import harness
+from testkit.faults import harness
+from testkit.stack import RunningStack
 from tests.support.grpcproxy import RecordingProxy, Seen
-from tests.support.stack import RunningStack
 
 pytestmark = [pytest.mark.e2e]
 

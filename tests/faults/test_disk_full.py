@@ -24,8 +24,8 @@ from ddnrag.retriever.v1 import retriever_service_pb2 as pb
 from kernel.config import load_env
 from services.retriever.config import RetrieverConfig
 from services.retriever.server import create_server
-from tests.faults import harness
-from tests.support.stack import RunningStack
+from testkit.faults import harness
+from testkit.stack import RunningStack
 
 pytestmark = [pytest.mark.e2e]
 

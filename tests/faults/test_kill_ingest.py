@@ -11,8 +11,8 @@ import os
 
 import pytest
 
-from tests.faults import harness, scenarios
-from tests.support.stack import RunningStack
+from testkit.faults import harness, scenarios
+from testkit.stack import RunningStack
 
 pytestmark = [pytest.mark.e2e]
 

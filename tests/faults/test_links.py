@@ -1,7 +1,7 @@
 """Network faults on the links test_network.py leaves out: gateway -> llm_gateway,
 llm_gateway -> retriever, and storage -> the object store (SeaweedFS's S3 port).
 
-Each link runs through a loopback fault proxy (tests/support/faultproxy.py) with, in turn,
+Each link runs through a loopback fault proxy (testkit/faultproxy.py) with, in turn,
 latency, connection resets and a black hole. The caller of that link runs in this process (a
 gateway, an llm_gateway, a storage service), its other peers are the stack's. Every answer stream
 must end -- a `done` or an `error` event, or a gRPC status -- within its deadline plus a little;
@@ -39,10 +39,10 @@ from services.llm_gateway.config import LlmGatewayConfig
 from services.llm_gateway.server import create_server as create_llm
 from services.storage.config import StorageConfig
 from services.storage.server import create_server as create_storage
-from tests.faults import harness
-from tests.support.faultproxy import FaultProxy
-from tests.support.sse import iter_sse
-from tests.support.stack import RunningStack
+from testkit.faultproxy import FaultProxy
+from testkit.faults import harness
+from testkit.sse import iter_sse
+from testkit.stack import RunningStack
 
 pytestmark = [pytest.mark.e2e]
 

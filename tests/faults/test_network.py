@@ -1,5 +1,5 @@
 """Network faults between services: a retriever (in this process) reaches the stack's storage and
-embedder only through fault-injecting TCP proxies on loopback (tests/support/faultproxy.py).
+embedder only through fault-injecting TCP proxies on loopback (testkit/faultproxy.py).
 
 Latency slows but does not break; a black hole fires the caller's deadline (nothing hangs past
 it); resets give a clear UNAVAILABLE naming the peer, and the next call works once the link is
@@ -25,9 +25,9 @@ from kernel.config import load_env
 from kernel.server import GrpcApp
 from services.retriever.config import RetrieverConfig
 from services.retriever.server import create_server
-from tests.faults import harness
-from tests.support.faultproxy import FaultProxy
-from tests.support.stack import RunningStack
+from testkit.faultproxy import FaultProxy
+from testkit.faults import harness
+from testkit.stack import RunningStack
 
 pytestmark = [pytest.mark.e2e]
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.stack import RunningStack, start_stack
+from testkit.stack import RunningStack, start_stack
 
 
 @pytest.fixture(scope="package")

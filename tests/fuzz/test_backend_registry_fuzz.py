@@ -26,7 +26,7 @@ from ddnrag.storage.v1 import storage_service_pb2 as pb
 from kernel.config import load_env
 from services.storage.config import StorageConfig
 from services.storage.server import create_server
-from tests.faults import harness
+from testkit.faults import harness
 
 pytestmark = [pytest.mark.e2e]
 

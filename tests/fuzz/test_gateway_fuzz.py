@@ -22,9 +22,9 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.faults import harness
+from testkit.faults import harness
+from testkit.stack import RunningStack
 from tests.fuzz.strategies import file_names, hostile_text
-from tests.support.stack import RunningStack
 
 pytestmark = [pytest.mark.e2e]
 

@@ -25,9 +25,9 @@ from ddnrag.embedder.v1 import embedder_service_pb2
 from ddnrag.llm.v1 import llm_service_pb2
 from ddnrag.retriever.v1 import retriever_service_pb2
 from ddnrag.storage.v1 import storage_service_pb2
-from tests.faults import harness
+from testkit.faults import harness
+from testkit.stack import RunningStack
 from tests.fuzz.strategies import message
-from tests.support.stack import RunningStack
 
 pytestmark = [pytest.mark.e2e]
 

@@ -21,8 +21,8 @@ import pytest
 from clients.base import ServiceCallError
 from clients.storage import StorageClient
 from ddnrag.storage.v1 import storage_service_pb2 as pb
-from tests.faults import harness
-from tests.support.stack import RunningStack
+from testkit.faults import harness
+from testkit.stack import RunningStack
 
 pytestmark = [pytest.mark.e2e]
 

@@ -25,8 +25,8 @@ import pytest
 from gateway.config import GatewayConfig
 from gateway.server import start
 from kernel.config import load_env
-from tests.faults import harness
-from tests.support.stack import RunningStack
+from testkit.faults import harness
+from testkit.stack import RunningStack
 
 pytestmark = [pytest.mark.e2e]
 

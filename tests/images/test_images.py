@@ -22,6 +22,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from testkit.sse import iter_sse
+from testkit.stack import free_stack_ports
 from tests.support.images import (
     CONFIG_DIR,
     TARGETS,
@@ -32,8 +34,6 @@ from tests.support.images import (
     read_env_file,
     wait_until,
 )
-from tests.support.sse import iter_sse
-from tests.support.stack import free_stack_ports
 
 pytestmark = [pytest.mark.slow]
 

@@ -22,9 +22,9 @@ from kernel.config import load_env
 from services.llm_gateway.config import LlmGatewayConfig
 from services.llm_gateway.guards.injection import is_instruction
 from services.llm_gateway.server import create_server
+from testkit.openai_server import OpenAITestServer, split_tokens
 from tests.support.guard_server import GuardTestServer
 from tests.support.injection_corpus import INJECTIONS, planted
-from tests.support.openai_server import OpenAITestServer, split_tokens
 
 FACTS = [
     "Object storage keeps data as objects in flat buckets. Each object has a key and metadata.",
@@ -243,7 +243,7 @@ async def test_gateway_sends_verify_and_refused_events(tmp_path: Path, retriever
 
     from gateway.config import GatewayConfig
     from gateway.server import start as start_gateway
-    from tests.support.sse import iter_sse
+    from testkit.sse import iter_sse
 
     app, client = await gateway(tmp_path, retriever[1], guard_deny_list="zorg")
     gcfg = load_env(

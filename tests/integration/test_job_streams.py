@@ -23,7 +23,7 @@ from kernel import server as common_server
 from kernel.config import load_env
 from services.retriever.config import RetrieverConfig
 from services.retriever.server import create_server
-from tests.support.faultproxy import FaultProxy
+from testkit.faultproxy import FaultProxy
 from tests.unit.test_retriever_core import DOCS, DictStore, HashingEncoder
 
 pytestmark = pytest.mark.asyncio

@@ -25,8 +25,8 @@ from services.llm_gateway.domain import Passage, RetrievedChunk, SearchResult
 from services.llm_gateway.server import create_server as create_llm
 from services.storage.config import StorageConfig
 from services.storage.server import create_server as create_storage
+from testkit.openai_server import OpenAITestServer, split_tokens
 from tests.conftest import S3Server
-from tests.support.openai_server import OpenAITestServer, split_tokens
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_corpus"
 Q1 = "What does time to first byte measure and why does it matter for RAG?"

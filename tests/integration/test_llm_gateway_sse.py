@@ -1,5 +1,5 @@
 """The whole answer path over real processes' code in one loop: HTTP gateway (`gateway.server`,
-SSE) -> llm_gateway (gRPC) -> an OpenAI-compatible server (tests/support/openai_server.py), with a
+SSE) -> llm_gateway (gRPC) -> an OpenAI-compatible server (testkit/openai_server.py), with a
 retriever test double (a real gRPC RetrieverService returning one fixed chunk).
 
 It checks what the issue asks of the full path: an OpenAI-compatible backend's tokens reach the
@@ -27,7 +27,7 @@ from gateway.server import start as start_gateway
 from kernel.config import load_env
 from services.llm_gateway.config import LlmGatewayConfig
 from services.llm_gateway.server import create_server
-from tests.support.openai_server import OpenAITestServer, split_tokens
+from testkit.openai_server import OpenAITestServer, split_tokens
 
 
 class OneChunkRetriever(rpb_grpc.RetrieverServiceServicer):

@@ -1,4 +1,4 @@
-"""The LLM gateway against OpenAI-compatible servers on loopback (tests/support/openai_server.py:
+"""The LLM gateway against OpenAI-compatible servers on loopback (testkit/openai_server.py:
 the real streaming protocol, with normal, slow, stalled, malformed, erroring, dropping and
 disconnect-recording variants), through real gRPC."""
 
@@ -22,7 +22,7 @@ from kernel.config import load_env
 from services.llm_gateway.adapters import LocalEncoder
 from services.llm_gateway.config import LlmGatewayConfig
 from services.llm_gateway.server import create_server
-from tests.support.openai_server import OpenAITestServer, split_tokens
+from testkit.openai_server import OpenAITestServer, split_tokens
 
 PASSAGES = [
     Passage(text="Object storage keeps data as objects in flat buckets.", chunk_id="c1", document_name="s3.md"),

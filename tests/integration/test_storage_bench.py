@@ -18,8 +18,8 @@ from clients.storage import StorageClient
 from ddnrag.storage.v1 import storage_service_pb2 as pb
 from kernel.config import load_env
 from services.storage.config import StorageConfig
-from services.storage.faults import FaultProxy
 from services.storage.server import create_server
+from testkit.faultproxy import S3FaultProxy
 
 
 @pytest.fixture
@@ -154,7 +154,7 @@ async def test_every_operation_runs(storage, op) -> None:
 
 async def test_throttling_is_counted_as_errors_by_kind(storage, seaweed, s3_bucket) -> None:
     port = int(seaweed.endpoint.rsplit(":", 1)[1])
-    proxy = FaultProxy("127.0.0.1", port)
+    proxy = S3FaultProxy("127.0.0.1", port)
     await proxy.start()
     try:
         await add_backend(storage, seaweed, s3_bucket, "flaky", endpoint=proxy.endpoint)

@@ -15,8 +15,8 @@ from clients.base import ServiceCallError
 from clients.storage import StorageClient
 from kernel.config import load_env
 from services.storage.config import StorageConfig
-from services.storage.faults import FaultProxy
 from services.storage.server import create_server
+from testkit.faultproxy import S3FaultProxy
 
 
 def cfg_for(seaweed, bucket: str, endpoint: str, state: Path, **kw: object) -> StorageConfig:
@@ -39,9 +39,9 @@ def cfg_for(seaweed, bucket: str, endpoint: str, state: Path, **kw: object) -> S
 
 
 @pytest.fixture
-async def faulty(seaweed, s3_bucket, tmp_path) -> AsyncIterator[tuple[StorageClient, FaultProxy]]:
+async def faulty(seaweed, s3_bucket, tmp_path) -> AsyncIterator[tuple[StorageClient, S3FaultProxy]]:
     port = int(seaweed.endpoint.rsplit(":", 1)[1])
-    proxy = FaultProxy("127.0.0.1", port)
+    proxy = S3FaultProxy("127.0.0.1", port)
     await proxy.start()
     app, grpc_port = await create_server(cfg_for(seaweed, s3_bucket, proxy.endpoint, tmp_path))
     client = StorageClient(f"127.0.0.1:{grpc_port}", retries=0, timeout_s=30)
@@ -113,7 +113,7 @@ async def test_resets_beyond_retries_are_unavailable(faulty) -> None:
 
 async def test_failed_part_upload_aborts_multipart(seaweed, s3_bucket, tmp_path) -> None:
     port = int(seaweed.endpoint.rsplit(":", 1)[1])
-    proxy = FaultProxy("127.0.0.1", port)
+    proxy = S3FaultProxy("127.0.0.1", port)
     await proxy.start()
     cfg = cfg_for(
         seaweed,
@@ -145,7 +145,7 @@ async def test_failed_part_upload_aborts_multipart(seaweed, s3_bucket, tmp_path)
 
 async def test_retries_stop_within_the_callers_deadline(seaweed, s3_bucket, tmp_path) -> None:
     port = int(seaweed.endpoint.rsplit(":", 1)[1])
-    proxy = FaultProxy("127.0.0.1", port)
+    proxy = S3FaultProxy("127.0.0.1", port)
     await proxy.start()
     cfg = cfg_for(seaweed, s3_bucket, proxy.endpoint, tmp_path, max_retries=6, retry_base_ms=400.0)
     app, grpc_port = await create_server(cfg)

@@ -15,7 +15,7 @@ from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.state import API_KEYS
 from kernel.config import ConfigError, load_env
-from tests.faults.harness import record
+from testkit.faults.harness import record
 from tests.integration.test_gateway_doubles import Doubles, doubles, make_app
 
 __all__ = ["doubles"]

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import requests
 
-from tests.faults.harness import record
+from testkit.faults.harness import record
+from testkit.stack import RunningStack, start_stack
 from tests.security import office_bombs
-from tests.support.stack import RunningStack, start_stack
 
 pytestmark = [pytest.mark.e2e]
 

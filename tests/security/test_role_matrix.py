@@ -11,7 +11,7 @@ from typing import Any
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.roles import OPEN_ROUTES, ROUTE_ROLES, Role
-from tests.faults.harness import record
+from testkit.faults.harness import record
 from tests.integration.test_gateway_doubles import Doubles, doubles, make_app
 
 __all__ = ["doubles"]

@@ -26,9 +26,9 @@ import pytest
 
 from clients.storage import StorageClient
 from ddnrag.storage.v1 import storage_service_pb2 as spb
-from tests.faults import harness
-from tests.support.sse import iter_sse
-from tests.support.stack import RunningStack, start_stack
+from testkit.faults import harness
+from testkit.sse import iter_sse
+from testkit.stack import RunningStack, start_stack
 
 pytestmark = [pytest.mark.e2e]
 

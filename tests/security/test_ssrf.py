@@ -21,7 +21,7 @@ from services.storage.core import StorageCore
 from services.storage.endpoint_policy import EndpointPolicy
 from services.storage.model import BackendSpec, Kind
 from services.storage.server import create_server
-from tests.faults.harness import record
+from testkit.faults.harness import record
 from tests.integration.test_gateway_doubles import Doubles, doubles, make_app
 
 __all__ = ["doubles"]

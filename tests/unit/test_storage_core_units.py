@@ -29,10 +29,10 @@ from services.storage.bench_model import (
 from services.storage.config import StorageConfig
 from services.storage.core import range_header
 from services.storage.credentials import from_env_prefix, from_path
+from services.storage.emulated_link import ShapingProxy, _Link
 from services.storage.errors import is_retryable, kind_name, map_error
 from services.storage.keys import check_key, check_prefix
 from services.storage.model import BackendSpec, Credentials, Kind, Shaping
-from services.storage.shaping import ShapingProxy, _Link
 
 SECRET = "s3cr3t-VALUE-never-shown"
 

@@ -22,7 +22,7 @@ from botocore.config import Config
 
 from clients.base import ServiceCallError
 from clients.retriever import RetrieverClient
-from tests.support.stack import RunningStack
+from testkit.stack import RunningStack
 
 BUCKET = "ddnrag"
 TERMINAL = {"JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIAL", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED"}

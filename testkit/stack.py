@@ -15,7 +15,7 @@ import requests
 
 from cli.seaweed import port_in_use
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 PORT_VARS = [
     "DDNRAG_S3_PORT",

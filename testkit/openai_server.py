@@ -19,7 +19,7 @@ Variants, set on the instance (tests may change them between requests):
 
 `api_key` set: requests without `Authorization: Bearer <api_key>` get 401.
 
-As a process (benchmarks): `python -m tests.support.openai_server --tokens 2000 --rate 0`
+As a process (benchmarks): `python -m testkit.openai_server --tokens 2000 --rate 0`
 prints `PORT <n>` and serves until killed.
 """
 

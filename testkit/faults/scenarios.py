@@ -15,9 +15,9 @@ import aiohttp
 from clients.base import ServiceCallError
 from clients.retriever import RetrieverClient
 from ddnrag.retriever.v1 import retriever_service_pb2 as pb
-from tests.faults import harness
-from tests.support.sse import iter_sse
-from tests.support.stack import RunningStack
+from testkit.faults import harness
+from testkit.sse import iter_sse
+from testkit.stack import RunningStack
 
 
 async def start_job(stack: RunningStack, collection: str, prefix: str) -> str:

@@ -1,4 +1,4 @@
-"""A network-shaping TCP proxy on loopback, in front of a real store.
+"""The emulated link of "emulated" backends: a network-shaping TCP proxy on loopback, in front of a real store.
 
 It adds round-trip time (half on each direction), jitter (uniform 0..jitter, split the same
 way) and a bandwidth cap shared by every connection through it, as a link would. Chunks keep
