@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "conversations",
     "search",
     "bench",
+    "ab",
     "jobs",
     "collections",
     "cache",

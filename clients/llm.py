@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 
+from ddnrag.common.v1 import common_pb2
+from ddnrag.llm.v1 import ab_service_pb2 as ab_pb
+from ddnrag.llm.v1 import ab_service_pb2_grpc as ab_pb_grpc
 from ddnrag.llm.v1 import llm_service_pb2 as pb
 from ddnrag.llm.v1 import llm_service_pb2_grpc as pb_grpc
 
@@ -107,3 +110,39 @@ class LlmClient(BaseClient):
     ) -> pb.DeleteConversationResponse:
         req = pb.DeleteConversationRequest(id=conversation_id)
         return await self.unary(self.stub.DeleteConversation, req, timeout=timeout)
+
+
+class AbTestClient(BaseClient):
+    """Typed async client for `ddnrag.llm.v1.AbTestService` (A/B runs, served by the llm_gateway).
+
+    `run` and `watch` stream events (notice, progress, then the saved run); leaving the iteration
+    early does not stop the run: follow it again with `watch(run_id, after_seq)`."""
+
+    service = "llm_gateway"
+
+    def __init__(self, address: str, **kwargs: object) -> None:
+        super().__init__(address, **kwargs)  # type: ignore[arg-type]
+        self.stub = ab_pb_grpc.AbTestServiceStub(self.channel)
+
+    def run(
+        self, request: ab_pb.RunAbTestRequest, *, timeout: float | None = 6 * 3600.0
+    ) -> AsyncIterator[ab_pb.RunAbTestResponse]:
+        return self.stream(self.stub.RunAbTest(request, timeout=timeout))
+
+    def watch(
+        self, run_id: str, after_seq: int = 0, *, timeout: float | None = 6 * 3600.0
+    ) -> AsyncIterator[ab_pb.WatchAbTestResponse]:
+        req = ab_pb.WatchAbTestRequest(run_id=run_id, after_seq=after_seq)
+        return self.stream(self.stub.WatchAbTest(req, timeout=timeout))
+
+    async def list(
+        self, page_size: int = 20, page_token: str = "", *, timeout: float | None = None
+    ) -> ab_pb.ListAbTestsResponse:
+        req = ab_pb.ListAbTestsRequest(page=common_pb2.PageRequest(page_size=page_size, page_token=page_token))
+        return await self.unary(self.stub.ListAbTests, req, timeout=timeout)
+
+    async def get(
+        self, run_id: str, *, include_csv: bool = False, include_html: bool = False, timeout: float | None = None
+    ) -> ab_pb.GetAbTestResponse:
+        req = ab_pb.GetAbTestRequest(run_id=run_id, include_csv=include_csv, include_html=include_html)
+        return await self.unary(self.stub.GetAbTest, req, timeout=timeout)

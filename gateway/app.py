@@ -19,6 +19,7 @@ from .config import GatewayConfig
 from .errors import error_middleware
 from .metrics import GatewayMetrics, metrics_middleware
 from .routes import (
+    ab,
     admin,
     apidocs,
     backends,
@@ -126,6 +127,7 @@ def create_app(cfg: GatewayConfig) -> web.Application:
     app[RATE_LIMITER] = RateLimiter(cfg.rate_limit_rps, cfg.rate_limit_burst)
     app[HEALTH_LIMITER] = RateLimiter(cfg.health_rate_limit_rps, 20)
     app.cleanup_ctx.append(upstreams_ctx)
+    app.cleanup_ctx.append(ab.ab_client_ctx)
     app.cleanup_ctx.append(api_keys_ctx)
     app.on_shutdown.append(close_open_streams)
     app.on_response_prepare.append(cors_on_prepare)
@@ -139,6 +141,7 @@ def create_app(cfg: GatewayConfig) -> web.Application:
         conversations,
         backends,
         benchmarks,
+        ab,
         admin,
         openai_compat,
         collections,

@@ -11,6 +11,26 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from .errors import Handler
 from .state import METRICS, OPEN_STREAMS
 
+FETCH_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.2,
+    0.5,
+    1,
+    2.5,
+)
+
 
 class GatewayMetrics:
     """`gateway_requests_total{route,method,code}`, `gateway_request_duration_seconds{route}`,
@@ -35,6 +55,16 @@ class GatewayMetrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
         self.open_streams = Gauge("gateway_open_streams", "SSE streams open now", registry=self.registry)
+        # The fetch TTFB of every answer's chunks, per storage backend, from real traffic: the
+        # retriever's `fetch` stage as it travels back in each answer's Retrieval event (the A/B
+        # dashboard's live panel reads it).
+        self.fetch_ttfb = Histogram(
+            "gateway_answer_fetch_ttfb_seconds",
+            "TTFB of the chunk fetch of answered questions, per storage backend, as the retriever measured it",
+            ["backend"],
+            registry=self.registry,
+            buckets=FETCH_BUCKETS,
+        )
         self.sse_events = Counter("gateway_sse_events", "SSE events sent", ["event"], registry=self.registry)
 
     def summary(self) -> dict[str, object]:

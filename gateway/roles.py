@@ -70,6 +70,12 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("GET", "/api/benchmarks/compare"): R,
     ("GET", "/api/benchmarks/{run_id}"): R,
     ("GET", "/api/benchmarks/{run_id}/export"): R,
+    ("GET", "/api/ab/runs"): R,
+    ("GET", "/api/ab/runs/{run_id}"): R,
+    ("GET", "/api/ab/runs/{run_id}/stream"): R,
+    ("GET", "/api/ab/runs/{run_id}/report"): R,
+    ("GET", "/api/ab/runs/{run_id}/export"): R,
+    ("GET", "/api/ab/live"): R,
     ("GET", "/api/cache"): R,
     ("GET", "/api/metrics/summary"): R,
     ("GET", "/api/watches"): R,
@@ -93,6 +99,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("GET", "/api/objects/summary"): A,
     ("GET", "/api/objects/download"): A,
     ("DELETE", "/api/objects"): A,
+    ("POST", "/api/ab/runs"): A,  # an A/B run may write missing chunks to a backend, as benchmarks do
 }
 
 OPEN_ROUTES = frozenset(

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 STORAGE = "ddnrag.storage.v1.StorageService/"
 RETRIEVER = "ddnrag.retriever.v1.RetrieverService/"
 LLM = "ddnrag.llm.v1.LlmService/"
+AB = "ddnrag.llm.v1.AbTestService/"
 EMBEDDER = "ddnrag.embedder.v1.EmbedderService/"
 HEALTH = "grpc.health.v1.Health/"
 REFLECTION = ("grpc.reflection.v1alpha.ServerReflection/", "grpc.reflection.v1.ServerReflection/")
@@ -43,16 +44,17 @@ EMBED = tuple(EMBEDDER + m for m in ("Embed", "EmbedStream", "Info"))
 # identity -> the full method names (or "<service>/" prefixes) it may call.
 POLICY: dict[str, tuple[str, ...]] = {
     # The gateway fronts every HTTP route (its own roles decide who may ask it what).
-    "gateway": (STORAGE, RETRIEVER, LLM, EMBEDDER),
+    "gateway": (STORAGE, RETRIEVER, LLM, AB, EMBEDDER),
     # The retriever parses untrusted files: objects and embeddings, never backends or benchmarks.
     "retriever": (*OBJECTS, STORAGE + "ListBackends", *EMBED),
-    # The llm_gateway retrieves, embeds (verification) and keeps conversations as objects.
-    "llm-gateway": (RETRIEVER + "Search", RETRIEVER + "ListCollections", *EMBED, *OBJECTS),
+    # The llm_gateway retrieves, embeds (verification) and keeps conversations as objects; its
+    # A/B runs read the backends' descriptions to label them (emulated or not).
+    "llm-gateway": (RETRIEVER + "Search", RETRIEVER + "ListCollections", *EMBED, *OBJECTS, STORAGE + "ListBackends"),
     # The embedder calls no one; storage calls no one.
     "embedder": (),
     "storage": (),
     # A person's certificate (`rag` against a cluster, the benchmarks): everything, reflection too.
-    "operator": (STORAGE, RETRIEVER, LLM, EMBEDDER, *REFLECTION),
+    "operator": (STORAGE, RETRIEVER, LLM, AB, EMBEDDER, *REFLECTION),
 }
 
 

@@ -30,6 +30,8 @@ METHOD_BYTES: dict[str, int] = {
     "/ddnrag.retriever.v1.RetrieverService/Ingest": 32 * MIB,
     # Passages given by the caller.
     "/ddnrag.llm.v1.LlmService/Generate": 32 * MIB,
+    # An A/B run's questions (up to 5000 of up to 4096 characters).
+    "/ddnrag.llm.v1.AbTestService/RunAbTest": 32 * MIB,
 }
 
 

@@ -6,12 +6,16 @@ import asyncio
 import logging
 from pathlib import Path
 
+from ddnrag.llm.v1 import ab_service_pb2 as ab_pb
+from ddnrag.llm.v1 import ab_service_pb2_grpc as ab_pb_grpc
 from ddnrag.llm.v1 import llm_service_pb2 as pb
 from ddnrag.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from kernel.config import ConfigError, load_env
 from kernel.logs import setup_logging
 from kernel.server import GrpcApp, Metrics, build_server, run_forever, start_metrics
 
+from .ab.engine import AbEngine
+from .ab.servicer import AbTestServicer
 from .backend_factory import build_backends, parse_specs
 from .cache import AnswerCache
 from .checks import build_checks
@@ -26,6 +30,7 @@ from .tokens import default_counter
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LlmService"].full_name
+AB_SERVICE_NAME = ab_pb.DESCRIPTOR.services_by_name["AbTestService"].full_name
 
 
 def _backends_json(cfg: LlmGatewayConfig) -> tuple[str, str]:
@@ -107,6 +112,24 @@ async def build_core(
     return core
 
 
+def build_ab(cfg: LlmGatewayConfig, core: LlmGateway) -> AbTestServicer:
+    """The A/B service over its own retriever and storage clients; without both peers configured
+    its RPCs answer FAILED_PRECONDITION (AB_NOT_CONFIGURED)."""
+    if not (cfg.storage_addr and cfg.retriever_addr):
+        return AbTestServicer(None, None)
+    from clients.retriever import RetrieverClient
+    from clients.storage import StorageClient
+
+    from .ab.adapters import PeerPorts
+    from .ab.runs import AbRuns
+
+    retriever, storage = RetrieverClient(cfg.retriever_addr), StorageClient(cfg.storage_addr)
+    runs = AbRuns(storage)
+    engine = AbEngine(PeerPorts(retriever, storage, core, runs))
+    core.closers[:0] = [engine, retriever, storage]  # the engine stops before its clients close
+    return AbTestServicer(engine, runs)
+
+
 async def create_server(
     cfg: LlmGatewayConfig, *, searcher: Searcher | None = None, encoder: Encoder | None = None
 ) -> tuple[GrpcApp, int]:
@@ -119,7 +142,10 @@ async def create_server(
     try:
         app = await build_server(
             "llm_gateway",
-            [(pb_grpc.add_LlmServiceServicer_to_server, LlmServicer(core, llm_metrics, core.checks), SERVICE_NAME)],
+            [
+                (pb_grpc.add_LlmServiceServicer_to_server, LlmServicer(core, llm_metrics, core.checks), SERVICE_NAME),
+                (ab_pb_grpc.add_AbTestServiceServicer_to_server, build_ab(cfg, core), AB_SERVICE_NAME),
+            ],
             cfg.host,
             cfg.port,
             metrics=metrics,

@@ -244,3 +244,107 @@ async def test_clear_a_collection_and_browse_the_bucket(page, stack: RunningStac
         timeout=120,
     )
     assert gone.returncode == 1 and "does not exist" in gone.stdout + gone.stderr, (gone.stdout, gone.stderr)
+
+
+AB_DOC = """# Object storage latency notes
+
+Time to first byte is the delay before the first body byte of an object arrives. Small chunk
+objects make TTFB the cost that decides how soon a retrieval-augmented answer can start.
+An emulated backend adds a fixed round-trip time to every request on purpose.
+"""
+
+
+async def _ab_setup(stack: RunningStack) -> str:
+    """An emulated backend in front of the stack's own bucket, and a small collection `abtest`;
+    returns the default backend's name."""
+    import json
+
+    from clients.retriever import RetrieverClient
+    from clients.storage import StorageClient
+    from ddnrag.retriever.v1 import retriever_service_pb2 as rpb
+    from ddnrag.storage.v1 import storage_service_pb2 as spb
+
+    creds = json.loads((stack.data_dir / "secrets" / "s3-credentials.json").read_text())
+    async with StorageClient(stack.addr("DDNRAG_STORAGE_PORT")) as storage:
+        await storage.put_backend(
+            spb.Backend(
+                name="remote-emulated",
+                kind=spb.BACKEND_KIND_S3_COMPATIBLE,
+                endpoint=f"http://127.0.0.1:{stack.ports['DDNRAG_S3_PORT']}",
+                bucket="ddnrag",
+                access_key_id=creds["access_key_id"],
+                secret_access_key=creds["secret_access_key"],
+                shaping=spb.Shaping(rtt_ms=5),
+            )
+        )
+        await storage.put("docs/abtest/notes/latency.md", AB_DOC.encode())
+        default = (await storage.list_backends()).default_backend
+    async with RetrieverClient(stack.addr("DDNRAG_RETRIEVER_PORT"), timeout_s=120) as retriever:
+        events = [e async for e in retriever.ingest("abtest", ["docs/abtest/notes/latency.md"])]
+    assert events[-1].job.state == rpb.JOB_STATE_SUCCEEDED, events[-1].job
+    return default
+
+
+async def test_ab_run_from_the_browser_with_report_and_dashboard(page, stack: RunningStack, tmp_path: Path) -> None:
+    """Run an A/B from the A/B tab, see the verdicts and tables, open the self-contained report,
+    and see the comparison dashboard list the run; no console error, nothing fetched from outside."""
+    from playwright.async_api import expect
+
+    errors: list[str] = []
+    outside: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.context.on(
+        "request",
+        lambda r: None if r.url.startswith((stack.url, "blob:", "data:")) else outside.append(r.url),
+    )
+    default = await _ab_setup(stack)
+    await page.reload()
+    await page.get_by_role("tab", name="A/B").click()
+    await expect(page.locator("#ab-b option[value=remote-emulated]")).to_have_count(1, timeout=30_000)
+    await page.locator("#ab-a").select_option(default)
+    await page.locator("#ab-b").select_option("remote-emulated")
+    await expect(page.locator("#ab-b")).to_contain_text("remote-emulated (emulated)")
+    collection = page.locator("#ab-collection")
+    if await collection.evaluate("el => el.tagName") == "SELECT":  # a collection picker
+        await collection.select_option("abtest")
+    else:
+        await collection.fill("abtest")
+    qfile = tmp_path / "questions.txt"
+    qfile.write_text(
+        "What is time to first byte?\nWhy do small chunk objects matter?\nWhat does an emulated backend add?\n"
+    )
+    await page.locator("#ab-file").set_input_files(str(qfile))
+    await expect(page.locator("#ab-questions")).to_have_value(re.compile("emulated backend add"))
+    await page.get_by_label("Passes").fill("2")
+    await page.get_by_role("button", name="Run A/B").click()
+    result = page.locator("#ab-result")
+    await expect(page.get_by_test_id("ab-table-warm")).to_be_visible(timeout=120_000)
+    await expect(page.get_by_test_id("ab-verdict-cold-fetch_ttfb")).to_contain_text("95% CI")
+    await expect(result).to_contain_text("remote-emulated (emulated)")
+    title = await page.locator("#ab-result-title").inner_text()
+    run_id = re.search(r"Run (\S+):", title).group(1)  # type: ignore[union-attr]
+    await page.screenshot(path=str(ARTIFACTS / "stack-5-ab.png"), full_page=True)
+
+    async with page.context.expect_page() as popup_info:
+        await page.get_by_role("button", name="Open report").click()
+    report = await popup_info.value
+    await report.wait_for_load_state()
+    await expect(report.locator("h1")).to_contain_text(run_id)
+    assert await report.locator("svg").count() >= 4
+    await expect(report.locator("body")).to_contain_text("remote-emulated (emulated)")
+    await report.screenshot(path=str(ARTIFACTS / "stack-6-ab-report.png"), full_page=True)
+    await report.close()
+
+    await page.locator("#dash-a").select_option(default)
+    await page.locator("#dash-b").select_option("remote-emulated")
+    await page.locator("#dash-refresh").click()
+    await expect(page.locator("#dash-runs tbody")).to_contain_text(run_id)
+    verdict = page.get_by_test_id("dash-verdict")
+    await expect(verdict).to_contain_text(run_id)
+    await expect(verdict).to_contain_text(re.compile(r"faster than .* by [\d.]+% \(95% CI|no significant difference"))
+    await expect(page.locator("#dash-trend svg")).to_be_visible()
+    await expect(page.get_by_test_id("dash-live")).not_to_be_empty()
+    await page.screenshot(path=str(ARTIFACTS / "stack-7-ab-dashboard.png"), full_page=True)
+    assert outside == [], f"the page fetched from outside the gateway: {outside}"
+    assert errors == [], f"console errors: {errors}"

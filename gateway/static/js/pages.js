@@ -62,6 +62,7 @@
   }
   function renderImpact() {
     const out = clear($("impact-out"));
+    if (DDN.abImpact && DDN.abImpact(out)) return; // an A/B run picked as the source (ab.js)
     const run = (DDN.benchRuns || []).find((r) => r.run_id === $("im-run").value);
     if (!run) { out.appendChild(h("div", { class: "card muted", text: "No measured benchmark run yet. Run one on the Benchmark tab; this page only uses measured numbers." })); return; }
     const qpd = Number($("im-qpd").value), gib = Number($("im-corpus").value), gpus = Number($("im-gpus").value);
@@ -108,6 +109,7 @@
     }
   }
   for (const id of ["im-qpd", "im-corpus", "im-gpus", "im-cost", "im-k", "im-run"]) $(id).addEventListener("input", renderImpact);
+  DDN.renderImpact = renderImpact;
 
   // --- configuration ------------------------------------------------------------------------------
   document.addEventListener("backends", (e) => {
