@@ -120,5 +120,5 @@
   }
   window.addEventListener("DOMContentLoaded", refresh);
   document.addEventListener("auth", refresh);
-  document.addEventListener("tab", (e) => { if (["chat", "documents", "watch", "storage"].includes(e.detail)) DDN.loadCollections().catch(() => {}); });
+  document.addEventListener("tab", (e) => { if (["chat", "documents", "watch", "storage", "ab"].includes(e.detail)) DDN.loadCollections().catch(() => {}); });
 })();
