@@ -149,9 +149,9 @@ class EmbedderEncoder:
         self.client = client
         self._dim = 0
 
-    async def encode(self, texts: Sequence[str]) -> np.ndarray:
+    async def encode(self, texts: Sequence[str], *, timeout: float | None = None) -> np.ndarray:
         try:
-            arr = await self.client.embed_array(list(texts), truncate=True)
+            arr = await self.client.embed_array(list(texts), truncate=True, timeout=timeout)
         except ServiceCallError as err:
             raise _as_service_error(err) from None
         return np.asarray(arr, dtype=np.float32)

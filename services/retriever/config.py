@@ -35,6 +35,11 @@ class RetrieverConfig:
     )
     embed_batch: int = env_field(P + "EMBED_BATCH", 64, "chunks per embedding request")
     embed_concurrency: int = env_field(P + "EMBED_CONCURRENCY", 2, "embedding requests in flight per job")
+    embed_timeout_s: float = env_field(
+        P + "EMBED_TIMEOUT_S",
+        120.0,
+        "seconds an ingestion job waits for one embedding request (a slow embedder is not a dead one)",
+    )
     write_batch: int = env_field(P + "WRITE_BATCH", 256, "chunks per BatchPut and per committed batch")
     hnsw_threshold: int = env_field(P + "HNSW_THRESHOLD", 50_000, "vectors above which FAISS uses HNSW")
     fusion: str = env_field(P + "FUSION", "weighted", "default fusion: rrf or weighted")

@@ -57,6 +57,7 @@ class Settings:
     max_unpacked_bytes: int = 256 * 1024 * 1024
     embed_batch: int = 64
     embed_concurrency: int = 2
+    embed_timeout_s: float = 120.0
     write_batch: int = 256
     hnsw_threshold: int = 50_000
     fusion: str = "weighted"

@@ -67,8 +67,7 @@ class JobRunner:
                 await self._list_prefix(lj)
             v.backends = backend_stats(req)
             v.embedder_device = await self._device()
-            waited_until = time.monotonic() + PEER_WAIT_S
-            delay = 1.0
+            waited_until, delay, progress = 0.0, 1.0, -1
             while True:
                 files = await m.state.files(v.job_id)
                 committed, chunks = await m.state.batches(lj.record.batches)
@@ -87,7 +86,11 @@ class JobRunner:
                     break
                 except (ServiceError, OSError) as err:
                     # A peer (embedder, storage, the store behind it) restarting: resume from the
-                    # last committed batch once it is back, as a new lease holder would.
+                    # last committed batch once it is back, as a new lease holder would. The wait
+                    # counts from the last committed batch, not from the job's start, so a long
+                    # job rides out a restart as well as a short one.
+                    if len(lj.record.batches) > progress:
+                        progress, waited_until, delay = len(lj.record.batches), time.monotonic() + PEER_WAIT_S, 1.0
                     if is_fenced(err) or not _transient(err) or time.monotonic() + delay > waited_until:
                         raise
                     log.warning(
@@ -203,7 +206,7 @@ class JobRunner:
         if describe is None:
             return ""
         try:
-            return str(await describe())
+            return str(await asyncio.wait_for(describe(), 5.0))  # never holds the job up for long
         except Exception:  # noqa: BLE001 - a summary detail; the job does not depend on it
             return ""
 

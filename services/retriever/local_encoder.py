@@ -127,7 +127,7 @@ class LocalEncoder:
                 progress(len(idx))
         return out
 
-    async def encode(self, texts: Sequence[str]) -> np.ndarray:
+    async def encode(self, texts: Sequence[str], *, timeout: float | None = None) -> np.ndarray:
         return await asyncio.to_thread(self.encode_sync, list(texts))
 
     async def dimension(self) -> int:

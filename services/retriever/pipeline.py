@@ -190,7 +190,10 @@ class Pipeline:
                     active[1] = time.perf_counter()
                 active[0] += 1
                 b = self.s.embed_batch
-                parts = [await self.r.encoder.encode(texts[i : i + b]) for i in range(0, len(texts), b)]
+                parts = [
+                    await self.r.encoder.encode(texts[i : i + b], timeout=self.s.embed_timeout_s)
+                    for i in range(0, len(texts), b)
+                ]
                 lj.embedded += len(texts)
                 _share(group, "embed_ns", time.perf_counter_ns() - t0)
                 return np.concatenate(parts).astype(np.float32)

@@ -89,6 +89,9 @@ class PreconditionFailed(Exception):
 class Encoder(Protocol):
     """Turns texts into L2-normalised float32 vectors, shape (len(texts), dim)."""
 
-    async def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+    async def encode(self, texts: Sequence[str], *, timeout: float | None = None) -> np.ndarray:
+        """`timeout`: seconds for this call (the encoder's default when None; an inbound
+        request's deadline still caps it)."""
+        ...
 
     async def dimension(self) -> int: ...

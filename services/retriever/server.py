@@ -41,6 +41,7 @@ def settings_from(cfg: RetrieverConfig) -> Settings:
         max_unpacked_bytes=cfg.max_unpacked_bytes,
         embed_batch=cfg.embed_batch,
         embed_concurrency=cfg.embed_concurrency,
+        embed_timeout_s=cfg.embed_timeout_s,
         write_batch=cfg.write_batch,
         hnsw_threshold=cfg.hnsw_threshold,
         fusion=cfg.fusion,

@@ -40,7 +40,7 @@ async def test_sigkill_mid_ingestion_loses_and_duplicates_nothing(stack: Running
         f"kill_{child}_mid_ingestion",
         {"scenarios": 1, "chunks_lost": r["lost"], "chunks_duplicated": r["duplicated"] + r["text_mismatch"]},
     )
-    assert r["killed_mid_ingestion"], r
+    assert r["killed_mid_ingestion"], {k: r[k] for k in ("first_job_state", "first_job_error", "killed_at", "seconds")}
     # The job itself survives the restart (no resubmission needed).
     assert r["first_job_state"] == "JOB_STATE_SUCCEEDED" and not r["resubmitted"], r
     assert r["lost"] == 0 and r["duplicated"] == 0 and r["text_mismatch"] == 0, r

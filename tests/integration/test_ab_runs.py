@@ -251,13 +251,15 @@ def ab_cli(stack: AbStack, *argv: str) -> tuple[int, str, str]:
     from cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
-    saved = common.console.file, common.err_console.file
+    # Rich's `file` property falls back to sys.stdout when unset: restore the unset state itself,
+    # not the stream it returned, or later tests' captured output would go to that old stream.
+    saved = common.console._file, common.err_console._file
     common.console.file, common.err_console.file = out, err
     try:
         with contextlib.redirect_stdout(out):
             code = main(["ab", *argv, "--llm-gateway-addr", stack.ab.address])
     finally:
-        common.console.file, common.err_console.file = saved
+        common.console._file, common.err_console._file = saved
     return code, out.getvalue(), err.getvalue()
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kernel.errors import ServiceError
-from services.retriever import segments
+from kernel.errors import ServiceError, unavailable
+from services.retriever import job_runner, segments
 from services.retriever.catalog import Catalog
 from services.retriever.core import Retriever, SearchParams, Settings
 from services.retriever.index import Analyzer, ChunkRecord, CollectionIndex, DenseIndex
@@ -98,7 +98,7 @@ class HashingEncoder:
         self.calls = 0
         self.gate: asyncio.Event | None = None
 
-    async def encode(self, texts: Sequence[str]) -> np.ndarray:
+    async def encode(self, texts: Sequence[str], *, timeout: float | None = None) -> np.ndarray:
         self.calls += 1
         if self.gate is not None:
             await self.gate.wait()
@@ -323,6 +323,36 @@ async def test_job_resumes_after_restart_without_loss_or_duplicates(tmp_path: Pa
     assert {x.document_id for x in recs} == set(docs)
     assert sum(k.startswith("chunks/kb/") for k in store.data[""]) == len(ids)
     await close(r2, jobs2)
+
+
+async def test_a_long_job_rides_out_a_peer_outage_that_starts_late(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wait for an unavailable peer counts from the last committed batch: a job already
+    running longer than that wait still retries (it failed at once when the window was counted
+    from the job's start)."""
+    monkeypatch.setattr(job_runner, "PEER_WAIT_S", 1.5)
+    store = DictStore()
+    docs = {f"d{i}": f"Document {i} is about topic {i}. " * 6 for i in range(40)}
+    r, jobs = await make(tmp_path, store, write_batch=2, embed_batch=2, embed_concurrency=1)
+    enc = r.encoder
+    plain = enc.encode
+    t0 = asyncio.get_running_loop().time()
+    failed: list[float] = []
+
+    async def encode(texts: Sequence[str], *, timeout: float | None = None) -> np.ndarray:
+        await asyncio.sleep(0.1)
+        if not failed and asyncio.get_running_loop().time() - t0 > 2.0:
+            failed.append(asyncio.get_running_loop().time() - t0)
+            raise unavailable("the embedder is restarting")
+        return await plain(texts, timeout=timeout)
+
+    enc.encode = encode  # type: ignore[method-assign]
+    job = await jobs.start_ingest("kb", await upload(store, "kb", docs))
+    last = (await finish(jobs, job.job_id))[-1][1]
+    assert failed, "the outage never happened: the job ended before it"
+    assert last.state == "succeeded" and last.documents_done == 40, last
+    await close(r, jobs)
 
 
 async def test_multiple_target_backends_and_search_per_backend(tmp_path: Path) -> None:
