@@ -116,7 +116,7 @@ async def test_real_stack_flow(page, stack: RunningStack, tmp_path: Path) -> Non
     assert not any(k.endswith("/blob.txt") for k in await asyncio.to_thread(_bucket_keys, stack, "docs/"))
 
     await page.get_by_role("tab", name="Chat").click()
-    await page.get_by_label("Question").fill("When does the Heliotrope mover run?")
+    await page.get_by_label("Question", exact=True).fill("When does the Heliotrope mover run?")
     await page.get_by_role("button", name="Ask", exact=True).click()
     lane = page.locator(".lane").first
     await expect(lane).to_have_attribute("data-state", "done", timeout=120_000)
