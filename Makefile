@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run setup test test-fast protos lint lint-protos protos-baseline browser-deps clean-data embedder-int8 images images-deps images-test images-cuda images-sbom images-push
+.PHONY: run setup test test-fast protos lint lint-protos protos-baseline browser-deps monitoring-deps clean-data embedder-int8 images images-deps images-test images-cuda images-sbom images-push
 
 run: setup ## set up .venv and start the whole stack (SeaweedFS, 4 services, gateway) on loopback
 	$(BIN)/rag up
@@ -26,7 +26,13 @@ browser-deps: ## Debian's Chromium for the browser tests (never `playwright inst
 	  else echo "chromium missing: sudo apt-get install chromium (browser tests will be skipped)"; fi; \
 	fi
 
-test: setup browser-deps ## the whole test suite (CI runs exactly this)
+monitoring-deps: ## Debian's Prometheus (prometheus, promtool) for `rag up --monitoring` and its tests
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
+	  else echo "prometheus missing: sudo apt-get install prometheus (monitoring tests will be skipped)"; fi; \
+	fi
+
+test: setup browser-deps monitoring-deps ## the whole test suite (CI runs exactly this)
 	$(BIN)/pytest -q -p no:cacheprovider
 
 test-fast: setup ## unit tests only

@@ -110,10 +110,11 @@ class ServerProcess:
                 rec = json.loads(line)
             except ValueError:
                 continue
-            if rec.get("msg") == msg:
-                return int(rec.get("port", 0))
+            fields = rec.get("fields", {})
+            if rec.get("message") == msg:
+                return int(fields.get("port", 0))
             if rec.get("level") == "error":
-                raise RuntimeError(f"embedder failed: {rec.get('msg')} {rec.get('exc', '')}")
+                raise RuntimeError(f"embedder failed: {rec.get('message')} {fields.get('exc', '')}")
         raise RuntimeError("the embedder exited before it was ready")
 
     async def __aexit__(self, *exc: object) -> None:

@@ -175,8 +175,9 @@ class FailoverHarness:
                     rec = json.loads(line)
                 except ValueError:
                     continue
-                if rec.get("msg") == "serving" and rec.get("port"):
-                    rep.port = int(rec["port"])
+                port = rec.get("fields", {}).get("port")
+                if rec.get("message") == "serving" and port:
+                    rep.port = int(port)
                     found.set()
 
         rep.reader = threading.Thread(target=read, daemon=True)

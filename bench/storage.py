@@ -89,7 +89,7 @@ def start_service(weed: SeaweedProcess, state: Path) -> tuple[subprocess.Popen[b
         line = proc.stdout.readline().decode()
         if not line:
             break
-        m = re.search(r'"msg": "storage service ready", "port": (\d+)', line)
+        m = re.search(r'"message": "storage service ready".*"fields": \{"port": (\d+)', line)
         if m:
             # Keep reading its log so a full pipe can never stall the service.
             threading.Thread(target=lambda: proc.stdout.read() if proc.stdout else None, daemon=True).start()

@@ -41,6 +41,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kernel.config import env_field, load_env
 from kernel.targets import is_loopback_host
 
+from .monitoring import ScrapeJob, prometheus_binary, prometheus_command, write_config
 from .seaweed import SeaweedPorts, ensure_credentials, port_in_use, wait_s3_ready, weed_command, write_identities
 
 log = logging.getLogger("ddnrag.stack")
@@ -65,6 +66,13 @@ def gateway_runs_open(cfg: StackConfig, environ: dict[str, str] | os._Environ[st
     """Whether `rag up` sets DDNRAG_GATEWAY_AUTH=open: a loopback stack with no keys and no auth
     setting in the shell. Anywhere else the gateway decides, and refuses to start open by accident."""
     return is_loopback_host(cfg.host) and not any(environ.get(v, "").strip() for v in GATEWAY_AUTH_VARS)
+
+
+def identity(service: str, child: str) -> dict[str, str]:
+    """A child's name in its log lines and trace spans (kernel/logs.py, kernel/tracing.py). Every
+    other OTEL_* variable passes through from this process's environment, but one
+    OTEL_SERVICE_NAME would name all five services alike, so each child gets its own."""
+    return {"OTEL_SERVICE_NAME": service, "DDNRAG_REPLICA": child}
 
 
 def replica_name(svc: str, i: int) -> str:
@@ -93,6 +101,13 @@ class StackConfig:
     storage_metrics_port: int = env_field("DDNRAG_STORAGE_METRICS_PORT", 9102, "Storage Prometheus port")
     retriever_metrics_port: int = env_field("DDNRAG_RETRIEVER_METRICS_PORT", 9103, "Retriever Prometheus port")
     llm_gateway_metrics_port: int = env_field("DDNRAG_LLM_GATEWAY_METRICS_PORT", 9104, "LLM gateway Prometheus port")
+    monitoring: bool = env_field(
+        "DDNRAG_STACK_MONITORING", False, "Also run Prometheus scraping every service (`rag up --monitoring`)"
+    )
+    prometheus_port: int = env_field("DDNRAG_PROMETHEUS_PORT", 9090, "Prometheus HTTP port with --monitoring")
+    scrape_interval_s: float = env_field(
+        "DDNRAG_STACK_SCRAPE_INTERVAL_S", 5.0, "Prometheus scrape interval with --monitoring, in seconds"
+    )
     sample_corpus: str = env_field(
         "DDNRAG_STACK_SAMPLE_CORPUS", str(ROOT / "sample_corpus"), "Directory ingested once at first start ('' to skip)"
     )
@@ -139,11 +154,27 @@ class StackConfig:
     def gateway_url(self) -> str:
         return f"http://{self.host}:{self.gateway_port}"
 
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://{self.host}:{self.prometheus_port}"
+
+    def scrape_jobs(self) -> list[ScrapeJob]:
+        """Every child's metrics endpoint: one job per service, one target per replica."""
+        jobs = []
+        for svc in ("embedder", "storage", "retriever", "llm_gateway"):
+            port = getattr(self, f"{svc}_metrics_port")
+            ports = self.replica_ports(port) if svc in SCALED else [port]
+            jobs.append(ScrapeJob(svc, [self.addr(p) for p in ports]))
+        jobs.append(ScrapeJob("gateway", [self.addr(self.gateway_port)]))
+        return jobs
+
     def ports_with_variables(self) -> list[tuple[int, str]]:
         """Every port the stack binds, with the variable that changes it."""
         out: list[tuple[int, str]] = []
         for f in self.__dataclass_fields__.values():
             if f.name.endswith("_port"):
+                if f.name == "prometheus_port" and not self.monitoring:
+                    continue
                 port = getattr(self, f.name)
                 var = f.metadata["env"]
                 out.append((port, var))
@@ -262,6 +293,7 @@ class Supervisor:
                     **child_variables(os.environ, name),
                     **self._service_env(name, ports[i], metrics_ports[i], state),
                     **extra,
+                    **identity(name, child),
                 }
                 argv = [py, "-m", f"services.{name}.server"]
                 out.append(Child(child, argv, env, lambda p=ports[i]: grpc_serving(cfg.addr(p)), needs))  # type: ignore[misc]
@@ -311,6 +343,14 @@ class Supervisor:
             "DDNRAG_GATEWAY_LLM_GATEWAY_ADDR": cfg.addr(cfg.llm_gateway_port),
             "DDNRAG_GATEWAY_EMBEDDER_ADDR": cfg.addr(cfg.embedder_port),
             "DDNRAG_GATEWAY_STATE_DIR": str(self.data / "state" / "gateway"),
+            # The Metrics page's figures: the gateway scrapes each peer's metrics port itself.
+            "DDNRAG_GATEWAY_METRICS_PEERS": ",".join(
+                f"{job.name}=http://{target}{job.path}"
+                for job in cfg.scrape_jobs()
+                if job.name != "gateway"
+                for target in job.targets
+            ),
+            **identity("gateway", "gateway"),
         }
         self.gateway_open = gateway_runs_open(cfg, os.environ)
         if self.gateway_open:
@@ -324,6 +364,12 @@ class Supervisor:
                 [*storages, "embedder", *retrievers, "llm_gateway"],
             )
         )
+        if cfg.monitoring:
+            home = self.data / "prometheus"
+            write_config(home, cfg.scrape_jobs(), cfg.scrape_interval_s)
+            argv = prometheus_command(prometheus_binary(), home, cfg.host, cfg.prometheus_port)
+            ready = lambda: http_ok(f"{cfg.prometheus_url}/-/ready")  # noqa: E731
+            children.append(Child("prometheus", argv, base, ready, ["gateway"]))
         self.children = {c.name: c for c in children}
 
     # ---- process control ---------------------------------------------------------------------

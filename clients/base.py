@@ -15,6 +15,7 @@ from grpc_status import rpc_status
 
 from kernel import deadline
 from kernel.errors import HTTP_STATUS, ErrorKind, ServiceError, error_info
+from kernel.metrics import client_attempt, method_of, stream_attempt
 from kernel.tls import aio_channel
 
 T = TypeVar("T")
@@ -157,7 +158,8 @@ class BaseClient:
                     self.service, self.address, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded"
                 )
             try:
-                return await method(request, timeout=left)
+                with client_attempt(method_of(method), self.address):
+                    return await method(request, timeout=left)
             except grpc.aio.AioRpcError as err:
                 if err.code() == grpc.StatusCode.UNAVAILABLE and attempt + 1 < attempts:
                     await asyncio.sleep(min(left, 0.05 * 2**attempt * (1 + random.random())))
@@ -165,12 +167,14 @@ class BaseClient:
                 raise ServiceCallError.from_rpc_error(self.service, self.address, err) from None
         raise AssertionError("unreachable")
 
-    async def stream(self, call: Any) -> AsyncIterator[Any]:
+    async def stream(self, call: Any, method: str = "") -> AsyncIterator[Any]:
         """Iterates a server-streaming call, turning errors into ServiceCallError and cancelling
-        the call if the consumer stops early."""
+        the call if the consumer stops early. `method` (the full name, see `method_of`) labels the
+        client-side duration metric."""
         try:
-            async for item in call:
-                yield item
+            async with stream_attempt(method or "unknown", self.address, call):
+                async for item in call:
+                    yield item
         except grpc.aio.AioRpcError as err:
             raise ServiceCallError.from_rpc_error(self.service, self.address, err) from None
         finally:

@@ -9,6 +9,7 @@ import numpy as np
 
 from ddnrag.embedder.v1 import embedder_service_pb2 as pb
 from ddnrag.embedder.v1 import embedder_service_pb2_grpc as pb_grpc
+from kernel.metrics import client_attempt, method_of
 
 from .base import BaseClient, ServiceCallError
 
@@ -83,8 +84,9 @@ class EmbedderClient(BaseClient):
 
         call = self.stub.EmbedStream(requests(), timeout=timeout)
         try:
-            async for item in call:
-                yield item
+            with client_attempt(method_of(self.stub.EmbedStream), self.address):
+                async for item in call:
+                    yield item
         except grpc.aio.AioRpcError as err:
             raise ServiceCallError.from_rpc_error(self.service, self.address, err) from None
         finally:

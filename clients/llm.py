@@ -15,6 +15,7 @@ from ddnrag.llm.v1 import ab_service_pb2 as ab_pb
 from ddnrag.llm.v1 import ab_service_pb2_grpc as ab_pb_grpc
 from ddnrag.llm.v1 import llm_service_pb2 as pb
 from ddnrag.llm.v1 import llm_service_pb2_grpc as pb_grpc
+from kernel.metrics import method_of
 
 from .base import BaseClient
 
@@ -41,7 +42,7 @@ class LlmClient(BaseClient):
         """Streams start, token..., citation..., done (or error) for `question` over `passages`
         (cited as [1], [2], ... in the order given)."""
         req = pb.GenerateRequest(question=question, passages=list(passages), params=params)
-        return self.stream(self.stub.Generate(req, timeout=self._timeout(timeout)))
+        return self.stream(self.stub.Generate(req, timeout=self._timeout(timeout)), method_of(self.stub.Generate))
 
     def answer(
         self,
@@ -69,7 +70,7 @@ class LlmClient(BaseClient):
             conversation_id=conversation_id,
             history=list(history),
         )
-        return self.stream(self.stub.Answer(req, timeout=self._timeout(timeout)))
+        return self.stream(self.stub.Answer(req, timeout=self._timeout(timeout)), method_of(self.stub.Answer))
 
     async def list_models(self, *, timeout: float | None = None) -> pb.ListModelsResponse:
         return await self.unary(self.stub.ListModels, pb.ListModelsRequest(), timeout=timeout)

@@ -12,6 +12,7 @@ import grpc
 from ddnrag.common.v1 import common_pb2
 from ddnrag.retriever.v1 import retriever_service_pb2 as pb
 from ddnrag.retriever.v1 import retriever_service_pb2_grpc as pb_grpc
+from kernel.metrics import method_of
 
 from .base import BaseClient, ServiceCallError
 
@@ -138,11 +139,13 @@ class RetrieverClient(BaseClient):
         event, the same Ingest request again, which joins the job it may have started -- and
         gives up only after `resume_for_s` without reaching the service."""
         open_call = first
+        # The first call is Ingest or WatchJob (each names itself); every reopening is WatchJob.
+        name = method_of(self.stub.WatchJob) if job_id else method_of(self.stub.Ingest)
         failing_since = 0.0
         attempt = 0
         while True:
             try:
-                async for ev in self.stream(open_call()):
+                async for ev in self.stream(open_call(), name):
                     failing_since, attempt = 0.0, 0
                     job_id, after = ev.job.job_id or job_id, max(after, ev.sequence)
                     yield ev
@@ -159,6 +162,7 @@ class RetrieverClient(BaseClient):
             if job_id:
                 req = pb.WatchJobRequest(job_id=job_id, after_sequence=after)
                 open_call = lambda req=req: self.stub.WatchJob(req)  # noqa: E731
+                name = method_of(self.stub.WatchJob)
 
     async def get_job(self, job_id: str, *, include_files: bool = False, timeout: float | None = None) -> pb.Job:
         """The job; with `include_files`, also its files' results and stage times (`Job.files`)."""

@@ -10,6 +10,7 @@ import grpc
 from ddnrag.common.v1 import common_pb2
 from ddnrag.storage.v1 import storage_service_pb2 as pb
 from ddnrag.storage.v1 import storage_service_pb2_grpc as pb_grpc
+from kernel.metrics import client_attempt, method_of
 
 from .base import BaseClient, ServiceCallError
 
@@ -108,7 +109,8 @@ class StorageClient(BaseClient):
 
         call = self.stub.Put(requests(), timeout=self._timeout(timeout))
         try:
-            return await call
+            with client_attempt(method_of(self.stub.Put), self.address):
+                return await call
         except asyncio.CancelledError:
             if failure and not isinstance(failure[0], asyncio.CancelledError):
                 raise failure[0] from None
@@ -156,7 +158,8 @@ class StorageClient(BaseClient):
                 yield r
 
         try:
-            return await self.stub.Put(requests(), timeout=self._timeout(timeout))
+            with client_attempt(method_of(self.stub.Put), self.address):
+                return await self.stub.Put(requests(), timeout=self._timeout(timeout))
         except grpc.aio.AioRpcError as err:
             raise ServiceCallError.from_rpc_error(self.service, self.address, err) from None
 
@@ -169,7 +172,7 @@ class StorageClient(BaseClient):
             pb.GetRequest(backend=backend, key=key, range_start=range_start, range_end=range_end),
             timeout=self._timeout(timeout),
         )
-        async for msg in self.stream(call):
+        async for msg in self.stream(call, method_of(self.stub.Get)):
             which = msg.WhichOneof("part")
             if which == "info":
                 info = msg.info
@@ -190,7 +193,7 @@ class StorageClient(BaseClient):
             pb.GetRequest(backend=backend, key=key, range_start=range_start, range_end=range_end),
             timeout=self._timeout(timeout),
         )
-        async for msg in self.stream(call):
+        async for msg in self.stream(call, method_of(self.stub.Get)):
             yield msg
 
     async def batch_put(
@@ -283,7 +286,7 @@ class StorageClient(BaseClient):
     ) -> AsyncIterator[pb.RunBenchmarkResponse]:
         """Progress events, finished levels, then the saved run (the last message)."""
         call = self.stub.RunBenchmark(request, timeout=timeout)
-        async for msg in self.stream(call):
+        async for msg in self.stream(call, method_of(self.stub.RunBenchmark)):
             yield msg
 
     async def list_benchmark_runs(self, page_size: int = 50, page_token: str = "") -> pb.ListBenchmarkRunsResponse:

@@ -29,6 +29,7 @@ from .routes import (
     documents,
     health,
     ingestion,
+    metrics_view,
     objects,
     openai_compat,
     rag,
@@ -48,6 +49,7 @@ from .state import (
     UPSTREAMS,
     Upstreams,
 )
+from .tracing import trace_header, tracing_middleware
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +119,14 @@ async def index(request: web.Request) -> web.FileResponse:
 def create_app(cfg: GatewayConfig) -> web.Application:
     """The whole gateway for `cfg`; nothing is opened until the app starts."""
     app = web.Application(
-        middlewares=[body_timeout_middleware, metrics_middleware, protect_middleware, error_middleware],
+        # Tracing first: every later middleware's log lines and errors carry the trace id.
+        middlewares=[
+            tracing_middleware,
+            body_timeout_middleware,
+            metrics_middleware,
+            protect_middleware,
+            error_middleware,
+        ],
         client_max_size=cfg.max_request_bytes,
     )
     app[CONFIG] = cfg
@@ -129,9 +138,11 @@ def create_app(cfg: GatewayConfig) -> web.Application:
     app.cleanup_ctx.append(upstreams_ctx)
     app.cleanup_ctx.append(ab.ab_client_ctx)
     app.cleanup_ctx.append(api_keys_ctx)
+    app.cleanup_ctx.append(metrics_view.scraper_ctx)
     app.on_shutdown.append(close_open_streams)
     app.on_response_prepare.append(cors_on_prepare)
     app.on_response_prepare.append(security_headers)
+    app.on_response_prepare.append(trace_header)
     for module in (
         health,
         whoami,
@@ -143,6 +154,7 @@ def create_app(cfg: GatewayConfig) -> web.Application:
         benchmarks,
         ab,
         admin,
+        metrics_view,
         openai_compat,
         collections,
         objects,

@@ -95,4 +95,18 @@ class GatewayConfig:
         P + "MAX_STREAMS_PER_KEY", 8, "SSE streams one API key (or client address) may hold open at once; 429 above."
     )
     default_collection: str = env_field(P + "DEFAULT_COLLECTION", "default", "Collection used when none is given.")
+    trace_url: str = env_field(
+        P + "TRACE_URL",
+        "",
+        "A trace viewer's address with {trace_id} in it (Jaeger: http://HOST:16686/trace/{trace_id}); "
+        "the demo links each answer's trace there. Empty: the trace id is shown, not linked.",
+    )
     health_timeout_s: float = env_field(P + "HEALTH_TIMEOUT_S", 2.0, "Deadline of each upstream health check.")
+    metrics_peers: tuple[str, ...] = env_field(
+        P + "METRICS_PEERS",
+        (),
+        "Comma-separated '<service>=<metrics URL>' the Metrics page scrapes (rag up sets them); empty: the gateway's own.",
+    )
+    metrics_scrape_interval_s: float = env_field(
+        P + "METRICS_SCRAPE_INTERVAL_S", 10.0, "Seconds between the Metrics page's scrapes of its peers; 0 stops them."
+    )

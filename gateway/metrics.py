@@ -8,6 +8,8 @@ import time
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from kernel.metrics import ClientCollector
+
 from .errors import Handler
 from .state import METRICS, OPEN_STREAMS
 
@@ -66,6 +68,8 @@ class GatewayMetrics:
             buckets=FETCH_BUCKETS,
         )
         self.sse_events = Counter("gateway_sse_events", "SSE events sent", ["event"], registry=self.registry)
+        # grpc_client_attempt_duration_seconds of this process's upstream calls (kernel/metrics.py).
+        self.registry.register(ClientCollector())
 
     def summary(self) -> dict[str, object]:
         """Totals for the demo's metrics page: requests by code class, answers and TTFT."""

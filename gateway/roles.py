@@ -78,6 +78,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("GET", "/api/ab/live"): R,
     ("GET", "/api/cache"): R,
     ("GET", "/api/metrics/summary"): R,
+    ("GET", "/api/metrics/window"): R,
     ("GET", "/api/watches"): R,
     ("GET", "/api/config/backends"): R,
     # the corpus

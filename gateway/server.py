@@ -15,6 +15,7 @@ from aiohttp import web
 
 from kernel.config import ConfigError, load_env
 from kernel.logs import setup_logging
+from kernel.tracing import setup_tracing
 
 from .app import create_app
 from .config import GatewayConfig
@@ -60,6 +61,7 @@ def main() -> None:
     try:
         cfg = load_env(GatewayConfig)
         setup_logging("gateway", cfg.log_level)
+        setup_tracing("gateway")  # OTEL_* variables (kernel/tracing.py)
         asyncio.run(serve(cfg))
     except ConfigError as err:  # a setting a person must change: one line, no traceback
         log.error("bad configuration: %s", err)

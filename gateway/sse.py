@@ -25,6 +25,9 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp_sse import sse_response
+from opentelemetry import trace
+
+from kernel.tracing import TRACER, current_trace_id
 
 from .access import CALLER
 from .errors import ApiError, dumps, error_payload, json_error
@@ -93,6 +96,8 @@ async def stream_events(
                 )
             )
     handle = OpenStream(task, request.path, caller)
+    trace_id = current_trace_id()
+    stream_span: trace.Span | None = None
     shape = wrap_error or (lambda payload: payload)
     request.app[OPEN_STREAMS].add(handle)
     counter = 0
@@ -115,11 +120,19 @@ async def stream_events(
             if isinstance(status, int) and status >= 400:  # failed before anything was produced
                 return web.json_response({"error": first.data}, status=status, dumps=dumps)
 
+        # The stream's own span, from its first byte to its terminal event (child of the request's).
+        stream_span = TRACER.start_span("sse", attributes={"ddnrag.sse.path": request.path})
         async with sse_response(request, ping_interval=cfg.ping_interval_s, allow_all_methods=True) as sse:
 
             async def send(ev: Event) -> None:
                 nonlocal counter
                 counter += 1
+                if ev.name == "done" and isinstance(ev.data, dict) and trace_id:
+                    ev.data.setdefault("trace_id", trace_id)
+                    if cfg.trace_url:
+                        ev.data.setdefault("trace_url", cfg.trace_url.replace("{trace_id}", trace_id))
+                if ev.name in terminal:
+                    stream_span.set_attribute("ddnrag.sse.terminal_event", ev.name)
                 if named:
                     await sse.send(dumps(ev.data), id=ev.id if ev.id is not None else str(counter), event=ev.name)
                 else:
@@ -171,6 +184,9 @@ async def stream_events(
                 await send(Event("error", shape(error_payload(err))))
         return sse
     finally:
+        if stream_span is not None:
+            stream_span.set_attribute("ddnrag.sse.events", counter)
+            stream_span.end()
         handle.finished.set()
         request.app[OPEN_STREAMS].discard(handle)
         with contextlib.suppress(BaseException):

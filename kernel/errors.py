@@ -15,6 +15,8 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from .tracing import TRACE_ID_KEY, current_trace_id
+
 
 class ErrorKind(enum.Enum):
     """What went wrong, independent of transport. Values are gRPC status codes."""
@@ -89,7 +91,13 @@ class ServiceError(Exception):
         return status_pb2.Status(code=self.code.value[0], message=self.message, details=[detail])
 
     def to_grpc_status(self) -> grpc.Status:
-        return rpc_status.to_status(self.to_status_proto())
+        """The status to abort with; its trailers keep the trace id (kernel/tracing.py), which
+        aborting with a status would otherwise replace."""
+        status = rpc_status.to_status(self.to_status_proto())
+        trace_id = current_trace_id()
+        if not trace_id:
+            return status
+        return status._replace(trailing_metadata=(*status.trailing_metadata, (TRACE_ID_KEY, trace_id)))  # type: ignore[attr-defined]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.kind.name}, {self.reason}, {self.message!r})"

@@ -19,13 +19,15 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import start_http_server
 
 from .authz import AuthzInterceptor, GrpcExposureConfig
 from .config import load_env
 from .errors import ServiceError
 from .message_limits import MessageLimitInterceptor, server_receive_limit
+from .metrics import Metrics
 from .tls import load_tls, server_credentials
+from .tracing import server_interceptors
 
 log = logging.getLogger(__name__)
 
@@ -46,25 +48,6 @@ SERVER_OPTIONS = [
     # -- a long ingest's progress, a long EmbedStream -- with UNAVAILABLE "max connection age".)
     ("grpc.max_connection_age_ms", 300_000),
 ]
-
-
-class Metrics:
-    """`<svc>_requests_total{method,code}` and `<svc>_request_duration_seconds{method}`."""
-
-    def __init__(self, service: str, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        self.requests = Counter(f"{service}_requests", "RPCs handled", ["method", "code"], registry=self.registry)
-        self.duration = Histogram(
-            f"{service}_request_duration_seconds",
-            "RPC duration (whole stream for streaming RPCs)",
-            ["method"],
-            registry=self.registry,
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-        )
-
-    def observe(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
-        self.requests.labels(method, code.name).inc()
-        self.duration.labels(method).observe(seconds)
 
 
 def _code_of(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
@@ -89,7 +72,8 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method.rsplit("/", 1)[-1]
+        full_method = handler_call_details.method
+        method = full_method.rsplit("/", 1)[-1]
         metrics = self.metrics
 
         async def handle_error(exc: BaseException, context: grpc.aio.ServicerContext) -> None:
@@ -104,13 +88,15 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
             async def unary_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 t0 = time.perf_counter()
                 try:
-                    return await inner(request, context)
+                    response = await inner(request, context)
+                    metrics.see(method, response)
+                    return response
                 except (asyncio.CancelledError, grpc.aio.AbortError):
                     raise
                 except Exception as exc:  # noqa: BLE001 - the catch-all
                     await handle_error(exc, context)
                 finally:
-                    metrics.observe(method, _code_of(context), time.perf_counter() - t0)
+                    metrics.observe(method, _code_of(context), time.perf_counter() - t0, full_method)
 
             factory = (
                 grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
@@ -122,13 +108,14 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
                 t0 = time.perf_counter()
                 try:
                     async for item in inner(request, context):
+                        metrics.see(method, item)
                         yield item
                 except (asyncio.CancelledError, grpc.aio.AbortError):
                     raise
                 except Exception as exc:  # noqa: BLE001 - the catch-all
                     await handle_error(exc, context)
                 finally:
-                    metrics.observe(method, _code_of(context), time.perf_counter() - t0)
+                    metrics.observe(method, _code_of(context), time.perf_counter() - t0, full_method)
 
             factory = (
                 grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
@@ -188,6 +175,8 @@ async def build_server(
     metrics = metrics or Metrics(name)
     tls = load_tls()
     interceptors: list[grpc.aio.ServerInterceptor] = [ObservingInterceptor(metrics)]
+    # Tracing goes outermost (kernel/tracing.py), so every later interceptor's log lines carry the ids.
+    interceptors[:0] = server_interceptors()
     if tls is not None:  # with mTLS each peer is a named service, allowed only its methods
         interceptors.append(AuthzInterceptor())
     interceptors.append(MessageLimitInterceptor())

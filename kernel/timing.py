@@ -1,4 +1,10 @@
-"""Measured timings in plain Python; servicers turn them into `ddnrag.common.v1.Timings`."""
+"""Measured timings in plain Python; servicers turn them into `ddnrag.common.v1.Timings`.
+
+The Timer is also the one place per-stage trace spans come from: inside a recording trace
+(kernel/tracing.py) each stage becomes a span named after it, child of the span current when the
+stage ran, with its figures (`ddnrag.backend`, `ddnrag.ttfb_ns`, `ddnrag.bytes`, `ddnrag.count`)
+and the stage's own `attrs` as attributes. Outside one, stages cost what they always did.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import trace
+
+from .tracing import TRACER
 
 
 @dataclass
 class Stage:
-    """Time spent inside one stage, in ns, with optional storage figures."""
+    """Time spent inside one stage, in ns, with optional storage figures and span attributes."""
 
     name: str
     duration_ns: int
@@ -18,6 +29,19 @@ class Stage:
     ttfb_ns: int = 0
     bytes: int = 0
     count: int = 0
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def span_attributes(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: v for k, v in self.attrs.items() if v is not None}
+        if self.backend:
+            out["ddnrag.backend"] = self.backend
+        if self.ttfb_ns:
+            out["ddnrag.ttfb_ns"] = self.ttfb_ns
+        if self.bytes:
+            out["ddnrag.bytes"] = self.bytes
+        if self.count:
+            out["ddnrag.count"] = self.count
+        return out
 
 
 @dataclass
@@ -26,19 +50,35 @@ class Timer:
 
     start_ns: int = field(default_factory=time.perf_counter_ns)
     stages: list[Stage] = field(default_factory=list)
+    # False where other spans already cover each stage (storage: one span per S3 request).
+    spans: bool = True
 
     @contextmanager
     def stage(self, name: str, **extra: object) -> Iterator[Stage]:
         st = Stage(name, 0, **extra)  # type: ignore[arg-type]
+        span = TRACER.start_span(name) if self.spans and trace.get_current_span().is_recording() else None
         t0 = time.perf_counter_ns()
         try:
-            yield st
+            if span is None:
+                yield st
+            else:
+                with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+                    yield st
         finally:
             st.duration_ns = time.perf_counter_ns() - t0
             self.stages.append(st)
+            if span is not None:
+                span.set_attributes(st.span_attributes())
+                span.end()
 
-    def add(self, stage: Stage) -> None:
+    def add(self, stage: Stage, end_ns: int | None = None) -> None:
+        """Adds a stage measured elsewhere, which ended at `end_ns` (perf_counter) or now."""
         self.stages.append(stage)
+        if self.spans and trace.get_current_span().is_recording():
+            now = time.perf_counter_ns()
+            end = time.time_ns() - (now - (end_ns or now))
+            span = TRACER.start_span(stage.name, start_time=end - stage.duration_ns, attributes=stage.span_attributes())
+            span.end(end_time=end)
 
     def total_ns(self) -> int:
         return time.perf_counter_ns() - self.start_ns

@@ -25,6 +25,7 @@ import grpc
 
 from .config import ConfigError, env_field, load_env
 from .targets import grpc_target
+from .tracing import client_interceptors
 
 P = "DDNRAG_TLS_"
 
@@ -151,6 +152,9 @@ def aio_channel(
     targets.py): mutual TLS when configured, plaintext otherwise."""
     address = grpc_target(address)
     cfg = load_tls(environ)
+    interceptors = client_interceptors()  # traceparent on every call (kernel/tracing.py)
     if cfg is None:
-        return grpc.aio.insecure_channel(address, options=options)
-    return grpc.aio.secure_channel(address, channel_credentials(cfg), options=[*options, *secure_options(cfg)])
+        return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(
+        address, channel_credentials(cfg), options=[*options, *secure_options(cfg)], interceptors=interceptors
+    )

@@ -32,6 +32,7 @@ PORT_VARS = [
     "DDNRAG_STORAGE_METRICS_PORT",
     "DDNRAG_RETRIEVER_METRICS_PORT",
     "DDNRAG_LLM_GATEWAY_METRICS_PORT",
+    "DDNRAG_PROMETHEUS_PORT",
 ]
 SEAWEED_VARS = PORT_VARS[:5]
 # Ports that `rag up --replicas N` also binds for replica i > 0, at + i x REPLICA_PORT_STEP.

@@ -44,6 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         help="run N storage and N retriever processes behind client-side round robin (default 1, or DDNRAG_REPLICAS)",
     )
+    p.add_argument(
+        "--monitoring",
+        action="store_true",
+        help="also run Prometheus on loopback scraping every service (DDNRAG_PROMETHEUS_PORT, default 9090)",
+    )
     p.set_defaults(func=cmd_up)
     p = sub.add_parser("status", help="show the health of every service of the local stack")
     p.add_argument("--data-dir")
@@ -61,6 +66,8 @@ def _config(args: argparse.Namespace) -> StackConfig:
         overrides["data_dir"] = args.data_dir
     if getattr(args, "no_sample", False):
         overrides["sample_corpus"] = ""
+    if getattr(args, "monitoring", False):
+        overrides["monitoring"] = True
     if getattr(args, "replicas", None) is not None:
         if not 1 <= args.replicas <= 8:
             raise SystemExit(f"--replicas takes 1 to 8; got {args.replicas}")
@@ -126,6 +133,8 @@ async def _up(cfg: StackConfig) -> int:
             console.print(f"[yellow]sample corpus ingestion failed: {ingest.exception()}[/yellow]")
     if not sup.stopping.is_set():
         console.print(f"\n[bold green]Build.DDN.RAG is up:[/bold green] {cfg.gateway_url}   (Ctrl-C stops it)\n")
+        if cfg.monitoring:
+            console.print(f"Prometheus: {cfg.prometheus_url}  (config: {cfg.data / 'prometheus' / 'prometheus.yml'})\n")
         if sup.gateway_open:
             console.print(
                 "[yellow]the gateway runs without API keys (DDNRAG_GATEWAY_AUTH=open), on loopback only;[/yellow]\n"

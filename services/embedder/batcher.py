@@ -42,6 +42,8 @@ class BatchStats:
     inference_time_ns: int
     compute_tokens: int
     batches: int
+    # The most texts in one model batch this request rode in (with other requests' texts).
+    batch_size: int = 0
 
 
 @dataclass
@@ -57,6 +59,7 @@ class _Group:
     started_ns: int = 0
     inference_ns: int = 0
     batches: int = 0
+    batch_size: int = 0
     cancelled: bool = False
 
     def __post_init__(self) -> None:
@@ -117,6 +120,8 @@ class Batcher:
         self._closed = False
         self._active: list[_Group] = []  # groups of the window being run
         self.batches_run = 0
+        # Called with (texts, inference ns) after each batch the model ran (metrics).
+        self.on_batch: Callable[[int, int], None] | None = None
 
     @property
     def queued_texts(self) -> int:
@@ -184,6 +189,7 @@ class Batcher:
             inference_time_ns=group.inference_ns,
             compute_tokens=sum(len(x) for x in items),
             batches=group.batches,
+            batch_size=group.batch_size,
         )
 
     def _take_window(self) -> list[tuple[_Group, int]]:
@@ -254,9 +260,12 @@ class Batcher:
             return
         elapsed = time.perf_counter_ns() - start
         self.batches_run += 1
+        if self.on_batch is not None:
+            self.on_batch(len(members), elapsed)
         for g in groups.values():
             g.inference_ns += elapsed
             g.batches += 1
+            g.batch_size = max(g.batch_size, len(members))
         for row, (g, i) in enumerate(members):
             g.vectors[i] = vectors[row]
             g.remaining -= 1

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from kernel import tracing
 from kernel.errors import invalid, unavailable
 from kernel.timing import Stage, Timer
 
@@ -97,6 +100,8 @@ class Embedder:
         self.cfg = cfg
         self.model: LoadedModel | None = None
         self.batcher: Batcher | None = None
+        # Handed to the batcher: (texts, inference ns) per batch; the server sets it (metrics.py).
+        self.on_batch: Callable[[int, int], None] | None = None
         self.cache: EmbeddingCache | None = None
         self._cache_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder-cache")
         self._tok_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder-tok")
@@ -128,6 +133,7 @@ class Embedder:
             max_queue_texts=self.cfg.max_queue_texts,
             dynamic=self.cfg.dynamic_batching,
         )
+        self.batcher.on_batch = self.on_batch
         self.batcher.start()
         self.model = model
         self._info = ModelInfo(
@@ -204,6 +210,7 @@ class Embedder:
             if not hit[i]:
                 todo.setdefault(t, []).append(i)
         result = EmbedResult(vectors, tokens, truncated, hit, timer=timer)
+        batch_size = 0
         if todo:
             uniq = list(todo)
             with timer.stage("tokenize", count=len(uniq)) as st:
@@ -223,8 +230,17 @@ class Embedder:
             result.queue_time_ns = stats.queue_time_ns
             result.inference_time_ns = stats.inference_time_ns
             result.compute_tokens = stats.compute_tokens
-            timer.add(Stage("queue", stats.queue_time_ns))
-            timer.add(Stage("inference", stats.inference_time_ns, count=stats.batches))
+            batch_size = stats.batch_size
+            # Inference ran last, so the queue ended when inference began.
+            timer.add(Stage("queue", stats.queue_time_ns), end_ns=time.perf_counter_ns() - stats.inference_time_ns)
+            timer.add(
+                Stage(
+                    "inference",
+                    stats.inference_time_ns,
+                    count=stats.batches,
+                    attrs={"ddnrag.embed.batch_size": batch_size, "ddnrag.embed.compute_tokens": stats.compute_tokens},
+                )
+            )
             if self.cache is not None:
                 rows = [
                     (keys[todo[text][0]], out[row], len(encs[row].ids), encs[row].truncated)
@@ -232,6 +248,15 @@ class Embedder:
                 ]
                 with timer.stage("cache_store", count=len(rows)):
                     await loop.run_in_executor(self._cache_executor, self.cache.put_many, rows)
+        tracing.set_attributes(
+            **{
+                "ddnrag.embed.texts": n,
+                "ddnrag.embed.tokens": sum(tokens),
+                "ddnrag.embed.cache_hits": sum(hit),
+                "ddnrag.embed.batch_size": batch_size,
+                "ddnrag.embed.queue_time_ns": result.queue_time_ns,
+            }
+        )
         return result
 
     @staticmethod

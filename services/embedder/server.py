@@ -16,10 +16,12 @@ from ddnrag.embedder.v1 import embedder_service_pb2 as pb
 from ddnrag.embedder.v1 import embedder_service_pb2_grpc as pb_grpc
 from kernel.config import ConfigError, load_env
 from kernel.logs import setup_logging
-from kernel.server import GrpcApp, build_server, run_forever, start_metrics
+from kernel.server import GrpcApp, Metrics, build_server, run_forever, start_metrics
+from kernel.tracing import setup_tracing
 
 from .config import EmbedderConfig
 from .core import Embedder
+from .metrics import EmbedderMetrics
 from .servicer import EmbedderServicer
 
 log = logging.getLogger(__name__)
@@ -36,12 +38,17 @@ async def create_server(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     core = Embedder(cfg)
+    metrics = Metrics("embedder")
+    embedder_metrics = EmbedderMetrics(metrics.registry)
+    embedder_metrics.attach(metrics)
+    core.on_batch = embedder_metrics.batch
     app = await build_server(
         "embedder",
         [(pb_grpc.add_EmbedderServiceServicer_to_server, EmbedderServicer(core), SERVICE_NAME)],
         cfg.host,
         cfg.port,
         serving=False,
+        metrics=metrics,
     )
 
     async def load() -> None:
@@ -90,6 +97,7 @@ def main() -> None:
         print(f"embedder: {err}", file=sys.stderr)
         sys.exit(2)
     setup_logging("embedder", cfg.log_level)
+    setup_tracing("embedder")  # OTEL_* variables (kernel/tracing.py)
     sys.exit(asyncio.run(_serve(cfg)))
 
 

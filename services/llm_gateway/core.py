@@ -256,6 +256,20 @@ class LlmGateway:
                     yield TokenEvent(tail, index, held)
                     index += held
                 gen_stage.count = index
+                # OpenTelemetry GenAI semantic conventions, on the generate stage's span.
+                out_tokens = usage.completion_tokens if usage is not None and usage.completion_tokens else index
+                gen_stage.attrs.update(
+                    {
+                        "gen_ai.operation.name": "chat",
+                        "gen_ai.provider.name": backend.name,
+                        "gen_ai.request.model": req_model,
+                        "gen_ai.response.finish_reasons": [finish or "stop"],
+                        "gen_ai.usage.input_tokens": usage.prompt_tokens if usage is not None else prompt.prompt_tokens,
+                        "gen_ai.usage.output_tokens": out_tokens,
+                        "ddnrag.llm.ttft_ns": stats.ttft_ns,
+                        "ddnrag.llm.tokens_per_s": stats.tokens_per_s(out_tokens),
+                    }
+                )
         except ServiceError as err:
             # Mid-stream failure: the partial answer stays with the caller; nothing is cached.
             log.warning("backend failed mid-stream", extra={"backend": backend.name, "reason": err.reason})

@@ -13,6 +13,7 @@ from ddnrag.llm.v1 import llm_service_pb2_grpc as pb_grpc
 from kernel.config import ConfigError, load_env
 from kernel.logs import setup_logging
 from kernel.server import GrpcApp, Metrics, build_server, run_forever, start_metrics
+from kernel.tracing import setup_tracing
 
 from .ab.engine import AbEngine
 from .ab.servicer import AbTestServicer
@@ -164,6 +165,7 @@ async def create_server(
 async def _main() -> None:
     cfg = load_env(LlmGatewayConfig)
     setup_logging("llm_gateway", cfg.log_level)
+    setup_tracing("llm_gateway")  # OTEL_* variables (kernel/tracing.py)
     app, _ = await create_server(cfg)
     start_metrics(app.metrics, cfg.host, cfg.metrics_port)
     await run_forever(app, cfg.shutdown_grace_s)

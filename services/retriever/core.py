@@ -32,6 +32,7 @@ from .index import ChunkRecord, CollectionIndex, DocumentInfo
 from .lexical import Analyzer
 from .live import Fence, FenceReader, IndexOptions, LiveIndex
 from .merge import MergePolicy, merge_executor
+from .metrics import RetrieverMetrics
 from .ports import Encoder, ObjectStore
 from .rerank import RerankStage
 from .rerank.stage import rerank_hits
@@ -126,6 +127,8 @@ class Retriever:
         self.fence_reader: FenceReader | None = None
         # The optional stage after fusion and fetch (rerank/); None: fusion order is final.
         self.rerank: RerankStage | None = None
+        # Replaced by the server with one on its registry (metrics.py).
+        self.metrics = RetrieverMetrics()
         self.opts = IndexOptions(
             hnsw_threshold=settings.hnsw_threshold,
             bm25_params=(settings.bm25_k1, settings.bm25_b),
@@ -194,6 +197,7 @@ class Retriever:
                 log.info("loaded collection", extra={"collection": name, "version": state.live.version})
             except CorruptSegment as err:
                 state.error = str(err)
+                self.metrics.refused(name)
                 log.error("refused a corrupt index", extra={"collection": name, "reason": str(err)})
         return state
 
@@ -363,7 +367,8 @@ class Retriever:
             rows, t = await searching.rank(index, self.encoder, query, p, n_cand, timer)
             for name in ("bm25", "dense", "fusion"):
                 if name in t:
-                    timer.add(Stage(name, t[name]))
+                    cand = {"ddnrag.candidates": t.get(f"{name}_candidates", 0)}
+                    timer.add(Stage(name, t[name], attrs=cand), end_ns=t.get(f"{name}_end"))
             if not p.no_cache:
                 value = [[index.record(h.row).chunk_id, h.score, h.bm25_rank, h.dense_rank] for h in rows]
                 await asyncio.to_thread(self.cache.put, key, collection, index.version, value)

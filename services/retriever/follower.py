@@ -81,6 +81,7 @@ class Follower:
                 await self.core.follow(name, current)
             except CorruptSegment as err:
                 if self.errors.get(name) != str(err):
+                    self.core.metrics.refused(name)
                     log.error(
                         "refused a manifest; keeping the loaded version", extra={"collection": name, "reason": str(err)}
                     )

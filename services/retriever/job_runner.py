@@ -110,6 +110,7 @@ class JobRunner:
             msg = err.message if isinstance(err, ServiceError) else f"{type(err).__name__}: {err}"
             log.exception("job failed", extra={"job_id": v.job_id})
             v.state, v.stage, v.error = "failed", "done", msg
+            self.r.metrics.job_failed(v.collection)
             try:
                 await m.save(lj)
                 await m.state.finished(lj.record)
@@ -196,6 +197,7 @@ class JobRunner:
         v.document_ids = [f.document_id for f in final if f.status in ("done", "unchanged")]
         v.state, v.stage, v.index_version = state, "done", version
         v.documents_done, v.eta_s = len(results), 0.0
+        self.r.metrics.job_ended(v.collection, state, [f.status for f in final], len(records))
         await m.save(lj)
         await m.state.finished(lj.record)
         await m.emit(lj)

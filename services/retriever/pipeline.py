@@ -17,6 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Link
+
+from kernel.tracing import TRACER
 
 from .chunking import Chunk, Chunker
 from .core import Retriever, chunk_key
@@ -44,6 +49,9 @@ class LiveJob:
     results: list[FileRow] = field(default_factory=list)
     dirty: bool = False
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # This replica's run of the job, as a trace span (kernel/tracing.py); each written batch is
+    # a trace of its own that links to it.
+    span: trace.Span = trace.INVALID_SPAN
 
     @property
     def request(self) -> dict[str, Any]:
@@ -256,15 +264,27 @@ class Pipeline:
         chunks = [c for p in group for c in p.chunks]
         items = [(chunk_key(coll, c.chunk_id), c.text.encode("utf-8")) for c in chunks]
         await self.sink.emit(lj, stage="write")
-        t0 = time.perf_counter_ns()
-        await asyncio.gather(*(self._write(st, items) for st in v.backends))
-        took = time.perf_counter_ns() - t0
-        _add(lj, "write", took)
-        _share(group, "write_ns", took)
-        rows = [ChunkRow(c.chunk_id, c.document_id, c.position, c.text, vectors[i]) for i, c in enumerate(chunks)]
-        for p in group:
-            p.file.chunks, p.file.status = len(p.chunks), "done"
-        await self.sink.commit(lj, [p.file for p in group], rows)
+        job = lj.span.get_span_context()
+        with TRACER.start_as_current_span(
+            "ingest.batch",
+            context=otel_context.Context(),  # a trace per batch, linked to the job's span
+            links=[Link(job)] if job.is_valid else None,
+            attributes={
+                "ddnrag.job_id": v.job_id,
+                "ddnrag.collection": coll,
+                "ddnrag.documents": len(group),
+                "ddnrag.chunks": len(chunks),
+            },
+        ):
+            t0 = time.perf_counter_ns()
+            await asyncio.gather(*(self._write(st, items) for st in v.backends))
+            took = time.perf_counter_ns() - t0
+            _add(lj, "write", took)
+            _share(group, "write_ns", took)
+            rows = [ChunkRow(c.chunk_id, c.document_id, c.position, c.text, vectors[i]) for i, c in enumerate(chunks)]
+            for p in group:
+                p.file.chunks, p.file.status = len(p.chunks), "done"
+            await self.sink.commit(lj, [p.file for p in group], rows)
 
     async def _write(self, st: BackendStats, items: list[tuple[str, bytes]]) -> None:
         backend = "" if st.backend == "default" else st.backend

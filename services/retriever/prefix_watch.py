@@ -134,6 +134,7 @@ class PrefixWatchManager:
                 if current is None or not current["active"]:
                     return
                 await self.poll(current)
+                self.jobs.r.metrics.watch_polled(w["watch_id"], w["collection"])
             except (ServiceError, OSError) as err:
                 log.warning("prefix watch poll failed", extra={"watch_id": w["watch_id"], "error": str(err)[:300]})
             await asyncio.sleep(w["interval_s"])

@@ -119,8 +119,12 @@ async def rank(
     if not len(index):
         return [], t
 
+    # Besides each stage's duration, `t` gets its end (`<stage>_end`, perf_counter ns) and the
+    # candidates it found (`<stage>_candidates`), for the stage's trace span (kernel/timing.py).
     def bm25() -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
-        return index.retrieve(query, None, n_cand=n_cand, mode="bm25", filters=p.filters, timings=t)
+        out = index.retrieve(query, None, n_cand=n_cand, mode="bm25", filters=p.filters, timings=t)
+        t["bm25_end"], t["bm25_candidates"] = time.perf_counter_ns(), len(out[0]) if out else 0
+        return out
 
     def dense_and_fuse(
         qvec: np.ndarray | None, bm: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None
@@ -128,6 +132,7 @@ async def rank(
         de = None
         if qvec is not None:
             de = index.retrieve(query, qvec, n_cand=n_cand, mode="dense", filters=p.filters, timings=t)
+            t["dense_end"], t["dense_candidates"] = time.perf_counter_ns(), len(de[1]) if de else 0
         if bm is None and de is None:
             return []
         empty = np.zeros(0, np.int64)
@@ -144,7 +149,8 @@ async def rank(
             dense_weight=float(p.dense_weight or 0.0),
             limit=p.top_k,
         )
-        t["fusion"] = time.perf_counter_ns() - t1
+        t["fusion_end"] = time.perf_counter_ns()
+        t["fusion"], t["fusion_candidates"] = t["fusion_end"] - t1, len(out)
         return out
 
     if p.mode == "bm25":
@@ -221,5 +227,6 @@ async def fetch(store: ObjectStore, hits: list[SearchHit], backend: str, timer: 
             ttfb_ns=ttfbs[len(ttfbs) // 2] if ttfbs else 0,
             bytes=nbytes,
             count=len(hits),
+            attrs={"ddnrag.object_keys": [h.object_key for h in hits]},
         )
     )

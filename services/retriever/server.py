@@ -14,7 +14,8 @@ from ddnrag.retriever.v1 import retriever_service_pb2 as pb
 from ddnrag.retriever.v1 import retriever_service_pb2_grpc as pb_grpc
 from kernel.config import ConfigError, load_env
 from kernel.logs import setup_logging
-from kernel.server import GrpcApp, build_server, run_forever, start_metrics
+from kernel.server import GrpcApp, Metrics, build_server, run_forever, start_metrics
+from kernel.tracing import setup_tracing
 
 from .catalog import Catalog
 from .config import RetrieverConfig
@@ -22,6 +23,7 @@ from .core import Retriever, Settings
 from .follower import Follower
 from .jobs import JobManager, JobTiming
 from .lease import LeaseBackend, LeaseKeeper, StoreLeaseBackend
+from .metrics import RetrieverMetrics
 from .ports import Encoder, ObjectStore
 from .prefix_watch import PrefixWatchManager
 from .rerank.config import build_stage
@@ -118,12 +120,17 @@ async def create_server(
     watches = PrefixWatchManager(jobs, catalog)
     servicer = RetrieverServicer(core, jobs, watches)
     follower = Follower(core)
+    metrics = Metrics("retriever")
+    core.metrics = RetrieverMetrics(metrics.registry)
+    core.metrics.attach(metrics)
+    core.metrics.jobs_running.set_function(lambda: len(jobs.live))
     app = await build_server(
         "retriever",
         [(pb_grpc.add_RetrieverServiceServicer_to_server, servicer, SERVICE_NAME)],
         cfg.host,
         cfg.port,
         serving=False,
+        metrics=metrics,
     )
 
     async def stop() -> None:
@@ -182,6 +189,7 @@ def main() -> None:
         print(f"retriever: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     setup_logging("retriever", cfg.log_level)
+    setup_tracing("retriever")  # OTEL_* variables (kernel/tracing.py)
     try:
         asyncio.run(serve(cfg))
     except ConfigError as err:

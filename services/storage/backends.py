@@ -28,6 +28,7 @@ from .emulated_link import ShapingProxy
 from .endpoint_policy import EndpointPolicy
 from .fastget import FastGetter
 from .keys import scoped
+from .metrics import StoreMetrics
 from .model import BackendSpec, Credentials, Kind, Transfer
 from .registry import BackendRegistry
 from .registry_store import S3RegistryStore
@@ -115,8 +116,15 @@ class Backends:
         self._miss_lock = asyncio.Lock()
         self._last_miss_refresh = 0.0
         self._follower: asyncio.Task[None] | None = None
+        self.metrics: StoreMetrics | None = None
         if registry.default.insecure_skip_verify:
             log.warning("TLS verification is OFF for the default backend (explicit opt-out)")
+
+    def record_to(self, metrics: StoreMetrics) -> None:
+        """Every store of the service's own traffic, built or to be built, reports to `metrics`."""
+        self.metrics = metrics
+        for _spec, store in self._stores.values():
+            store.metrics = metrics
 
     @property
     def default_name(self) -> str:
@@ -208,6 +216,7 @@ class Backends:
             )
             store = S3Store(spec, client, self.executor, self.settings)
             store.fast = self._fast(spec, creds, endpoint_override, proxies, self.settings.max_pool_connections)
+            store.metrics = self.metrics
             self._stores[spec.name] = (spec, store)
             self._routes[spec.name] = (endpoint_override, proxies)
             return store

@@ -25,6 +25,7 @@ from botocore.exceptions import ClientError
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from . import s3trace
 from .model import BackendSpec, Credentials, Kind
 from .wire import TimedConnectionMixin
 
@@ -154,7 +155,9 @@ class FastGetter:
             req = AWSRequest(method="GET", url=self.base + path, headers=headers)
             self.signer.add_auth(req)
             headers = {k: v if isinstance(v, str) else v.decode() for k, v in req.headers.items()}
+        s3trace.add_traceparent(headers)  # after signing: unsigned, as for boto3 (s3trace.py)
         r = self.pool.urlopen("GET", path, headers=headers, preload_content=False, retries=False, redirect=False)
+        s3trace.record_headers(r.headers, r.status)
         if r.status >= 300:
             try:
                 raw = r.read()

@@ -31,12 +31,14 @@ import boto3
 import urllib3
 from botocore import UNSIGNED
 from botocore.config import Config
+from opentelemetry import trace
 
 from kernel.errors import ServiceError
 
-from . import wire
+from . import s3trace, wire
 from .errors import condition_not_met, is_retryable, map_error
 from .fastget import FastGetter
+from .metrics import StoreMetrics
 from .model import BackendSpec, Credentials, Kind, ObjectMeta, Transfer
 
 log = logging.getLogger(__name__)
@@ -123,9 +125,13 @@ class S3Store:
         self.settings = settings
         self._tls = threading.local()
         self.fast: FastGetter | None = None
+        # Set by the backend manager: every operation's duration, TTFB and errors (metrics.py).
+        self.metrics: StoreMetrics | None = None
         wire.install()
         client.meta.events.register("before-send.s3", self._on_send)
         client.meta.events.register("before-parse.s3.GetObject", self._on_get_headers)
+        client.meta.events.register("before-send.s3", s3trace.inject_traceparent)
+        client.meta.events.register("after-call.s3", s3trace.record_response)
 
     @property
     def bucket(self) -> str:
@@ -188,9 +194,16 @@ class S3Store:
         loop = asyncio.get_running_loop()
         deadline = DEADLINE.get()
         attempt = 0
+        start = time.perf_counter_ns()
         while True:
             try:
-                return await loop.run_in_executor(self.executor, fn, *args)
+                if trace.get_current_span().is_recording():  # one span per attempt (s3trace.py)
+                    traced = (s3trace.traced_call, self.spec.name, self.bucket, key, transfer, fn, *args)
+                    result = await loop.run_in_executor(self.executor, contextvars.copy_context().run, *traced)
+                else:
+                    result = await loop.run_in_executor(self.executor, fn, *args)
+                self._record(fn, start, transfer)
+                return result
             except Exception as exc:  # noqa: BLE001 - mapped below
                 if attempt < self.settings.max_retries and is_retryable(exc):
                     cap = self.settings.retry_base_ms * (2**attempt) / 1000.0
@@ -202,7 +215,15 @@ class S3Store:
                             transfer.retries += 1  # cumulative over the calls of one transfer
                         await asyncio.sleep(pause)
                         continue
-                raise map_error(exc, self.spec.name, self.bucket, key, attempt) from None
+                err = map_error(exc, self.spec.name, self.bucket, key, attempt)
+                self._record(fn, start, transfer, err.reason)
+                raise err from None
+
+    def _record(self, fn: Callable[..., Any], start_ns: int, transfer: Transfer | None, error: str = "") -> None:
+        if self.metrics is not None:
+            ttfb = transfer.ttfb_ns / 1e9 if transfer is not None else 0.0
+            seconds = (time.perf_counter_ns() - start_ns) / 1e9
+            self.metrics.record(self.spec.name, fn.__name__.lstrip("_"), seconds, ttfb, error)
 
     # --- blocking operations (executor threads) ------------------------------------------
 

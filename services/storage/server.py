@@ -11,11 +11,13 @@ from ddnrag.storage.v1 import storage_service_pb2_grpc as pb_grpc
 from kernel.config import load_env
 from kernel.errors import ServiceError
 from kernel.logs import setup_logging
-from kernel.server import GrpcApp, build_server, run_forever, start_metrics
+from kernel.server import GrpcApp, Metrics, build_server, run_forever, start_metrics
+from kernel.tracing import setup_tracing
 
 from .backends import build_registry
 from .config import StorageConfig
 from .core import StorageCore
+from .metrics import StoreMetrics
 from .servicer import StorageServicer
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,8 @@ async def create_server(cfg: StorageConfig) -> tuple[GrpcApp, int]:
     with UNAVAILABLE, and the last registry read stays live."""
     core = StorageCore(cfg, await asyncio.to_thread(build_registry, cfg))
     servicer = StorageServicer(core)
+    metrics = Metrics("storage")
+    core.backends.record_to(StoreMetrics(metrics.registry))
     loaded = await core.backends.start()
     try:
         app = await build_server(
@@ -37,6 +41,7 @@ async def create_server(cfg: StorageConfig) -> tuple[GrpcApp, int]:
             cfg.host,
             cfg.port,
             serving=loaded,
+            metrics=metrics,
         )
     except BaseException:
         await core.close()  # stops the registry follower
@@ -64,6 +69,7 @@ async def create_server(cfg: StorageConfig) -> tuple[GrpcApp, int]:
 async def _main() -> None:
     cfg = load_env(StorageConfig)
     setup_logging("storage", cfg.log_level)
+    setup_tracing("storage")  # OTEL_* variables (kernel/tracing.py)
     try:
         app, port = await create_server(cfg)
     except ServiceError as err:  # a default backend that cannot be configured: say why, exit

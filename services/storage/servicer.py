@@ -51,7 +51,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
     async def ListBackends(
         self, request: pb.ListBackendsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListBackendsResponse:
-        timer = Timer()
+        timer = Timer(spans=False)  # the S3 requests have their own spans (s3trace.py)
         backends = [backend_pb(s, has) for s, has in await self.core.backends.list()]
         return pb.ListBackendsResponse(
             backends=backends, default_backend=self.core.default_backend, timings=timings_pb(timer)
@@ -60,7 +60,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
     async def PutBackend(
         self, request: pb.PutBackendRequest, context: grpc.aio.ServicerContext
     ) -> pb.PutBackendResponse:
-        timer = Timer()
+        timer = Timer(spans=False)
         spec, inline = backend_from_pb(request.backend)
         saved, has = await self.core.backends.put(spec, inline)
         return pb.PutBackendResponse(backend=backend_pb(saved, has), timings=timings_pb(timer))
@@ -68,7 +68,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
     async def RemoveBackend(
         self, request: pb.RemoveBackendRequest, context: grpc.aio.ServicerContext
     ) -> pb.RemoveBackendResponse:
-        timer = Timer()
+        timer = Timer(spans=False)
         await self.core.backends.remove(request.name)
         return pb.RemoveBackendResponse(timings=timings_pb(timer))
 
@@ -76,7 +76,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         self, request: pb.TestConnectionRequest, context: grpc.aio.ServicerContext
     ) -> pb.TestConnectionResponse:
         _deadline(context)
-        timer = Timer()
+        timer = Timer(spans=False)
         with timer.stage("test_connection", backend=request.backend or self.core.default_backend):
             rep = await self.core.backends.test_connection(request.backend)
         return pb.TestConnectionResponse(
@@ -94,7 +94,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         self, request_iterator: AsyncIterator[pb.PutRequest], context: grpc.aio.ServicerContext
     ) -> pb.PutResponse:
         _deadline(context)
-        timer = Timer()
+        timer = Timer(spans=False)
         it = request_iterator.__aiter__()
         try:
             first = await it.__anext__()
@@ -174,7 +174,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
 
     async def BatchPut(self, request: pb.BatchPutRequest, context: grpc.aio.ServicerContext) -> pb.BatchPutResponse:
         _deadline(context)
-        timer = Timer()
+        timer = Timer(spans=False)
         items = [(i.key, i.data, i.content_type, dict(i.metadata)) for i in request.items]
         results = await self.core.batch_put(request.backend, items, timer)
         return pb.BatchPutResponse(
@@ -192,7 +192,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
 
     async def BatchGet(self, request: pb.BatchGetRequest, context: grpc.aio.ServicerContext) -> pb.BatchGetResponse:
         _deadline(context)
-        timer = Timer()
+        timer = Timer(spans=False)
         results = await self.core.batch_get(request.backend, list(request.keys), timer)
         out = []
         for r in results:
@@ -209,13 +209,13 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
 
     async def Head(self, request: pb.HeadRequest, context: grpc.aio.ServicerContext) -> pb.HeadResponse:
         _deadline(context)
-        timer = Timer()
+        timer = Timer(spans=False)
         meta, tr = await self.core.head(request.backend, request.key, timer)
         return pb.HeadResponse(info=info_pb(meta), transfer=transfer_pb(tr), timings=timings_pb(timer))
 
     async def List(self, request: pb.ListRequest, context: grpc.aio.ServicerContext) -> pb.ListResponse:
         _deadline(context)
-        timer = Timer()
+        timer = Timer(spans=False)
         objs, nxt, tr = await self.core.list(
             request.backend, request.prefix, page_size(request.page), request.page.page_token, timer
         )
@@ -225,13 +225,13 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
 
     async def Delete(self, request: pb.DeleteRequest, context: grpc.aio.ServicerContext) -> pb.DeleteResponse:
         _deadline(context)
-        timer = Timer()
+        timer = Timer(spans=False)
         n, tr = await self.core.delete(request.backend, list(request.keys), request.prefix, timer)
         return pb.DeleteResponse(deleted=n, transfer=transfer_pb(tr), timings=timings_pb(timer))
 
     async def Copy(self, request: pb.CopyRequest, context: grpc.aio.ServicerContext) -> pb.CopyResponse:
         _deadline(context)
-        timer = Timer()
+        timer = Timer(spans=False)
         meta, tr = await self.core.copy(request.backend, request.source_key, request.destination_key, timer)
         return pb.CopyResponse(info=info_pb(meta), transfer=transfer_pb(tr), timings=timings_pb(timer))
 
@@ -251,7 +251,7 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
     async def ListBenchmarkRuns(
         self, request: pb.ListBenchmarkRunsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListBenchmarkRunsResponse:
-        timer = Timer()
+        timer = Timer(spans=False)
         runs, nxt = await self.runs.list(page_size(request.page, default=50, maximum=200), request.page.page_token)
         return pb.ListBenchmarkRunsResponse(
             runs=[run_pb(r) for r in runs], next_page_token=nxt, timings=timings_pb(timer)
@@ -260,14 +260,14 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
     async def GetBenchmarkRun(
         self, request: pb.GetBenchmarkRunRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetBenchmarkRunResponse:
-        timer = Timer()
+        timer = Timer(spans=False)
         run = await self.runs.get(request.run_id)
         return pb.GetBenchmarkRunResponse(run=run_pb(run), timings=timings_pb(timer))
 
     async def CompareBenchmarkRuns(
         self, request: pb.CompareBenchmarkRunsRequest, context: grpc.aio.ServicerContext
     ) -> pb.CompareBenchmarkRunsResponse:
-        timer = Timer()
+        timer = Timer(spans=False)
         a, b, rows = await self.runs.compare(request.run_id_a, request.run_id_b)
         return pb.CompareBenchmarkRunsResponse(
             a=run_pb(a), b=run_pb(b), rows=[comparison_pb(r) for r in rows], timings=timings_pb(timer)

@@ -23,6 +23,7 @@ import pytest
 from botocore.config import Config
 
 from cli.seaweed import port_in_use
+from testkit.otlp import OtlpReceiver, ReceivedSpan
 from testkit.sse import iter_sse
 from testkit.stack import RunningStack, start_stack
 
@@ -38,8 +39,18 @@ The loop was commissioned in March 2024 by the facilities team led by Ingrid Sol
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    s = start_stack(tmp_path_factory.mktemp("stack") / "data", replicas=2)
+def otlp() -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver().start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, otlp: OtlpReceiver) -> Iterator[RunningStack]:
+    # Tracing on, exported to the in-process receiver: every test here runs traced.
+    s = start_stack(tmp_path_factory.mktemp("stack") / "data", replicas=2, extra_env=otlp.env)
     try:
         yield s
     finally:
@@ -99,6 +110,92 @@ async def test_upload_ingest_ask_with_citations(stack: RunningStack) -> None:
         cited = next(c for c in done["citations"] if c["document_name"] == DOC_NAME)
         assert cited["object_key"].startswith("chunks/") and cited["chunk_id"]
         assert "timings" in done
+
+
+SERVER, CLIENT = 2, 3  # OTLP span kinds
+TRACED = {"gateway", "llm_gateway", "retriever", "embedder", "storage"}
+
+
+def _answer_traced(spans: list[ReceivedSpan]) -> bool:
+    """The whole answer has arrived: each service's server span, and the S3 reads."""
+    served = {s.service for s in spans if s.kind == SERVER}
+    return TRACED <= served and any(s.name == "S3.GetObject" for s in spans) and any(s.name == "sse" for s in spans)
+
+
+async def test_one_question_is_one_connected_trace_across_every_service(
+    stack: RunningStack, otlp: OtlpReceiver
+) -> None:
+    trace_id, parent = os.urandom(16).hex(), os.urandom(8).hex()
+    # A question no cache has seen, so every stage runs.
+    question = f"How is the Zephyr loop cooled? ({os.urandom(4).hex()})"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(
+            f"{stack.url}/api/rag/stream",
+            params={"q": question},
+            headers={"traceparent": f"00-{trace_id}-{parent}-01"},
+        ) as sse:
+            assert sse.status == 200
+            assert sse.headers["X-Trace-Id"] == trace_id
+            got = [ev async for ev in iter_sse(sse)]
+    assert got[-1].event == "done", got[-1].data
+    assert got[-1].json()["trace_id"] == trace_id
+
+    spans = await asyncio.to_thread(otlp.wait_for, _answer_traced, trace_id)
+    by_id = {s.span_id: s for s in spans}
+    # One connected trace: the gateway's request span is the one child of the caller's span,
+    # and every other span's parent is in the trace.
+    roots = [s for s in spans if s.parent_span_id == parent]
+    assert [(r.service, r.kind) for r in roots] == [("gateway", SERVER)], roots
+    orphans = [s for s in spans if s.parent_span_id != parent and s.parent_span_id not in by_id]
+    assert not orphans, [(s.service, s.name) for s in orphans]
+    # Parented correctly: each service's server span is the child of a client span for the same
+    # method in the calling process, and the answer's hops are all there.
+    hops = set()
+    for s in spans:
+        if s.kind == SERVER and s.service != "gateway":
+            up = by_id[s.parent_span_id]
+            assert up.kind == CLIENT and up.name == s.name and up.service != s.service, (s.name, up.name)
+            hops.add((up.service, s.service, s.name.rsplit("/", 1)[-1]))
+    assert {
+        ("gateway", "llm_gateway", "Answer"),
+        ("llm_gateway", "retriever", "Search"),
+        ("retriever", "embedder", "Embed"),
+        ("retriever", "storage", "BatchGet"),
+    } <= hops, hops
+    # Spans per stage, with their attributes.
+    stage = {s.name: s for s in spans if s.kind not in (SERVER, CLIENT)}
+    for name in ("sse", "retrieve", "prompt", "generate", "bm25", "dense", "fusion", "fetch"):
+        assert name in stage, (name, sorted(stage))
+    assert stage["bm25"].attributes["ddnrag.candidates"] >= 1
+    assert stage["fetch"].attributes["ddnrag.bytes"] > 0 and stage["fetch"].attributes["ddnrag.object_keys"]
+    gen = stage["generate"].attributes
+    assert gen["gen_ai.usage.output_tokens"] > 0 and gen["gen_ai.response.finish_reasons"]
+    assert gen["ddnrag.llm.ttft_ns"] > 0
+    embed = next(s for s in spans if s.service == "embedder" and s.kind == SERVER and s.name.endswith("/Embed"))
+    assert embed.attributes["ddnrag.embed.texts"] == 1 and embed.attributes["ddnrag.embed.tokens"] > 0
+    # The storage service's S3 requests are in the trace, with the object key and TTFB.
+    gets = [s for s in spans if s.name == "S3.GetObject"]
+    assert all(g.service == "storage" and g.kind == CLIENT for g in gets)
+    assert all(g.attributes["aws.s3.key"].startswith("chunks/") and g.attributes["ddnrag.ttfb_ns"] > 0 for g in gets)
+    assert stage["sse"].attributes["ddnrag.sse.terminal_event"] == "done"
+
+
+async def test_grpc_trailers_carry_the_trace_id_even_on_errors(stack: RunningStack) -> None:
+    from ddnrag.storage.v1 import storage_service_pb2 as spb
+    from ddnrag.storage.v1 import storage_service_pb2_grpc as spb_grpc
+
+    trace_id = os.urandom(16).hex()
+    md = (("traceparent", f"00-{trace_id}-{os.urandom(8).hex()}-01"),)
+    async with grpc.aio.insecure_channel(stack.addr("DDNRAG_STORAGE_PORT")) as ch:
+        stub = spb_grpc.StorageServiceStub(ch)
+        ok = stub.ListBackends(spb.ListBackendsRequest(), metadata=md, timeout=30)
+        await ok
+        assert ("x-trace-id", trace_id) in tuple(await ok.trailing_metadata())
+        missing = stub.Head(spb.HeadRequest(key=f"no/such/{trace_id}"), metadata=md, timeout=30)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await missing
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        assert ("x-trace-id", trace_id) in tuple(err.value.trailing_metadata() or ())
 
 
 def test_chunk_objects_really_are_in_seaweedfs(stack: RunningStack) -> None:

@@ -38,7 +38,7 @@ async def test_sigterm_closes_open_streams_and_exits(doubles: Doubles) -> None:
             line = await asyncio.wait_for(proc.stdout.readline(), 30)
             assert line, "the gateway exited before listening"
             rec = json.loads(line)
-            port = rec.get("port")
+            port = rec["fields"].get("port")
         async with aiohttp.ClientSession() as session:
             health = await session.get(f"http://127.0.0.1:{port}/api/health")
             assert health.status == 200

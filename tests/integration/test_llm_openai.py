@@ -371,6 +371,15 @@ async def test_prometheus_metrics_follow_streams_and_failures(tmp_path: Path) ->
     assert completion == 2 * len(good.tokens)
     assert reg.get_sample_value("llm_gateway_requests_total", {"method": "Generate", "code": "OK"}) == 3
     assert len(bad.records) == 1 and len(good.records) == 2
+    # The standard names: gRPC semantic conventions (server and this process's client) and GenAI.
+    generate = "ddnrag.llm.v1.LlmService/Generate"
+    server = {"grpc_method": generate, "grpc_status": "OK"}
+    assert reg.get_sample_value("grpc_server_call_duration_seconds_count", server) == 3
+    client = {"grpc_method": generate, "grpc_status": "OK", "grpc_target": f"127.0.0.1:{port}"}
+    assert reg.get_sample_value("grpc_client_attempt_duration_seconds_count", client) == 3
+    gen_ai = {"gen_ai_request_model": good.model, "backend": "b"}
+    assert reg.get_sample_value("gen_ai_server_time_to_first_token_seconds_count", gen_ai) == 2
+    assert reg.get_sample_value("gen_ai_server_time_per_output_token_seconds_count", gen_ai) == 2
 
 
 async def test_connect_timeout_then_failover(make_gateway: GatewayFactory) -> None:

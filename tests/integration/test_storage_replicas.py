@@ -50,7 +50,7 @@ def start_replica(seaweed, bucket: str, state: Path, key_file: Path) -> tuple[su
     while time.monotonic() < deadline and proc.poll() is None:
         for line in log.read_text().splitlines():
             if '"storage service ready"' in line:
-                return proc, int(json.loads(line)["port"])
+                return proc, int(json.loads(line)["fields"]["port"])
         time.sleep(0.1)
     proc.kill()
     proc.wait()

@@ -27,6 +27,7 @@ import pytest
 from clients.storage import StorageClient
 from ddnrag.storage.v1 import storage_service_pb2 as spb
 from testkit.faults import harness
+from testkit.otlp import OtlpReceiver
 from testkit.sse import iter_sse
 from testkit.stack import RunningStack, start_stack
 
@@ -42,7 +43,16 @@ DOC = b"# Aurora heat exchanger\n\nThe Aurora heat exchanger moves 4 megawatts o
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+def otlp() -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver().start()
+    try:
+        yield receiver
+    finally:
+        receiver.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, otlp: OtlpReceiver) -> Iterator[RunningStack]:
     data = tmp_path_factory.mktemp("secrets") / "data"
     store = data / "secrets"
     store.mkdir(parents=True, mode=0o700)
@@ -52,7 +62,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     (store / "extra-backend.json").write_text(
         json.dumps({"access_key_id": "AKIAEXTRA" + TAG.upper(), "secret_access_key": FILE_SECRET})
     )
-    s = start_stack(data)
+    s = start_stack(data, extra_env=otlp.env)  # traced: the exported spans are scanned too
     try:
         yield s
     finally:
@@ -165,11 +175,14 @@ async def _flow(stack: RunningStack) -> list[bytes]:
     return seen
 
 
-def test_no_secret_in_any_response_log_or_state_file(stack: RunningStack) -> None:
+def test_no_secret_in_any_response_log_span_or_state_file(stack: RunningStack, otlp: OtlpReceiver) -> None:
     responses = asyncio.run(_flow(stack))
     assert len(responses) > 30
     response_hits = [(i, _hits(b)) for i, b in enumerate(responses) if _hits(b)]
-    stack.stop()  # flush every log
+    stack.stop()  # flush every log, and every process's last spans
+    # Every span every service exported (names, attributes, resource), as sent on the wire.
+    spans = otlp.snapshot()
+    span_hits = [(s.service, s.name, _hits(s.raw)) for s in spans if _hits(s.raw)]
     allowed = stack.data_dir / "secrets"
     # The data key that seals inline PutBackend secrets in the shared registry (0600, never returned).
     registry_key = stack.data_dir / "state" / "storage" / "registry.key"
@@ -188,12 +201,15 @@ def test_no_secret_in_any_response_log_or_state_file(stack: RunningStack) -> Non
     log_lines = sum(len(p.read_bytes().splitlines()) for p in (stack.data_dir / "logs").glob("*.log")) + len(
         stack.output().splitlines()
     )
-    hits = len(response_hits) + len(file_hits)
+    hits = len(response_hits) + len(file_hits) + len(span_hits)
     harness.record(
         "secrets_scan",
         {"secret_hits": hits, "responses_scanned": len(responses), "files_scanned": scanned, "log_lines": log_lines,
          "scenarios": 1},
     )  # fmt: skip
     assert scanned > 10 and log_lines > 50
+    assert {s.service for s in spans} >= {"gateway", "llm_gateway", "retriever", "embedder", "storage"}
+    assert any(s.name.startswith("S3.") for s in spans)  # the store's requests, with keys and ids
+    assert not span_hits, span_hits
     assert not response_hits, [(i, h, responses[i][:300]) for i, h in response_hits]
     assert not file_hits, file_hits

@@ -38,7 +38,7 @@ NAMESPACE = "ddnrag"
 OVERLAYS = ("local", "oci")
 COMPONENTS = ("milvus", "vllm", "monitoring")
 # CRDs kubernetes-validate has no schema for; each is checked structurally below.
-CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
 
 # app label -> (config module, gRPC or HTTP port name, is gRPC)
 SERVICES: dict[str, tuple[str, str, bool]] = {

@@ -152,6 +152,13 @@
     g.appendChild(svg("text", { x: 4, y: H - 6 },
       "sum of stages " + ms(sum) + "   ·   retrieval total " + (rt ? ms(rt.total_ms) : "-") + "   ·   first token at " + ms(firstTokenAt)));
     clear(lane.wf).appendChild(g);
+    // The answer's trace id (docs/observability.md), linked when the gateway knows a trace viewer.
+    if (done.trace_id) {
+      const link = done.trace_url && /^https?:\/\//.test(done.trace_url)
+        ? h("a", { href: done.trace_url, target: "_blank", rel: "noopener noreferrer", text: done.trace_id })
+        : h("code", { text: done.trace_id });
+      lane.wf.appendChild(h("p", { class: "trace-id", "data-testid": "trace-id" }, "trace ", link));
+    }
   }
 
   function showSearched(lane, query, how) {

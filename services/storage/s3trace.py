@@ -1,0 +1,107 @@
+"""Trace spans for the storage service's S3 requests (kernel/tracing.py).
+
+Inside a recording trace each attempt of an S3 request is a CLIENT span, current while the
+request runs in its executor thread. The object store gets the span's context in a W3C
+`traceparent` header, added after SigV4 signing (an unsigned header, which S3 ignores and a
+tracing-aware store or proxy can join), and the store's request id (`x-amz-request-id`) is
+recorded on the span as `aws.request_id`, so one slow GET can be found in the store's own logs.
+Outside a recording trace nothing here runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import Any, TypeVar
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from kernel import tracing
+from kernel.tracing import TRACER
+
+from .model import Transfer
+
+T = TypeVar("T")
+
+# S3Store's blocking methods -> the S3 operation they send.
+OPERATIONS = {
+    "_put": "PutObject",
+    "_get": "GetObject",
+    "_head": "HeadObject",
+    "_list": "ListObjectsV2",
+    "_delete": "DeleteObjects",
+    "_copy": "CopyObject",
+    "_head_bucket": "HeadBucket",
+    "_mpu_create": "CreateMultipartUpload",
+    "_mpu_part": "UploadPart",
+    "_mpu_complete": "CompleteMultipartUpload",
+    "_mpu_abort": "AbortMultipartUpload",
+    "_open_blocking": "GetObject",
+}
+
+
+def traced_call(backend: str, bucket: str, key: str, transfer: Transfer | None, fn: Callable[..., T], *args: Any) -> T:
+    """Runs blocking `fn(*args)` (an S3Store method, in an executor thread) inside its span."""
+    op = OPERATIONS.get(getattr(fn, "__name__", ""), getattr(fn, "__name__", "call").strip("_"))
+    attrs = {
+        "rpc.system": "aws-api",
+        "rpc.service": "S3",
+        "rpc.method": op,
+        "aws.s3.bucket": bucket,
+        "ddnrag.backend": backend,
+    }
+    if key:
+        attrs["aws.s3.key"] = key
+    with TRACER.start_as_current_span(
+        f"S3.{op}", kind=SpanKind.CLIENT, attributes=attrs, record_exception=False, set_status_on_exception=False
+    ) as span:
+        try:
+            out = fn(*args)
+        except Exception as exc:
+            meta = (getattr(exc, "response", None) or {}).get("ResponseMetadata", {})
+            if meta.get("RequestId"):
+                span.set_attribute("aws.request_id", meta["RequestId"])
+            if meta.get("HTTPStatusCode"):
+                span.set_attribute("http.response.status_code", meta["HTTPStatusCode"])
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise
+        if transfer is not None:
+            span.set_attributes({"ddnrag.ttfb_ns": transfer.ttfb_ns, "ddnrag.bytes": transfer.bytes})
+        return out
+
+
+def add_traceparent(headers: MutableMapping[str, Any]) -> None:
+    """The current span's `traceparent` in `headers`, when the span records."""
+    if trace.get_current_span().is_recording():
+        carrier: dict[str, str] = {}
+        tracing.inject_headers(carrier)
+        for k, v in carrier.items():
+            headers[k] = v
+
+
+def inject_traceparent(request: Any = None, **_: Any) -> None:
+    """botocore `before-send` (after signing): `traceparent` on the outgoing request."""
+    if request is not None:
+        add_traceparent(request.headers)
+
+
+def record_response(http_response: Any = None, parsed: Mapping[str, Any] | None = None, **_: Any) -> None:
+    """botocore `after-call`: the store's request id and HTTP status on the current span."""
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    meta = (parsed or {}).get("ResponseMetadata", {})
+    request_id = meta.get("RequestId") or (http_response.headers.get("x-amz-request-id") if http_response else "")
+    if request_id:
+        span.set_attribute("aws.request_id", request_id)
+    if meta.get("HTTPStatusCode"):
+        span.set_attribute("http.response.status_code", meta["HTTPStatusCode"])
+
+
+def record_headers(headers: Mapping[str, str], status: int) -> None:
+    """The same for a request sent without botocore (fastget.py)."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        if headers.get("x-amz-request-id"):
+            span.set_attribute("aws.request_id", headers["x-amz-request-id"])
+        span.set_attribute("http.response.status_code", status)
