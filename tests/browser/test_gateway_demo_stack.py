@@ -131,7 +131,7 @@ async def test_real_stack_flow(page, stack: RunningStack, tmp_path: Path) -> Non
     await page.get_by_label("Custom concurrency levels").fill("1,2")
     await page.get_by_label("Object size").select_option("4096")
     await page.get_by_label("Ops per level").fill("10")
-    await page.get_by_label("Label").fill("browser-test")
+    await page.locator("#bench-label").fill("browser-test")
     await page.get_by_role("button", name="Run benchmark").click()
     chart = page.locator("#bench-chart")
     await expect(chart).to_have_attribute("data-state", "done", timeout=120_000)
@@ -142,7 +142,7 @@ async def test_real_stack_flow(page, stack: RunningStack, tmp_path: Path) -> Non
     await page.screenshot(path=str(ARTIFACTS / "stack-3-benchmark.png"), full_page=True)
 
     await page.get_by_role("tab", name="Business impact").click()
-    await page.get_by_label("Benchmark run").select_option(run_id)
+    await page.locator("#im-run").select_option(run_id)
     out = page.locator("#impact-out")
     await expect(out).to_contain_text("GPU-h/day")
     await expect(out).to_contain_text("run " + run_id)
