@@ -41,8 +41,9 @@ test-fast: setup ## unit tests only
 protos: setup ## regenerate the gRPC stubs under ddnrag/ from protos/
 	$(BIN)/python scripts/gen_protos.py
 
-lint: setup lint-protos
+lint: setup lint-protos ## ruff, buf, and the import contracts in pyproject.toml (kernel <- clients <- services, gateway, cli, bench)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	PYTHONPATH=. $(BIN)/lint-imports
 
 # buf lint: STANDARD + COMMENTS rules (buf.yaml). buf breaking: the wire, JSON and generated names
 # against the committed baseline image; a deliberate wire change updates the baseline in the same

@@ -149,7 +149,7 @@ async def concurrent_singles(client: EmbedderClient, texts: list[str]) -> float:
 def load_raw_model(chunks: list[str]) -> object:
     from sentence_transformers import SentenceTransformer
 
-    from services.embedder.backends import packaged_model_dir
+    from embedding.packaged import packaged_model_dir
 
     model = SentenceTransformer(str(packaged_model_dir()), device="cpu", local_files_only=True)
     model.encode(chunks[:64], batch_size=32)  # warm-up
@@ -231,8 +231,8 @@ async def in_process_dynamic(state_dir: Path, texts: list[str]) -> dict:
 
 
 async def run(state_dir: Path, scifact: Path, single_texts: int) -> dict:
-    from services.embedder import export
-    from services.embedder.backends import packaged_model_dir
+    from embedding import export
+    from embedding.packaged import packaged_model_dir
 
     # The int8 export and its quality gate are a separate step (`make embedder-int8`, ~10 min on
     # 2 busy cores, timed in its own gate.json): the bench only reads the gate. The service's

@@ -37,12 +37,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import bm25s  # noqa: E402
 
+from embedding.local import DEFAULT_CACHE, LocalEncoder  # noqa: E402
 from services.llm_gateway.domain import Passage  # noqa: E402
 from services.llm_gateway.extractive import split_sentences  # noqa: E402
 from services.llm_gateway.verify.features import NAMES, Evidence, candidate_sentences, features  # noqa: E402
 from services.llm_gateway.verify.grounding import EmbeddingScorer, Verifier  # noqa: E402
 from services.retriever.evaluate import load_beir  # noqa: E402
-from services.retriever.local_encoder import LocalEncoder  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "verify.json"
 MODEL = ROOT / "services" / "llm_gateway" / "verify" / "model.json"
@@ -134,7 +134,7 @@ def feature_matrix(corpus: dict[str, str], queries: dict[str, str], pairs: list,
 
 async def latency(corpus: dict[str, str], queries: dict[str, str], pairs: list, n: int) -> dict:
     """Verifier.verify on answers of 3 cited claims over 5 passages; no embedding cache."""
-    enc = LocalEncoder(cache_path=None)
+    enc = LocalEncoder(backend="auto", batch_size=32)
     verifier = Verifier(EmbeddingScorer(enc))
     pos = [(q, d) for q, d, k in pairs if k == "pos"]
     rng = random.Random(3)
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     t_start = time.time()
     corpus, splits = build_pairs(args.scifact, args.train_claims)
-    enc = LocalEncoder()
+    enc = LocalEncoder(backend="auto", cache_path=DEFAULT_CACHE, batch_size=32)
     mats = {s: feature_matrix(corpus, q, p, enc) for s, (q, p) in splits.items()}
     labels = {s: np.array([k for _, _, k in splits[s][1]]) for s in splits}
 

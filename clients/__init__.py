@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kernel.filetypes import CONTENT_TYPES, kind_of
 from kernel.ids import document_id, document_key
 
 if TYPE_CHECKING:
@@ -36,26 +37,12 @@ if TYPE_CHECKING:
 
 __all__ = ["CacheReport", "RagClient", "UploadedDocument"]
 
-# Content types of the document kinds the retriever parses.
-CONTENT_TYPES = {
-    ".md": "text/markdown",
-    ".markdown": "text/markdown",
-    ".txt": "text/plain",
-    ".text": "text/plain",
-    ".csv": "text/csv",
-    ".html": "text/html",
-    ".htm": "text/html",
-    ".pdf": "application/pdf",
-    ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-    ".pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
-    ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-}
 UPLOAD_PIECE = 1024 * 1024
 
 
 def content_type_of(name: str) -> str:
-    suffix = Path(name).suffix.lower()
-    return CONTENT_TYPES.get(suffix) or mimetypes.guess_type(name)[0] or "application/octet-stream"
+    kind = kind_of(name)
+    return CONTENT_TYPES[kind] if kind else mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
 @dataclass(frozen=True)

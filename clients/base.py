@@ -21,6 +21,9 @@ from kernel.tls import aio_channel
 T = TypeVar("T")
 
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+# How long an idempotent call waits for a reconnecting channel (a peer restarting on the same
+# address): longer than the longest reconnect backoff below (3 s, +-20 % jitter) plus a handshake.
+RECONNECT_WAIT_S = 5.0
 
 
 def channel_options(round_robin: bool = True) -> list[tuple[str, Any]]:
@@ -122,6 +125,7 @@ class BaseClient:
         self.address = address
         self.timeout_s = timeout_s
         self.retries = retries
+        self._reached = False  # a call has succeeded: waiting for a reconnect is worth it
         # Mutual TLS when DDNRAG_TLS_{CA,CERT,KEY}_FILE are set, plaintext otherwise.
         self.channel = channel or aio_channel(address, channel_options())
 
@@ -147,25 +151,53 @@ class BaseClient:
         timeout: float | None = None,
         idempotent: bool = True,
     ) -> T:
-        """Calls a unary RPC with a deadline; retries UNAVAILABLE with jittered backoff when the
-        call is idempotent (or failed before reaching the server)."""
-        attempts = self.retries + 1 if idempotent else 1
-        deadline = asyncio.get_running_loop().time() + self._timeout(timeout)
-        for attempt in range(attempts):
-            left = deadline - asyncio.get_running_loop().time()
+        """Calls a unary RPC with a deadline. An idempotent call that fails UNAVAILABLE is retried
+        with jittered backoff (`retries` times), and, once this client has reached its peer, for as
+        long as the channel is reconnecting (the peer restarting: the reconnect backoff reaches 3 s)
+        it keeps waiting for the channel, up to RECONNECT_WAIT_S and never past the deadline; then
+        the last error is raised. An address that never answered (a wrong address, a stack that is
+        down) still fails fast. A call that is not idempotent is sent once (gRPC's transparent
+        retry still resends one the server never saw)."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        end = start + self._timeout(timeout)
+        attempt = 0
+        while True:
+            left = end - loop.time()
             if left <= 0:
                 raise ServiceCallError(
                     self.service, self.address, grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded"
                 )
             try:
                 with client_attempt(method_of(method), self.address):
-                    return await method(request, timeout=left)
+                    reply = await method(request, timeout=left)
+                self._reached = True
+                return reply
             except grpc.aio.AioRpcError as err:
-                if err.code() == grpc.StatusCode.UNAVAILABLE and attempt + 1 < attempts:
-                    await asyncio.sleep(min(left, 0.05 * 2**attempt * (1 + random.random())))
-                    continue
-                raise ServiceCallError.from_rpc_error(self.service, self.address, err) from None
-        raise AssertionError("unreachable")
+                pause = min(left, 0.05 * 2 ** min(attempt, 3) * (1 + random.random()))
+                if not (idempotent and self.retries > 0 and err.code() == grpc.StatusCode.UNAVAILABLE) or (
+                    attempt >= self.retries
+                    and (loop.time() + pause > min(end, start + RECONNECT_WAIT_S) or not self._reconnecting())
+                ):
+                    raise ServiceCallError.from_rpc_error(self.service, self.address, err) from None
+            attempt += 1
+            await asyncio.sleep(pause)
+
+    def _reconnecting(self) -> bool:
+        """Whether the channel to a peer this client has reached is between connections (in
+        backoff or connecting), not READY: a READY channel's UNAVAILABLE came from the peer, which
+        waiting on the channel does not fix."""
+        if not self._reached:
+            return False
+        try:
+            state = self.channel.get_state()
+        except Exception:  # noqa: BLE001 - a channel stand-in without connectivity state
+            return False
+        return state in (
+            grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+            grpc.ChannelConnectivity.CONNECTING,
+            grpc.ChannelConnectivity.IDLE,
+        )
 
     async def stream(self, call: Any, method: str = "") -> AsyncIterator[Any]:
         """Iterates a server-streaming call, turning errors into ServiceCallError and cancelling

@@ -89,9 +89,10 @@ class LlmClient(BaseClient):
         return await self.unary(self.stub.CreateConversation, req, timeout=timeout, idempotent=False)
 
     async def list_conversations(
-        self, page_size: int = 0, *, timeout: float | None = None
+        self, page_size: int = 0, page_token: str = "", *, timeout: float | None = None
     ) -> pb.ListConversationsResponse:
-        req = pb.ListConversationsRequest(page_size=page_size)
+        """One page, most recently updated first; pass `next_page_token` back for the next."""
+        req = pb.ListConversationsRequest(page_size=page_size, page_token=page_token)
         return await self.unary(self.stub.ListConversations, req, timeout=timeout)
 
     async def get_conversation(

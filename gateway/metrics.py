@@ -57,16 +57,6 @@ class GatewayMetrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
         self.open_streams = Gauge("gateway_open_streams", "SSE streams open now", registry=self.registry)
-        # The fetch TTFB of every answer's chunks, per storage backend, from real traffic: the
-        # retriever's `fetch` stage as it travels back in each answer's Retrieval event (the A/B
-        # dashboard's live panel reads it).
-        self.fetch_ttfb = Histogram(
-            "gateway_answer_fetch_ttfb_seconds",
-            "TTFB of the chunk fetch of answered questions, per storage backend, as the retriever measured it",
-            ["backend"],
-            registry=self.registry,
-            buckets=FETCH_BUCKETS,
-        )
         self.sse_events = Counter("gateway_sse_events", "SSE events sent", ["event"], registry=self.registry)
         # grpc_client_attempt_duration_seconds of this process's upstream calls (kernel/metrics.py).
         self.registry.register(ClientCollector())

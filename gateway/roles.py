@@ -75,7 +75,6 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("GET", "/api/ab/runs/{run_id}/stream"): R,
     ("GET", "/api/ab/runs/{run_id}/report"): R,
     ("GET", "/api/ab/runs/{run_id}/export"): R,
-    ("GET", "/api/ab/live"): R,
     ("GET", "/api/cache"): R,
     ("GET", "/api/metrics/summary"): R,
     ("GET", "/api/metrics/window"): R,

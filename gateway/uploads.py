@@ -12,35 +12,22 @@ from __future__ import annotations
 import asyncio
 import codecs
 import hashlib
-import re
 import unicodedata
 from collections.abc import AsyncIterator, Callable
 
+from kernel.filetypes import ACCEPTED_TEXT, LEGACY, TEXT_KINDS, ZIP_KINDS, extension, kind_of
+from kernel.filetypes import CONTENT_TYPES as FILE_CONTENT_TYPES
+from kernel.ids import valid_name
+
 from .errors import ApiError
 
-ACCEPTED = ("pdf", "docx", "pptx", "xlsx", "csv", "html", "md", "txt")
-ACCEPTED_TEXT = "accepted: " + ", ".join(ACCEPTED)
-_EXT_ALIASES = {"htm": "html", "markdown": "md", "text": "txt"}
-# Legacy binary Office formats are refused, not parsed: no well-kept pure-Python parser reads them,
-# and their OOXML successors (which are parsed) are one "Save as" away.
-LEGACY_OFFICE = {"doc": "docx", "xls": "xlsx", "ppt": "pptx"}
-_TEXT = {"csv", "html", "md", "txt"}
-_ZIP = {"docx", "pptx", "xlsx"}
-CONTENT_TYPES = {
-    "pdf": "application/pdf",
-    "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-    "pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
-    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-    "csv": "text/csv; charset=utf-8",
-    "html": "text/html; charset=utf-8",
-    "md": "text/markdown; charset=utf-8",
-    "txt": "text/plain; charset=utf-8",
-}
-_COLLECTION = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# The accepted kinds live in kernel.filetypes; text kinds are stored with their charset, since the
+# upload checks that they decode as UTF-8.
+CONTENT_TYPES = {k: v + ("; charset=utf-8" if k in TEXT_KINDS else "") for k, v in FILE_CONTENT_TYPES.items()}
 
 
 def check_collection(name: str) -> str:
-    if not _COLLECTION.match(name):
+    if not valid_name(name):
         raise ApiError(
             400,
             f"collection {name[:80]!r} is not valid: use 1-63 characters a-z, 0-9, '_' or '-', "
@@ -64,19 +51,19 @@ def clean_filename(raw: str | None) -> str:
 
 def file_kind(name: str) -> str:
     """The accepted format of `name` by extension, or 415 saying what is accepted."""
-    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
-    ext = _EXT_ALIASES.get(ext, ext)
-    if ext in LEGACY_OFFICE:
-        raise ApiError(
-            415,
-            f"{name}: .{ext} (the legacy binary Office format) is not supported; save it as .{LEGACY_OFFICE[ext]}"
-            f" and upload that; {ACCEPTED_TEXT}",
-            "UNSUPPORTED_TYPE",
-        )
-    if ext not in ACCEPTED:
+    kind = kind_of(name)
+    if kind is None:
+        ext = extension(name)
+        if ext in LEGACY:
+            raise ApiError(
+                415,
+                f"{name}: .{ext} (the legacy binary Office format) is not supported; save it as .{LEGACY[ext]}"
+                f" and upload that; {ACCEPTED_TEXT}",
+                "UNSUPPORTED_TYPE",
+            )
         shown = f".{ext}" if ext else "no extension"
         raise ApiError(415, f"{name}: unsupported file type ({shown}); {ACCEPTED_TEXT}", "UNSUPPORTED_TYPE")
-    return ext
+    return kind
 
 
 def document_id(collection: str, name: str) -> str:
@@ -105,7 +92,7 @@ class CheckedStream:
         self.chunks = chunks
         self.max_bytes = max_bytes
         self.size = 0
-        self._decoder = codecs.getincrementaldecoder("utf-8")() if kind in _TEXT else None
+        self._decoder = codecs.getincrementaldecoder("utf-8")() if kind in TEXT_KINDS else None
         # The refusal, kept because the storage client may wrap it when it cancels the upload.
         self.error: ApiError | None = None
 
@@ -114,7 +101,7 @@ class CheckedStream:
             raise ApiError(
                 422, f"{self.name}: not a PDF (it does not start with %PDF-); {ACCEPTED_TEXT}", "BAD_CONTENT"
             )
-        if self.kind in _ZIP and not head.startswith(b"PK\x03\x04"):
+        if self.kind in ZIP_KINDS and not head.startswith(b"PK\x03\x04"):
             raise ApiError(
                 422, f"{self.name}: not a valid .{self.kind} file (not an Office ZIP container)", "BAD_CONTENT"
             )

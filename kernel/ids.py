@@ -5,7 +5,11 @@ from __future__ import annotations
 import hashlib
 import re
 
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# The rule for collection, backend and A/B arm names: the one home of it (the demo page's form
+# repeats the pattern; tests/unit/test_shared_rules.py checks they agree).
+NAME_PATTERN = r"[a-z0-9][a-z0-9_-]{0,62}"
+NAME_RULE = "1-63 characters a-z, 0-9, '_' or '-', starting with a letter or digit"
+_NAME_RE = re.compile(NAME_PATTERN)
 
 
 def document_id(collection: str, name: str) -> str:
@@ -21,4 +25,4 @@ def document_key(collection: str, doc_id: str, name: str) -> str:
 
 def valid_name(name: str) -> bool:
     """Collection and backend names: [a-z0-9][a-z0-9_-]{0,62}."""
-    return bool(_NAME_RE.match(name))
+    return _NAME_RE.fullmatch(name) is not None

@@ -11,12 +11,18 @@ naming the missing variable, so a half-configured pod never falls back to plaint
 are IPs or differ from the certificate's DNS names). `DDNRAG_TLS_HEALTH_PORT` opens a second,
 plaintext port that serves only the health service, because kubelet's native gRPC probes cannot
 do TLS; nothing else is reachable on it.
+
+Renewed files are picked up without a restart on both sides: a server asks `CertReloader` at each
+handshake, and a client channel (`ReloadingChannel`) checks the files at most once a second and,
+once they changed and form a usable set, sends its next calls over a new channel holding the new
+certificate; calls already running finish on the old one.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,18 +99,8 @@ class CertReloader:
 
     def __init__(self, cfg: TlsConfig) -> None:
         self.cfg = cfg
-        self.stamp = self._stamp()
+        self.stamp = files_stamp(cfg)
         self.reloads = 0
-
-    def _stamp(self) -> tuple[tuple[int, int, int], ...]:
-        out = []
-        for path in (self.cfg.ca_file, self.cfg.cert_file, self.cfg.key_file):
-            try:
-                st = os.stat(path)
-                out.append((st.st_size, st.st_mtime_ns, st.st_ino))
-            except OSError:
-                out.append((-1, -1, -1))
-        return tuple(out)
 
     def initial(self) -> Any:
         ca, cert, key = self.cfg.read()
@@ -112,18 +108,38 @@ class CertReloader:
 
     def fetch(self) -> Any:
         """Called by gRPC at each handshake: None keeps the current configuration."""
-        stamp = self._stamp()
+        stamp = files_stamp(self.cfg)
         if stamp == self.stamp:
             return None
-        try:
-            ca, cert, key = self.cfg.read()
-            if not _key_matches(cert, key):
-                return None
-        except Exception:  # noqa: BLE001 - mid-rotation: keep serving the previous set
+        material = usable_material(self.cfg)
+        if material is None:
             return None
+        ca, cert, key = material
         self.stamp = stamp
         self.reloads += 1
         return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+
+
+def files_stamp(cfg: TlsConfig) -> tuple[tuple[int, int, int], ...]:
+    """(size, mtime, inode) of the three files: a Kubernetes Secret volume swaps a symlink."""
+    out = []
+    for path in (cfg.ca_file, cfg.cert_file, cfg.key_file):
+        try:
+            st = os.stat(path)
+            out.append((st.st_size, st.st_mtime_ns, st.st_ino))
+        except OSError:
+            out.append((-1, -1, -1))
+    return tuple(out)
+
+
+def usable_material(cfg: TlsConfig) -> tuple[bytes, bytes, bytes] | None:
+    """(CA, certificate, key) when the files form a usable set (the key matches the certificate),
+    None mid-rotation."""
+    try:
+        ca, cert, key = cfg.read()
+        return (ca, cert, key) if _key_matches(cert, key) else None
+    except Exception:  # noqa: BLE001 - a half-written rotation: keep the previous set
+        return None
 
 
 def _key_matches(cert_pem: bytes, key_pem: bytes) -> bool:
@@ -155,6 +171,95 @@ def aio_channel(
     interceptors = client_interceptors()  # traceparent on every call (kernel/tracing.py)
     if cfg is None:
         return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
-    return grpc.aio.secure_channel(
-        address, channel_credentials(cfg), options=[*options, *secure_options(cfg)], interceptors=interceptors
+    opts = [*options, *secure_options(cfg)]
+    return ReloadingChannel(
+        cfg, lambda creds: grpc.aio.secure_channel(address, creds, options=opts, interceptors=interceptors)
     )
+
+
+class ReloadingChannel(grpc.aio.Channel):
+    """A mutual-TLS client channel that follows renewed certificate files.
+
+    gRPC Python has no dynamic channel credentials, so this holds one real channel and, when the
+    files changed (checked at most every `check_every_s`, three stat calls) and form a usable set,
+    opens a new one with the new material for the calls that follow. Multi-callables (what stubs
+    hold) pick the current channel at each call; calls already running finish on the old channel,
+    which is closed with this one."""
+
+    def __init__(
+        self,
+        cfg: TlsConfig,
+        factory: Callable[[grpc.ChannelCredentials], grpc.aio.Channel],
+        check_every_s: float = 1.0,
+    ) -> None:
+        self.cfg = cfg
+        self.factory = factory
+        self.check_every_s = check_every_s
+        self.reloads = 0
+        self._stamp = files_stamp(cfg)
+        self._checked = time.monotonic()
+        self._channel = factory(channel_credentials(cfg))
+        self._retired: list[grpc.aio.Channel] = []
+
+    def current(self) -> grpc.aio.Channel:
+        """The channel for the next call, renewed first when the files changed."""
+        now = time.monotonic()
+        if now - self._checked >= self.check_every_s:
+            self._checked = now
+            stamp = files_stamp(self.cfg)
+            if stamp != self._stamp:
+                material = usable_material(self.cfg)
+                if material is not None:
+                    ca, cert, key = material
+                    self._stamp = stamp
+                    self._retired.append(self._channel)
+                    creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+                    self._channel = self.factory(creds)
+                    self.reloads += 1
+        return self._channel
+
+    def unary_unary(self, *args: Any, **kwargs: Any) -> Any:
+        return _Following(self, "unary_unary", args, kwargs)
+
+    def unary_stream(self, *args: Any, **kwargs: Any) -> Any:
+        return _Following(self, "unary_stream", args, kwargs)
+
+    def stream_unary(self, *args: Any, **kwargs: Any) -> Any:
+        return _Following(self, "stream_unary", args, kwargs)
+
+    def stream_stream(self, *args: Any, **kwargs: Any) -> Any:
+        return _Following(self, "stream_stream", args, kwargs)
+
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        return self.current().get_state(try_to_connect)
+
+    async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
+        await self.current().wait_for_state_change(last_observed_state)
+
+    async def channel_ready(self) -> None:
+        await self.current().channel_ready()
+
+    async def close(self, grace: float | None = None) -> None:
+        for ch in [*self._retired, self._channel]:
+            await ch.close(grace)
+        self._retired.clear()
+
+    async def __aenter__(self) -> ReloadingChannel:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class _Following:
+    """A multi-callable bound to a ReloadingChannel: each call goes to its current channel."""
+
+    def __init__(self, owner: ReloadingChannel, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.owner, self.kind, self.args, self.kwargs = owner, kind, args, kwargs
+        self._bound: tuple[grpc.aio.Channel, Any] | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        channel = self.owner.current()
+        if self._bound is None or self._bound[0] is not channel:
+            self._bound = (channel, getattr(channel, self.kind)(*self.args, **self.kwargs))
+        return self._bound[1](*args, **kwargs)

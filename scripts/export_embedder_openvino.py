@@ -31,9 +31,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np
 
-from kernel.config import load_env
-from services.embedder import export, quality
-from services.embedder.backends import (
+from embedding import export
+from embedding.runtime import (
     OpenVinoBackend,
     Tokenization,
     TorchBackend,
@@ -42,6 +41,8 @@ from services.embedder.backends import (
     read_pooling,
     resolve_model,
 )
+from kernel.config import load_env
+from services.embedder import quality
 from services.embedder.config import EmbedderConfig
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -23,7 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from services.llm_gateway.adapters import LocalEncoder  # noqa: E402
+from embedding.local import LocalEncoder  # noqa: E402
 from services.llm_gateway.extractive import ExtractiveBackend  # noqa: E402
 from services.llm_gateway.tokens import default_counter  # noqa: E402
 from services.retriever.evaluate import Evaluation, default_params  # noqa: E402

@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ddnrag.storage.v1 import storage_service_pb2 as spb
+from kernel.ids import NAME_PATTERN
 
 from .common import (
     EXIT_FAILED,
@@ -55,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=cmd_list)
 
     q = bsub.add_parser("add", help="add a backend, or replace the one with the same name")
-    q.add_argument("name", help="backend name, [a-z0-9][a-z0-9_-]{0,62}")
+    q.add_argument("name", help=f"backend name, {NAME_PATTERN}")
     q.add_argument("--kind", choices=list(KINDS), required=True, help="the kind of store")
     q.add_argument("--bucket", required=True, help="bucket name")
     q.add_argument("--endpoint", default="", help="endpoint URL (empty for AWS S3's default)")

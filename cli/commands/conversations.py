@@ -20,6 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     csub = p.add_subparsers(dest="conversations_command", required=True, metavar="ACTION")
     q = csub.add_parser("list", help="conversations, most recently updated first")
     q.add_argument("--limit", type=int, default=50, help="at most this many, 1..200 (default 50)")
+    q.add_argument("--page-token", default="", help="the next page, as the previous listing printed it")
     q.set_defaults(func=cmd_list)
     q = csub.add_parser("new", help="start a conversation and print its id")
     q.add_argument("--title", default="", help="a title (default: the first question)")
@@ -56,9 +57,10 @@ def _summary(c: Any) -> dict[str, Any]:
 def cmd_list(args: argparse.Namespace) -> int:
     async def work() -> int:
         async with rag_client(args) as rag:
-            items = (await rag.llm.list_conversations(args.limit)).conversations
+            resp = await rag.llm.list_conversations(args.limit, args.page_token)
+        items, token = resp.conversations, resp.next_page_token
         if args.json:
-            emit_json({"conversations": [_summary(c) for c in items]})
+            emit_json({"conversations": [_summary(c) for c in items], "next_page_token": token})
             return EXIT_OK
         if not items:
             console.print('No conversations yet. Start one with `rag ask --conversation new "..."`.')
@@ -69,6 +71,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         for c in items:
             t.add_row(c.id, escape(c.title or "(untitled)"), str(c.turn_count), _when(c.updated_unix_ns))
         console.print(t)
+        if token:
+            console.print(f"More: rag conversations list --limit {args.limit} --page-token {token}")
         return EXIT_OK
 
     return run(args, work)
@@ -100,6 +104,8 @@ def cmd_show(args: argparse.Namespace) -> int:
             if t.search_query and t.search_query != t.question:
                 console.print(f"[dim]searched: {escape(t.search_query)}[/dim]")
             console.print(t.answer, markup=False)
+            if t.HasField("verify_score"):
+                console.print(f"[dim]groundedness {t.verify_score:.2f}[/dim]")
             for x in t.citations:
                 console.print(f"  [{x.number}] {escape(x.document_name)}  [dim]{escape(x.object_key)}[/dim]")
         return EXIT_OK

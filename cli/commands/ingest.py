@@ -25,8 +25,8 @@ from rich.table import Table
 from clients import UploadedDocument
 from clients.base import ServiceCallError
 from ddnrag.retriever.v1 import retriever_service_pb2 as rpb
-from kernel.ids import valid_name
-from services.retriever.parsing import SUPPORTED, extension
+from kernel.filetypes import ACCEPTED_TEXT, kind_of
+from kernel.ids import NAME_PATTERN, valid_name
 
 from .common import (
     EXIT_FAILED,
@@ -83,13 +83,13 @@ def plan_files(paths: list[str]) -> Plan:
     seen: dict[str, Path] = {}
 
     def add(path: Path, explicit: bool) -> None:
-        if extension(path.name) not in SUPPORTED:
+        if kind_of(path.name) is None:
             if explicit:
                 plan.errors.append(
                     {
                         "name": path.name,
                         "path": str(path),
-                        "reason": f"unsupported file type; accepted: {', '.join(SUPPORTED)}",
+                        "reason": f"unsupported file type; {ACCEPTED_TEXT}",
                     }
                 )
             else:
@@ -134,7 +134,7 @@ async def _ingest(args: argparse.Namespace) -> int:
     if args.bucket and args.source_backend:
         raise UsageError("give --bucket or --source-backend, not both")
     if not valid_name(args.collection):
-        raise UsageError(f"collection name {args.collection!r} must match [a-z0-9][a-z0-9_-]{{0,62}}")
+        raise UsageError(f"collection name {args.collection!r} must match {NAME_PATTERN}")
     targets = [b for item in args.backend for b in split_csv(item)]
     plan = await asyncio.to_thread(plan_files, args.paths)
     quiet = bool(args.json)

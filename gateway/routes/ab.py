@@ -4,8 +4,8 @@
 follows it as SSE (`notice`, `progress`, then `done` with the saved run), resuming after the
 `Last-Event-ID` a reconnecting client sends: the run goes on when a client goes away. Saved runs
 are listed, fetched, exported (JSON or CSV) and shown as their self-contained HTML report.
-`GET /api/ab/live` gives per-backend fetch TTFB from real answers (the gateway's
-`gateway_answer_fetch_ttfb_seconds` histogram), for the comparison dashboard.
+The comparison dashboard's live per-backend TTFB comes from the Metrics page's scrape of the
+storage service (`/api/metrics/window`, `storage_backend_ttfb_seconds`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ddnrag.llm.v1 import ab_service_pb2 as ab_pb
 
 from ..errors import ApiError
 from ..sse import Event, stream_events
-from ..state import CONFIG, METRICS, UPSTREAMS
+from ..state import CONFIG, UPSTREAMS
 from ..uploads import check_collection
 from ..views import field_num, field_str, json_body, query_int
 
@@ -173,21 +173,3 @@ async def export_run(request: web.Request) -> web.Response:
     if fmt == "csv":
         return web.Response(text=got.csv, content_type="text/csv", headers=disposition)
     return web.Response(text=got.run.document_json, content_type="application/json", headers=disposition)
-
-
-@routes.get("/api/ab/live")
-async def live(request: web.Request) -> web.Response:
-    """Cumulative per-backend histograms of answers' fetch TTFB since the gateway started:
-    {"backends": {name: {"count", "sum_s", "buckets": [[le_s, cumulative count], ...]}}}. The page
-    takes differences between two reads, so it shows the window between them."""
-    out: dict[str, dict[str, Any]] = {}
-    for metric in request.app[METRICS].fetch_ttfb.collect():
-        for s in metric.samples:
-            b = out.setdefault(s.labels["backend"], {"count": 0, "sum_s": 0.0, "buckets": []})
-            if s.name.endswith("_bucket") and s.labels["le"] != "+Inf":
-                b["buckets"].append([float(s.labels["le"]), int(s.value)])
-            elif s.name.endswith("_count"):
-                b["count"] = int(s.value)
-            elif s.name.endswith("_sum"):
-                b["sum_s"] = s.value
-    return web.json_response({"backends": out, "metric": "gateway_answer_fetch_ttfb_seconds"})

@@ -15,12 +15,12 @@ the list needs the admin role (gateway/roles.py).
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from aiohttp import web
 
 from ddnrag.storage.v1 import storage_service_pb2 as spb
+from kernel.ids import valid_name
 
 from ..access import KEY_ID
 from ..convert import enum_name, enum_value, ns_to_ms
@@ -31,7 +31,6 @@ from ..views import field_num, field_str, json_body
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 SECRET_FIELDS = ("access_key_id", "secret_access_key")
 
 
@@ -81,7 +80,7 @@ def _refuse_operator_fields(body: dict[str, Any]) -> None:
 def backend_from_json(body: dict[str, Any]) -> spb.Backend:
     _refuse_operator_fields(body)
     name = field_str(body, "name", max_len=63)
-    if not _NAME.match(name):
+    if not valid_name(name):
         raise ApiError(400, "name must be 1-63 characters a-z, 0-9, '_' or '-', starting with a letter or digit")
     try:
         kind = enum_value(spb.BackendKind.DESCRIPTOR, field_str(body, "kind", "s3_compatible") or "s3_compatible")

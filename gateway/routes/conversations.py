@@ -48,10 +48,17 @@ def _id(request: web.Request) -> str:
 
 @routes.get("/api/conversations")
 async def list_conversations(request: web.Request) -> web.Response:
-    """Most recently updated first, without turns; `page_size` 1..200 (default 50)."""
+    """Most recently updated first, without turns; `page_size` 1..200 (default 50); `page_token`
+    is the `next_page_token` of the previous page (absent on the last page)."""
     size = query_int(request, "page_size", 50, 1, 200)
-    resp = await request.app[UPSTREAMS].llm.list_conversations(size)
-    return web.json_response({"conversations": [conversation_json(c, turns=False) for c in resp.conversations]})
+    token = request.query.get("page_token", "")
+    if len(token) > 1024:
+        raise ApiError(400, "page_token is not a token from a previous listing; omit it for the first page")
+    resp = await request.app[UPSTREAMS].llm.list_conversations(size, token)
+    out: dict[str, Any] = {"conversations": [conversation_json(c, turns=False) for c in resp.conversations]}
+    if resp.next_page_token:
+        out["next_page_token"] = resp.next_page_token
+    return web.json_response(out)
 
 
 @routes.post("/api/conversations")

@@ -15,13 +15,12 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from clients.base import ServiceCallError
 from ddnrag.retriever.v1 import retriever_service_pb2 as rpb
+from kernel.filetypes import ACCEPTED_TEXT, KINDS
 
 from ..convert import to_dict
 from ..errors import ApiError
 from ..state import BACKGROUND, CONFIG, UPSTREAMS
 from ..uploads import (
-    ACCEPTED,
-    ACCEPTED_TEXT,
     CONTENT_TYPES,
     CheckedStream,
     check_collection,
@@ -272,5 +271,5 @@ async def delete_document(request: web.Request) -> web.Response:
 @routes.get("/api/documents/formats")
 async def formats(request: web.Request) -> web.Response:
     """The accepted upload formats (file extensions) and the size limit per file."""
-    data: dict[str, Any] = {"accepted": list(ACCEPTED), "max_upload_bytes": request.app[CONFIG].max_upload_bytes}
+    data: dict[str, Any] = {"accepted": list(KINDS), "max_upload_bytes": request.app[CONFIG].max_upload_bytes}
     return web.json_response(data)

@@ -20,7 +20,7 @@ from ddnrag.llm.v1 import llm_service_pb2 as lpb
 from ..convert import ns_to_ms, to_dict
 from ..errors import ApiError, error_payload
 from ..sse import Event, stream_events
-from ..state import ANSWER_SLOTS, CONFIG, METRICS, UPSTREAMS
+from ..state import ANSWER_SLOTS, CONFIG, UPSTREAMS
 from ..uploads import check_collection
 from ..views import (
     citation_json,
@@ -160,9 +160,6 @@ async def answer_events(request: web.Request, ask: Ask) -> AsyncIterator[Event]:
             kind = ev.WhichOneof("event")
             if kind == "retrieval":
                 retrieval = ev.retrieval
-                for st in retrieval.timings.stages:
-                    if st.name == "fetch" and st.ttfb_ns > 0:
-                        request.app[METRICS].fetch_ttfb.labels(st.backend or "default").observe(st.ttfb_ns / 1e9)
             elif kind == "start":
                 yield Event(
                     "start",

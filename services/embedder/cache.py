@@ -6,17 +6,25 @@ stored vector, its token count and truncation flag, and the model does not run f
 
 All methods are blocking and must be called from one thread (the core gives the cache its own
 single-thread executor). Counters (hits, misses, evictions) count since the process started.
+
+Writes are best effort: a cache that cannot be written (a full disk, a locked file) costs only
+time, so the failed write is rolled back, logged and counted (`write_errors`) and the embedding
+it belongs to is still returned.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 # Bytes an entry costs beyond its vector and key (row header, index entry), so the size bound
 # tracks the file's growth.
@@ -64,6 +72,7 @@ class EmbeddingCache:
         self.hits = 0
         self.misses = 0
         self.evictions = 0
+        self.write_errors = 0
         self._lock = threading.Lock()
         self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -110,10 +119,23 @@ class EmbeddingCache:
                 out[i] = CachedEmbedding(np.frombuffer(hit[0], dtype=np.float32), int(hit[1]), bool(hit[2]))
             if found:
                 now = self._tick()
-                self.db.execute("BEGIN")
-                self.db.executemany("UPDATE embeddings SET last_used = ? WHERE key = ?", [(now, k) for k in found])
-                self.db.execute("COMMIT")
+                try:
+                    self.db.execute("BEGIN")
+                    self.db.executemany("UPDATE embeddings SET last_used = ? WHERE key = ?", [(now, k) for k in found])
+                    self.db.execute("COMMIT")
+                except sqlite3.Error as err:  # recency is a hint: the hits stand
+                    self._skipped(err)
         return out
+
+    def _skipped(self, err: sqlite3.Error) -> None:
+        """Rolls back a failed write, recounts the table, logs and counts the failure."""
+        with contextlib.suppress(sqlite3.Error):
+            self.db.execute("ROLLBACK")
+        with contextlib.suppress(sqlite3.Error):
+            row = self.db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM embeddings").fetchone()
+            self._entries, self._size = int(row[0]), int(row[1])
+        self.write_errors += 1
+        log.warning("embedding cache write skipped: %s", err)
 
     def put_many(self, entries: list[tuple[bytes, np.ndarray, int, bool]]) -> None:
         """Stores (key, vector, tokens, truncated) rows in one transaction, then evicts the least
@@ -122,12 +144,12 @@ class EmbeddingCache:
             return
         with self._lock:
             now = self._tick()
-            rows = []
+            rows: list[tuple[bytes, bytes, int, int, int, int]] = []
             for key, vec, tokens, truncated in entries:
                 blob = np.ascontiguousarray(vec, dtype=np.float32).tobytes()
                 rows.append((key, blob, int(tokens), int(truncated), len(blob) + len(key) + ENTRY_OVERHEAD, now))
-            self.db.execute("BEGIN")
             try:
+                self.db.execute("BEGIN")
                 # Replacing an existing key must not count its size twice.
                 old = 0
                 existing = 0
@@ -151,6 +173,8 @@ class EmbeddingCache:
                 if self._size > self.max_size_bytes:
                     self._evict_locked(int(self.max_size_bytes * EVICT_TO))
                 self.db.execute("COMMIT")
+            except sqlite3.Error as err:  # a full disk: these vectors are not cached, nothing else
+                self._skipped(err)
             except BaseException:
                 self.db.execute("ROLLBACK")
                 row = self.db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM embeddings").fetchone()

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import export
-from .backends import (
+from embedding import export
+from embedding.runtime import (
     Backend,
     OpenVinoBackend,
     Tokenization,
@@ -28,6 +28,7 @@ from .backends import (
     resolve_device,
     resolve_model,
 )
+
 from .config import BACKENDS, EmbedderConfig
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import Backend, Tokenization
+from embedding.runtime import Backend, Tokenization
+
 from .batcher import plan_batches
 
 

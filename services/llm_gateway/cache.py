@@ -1,12 +1,18 @@
 """The answer cache: SQLite (WAL) in the state directory, bounded in bytes, least recently used
 evicted first. Keys are computed by `core.cache_key` (question, context chunk hashes, backend,
 model, sampling parameters). All SQLite work runs on one worker thread, never on the event loop.
+
+Writes are best effort: a cache that cannot be written (a full disk, a locked file) costs only
+time, so the failed write is rolled back, logged and counted (`write_errors`) and the answer it
+belongs to is still streamed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +23,7 @@ from typing import Any, TypeVar
 from .domain import Usage
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -89,6 +96,7 @@ class AnswerCache:
         self.hits = 0
         self.misses = 0
         self.evictions = 0
+        self.write_errors = 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-cache")
         self._db: sqlite3.Connection | None = None
 
@@ -114,8 +122,17 @@ class AnswerCache:
         row = db.execute("SELECT value FROM answers WHERE key = ?", (key,)).fetchone()
         if row is None:
             return None
-        db.execute("UPDATE answers SET last_used_unix_ns = ? WHERE key = ?", (time.time_ns(), key))
+        try:
+            db.execute("UPDATE answers SET last_used_unix_ns = ? WHERE key = ?", (time.time_ns(), key))
+        except sqlite3.Error as err:  # recency is a hint: the hit stands
+            self._skipped(db, err)
         return bytes(row[0])
+
+    def _skipped(self, db: sqlite3.Connection, err: sqlite3.Error) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        self.write_errors += 1
+        log.warning("answer cache write skipped: %s", err)
 
     def _put(self, key: str, value: bytes) -> int:
         size = len(value) + len(key)
@@ -124,8 +141,8 @@ class AnswerCache:
         db = self._conn()
         now = time.time_ns()
         evicted = 0
-        db.execute("BEGIN IMMEDIATE")
         try:
+            db.execute("BEGIN IMMEDIATE")
             db.execute(
                 "INSERT OR REPLACE INTO answers(key, value, size_bytes, created_unix_ns, last_used_unix_ns)"
                 " VALUES (?, ?, ?, ?, ?)",
@@ -145,6 +162,9 @@ class AnswerCache:
                 db.executemany("DELETE FROM answers WHERE key = ?", doomed)
                 evicted = len(doomed)
             db.execute("COMMIT")
+        except sqlite3.Error as err:  # a full disk: this answer is not cached, nothing else
+            self._skipped(db, err)
+            return 0
         except BaseException:
             db.execute("ROLLBACK")
             raise

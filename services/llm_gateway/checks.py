@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -224,19 +224,26 @@ def regenerate_with(core: object, question: str, params: GenParams) -> Regenerat
     return run
 
 
-def search_with(core: object, request: Any, timeout_s: float | None) -> Search | None:
-    """The repair's re-retrieval: the retriever's Search in the request's collection."""
+def search_with(
+    core: object,
+    collection: str,
+    top_k: int,
+    storage_backend: str,
+    filters: Mapping[str, str],
+    timeout_s: float | None,
+) -> Search | None:
+    """The repair's re-retrieval: the retriever's Search in the answer's collection."""
     searcher = getattr(core, "searcher", None)
     if searcher is None:
         return None
 
     async def run(query: str) -> list[Passage]:
         res = await searcher.search(
-            request.collection or "default",
+            collection or "default",
             query[:MAX_QUESTION_CHARS],
-            top_k=request.top_k or DEFAULT_TOP_K,
-            backend=request.storage_backend,
-            filters=dict(request.filters),
+            top_k=top_k or DEFAULT_TOP_K,
+            backend=storage_backend,
+            filters=dict(filters),
             timeout=timeout_s,
         )
         return [c.passage for c in res.chunks if c.ok]

@@ -6,11 +6,17 @@ Writes are whole-object PUTs. Inside one replica a lock per conversation seriali
 read-modify-write of a new turn; across replicas two turns added to the same conversation at the
 same instant are last-writer-wins (one person types into one conversation at a time, so this is
 accepted and written down rather than fenced).
+
+Listings are paged by object modification time, newest first: a page token names the last
+(modified, key) pair served, so the next page starts after it. A conversation updated while a
+client pages moves to the first page rather than appearing twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import re
 import time
@@ -61,6 +67,8 @@ class Turn:
     model: str = ""
     finish_reason: str = ""
     created_unix_ns: int = 0
+    # The groundedness check's answer score (0..1); None when no check ran.
+    verify_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +141,7 @@ def _turn_from(d: dict[str, Any]) -> Turn:
         model=str(d.get("model", "")),
         finish_reason=str(d.get("finish_reason", "")),
         created_unix_ns=int(d.get("created_unix_ns", 0)),
+        verify_score=None if d.get("verify_score") is None else float(d["verify_score"]),
     )
 
 
@@ -159,6 +168,26 @@ def from_bytes(data: bytes) -> Conversation:
         updated_unix_ns=int(d.get("updated_unix_ns", 0)),
         turns=tuple(_turn_from(t) for t in d.get("turns") or []),
     )
+
+
+def _make_token(last: tuple[str, int]) -> str:
+    raw = json.dumps([last[0][len(PREFIX) :], last[1]], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _read_token(token: str) -> tuple[str, int]:
+    """(key, modified ns) of the last conversation served; INVALID_ARGUMENT for a token this
+    service did not make."""
+    try:
+        name, modified = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if not isinstance(name, str) or not isinstance(modified, int) or not _ID.match(name.removesuffix(".json")):
+            raise ValueError(name)
+    except (ValueError, TypeError, binascii.Error):
+        raise invalid(
+            "page_token is not a token from a previous ListConversations; omit it for the first page",
+            reason="BAD_PAGE_TOKEN",
+        ) from None
+    return PREFIX + name, modified
 
 
 class ConversationStore:
@@ -199,13 +228,19 @@ class ConversationStore:
             ) from None
         return from_bytes(data)
 
-    async def list(self, page_size: int = 0) -> list[Conversation]:
+    async def list(self, page_size: int = 0, page_token: str = "") -> tuple[list[Conversation], str]:
+        """One page, most recently modified first, and the token of the next ("" on the last)."""
         if not 0 <= page_size <= MAX_PAGE_SIZE:
             raise invalid(f"page_size must be within 1..{MAX_PAGE_SIZE} (0 means 50), got {page_size}")
+        after = _read_token(page_token) if page_token else None
         keys = await self.objects.list_keys(PREFIX)
         keys = [k for k in keys if _ID.match(k[0][len(PREFIX) : -len(".json")] if k[0].endswith(".json") else "")]
-        keys.sort(key=lambda k: -k[1])
-        keys = keys[: page_size or DEFAULT_PAGE_SIZE]
+        keys.sort(key=lambda k: (-k[1], k[0]))
+        if after is not None:
+            keys = [k for k in keys if (-k[1], k[0]) > (-after[1], after[0])]
+        size = page_size or DEFAULT_PAGE_SIZE
+        token = _make_token(keys[size - 1]) if len(keys) > size else ""
+        keys = keys[:size]
         out = []
         for data in await self.objects.get_many([k for k, _ in keys]):
             if data is None:
@@ -213,7 +248,7 @@ class ConversationStore:
             c = from_bytes(data)
             out.append(replace(c, turns=(), turn_count=len(c.turns)))
         out.sort(key=lambda c: -c.updated_unix_ns)
-        return out
+        return out, token
 
     async def rename(self, conversation_id: str, title: str) -> Conversation:
         title = check_title(title, required=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import hashlib
 import json
 import logging
@@ -29,8 +28,9 @@ from kernel.timing import Timer
 
 from .backend import Backend, Delta
 from .cache import AnswerCache, CachedAnswer
+from .checks import RefusedEvent, VerifyEvent, regenerate_with, search_with
 from .citations import Renumberer
-from .conversations import ConversationStore, Turn
+from .conversations import ConversationStore
 from .domain import (
     DEFAULT_TOP_K,
     MAX_MAX_TOKENS,
@@ -62,6 +62,7 @@ from .rewrite import (
 from .router import Router
 from .stats import StreamStats
 from .tokens import TokenCounter
+from .turns import recorded
 
 log = logging.getLogger(__name__)
 
@@ -362,13 +363,55 @@ class LlmGateway:
         timeout_s: float | None = None,
         conversation_id: str = "",
         history: Sequence[tuple[str, str]] = (),
-    ) -> AsyncIterator[AnswerEvent]:
-        """Retrieve-then-generate: a `retrieval` event, then the events of Generate.
+    ) -> AsyncIterator[AnswerEvent | VerifyEvent | RefusedEvent]:
+        """Retrieve-then-generate: a `retrieval` event, then the events of Generate, through the
+        guardrails and the groundedness check (`checks`, when set).
 
         With a conversation (or `history`, (role, content) pairs), retrieval searches the
         standalone question rewritten from the history (trimmed oldest first to the history
-        budget), and the turn is stored in the conversation before `done`."""
+        budget). The turn is stored in the conversation after the checks, before `done`: the text
+        as sent (redacted, guarded) with its verify score; an output refusal stores the question
+        with the refusal's message; an input refusal stores nothing."""
         params = params or GenParams()
+        stream: AsyncIterator[Any] = self._answer(
+            question,
+            collection=collection,
+            storage_backend=storage_backend,
+            top_k=top_k,
+            params=params,
+            filters=filters,
+            timeout_s=timeout_s,
+            conversation_id=conversation_id,
+            history=history,
+        )
+        if self.checks is not None:
+            search = search_with(self, collection, top_k, storage_backend, filters or {}, timeout_s)
+            stream = self.checks.wrap(
+                question,
+                stream,
+                kinds={b.name: b.kind for b in self.backends},
+                search=search,
+                regenerate=regenerate_with(self, question, params),
+            )
+        async with contextlib.aclosing(recorded(self.conversations, question, stream)) as events:  # type: ignore[type-var]
+            async for ev in events:
+                yield ev
+
+    async def _answer(
+        self,
+        question: str,
+        *,
+        collection: str,
+        storage_backend: str,
+        top_k: int,
+        params: GenParams,
+        filters: Mapping[str, str] | None,
+        timeout_s: float | None,
+        conversation_id: str,
+        history: Sequence[tuple[str, str]],
+    ) -> AsyncIterator[AnswerEvent]:
+        """Answer's retrieval and generation, before any check (`conversation_id` is checked and
+        named in the `retrieval` event; `recorded` stores the turn)."""
         rag_t0 = time.perf_counter_ns()
         timer = Timer()
         candidates = self._validate(question, params)
@@ -414,30 +457,10 @@ class LlmGateway:
             conversation_id=conv_id,
         )
         passages = [c.passage for c in result.chunks if c.ok]
-        start: StartEvent | None = None
         async with contextlib.aclosing(
             self._generate(search_query, passages, params, timer, started=True, rag_t0_ns=rag_t0, history=trimmed.turns)
         ) as it:
             async for ev in it:
-                if isinstance(ev, StartEvent):
-                    start = ev
-                elif isinstance(ev, DoneEvent) and conv_id and self.conversations is not None:
-                    turn = Turn(
-                        question=question.strip(),
-                        search_query=search_query,
-                        answer=ev.text,
-                        citations=ev.citations,
-                        backend=start.backend if start else "",
-                        model=start.model if start else "",
-                        finish_reason=ev.finish_reason,
-                        created_unix_ns=time.time_ns(),
-                    )
-                    try:
-                        _, index = await self.conversations.append(conv_id, turn)
-                    except ServiceError as err:
-                        yield ErrorEvent(err)
-                        return
-                    ev = dataclasses.replace(ev, conversation_id=conv_id, turn_index=index)
                 yield ev
 
 

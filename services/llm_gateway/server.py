@@ -46,9 +46,11 @@ def _backends_json(cfg: LlmGatewayConfig) -> tuple[str, str]:
 
 
 def _default_encoder(cfg: LlmGatewayConfig) -> Encoder:
-    from .adapters import EmbedderEncoder, LocalEncoder
+    from .adapters import EmbedderEncoder
 
     if cfg.embedder_addr == "local":
+        from embedding.local import LocalEncoder
+
         return LocalEncoder()
     from clients.embedder import EmbedderClient
 

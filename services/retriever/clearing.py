@@ -70,6 +70,7 @@ async def clear_collection(core: Retriever, jobs: JobManager, name: str) -> Clea
         # Unpublish: followers drop the collection on their next poll (CURRENT is what they read).
         await core.store.delete([segments.prefix(name) + "CURRENT"])
         await core.catalog.remove(name)
+        await segments.note_change(core.store)  # followers poll this object; a new ETag makes them look
         core.collections.pop(name, None)
         await asyncio.to_thread(core.cache.invalidate, name, "\x00")
     if state is not None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
+import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from kernel.errors import ErrorKind, ServiceError, invalid, not_found
+from kernel.ids import valid_name
 from kernel.timing import Stage, Timer
 
 from . import search as searching
@@ -44,7 +45,6 @@ __all__ = ["CollectionState", "Retriever", "SearchHit", "SearchParams", "SearchR
 log = logging.getLogger(__name__)
 
 DEFAULT_COLLECTION = "default"
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class Settings:
 
 
 def check_name(name: str) -> str:
-    if not NAME_RE.match(name or ""):
+    if not valid_name(name or ""):
         raise invalid(
             f"collection name {name!r} is not valid: use 1-63 characters a-z, 0-9, '_' or '-', starting with a"
             " letter or digit",
@@ -115,7 +115,18 @@ class CollectionState:
 class Retriever:
     """Collections with their live indexes, and search over them."""
 
-    def __init__(self, store: ObjectStore, encoder: Encoder, settings: Settings, catalog: Catalog) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        encoder: Encoder,
+        settings: Settings,
+        catalog: Catalog,
+        *,
+        merge_store: Callable[[], ObjectStore] | None = None,
+    ) -> None:
+        """`merge_store` opens the same store in another process (adapters.StorageStoreFactory):
+        with it, merges run in a low-priority merge process that reads and writes segments itself;
+        without it, in a worker thread here."""
         self.store = store
         self.encoder = encoder
         self.settings = settings
@@ -129,6 +140,7 @@ class Retriever:
         self.rerank: RerankStage | None = None
         # Replaced by the server with one on its registry (metrics.py).
         self.metrics = RetrieverMetrics()
+        merging = settings.merge_factor >= 2 and settings.persist_index
         self.opts = IndexOptions(
             hnsw_threshold=settings.hnsw_threshold,
             bm25_params=(settings.bm25_k1, settings.bm25_b),
@@ -136,7 +148,8 @@ class Retriever:
             merge=MergePolicy(settings.merge_factor, settings.merge_floor_chunks),
             gc_grace_s=settings.gc_grace_s,
             dense_factory=self._dense_factory,
-            merge_executor=merge_executor() if settings.merge_factor >= 2 and settings.persist_index else None,
+            merge_executor=merge_executor() if merging and merge_store is not None else None,
+            merge_store=merge_store,
         )
         self.defaults = searching.Defaults(
             settings.fusion, settings.rrf_k, settings.dense_weight, settings.candidates, settings.max_top_k
@@ -168,6 +181,8 @@ class Retriever:
                 await self.catalog.add(name)
         for name in await self.catalog.names():
             await self._load(name)
+        if self.opts.merge_executor is not None:  # start the merge process now, not in the first merge
+            self.opts.merge_executor.submit(os.getpid)
         self.last_follow_ok = time.monotonic()
         # Whether a Follower keeps this core on CURRENT (only then can it go stale).
         self.followed = False
@@ -177,7 +192,7 @@ class Retriever:
         out = {}
         for o in await self.store.list("index/"):
             parts = o.key.split("/")
-            if len(parts) == 3 and parts[2] == "CURRENT" and NAME_RE.match(parts[1]):
+            if len(parts) == 3 and parts[2] == "CURRENT" and valid_name(parts[1]):
                 out[parts[1]] = o.etag or str(o.last_modified_unix_ns)
         return out
 
@@ -238,6 +253,7 @@ class Retriever:
         if name in self.collections:
             return self.collections[name]
         await self.catalog.add(name)
+        await segments.note_change(self.store)
         return await self._load(name)
 
     async def ensure_collection(self, name: str) -> CollectionState:

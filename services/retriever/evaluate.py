@@ -174,10 +174,10 @@ class Evaluation:
     def __init__(self, beir_dir: Path, split: str, encoder: Any | None = None, commits: int = 1) -> None:
         """`commits` > 1 builds the index as the service would after that many ingestion jobs:
         one segment per commit, documents split in order (the ranking must not change)."""
-        from .local_encoder import LocalEncoder
+        from embedding.local import DEFAULT_CACHE, LocalEncoder
 
         self.corpus, self.queries, self.qrels = load_beir(beir_dir, split)
-        self.encoder = encoder or LocalEncoder()
+        self.encoder = encoder or LocalEncoder(backend="auto", cache_path=DEFAULT_CACHE, batch_size=32)
         self.analyzer = Analyzer()
         self._indexes: dict[tuple[int, int, tuple[float, float]], CollectionIndex] = {}
         self._embedded: dict[tuple[int, int], tuple[list[ChunkRecord], np.ndarray]] = {}

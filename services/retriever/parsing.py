@@ -20,21 +20,16 @@ import io
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
-SUPPORTED = ("pdf", "docx", "pptx", "xlsx", "csv", "html", "htm", "md", "markdown", "txt", "text")
+from kernel.filetypes import ACCEPTED_TEXT, extension, kind_of
 
 
 class ParseError(Exception):
     """A file that cannot be ingested; the message is the reason shown in the job."""
 
 
-def extension(name: str) -> str:
-    return PurePosixPath(name).suffix.lower().lstrip(".")
-
-
 # Formats parsed in the service's own process: decoding text is linear in the file's size.
-IN_PROCESS = frozenset({"txt", "text", "md", "markdown"})
+IN_PROCESS = frozenset({"txt", "md"})
 
 
 @dataclass(frozen=True)
@@ -78,10 +73,10 @@ def _precheck(name: str, data: bytes, max_bytes: int) -> str:
         raise ParseError("the file is empty (0 bytes)")
     if len(data) > max_bytes:
         raise ParseError(f"the file is {len(data)} bytes, over the {max_bytes}-byte limit")
-    ext = extension(name)
-    if ext not in _PARSERS:
-        raise ParseError(f"unsupported file type {ext!r}; accepted: {', '.join(SUPPORTED)}")
-    return ext
+    kind = kind_of(name)
+    if kind is None:
+        raise ParseError(f"unsupported file type {extension(name)!r}; {ACCEPTED_TEXT}")
+    return kind
 
 
 def parse_in_process(
@@ -294,11 +289,8 @@ def _csv(data: bytes, caps: Caps) -> str:
 
 _PARSERS: dict[str, Callable[[bytes, Caps], str]] = {
     "txt": _txt,
-    "text": _txt,
     "md": _txt,
-    "markdown": _txt,
     "html": _html,
-    "htm": _html,
     "pdf": _pdf,
     "docx": _docx,
     "pptx": _pptx,

@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kernel.errors import ErrorKind, ServiceError, not_found
+from kernel.percentiles import percentile
 
-from .bench_model import MIB, BenchRequest, LevelStats, Pct, Progress, RunRecord, percentile, run_to_csv, run_to_json
+from .bench_model import MIB, BenchRequest, LevelStats, Pct, Progress, RunRecord, run_to_csv, run_to_json
 from .core import StorageCore
 from .errors import kind_name
 from .keys import scoped

@@ -9,6 +9,7 @@ from typing import Any
 
 from kernel.csvsafe import safe_cell, safe_row
 from kernel.errors import invalid
+from kernel.percentiles import percentile
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -88,14 +89,6 @@ class Pct:
             max_ns=v[-1],
             mean_ns=sum(v) // len(v),
         )
-
-
-def percentile(sorted_values: list[int], p: float) -> int:
-    """Nearest-rank percentile of an already sorted list (0 when empty)."""
-    if not sorted_values:
-        return 0
-    rank = max(1, -(-len(sorted_values) * p // 100))
-    return sorted_values[int(min(rank, len(sorted_values))) - 1]
 
 
 @dataclass

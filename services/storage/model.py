@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 from kernel.errors import invalid
+from kernel.ids import valid_name
 
 
 class Kind(enum.Enum):
@@ -48,9 +49,6 @@ class Credentials:
     access_key_id: str
     secret_access_key: str = field(repr=False)
     session_token: str = field(default="", repr=False)
-
-
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -91,7 +89,7 @@ class BackendSpec:
         return self.shaping.label() if self.emulated else self.kind.value
 
     def validate(self) -> None:
-        if not NAME_RE.match(self.name):
+        if not valid_name(self.name):
             raise invalid(
                 f"backend name {self.name!r} is not valid: use 1-63 characters [a-z0-9_-], starting with a letter "
                 "or digit",

@@ -188,9 +188,13 @@ class S3Store:
 
     # --- the retry loop -------------------------------------------------------------------
 
-    async def run(self, fn: Callable[..., T], *args: Any, key: str = "", transfer: Transfer | None = None) -> T:
+    async def run(
+        self, fn: Callable[..., T], *args: Any, key: str = "", transfer: Transfer | None = None, operation: str = ""
+    ) -> T:
         """Runs blocking `fn(*args)` in the executor, retrying throttling/transient errors with
-        full-jitter exponential backoff; failures come out as `ServiceError`."""
+        full-jitter exponential backoff; failures come out as `ServiceError`. The operation is
+        recorded in the store metrics as `operation` (default: `fn`'s name without its `_`)."""
+        operation = operation or fn.__name__.lstrip("_")
         loop = asyncio.get_running_loop()
         deadline = DEADLINE.get()
         attempt = 0
@@ -202,7 +206,7 @@ class S3Store:
                     result = await loop.run_in_executor(self.executor, contextvars.copy_context().run, *traced)
                 else:
                     result = await loop.run_in_executor(self.executor, fn, *args)
-                self._record(fn, start, transfer)
+                self._record(operation, start, transfer)
                 return result
             except Exception as exc:  # noqa: BLE001 - mapped below
                 if attempt < self.settings.max_retries and is_retryable(exc):
@@ -216,14 +220,14 @@ class S3Store:
                         await asyncio.sleep(pause)
                         continue
                 err = map_error(exc, self.spec.name, self.bucket, key, attempt)
-                self._record(fn, start, transfer, err.reason)
+                self._record(operation, start, transfer, err.reason)
                 raise err from None
 
-    def _record(self, fn: Callable[..., Any], start_ns: int, transfer: Transfer | None, error: str = "") -> None:
+    def _record(self, operation: str, start_ns: int, transfer: Transfer | None, error: str = "") -> None:
         if self.metrics is not None:
             ttfb = transfer.ttfb_ns / 1e9 if transfer is not None else 0.0
             seconds = (time.perf_counter_ns() - start_ns) / 1e9
-            self.metrics.record(self.spec.name, fn.__name__.lstrip("_"), seconds, ttfb, error)
+            self.metrics.record(self.spec.name, operation, seconds, ttfb, error)
 
     # --- blocking operations (executor threads) ------------------------------------------
 

@@ -138,6 +138,8 @@ class GetStream:
             body.close()
             raise
         self._t_read = time.perf_counter_ns()
+        if self.info is None:  # the first open (not a resume): its TTFB, for the store metrics
+            self.transfer.ttfb_ns = t_first - sent  # open() then adds what retries cost
         return body, resp, first, sent, t_first
 
     def _take(self, body: Any, resp: dict[str, Any], first: bytes) -> bytes:
@@ -150,7 +152,7 @@ class GetStream:
     async def open(self, rng: str) -> None:
         start = time.perf_counter_ns()
         body, resp, first, sent, t_first = await self.store.run(
-            self._open_blocking, rng, "", key=self.key, transfer=self.transfer
+            self._open_blocking, rng, "", key=self.key, transfer=self.transfer, operation="get"
         )
         self._t0 = sent if not self.transfer.retries else start
         self.transfer.ttfb_ns = t_first - self._t0
@@ -194,7 +196,11 @@ class GetStream:
         pos = self.start + self._sent
         end = f"{self.end}" if self.end else ""
         body, resp, first, _sent, _t = await self.store.run(
-            self._open_blocking, f"bytes={pos}-{end}", self.info.etag and f'"{self.info.etag}"', key=self.key
+            self._open_blocking,
+            f"bytes={pos}-{end}",
+            self.info.etag and f'"{self.info.etag}"',
+            key=self.key,
+            operation="get",
         )
         return self._take(body, resp, first)
 

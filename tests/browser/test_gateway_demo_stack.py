@@ -346,5 +346,14 @@ async def test_ab_run_from_the_browser_with_report_and_dashboard(page, stack: Ru
     await expect(page.locator("#dash-trend svg")).to_be_visible()
     await expect(page.get_by_test_id("dash-live")).not_to_be_empty()
     await page.screenshot(path=str(ARTIFACTS / "stack-7-ab-dashboard.png"), full_page=True)
+
+    # Business impact from the A/B run: each figure names it.
+    await page.get_by_role("tab", name="Business impact").click()
+    await expect(page.locator(f"#im-run option[value='ab:{run_id}']")).to_have_count(1, timeout=30_000)
+    await page.locator("#im-run").select_option(f"ab:{run_id}")
+    out = page.locator("#impact-out")
+    await expect(out).to_contain_text("A/B run " + run_id)
+    await expect(out).to_contain_text("GPU-h/day")
+    await expect(out).to_contain_text("an A/B run measures reads only")
     assert outside == [], f"the page fetched from outside the gateway: {outside}"
     assert errors == [], f"console errors: {errors}"

@@ -3,7 +3,9 @@ skipped, saying so, where mounting is not permitted). The retriever runs in this
 stack's storage and embedder with its state on the tmpfs, which is filled up. Job state lives in
 the object store (shared by every replica) and the state directory holds only caches, so a full
 disk must cost nothing but cache writes: the ingestion completes with exactly the expected
-chunks, the service stays SERVING, and searches (which write the retrieval cache) still answer."""
+chunks, the service stays SERVING, and searches (which write the retrieval cache) still answer.
+The llm_gateway's answer cache gets the same full disk: answers still stream, uncached.
+(tests/unit/test_cache_disk_full.py covers the embedder's and llm_gateway's caches without a mount.)"""
 
 from __future__ import annotations
 
@@ -19,9 +21,12 @@ from pathlib import Path
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from clients.llm import LlmClient
 from clients.retriever import RetrieverClient
 from ddnrag.retriever.v1 import retriever_service_pb2 as pb
 from kernel.config import load_env
+from services.llm_gateway.config import LlmGatewayConfig
+from services.llm_gateway.server import create_server as create_llm
 from services.retriever.config import RetrieverConfig
 from services.retriever.server import create_server
 from testkit.faults import harness
@@ -113,3 +118,33 @@ async def test_full_state_dir_costs_only_cache_writes(stack: RunningStack, small
     a = harness.audit(harness.s3_client(stack), coll, harness.expected_chunks(coll, docs))
     harness.record("disk_full", {"scenarios": 1, "chunks_lost": a.lost, "chunks_duplicated": a.duplicated})
     assert a.lost == 0 and a.duplicated == 0 and a.text_mismatch == 0, a.as_dict()
+
+
+async def test_full_state_dir_costs_the_llm_gateway_only_its_answer_cache(
+    stack: RunningStack, small_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = load_env(
+        LlmGatewayConfig,
+        {},
+        port=0,
+        metrics_port=0,
+        state_dir=str(small_disk / "llm"),
+        retriever_addr=stack.addr("DDNRAG_RETRIEVER_PORT"),
+        embedder_addr=stack.addr("DDNRAG_EMBEDDER_PORT"),
+        storage_addr=stack.addr("DDNRAG_STORAGE_PORT"),
+    )
+    app, port = await create_llm(cfg)
+    client = LlmClient(f"127.0.0.1:{port}", retries=0)
+    filler = await asyncio.to_thread(_fill, small_disk)
+    try:
+        for _ in range(2):  # the second would be a cache hit, had the first been stored
+            kinds = [
+                m.WhichOneof("event")
+                async for m in client.answer("What does the sample corpus say about S3?", timeout=120)
+            ]
+            assert kinds[-1] == "done", kinds
+        assert "answer cache write skipped" in caplog.text
+    finally:
+        filler.unlink()
+        await client.close()
+        await app.stop(0)

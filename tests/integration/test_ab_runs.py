@@ -24,17 +24,9 @@ from clients.storage import StorageClient
 from ddnrag.llm.v1 import ab_service_pb2 as ab_pb
 from ddnrag.retriever.v1 import retriever_service_pb2 as rpb
 from ddnrag.storage.v1 import storage_service_pb2 as spb
-from kernel.config import load_env
-from services.embedder.config import EmbedderConfig
-from services.embedder.server import create_server as create_embedder
-from services.llm_gateway.config import LlmGatewayConfig
-from services.llm_gateway.server import create_server as create_llm
-from services.retriever.config import RetrieverConfig
-from services.retriever.server import create_server as create_retriever
-from services.storage.config import StorageConfig
-from services.storage.server import create_server as create_storage
+from testkit.services import rag_services
 from tests.conftest import S3Server
-from tests.integration.test_llm_stack import GPUS, STORAGE, wait_serving
+from tests.integration.test_llm_stack import GPUS, STORAGE
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -59,80 +51,36 @@ async def stack(seaweed: S3Server, tmp_path_factory: pytest.TempPathFactory) -> 
     tmp: Path = tmp_path_factory.mktemp("ab")
     bucket = f"ab-{random.randrange(10**6)}"
     seaweed.boto3_client().create_bucket(Bucket=bucket)
-    apps, clients = [], []
-    try:
-        eapp, eport = await create_embedder(
-            load_env(EmbedderConfig, environ={}, port=0, metrics_port=0, backend="torch", state_dir=str(tmp / "e"))
-        )
-        apps.append(eapp)
-        sapp, sport = await create_storage(
-            load_env(
-                StorageConfig,
-                environ={},
-                port=0,
-                metrics_port=0,
-                state_dir=str(tmp / "s"),
-                default_endpoint=seaweed.endpoint,
-                default_bucket=bucket,
-                default_access_key_id=seaweed.access_key_id,
-                default_secret_access_key=seaweed.secret_access_key,
+    clients = []
+    creds = (seaweed.access_key_id, seaweed.secret_access_key)
+    async with rag_services(seaweed.endpoint, bucket, *creds, tmp, llm_storage=True) as ports:
+        sport, rport, lport = ports.storage, ports.retriever, ports.llm_gateway
+        try:
+            storage = StorageClient(f"127.0.0.1:{sport}", timeout_s=30)
+            retriever = RetrieverClient(f"127.0.0.1:{rport}", timeout_s=60)
+            ab = AbTestClient(f"127.0.0.1:{lport}", timeout_s=60)
+            clients += [storage, retriever, ab]
+            await storage.put("docs/abc/gpus/gpus.md", GPUS.encode())
+            await storage.put("docs/abc/store/storage.txt", STORAGE.encode())
+            keys = ["docs/abc/gpus/gpus.md", "docs/abc/store/storage.txt"]
+            job = [e async for e in retriever.ingest("abc", keys)][-1].job
+            assert job.state == rpb.JOB_STATE_SUCCEEDED, job
+            keys_kw = {"access_key_id": seaweed.access_key_id, "secret_access_key": seaweed.secret_access_key}
+            # The same bucket behind a shaping proxy: labelled emulated.
+            await storage.put_backend(
+                spb.Backend(
+                    name="slow-emulated",
+                    kind=spb.BACKEND_KIND_S3_COMPATIBLE,
+                    endpoint=seaweed.endpoint,
+                    bucket=bucket,
+                    shaping=spb.Shaping(rtt_ms=2),
+                    **keys_kw,
+                )
             )
-        )
-        apps.append(sapp)
-        await wait_serving(eport, "ddnrag.embedder.v1.EmbedderService")
-        rapp, rport = await create_retriever(
-            load_env(
-                RetrieverConfig,
-                environ={},
-                port=0,
-                metrics_port=0,
-                state_dir=str(tmp / "r"),
-                embedder_addr=f"127.0.0.1:{eport}",
-                storage_addr=f"127.0.0.1:{sport}",
-            )
-        )
-        apps.append(rapp)
-        await wait_serving(rport, "ddnrag.retriever.v1.RetrieverService", 60)
-        lapp, lport = await create_llm(
-            load_env(
-                LlmGatewayConfig,
-                environ={},
-                port=0,
-                metrics_port=0,
-                state_dir=str(tmp / "l"),
-                retriever_addr=f"127.0.0.1:{rport}",
-                storage_addr=f"127.0.0.1:{sport}",
-                embedder_addr=f"127.0.0.1:{eport}",
-            )
-        )
-        apps.append(lapp)
-        storage = StorageClient(f"127.0.0.1:{sport}", timeout_s=30)
-        retriever = RetrieverClient(f"127.0.0.1:{rport}", timeout_s=60)
-        ab = AbTestClient(f"127.0.0.1:{lport}", timeout_s=60)
-        clients += [storage, retriever, ab]
-        await storage.put("docs/abc/gpus/gpus.md", GPUS.encode())
-        await storage.put("docs/abc/store/storage.txt", STORAGE.encode())
-        keys = ["docs/abc/gpus/gpus.md", "docs/abc/store/storage.txt"]
-        job = [e async for e in retriever.ingest("abc", keys)][-1].job
-        assert job.state == rpb.JOB_STATE_SUCCEEDED, job
-        creds = {"access_key_id": seaweed.access_key_id, "secret_access_key": seaweed.secret_access_key}
-        # The same bucket behind a shaping proxy: labelled emulated.
-        await storage.put_backend(
-            spb.Backend(
-                name="slow-emulated",
-                kind=spb.BACKEND_KIND_S3_COMPATIBLE,
-                endpoint=seaweed.endpoint,
-                bucket=bucket,
-                shaping=spb.Shaping(rtt_ms=2),
-                **creds,
-            )
-        )
-        yield AbStack(seaweed, bucket, storage, retriever, ab)
-    finally:
-        for c in clients:
-            await c.close()
-        for app in reversed(apps):
-            await app.stop(0)
+            yield AbStack(seaweed, bucket, storage, retriever, ab)
+        finally:
+            for c in clients:
+                await c.close()
 
 
 def request(*backends: str, questions: list[str] | None = None, **kw: object) -> ab_pb.RunAbTestRequest:
@@ -367,5 +315,3 @@ async def test_http_runs_follows_with_resume_and_serves_report_and_exports(stack
         listed = await (await http.get("/api/ab/runs")).json()
         assert run_id in [r["run_id"] for r in listed["runs"]]
         assert (await http.get("/api/ab/runs/nope")).status == 400
-        live = await (await http.get("/api/ab/live")).json()
-        assert live["metric"] == "gateway_answer_fetch_ttfb_seconds" and isinstance(live["backends"], dict)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from clients.embedder import EmbedderClient
+from embedding.packaged import packaged_model_dir
 from kernel.config import load_env
-from services.embedder.backends import packaged_model_dir
 from services.embedder.config import EmbedderConfig
 from services.embedder.server import create_server
 

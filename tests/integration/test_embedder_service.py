@@ -17,9 +17,9 @@ from clients.base import ServiceCallError
 from clients.embedder import EmbedderClient
 from ddnrag.embedder.v1 import embedder_service_pb2 as pb
 from ddnrag.embedder.v1 import embedder_service_pb2_grpc as pb_grpc
+from embedding.packaged import packaged_model_dir
 from kernel.config import load_env
 from kernel.server import GrpcApp
-from services.embedder.backends import packaged_model_dir
 from services.embedder.config import EmbedderConfig
 from services.embedder.server import create_server
 

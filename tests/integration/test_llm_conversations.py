@@ -18,8 +18,8 @@ from clients.base import ServiceCallError
 from clients.llm import LlmClient
 from clients.storage import StorageClient
 from ddnrag.llm.v1 import llm_service_pb2 as pb
+from embedding.local import LocalEncoder
 from kernel.config import load_env
-from services.llm_gateway.adapters import LocalEncoder
 from services.llm_gateway.config import LlmGatewayConfig
 from services.llm_gateway.domain import Passage, RetrievedChunk, SearchResult
 from services.llm_gateway.server import create_server as create_llm
@@ -208,12 +208,26 @@ async def test_gateway_routes_for_conversations(aiohttp_client, storage_addr: st
         assert [t["question"] for t in got["turns"]] == [Q1, Q2] and got["turn_count"] == 2
         assert got["turns"][1]["search_query"] == retrieval["search_query"]
         assert got["turns"][1]["citations"][0]["number"] == 1
+        assert 0.0 <= got["turns"][1]["verify_score"] <= 1.0  # stored with the turn (the default check)
 
         resp = await client.patch(f"/api/conversations/{cid}", json={"title": "TTFB"})
         assert resp.status == 200 and (await resp.json())["title"] == "TTFB"
         assert (await client.patch(f"/api/conversations/{cid}", json={"title": " "})).status == 400
         listed = (await (await client.get("/api/conversations")).json())["conversations"]
         assert [(c["id"], c["title"], c["turn_count"]) for c in listed] == [(cid, "TTFB", 2)]
+        other = (await (await client.post("/api/conversations", json={"title": "other"})).json())["id"]
+        first = await (await client.get("/api/conversations", params={"page_size": "1"})).json()
+        assert len(first["conversations"]) == 1 and first["next_page_token"]
+        rest = await (
+            await client.get("/api/conversations", params={"page_size": "1", "page_token": first["next_page_token"]})
+        ).json()
+        assert len(rest["conversations"]) == 1 and "next_page_token" not in rest
+        # The store's modification times may tie (whole seconds): the key breaks the tie, so the
+        # two pages hold both conversations, once each, in whichever order.
+        assert {first["conversations"][0]["id"], rest["conversations"][0]["id"]} == {cid, other}
+        bad = await client.get("/api/conversations", params={"page_token": "nope"})
+        assert bad.status == 400 and (await bad.json())["error"]["reason"] == "BAD_PAGE_TOKEN"
+        assert (await client.delete(f"/api/conversations/{other}")).status == 200
         resp = await client.get(f"/api/conversations/{cid}", params={"download": "1"})
         assert resp.headers["Content-Disposition"] == f'attachment; filename="conversation-{cid}.json"'
 

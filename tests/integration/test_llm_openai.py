@@ -18,8 +18,8 @@ import pytest
 
 from clients.base import ServiceCallError
 from clients.llm import GenerationParams, LlmClient, Passage
+from embedding.local import LocalEncoder
 from kernel.config import load_env
-from services.llm_gateway.adapters import LocalEncoder
 from services.llm_gateway.config import LlmGatewayConfig
 from services.llm_gateway.server import create_server
 from testkit.openai_server import OpenAITestServer, split_tokens

@@ -239,6 +239,16 @@ async def test_bad_files_two_backends_restart_and_corrupt_segment(peers: Peers, 
         one = await client.search(coll, "tensor cores", top_k=1, backend="second")
         fetch = next(s for s in one.timings.stages if s.name == "fetch")
         assert fetch.backend == "second" and fetch.ttfb_ns > 0 and "Tensor cores" in one.chunks[0].text
+        # The same outcome in the retriever's metrics (this replica ran the one job).
+        reg = app.metrics.registry
+        docs = {
+            o: reg.get_sample_value("retriever_ingest_documents_total", {"collection": coll, "outcome": o})
+            for o in ("done", "failed")
+        }
+        assert docs == {"done": 1, "failed": 2}
+        assert reg.get_sample_value("retriever_ingest_errors_total", {"collection": coll, "kind": "file"}) == 2
+        assert reg.get_sample_value("retriever_ingest_chunks_total", {"collection": coll}) == last.chunks_done
+        assert reg.get_sample_value("retriever_stage_duration_seconds_count", {"stage": "fetch"}) >= 1
     finally:
         await client.close()
         await app.stop(0)
@@ -265,6 +275,8 @@ async def test_bad_files_two_backends_restart_and_corrupt_segment(peers: Peers, 
             await client.search(coll, "tensor cores")
         assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION and err.value.reason == "INDEX_CORRUPT"
         assert "SHA-256" in err.value.message and f"docs/{coll}/" in err.value.message
+        refused = app.metrics.registry.get_sample_value("retriever_index_refused_total", {"collection": coll})
+        assert refused is not None and refused >= 1  # the follower may refuse the same version again
         rebuilt = [e async for e in client.ingest(coll, [], source_prefix=f"docs/{coll}/")][-1].job
         assert rebuilt.state == pb.JOB_STATE_PARTIAL
         assert (await client.search(coll, "tensor cores", top_k=1)).chunks[0].document_id == "g"

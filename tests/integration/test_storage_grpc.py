@@ -148,11 +148,20 @@ async def test_key_of_exactly_1024_bytes_is_accepted(storage: StorageClient) -> 
 
 
 async def test_missing_object_and_unknown_backend_are_not_found(storage: StorageClient) -> None:
+    reg = storage.app.metrics.registry  # type: ignore[attr-defined]
+
+    def misses(op: str) -> float:
+        labels = {"backend": "local", "operation": op, "kind": "OBJECT_NOT_FOUND"}
+        return reg.get_sample_value("storage_backend_errors_total", labels) or 0.0
+
+    before = {op: misses(op) for op in ("get", "head")}
     for coro in (storage.get("nope/x"), storage.head("nope/x"), storage.copy("nope/x", "nope/y")):
         with pytest.raises(ServiceCallError) as ei:
             await coro
         assert ei.value.code == grpc.StatusCode.NOT_FOUND
         assert "nope/x" in ei.value.message
+    # Each miss is counted per backend, operation and kind (background reads may add more).
+    assert all(misses(op) >= before[op] + 1 for op in before), {op: misses(op) for op in before}
     with pytest.raises(ServiceCallError) as ei:
         await storage.get("a", backend="nosuch")
     assert ei.value.code == grpc.StatusCode.NOT_FOUND and ei.value.reason == "BACKEND_NOT_FOUND"

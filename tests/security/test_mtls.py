@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -161,21 +162,27 @@ def _replace(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
+def _install(live: Path, monkeypatch: pytest.MonkeyPatch, ca_file: Path, cert: Path, key: Path) -> dict[str, Path]:
+    """Copies a CA, a certificate and its key into `live`, as a mounted Secret holds them, and
+    points the DDNRAG_TLS_* variables at the copies."""
+    live.mkdir()
+    files = {"ca": live / "ca.pem", "cert": live / "tls.crt", "key": live / "tls.key"}
+    for name, src in (("ca", ca_file), ("cert", cert), ("key", key)):
+        _replace(src, files[name])
+    monkeypatch.setenv("DDNRAG_TLS_CA_FILE", str(files["ca"]))
+    monkeypatch.setenv("DDNRAG_TLS_CERT_FILE", str(files["cert"]))
+    monkeypatch.setenv("DDNRAG_TLS_KEY_FILE", str(files["key"]))
+    return files
+
+
 async def test_renewed_certificates_are_used_without_a_restart(
     ca: TestCA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """cert-manager rotates the CA and the server's certificate under the running service: new
     connections get the new ones (clients of the new CA are served), and clients holding only the
     old CA's certificate are refused -- no restart in between."""
-    live = tmp_path / "live"
-    live.mkdir()
-    files = {"ca": live / "ca.pem", "cert": live / "tls.crt", "key": live / "tls.key"}
     srv = ca.issue("server")
-    for name, src in (("ca", ca.ca_file), ("cert", srv.cert), ("key", srv.key)):
-        _replace(src, files[name])
-    monkeypatch.setenv("DDNRAG_TLS_CA_FILE", str(files["ca"]))
-    monkeypatch.setenv("DDNRAG_TLS_CERT_FILE", str(files["cert"]))
-    monkeypatch.setenv("DDNRAG_TLS_KEY_FILE", str(files["key"]))
+    files = _install(tmp_path / "live", monkeypatch, ca.ca_file, srv.cert, srv.key)
     app = await build_server("tlsrotate", [], "127.0.0.1", 0)
     new_ca = TestCA(tmp_path / "new", name="ddnrag-test-ca-2")
 
@@ -204,4 +211,44 @@ async def test_renewed_certificates_are_used_without_a_restart(
         with pytest.raises(grpc.aio.AioRpcError):
             await _check(aio_channel(addr, [], client_env(ca)))
     finally:
+        await app.stop(0)
+
+
+async def test_a_client_picks_up_its_renewed_certificate_without_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cert-manager renews a client's certificate (here under a new CA) while the client runs,
+    and its peer comes back trusting only the new CA: the client's next call presents the renewed
+    certificate. Before, a client kept the certificate it was created with until restarted."""
+    old_ca, new_ca = TestCA(tmp_path / "old"), TestCA(tmp_path / "new", name="ddnrag-test-ca-2")
+
+    def serve_with(authority: TestCA, name: str, port: int) -> Any:
+        srv = authority.issue("server")
+        monkeypatch.setenv("DDNRAG_TLS_CA_FILE", str(authority.ca_file))
+        monkeypatch.setenv("DDNRAG_TLS_CERT_FILE", str(srv.cert))
+        monkeypatch.setenv("DDNRAG_TLS_KEY_FILE", str(srv.key))
+        return build_server(name, [], "127.0.0.1", port)
+
+    app = await serve_with(old_ca, "tls-old", 0)
+    cli = old_ca.issue("retriever")
+    files = _install(tmp_path / "client", monkeypatch, old_ca.ca_file, cli.cert, cli.key)
+    client = BaseClient(f"127.0.0.1:{app.port}")
+    client.channel.check_every_s = 0  # type: ignore[attr-defined] - look at the files at every call
+    stub = health_pb2_grpc.HealthStub(client.channel)
+    try:
+        assert (await stub.Check(CHECK, timeout=5)).status == health_pb2.HealthCheckResponse.SERVING
+        port = app.port
+        await app.stop(0)
+        app = await serve_with(new_ca, "tls-new", port)  # the peer restarts with the new CA only
+        renewed = new_ca.issue("retriever")
+        _replace(renewed.cert, files["cert"])  # half a rotation: keeps the old set
+        client.channel.current()  # type: ignore[attr-defined] - looks at the files now
+        assert client.channel.reloads == 0  # type: ignore[attr-defined]
+        _replace(renewed.key, files["key"])
+        _replace(new_ca.ca_file, files["ca"])
+        resp = await client.unary(stub.Check, CHECK, timeout=30)  # the stub made before the renewal
+        assert resp.status == health_pb2.HealthCheckResponse.SERVING
+        assert client.channel.reloads == 1  # type: ignore[attr-defined]
+    finally:
+        await client.close()
         await app.stop(0)

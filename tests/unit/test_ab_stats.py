@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from kernel.errors import ServiceError
+from kernel.percentiles import percentile
 from services.llm_gateway.ab.engine import order
 from services.llm_gateway.ab.model import AbRequest, BackendInfo, Sample, run_document, samples_csv
 from services.llm_gateway.ab.report import render_html
-from services.llm_gateway.ab.stats import Dist, bootstrap_mean_ci, paired, percentile, verdict
+from services.llm_gateway.ab.stats import Dist, bootstrap_mean_ci, paired, verdict
 
 
 def test_bootstrap_interval_matches_the_normal_theory_width() -> None:

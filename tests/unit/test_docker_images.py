@@ -55,6 +55,9 @@ OPTIONAL_IMPORTS = {
         "sentence-transformers": "EMBEDDER_ADDR=local (the model in-process); pods call the embedder",
         "torch": "the 'transformers' backend kind; pods use the extractive generator or an OpenAI server",
         "transformers": "the 'transformers' backend kind, as above",
+        "openvino": "the shared in-process encoder's OpenVINO runtime (embedding/local.py); EMBEDDER_ADDR=local "
+        "runs it with torch",
+        "nncf": "the OpenVINO int8 export beside that runtime (embedding/export.py), never run by the gateway",
     },
 }
 

@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.embedder import export
-from services.embedder.backends import (
-    DEFAULT_MODEL_ID,
+from embedding import export
+from embedding.packaged import DEFAULT_MODEL_ID, packaged_model_dir
+from embedding.runtime import (
     Tokenization,
     TorchBackend,
-    packaged_model_dir,
     read_max_seq_length,
     read_pooling,
     resolve_device,

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from kernel.errors import ErrorKind, ServiceError
 from services.llm_gateway.backend import BackendLimits, BackendRequest, Delta
+from services.llm_gateway.checks import AnswerChecks, RefusedEvent, VerifyEvent
 from services.llm_gateway.citations import Renumberer
 from services.llm_gateway.conversations import ConversationStore, ObjectNotFoundError, Turn, from_bytes, to_bytes
 from services.llm_gateway.core import LlmGateway
@@ -26,6 +27,7 @@ from services.llm_gateway.domain import (
     SearchResult,
     TokenEvent,
 )
+from services.llm_gateway.guards.config import build_guardrails
 from services.llm_gateway.rewrite import (
     HistoryTurn,
     clean_rewrite,
@@ -35,6 +37,7 @@ from services.llm_gateway.rewrite import (
     turns_from_messages,
 )
 from services.llm_gateway.tokens import TokenCounter, default_counter, pieces
+from services.llm_gateway.verify.grounding import Verifier
 
 Q1 = "What does time to first byte measure and why does it matter for RAG?"
 A1 = (
@@ -158,10 +161,11 @@ async def test_store_create_append_list_rename_delete() -> None:
     assert index == 0 and conv.title.startswith("What does time to first byte")
     got = await store.get(a.id.upper())  # ids are case-insensitive
     assert got.turns == (turn,) and from_bytes(to_bytes(got)) == got
-    listed = await store.list()
+    listed, token = await store.list()
     assert [c.id for c in listed] == [a.id, b.id] and listed[0].count == 1 and listed[0].turns == ()
+    assert token == ""  # one page
     assert (await store.rename(b.id, "  Renamed   chat ")).title == "Renamed chat"
-    assert next(c.id for c in await store.list()) == b.id
+    assert (await store.list())[0][0].id == b.id
     await store.delete(a.id)
     with pytest.raises(ServiceError) as e:
         await store.get(a.id)
@@ -312,3 +316,67 @@ async def test_answer_store_failure_is_an_error_event(counter: TokenCounter) -> 
     gw = LlmGateway([TextBackend("x [1].")], counter, searcher=RecordingSearcher(), conversations=store)
     evs = await _run(gw, "q?", conversation_id=conv.id)
     assert isinstance(evs[-1], ErrorEvent) and "storage down" in evs[-1].error.message
+
+
+class FixedScorer:
+    """A groundedness scorer that finds every claim supported with one score."""
+
+    method = "fixed"
+
+    async def score(self, claims: Sequence[object]) -> list[float]:
+        return [0.9] * len(claims)
+
+    async def close(self) -> None:
+        return None
+
+
+def _checked(backend_text: str, counter: TokenCounter, store: ConversationStore) -> LlmGateway:
+    gw = LlmGateway([TextBackend(backend_text)], counter, searcher=RecordingSearcher(), conversations=store)
+    gw.checks = AnswerChecks(build_guardrails("", deny=("zorg",)), Verifier(FixedScorer()), redact_pii=True)
+    return gw
+
+
+async def test_the_stored_turn_is_the_checked_text_with_its_verify_score(counter: TokenCounter) -> None:
+    store = ConversationStore(MemoryObjects())
+    gw = _checked("Write to alice@example.com about the object store layout [1].", counter, store)
+    conv = await store.create()
+    evs = await _run(gw, "Where do I write?", conversation_id=conv.id)
+    verify, done = evs[-2], evs[-1]
+    assert isinstance(verify, VerifyEvent) and isinstance(done, DoneEvent) and done.turn_index == 0
+    assert "alice@example.com" not in done.text
+    turn = (await store.get(conv.id)).turns[0]
+    assert turn.answer == done.text  # redacted, as sent; the raw text was stored before
+    assert turn.verify_score is not None and turn.verify_score == verify.verification.answer_score
+    assert from_bytes(to_bytes(await store.get(conv.id))).turns[0].verify_score == turn.verify_score
+
+
+async def test_an_output_refusal_stores_the_refusal_never_the_refused_text(counter: TokenCounter) -> None:
+    store = ConversationStore(MemoryObjects())
+    gw = _checked("The zorg protocol moves objects [1].", counter, store)
+    conv = await store.create()
+    evs = await _run(gw, "How are objects moved?", conversation_id=conv.id)
+    assert isinstance(evs[-1], RefusedEvent) and evs[-1].verdict.stage == "output"
+    (turn,) = (await store.get(conv.id)).turns
+    assert "protocol moves" not in turn.answer and turn.finish_reason == "refused" and turn.verify_score is None
+    assert turn.answer == evs[-1].verdict.message
+    refused_input = await _run(gw, "Tell me about zorg", conversation_id=conv.id)
+    assert isinstance(refused_input[-1], RefusedEvent)
+    assert len((await store.get(conv.id)).turns) == 1  # an input refusal stores nothing
+
+
+async def test_conversation_listings_page_with_a_token() -> None:
+    objects = MemoryObjects()
+    store = ConversationStore(objects)
+    made = {(await store.create(f"c{i}")).id for i in range(5)}
+    seen: list[str] = []
+    token = ""
+    for _ in range(10):
+        page, token = await store.list(2, token)
+        assert len(page) <= 2
+        seen += [c.id for c in page]
+        if not token:
+            break
+    assert sorted(seen) == sorted(made) and len(seen) == 5
+    with pytest.raises(ServiceError) as e:
+        await store.list(2, "not-a-token")
+    assert e.value.kind == ErrorKind.INVALID_ARGUMENT and e.value.reason == "BAD_PAGE_TOKEN"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.llm_gateway.adapters import LocalEncoder
+from embedding.local import LocalEncoder
 from services.llm_gateway.backend import BackendRequest
 from services.llm_gateway.citations import Renumberer
 from services.llm_gateway.domain import Passage, Usage

@@ -1,13 +1,12 @@
 "use strict";
 // A/B runs over real questions (run, follow with resume, result, report, export) and the
 // comparison dashboard per pair of backends: latest A/B runs and storage benchmark runs with
-// trends, "A faster by X% (CI ...)" only when the interval excludes zero, and live fetch TTFB per
-// backend from the gateway's metrics of real answers. Inline SVG, no library.
+// trends, "A faster by X% (CI ...)" only when the interval excludes zero, and live GET TTFB per
+// backend from the storage service's metrics. Inline SVG, no library.
 (function ab() {
   const { h, svg, $, clear, ms } = DDN;
   const COLORS = ["#2364c9", "#c27b00"];
   let current = null; // the run shown in the result card
-  let liveBefore = null; // the previous /api/ab/live read: the live window is the difference
 
   const label = (name, emulated) => name + (emulated ? " (emulated)" : "");
   const isEmulated = (name) => (DDN.backends.find((b) => b.name === name) || {}).emulated;
@@ -180,30 +179,19 @@
     } catch (err) { verdictEl.appendChild(DDN.errorBox(err.message)); }
   }
 
-  function quantile(buckets, count, q) {
-    // buckets: [[le_s, cumulative]] -> the upper bound of the bucket holding the q-th sample
-    const want = q * count;
-    for (const [le, c] of buckets) if (c >= want) return le * 1000;
-    return null;
-  }
-
   async function loadLive() {
+    // The storage service's storage_backend_ttfb_seconds over the last 5 minutes, as the Metrics
+    // page scrapes it: real traffic, per backend, GET operations.
     const el = $("dash-live");
+    const pair = [$("dash-a").value, $("dash-b").value];
     try {
-      const now = await DDN.api("GET", "/api/ab/live");
-      const before = liveBefore || { backends: {} };
-      liveBefore = now;
+      const w = await DDN.api("GET", "/api/metrics/window?minutes=5");
       clear(el);
-      const names = Object.keys(now.backends);
-      if (!names.length) { el.textContent = "No answers fetched chunks since the gateway started: ask questions to see live TTFB per backend."; return; }
-      for (const n of names) {
-        const cur = now.backends[n], old = before.backends[n] || { count: 0, buckets: cur.buckets.map(([le]) => [le, 0]) };
-        const windowed = cur.count - old.count > 0;
-        const count = windowed ? cur.count - old.count : cur.count;
-        const buckets = cur.buckets.map(([le, c], i) => [le, windowed ? c - (old.buckets[i] || [le, 0])[1] : c]);
-        const p50 = quantile(buckets, count, 0.5), p90 = quantile(buckets, count, 0.9);
-        el.appendChild(h("div", { "data-backend": n }, label(n, isEmulated(n)) + ": fetch TTFB p50 <= " + (p50 === null ? "-" : ms(p50)) + ", p90 <= " + (p90 === null ? "-" : ms(p90)) +
-          " over " + count + " answers " + (windowed ? "in the last few seconds" : "since the gateway started") + " (" + now.metric + ")"));
+      for (const n of pair) {
+        const row = (w.storage_ttfb || []).find((r) => r.backend === n && r.operation === "get");
+        el.appendChild(h("div", { "data-backend": n }, label(n, isEmulated(n)) + ": " + (row && row.count
+          ? "GET TTFB p50 " + ms(row.p50_ms) + ", p99 " + ms(row.p99_ms) + " over " + row.count + " reads in the last " + Math.round((w.measured_s || 0) / 60 * 10) / 10 + " min"
+          : "no reads through this backend in the last 5 minutes")));
       }
     } catch (err) { clear(el).appendChild(DDN.errorBox(err.message)); }
   }
@@ -212,6 +200,7 @@
   // The impact page's run picker also lists A/B runs (value "ab:<run id>"); this draws the figures
   // an A/B run measures (fetch of the run's top-k chunks, TTFT) and says what it does not measure.
   let abRuns = [];
+  let abPicked = ""; // the A/B run the user picked: kept when the benchmark options are rebuilt
   function addAbOptions() {
     const sel = $("im-run");
     for (const g of [...sel.querySelectorAll("optgroup.ab")]) g.remove();
@@ -219,14 +208,17 @@
     const group = h("optgroup", { class: "ab", label: "A/B runs" });
     for (const r of abRuns) group.appendChild(h("option", { value: "ab:" + r.run_id, text: "A/B " + r.run_id + "  " + r.request.backends.join(" vs ") + "  " + (r.request.label || "") }));
     sel.appendChild(group);
+    if (abPicked && [...sel.options].some((o) => o.value === abPicked) && sel.value !== abPicked) {
+      sel.value = abPicked;
+      if (DDN.renderImpact) DDN.renderImpact();
+    }
   }
+  $("im-run").addEventListener("input", () => { abPicked = $("im-run").value.startsWith("ab:") ? $("im-run").value : ""; });
   document.addEventListener("runs", addAbOptions); // after pages.js rebuilt the benchmark options
   document.addEventListener("tab", async (e) => {
     if (e.detail !== "impact") return;
     try { abRuns = (await DDN.api("GET", "/api/ab/runs?page_size=20")).runs.filter((r) => r.summary); } catch (err) { abRuns = []; }
-    const keep = $("im-run").value;
     addAbOptions();
-    if ([...$("im-run").options].some((o) => o.value === keep)) $("im-run").value = keep;
     if (DDN.renderImpact) DDN.renderImpact();
   });
   DDN.abImpact = function abImpact(out) {
@@ -261,7 +253,7 @@
   };
 
   $("dash-refresh").addEventListener("click", () => { loadDashboard(); loadLive(); });
-  for (const id of ["dash-a", "dash-b"]) $(id).addEventListener("change", loadDashboard);
+  for (const id of ["dash-a", "dash-b"]) $(id).addEventListener("change", () => { loadDashboard(); loadLive(); });
   let timer = null;
   document.addEventListener("tab", (e) => {
     if (timer) { clearInterval(timer); timer = null; }

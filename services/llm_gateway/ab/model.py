@@ -17,13 +17,13 @@ from typing import Any
 
 from kernel.csvsafe import safe_row
 from kernel.errors import invalid
+from kernel.ids import valid_name
 
 from .stats import BOOTSTRAP_SEED, Dist, Paired, paired, verdict
 
 MAX_QUESTIONS = 5000
 MAX_QUESTION_CHARS = 4096
 MAX_REPEAT = 10
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 STAGES = ("fetch_ttfb", "fetch_total", "ttft")
 RUN_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$")
 
@@ -52,7 +52,7 @@ class AbRequest:
                 reason="INVALID_AB_BACKENDS",
             )
         for b in self.backends:
-            if not NAME_RE.match(b):
+            if not valid_name(b):
                 raise invalid(f"{b[:70]!r} is not a backend name", reason="INVALID_AB_BACKENDS")
         if not self.questions:
             raise invalid("there are no questions: give at least one question", reason="NO_QUESTIONS")
@@ -69,7 +69,7 @@ class AbRequest:
             raise invalid(f"top_k must be within 1..100, got {self.top_k}", reason="INVALID_TOP_K")
         if not 1 <= self.repeat <= MAX_REPEAT:
             raise invalid(f"repeat must be within 1..{MAX_REPEAT}, got {self.repeat}", reason="INVALID_REPEAT")
-        if not NAME_RE.match(self.collection or ""):
+        if not valid_name(self.collection or ""):
             raise invalid(f"{self.collection[:70]!r} is not a collection name", reason="INVALID_COLLECTION")
         if len(self.label) > 200 or len(self.source) > 500:
             raise invalid("label is limited to 200 characters and source to 500", reason="INVALID_LABEL")

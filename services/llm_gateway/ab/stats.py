@@ -8,17 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kernel.percentiles import percentile
+
 BOOTSTRAP_ITERATIONS = 2000
 BOOTSTRAP_SEED = 20260101
-
-
-def percentile(values: Sequence[int], p: float) -> int:
-    """Nearest-rank percentile (0 when empty)."""
-    if not values:
-        return 0
-    v = sorted(values)
-    rank = max(1, -(-len(v) * p // 100))
-    return int(v[int(min(rank, len(v))) - 1])
 
 
 @dataclass
@@ -36,13 +29,14 @@ class Dist:
     def of(cls, values: Sequence[int]) -> Dist:
         if not values:
             return cls()
+        v = sorted(values)
         return cls(
-            n=len(values),
-            p50_ns=percentile(values, 50),
-            p90_ns=percentile(values, 90),
-            p99_ns=percentile(values, 99),
-            mean_ns=int(sum(values) // len(values)),
-            max_ns=int(max(values)),
+            n=len(v),
+            p50_ns=percentile(v, 50),
+            p90_ns=percentile(v, 90),
+            p99_ns=percentile(v, 99),
+            mean_ns=int(sum(v) // len(v)),
+            max_ns=int(v[-1]),
         )
 
 

