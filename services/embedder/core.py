@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from embedding.runtime import device_name
 from kernel import tracing
 from kernel.errors import invalid, unavailable
 from kernel.timing import Stage, Timer
 
-from .backends import device_name
 from .batcher import Batcher
 from .cache import CacheStats, EmbeddingCache, cache_key
 from .config import EmbedderConfig

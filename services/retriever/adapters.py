@@ -171,7 +171,7 @@ class EmbedderEncoder:
         try:
             info = await self.client.info()
         except ServiceCallError as err:
-            raise _as_service_error(err) from None
+            raise err.to_service_error() from None
         return f"{info.device} ({info.device_name})" if info.device_name else info.device
 
     async def dimension(self) -> int:
