@@ -144,12 +144,16 @@ class Pipeline:
 
         async def one(f: FileRow) -> _Parsed | None:
             async with sem:
+                t0 = time.perf_counter_ns()
                 try:
                     data = await self.fetch(lj, f)
                 except ObjectNotFound:
                     return await self._file_failed(lj, f, "the object does not exist")
                 except ObjectTooLarge as err:
                     return await self._file_failed(lj, f, str(err))
+                f.fetch_ns = time.perf_counter_ns() - t0
+                _add(lj, "fetch", f.fetch_ns)
+                lj.view.bytes_total += len(data)
                 f.size_bytes, f.sha256 = len(data), hashlib.sha256(data).hexdigest()
                 state = self.r.collections.get(lj.view.collection)
                 known = state.snapshot.documents.get(f.document_id) if state and not state.error else None
@@ -162,7 +166,10 @@ class Pipeline:
                 try:
                     chunks = await asyncio.to_thread(self._parse_chunk, lj.view.collection, f, data, chunker)
                 except ParseError as err:
+                    _add(lj, "parse", f.parse_ns)
                     return await self._file_failed(lj, f, str(err))
+                _add(lj, "parse", f.parse_ns)
+                _add(lj, "chunk", f.chunk_ns)
                 return _Parsed(f, chunks)
 
         window = 8
@@ -174,10 +181,16 @@ class Pipeline:
         await out.put(None)
 
     def _parse_chunk(self, collection: str, f: FileRow, data: bytes, chunker: Chunker) -> list[Chunk]:
-        text = parse_document(
-            f.name, data, max_bytes=self.s.max_file_bytes, max_unpacked_bytes=self.s.max_unpacked_bytes
-        )
+        t0 = time.perf_counter_ns()
+        try:
+            text = parse_document(
+                f.name, data, max_bytes=self.s.max_file_bytes, max_unpacked_bytes=self.s.max_unpacked_bytes
+            )
+        finally:
+            f.parse_ns = time.perf_counter_ns() - t0
+        t1 = time.perf_counter_ns()
         chunks = chunker.chunks(collection, f.document_id, text)
+        f.chunk_ns = time.perf_counter_ns() - t1
         if not chunks:
             raise ParseError("no text could be extracted")
         return chunks
@@ -201,7 +214,8 @@ class Pipeline:
         slots = asyncio.Semaphore(max(1, self.s.embed_concurrency))
         active = [0, 0.0]  # requests in flight, when the current busy period began
 
-        async def embed(texts: list[str]) -> np.ndarray:
+        async def embed(group: list[_Parsed], texts: list[str]) -> np.ndarray:
+            t0 = time.perf_counter_ns()
             try:
                 if active[0] == 0:
                     active[1] = time.perf_counter()
@@ -212,18 +226,20 @@ class Pipeline:
                     for i in range(0, len(texts), b)
                 ]
                 lj.embedded += len(texts)
+                _share(group, "embed_ns", time.perf_counter_ns() - t0)
                 return np.concatenate(parts).astype(np.float32)
             finally:
                 active[0] -= 1
                 if active[0] == 0:
                     lj.embed_busy_s += time.perf_counter() - active[1]
+                    lj.view.stage_ns["embed"] = int(lj.embed_busy_s * 1e9)
                 slots.release()
 
         async for group in batched(drain(inp), lambda p: len(p.chunks), self.s.embed_batch):
             if lj.view.stage not in ("embed", "write"):
                 await self.sink.emit(lj, stage="embed")
             await slots.acquire()
-            task = asyncio.create_task(embed([c.text for p in group for c in p.chunks]))
+            task = asyncio.create_task(embed(group, [c.text for p in group for c in p.chunks]))
             await out.put((group, task))
         await out.put(None)
 
@@ -265,7 +281,11 @@ class Pipeline:
                 "ddnrag.chunks": len(chunks),
             },
         ):
+            t0 = time.perf_counter_ns()
             await asyncio.gather(*(self._write(st, items) for st in v.backends))
+            took = time.perf_counter_ns() - t0
+            _add(lj, "write", took)
+            _share(group, "write_ns", took)
             rows = [ChunkRow(c.chunk_id, c.document_id, c.position, c.text, vectors[i]) for i, c in enumerate(chunks)]
             for p in group:
                 p.file.chunks, p.file.status = len(p.chunks), "done"
@@ -281,6 +301,17 @@ class Pipeline:
             raise OSError(f"writing chunks to backend {st.backend!r} failed: {bad[0].key}: {bad[0].error}")
         st.objects_written += len(outcomes)
         st.latencies_ns.extend(o.total_ns for o in outcomes if o.total_ns)
+
+
+def _add(lj: LiveJob, stage: str, ns: int) -> None:
+    lj.view.stage_ns[stage] = lj.view.stage_ns.get(stage, 0) + ns
+
+
+def _share(group: list[_Parsed], attr: str, ns: int) -> None:
+    """Splits one call's time over the files it served, by their share of its chunks."""
+    total = sum(len(p.chunks) for p in group) or 1
+    for p in group:
+        setattr(p.file, attr, getattr(p.file, attr) + ns * len(p.chunks) // total)
 
 
 class NullCounter:
