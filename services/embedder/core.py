@@ -188,7 +188,7 @@ class Embedder:
                 limit=info.max_batch_texts,
             )
         loop = asyncio.get_running_loop()
-        timer = Timer()
+        timer = Timer(spans=False)  # one span per Embed call, with the figures below
         n = len(texts)
         vectors = np.zeros((n, info.dimension), dtype=np.float32)
         tokens = [0] * n
@@ -255,6 +255,7 @@ class Embedder:
                 "ddnrag.embed.cache_hits": sum(hit),
                 "ddnrag.embed.batch_size": batch_size,
                 "ddnrag.embed.queue_time_ns": result.queue_time_ns,
+                "ddnrag.embed.inference_time_ns": result.inference_time_ns,
             }
         )
         return result

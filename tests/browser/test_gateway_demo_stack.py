@@ -32,9 +32,13 @@ the platform team in Lisbon. It keeps hot shards on flash so GPU data loaders ne
 """
 
 
+TRACE_URL = "http://traces.example/trace/{trace_id}"
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    s = start_stack(tmp_path_factory.mktemp("stack") / "data")
+    # No OTLP endpoint: trace ids are made and shown, nothing is exported; a viewer link is set.
+    s = start_stack(tmp_path_factory.mktemp("stack") / "data", extra_env={"DDNRAG_GATEWAY_TRACE_URL": TRACE_URL})
     try:
         yield s
     finally:
@@ -124,6 +128,11 @@ async def test_real_stack_flow(page, stack: RunningStack, tmp_path: Path) -> Non
     await expect(lane.get_by_test_id("citations")).to_contain_text("heliotrope-tiering.md")
     await expect(lane.get_by_test_id("ttft-badge")).to_have_text(re.compile(r"TTFT [\d.,]+ (ms|s)"))
     await expect(lane.get_by_test_id("waterfall").locator("svg rect").first).to_be_visible()
+    # The answer's trace id under the waterfall, linked to the configured trace viewer.
+    trace_link = lane.get_by_test_id("trace-id").get_by_role("link")
+    await expect(trace_link).to_have_text(re.compile(r"^[0-9a-f]{32}$"))
+    trace_id = await trace_link.inner_text()
+    assert await trace_link.get_attribute("href") == TRACE_URL.replace("{trace_id}", trace_id)
     await page.screenshot(path=str(ARTIFACTS / "stack-2-chat.png"), full_page=True)
 
     await page.get_by_role("tab", name="Benchmark").click()
