@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from opentelemetry import context as otel_context
@@ -28,6 +28,29 @@ from .core import Retriever, chunk_key
 from .job_model import BackendStats, ChunkRow, FileErrorView, FileRow, JobRecord, JobView
 from .parsing import ParseError, parse_document
 from .ports import ObjectNotFound, ObjectTooLarge
+
+T = TypeVar("T")
+
+
+async def drain(queue: asyncio.Queue[T | None]) -> AsyncIterator[T]:
+    """The items a stage's input queue carries, until the None that ends it."""
+    while (item := await queue.get()) is not None:
+        yield item
+
+
+async def batched(items: AsyncIterator[T], size: Callable[[T], int], limit: int) -> AsyncIterator[list[T]]:
+    """`items` in groups whose `size` reaches `limit` (the last group may be smaller): the one
+    batching rule of the embed and write stages."""
+    group: list[T] = []
+    n = 0
+    async for item in items:
+        group.append(item)
+        n += size(item)
+        if n >= limit:
+            yield group
+            group, n = [], 0
+    if group:
+        yield group
 
 
 @dataclass
@@ -212,23 +235,12 @@ class Pipeline:
                     lj.view.stage_ns["embed"] = int(lj.embed_busy_s * 1e9)
                 slots.release()
 
-        group: list[_Parsed] = []
-        n = 0
-        done = False
-        while not done:
-            item = await inp.get()
-            if item is None:
-                done = True
-            else:
-                group.append(item)
-                n += len(item.chunks)
-            if group and (n >= self.s.embed_batch or done):
-                if lj.view.stage not in ("embed", "write"):
-                    await self.sink.emit(lj, stage="embed")
-                await slots.acquire()
-                task = asyncio.create_task(embed(group, [c.text for p in group for c in p.chunks]))
-                await out.put((group, task))
-                group, n = [], 0
+        async for group in batched(drain(inp), lambda p: len(p.chunks), self.s.embed_batch):
+            if lj.view.stage not in ("embed", "write"):
+                await self.sink.emit(lj, stage="embed")
+            await slots.acquire()
+            task = asyncio.create_task(embed(group, [c.text for p in group for c in p.chunks]))
+            await out.put((group, task))
         await out.put(None)
 
     async def _write_stage(
@@ -236,25 +248,18 @@ class Pipeline:
     ) -> None:
         """Collects embedded groups up to `write_batch` chunks, writes them to every target backend
         (one BatchPut per backend) and has the batch committed."""
-        batch: list[tuple[list[_Parsed], np.ndarray]] = []
-        n = 0
-        done = False
-        while not done:
-            item = await inp.get()
-            if item is None:
-                done = True
-            else:
-                group, task = item
+
+        async def embedded() -> AsyncIterator[tuple[list[_Parsed], np.ndarray]]:
+            async for group, task in drain(inp):
                 try:
                     vectors = await task
                 except BaseException:
                     task.cancel()
                     raise
-                batch.append((group, vectors))
-                n += len(vectors)
-            if batch and (n >= self.s.write_batch or done):
-                await self._write_batch(lj, batch)
-                batch, n = [], 0
+                yield group, vectors
+
+        async for batch in batched(embedded(), lambda item: len(item[1]), self.s.write_batch):
+            await self._write_batch(lj, batch)
 
     async def _write_batch(self, lj: LiveJob, batch: list[tuple[list[_Parsed], np.ndarray]]) -> None:
         v = lj.view
