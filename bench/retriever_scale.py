@@ -12,9 +12,8 @@ probed) and runs retrievers as their own processes. Measured side by side in one
 - `replica_visibility_p50_ms`: a job commits through replica A; time until a search on replica B
   returns the new document (B polls every 0.5 s). Goal <= 2000.
 - `query_p99_during_merge_over_idle`: hybrid Search p99 on replica A while it merges a tier of 8
-  neighbouring segments (seven of 4k chunks and the one-document segment whose commit triggers the
-  merge) over the p99 of the same queries when idle, 4 clients querying back to back in both
-  phases. The merge's CPU work runs in the retriever's merge process. Goal <= 2.0.
+  neighbouring segments over the p99 when idle, idle and merge windows interleaved (see
+  bench/scale_merge.py). The merge runs in the retriever's merge process. Goal <= 2.0.
 - `baseline_*`: the same measurements on the code before segments (commit BASE below), run as its
   own retriever process from a `git worktree` of that commit, against the same storage service and
   embedder, in the same run. It has no replicas following CURRENT and no merges, so those two keys
@@ -59,6 +58,9 @@ from clients.storage import StorageClient  # noqa: E402
 from ddnrag.retriever.v1 import retriever_service_pb2 as pb  # noqa: E402
 from kernel.config import load_env  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+import scale_merge  # noqa: E402
+
 OUT = ROOT / "bench" / "results" / "retriever_scale.json"
 # ../shared/data/scifact beside the checkout (one level further up from a worktree under wt/).
 SCIFACT = next(
@@ -68,7 +70,6 @@ SCIFACT = next(
 BASE = "4f265ef"  # main before the segmented index: the full-rewrite commit path
 N_LARGE = 100_000
 SERVICE = "ddnrag.retriever.v1.RetrieverService"
-STREAMS = 4  # concurrent query clients, idle and during the merge alike
 
 # Runs a retriever from whichever tree is on sys.path[0]; writes its port to fd PORT_FD.
 LAUNCH = """
@@ -112,11 +113,6 @@ asyncio.run(main())
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))] if xs else 0.0
 
 
 def scifact(n: int | None = None) -> list[tuple[str, str]]:
@@ -326,31 +322,6 @@ async def old_path(b: Bench) -> dict[str, Any]:
         await asyncio.to_thread(subprocess.run, [*git, "remove", "--force", str(tree)], check=False)
 
 
-async def write_merging(b: Bench, recs: list[Any], vecs: np.ndarray, docs: dict[str, Any]) -> None:
-    """The merge collection: 8 neighbouring segments of 4k chunks (one tier), merged on the next commit."""
-    from services.retriever.adapters import StorageStore
-    from services.retriever.live import write_collection
-
-    for s in range(8):
-        part = slice(s * 4000, (s + 1) * 4000)
-        sdocs = {d: docs[d] for d in {r.document_id for r in recs[part]}}
-        await write_collection(StorageStore(b.storage), "merging", sdocs, recs[part], vecs[part])
-
-
-async def only_merge(b: Bench) -> dict[str, Any]:
-    """`--only merge`: just the query-during-merge measurement (updates those keys of the JSON)."""
-    from services.retriever.index import ChunkRecord, DocumentInfo
-
-    rows, vecs = corpus_rows(32_000, b.dim)
-    recs = [ChunkRecord(*r) for r in rows]
-    await write_merging(b, recs, vecs, {r[1]: DocumentInfo(r[1], r[2], "", 0, "", 10) for r in rows[::10]})
-    _, a = await b.retriever(ROOT, "replica_a")
-    try:
-        return await merge_queries(b, a)
-    finally:
-        await a.close()
-
-
 async def write_new(b: Bench) -> None:
     from services.retriever.adapters import StorageStore
     from services.retriever.index import ChunkRecord, DocumentInfo
@@ -363,7 +334,7 @@ async def write_new(b: Bench) -> None:
     docs = {r[1]: DocumentInfo(r[1], r[2], "", 0, "", 10) for r in rows[::10]}
     await write_collection(store, "large", docs, recs, vecs)
     log(f"new path: wrote the {N_LARGE}-chunk collection in {time.perf_counter() - t0:.0f}s")
-    await write_merging(b, recs, vecs, docs)
+    await scale_merge.write_collections(b, recs, vecs, docs)
 
 
 async def new_path(b: Bench) -> dict[str, Any]:
@@ -396,68 +367,11 @@ async def new_path(b: Bench) -> dict[str, Any]:
             vis.append((time.perf_counter() - t0) * 1000)
         log(f"replica visibility ms: {[round(v) for v in vis]}")
         r["visibility_ms"] = vis
-        r.update(await merge_queries(b, a))
+        r.update(await scale_merge.measure(b, a, SCIFACT, small_docs))
     finally:
         await a.close()
         await bcl.close()
     return r
-
-
-async def merge_queries(b: Bench, a: RetrieverClient) -> dict[str, Any]:
-    queries = [json.loads(line)["text"] for line in (SCIFACT / "queries_test.jsonl").open()][:200]
-    first = await a.search("merging", queries[0], top_k=5, no_cache=True)
-    for q in queries[:5]:
-        await a.search("merging", q, top_k=5, no_cache=True)
-
-    async def stream(k: int, lat: list[float], until: Any) -> None:
-        """One client querying back to back; `until(resp)` ends it (None: one pass)."""
-        for i in range(10_000):
-            q = queries[(i * STREAMS + k) % len(queries)]
-            t = time.perf_counter()
-            resp = await a.search("merging", q, top_k=5, no_cache=True)
-            dt = time.perf_counter() - t
-            if until is not None and until(resp):
-                return
-            lat.append(dt)
-            if until is None and i + 1 >= len(queries) // STREAMS:
-                return
-
-    idle: list[float] = []
-    await asyncio.gather(*(stream(k, idle, None) for k in range(STREAMS)))
-    # A commit of one document schedules the merge of a tier of eight segments; query until it lands.
-    _, _, version = await b.ingest(a, "merging", small_docs("m", 1, offset=60))
-    during: list[float] = []
-    t_start = time.perf_counter()
-    done = {"at": 0.0}
-
-    def merged(resp: Any) -> bool:
-        if resp.index_version != version:
-            done["at"] = done["at"] or time.perf_counter() - t_start
-            return True
-        return time.perf_counter() - t_start > 300
-
-    await asyncio.gather(*(stream(k, during, merged) for k in range(STREAMS)))
-    merged_at = done["at"]
-    log(f"merge: {len(during)} queries during {merged_at:.1f}s; idle p99 {pct(idle, 0.99) * 1000:.1f} ms")
-    return {
-        "idle": idle,
-        "during": during,
-        "merge_s": merged_at,
-        "merged": bool(merged_at) and first.index_version != version,
-    }
-
-
-def merge_keys(m: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "query_p99_during_merge_over_idle": round(pct(m["during"], 0.99) / pct(m["idle"], 0.99), 3),
-        "query_p99_ms": {
-            "idle": round(pct(m["idle"], 0.99) * 1000, 2),
-            "during_merge": round(pct(m["during"], 0.99) * 1000, 2),
-        },
-        "queries_idle": len(m["idle"]),
-        "queries_during_merge": len(m["during"]),
-        "merge_s": round(m["merge_s"], 2),
-    }
 
 
 async def main() -> None:
@@ -467,14 +381,16 @@ async def main() -> None:
     if sys.argv[1:3] == ["--only", "merge"]:
         try:
             await b.start()
-            m = await only_merge(b)
+            m = await scale_merge.only(b, ROOT, corpus_rows, SCIFACT, small_docs)
         finally:
             await b.stop()
             shutil.rmtree(work, ignore_errors=True)
         result = json.loads(OUT.read_text()) if OUT.exists() else {}
-        result.update(merge_keys(m) | {"merge_measured_in_a_separate_run_s": round(time.perf_counter() - t_all, 1)})
+        result.update(
+            scale_merge.keys(m) | {"merge_measured_in_a_separate_run_s": round(time.perf_counter() - t_all, 1)}
+        )
         OUT.write_text(json.dumps(result, indent=2) + "\n")
-        log(json.dumps(merge_keys(m), indent=2))
+        log(json.dumps(scale_merge.keys(m), indent=2))
         return
     try:
         await b.start()
@@ -497,7 +413,7 @@ async def main() -> None:
         "baseline_small_commit_s": {"empty": round(old["t_empty"], 3), "large": round(old["t_large"], 3)},
         "baseline_small_commit_bytes": {"empty": old["b_empty"], "large": old["b_large"]},
         "replica_visibility_ms": [round(v, 1) for v in new["visibility_ms"]],
-        **merge_keys(new),
+        **scale_merge.keys(new),
         "large_collection_chunks": N_LARGE,
         "baseline_commit": BASE,
         "notes": (
@@ -508,7 +424,6 @@ async def main() -> None:
         "total_s": round(time.perf_counter() - t_all, 1),
     }
     try:
-        sys.path.insert(0, str(ROOT / "bench"))
         import scale_failover  # type: ignore[import-not-found]  # the failover measurement
     except ImportError:
         log("bench/scale_failover.py is absent: the failover keys are left out")

@@ -7,6 +7,7 @@ storage DEADLINE_EXCEEDED is not this service being unavailable."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import grpc
 import numpy as np
@@ -21,6 +22,17 @@ from .ports import GetOutcome, ObjectMeta, ObjectNotFound, ObjectTooLarge, Preco
 BATCH_LIMIT = 1000
 
 
+@dataclass(frozen=True)
+class StorageStoreFactory:
+    """Opens a `StorageStore` on `addr` in the calling process: the merge process reads and writes
+    segments through its own channel (picklable, unlike a channel)."""
+
+    addr: str
+
+    def __call__(self) -> StorageStore:
+        return StorageStore(StorageClient(self.addr, timeout_s=120))
+
+
 def _too_large(max_bytes: int) -> bytes:
     raise ObjectTooLarge(f"the file is over the {max_bytes}-byte limit (stopped reading it there)")
 
@@ -30,6 +42,9 @@ class StorageStore:
 
     def __init__(self, client: StorageClient) -> None:
         self.client = client
+
+    async def close(self) -> None:
+        await self.client.close()
 
     async def put_many(self, items: Sequence[tuple[str, bytes]], *, backend: str = "") -> list[PutOutcome]:
         out: list[PutOutcome] = []
@@ -150,6 +165,14 @@ class EmbedderEncoder:
         except ServiceCallError as err:
             raise err.to_service_error() from None
         return np.asarray(arr, dtype=np.float32)
+
+    async def device(self) -> str:
+        """The embedder's device, e.g. "cuda:0 (NVIDIA H200)" or "cpu (AMD EPYC 7763)"."""
+        try:
+            info = await self.client.info()
+        except ServiceCallError as err:
+            raise err.to_service_error() from None
+        return f"{info.device} ({info.device_name})" if info.device_name else info.device
 
     async def dimension(self) -> int:
         if not self._dim:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,18 @@ class CollectionState:
 class Retriever:
     """Collections with their live indexes, and search over them."""
 
-    def __init__(self, store: ObjectStore, encoder: Encoder, settings: Settings, catalog: Catalog) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        encoder: Encoder,
+        settings: Settings,
+        catalog: Catalog,
+        *,
+        merge_store: Callable[[], ObjectStore] | None = None,
+    ) -> None:
+        """`merge_store` opens the same store in another process (adapters.StorageStoreFactory):
+        with it, merges run in a low-priority merge process that reads and writes segments itself;
+        without it, in a worker thread here."""
         self.store = store
         self.encoder = encoder
         self.settings = settings
@@ -128,6 +140,7 @@ class Retriever:
         self.rerank: RerankStage | None = None
         # Replaced by the server with one on its registry (metrics.py).
         self.metrics = RetrieverMetrics()
+        merging = settings.merge_factor >= 2 and settings.persist_index
         self.opts = IndexOptions(
             hnsw_threshold=settings.hnsw_threshold,
             bm25_params=(settings.bm25_k1, settings.bm25_b),
@@ -135,7 +148,8 @@ class Retriever:
             merge=MergePolicy(settings.merge_factor, settings.merge_floor_chunks),
             gc_grace_s=settings.gc_grace_s,
             dense_factory=self._dense_factory,
-            merge_executor=merge_executor() if settings.merge_factor >= 2 and settings.persist_index else None,
+            merge_executor=merge_executor() if merging and merge_store is not None else None,
+            merge_store=merge_store,
         )
         self.defaults = searching.Defaults(
             settings.fusion, settings.rrf_k, settings.dense_weight, settings.candidates, settings.max_top_k
@@ -167,6 +181,8 @@ class Retriever:
                 await self.catalog.add(name)
         for name in await self.catalog.names():
             await self._load(name)
+        if self.opts.merge_executor is not None:  # start the merge process now, not in the first merge
+            self.opts.merge_executor.submit(os.getpid)
         self.last_follow_ok = time.monotonic()
         # Whether a Follower keeps this core on CURRENT (only then can it go stale).
         self.followed = False
@@ -237,6 +253,7 @@ class Retriever:
         if name in self.collections:
             return self.collections[name]
         await self.catalog.add(name)
+        await segments.note_change(self.store)
         return await self._load(name)
 
     async def ensure_collection(self, name: str) -> CollectionState:
@@ -246,19 +263,6 @@ class Retriever:
 
     def list_collections(self) -> list[CollectionState]:
         return [self.collections[n] for n in sorted(self.collections)]
-
-    async def delete_collection(self, name: str) -> None:
-        state = self.get_collection(name)
-        async with state.live.lock:
-            await self.store.delete(prefix=f"chunks/{name}/")
-            await self.store.delete(prefix=segments.prefix(name))
-            await self.catalog.remove(name)
-            await asyncio.to_thread(self.cache.invalidate, name, "\x00")
-            self.collections.pop(name, None)
-        await state.live.stop()
-        await state.live.reset()
-        if name == DEFAULT_COLLECTION:
-            await self.create_collection(name)
 
     def list_documents(self, collection: str, page_size: int, page_token: str) -> tuple[list[DocumentInfo], str, int]:
         state = self.get_collection(collection)

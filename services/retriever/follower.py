@@ -1,7 +1,10 @@
 """Keeps a replica's indexes on what CURRENT names, and says when the replica is too stale to serve.
 
-Every `follow_interval_s` the follower lists the collections' CURRENT objects (one List call) and,
-for each whose ETag changed, reads it and loads only the segments the replica lacks. A manifest
+Every `follow_interval_s` the follower reads one small object, `index-changed`, which writers
+rewrite after every change of a CURRENT or of the collection list. Only when its ETag moved (or a
+manifest was refused and is retried, or FULL_POLL_S passed: a writer that died between CURRENT and
+that note) does it list the collections' CURRENT objects and, for each whose ETag changed, read it
+and load only the segments the replica lacks. A manifest
 naming a missing or corrupt file is refused and retried on the next poll; the replica keeps the
 version it has. When the store cannot be reached for longer than `max_staleness_s`, the replica
 reports NOT_SERVING and refuses searches instead of serving stale results silently.
@@ -20,6 +23,8 @@ from .segments import CorruptSegment
 
 log = logging.getLogger(__name__)
 
+FULL_POLL_S = 30.0  # list everything at least this often, whatever `index-changed` says
+
 
 class Follower:
     """The poll loop of one replica; `on_health(serving)` is called when freshness changes."""
@@ -32,6 +37,8 @@ class Follower:
         self.errors: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
         self._serving: bool | None = None
+        self._changes: str | None = None  # index-changed's ETag at the last full poll
+        self._full_at = 0.0
 
     def start(self) -> None:
         s = self.core.settings
@@ -66,7 +73,17 @@ class Follower:
                 await self.on_health(serving)
 
     async def poll(self) -> None:
-        """One round: follow every collection whose CURRENT changed since the last round."""
+        """One round: read `index-changed`; when it moved, follow every collection whose CURRENT
+        changed since the last round."""
+        tag = await segments.changes_tag(self.core.store)
+        now = time.monotonic()
+        if tag and tag == self._changes and not self.errors and now - self._full_at < FULL_POLL_S:
+            self.core.last_follow_ok = now
+            return
+        await self._full_poll()
+        self._changes, self._full_at = tag, now
+
+    async def _full_poll(self) -> None:
         started = time.time_ns()
         published = await self.core.published()
         names = set(await self.core.catalog.names())

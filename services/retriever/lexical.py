@@ -73,6 +73,11 @@ class Postings:
         self.tf = np.asarray(tf, np.float32)
         self.lengths = np.asarray(lengths, np.float32)
 
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        # Pickled as one string and four arrays (the merge process sends postings back): a list of
+        # tens of thousands of terms plus their dict would cost the receiver far more to rebuild.
+        return (_restore, ("\n".join(self.terms), len(self.terms), self.ptr, self.rows, self.tf, self.lengths))
+
     @classmethod
     def build(cls, token_lists: Sequence[list[str]]) -> Postings:
         vocab: dict[str, int] = {}
@@ -168,6 +173,10 @@ class Postings:
         text = z["terms"].tobytes().decode()
         terms = text.split("\n") if len(z["ptr"]) > 1 else []
         return cls(terms, z["ptr"], z["rows"], z["tf"].astype(np.float32), z["lengths"])
+
+
+def _restore(terms: str, n: int, ptr: np.ndarray, rows: np.ndarray, tf: np.ndarray, lengths: np.ndarray) -> Postings:
+    return Postings(terms.split("\n") if n else [], ptr, rows, tf, lengths)
 
 
 _NO_ROWS = np.zeros(0, np.int32)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from kernel.errors import ErrorKind, ServiceError
 from . import segments as store_fmt
 from .index import ChunkRecord, CollectionIndex, DenseFactory, DocumentInfo, Segment
 from .lexical import Analyzer, Postings
-from .merge import MergePolicy, Source, merge_and_encode
+from .merge import MergeJob, MergePolicy, Source, merge_elsewhere, merge_here
 from .ports import ObjectStore, PreconditionFailed
 from .segments import Manifest, SegmentEntry
 
@@ -56,8 +56,10 @@ class IndexOptions:
     merge: MergePolicy = field(default_factory=MergePolicy)
     gc_grace_s: float = 300.0
     dense_factory: Callable[[str], DenseFactory | None] = lambda collection: None
-    # Where merges do their CPU work: a process pool (the service's), or None for a worker thread.
+    # Where merges run: the service's merge process (with `merge_store`, which opens the store
+    # there), or None for a worker thread of this process.
     merge_executor: Executor | None = None
+    merge_store: Callable[[], ObjectStore] | None = None
 
 
 @dataclass
@@ -85,6 +87,7 @@ class LiveIndex:
         self.lock = asyncio.Lock()
         self._merging: asyncio.Task[None] | None = None
         self._etag = ""  # CURRENT's ETag as read by the last `_catch_up`
+        self._retired: list[tuple[float, Any]] = []  # (when, dense index) of retired segments, to drop
 
     # What searches and callers read ------------------------------------------------------------
     @property
@@ -164,8 +167,18 @@ class LiveIndex:
         self.segments = {s.id: s for s in segs}
         self.documents, self.doc_segments = docs, where
         self.updated_unix_ns = m.created_unix_ns
-        for s in dropped:
-            s.drop()
+        self._retire(dropped)
+
+    def _retire(self, dropped: Sequence[Segment]) -> None:
+        """Segments this replica no longer serves release their external dense indexes (Milvus
+        collections) only after the grace period, as their files are: another replica (sharing a
+        Milvus cluster) may still be searching an older manifest that names them."""
+        now = time.monotonic()
+        self._retired.extend((now, s.dense) for s in dropped if getattr(s.dense, "drop", None) is not None)
+        due = [d for t, d in self._retired if now - t >= self.opts.gc_grace_s]
+        self._retired = [(t, d) for t, d in self._retired if now - t < self.opts.gc_grace_s]
+        for dense in due:
+            dense.drop()
 
     async def reset(self) -> None:
         """Forgets everything (the collection was deleted)."""
@@ -370,19 +383,15 @@ class LiveIndex:
             sources = [Source.of(self.segments[sid], before[sid]) for sid in pick]
             gen = self.manifest.generation + 1
             dim = self.manifest.dimension
-        if self.opts.merge_executor is not None:  # another process: queries keep the GIL
-            loop = asyncio.get_running_loop()
-            merged, files = await loop.run_in_executor(self.opts.merge_executor, merge_and_encode, sources, dim)
+            store = self.opts.merge_store if self.opts.persist else None
+            by_id = {e.id: e for e in self.manifest.segments}
+            job = MergeJob(self.collection, [by_id[s] for s in pick], [before[s] for s in pick], dim, gen, store)
+        if self.opts.merge_executor is not None and job.store is not None:
+            seg, entry = await merge_elsewhere(job, sources, self.opts.merge_executor, self._segment)
         else:
-            merged, files = await asyncio.to_thread(merge_and_encode, sources, dim)
-        seg_id = store_fmt.new_segment_id(gen, files)
-        entry = store_fmt.segment_entry(seg_id, files, len(merged.records))
-        if self.opts.persist:
-            base = store_fmt.prefix(self.collection) + entry.path
-            await store_fmt.put_files(self.store, [(base + n, d) for n, d in files.items()])
-        seg = await asyncio.to_thread(
-            self._segment, seg_id, merged.records, merged.vectors, merged.documents, merged.postings
-        )
+            store = self.store if self.opts.persist else None
+            seg, entry = await merge_here(self.collection, sources, dim, gen, store, self._segment)
+        seg_id, n_rows = seg.id, len(seg)
         async with self.lock:
             etag = await self._catch_up()
             live_ids = [e.id for e in self.manifest.segments]
@@ -419,7 +428,7 @@ class LiveIndex:
             self._swap(m, m.name, loaded)
             log.info(
                 "merged segments",
-                extra={"collection": self.collection, "segments": len(pick), "chunks": len(merged.records)},
+                extra={"collection": self.collection, "segments": len(pick), "chunks": n_rows},
             )
             return True
 

@@ -1,9 +1,9 @@
 """The dense index on Milvus, for corpora beyond one node's memory.
 
 `MilvusDenseIndex` has `DenseIndex`'s interface (`size`, `kind`, `search`), so a `CollectionIndex`
-runs on it unchanged (BM25 and fusion stay in process). Each index version is its own Milvus
-collection, named after the retriever collection and version, filled once and dropped when the
-version is replaced. A real Milvus deployment keeps its segments in the same S3/DDN store (its
+runs on it unchanged (BM25 and fusion stay in process). Each segment is its own Milvus collection,
+named after the retriever collection and the segment id, filled once (or found filled) and dropped
+a grace period after the replica stopped serving it (`LiveIndex._retire`). A real Milvus deployment keeps its segments in the same S3/DDN store (its
 `minio` settings); tests and laptops use milvus-lite, a local file. blocking calls: callers run
 them in threads, as they do FAISS.
 """
@@ -34,28 +34,33 @@ class MilvusDenseIndex:
     kind = "milvus"
 
     def __init__(self, uri: str, name: str, vectors: np.ndarray, batch: int = 2000) -> None:
+        """Opens the Milvus collection of segment `name`, creating and filling it when missing or
+        incomplete. Segment ids are content-addressed, so a collection of that name already holding
+        every row (another replica sharing the Milvus cluster built it) is used as it is; rows are
+        upserted by row id, so two replicas filling it at once give the same rows."""
         self.client = client_for(uri)
         self.name = re.sub(r"[^A-Za-z0-9_]", "_", f"ddnrag_{name}")
-        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        self._size = len(self.vectors)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # kept in Milvus, not here
+        self._size = len(vectors)
         if self._size == 0:
             return
-        dim = self.vectors.shape[1]
         if self.client.has_collection(self.name):
-            self.client.drop_collection(self.name)
-        self.client.create_collection(
-            collection_name=self.name,
-            dimension=dim,
-            metric_type="IP",
-            primary_field_name="id",
-            vector_field_name="vector",
-            id_type="int",
-            auto_id=False,
-            consistency_level="Strong",
-        )
+            if int(self.client.get_collection_stats(self.name).get("row_count", 0)) >= self._size:
+                return
+        else:
+            self.client.create_collection(
+                collection_name=self.name,
+                dimension=vectors.shape[1],
+                metric_type="IP",
+                primary_field_name="id",
+                vector_field_name="vector",
+                id_type="int",
+                auto_id=False,
+                consistency_level="Strong",
+            )
         for i in range(0, self._size, batch):
-            rows = [{"id": i + j, "vector": v.tolist()} for j, v in enumerate(self.vectors[i : i + batch])]
-            self.client.insert(collection_name=self.name, data=rows)
+            rows = [{"id": i + j, "vector": v.tolist()} for j, v in enumerate(vectors[i : i + batch])]
+            self.client.upsert(collection_name=self.name, data=rows)
         self.client.flush(collection_name=self.name)
 
     @property

@@ -8,6 +8,8 @@ Layout, under the default backend:
     index/<c>/deletes/<hash>.json                  documents deleted from live segments
     index/<c>/manifests/<generation>-<version>.json  live segments, SHA-256 per file, delete set
     index/<c>/CURRENT                              the live manifest's name, written last
+    index-changed                                  rewritten after any CURRENT or the collection list changes
+                                                   (outside index/: every index/ key is under a collection)
 
 A commit writes one new segment (only the new chunks), a delete set when documents were replaced or
 removed, a new manifest, then CURRENT; a merge publishes the same way. Files are sharded so each
@@ -23,9 +25,12 @@ retire it like any other.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
+import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,6 +41,8 @@ import numpy as np
 from .index import ChunkRecord, DocumentInfo
 from .lexical import Analyzer, Postings
 from .ports import ObjectNotFound, ObjectStore
+
+log = logging.getLogger(__name__)
 
 FORMAT = 2
 SHARD_CHUNKS = 2048
@@ -211,7 +218,29 @@ async def publish(store: ObjectStore, manifest: Manifest, expect_etag: str) -> i
         await store.put_if(base + "CURRENT", name, if_match=expect_etag)
     else:
         await store.put_if(base + "CURRENT", name, if_none_match=True)
+    await note_change(store)
     return len(body) + len(name)
+
+
+CHANGED = "index-changed"
+
+
+async def note_change(store: ObjectStore) -> None:
+    """Rewrites `index-changed` (a new ETag every time) after a CURRENT or the collection list
+    changed, so that followers read this one small object per poll and list only when it moved.
+    Best effort: the change itself is already published, and followers also list now and then."""
+    try:
+        await store.put_many([(CHANGED, f"{time.time_ns()} {os.urandom(8).hex()}".encode())])
+    except Exception as err:  # noqa: BLE001 - see above
+        log.warning("could not note an index change", extra={"error": str(err)})
+
+
+async def changes_tag(store: ObjectStore) -> str:
+    """`index-changed`'s ETag ("" when no writer has noted a change yet)."""
+    try:
+        return (await store.read(CHANGED))[1]
+    except ObjectNotFound:
+        return ""
 
 
 async def read_current(store: ObjectStore, collection: str) -> str:
@@ -285,10 +314,11 @@ async def _verified(store: ObjectStore, collection: str, wanted: Sequence[tuple[
     for i in range(0, len(wanted), _PUT_GROUP):
         part = wanted[i : i + _PUT_GROUP]
         got = await store.get_many([k for k, _ in part])
-        for (key, sha), o in zip(part, got, strict=True):
+        sums = await asyncio.to_thread(lambda got=got: [hashlib.sha256(o.data).hexdigest() for o in got])
+        for (key, sha), o, digest in zip(part, got, sums, strict=True):
             if not o.ok:
                 raise _corrupt(collection, f"index file {key} cannot be read ({o.error})")
-            if hashlib.sha256(o.data).hexdigest() != sha:
+            if digest != sha:
                 raise _corrupt(collection, f"index file {key} fails its SHA-256 check (corrupt segment, not loaded)")
             out.append(o.data)
     return out
@@ -312,7 +342,8 @@ async def read_segment(
     names = sorted(entry.files)
     blobs = await _verified(store, collection, [(base + n, entry.files[n]["sha256"]) for n in names])
     data = dict(zip(names, blobs, strict=True))
-    return decode_segment(data, dim, analyzer)
+    # Decoding a large segment (JSON, postings) takes CPU seconds: never on the event loop.
+    return await asyncio.to_thread(decode_segment, data, dim, analyzer)
 
 
 def decode_segment(data: Mapping[str, bytes], dim: int, analyzer: Analyzer) -> SegmentData:

@@ -82,23 +82,25 @@ async def create_server(
         timeout_s=cfg.rerank_timeout_s,
     )
     closers = []
+    merge_store = None  # merges run in the merge process only over the storage service
     if store is None or encoder is None:
         from clients.embedder import EmbedderClient
         from clients.storage import StorageClient
 
-        from .adapters import EmbedderEncoder, StorageStore
+        from .adapters import EmbedderEncoder, StorageStore, StorageStoreFactory
 
         if store is None:
             sc = StorageClient(cfg.storage_addr)
             closers.append(sc.close)
             store = StorageStore(sc)
+            merge_store = StorageStoreFactory(cfg.storage_addr)
         if encoder is None:
             ec = EmbedderClient(cfg.embedder_addr)
             closers.append(ec.close)
             encoder = EmbedderEncoder(ec)
     settings = settings_from(cfg)
     catalog = Catalog(store)
-    core = Retriever(store, encoder, settings, catalog)
+    core = Retriever(store, encoder, settings, catalog, merge_store=merge_store)
     core.rerank = rerank
     if rerank is not None:
         closers.append(rerank.close)

@@ -44,6 +44,7 @@ class CountingStore(DictStore):
         self.bytes_written = 0
         self.down = False
         self.mtime: dict[str, int] = {}
+        self.reads = self.lists = 0
 
     async def put_many(self, items: Sequence[tuple[str, bytes]], *, backend: str = "") -> list[PutOutcome]:
         if self.down:
@@ -52,7 +53,14 @@ class CountingStore(DictStore):
         self.mtime.update({k: time.time_ns() for k, _ in items})
         return await super().put_many(items, backend=backend)
 
+    async def read(self, key: str, *, backend: str = "") -> tuple[bytes, str]:
+        if self.down:
+            raise OSError("store unreachable")
+        self.reads += 1
+        return await super().read(key, backend=backend)
+
     async def list(self, prefix: str, *, backend: str = "") -> list[ObjectMeta]:
+        self.lists += 1
         if self.down:
             raise OSError("store unreachable")
         return [replace(o, last_modified_unix_ns=self.mtime.get(o.key, 0)) for o in await super().list(prefix)]
