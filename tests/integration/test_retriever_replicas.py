@@ -146,10 +146,15 @@ async def test_clearing_a_collection_removes_everything_and_every_replica_stops_
     assert f.chunks >= 1 and min(f.fetch_ns, f.parse_ns, f.embed_ns, f.write_ns) > 0, f
     assert not (await b.get_job(job.job_id)).files  # only on request
 
-    # Cleared through b (not the replica that ingested): counts say what went.
-    out = await b.delete_collection(coll)
-    assert (out.documents, out.jobs_removed, out.jobs_cancelled) == (1, 1, 0)
-    assert out.chunks >= 1 and out.objects_deleted >= 3
+    # Cleared with the CLI (`rag collections delete NAME --yes`) through b, the replica that did not ingest.
+    rag = [str(Path(sys.executable).parent / "rag"), "collections", "delete", coll, "--yes", "--json"]
+    proc = await asyncio.to_thread(
+        subprocess.run, [*rag, "--retriever-addr", b.address], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout)
+    assert (out["cleared"], out["documents"], out["jobs_removed"], out["jobs_cancelled"]) == (coll, 1, 1, 0)
+    assert out["chunks"] >= 1 and out["objects_deleted"] >= 3
     for prefix in (f"index/{coll}/", f"chunks/{coll}/", f"docs/{coll}/", f"collections/{coll}", f"jobs/{job.job_id}/"):
         assert bucket_keys(peers, prefix) == [], prefix
     assert not [k for k in bucket_keys(peers, "jobindex/") if k.endswith(job.job_id)]
