@@ -150,6 +150,7 @@ async def run_stream(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/api/benchmarks")
 async def list_runs(request: web.Request) -> web.Response:
+    """Lists the saved benchmark runs, newest first."""
     resp = await request.app[UPSTREAMS].storage.list_benchmark_runs(
         page_size=query_int(request, "page_size", 50, 1, 1000), page_token=request.query.get("page_token", "")
     )
@@ -196,6 +197,7 @@ async def compare(request: web.Request) -> web.Response:
 
 @routes.get("/api/benchmarks/{run_id}")
 async def get_run(request: web.Request) -> web.Response:
+    """One saved benchmark run with every level's results."""
     run = (await request.app[UPSTREAMS].storage.get_benchmark_run(request.match_info["run_id"])).run
     return web.json_response({"run": run_json(run)})
 
@@ -258,6 +260,7 @@ def run_csv(run: dict[str, Any]) -> str:
 
 @routes.get("/api/benchmarks/{run_id}/export")
 async def export_run(request: web.Request) -> web.Response:
+    """Downloads a saved run as `?format=csv` or `json`."""
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "csv"):
         raise ApiError(400, "format must be json or csv")

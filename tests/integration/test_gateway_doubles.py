@@ -90,6 +90,23 @@ class DoubleStorage(spb_grpc.StorageServiceServicer):
             del self.objects[k]
         return spb.DeleteResponse(deleted=len(gone))
 
+    async def List(self, request: spb.ListRequest, context: grpc.aio.ServicerContext) -> spb.ListResponse:
+        keys = sorted(k for k in self.objects if k.startswith(request.prefix))
+        start = int(request.page.page_token or 0)
+        n = request.page.page_size or 1000
+        page = keys[start : start + n]
+        nxt = str(start + n) if start + n < len(keys) else ""
+        objs = [spb.ObjectInfo(key=k, size_bytes=len(self.objects[k]), last_modified_unix_ns=1) for k in page]
+        return spb.ListResponse(objects=objs, next_page_token=nxt)
+
+    async def Get(self, request: spb.GetRequest, context: grpc.aio.ServicerContext) -> Any:
+        if request.key not in self.objects:
+            raise not_found(f"no object {request.key!r}")
+        data = self.objects[request.key]
+        yield spb.GetResponse(info=spb.ObjectInfo(key=request.key, size_bytes=len(data)))
+        for i in range(0, len(data), 4):  # several data messages, as a large object arrives
+            yield spb.GetResponse(data=data[i : i + 4])
+
     async def ListBackends(self, request: Any, context: grpc.aio.ServicerContext) -> spb.ListBackendsResponse:
         out = []
         for b in self.backends.values():
@@ -216,6 +233,7 @@ class DoubleRetriever(rpb_grpc.RetrieverServiceServicer):
         self.fail_start = False
         self.documents: dict[str, rpb.Document] = {}
         self.watches: dict[str, rpb.Watch] = {}
+        self.deleted_collections: list[str] = []
 
     def _events(self, job_id: str) -> list[rpb.IngestProgress]:
         base = self.jobs[job_id]
@@ -295,6 +313,14 @@ class DoubleRetriever(rpb_grpc.RetrieverServiceServicer):
             raise not_found(f"no document {request.document_id!r} in {request.collection!r}")
         del self.documents[request.document_id]
         return rpb.DeleteDocumentResponse()
+
+    async def DeleteCollection(self, request: rpb.DeleteCollectionRequest, context: grpc.aio.ServicerContext) -> Any:
+        self.deleted_collections.append(request.name)
+        if request.name != "default":
+            raise not_found(f"collection {request.name!r} does not exist", reason="COLLECTION_NOT_FOUND")
+        n = len(self.documents)
+        self.documents.clear()
+        return rpb.DeleteCollectionResponse(documents=n, chunks=2 * n, objects_deleted=3 * n)
 
     async def ListCollections(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return rpb.ListCollectionsResponse(collections=[rpb.Collection(name="default", documents=len(self.documents))])

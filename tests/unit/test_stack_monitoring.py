@@ -13,7 +13,8 @@ import pytest
 
 from cli.commands.stack import _config
 from cli.main import build_parser
-from cli.supervisor import Supervisor, load_config
+from cli.stack_config import load_config
+from cli.supervisor import Supervisor
 
 
 def test_the_flag_turns_monitoring_on(tmp_path: Path) -> None:
