@@ -3,7 +3,7 @@
 Proves that the A/B machinery measures what is there. It starts the stack (`rag up` on free
 loopback ports), ingests SciFact documents (every document the test split's qrels cite, plus
 others up to `--docs`), adds an emulated backend: the same SeaweedFS bucket behind the storage
-service's shaping proxy with a stated added RTT (`--rtt-ms`, default 20 ms, no jitter, no
+service's shaping proxy with a stated added RTT (`--rtt-ms`, default 50 ms, no jitter, no
 bandwidth cap), and runs an A/B over the SciFact test questions (`--n`, default 300; `--repeat`,
 default 2) between the local SeaweedFS backend (A) and the emulated one (B), through the
 llm_gateway's AbTestService as `rag ab` does. TTFT is timed only with `--ttft` (the headline is
@@ -181,7 +181,7 @@ async def run(stack: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rtt-ms", type=float, default=20.0, help="added RTT of the emulated backend (default 20)")
+    ap.add_argument("--rtt-ms", type=float, default=50.0, help="added RTT of the emulated backend (default 50)")
     ap.add_argument("--n", type=int, default=300, help="SciFact test questions (default 300)")
     ap.add_argument("--repeat", type=int, default=2, help="passes; the first is cold (default 2)")
     ap.add_argument(
