@@ -195,7 +195,7 @@ class DoubleStorage(spb_grpc.StorageServiceServicer):
         # The run's one CSV, stored beside it as the real service does (its columns abridged).
         rows = [f"{run_id},{r.backend},get,{r.object_size_bytes},{r.concurrency},{r.ops_per_s}" for r in results]
         self.objects[run.csv_key] = "\n".join(
-            ["run_id,backend,operation,object_size,concurrency,ops_per_s", *rows, ""]
+            ["run_id,backend,operation,object_size_bytes,concurrency,ops_per_s", *rows, ""]
         ).encode()
         self.runs[run.run_id] = run
         yield spb.RunBenchmarkResponse(run=run)
