@@ -142,7 +142,8 @@ async def test_upload_ingest_ask_benchmark_flow(page, doubles: Doubles, tmp_path
     csv_path = tmp_path / "export.csv"
     await download.save_as(csv_path)
     csv_text = await asyncio.to_thread(csv_path.read_text)
-    assert csv_text.startswith("run_id,started,backend") and len(csv_text.strip().splitlines()) == 4
+    assert csv_text.encode() == doubles.storage.objects["bench/run-1.csv"]  # the stored CSV itself
+    assert len(csv_text.strip().splitlines()) == 4
     await page.get_by_label("Log scale").check()
     await expect(chart).to_contain_text("ms (log)")
     await page.screenshot(path=str(ARTIFACTS / "4-benchmark.png"), full_page=True)

@@ -182,13 +182,21 @@ class DoubleStorage(spb_grpc.StorageServiceServicer):
         except asyncio.CancelledError:
             self.bench_cancelled.set()
             raise
+        run_id = f"run-{len(self.runs) + 1}"
         run = spb.BenchmarkRun(
-            run_id=f"run-{len(self.runs) + 1}",
+            run_id=run_id,
             started_unix_ns=1_700_000_000_000_000_000,
             finished_unix_ns=1_700_000_001_000_000_000,
             request=request,
             results=results,
+            json_key=f"bench/{run_id}.json",
+            csv_key=f"bench/{run_id}.csv",
         )
+        # The run's one CSV, stored beside it as the real service does (its columns abridged).
+        rows = [f"{run_id},{r.backend},get,{r.object_size_bytes},{r.concurrency},{r.ops_per_s}" for r in results]
+        self.objects[run.csv_key] = "\n".join(
+            ["run_id,backend,operation,object_size,concurrency,ops_per_s", *rows, ""]
+        ).encode()
         self.runs[run.run_id] = run
         yield spb.RunBenchmarkResponse(run=run)
 
