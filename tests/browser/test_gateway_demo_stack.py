@@ -348,7 +348,7 @@ async def test_ab_run_from_the_browser_with_report_and_dashboard(page, stack: Ru
     await page.locator("#dash-a").select_option(default)
     await page.locator("#dash-b").select_option("remote-emulated")
     await page.locator("#dash-refresh").click()
-    await expect(page.locator("#dash-runs tbody")).to_contain_text(run_id)
+    await expect(page.locator("#dash-runs tbody tr", has_text=run_id)).to_have_count(1)
     verdict = page.get_by_test_id("dash-verdict")
     await expect(verdict).to_contain_text(run_id)
     await expect(verdict).to_contain_text(re.compile(r"faster than .* by [\d.]+% \(95% CI|no significant difference"))
