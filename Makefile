@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run setup test test-fast protos lint lint-protos protos-baseline browser-deps monitoring-deps clean-data embedder-int8 images images-deps images-test images-cuda images-sbom images-push
+.PHONY: run setup test test-fast protos lint dist lint-protos protos-baseline browser-deps monitoring-deps clean-data embedder-int8 images images-deps images-test images-cuda images-sbom images-push
 
 run: setup ## set up .venv and start the whole stack (SeaweedFS, 4 services, gateway) on loopback
 	$(BIN)/rag up
@@ -55,6 +55,9 @@ lint-protos: setup ## buf lint and buf breaking over protos/
 
 protos-baseline: setup ## record the current protos as the wire baseline (a deliberate wire change)
 	$(BIN)/buf build --exclude-source-info -o $(BUF_BASELINE)
+
+dist: setup ## the two wheels into dist/: ddnrag (the product) and ddnrag-client (stubs + clients + the kernel parts they use), offline
+	$(BIN)/python scripts/build_dist.py --out dist
 
 embedder-int8: setup ## export the embedder to OpenVINO int8 and run its quality gate (~10 min; bench/embedder.py reports it)
 	$(BIN)/python scripts/export_embedder_openvino.py

@@ -1,12 +1,13 @@
 """What tracing costs an answer. Writes bench/results/tracing.json.
 
-    .venv/bin/python bench/tracing.py                  # 3 stacks, 80 rounds (about 5 minutes)
+    .venv/bin/python bench/tracing.py                  # 3 stacks, 150 rounds (about 7 minutes on 2 busy cores)
     .venv/bin/python bench/tracing.py --rounds 20      # a quick look
 
 Three local stacks (`rag up` on free loopback ports) run side by side, differing only in their
 OTEL_* variables (kernel/tracing.py):
 - `traced`: every span exported over OTLP/gRPC to a real receiver in this process (the
-  collector's TraceService, testkit/otlp.py), sampler always on, 100 ms batches;
+  collector's TraceService, testkit/otlp.py), sampler always on, the SDK's default batching
+  (every 5 s or 512 spans);
 - `untraced`: no endpoint, the default: trace ids made and passed on, nothing recorded;
 - `disabled`: OTEL_SDK_DISABLED=true: no tracing code runs at all.
 Each round asks every stack the same question (no caches, so every stage runs), in a shuffled
@@ -15,7 +16,9 @@ latency is the browser's: request sent -> `done` event received.
 
 `traced_over_untraced_p50` = p50 traced / p50 untraced (the issue's goal: <= 1.05);
 `untraced_over_disabled_p50` = p50 untraced / p50 disabled (what tracing costs when off).
-The load average is recorded beside the figures.
+The `paired_*` figures are the medians of the same ratios taken round by round (each round's
+three answers ran back to back), which a loaded machine moves less. The load average is recorded
+beside the figures.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from testkit.otlp import OtlpReceiver  # noqa: E402
 from testkit.stack import RunningStack, start_stack  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "tracing.json"
+SCHEDULE_DELAY_MS = 5000  # the SDK's default OTEL_BSP_SCHEDULE_DELAY
 
 
 async def ask(session: aiohttp.ClientSession, url: str, q: str) -> tuple[float, str]:
@@ -84,20 +88,26 @@ async def measure(stacks: dict[str, RunningStack], rounds: int, warmup: int) -> 
     return {"latency_ms": lat, "traced_ids": traced_ids}
 
 
+def paired(a: list[float], b: list[float]) -> float:
+    """The median over rounds of a[i] / b[i]."""
+    ratios = [x / y for x, y in zip(a, b, strict=True)]
+    return round(float(percentile(ratios, 50) or 0.0), 4)
+
+
 def summary(values: list[float]) -> dict[str, float | None]:
     return {"p50": percentile(values, 50), "p90": percentile(values, 90), "n": len(values)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=80)
+    ap.add_argument("--rounds", type=int, default=150)
     ap.add_argument("--warmup", type=int, default=8)
     args = ap.parse_args()
     t_start = time.monotonic()
     load_start = os.getloadavg()
     receiver = OtlpReceiver().start()
     envs = {
-        "traced": receiver.env,
+        "traced": receiver.env_with(schedule_delay_ms=SCHEDULE_DELAY_MS),
         "untraced": {},
         "disabled": {"OTEL_SDK_DISABLED": "true"},
     }
@@ -114,7 +124,9 @@ def main() -> None:
                     try:
                         stacks[arm] = fut.result()
                     except Exception as err:  # noqa: BLE001 - stop the others, then report
-                        errors.append(f"{arm}: {err}")
+                        logs = sorted((Path(tmp) / arm / "logs").glob("*.log"))
+                        tails = "".join(f"\n--- {p.name}\n" + p.read_text(errors="replace")[-1500:] for p in logs)
+                        errors.append(f"{arm}: {err}{tails}")
                 if errors:
                     raise RuntimeError("; ".join(errors))
             started_s = time.monotonic() - t_start
@@ -133,6 +145,9 @@ def main() -> None:
     result = {
         "traced_over_untraced_p50": round(p50["traced"] / p50["untraced"], 4),
         "untraced_over_disabled_p50": round(p50["untraced"] / p50["disabled"], 4),
+        "paired_traced_over_untraced_median": paired(lat["traced"], lat["untraced"]),
+        "paired_untraced_over_disabled_median": paired(lat["untraced"], lat["disabled"]),
+        "otel_bsp_schedule_delay_ms": SCHEDULE_DELAY_MS,
         "goal": "traced_over_untraced_p50 <= 1.05",
         "latency_ms": {arm: summary(v) for arm, v in lat.items()},
         "traced_answers_with_exported_trace": sum(1 for t in ids if t in exported),

@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "bench",
     "ab",
     "jobs",
+    "collections",
     "cache",
     "eval",
     "export",

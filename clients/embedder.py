@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from typing import TYPE_CHECKING
 
 import grpc
-import numpy as np
 
 from ddnrag.embedder.v1 import embedder_service_pb2 as pb
 from ddnrag.embedder.v1 import embedder_service_pb2_grpc as pb_grpc
@@ -13,9 +13,15 @@ from kernel.metrics import client_attempt, method_of
 
 from .base import BaseClient, ServiceCallError
 
+if TYPE_CHECKING:
+    import numpy as np
+
 
 def vectors_of(embeddings: Sequence[pb.Embedding], dimension: int) -> np.ndarray:
-    """The vectors of `embeddings` as one (n, dimension) float32 array."""
+    """The vectors of `embeddings` as one (n, dimension) float32 array. numpy is imported here,
+    so the light client package (`ddnrag-client`) needs it only for arrays (its `numpy` extra)."""
+    import numpy as np
+
     if not embeddings:
         return np.zeros((0, dimension), dtype=np.float32)
     return np.stack([np.asarray(e.values, dtype=np.float32) for e in embeddings]).reshape(len(embeddings), dimension)
@@ -45,6 +51,8 @@ class EmbedderClient(BaseClient):
         texts go through EmbedStream in messages of that limit (the server keeps several in
         flight and batches them together, and is flow-controlled rather than refusing work when
         its queue is full). `timeout` applies per message."""
+        import numpy as np
+
         texts = list(texts)
         limit = await self._limit()
         if not texts:

@@ -129,13 +129,13 @@ class AbTestClient(BaseClient):
     def run(
         self, request: ab_pb.RunAbTestRequest, *, timeout: float | None = 6 * 3600.0
     ) -> AsyncIterator[ab_pb.RunAbTestResponse]:
-        return self.stream(self.stub.RunAbTest(request, timeout=timeout))
+        return self.stream(self.stub.RunAbTest(request, timeout=timeout), method_of(self.stub.RunAbTest))
 
     def watch(
         self, run_id: str, after_seq: int = 0, *, timeout: float | None = 6 * 3600.0
     ) -> AsyncIterator[ab_pb.WatchAbTestResponse]:
         req = ab_pb.WatchAbTestRequest(run_id=run_id, after_seq=after_seq)
-        return self.stream(self.stub.WatchAbTest(req, timeout=timeout))
+        return self.stream(self.stub.WatchAbTest(req, timeout=timeout), method_of(self.stub.WatchAbTest))
 
     async def list(
         self, page_size: int = 20, page_token: str = "", *, timeout: float | None = None

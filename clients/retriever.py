@@ -164,8 +164,10 @@ class RetrieverClient(BaseClient):
                 open_call = lambda req=req: self.stub.WatchJob(req)  # noqa: E731
                 name = method_of(self.stub.WatchJob)
 
-    async def get_job(self, job_id: str, *, timeout: float | None = None) -> pb.Job:
-        return (await self.unary(self.stub.GetJob, pb.GetJobRequest(job_id=job_id), timeout=timeout)).job
+    async def get_job(self, job_id: str, *, include_files: bool = False, timeout: float | None = None) -> pb.Job:
+        """The job; with `include_files`, also its files' results and stage times (`Job.files`)."""
+        req = pb.GetJobRequest(job_id=job_id, include_files=include_files)
+        return (await self.unary(self.stub.GetJob, req, timeout=timeout)).job
 
     async def list_jobs(
         self, collection: str = "", page_size: int = 50, page_token: str = "", *, timeout: float | None = None

@@ -50,6 +50,28 @@ def resolve_device(requested: str, cuda_available: bool) -> str:
     return "cpu"
 
 
+def device_name(device: str) -> str:
+    """What `device` is, for people: the GPU's name ("NVIDIA H200") or the CPU's model name.
+    Blocking (reads /proc/cpuinfo or asks CUDA): call it from a thread."""
+    if device.startswith("cuda"):
+        try:
+            import torch
+
+            return str(torch.cuda.get_device_name(int(device.partition(":")[2] or 0)))
+        except Exception:  # noqa: BLE001 - a name is a nicety; the device itself works
+            return "CUDA GPU"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "CPU"
+
+
 def cuda_available() -> bool:
     try:
         import torch

@@ -21,13 +21,16 @@ from .metrics import GatewayMetrics, metrics_middleware
 from .routes import (
     ab,
     admin,
+    apidocs,
     backends,
     benchmarks,
+    collections,
     conversations,
     documents,
     health,
     ingestion,
     metrics_view,
+    objects,
     openai_compat,
     rag,
     whoami,
@@ -104,7 +107,7 @@ CSP = (
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    if request.path == "/" or request.path.startswith("/static/"):
+    if request.path in ("/", "/api/docs") or request.path.startswith("/static/"):
         response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers.setdefault("Referrer-Policy", "no-referrer")
 
@@ -153,6 +156,9 @@ def create_app(cfg: GatewayConfig) -> web.Application:
         admin,
         metrics_view,
         openai_compat,
+        collections,
+        objects,
+        apidocs,
     ):
         app.router.add_routes(module.routes)
     app.router.add_get("/", index)

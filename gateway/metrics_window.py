@@ -29,6 +29,7 @@ HISTORY_S = 1800.0  # the longest window the page offers: 30 minutes
 HISTOGRAMS = {
     "llm_gateway_rag_ttft_seconds": "rag_ttft",
     "gen_ai_server_time_to_first_token_seconds": "model_ttft",
+    "gateway_ttft_seconds": "gateway_ttft",
     "retriever_request_duration_seconds": "search",
     "retriever_stage_duration_seconds": "stage",
     "storage_backend_ttfb_seconds": "ttfb",
@@ -211,6 +212,9 @@ class History:
             "ttft": {
                 "rag": quantiles(buckets_by(inc, "llm_gateway_rag_ttft_seconds").get((), {})),
                 "model": quantiles(buckets_by(inc, "gen_ai_server_time_to_first_token_seconds").get((), {})),
+                # The same answer TTFT as reported to the gateway in each `done` event: there even
+                # when the llm_gateway is not scraped (a cluster, where the peers list is empty).
+                "gateway": quantiles(buckets_by(inc, "gateway_ttft_seconds").get((), {})),
             },
             "retrieval": {
                 "search": quantiles(

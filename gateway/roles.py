@@ -60,6 +60,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("GET", "/api/documents/count"): R,
     ("GET", "/api/documents/formats"): R,
     ("GET", "/api/collections"): R,
+    ("GET", "/api/collections/{name}"): R,
     ("GET", "/api/ingestion/stream"): R,
     ("GET", "/api/ingestion/jobs/{job_id}/stream"): R,
     ("GET", "/api/ingestion/jobs"): R,
@@ -84,6 +85,7 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("DELETE", "/api/documents/{document_id}"): W,
     ("POST", "/api/ingestion/jobs"): W,
     ("POST", "/api/ingestion/jobs/{job_id}/cancel"): W,
+    ("DELETE", "/api/collections/{name}"): W,  # clears the collection: documents, chunks, index, jobs
     # the platform
     ("POST", "/api/config/backends"): A,
     ("DELETE", "/api/config/backends/{name}"): A,
@@ -92,11 +94,25 @@ ROUTE_ROLES: dict[tuple[str, str], Role] = {
     ("POST", "/api/watches/{watch_id}/stop"): A,
     ("GET", "/api/benchmarks/stream"): A,  # a GET that runs a benchmark (EventSource can only GET)
     ("POST", "/api/cache/purge"): A,
+    # the bucket browser shows every object, other services' state included (routes/objects.py)
+    ("GET", "/api/objects"): A,
+    ("GET", "/api/objects/summary"): A,
+    ("GET", "/api/objects/download"): A,
+    ("DELETE", "/api/objects"): A,
     ("POST", "/api/ab/runs"): A,  # an A/B run may write missing chunks to a backend, as benchmarks do
 }
 
 OPEN_ROUTES = frozenset(
-    {("GET", "/api/health"), ("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/"), ("GET", "/static/")}
+    {
+        ("GET", "/api/health"),
+        ("GET", "/healthz"),
+        ("GET", "/metrics"),
+        ("GET", "/"),
+        ("GET", "/static/"),
+        # the API's description (not a secret) and its page
+        ("GET", "/api/openapi.json"),
+        ("GET", "/api/docs"),
+    }
 )
 
 # What each role may do, in words (whoami, the demo's badge).

@@ -27,7 +27,7 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 from opentelemetry import trace
 
-from kernel.tracing import TRACER, current_trace_id
+from kernel.tracing import current_trace_id
 
 from .access import CALLER
 from .errors import ApiError, dumps, error_payload, json_error
@@ -97,7 +97,7 @@ async def stream_events(
             )
     handle = OpenStream(task, request.path, caller)
     trace_id = current_trace_id()
-    stream_span: trace.Span | None = None
+    stream_span: trace.Span | None = None  # the request's, once the stream starts
     shape = wrap_error or (lambda payload: payload)
     request.app[OPEN_STREAMS].add(handle)
     counter = 0
@@ -120,8 +120,10 @@ async def stream_events(
             if isinstance(status, int) and status >= 400:  # failed before anything was produced
                 return web.json_response({"error": first.data}, status=status, dumps=dumps)
 
-        # The stream's own span, from its first byte to its terminal event (child of the request's).
-        stream_span = TRACER.start_span("sse", attributes={"ddnrag.sse.path": request.path})
+        # The request's span (gateway/tracing.py) lasts until the terminal event; it gets the
+        # stream's figures too (a span of its own would cost more than it tells).
+        stream_span = trace.get_current_span()
+        stream_span.add_event("sse.open")
         async with sse_response(request, ping_interval=cfg.ping_interval_s, allow_all_methods=True) as sse:
 
             async def send(ev: Event) -> None:
@@ -186,7 +188,6 @@ async def stream_events(
     finally:
         if stream_span is not None:
             stream_span.set_attribute("ddnrag.sse.events", counter)
-            stream_span.end()
         handle.finished.set()
         request.app[OPEN_STREAMS].discard(handle)
         with contextlib.suppress(BaseException):

@@ -15,7 +15,7 @@ import hashlib
 import unicodedata
 from collections.abc import AsyncIterator, Callable
 
-from kernel.filetypes import ACCEPTED_TEXT, TEXT_KINDS, ZIP_KINDS, extension, kind_of
+from kernel.filetypes import ACCEPTED_TEXT, LEGACY, TEXT_KINDS, ZIP_KINDS, extension, kind_of
 from kernel.filetypes import CONTENT_TYPES as FILE_CONTENT_TYPES
 from kernel.ids import valid_name
 
@@ -54,6 +54,13 @@ def file_kind(name: str) -> str:
     kind = kind_of(name)
     if kind is None:
         ext = extension(name)
+        if ext in LEGACY:
+            raise ApiError(
+                415,
+                f"{name}: .{ext} (the legacy binary Office format) is not supported; save it as .{LEGACY[ext]}"
+                f" and upload that; {ACCEPTED_TEXT}",
+                "UNSUPPORTED_TYPE",
+            )
         shown = f".{ext}" if ext else "no extension"
         raise ApiError(415, f"{name}: unsupported file type ({shown}); {ACCEPTED_TEXT}", "UNSUPPORTED_TYPE")
     return kind

@@ -13,6 +13,9 @@ ALIASES = {"htm": "html", "markdown": "md", "text": "txt"}
 # Every extension accepted (kinds and aliases), without the dot.
 EXTENSIONS = (*KINDS, *ALIASES)
 ACCEPTED_TEXT = "accepted: " + ", ".join(KINDS)
+# Legacy binary Office formats are refused, not parsed (no well-kept pure-Python parser reads them);
+# each maps to the kind to save it as, which the refusal names.
+LEGACY = {"doc": "docx", "xls": "xlsx", "ppt": "pptx"}
 # Plain-text kinds (decoded as UTF-8); the rest are PDF or Office zip containers.
 TEXT_KINDS = frozenset({"csv", "html", "md", "txt"})
 ZIP_KINDS = frozenset({"docx", "pptx", "xlsx"})

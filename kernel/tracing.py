@@ -11,6 +11,7 @@ Three modes, chosen at start by `setup_tracing(service)`:
   and log lines of one request share one id.
 - off (`OTEL_SDK_DISABLED=true`): no SDK, no interceptors; nothing is done at all.
 
+No CLIENT spans: a call's server span is the child of the caller's stage or request span.
 Calls made outside any request or job (the retriever following its index, health checks) carry
 an unsampled `traceparent`, so a collector is not flooded with one trace per poll.
 """
@@ -35,7 +36,6 @@ _PROPAGATED = frozenset({"traceparent", "tracestate", "baggage"})
 # Noise, not requests: the supervisor's and kubelet's health checks, grpcurl's reflection.
 _UNTRACED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 _state = {"installed": False, "exporting": False}
-_ENDING: set[asyncio.Future[None]] = set()  # client spans being ended (ClientTracing._watch)
 
 
 def replica_name() -> str:
@@ -147,7 +147,7 @@ def _code_of(context: grpc.aio.ServicerContext, cancelled: bool) -> grpc.StatusC
     return grpc.StatusCode.OK if code in (None, 0) else grpc.StatusCode.UNKNOWN
 
 
-def _end_rpc_span(span: trace.Span, code: grpc.StatusCode, server: bool) -> None:
+def _end_rpc_span(span: trace.Span, code: grpc.StatusCode) -> None:
     span.set_attribute("rpc.grpc.status_code", code.value[0])
     # Semantic conventions: a server span is an error for server faults only.
     client_fault = code in (
@@ -162,7 +162,7 @@ def _end_rpc_span(span: trace.Span, code: grpc.StatusCode, server: bool) -> None
         grpc.StatusCode.OUT_OF_RANGE,
         grpc.StatusCode.RESOURCE_EXHAUSTED,
     )
-    if code != grpc.StatusCode.OK and not (server and client_fault):
+    if not client_fault:
         span.set_status(Status(StatusCode.ERROR, code.name))
     span.end()
 
@@ -197,7 +197,7 @@ class ServerTracing(grpc.aio.ServerInterceptor):
 
         def finish(span: trace.Span, token: object, context: grpc.aio.ServicerContext, cancelled: bool) -> None:
             otel_context.detach(token)  # type: ignore[arg-type]
-            _end_rpc_span(span, _code_of(context, cancelled), server=True)
+            _end_rpc_span(span, _code_of(context, cancelled))
 
         if handler.unary_unary or handler.stream_unary:
             inner = handler.unary_unary or handler.stream_unary
@@ -242,58 +242,26 @@ class ServerTracing(grpc.aio.ServerInterceptor):
 
 
 class _ClientTracing:
-    """A CLIENT span per call inside a recording trace, and `traceparent` in the call's metadata.
-    Outside any trace the call carries a fresh unsampled context (see the module docstring).
-    One subclass per call type: a grpc.aio channel files each interceptor under the first type
-    it is an instance of, so one class deriving from all four would see unary calls only."""
+    """`traceparent` in every call's metadata: the current span's context, so the server's span
+    is the child of the span the call was made in (a stage or request span, which already times
+    the call from the caller's side; a CLIENT span per call would add a third of an answer's
+    spans for no figure the trace lacks, and each span costs CPU: bench/tracing.py). Outside any
+    trace the call carries a fresh unsampled context (see the module docstring). One subclass per
+    call type: a grpc.aio channel files each interceptor under the first type it is an instance
+    of, so one class deriving from all four would see unary calls only."""
 
-    def _begin(self, details: grpc.aio.ClientCallDetails) -> tuple[trace.Span | None, grpc.aio.ClientCallDetails]:
-        method = details.method.decode() if isinstance(details.method, bytes) else details.method
-        span: trace.Span | None = None
-        current = trace.get_current_span()
-        if current.is_recording():
-            name, attrs = _rpc_attrs(method)
-            span = TRACER.start_span(name, kind=SpanKind.CLIENT, attributes=attrs)
-            ctx = trace.set_span_in_context(span)
-        elif current.get_span_context().is_valid:
-            ctx = otel_context.get_current()
-        else:
-            ctx = background_context()
+    @staticmethod
+    def _with_context(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        valid = trace.get_current_span().get_span_context().is_valid
         carrier: dict[str, str] = {}
-        propagate.inject(carrier, context=ctx)
+        propagate.inject(carrier, context=otel_context.get_current() if valid else background_context())
         metadata = grpc.aio.Metadata(*tuple(details.metadata or ()))
         for k, v in carrier.items():
             metadata[k] = v
-        return span, details._replace(metadata=metadata)
-
-    @staticmethod
-    def _watch(span: trace.Span | None, call: Any) -> Any:
-        if span is not None:
-
-            async def finish() -> None:
-                try:
-                    code = await call.code()
-                except BaseException:  # noqa: BLE001 - a call that cannot say its code was cancelled
-                    code = grpc.StatusCode.CANCELLED
-                _end_rpc_span(span, code, server=False)
-
-            def done(_call: Any) -> None:
-                task = asyncio.ensure_future(finish())
-                _ENDING.add(task)  # held until it ends: the loop keeps only weak references
-                task.add_done_callback(_ENDING.discard)
-
-            call.add_done_callback(done)
-        return call
+        return details._replace(metadata=metadata)
 
     async def _intercept(self, continuation: Any, details: grpc.aio.ClientCallDetails, request: Any) -> Any:
-        span, details = self._begin(details)
-        try:
-            call = await continuation(details, request)
-        except BaseException:
-            if span is not None:
-                _end_rpc_span(span, grpc.StatusCode.UNKNOWN, server=False)
-            raise
-        return self._watch(span, call)
+        return await continuation(self._with_context(details), request)
 
 
 class _UnaryUnary(_ClientTracing, grpc.aio.UnaryUnaryClientInterceptor):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cli.supervisor import StackConfig
+from cli.stack_config import StackConfig
 from gateway.config import GatewayConfig
 from kernel.authz import GrpcExposureConfig
 from kernel.tls import TlsConfig

@@ -47,38 +47,45 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         self.receiver = receiver
 
     def Export(self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any) -> Any:
-        got: list[ReceivedSpan] = []
-        for rs in request.resource_spans:
-            res = {kv.key: _value(kv.value) for kv in rs.resource.attributes}
-            for ss in rs.scope_spans:
-                for s in ss.spans:
-                    got.append(
-                        ReceivedSpan(
-                            service=str(res.get("service.name", "")),
-                            replica=str(res.get("service.instance.id", "")),
-                            trace_id=s.trace_id.hex(),
-                            span_id=s.span_id.hex(),
-                            parent_span_id=s.parent_span_id.hex(),
-                            name=s.name,
-                            kind=s.kind,
-                            start_ns=s.start_time_unix_nano,
-                            end_ns=s.end_time_unix_nano,
-                            attributes={kv.key: _value(kv.value) for kv in s.attributes},
-                            links=tuple(link.span_id.hex() for link in s.links),
-                            raw=s.SerializeToString() + rs.resource.SerializeToString(),
-                        )
-                    )
+        # Kept as received and decoded only when read, so a receiver sharing a process with a
+        # benchmark's client costs it as little as possible.
         with self.receiver.lock:
-            self.receiver.spans.extend(got)
+            self.receiver.requests.append(request)
             self.receiver.exports += 1
         return trace_service_pb2.ExportTraceServiceResponse()
+
+
+def _decode(request: trace_service_pb2.ExportTraceServiceRequest) -> list[ReceivedSpan]:
+    got: list[ReceivedSpan] = []
+    for rs in request.resource_spans:
+        res = {kv.key: _value(kv.value) for kv in rs.resource.attributes}
+        for ss in rs.scope_spans:
+            for s in ss.spans:
+                got.append(
+                    ReceivedSpan(
+                        service=str(res.get("service.name", "")),
+                        replica=str(res.get("service.instance.id", "")),
+                        trace_id=s.trace_id.hex(),
+                        span_id=s.span_id.hex(),
+                        parent_span_id=s.parent_span_id.hex(),
+                        name=s.name,
+                        kind=s.kind,
+                        start_ns=s.start_time_unix_nano,
+                        end_ns=s.end_time_unix_nano,
+                        attributes={kv.key: _value(kv.value) for kv in s.attributes},
+                        links=tuple(link.span_id.hex() for link in s.links),
+                        raw=s.SerializeToString() + rs.resource.SerializeToString(),
+                    )
+                )
+    return got
 
 
 class OtlpReceiver:
     """Start with `start()`, stop with `stop()`; thread-safe."""
 
     def __init__(self) -> None:
-        self.spans: list[ReceivedSpan] = []
+        self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
+        self._decoded: list[ReceivedSpan] = []
         self.exports = 0
         self.lock = threading.Lock()
         self.server = grpc.server(ThreadPoolExecutor(max_workers=4))
@@ -94,17 +101,26 @@ class OtlpReceiver:
 
     @property
     def env(self) -> dict[str, str]:
-        """OTEL_* variables that send a process's spans here quickly (100 ms batches)."""
+        """OTEL_* variables that send a process's spans here quickly (100 ms batches): for tests."""
+        return self.env_with(schedule_delay_ms=100)
+
+    def env_with(self, schedule_delay_ms: int) -> dict[str, str]:
+        """OTEL_* variables that send every span here, in batches every `schedule_delay_ms`."""
         return {
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{self.port}",
             "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "OTEL_BSP_SCHEDULE_DELAY": str(schedule_delay_ms),
             "OTEL_TRACES_SAMPLER": "parentbased_always_on",
         }
 
     def snapshot(self) -> list[ReceivedSpan]:
+        """Every span received so far (decoded on first read)."""
         with self.lock:
-            return list(self.spans)
+            fresh, self.requests = self.requests, []
+        decoded = [span for request in fresh for span in _decode(request)]
+        with self.lock:
+            self._decoded.extend(decoded)
+            return list(self._decoded)
 
     def trace(self, trace_id: str) -> list[ReceivedSpan]:
         return [s for s in self.snapshot() if s.trace_id == trace_id]

@@ -5,7 +5,8 @@ Each question is searched once; the same chunk ids are fetched from A and from B
 A,B then B,A; the first pass is cold, later passes warm. The run is saved in the object store
 (`bench/ab/<run_id>.json` and `.csv`); `--html`/`--csv` also write the report and the samples
 here. `rag ab --list` lists saved runs; `rag ab --show RUN` prints one (and exports it with
-`--html`/`--csv`); `rag ab --follow RUN` follows a run that is still going.
+`--html`/`--csv`); `rag ab --follow RUN` follows a run that is still going; `rag ab --cmp RUN_A RUN_B`
+compares two saved runs phase by phase.
 
 Questions: a BEIR directory (queries.jsonl and qrels/<split>.tsv: the split's queries, in qrels
 order), a .jsonl file (objects with "text" or "question", or plain strings), a .json list, or a
@@ -57,6 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--list", action="store_true", help="list saved A/B runs, newest first")
     p.add_argument("--show", metavar="RUN", help="print a saved run")
     p.add_argument("--follow", metavar="RUN", help="follow a run that is still going (from its first event)")
+    p.add_argument("--cmp", nargs=2, metavar=("RUN_A", "RUN_B"), help="compare two saved runs, phase by phase")
     p.add_argument("--html", metavar="FILE", help="also write the run's self-contained HTML report here")
     p.add_argument("--csv", metavar="FILE", help="also write the run's samples (CSV) here")
     add_common(p, services=("llm_gateway",))
@@ -120,6 +122,8 @@ def cmd_ab(args: argparse.Namespace) -> int:
                 got = await client.get(args.show, include_csv=bool(args.csv), include_html=bool(args.html))
                 _export(args, got.html, got.csv)
                 return _print_run(args, json.loads(got.run.document_json))
+            if args.cmp:
+                return await _compare(args, client)
             if args.follow:
                 return await _stream(args, client, client.watch(args.follow))
             return await _stream(args, client, client.run(_request(args)))
@@ -232,6 +236,56 @@ def _print_run(args: argparse.Namespace, doc: dict[str, Any]) -> int:
                 )
     console.print(f"saved: {doc.get('json_key') or '(not saved)'} and {doc.get('csv_key') or '-'}")
     return EXIT_OK if doc.get("status") == "complete" else EXIT_FAILED
+
+
+async def _compare(args: argparse.Namespace, client: AbTestClient) -> int:
+    """Per phase, backend and stage: p50 in each run and B/A, and each run's fetch TTFB verdict."""
+    docs = [json.loads((await client.get(r)).run.document_json) for r in args.cmp]
+    rows = []
+    for phase in ("cold", "warm"):
+        sides = [d.get("summary", {}).get(phase) for d in docs]
+        names = sorted({n for s in sides if s for n in s["backends"]})
+        for n in names:
+            for key, label in STAGES:
+                p50 = [s["backends"][n][key]["p50_ns"] if s and n in s["backends"] else 0 for s in sides]
+                if any(p50):
+                    ratio = round(p50[1] / p50[0], 3) if all(p50) else None
+                    rows.append(
+                        {
+                            "phase": phase,
+                            "backend": n,
+                            "stage": label,
+                            "a_p50_ns": p50[0],
+                            "b_p50_ns": p50[1],
+                            "b_over_a": ratio,
+                        }
+                    )
+    verdicts = [
+        {
+            p: d.get("summary", {}).get(p, {}).get("paired", {}).get("fetch_ttfb", {}).get("verdict", "")
+            for p in ("cold", "warm")
+        }
+        for d in docs
+    ]
+    if args.json:
+        emit_json({"a": args.cmp[0], "b": args.cmp[1], "rows": rows, "verdicts": verdicts})
+        return EXIT_OK
+    t = Table(title=f"{args.cmp[0]} -> {args.cmp[1]}")
+    for col in ("phase", "backend", "stage", "p50 A", "p50 B", "B/A"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(
+            r["phase"],
+            escape(r["backend"]),
+            r["stage"],
+            ms(r["a_p50_ns"]),
+            ms(r["b_p50_ns"]),
+            str(r["b_over_a"] or "-"),
+        )
+    console.print(t)
+    for run_id, v in zip(args.cmp, verdicts, strict=True):
+        console.print(f"{run_id}: cold {escape(v['cold'] or '-')}; warm {escape(v['warm'] or '-')}")
+    return EXIT_OK
 
 
 async def _list(args: argparse.Namespace, client: AbTestClient) -> int:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -53,26 +51,6 @@ PRESETS = {
     "extended": spb.BENCHMARK_PRESET_EXTENDED,
     "stress": spb.BENCHMARK_PRESET_STRESS,
 }
-CSV_COLUMNS = [
-    "backend",
-    "emulated",
-    "operation",
-    "object_size_bytes",
-    "concurrency",
-    "ops",
-    "errors",
-    "duration_s",
-    "ops_per_s",
-    "mib_per_s",
-    "latency_p50_ms",
-    "latency_p90_ms",
-    "latency_p99_ms",
-    "latency_max_ms",
-    "ttfb_p50_ms",
-    "ttfb_p99_ms",
-    "cold_ttfb_p50_ms",
-    "warm_ttfb_p50_ms",
-]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -139,40 +117,14 @@ def _out_dir(args: argparse.Namespace) -> Path:
     return Path(args.out) if args.out else data_dir(args) / "bench"
 
 
-def run_csv(run: dict[str, Any]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(CSV_COLUMNS)
-    for r in run.get("results", []):
-        lat, ttfb = r.get("latency") or {}, r.get("ttfb") or {}
-        w.writerow(
-            [
-                r["backend"],
-                r.get("emulated", False),
-                op_name(r),
-                size_bytes(r),
-                r["concurrency"],
-                r["ops"],
-                r["errors"],
-                f"{r['duration_s']:.3f}",
-                f"{r['ops_per_s']:.2f}",
-                f"{r['mib_per_s']:.3f}",
-                *(f"{lat.get(k, 0) / 1e6:.3f}" for k in ("p50_ns", "p90_ns", "p99_ns", "max_ns")),
-                *(f"{ttfb.get(k, 0) / 1e6:.3f}" for k in ("p50_ns", "p99_ns")),
-                f"{r.get('cold_ttfb_p50_ns', 0) / 1e6:.3f}",
-                f"{r.get('warm_ttfb_p50_ns', 0) / 1e6:.3f}",
-            ]
-        )
-    return buf.getvalue()
-
-
-def save_run(run: dict[str, Any], out: Path) -> dict[str, str]:
-    """Writes <run_id>.json, .csv and .svg under `out`; returns their paths."""
+def save_run(run: dict[str, Any], out: Path, stored_csv: bytes) -> dict[str, str]:
+    """Writes <run_id>.json, .csv and .svg under `out`; returns their paths. The CSV is the one the
+    storage service stored beside the run (`csv_key`), the run's only CSV."""
     out.mkdir(parents=True, exist_ok=True)
     base = out / run["run_id"]
     paths = {"json": f"{base}.json", "csv": f"{base}.csv", "svg": f"{base}.svg"}
     Path(paths["json"]).write_text(json.dumps(run, indent=2) + "\n")
-    Path(paths["csv"]).write_text(run_csv(run))
+    Path(paths["csv"]).write_bytes(stored_csv)
     Path(paths["svg"]).write_text(render_svg(run))
     return paths
 
@@ -241,10 +193,11 @@ def cmd_storage(args: argparse.Namespace) -> int:
                         )
                     elif kind == "run":
                         final = ev.run
+            stored_csv = (await rag.storage.get(final.csv_key))[0] if final is not None and final.csv_key else b""
         if final is None:
             raise UsageError("the benchmark stream ended without a result; see the storage service's log")
         data = to_dict(final)
-        paths = await asyncio.to_thread(save_run, data, _out_dir(args))
+        paths = await asyncio.to_thread(save_run, data, _out_dir(args), stored_csv)
         if args.json:
             emit_json({"run": data, "files": paths})
         else:

@@ -2,7 +2,7 @@
 coroutine, turning failures into one line for people and an exit code, protobuf -> plain dicts.
 
 Addresses: `--<service>-addr` wins, then `DDNRAG_CLI_<SERVICE>_ADDR`, then the local stack's port
-(`cli.supervisor.StackConfig`, which reads `DDNRAG_<SERVICE>_PORT` and `DDNRAG_STACK_HOST`), so every
+(`cli.stack_config.StackConfig`, which reads `DDNRAG_<SERVICE>_PORT` and `DDNRAG_STACK_HOST`), so every
 command works against `rag up` with no flags.
 """
 
@@ -24,7 +24,7 @@ from google.protobuf.message import Message
 from rich.console import Console
 from rich.markup import escape
 
-from cli.supervisor import StackConfig, load_config
+from cli.stack_config import StackConfig, load_config
 from clients import RagClient
 from clients.base import ServiceCallError
 

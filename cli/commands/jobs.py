@@ -1,4 +1,4 @@
-"""`rag jobs list|status|cancel`: the retriever's ingestion jobs."""
+"""`rag jobs list|status|show|cancel`: the retriever's ingestion jobs."""
 
 from __future__ import annotations
 
@@ -29,6 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--watch", action="store_true", help="follow the job's progress until it ends")
     add_common(q, services=("retriever",))
     q.set_defaults(func=cmd_status)
+    q = jsub.add_parser(
+        "show", help="one job's summary: files, bytes, chunks, time per stage, device, and every file's stage times"
+    )
+    q.add_argument("job_id")
+    add_common(q, services=("retriever",))
+    q.set_defaults(func=cmd_show)
     q = jsub.add_parser("cancel", help="cancel a running job (the index stays at its last committed version)")
     q.add_argument("job_id")
     add_common(q, services=("retriever",))
@@ -103,6 +109,62 @@ def cmd_status(args: argparse.Namespace) -> int:
                 console.print(f"about {job.eta_s:.0f}s left")
             for e in job.file_errors:
                 console.print(f"  [red]✗[/red] {escape(e.name)}: {escape(e.reason)}")
+        return EXIT_FAILED if job.state in ENDED_BADLY else EXIT_OK
+
+    return run(args, work)
+
+
+STAGES = ("fetch", "parse", "chunk", "embed", "write", "index")
+
+
+def _ms(ns: int) -> str:
+    return f"{ns / 1e6:,.1f} ms"
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    async def work() -> int:
+        async with rag_client(args) as rag:
+            job = await rag.retriever.get_job(args.job_id, include_files=True)
+        if args.json:
+            emit_json({"job": to_dict(job)})
+            return EXIT_FAILED if job.state in ENDED_BADLY else EXIT_OK
+        took = (job.updated_unix_ns - job.created_unix_ns) / 1e9 if job.updated_unix_ns else 0.0
+        show_job_summary(job, took)
+        rate = f"{job.bytes_total / took / 2**20:,.2f} MiB/s" if took else "-"
+        console.print(
+            f"{job.documents_total} file(s) · {job.bytes_total:,} bytes · {job.chunks_done} chunks · "
+            f"embedded {job.embeddings_per_s:,.1f} chunks/s · ingested {rate} · "
+            f"embedder device: {escape(job.embedder_device or 'unknown')}"
+        )
+        t = Table(title="time per stage", title_justify="left", show_edge=False)
+        t.add_column("stage")
+        t.add_column("time", justify="right")
+        t.add_column("what it counts")
+        notes = {
+            "fetch": "reading sources, summed over files",
+            "parse": "text extraction, summed over files",
+            "chunk": "splitting, summed over files",
+            "embed": "wall time with an embedding call in flight",
+            "write": "wall time writing chunks to the backends",
+            "index": "the index commit",
+        }
+        for stage in STAGES:
+            t.add_row(stage, _ms(getattr(job, f"{stage}_ns")), notes[stage])
+        console.print(t)
+        if job.files:
+            ft = Table(title="files", title_justify="left", show_edge=False)
+            for col in ("file", "status", "bytes", "chunks", *STAGES[:5], "error"):
+                ft.add_column(col, justify="right" if col in ("bytes", "chunks", *STAGES) else "left", overflow="fold")
+            for f in job.files:
+                ft.add_row(
+                    escape(f.name),
+                    f.status,
+                    f"{f.size_bytes:,}",
+                    str(f.chunks),
+                    *(_ms(getattr(f, f"{s}_ns")) for s in STAGES[:5]),
+                    escape(f.reason),
+                )
+            console.print(ft)
         return EXIT_FAILED if job.state in ENDED_BADLY else EXIT_OK
 
     return run(args, work)

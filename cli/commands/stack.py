@@ -17,17 +17,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli.supervisor import (
-    PortInUseError,
-    StackConfig,
-    Supervisor,
-    grpc_serving,
-    http_ok,
-    load_config,
-    pidfile,
-    replica_name,
-    write_pidfile,
-)
+from cli.stack_config import PortInUseError, StackConfig, load_config, pidfile, replica_name, write_pidfile
+from cli.supervisor import Supervisor, grpc_serving, http_ok
 from kernel.ids import document_id, document_key
 
 console = Console(soft_wrap=True)

@@ -76,18 +76,21 @@ async def purge(request: web.Request) -> web.Response:
 
 @routes.get("/api/models")
 async def models(request: web.Request) -> web.Response:
+    """The language models the llm_gateway can route to, with their health."""
     resp = await request.app[UPSTREAMS].llm.list_models()
     return web.json_response({"models": [to_dict(m) for m in resp.models]})
 
 
 @routes.get("/api/collections")
 async def collections(request: web.Request) -> web.Response:
+    """Lists the collections: documents, chunks, live index version, last change."""
     cols = await request.app[UPSTREAMS].retriever.list_collections()
     return web.json_response({"collections": [to_dict(c) for c in cols]})
 
 
 @routes.get("/api/embedder")
 async def embedder_info(request: web.Request) -> web.Response:
+    """The embedder's model, device (GPU name or CPU), dtype and backend."""
     info = await request.app[UPSTREAMS].embedder.info()
     return web.json_response(to_dict(info))
 
@@ -116,12 +119,14 @@ async def _device(request: web.Request) -> dict[str, Any]:
 
 @routes.get("/metrics")
 async def prometheus(request: web.Request) -> web.Response:
+    """The gateway's Prometheus metrics (text exposition format)."""
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 @routes.get("/api/watches")
 async def list_prefix_watches(request: web.Request) -> web.Response:
+    """Lists the continuous-ingestion watches of bucket prefixes and the files each saw."""
     watches = await request.app[UPSTREAMS].retriever.list_prefix_watches()
     return web.json_response({"watches": [to_dict(w) for w in watches]})
 
@@ -145,5 +150,6 @@ async def start_prefix_watch(request: web.Request) -> web.Response:
 
 @routes.post("/api/watches/{watch_id}/stop")
 async def stop_prefix_watch(request: web.Request) -> web.Response:
+    """Stops a continuous-ingestion watch (admin)."""
     watch = await request.app[UPSTREAMS].retriever.stop_prefix_watch(request.match_info["watch_id"])
     return web.json_response({"watch": to_dict(watch)})

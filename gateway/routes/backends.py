@@ -132,6 +132,7 @@ def backend_from_json(body: dict[str, Any]) -> spb.Backend:
 
 @routes.get("/api/config/backends")
 async def list_backends(request: web.Request) -> web.Response:
+    """Lists the storage backends, every setting but the secrets (`has_credentials` says whether keys are set)."""
     resp = await request.app[UPSTREAMS].storage.list_backends()
     return web.json_response(
         {
@@ -163,6 +164,7 @@ async def put_backend(request: web.Request) -> web.Response:
 
 @routes.delete("/api/config/backends/{name}")
 async def remove_backend(request: web.Request) -> web.Response:
+    """Removes a storage backend added at run time (admin)."""
     name = request.match_info["name"]
     await request.app[UPSTREAMS].storage.remove_backend(name)
     return web.json_response({"removed": name})

@@ -6,8 +6,6 @@ its events and reshapes saved runs (ns -> ms, CSV export, per-cell comparison).
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,7 +13,6 @@ from typing import Any
 from aiohttp import web
 
 from ddnrag.storage.v1 import storage_service_pb2 as spb
-from kernel.csvsafe import safe_row
 
 from ..convert import enum_name, enum_value, ns_to_ms, to_dict
 from ..errors import ApiError
@@ -150,6 +147,7 @@ async def run_stream(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/api/benchmarks")
 async def list_runs(request: web.Request) -> web.Response:
+    """Lists the saved benchmark runs, newest first."""
     resp = await request.app[UPSTREAMS].storage.list_benchmark_runs(
         page_size=query_int(request, "page_size", 50, 1, 1000), page_token=request.query.get("page_token", "")
     )
@@ -196,74 +194,25 @@ async def compare(request: web.Request) -> web.Response:
 
 @routes.get("/api/benchmarks/{run_id}")
 async def get_run(request: web.Request) -> web.Response:
+    """One saved benchmark run with every level's results."""
     run = (await request.app[UPSTREAMS].storage.get_benchmark_run(request.match_info["run_id"])).run
     return web.json_response({"run": run_json(run)})
 
 
-CSV_COLUMNS = [
-    "backend",
-    "emulated",
-    "operation",
-    "object_size_bytes",
-    "concurrency",
-    "ops",
-    "errors",
-    "duration_s",
-    "ops_per_s",
-    "mib_per_s",
-    "latency_p50_ms",
-    "latency_p90_ms",
-    "latency_p99_ms",
-    "ttfb_p50_ms",
-    "ttfb_p90_ms",
-    "ttfb_p99_ms",
-    "cold_ttfb_p50_ms",
-    "warm_ttfb_p50_ms",
-]
-
-
-def run_csv(run: dict[str, Any]) -> str:
-    out = io.StringIO()
-    w = csv.writer(out)
-    w.writerow(["run_id", "started", *CSV_COLUMNS])
-    for lv in run["results"]:
-        w.writerow(
-            safe_row(
-                [
-                    run["run_id"],
-                    run["started"],
-                    lv["backend"],
-                    lv["emulated"],
-                    lv["operation"],
-                    lv["object_size_bytes"],
-                    lv["concurrency"],
-                    lv["ops"],
-                    lv["errors"],
-                    lv["duration_s"],
-                    lv["ops_per_s"],
-                    lv["mib_per_s"],
-                    lv["latency"]["p50_ms"],
-                    lv["latency"]["p90_ms"],
-                    lv["latency"]["p99_ms"],
-                    lv["ttfb"]["p50_ms"],
-                    lv["ttfb"]["p90_ms"],
-                    lv["ttfb"]["p99_ms"],
-                    lv["cold_ttfb_p50_ms"],
-                    lv["warm_ttfb_p50_ms"],
-                ]
-            )
-        )
-    return out.getvalue()
-
-
 @routes.get("/api/benchmarks/{run_id}/export")
 async def export_run(request: web.Request) -> web.Response:
+    """Downloads a saved run as `?format=csv` or `json`."""
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "csv"):
         raise ApiError(400, "format must be json or csv")
     run_id = request.match_info["run_id"]
-    run = run_json((await request.app[UPSTREAMS].storage.get_benchmark_run(run_id)).run)
+    storage = request.app[UPSTREAMS].storage
+    stored = (await storage.get_benchmark_run(run_id)).run
     disposition = {"Content-Disposition": f'attachment; filename="benchmark-{run_id}.{fmt}"'}
     if fmt == "csv":
-        return web.Response(text=run_csv(run), content_type="text/csv", headers=disposition)
-    return web.json_response(run, headers=disposition)
+        # The one CSV of a run is the one the storage service stored beside it (`csv_key`).
+        if not stored.csv_key:
+            raise ApiError(404, f"benchmark run {run_id} has no stored CSV", "NO_CSV")
+        data, _info, _transfer = await storage.get(stored.csv_key)
+        return web.Response(body=data, content_type="text/csv", charset="utf-8", headers=disposition)
+    return web.json_response(run_json(stored), headers=disposition)

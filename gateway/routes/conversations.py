@@ -95,6 +95,7 @@ async def rename_conversation(request: web.Request) -> web.Response:
 
 @routes.delete("/api/conversations/{conversation_id}")
 async def delete_conversation(request: web.Request) -> web.Response:
+    """Deletes a conversation (writer)."""
     cid = _id(request)
     await request.app[UPSTREAMS].llm.delete_conversation(cid)
     return web.json_response({"deleted": cid})

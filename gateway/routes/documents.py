@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from clients.base import ServiceCallError
 from ddnrag.retriever.v1 import retriever_service_pb2 as rpb
 from kernel.filetypes import ACCEPTED_TEXT, KINDS
 
@@ -28,10 +29,18 @@ from ..uploads import (
     file_kind,
     object_key,
 )
-from ..views import query_int
+from ..views import query_bool, query_int
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
+
+PARAMS = {
+    ("POST", "/api/documents"): {
+        "collection": "the target collection (default: the gateway's default collection)",
+        "backends": "comma-separated backends the chunks are written to (default: the default backend)",
+        "clear": "1 to clear the collection before the files are stored (documents, chunks, index, jobs)",
+    },
+}
 
 READ_CHUNK = 256 * 1024
 STAGING_PREFIX = "uploads/staging/"
@@ -68,7 +77,10 @@ async def _next_part(reader: MultipartReader) -> BodyPartReader | MultipartReade
 
 @routes.post("/api/documents")
 async def upload(request: web.Request) -> web.Response:
-    """multipart/form-data: `collection` (optional, before the files), then one or more `file` parts.
+    """Uploads files (multipart/form-data) and starts one ingestion job over them.
+
+    Fields: `collection` (optional, before the files), then one or more `file` parts. With
+    `?clear=1` the collection is cleared first (its documents, chunks, index and jobs go).
 
     Each file streams straight into storage at docs/<collection>/<doc_id>/<name>; then one
     ingestion job covers them all. On any failure the objects written so far are deleted."""
@@ -81,6 +93,7 @@ async def upload(request: web.Request) -> web.Response:
         raise ApiError(413, f"the upload is larger than the limit of {limit} bytes", "TOO_LARGE")
     collection = check_collection(request.query.get("collection", "") or cfg.default_collection)
     targets = _backends_param(request)
+    clear_first = query_bool(request, "clear")
     stored: list[Stored] = []
     try:
         try:
@@ -98,6 +111,8 @@ async def upload(request: web.Request) -> web.Response:
             elif part.name in ("file", "files"):
                 if len(stored) >= cfg.max_upload_files:
                     raise ApiError(413, f"at most {cfg.max_upload_files} files per upload", "TOO_MANY_FILES")
+                if clear_first and not stored:
+                    await _clear(request, collection)
                 stored.append(await _store(request, part, collection))
             else:
                 await part.release()
@@ -121,6 +136,15 @@ async def upload(request: web.Request) -> web.Response:
         },
         status=202,
     )
+
+
+async def _clear(request: web.Request, collection: str) -> None:
+    """`?clear=1`: the collection is emptied before the first file is stored (a missing one is fine)."""
+    try:
+        await request.app[UPSTREAMS].retriever.delete_collection(collection)
+    except ServiceCallError as err:
+        if err.http_status != 404:
+            raise
 
 
 async def _store(request: web.Request, part: BodyPartReader, collection: str) -> Stored:
@@ -208,6 +232,7 @@ async def _delete_stored(request: web.Request, stored: list[Stored]) -> None:
 
 @routes.get("/api/documents")
 async def list_documents(request: web.Request) -> web.Response:
+    """Lists a collection's documents (`?collection=`, `page_size`, `page_token`): name, chunks, size, ingest time."""
     cfg = request.app[CONFIG]
     collection = check_collection(request.query.get("collection", "") or cfg.default_collection)
     page_size = query_int(request, "page_size", 100, 1, 1000)
@@ -226,6 +251,7 @@ async def list_documents(request: web.Request) -> web.Response:
 
 @routes.get("/api/documents/count")
 async def count_documents(request: web.Request) -> web.Response:
+    """The number of documents in a collection (`?collection=`)."""
     cfg = request.app[CONFIG]
     collection = check_collection(request.query.get("collection", "") or cfg.default_collection)
     resp = await request.app[UPSTREAMS].retriever.list_documents(collection, page_size=1)
@@ -234,6 +260,7 @@ async def count_documents(request: web.Request) -> web.Response:
 
 @routes.delete("/api/documents/{document_id}")
 async def delete_document(request: web.Request) -> web.Response:
+    """Deletes one document and its chunks from a collection (`?collection=`)."""
     cfg = request.app[CONFIG]
     collection = check_collection(request.query.get("collection", "") or cfg.default_collection)
     doc_id = request.match_info["document_id"]
@@ -243,5 +270,6 @@ async def delete_document(request: web.Request) -> web.Response:
 
 @routes.get("/api/documents/formats")
 async def formats(request: web.Request) -> web.Response:
+    """The accepted upload formats (file extensions) and the size limit per file."""
     data: dict[str, Any] = {"accepted": list(KINDS), "max_upload_bytes": request.app[CONFIG].max_upload_bytes}
     return web.json_response(data)

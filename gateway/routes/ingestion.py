@@ -15,9 +15,11 @@ from ..errors import ApiError
 from ..sse import Event, stream_events
 from ..state import CONFIG, UPSTREAMS
 from ..uploads import check_collection
-from ..views import field_str, json_body, query_float, query_int
+from ..views import field_str, json_body, query_bool, query_float, query_int
 
 routes = web.RouteTableDef()
+
+PARAMS = {("GET", "/api/ingestion/jobs/{job_id}"): {"files": "1 to include every file with its result and stage times"}}
 
 _OK_END = (rpb.JOB_STATE_SUCCEEDED, rpb.JOB_STATE_PARTIAL)
 _ENDED = (*_OK_END, rpb.JOB_STATE_FAILED, rpb.JOB_STATE_CANCELLED)
@@ -69,6 +71,7 @@ async def job_stream(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/api/ingestion/jobs/{job_id}/stream")
 async def job_stream_path(request: web.Request) -> web.StreamResponse:
+    """SSE: one job's `progress` events until `done` or `error` (resumable with Last-Event-ID)."""
     return await _follow_job(request, request.match_info["job_id"])
 
 
@@ -114,6 +117,7 @@ async def start_job(request: web.Request) -> web.Response:
 
 @routes.get("/api/ingestion/jobs")
 async def list_jobs(request: web.Request) -> web.Response:
+    """Lists ingestion jobs, newest first (`?collection=`, `page_size`, `page_token`)."""
     collection = request.query.get("collection", "")
     if collection:
         check_collection(collection)
@@ -127,12 +131,19 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 @routes.get("/api/ingestion/jobs/{job_id}")
 async def get_job(request: web.Request) -> web.Response:
-    job = await request.app[UPSTREAMS].retriever.get_job(request.match_info["job_id"])
+    """One ingestion job: state, stage, progress, per-backend writes, file errors.
+
+    Its summary too: bytes, time per stage (`fetch_ns` … `index_ns`), the embedder's device; with
+    `?files=1`, every file with its result and stage times (`files`)."""
+    job = await request.app[UPSTREAMS].retriever.get_job(
+        request.match_info["job_id"], include_files=query_bool(request, "files")
+    )
     return web.json_response({"job": job_json(job)})
 
 
 @routes.post("/api/ingestion/jobs/{job_id}/cancel")
 async def cancel_job(request: web.Request) -> web.Response:
+    """Cancels a queued or running job; the collection keeps its last committed index."""
     job = await request.app[UPSTREAMS].retriever.cancel_job(request.match_info["job_id"])
     return web.json_response({"job": job_json(job)})
 

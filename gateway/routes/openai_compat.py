@@ -125,6 +125,7 @@ def _refusal(refused: dict[str, Any]) -> str:
 
 @routes.post("/v1/chat/completions")
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """OpenAI-compatible chat completions, answered with retrieval (streamed when `stream` is true)."""
     body = await json_body(request)
     ask, model = _ask(request, body)
     cid = "chatcmpl-" + uuid.uuid4().hex[:24]
@@ -221,6 +222,7 @@ async def _chunks(
 
 @routes.post("/v1/embeddings")
 async def embeddings(request: web.Request) -> web.Response:
+    """OpenAI-compatible embeddings from the embedder service."""
     body = await json_body(request)
     raw = body.get("input")
     texts = [raw] if isinstance(raw, str) else raw

@@ -118,6 +118,7 @@ class EmbedderServicer(pb_grpc.EmbedderServiceServicer):
             backend=i.backend,
             max_batch_texts=i.max_batch_texts,
             max_batch_tokens=i.max_batch_tokens,
+            device_name=i.device_name,
         )
 
     async def CacheStats(

@@ -1,6 +1,6 @@
 """The answer cache: SQLite (WAL) in the state directory, bounded in bytes, least recently used
-evicted first. Keys are computed by `core.cache_key` (question, context chunk hashes, backend,
-model, sampling parameters). All SQLite work runs on one worker thread, never on the event loop.
+evicted first. Keys are computed by `cache_key` (question, context chunk hashes, backend,
+model, sampling parameters); a hit streams through `replay`. All SQLite work runs on one worker thread, never on the event loop.
 
 Writes are best effort: a cache that cannot be written (a full disk, a locked file) costs only
 time, so the failed write is rolled back, logged and counted (`write_errors`) and the answer it
@@ -11,16 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import sqlite3
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .domain import Usage
+from kernel.timing import Timer
+
+from .domain import Citation, CitationEvent, DoneEvent, GenerateEvent, GenParams, StartEvent, TokenEvent, Usage
+from .prompt import Prompt
+from .stats import StreamStats
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -211,3 +217,56 @@ class AnswerCache:
 
         await self._run(_close)
         self._pool.shutdown(wait=True)
+
+
+def cache_key(question: str, prompt: Prompt, backend: str, model: str, params: GenParams) -> str:
+    """sha256 over the question, each context chunk's content hash, the backend and model the
+    request goes to first, and the sampling parameters."""
+    doc = {
+        "v": 2,  # 2: text stored with citations renumbered in order of appearance
+        "q": question.strip(),
+        "history": [[m["role"], m["content"]] for m in prompt.messages[1:-1]],
+        "chunks": [[p.chunk_id, hashlib.sha256(p.text.encode("utf-8")).hexdigest()] for p in prompt.passages],
+        "backend": backend,
+        "model": model,
+        "max_tokens": params.effective_max_tokens,
+        "temperature": round(params.temperature, 4),
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+async def replay(
+    hit: CachedAnswer, prompt: Prompt, timer: Timer, t0: int, rag_t0_ns: int
+) -> AsyncIterator[GenerateEvent]:
+    """A cache hit streams at once, flagged `cache_hit`."""
+    stats = StreamStats(t0)
+    counts = hit.counts or (1,) * len(hit.pieces)
+    if hit.pieces:
+        stats.mark(counts[0])  # the first token is ready now
+    yield StartEvent(hit.backend, hit.model, True)
+    index = 0
+    for i, (piece, count) in enumerate(zip(hit.pieces, counts, strict=True)):
+        if i:
+            stats.mark(count)
+        yield TokenEvent(piece, index, count)
+        index += count
+    cmap = prompt.citation_map
+    # The stored text is already renumbered; citation_numbers[i] is the passage cited as [i + 1].
+    citations = tuple(Citation(i + 1, cmap[n]) for i, n in enumerate(hit.citation_numbers) if n in cmap)
+    for c in citations:
+        yield CitationEvent(c)
+    p50, p99 = stats.inter_token()
+    yield DoneEvent(
+        usage=hit.usage,
+        ttft_ns=stats.ttft_ns,
+        rag_ttft_ns=(stats.times[0] - rag_t0_ns) if (rag_t0_ns and stats.times) else 0,
+        generation_ns=stats.generation_ns,
+        tokens_per_s=stats.tokens_per_s(hit.usage.completion_tokens),
+        inter_token_p50_ns=p50,
+        inter_token_p99_ns=p99,
+        finish_reason=hit.finish_reason,
+        citations=citations,
+        text="".join(hit.pieces),
+        stages=tuple(timer.stages),
+        total_ns=timer.total_ns(),
+    )

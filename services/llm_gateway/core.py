@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -27,7 +25,7 @@ from kernel.errors import ServiceError, invalid, unavailable
 from kernel.timing import Timer
 
 from .backend import Backend, Delta
-from .cache import AnswerCache, CachedAnswer
+from .cache import AnswerCache, CachedAnswer, cache_key, replay
 from .checks import RefusedEvent, VerifyEvent, regenerate_with, search_with
 from .citations import Renumberer
 from .conversations import ConversationStore
@@ -53,7 +51,7 @@ from .domain import (
     Usage,
 )
 from .followup import check_history, standalone_question
-from .prompt import Prompt, build_prompt
+from .prompt import build_prompt
 from .rewrite import (
     HistoryTurn,
     trim_history,
@@ -201,7 +199,7 @@ class LlmGateway:
             with timer.stage("cache_lookup"):
                 hit = await self.cache.get(key)
             if hit is not None:
-                async for ev in self._replay(hit, prompt, timer, t0, rag_t0_ns):
+                async for ev in replay(hit, prompt, timer, t0, rag_t0_ns):
                     yield ev
                 return
 
@@ -310,42 +308,6 @@ class LlmGateway:
             finish_reason=finish or "stop",
             citations=citations,
             text=text,
-            stages=tuple(timer.stages),
-            total_ns=timer.total_ns(),
-        )
-
-    async def _replay(
-        self, hit: CachedAnswer, prompt: Prompt, timer: Timer, t0: int, rag_t0_ns: int
-    ) -> AsyncIterator[GenerateEvent]:
-        """A cache hit streams at once, flagged `cache_hit`."""
-        stats = StreamStats(t0)
-        counts = hit.counts or (1,) * len(hit.pieces)
-        if hit.pieces:
-            stats.mark(counts[0])  # the first token is ready now
-        yield StartEvent(hit.backend, hit.model, True)
-        index = 0
-        for i, (piece, count) in enumerate(zip(hit.pieces, counts, strict=True)):
-            if i:
-                stats.mark(count)
-            yield TokenEvent(piece, index, count)
-            index += count
-        cmap = prompt.citation_map
-        # The stored text is already renumbered; citation_numbers[i] is the passage cited as [i + 1].
-        citations = tuple(Citation(i + 1, cmap[n]) for i, n in enumerate(hit.citation_numbers) if n in cmap)
-        for c in citations:
-            yield CitationEvent(c)
-        p50, p99 = stats.inter_token()
-        yield DoneEvent(
-            usage=hit.usage,
-            ttft_ns=stats.ttft_ns,
-            rag_ttft_ns=(stats.times[0] - rag_t0_ns) if (rag_t0_ns and stats.times) else 0,
-            generation_ns=stats.generation_ns,
-            tokens_per_s=stats.tokens_per_s(hit.usage.completion_tokens),
-            inter_token_p50_ns=p50,
-            inter_token_p99_ns=p99,
-            finish_reason=hit.finish_reason,
-            citations=citations,
-            text="".join(hit.pieces),
             stages=tuple(timer.stages),
             total_ns=timer.total_ns(),
         )
@@ -462,19 +424,3 @@ class LlmGateway:
         ) as it:
             async for ev in it:
                 yield ev
-
-
-def cache_key(question: str, prompt: Prompt, backend: str, model: str, params: GenParams) -> str:
-    """sha256 over the question, each context chunk's content hash, the backend and model the
-    request goes to first, and the sampling parameters."""
-    doc = {
-        "v": 2,  # 2: text stored with citations renumbered in order of appearance
-        "q": question.strip(),
-        "history": [[m["role"], m["content"]] for m in prompt.messages[1:-1]],
-        "chunks": [[p.chunk_id, hashlib.sha256(p.text.encode("utf-8")).hexdigest()] for p in prompt.passages],
-        "backend": backend,
-        "model": model,
-        "max_tokens": params.effective_max_tokens,
-        "temperature": round(params.temperature, 4),
-    }
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode("utf-8")).hexdigest()

@@ -166,6 +166,14 @@ class EmbedderEncoder:
             raise err.to_service_error() from None
         return np.asarray(arr, dtype=np.float32)
 
+    async def device(self) -> str:
+        """The embedder's device, e.g. "cuda:0 (NVIDIA H200)" or "cpu (AMD EPYC 7763)"."""
+        try:
+            info = await self.client.info()
+        except ServiceCallError as err:
+            raise err.to_service_error() from None
+        return f"{info.device} ({info.device_name})" if info.device_name else info.device
+
     async def dimension(self) -> int:
         if not self._dim:
             try:

@@ -264,20 +264,6 @@ class Retriever:
     def list_collections(self) -> list[CollectionState]:
         return [self.collections[n] for n in sorted(self.collections)]
 
-    async def delete_collection(self, name: str) -> None:
-        state = self.get_collection(name)
-        async with state.live.lock:
-            await self.store.delete(prefix=f"chunks/{name}/")
-            await self.store.delete(prefix=segments.prefix(name))
-            await self.catalog.remove(name)
-            await segments.note_change(self.store)
-            await asyncio.to_thread(self.cache.invalidate, name, "\x00")
-            self.collections.pop(name, None)
-        await state.live.stop()
-        await state.live.reset()
-        if name == DEFAULT_COLLECTION:
-            await self.create_collection(name)
-
     def list_documents(self, collection: str, page_size: int, page_token: str) -> tuple[list[DocumentInfo], str, int]:
         state = self.get_collection(collection)
         docs = state.live.documents

@@ -45,6 +45,13 @@ class FileRow:
     size_bytes: int = 0
     sha256: str = ""
     chunks: int = 0
+    # Time this file spent in each stage, ns. Embed and write serve several files at once: a file
+    # gets the share of the call's time that its chunks are of the call's chunks.
+    fetch_ns: int = 0
+    parse_ns: int = 0
+    chunk_ns: int = 0
+    embed_ns: int = 0
+    write_ns: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,6 +157,12 @@ class JobView:
     updated_unix_ns: int = 0
     index_version: str = ""
     document_ids: list[str] = field(default_factory=list)
+    # Time per stage, ns: fetch, parse, chunk (summed over files, which run 4 at a time), embed and
+    # write (wall time while a call was in flight), index (the commit).
+    stage_ns: dict[str, int] = field(default_factory=dict)
+    bytes_total: int = 0
+    # The embedder's device when the job ran, e.g. "cuda:0 (NVIDIA H200)".
+    embedder_device: str = ""
 
     @property
     def terminal(self) -> bool:
@@ -218,6 +231,9 @@ def stats_of(v: JobView) -> dict[str, Any]:
         ],
         "file_errors": [[e.name, e.object_key, e.reason] for e in v.file_errors],
         "document_ids": v.document_ids,
+        "stage_ns": v.stage_ns,
+        "bytes_total": v.bytes_total,
+        "embedder_device": v.embedder_device,
     }
 
 
@@ -248,4 +264,7 @@ def view_of(rec: JobRecord) -> JobView:
         updated_unix_ns=rec.updated_ns,
         index_version=rec.index_version,
         document_ids=list(st.get("document_ids", [])),
+        stage_ns=dict(st.get("stage_ns", {})),
+        bytes_total=st.get("bytes_total", 0),
+        embedder_device=st.get("embedder_device", ""),
     )

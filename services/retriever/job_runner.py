@@ -66,6 +66,7 @@ class JobRunner:
             if not req.get("listed"):
                 await self._list_prefix(lj)
             v.backends = backend_stats(req)
+            v.embedder_device = await self._device()
             waited_until, delay, progress = 0.0, 1.0, -1
             while True:
                 files = await m.state.files(v.job_id)
@@ -179,6 +180,7 @@ class JobRunner:
         ]
         vectors = np.stack([r.vector for r in rows]) if rows else np.zeros((0, 0), np.float32)
         version = v.index_version
+        t0 = time.perf_counter_ns()
         if docs:
             await m.keeper.check()
             version = await self.r.commit(
@@ -186,7 +188,9 @@ class JobRunner:
             )
         elif self.r.collections.get(v.collection):
             version = self.r.collections[v.collection].snapshot.version
+        v.stage_ns["index"] = v.stage_ns.get("index", 0) + time.perf_counter_ns() - t0
         final: list[FileRow] = [results.get(f.object_key, f) for f in files]
+        await m.state.put_files(v.job_id, final)  # the per-file results and stage times outlive the batches
         failed = [f for f in final if f.status == "failed"]
         state = "succeeded" if not failed else ("failed" if len(failed) == len(final) else "partial")
         v.error = "" if state != "failed" else f"every file failed; the first: {failed[0].name}: {failed[0].reason}"
@@ -197,6 +201,16 @@ class JobRunner:
         await m.save(lj)
         await m.state.finished(lj.record)
         await m.emit(lj)
+
+    async def _device(self) -> str:
+        """The embedder's device for the job's summary; "" when the encoder cannot say."""
+        describe = getattr(self.r.encoder, "device", None)
+        if describe is None:
+            return ""
+        try:
+            return str(await asyncio.wait_for(describe(), 5.0))  # never holds the job up for long
+        except Exception:  # noqa: BLE001 - a summary detail; the job does not depend on it
+            return ""
 
     async def _cancelled(self, lj: LiveJob) -> None:
         """A cancelled job publishes nothing; chunk objects it wrote that no version uses go."""

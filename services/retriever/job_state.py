@@ -137,6 +137,21 @@ class JobStore:
                 pass
         self.forget(rec.job_id)
 
+    async def remove(self, rec: JobRecord) -> int:
+        """Deletes a job's record and everything under it: its listing entry first (so ListJobs
+        stops showing it), then its files. Returns the objects deleted."""
+        n = await self.store.delete([f"{INDEX}{rec.created_ns:020d}_{rec.job_id}", ACTIVE + rec.job_id])
+        if rec.fingerprint:
+            try:
+                data, _ = await self.store.read(REQUESTS + rec.fingerprint)
+                if data.decode() == rec.job_id:
+                    n += await self.store.delete([REQUESTS + rec.fingerprint])
+            except ObjectNotFound:
+                pass
+        n += await self.store.delete(prefix=f"jobs/{rec.job_id}/")
+        self.forget(rec.job_id)
+        return n
+
     async def active_ids(self) -> list[str]:
         return [o.key[len(ACTIVE) :] for o in await self.store.list(ACTIVE)]
 

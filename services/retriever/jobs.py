@@ -187,6 +187,12 @@ class JobManager:
                 last = created
         return views, ""
 
+    async def records_of(self, collection: str) -> list[JobRecord]:
+        """Every stored job record of `collection` (for clearing it), newest first."""
+        listing = await self.state.listing()
+        recs = await self.state.read_many([j for _, j in listing])
+        return [recs[j] for _, j in listing if j in recs and recs[j].collection == collection]
+
     async def cancel(self, job_id: str) -> JobView:
         view = await self.get(job_id)
         if view.terminal:

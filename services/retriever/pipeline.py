@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from opentelemetry import context as otel_context
@@ -28,6 +28,29 @@ from .core import Retriever, chunk_key
 from .job_model import BackendStats, ChunkRow, FileErrorView, FileRow, JobRecord, JobView
 from .parsing import ParseError, parse_document
 from .ports import ObjectNotFound, ObjectTooLarge
+
+T = TypeVar("T")
+
+
+async def drain(queue: asyncio.Queue[T | None]) -> AsyncIterator[T]:
+    """The items a stage's input queue carries, until the None that ends it."""
+    while (item := await queue.get()) is not None:
+        yield item
+
+
+async def batched(items: AsyncIterator[T], size: Callable[[T], int], limit: int) -> AsyncIterator[list[T]]:
+    """`items` in groups whose `size` reaches `limit` (the last group may be smaller): the one
+    batching rule of the embed and write stages."""
+    group: list[T] = []
+    n = 0
+    async for item in items:
+        group.append(item)
+        n += size(item)
+        if n >= limit:
+            yield group
+            group, n = [], 0
+    if group:
+        yield group
 
 
 @dataclass
@@ -121,12 +144,16 @@ class Pipeline:
 
         async def one(f: FileRow) -> _Parsed | None:
             async with sem:
+                t0 = time.perf_counter_ns()
                 try:
                     data = await self.fetch(lj, f)
                 except ObjectNotFound:
                     return await self._file_failed(lj, f, "the object does not exist")
                 except ObjectTooLarge as err:
                     return await self._file_failed(lj, f, str(err))
+                f.fetch_ns = time.perf_counter_ns() - t0
+                _add(lj, "fetch", f.fetch_ns)
+                lj.view.bytes_total += len(data)
                 f.size_bytes, f.sha256 = len(data), hashlib.sha256(data).hexdigest()
                 state = self.r.collections.get(lj.view.collection)
                 known = state.snapshot.documents.get(f.document_id) if state and not state.error else None
@@ -139,7 +166,10 @@ class Pipeline:
                 try:
                     chunks = await asyncio.to_thread(self._parse_chunk, lj.view.collection, f, data, chunker)
                 except ParseError as err:
+                    _add(lj, "parse", f.parse_ns)
                     return await self._file_failed(lj, f, str(err))
+                _add(lj, "parse", f.parse_ns)
+                _add(lj, "chunk", f.chunk_ns)
                 return _Parsed(f, chunks)
 
         window = 8
@@ -151,10 +181,16 @@ class Pipeline:
         await out.put(None)
 
     def _parse_chunk(self, collection: str, f: FileRow, data: bytes, chunker: Chunker) -> list[Chunk]:
-        text = parse_document(
-            f.name, data, max_bytes=self.s.max_file_bytes, max_unpacked_bytes=self.s.max_unpacked_bytes
-        )
+        t0 = time.perf_counter_ns()
+        try:
+            text = parse_document(
+                f.name, data, max_bytes=self.s.max_file_bytes, max_unpacked_bytes=self.s.max_unpacked_bytes
+            )
+        finally:
+            f.parse_ns = time.perf_counter_ns() - t0
+        t1 = time.perf_counter_ns()
         chunks = chunker.chunks(collection, f.document_id, text)
+        f.chunk_ns = time.perf_counter_ns() - t1
         if not chunks:
             raise ParseError("no text could be extracted")
         return chunks
@@ -178,7 +214,8 @@ class Pipeline:
         slots = asyncio.Semaphore(max(1, self.s.embed_concurrency))
         active = [0, 0.0]  # requests in flight, when the current busy period began
 
-        async def embed(texts: list[str]) -> np.ndarray:
+        async def embed(group: list[_Parsed], texts: list[str]) -> np.ndarray:
+            t0 = time.perf_counter_ns()
             try:
                 if active[0] == 0:
                     active[1] = time.perf_counter()
@@ -189,30 +226,21 @@ class Pipeline:
                     for i in range(0, len(texts), b)
                 ]
                 lj.embedded += len(texts)
+                _share(group, "embed_ns", time.perf_counter_ns() - t0)
                 return np.concatenate(parts).astype(np.float32)
             finally:
                 active[0] -= 1
                 if active[0] == 0:
                     lj.embed_busy_s += time.perf_counter() - active[1]
+                    lj.view.stage_ns["embed"] = int(lj.embed_busy_s * 1e9)
                 slots.release()
 
-        group: list[_Parsed] = []
-        n = 0
-        done = False
-        while not done:
-            item = await inp.get()
-            if item is None:
-                done = True
-            else:
-                group.append(item)
-                n += len(item.chunks)
-            if group and (n >= self.s.embed_batch or done):
-                if lj.view.stage not in ("embed", "write"):
-                    await self.sink.emit(lj, stage="embed")
-                await slots.acquire()
-                task = asyncio.create_task(embed([c.text for p in group for c in p.chunks]))
-                await out.put((group, task))
-                group, n = [], 0
+        async for group in batched(drain(inp), lambda p: len(p.chunks), self.s.embed_batch):
+            if lj.view.stage not in ("embed", "write"):
+                await self.sink.emit(lj, stage="embed")
+            await slots.acquire()
+            task = asyncio.create_task(embed(group, [c.text for p in group for c in p.chunks]))
+            await out.put((group, task))
         await out.put(None)
 
     async def _write_stage(
@@ -220,25 +248,18 @@ class Pipeline:
     ) -> None:
         """Collects embedded groups up to `write_batch` chunks, writes them to every target backend
         (one BatchPut per backend) and has the batch committed."""
-        batch: list[tuple[list[_Parsed], np.ndarray]] = []
-        n = 0
-        done = False
-        while not done:
-            item = await inp.get()
-            if item is None:
-                done = True
-            else:
-                group, task = item
+
+        async def embedded() -> AsyncIterator[tuple[list[_Parsed], np.ndarray]]:
+            async for group, task in drain(inp):
                 try:
                     vectors = await task
                 except BaseException:
                     task.cancel()
                     raise
-                batch.append((group, vectors))
-                n += len(vectors)
-            if batch and (n >= self.s.write_batch or done):
-                await self._write_batch(lj, batch)
-                batch, n = [], 0
+                yield group, vectors
+
+        async for batch in batched(embedded(), lambda item: len(item[1]), self.s.write_batch):
+            await self._write_batch(lj, batch)
 
     async def _write_batch(self, lj: LiveJob, batch: list[tuple[list[_Parsed], np.ndarray]]) -> None:
         v = lj.view
@@ -260,7 +281,11 @@ class Pipeline:
                 "ddnrag.chunks": len(chunks),
             },
         ):
+            t0 = time.perf_counter_ns()
             await asyncio.gather(*(self._write(st, items) for st in v.backends))
+            took = time.perf_counter_ns() - t0
+            _add(lj, "write", took)
+            _share(group, "write_ns", took)
             rows = [ChunkRow(c.chunk_id, c.document_id, c.position, c.text, vectors[i]) for i, c in enumerate(chunks)]
             for p in group:
                 p.file.chunks, p.file.status = len(p.chunks), "done"
@@ -276,6 +301,17 @@ class Pipeline:
             raise OSError(f"writing chunks to backend {st.backend!r} failed: {bad[0].key}: {bad[0].error}")
         st.objects_written += len(outcomes)
         st.latencies_ns.extend(o.total_ns for o in outcomes if o.total_ns)
+
+
+def _add(lj: LiveJob, stage: str, ns: int) -> None:
+    lj.view.stage_ns[stage] = lj.view.stage_ns.get(stage, 0) + ns
+
+
+def _share(group: list[_Parsed], attr: str, ns: int) -> None:
+    """Splits one call's time over the files it served, by their share of its chunks."""
+    total = sum(len(p.chunks) for p in group) or 1
+    for p in group:
+        setattr(p.file, attr, getattr(p.file, attr) + ns * len(p.chunks) // total)
 
 
 class NullCounter:

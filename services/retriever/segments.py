@@ -40,7 +40,7 @@ import numpy as np
 
 from .index import ChunkRecord, DocumentInfo
 from .lexical import Analyzer, Postings
-from .ports import ObjectNotFound, ObjectStore
+from .ports import ObjectNotFound, ObjectStore, PreconditionFailed
 
 log = logging.getLogger(__name__)
 
@@ -214,10 +214,17 @@ async def publish(store: ObjectStore, manifest: Manifest, expect_etag: str) -> i
     body = manifest.to_json()
     await put_files(store, [(base + manifest.name, body)])
     name = manifest.name.encode()
-    if expect_etag:
-        await store.put_if(base + "CURRENT", name, if_match=expect_etag)
-    else:
-        await store.put_if(base + "CURRENT", name, if_none_match=True)
+    try:
+        if expect_etag:
+            await store.put_if(base + "CURRENT", name, if_match=expect_etag)
+        else:
+            await store.put_if(base + "CURRENT", name, if_none_match=True)
+    except PreconditionFailed:
+        # A write retried below us (the store's client after a lost reply) finds its own change:
+        # when CURRENT names this very manifest (its name holds the generation and the content
+        # version), the publish landed. Anything else is another writer's.
+        if (await read_current_tagged(store, manifest.collection))[0] != manifest.name:
+            raise
     await note_change(store)
     return len(body) + len(name)
 

@@ -16,9 +16,10 @@ from kernel.errors import OK_STATUS
 from kernel.pb import page_size, timings_pb
 from kernel.timing import Timer
 
+from .clearing import clear_collection
 from .core import CollectionState, Retriever, SearchParams
 from .index import DocumentInfo
-from .job_model import JobView, SourceSpec
+from .job_model import FileRow, JobView, SourceSpec
 from .jobs import JobManager
 from .prefix_watch import PrefixWatchManager
 
@@ -85,6 +86,31 @@ def job_pb(v: JobView) -> pb.Job:
         updated_unix_ns=v.updated_unix_ns,
         index_version=v.index_version,
         document_ids=v.document_ids,
+        bytes_total=v.bytes_total,
+        fetch_ns=v.stage_ns.get("fetch", 0),
+        parse_ns=v.stage_ns.get("parse", 0),
+        chunk_ns=v.stage_ns.get("chunk", 0),
+        embed_ns=v.stage_ns.get("embed", 0),
+        write_ns=v.stage_ns.get("write", 0),
+        index_ns=v.stage_ns.get("index", 0),
+        embedder_device=v.embedder_device,
+    )
+
+
+def job_file_pb(f: FileRow) -> pb.JobFile:
+    return pb.JobFile(
+        name=f.name,
+        object_key=f.object_key,
+        document_id=f.document_id,
+        status=f.status,
+        reason=f.reason,
+        size_bytes=f.size_bytes,
+        chunks=f.chunks,
+        fetch_ns=f.fetch_ns,
+        parse_ns=f.parse_ns,
+        chunk_ns=f.chunk_ns,
+        embed_ns=f.embed_ns,
+        write_ns=f.write_ns,
     )
 
 
@@ -118,8 +144,15 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
 
     async def DeleteCollection(self, request: pb.DeleteCollectionRequest, context: grpc.aio.ServicerContext) -> Any:
         t = Timer()
-        await self.core.delete_collection(request.name)
-        return pb.DeleteCollectionResponse(timings=timings_pb(t))
+        c = await clear_collection(self.core, self.jobs, request.name)
+        return pb.DeleteCollectionResponse(
+            timings=timings_pb(t),
+            documents=c.documents,
+            chunks=c.chunks,
+            objects_deleted=c.objects_deleted,
+            jobs_cancelled=c.jobs_cancelled,
+            jobs_removed=c.jobs_removed,
+        )
 
     async def ListDocuments(self, request: pb.ListDocumentsRequest, context: grpc.aio.ServicerContext) -> Any:
         t = Timer()
@@ -168,7 +201,10 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
 
     async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext) -> Any:
         t = Timer()
-        return pb.GetJobResponse(job=job_pb(await self.jobs.get(request.job_id)), timings=timings_pb(t))
+        job = job_pb(await self.jobs.get(request.job_id))
+        if request.include_files:
+            job.files.extend(job_file_pb(f) for f in await self.jobs.state.files(request.job_id))
+        return pb.GetJobResponse(job=job, timings=timings_pb(t))
 
     async def ListJobs(self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext) -> Any:
         t = Timer()

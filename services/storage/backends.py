@@ -32,7 +32,8 @@ from .metrics import StoreMetrics
 from .model import BackendSpec, Credentials, Kind, Transfer
 from .registry import BackendRegistry
 from .registry_store import S3RegistryStore
-from .s3 import ClientSettings, S3Store, build_client
+from .s3 import S3Store
+from .s3_client import ClientSettings, build_client
 from .sealing import SecretBox, load_or_create_key
 
 log = logging.getLogger(__name__)

@@ -399,7 +399,7 @@ def _stats(cell: Cell, operation: str, elapsed: float) -> LevelStats:
         label=spec.label(),
         emulated=spec.emulated,
         operation=operation,
-        object_size=cell.size,
+        object_size_bytes=cell.size,
         concurrency=cell.concurrency,
         ops=len(samples),
         errors=sum(errors.values()),

@@ -97,7 +97,7 @@ class LevelStats:
     label: str
     emulated: bool
     operation: str
-    object_size: int
+    object_size_bytes: int
     concurrency: int
     ops: int = 0
     errors: int = 0
@@ -117,7 +117,7 @@ class LevelStats:
 @dataclass
 class Progress:
     backend: str
-    object_size: int
+    object_size_bytes: int
     concurrency: int
     ops_done: int
     errors: int
@@ -147,6 +147,8 @@ def run_from_json(d: dict[str, Any]) -> RunRecord:
     results = []
     for r in d.get("results", []):
         r = dict(r)
+        if "object_size" in r:  # saved before the size gained its unit in the name
+            r["object_size_bytes"] = r.pop("object_size")
         r["latency"] = Pct(**r.get("latency", {}))
         r["ttfb"] = Pct(**r.get("ttfb", {}))
         results.append(LevelStats(**{k: v for k, v in r.items() if k in LevelStats.__dataclass_fields__}))
@@ -185,7 +187,7 @@ def run_to_csv(run: RunRecord) -> str:
 class Comparison:
     backend: str
     operation: str
-    object_size: int
+    object_size_bytes: int
     concurrency: int
     a: LevelStats | None
     b: LevelStats | None
@@ -202,7 +204,7 @@ def compare_runs(a: RunRecord, b: RunRecord) -> list[Comparison]:
     """Every cell of either run, lined up; ratios are b / a."""
 
     def cell(r: LevelStats) -> tuple[str, str, int, int]:
-        return (r.backend, r.operation, r.object_size, r.concurrency)
+        return (r.backend, r.operation, r.object_size_bytes, r.concurrency)
 
     ia, ib = {cell(r): r for r in a.results}, {cell(r): r for r in b.results}
     rows = []

@@ -151,7 +151,7 @@ def level_pb(s: LevelStats) -> pb.LevelResult:
     return pb.LevelResult(
         backend=s.backend,
         emulated=s.emulated,
-        object_size_bytes=s.object_size,
+        object_size_bytes=s.object_size_bytes,
         concurrency=s.concurrency,
         ops=s.ops,
         errors=s.errors,
@@ -174,7 +174,7 @@ def level_pb(s: LevelStats) -> pb.LevelResult:
 def progress_pb(p: Progress) -> pb.BenchmarkProgress:
     return pb.BenchmarkProgress(
         backend=p.backend,
-        object_size_bytes=p.object_size,
+        object_size_bytes=p.object_size_bytes,
         concurrency=p.concurrency,
         ops_done=p.ops_done,
         errors=p.errors,
@@ -201,7 +201,7 @@ def comparison_pb(c: Comparison) -> pb.BenchmarkComparison:
     out = pb.BenchmarkComparison(
         backend=c.backend,
         operation=OP_TO_PB.get(c.operation, pb.BENCHMARK_OPERATION_UNSPECIFIED),
-        object_size_bytes=c.object_size,
+        object_size_bytes=c.object_size_bytes,
         concurrency=c.concurrency,
         ops_per_s_ratio=c.ops_per_s_ratio,
         latency_p50_ratio=c.latency_p50_ratio,

@@ -75,14 +75,14 @@ async def test_two_turns_survive_a_reload_and_the_list_manages_them(page, tmp_pa
 
     await expect(page.locator("#conv-list")).to_contain_text("No conversations yet.")
     # Turn 1.
-    await page.get_by_label("Question").fill(Q1)
+    await page.get_by_label("Question", exact=True).fill(Q1)
     await page.get_by_role("button", name="Ask", exact=True).click()
     lanes = page.locator("#lanes .lane")
     await expect(lanes.nth(0)).to_have_attribute("data-state", "done", timeout=60_000)
     await expect(lanes.nth(0).get_by_test_id("answer")).to_contain_text("Time to first byte (TTFB) is the time")
     await expect(lanes.nth(0).get_by_test_id("searched")).to_be_hidden()  # nothing to rewrite yet
     # Turn 2: the follow-up's "it" is time to first byte, and the page says what was searched.
-    await page.get_by_label("Question").fill(Q2)
+    await page.get_by_label("Question", exact=True).fill(Q2)
     await page.get_by_role("button", name="Ask", exact=True).click()
     await expect(lanes).to_have_count(2)
     await expect(lanes.nth(1)).to_have_attribute("data-state", "done", timeout=60_000)

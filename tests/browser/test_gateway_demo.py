@@ -102,7 +102,7 @@ async def test_upload_ingest_ask_benchmark_flow(page, doubles: Doubles, tmp_path
 
     # Chat: ask, see the streamed answer, citations, TTFT and tokens/s badges, the waterfall.
     await page.get_by_role("tab", name="Chat").click()
-    await page.get_by_label("Question").fill("What keeps chunks?")
+    await page.get_by_label("Question", exact=True).fill("What keeps chunks?")
     await page.get_by_role("button", name="Ask", exact=True).click()
     lane = page.locator(".lane").first
     await expect(lane).to_have_attribute("data-state", "done")
@@ -142,7 +142,8 @@ async def test_upload_ingest_ask_benchmark_flow(page, doubles: Doubles, tmp_path
     csv_path = tmp_path / "export.csv"
     await download.save_as(csv_path)
     csv_text = await asyncio.to_thread(csv_path.read_text)
-    assert csv_text.startswith("run_id,started,backend") and len(csv_text.strip().splitlines()) == 4
+    assert csv_text.encode() == doubles.storage.objects["bench/run-1.csv"]  # the stored CSV itself
+    assert len(csv_text.strip().splitlines()) == 4
     await page.get_by_label("Log scale").check()
     await expect(chart).to_contain_text("ms (log)")
     await page.screenshot(path=str(ARTIFACTS / "4-benchmark.png"), full_page=True)
@@ -176,8 +177,8 @@ async def test_backend_config_compare_and_keyboard(page, doubles: Doubles) -> No
     await page.get_by_label("Storage backend").select_option("__compare__")
     await page.get_by_label("First backend to compare").select_option("default")
     await page.get_by_label("Second backend to compare").select_option("ddn")
-    await page.get_by_label("Question").fill("Which is faster?")
-    await page.get_by_label("Question").press("Enter")
+    await page.get_by_label("Question", exact=True).fill("Which is faster?")
+    await page.get_by_label("Question", exact=True).press("Enter")
     lanes = page.locator(".lane")
     await expect(lanes).to_have_count(2)
     for i in range(2):
@@ -214,7 +215,7 @@ async def test_empty_question_and_upload_errors_show_messages(page, doubles: Dou
     await expect(page.locator("#upload-msg [role=alert]")).to_contain_text("pdf, docx, pptx, xlsx, csv, html, md, txt")
     assert doubles.storage.objects == {}
     await page.get_by_role("tab", name="Chat").click()
-    await page.get_by_label("Question").fill("refuse this")
+    await page.get_by_label("Question", exact=True).fill("refuse this")
     await page.get_by_role("button", name="Ask", exact=True).click()
     await expect(page.locator(".lane [role=alert]")).to_contain_text("no index yet")
 
@@ -233,7 +234,7 @@ async def test_api_key_prompt(page, doubles: Doubles) -> None:
     badge = page.locator("#role-badge")
     await expect(badge).to_have_text("reader")
     await expect(badge).to_have_attribute("title", "this key may: ask, read")
-    await page.get_by_label("Question").fill("What keeps chunks?")
+    await page.get_by_label("Question", exact=True).fill("What keeps chunks?")
     await page.get_by_role("button", name="Ask", exact=True).click()
     await expect(page.locator(".lane").first).to_have_attribute("data-state", "done")
     assert "k-browser" not in await page.content()

@@ -32,9 +32,13 @@ the platform team in Lisbon. It keeps hot shards on flash so GPU data loaders ne
 """
 
 
+TRACE_URL = "http://traces.example/trace/{trace_id}"
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
-    s = start_stack(tmp_path_factory.mktemp("stack") / "data")
+    # No OTLP endpoint: trace ids are made and shown, nothing is exported; a viewer link is set.
+    s = start_stack(tmp_path_factory.mktemp("stack") / "data", extra_env={"DDNRAG_GATEWAY_TRACE_URL": TRACE_URL})
     try:
         yield s
     finally:
@@ -51,13 +55,24 @@ async def page(stack: RunningStack) -> AsyncIterator:  # Playwright's Page
         context = await browser.new_context(viewport={"width": 1366, "height": 850})
         pg = await context.new_page()
         errors: list[str] = []
+        outside: list[str] = []
         pg.on("pageerror", lambda e: errors.append(str(e)))
+        # Console errors too, except the browser's own line for an HTTP error status (provoked on purpose).
+        pg.on(
+            "console",
+            lambda m: errors.append(m.text) if m.type == "error" and "Failed to load resource" not in m.text else None,
+        )
+        pg.on(
+            "request",
+            lambda r: None if r.url.startswith((stack.url, "blob:", "data:")) else outside.append(r.url),
+        )
         await pg.goto(stack.url + "/")
         try:
             yield pg
         finally:
             await context.close()
             await browser.close()
+        assert outside == [], f"the page fetched from outside the gateway: {outside}"
         assert errors == [], f"JavaScript errors: {errors}"
 
 
@@ -105,7 +120,7 @@ async def test_real_stack_flow(page, stack: RunningStack, tmp_path: Path) -> Non
     assert not any(k.endswith("/blob.txt") for k in await asyncio.to_thread(_bucket_keys, stack, "docs/"))
 
     await page.get_by_role("tab", name="Chat").click()
-    await page.get_by_label("Question").fill("When does the Heliotrope mover run?")
+    await page.get_by_label("Question", exact=True).fill("When does the Heliotrope mover run?")
     await page.get_by_role("button", name="Ask", exact=True).click()
     lane = page.locator(".lane").first
     await expect(lane).to_have_attribute("data-state", "done", timeout=120_000)
@@ -113,6 +128,11 @@ async def test_real_stack_flow(page, stack: RunningStack, tmp_path: Path) -> Non
     await expect(lane.get_by_test_id("citations")).to_contain_text("heliotrope-tiering.md")
     await expect(lane.get_by_test_id("ttft-badge")).to_have_text(re.compile(r"TTFT [\d.,]+ (ms|s)"))
     await expect(lane.get_by_test_id("waterfall").locator("svg rect").first).to_be_visible()
+    # The answer's trace id under the waterfall, linked to the configured trace viewer.
+    trace_link = lane.get_by_test_id("trace-id").get_by_role("link")
+    await expect(trace_link).to_have_text(re.compile(r"^[0-9a-f]{32}$"))
+    trace_id = await trace_link.inner_text()
+    assert await trace_link.get_attribute("href") == TRACE_URL.replace("{trace_id}", trace_id)
     await page.screenshot(path=str(ARTIFACTS / "stack-2-chat.png"), full_page=True)
 
     await page.get_by_role("tab", name="Benchmark").click()
@@ -120,7 +140,7 @@ async def test_real_stack_flow(page, stack: RunningStack, tmp_path: Path) -> Non
     await page.get_by_label("Custom concurrency levels").fill("1,2")
     await page.get_by_label("Object size").select_option("4096")
     await page.get_by_label("Ops per level").fill("10")
-    await page.get_by_label("Label").fill("browser-test")
+    await page.locator("#bench-label").fill("browser-test")
     await page.get_by_role("button", name="Run benchmark").click()
     chart = page.locator("#bench-chart")
     await expect(chart).to_have_attribute("data-state", "done", timeout=120_000)
@@ -131,12 +151,108 @@ async def test_real_stack_flow(page, stack: RunningStack, tmp_path: Path) -> Non
     await page.screenshot(path=str(ARTIFACTS / "stack-3-benchmark.png"), full_page=True)
 
     await page.get_by_role("tab", name="Business impact").click()
-    await page.get_by_label("Benchmark run").select_option(run_id)
+    await page.locator("#im-run").select_option(run_id)
     out = page.locator("#impact-out")
     await expect(out).to_contain_text("GPU-h/day")
     await expect(out).to_contain_text("run " + run_id)
     await expect(out).to_contain_text("No PUT measurement")  # a GET run says what it did not measure
     await page.screenshot(path=str(ARTIFACTS / "stack-4-impact.png"), full_page=True)
+
+
+CLEARME = """# Project Kestrel archive tiering
+
+Project Kestrel archives sensor logs to the capacity tier every Sunday at 04:00.
+"""
+
+
+async def test_clear_a_collection_and_browse_the_bucket(page, stack: RunningStack, tmp_path: Path) -> None:
+    """Upload into a new collection, read the job's summary, browse and download its raw object in
+    the bucket browser, then clear the collection after a confirmation that names what goes; the
+    bucket no longer holds any of it. Bad input on the same real stack gets plain 4xx answers."""
+    import json
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    from playwright.async_api import expect
+
+    await expect(page.locator("#health-pill .txt")).to_have_text("all services serving", timeout=60_000)
+    await expect(page.get_by_test_id("device-badge")).to_contain_text("all-MiniLM-L6-v2", timeout=30_000)
+
+    await page.get_by_role("tab", name="Documents").click()
+    page.once("dialog", lambda d: asyncio.ensure_future(d.accept("kestrel")))  # "New collection..." asks a name
+    await page.locator("#doc-collection").select_option(label="New collection\u2026")
+    await expect(page.locator("#doc-collection")).to_have_value("kestrel")
+    doc = tmp_path / "kestrel.md"
+    doc.write_text(CLEARME)
+    await page.locator("#file-input").set_input_files(str(doc))
+    panel = page.locator("#ingest-panel")
+    await expect(panel).to_have_attribute("data-state", "done", timeout=120_000)
+    summary = panel.get_by_test_id("job-summary")
+    await expect(summary.get_by_test_id("job-files")).to_contain_text("kestrel.md")
+    await expect(summary.get_by_test_id("job-device")).to_contain_text("cpu")
+    await expect(summary.locator('[data-stage="embed"]')).to_be_visible()
+    await page.screenshot(path=str(ARTIFACTS / "stack-5-job-summary.png"), full_page=True)
+    job_id = re.search(r"Job (\w+)", await panel.inner_text()).group(1)  # type: ignore[union-attr]
+
+    env = {**stack.env, "PYTHONPATH": ""}
+    rag = str(Path(sys.executable).parent / "rag")
+    shown = await asyncio.to_thread(
+        subprocess.run, [rag, "jobs", "show", job_id], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "time per stage" in shown.stdout and "kestrel.md" in shown.stdout, shown.stdout
+
+    await page.get_by_role("tab", name="Storage").click()
+    await page.get_by_label("Object key prefix").fill("docs/kestrel/")
+    await page.get_by_role("button", name="List", exact=True).click()
+    table = page.locator("#obj-table")
+    await expect(table).to_have_attribute("data-state", "done")
+    key = next(k for k in await asyncio.to_thread(_bucket_keys, stack, "docs/kestrel/") if k.endswith("kestrel.md"))
+    async with page.expect_download() as got:
+        await page.get_by_role("button", name="Download " + key).click()
+    saved = tmp_path / "downloaded.md"
+    await (await got.value).save_as(saved)
+    assert saved.read_text() == CLEARME
+    await page.screenshot(path=str(ARTIFACTS / "stack-6-bucket.png"), full_page=True)
+
+    row = page.locator('#cols-table tr[data-collection="kestrel"]')
+    await expect(row).to_contain_text("1")
+    await row.get_by_role("button", name="Clear collection kestrel").click()
+    dialog = page.get_by_role("alertdialog")
+    await expect(dialog).to_contain_text("1 document(s)")
+    await dialog.get_by_role("button", name="Clear kestrel").click()
+    await expect(page.get_by_test_id("cleared")).to_contain_text("Cleared kestrel: 1 document(s)")
+    await expect(row).to_have_count(0)
+    await page.screenshot(path=str(ARTIFACTS / "stack-7-cleared.png"), full_page=True)
+    for prefix in ("docs/kestrel/", "chunks/kestrel/", "index/kestrel/", "collections/kestrel", f"jobs/{job_id}/"):
+        assert await asyncio.to_thread(_bucket_keys, stack, prefix) == [], prefix
+
+    def call(method: str, path: str) -> tuple[int, dict]:
+        req = urllib.request.Request(stack.url + path, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    status, body = await asyncio.to_thread(call, "DELETE", "/api/collections/kestrel")
+    assert (status, body["error"]["reason"]) == (404, "COLLECTION_NOT_FOUND"), body
+    assert "does not exist" in body["error"]["message"]
+    status, body = await asyncio.to_thread(call, "GET", "/api/objects?prefix=docs/../leases/")
+    assert status == 400 and "'..'" in body["error"]["message"], body
+    status, body = await asyncio.to_thread(call, "DELETE", "/api/objects?prefix=index/")
+    assert status == 409 and body["error"]["reason"] == "MANAGED_PREFIX", body
+    gone = await asyncio.to_thread(
+        subprocess.run,
+        [rag, "collections", "delete", "kestrel", "--yes"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert gone.returncode == 1 and "does not exist" in gone.stdout + gone.stderr, (gone.stdout, gone.stderr)
 
 
 AB_DOC = """# Object storage latency notes
@@ -232,7 +348,7 @@ async def test_ab_run_from_the_browser_with_report_and_dashboard(page, stack: Ru
     await page.locator("#dash-a").select_option(default)
     await page.locator("#dash-b").select_option("remote-emulated")
     await page.locator("#dash-refresh").click()
-    await expect(page.locator("#dash-runs tbody")).to_contain_text(run_id)
+    await expect(page.locator("#dash-runs tbody tr", has_text=run_id)).to_have_count(1)
     verdict = page.get_by_test_id("dash-verdict")
     await expect(verdict).to_contain_text(run_id)
     await expect(verdict).to_contain_text(re.compile(r"faster than .* by [\d.]+% \(95% CI|no significant difference"))

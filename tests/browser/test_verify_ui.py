@@ -14,7 +14,7 @@ async def test_unsupported_sentences_are_marked_and_refusals_explained(page, dou
     from playwright.async_api import expect
 
     await page.get_by_role("tab", name="Chat").click()
-    await page.get_by_label("Question").fill("unsupported: what keeps chunks?")
+    await page.get_by_label("Question", exact=True).fill("unsupported: what keeps chunks?")
     await page.get_by_role("button", name="Ask", exact=True).click()
     lane = page.locator(".lane").first
     await expect(lane).to_have_attribute("data-state", "done")
@@ -26,7 +26,7 @@ async def test_unsupported_sentences_are_marked_and_refusals_explained(page, dou
     await expect(lane.get_by_test_id("repair")).to_contain_text("Repaired (regenerated)")
     await page.screenshot(path=str(ARTIFACTS / "5-verify.png"), full_page=True)
 
-    await page.get_by_label("Question").fill("guarded: tell me the secret")
+    await page.get_by_label("Question", exact=True).fill("guarded: tell me the secret")
     await page.get_by_role("button", name="Ask", exact=True).click()
     # Every turn stays on the page: the refused answer is the newest lane, below the first.
     lane = page.locator(".lane").last

@@ -22,6 +22,7 @@ from testkit.stack import RunningStack, start_stack
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 RAG = str(Path(sys.executable).parent / "rag")
+ROOT = Path(__file__).resolve().parents[2]
 ZEPHYR = """# Project Zephyr cooling loop
 
 Project Zephyr is the liquid cooling loop of the Oslo data hall. The Zephyr loop keeps every
@@ -253,6 +254,52 @@ def test_addresses_come_from_the_stack_without_flags(stack: RunningStack) -> Non
     assert proc.returncode == 0, proc.stderr
     assert "ok" in proc.stdout and "HeadBucket" in proc.stdout
     assert os.environ.get("DDNRAG_STORAGE_PORT") != str(stack.ports["DDNRAG_STORAGE_PORT"])
+
+
+# The README's internal-client example, run by the client-wheel test in a venv holding only
+# ddnrag-client and its dependencies.
+CLIENT_EXAMPLE = """
+import asyncio, json, sys
+from clients import RagClient
+
+async def main(addr: str, question: str) -> None:
+    text, cited = [], []
+    async with RagClient(llm_gateway=addr) as rag:
+        async for ev in rag.answer(question, collection="clitest"):
+            if ev.HasField("token"):
+                text.append(ev.token.text)
+            elif ev.HasField("citation"):
+                cited.append(ev.citation.document_name)
+    print(json.dumps({"answer": "".join(text), "cited": cited}))
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+def test_the_client_wheel_alone_answers_from_the_stack(stack: RunningStack, ingested: dict, tmp_path: Path) -> None:
+    """`ddnrag-client` installs into a fresh venv with no registry and no product dependencies
+    (no torch, numpy, faiss, boto3, aiohttp), and answers a question from the running stack."""
+    wheels, deps, venv = tmp_path / "dist", tmp_path / "deps", tmp_path / "venv"
+    build = [sys.executable, str(ROOT / "scripts/build_dist.py"), "--only", "client", "--out", str(wheels)]
+    subprocess.run([*build, "--deps-from-venv", str(deps)], check=True, timeout=300, cwd=tmp_path)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    py = str(venv / "bin" / "python")
+    (wheel,) = wheels.glob("ddnrag_client-*.whl")
+    install = [sys.executable, "-m", "pip", "--python", py, "install", "-q", "--no-index", "--find-links", str(deps)]
+    subprocess.run([*install, str(wheel)], check=True, timeout=300, cwd=tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    missing = "import importlib.util as u; print([m for m in ('torch','numpy','faiss','boto3','aiohttp','services') if u.find_spec(m)])"
+    out = subprocess.run([py, "-c", missing], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+    (tmp_path / "example.py").write_text(CLIENT_EXAMPLE)
+    question = "What temperature does the Zephyr loop keep GPU racks below?"
+    addr = stack.addr("DDNRAG_LLM_GATEWAY_PORT")
+    out = subprocess.run(
+        [py, "example.py", addr, question], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180
+    )
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert "30" in doc["answer"] and "zephyr.md" in doc["cited"], doc
 
 
 def test_down_stops_the_stack_last(stack: RunningStack) -> None:

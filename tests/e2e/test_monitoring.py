@@ -203,7 +203,7 @@ async def test_metrics_page_draws_live_figures(stack: RunningStack, traffic: dic
             await page.get_by_label("Window").select_option("15")
             await expect(live).to_have_attribute("data-window", "900")  # the 15-minute answer is drawn
             # TTFT and retrieval p50/p99 from the histograms (the question above made one each).
-            for figure in ("ttft-rag", "ttft-model", "retrieval-search"):
+            for figure in ("ttft-rag", "ttft-model", "ttft-gateway", "retrieval-search"):
                 cell = live.get_by_test_id(figure)
                 await expect(cell.locator(".p50")).to_have_text(_MS, timeout=60_000)
                 await expect(cell.locator(".p99")).to_have_text(_MS)

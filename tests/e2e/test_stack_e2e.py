@@ -119,7 +119,8 @@ TRACED = {"gateway", "llm_gateway", "retriever", "embedder", "storage"}
 def _answer_traced(spans: list[ReceivedSpan]) -> bool:
     """The whole answer has arrived: each service's server span, and the S3 reads."""
     served = {s.service for s in spans if s.kind == SERVER}
-    return TRACED <= served and any(s.name == "S3.GetObject" for s in spans) and any(s.name == "sse" for s in spans)
+    ended = any("ddnrag.sse.events" in s.attributes for s in spans)  # the gateway's span, ended
+    return TRACED <= served and any(s.name == "S3.GetObject" for s in spans) and ended
 
 
 async def test_one_question_is_one_connected_trace_across_every_service(
@@ -148,13 +149,13 @@ async def test_one_question_is_one_connected_trace_across_every_service(
     assert [(r.service, r.kind) for r in roots] == [("gateway", SERVER)], roots
     orphans = [s for s in spans if s.parent_span_id != parent and s.parent_span_id not in by_id]
     assert not orphans, [(s.service, s.name) for s in orphans]
-    # Parented correctly: each service's server span is the child of a client span for the same
-    # method in the calling process, and the answer's hops are all there.
+    # Parented correctly: each service's server span is the child of a span in the calling
+    # process (the stage or request span the call was made in), and the answer's hops are there.
     hops = set()
     for s in spans:
         if s.kind == SERVER and s.service != "gateway":
             up = by_id[s.parent_span_id]
-            assert up.kind == CLIENT and up.name == s.name and up.service != s.service, (s.name, up.name)
+            assert up.service != s.service, (s.service, s.name, up.name)
             hops.add((up.service, s.service, s.name.rsplit("/", 1)[-1]))
     assert {
         ("gateway", "llm_gateway", "Answer"),
@@ -164,7 +165,7 @@ async def test_one_question_is_one_connected_trace_across_every_service(
     } <= hops, hops
     # Spans per stage, with their attributes.
     stage = {s.name: s for s in spans if s.kind not in (SERVER, CLIENT)}
-    for name in ("sse", "retrieve", "prompt", "generate", "bm25", "dense", "fusion", "fetch"):
+    for name in ("retrieve", "prompt", "generate", "bm25", "dense", "fusion", "fetch"):
         assert name in stage, (name, sorted(stage))
     assert stage["bm25"].attributes["ddnrag.candidates"] >= 1
     assert stage["fetch"].attributes["ddnrag.bytes"] > 0 and stage["fetch"].attributes["ddnrag.object_keys"]
@@ -175,9 +176,11 @@ async def test_one_question_is_one_connected_trace_across_every_service(
     assert embed.attributes["ddnrag.embed.texts"] == 1 and embed.attributes["ddnrag.embed.tokens"] > 0
     # The storage service's S3 requests are in the trace, with the object key and TTFB.
     gets = [s for s in spans if s.name == "S3.GetObject"]
-    assert all(g.service == "storage" and g.kind == CLIENT for g in gets)
+    assert all(g.service == "storage" and g.kind == CLIENT and g.attributes.get("aws.request_id") for g in gets)
     assert all(g.attributes["aws.s3.key"].startswith("chunks/") and g.attributes["ddnrag.ttfb_ns"] > 0 for g in gets)
-    assert stage["sse"].attributes["ddnrag.sse.terminal_event"] == "done"
+    # The gateway's request span was still open when the stream's terminal event went out (a
+    # span takes no attributes once ended).
+    assert roots[0].attributes["ddnrag.sse.terminal_event"] == "done" and roots[0].attributes["ddnrag.sse.events"] >= 3
 
 
 async def test_grpc_trailers_carry_the_trace_id_even_on_errors(stack: RunningStack) -> None:

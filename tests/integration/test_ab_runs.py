@@ -243,6 +243,9 @@ async def test_cli_runs_an_ab_and_exports_the_report(stack: AbStack, tmp_path: P
     assert "<svg" in html.read_text() and len(csv_path.read_text().splitlines()) == 1 + 2 * 2
     code, out, _ = await asyncio.to_thread(ab_cli, stack, "--list")
     assert code == 0 and doc["run_id"] in out and "slow-emulated (emulated)" in out
+    code, out, _ = await asyncio.to_thread(ab_cli, stack, "--cmp", doc["run_id"], doc["run_id"], "--json")
+    cmp = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and cmp["rows"] and all(r["b_over_a"] == 1.0 for r in cmp["rows"]), cmp
 
 
 async def test_cli_bad_input_gets_clear_errors(stack: AbStack, tmp_path: Path) -> None:

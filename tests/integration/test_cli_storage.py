@@ -162,6 +162,9 @@ def test_bench_storage_saves_json_csv_svg_and_compares(storage: ThreadedServer, 
     for kind in ("json", "csv", "svg"):
         assert Path(first["files"][kind]).is_file()
     assert "<polyline" in Path(first["files"]["svg"]).read_text()
+    # The saved CSV is the one the storage service stored at the run's csv_key (its columns).
+    saved = Path(first["files"]["csv"]).read_text().splitlines()
+    assert run["csv_key"] and saved[0].startswith("run_id,backend,label,") and len(saved) == 3
 
     code, out, err = rag(capsys, storage, tmp_path, *argv, "--out", str(out_dir), "--label", "second")
     assert code == 0, err

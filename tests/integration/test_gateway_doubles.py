@@ -90,6 +90,23 @@ class DoubleStorage(spb_grpc.StorageServiceServicer):
             del self.objects[k]
         return spb.DeleteResponse(deleted=len(gone))
 
+    async def List(self, request: spb.ListRequest, context: grpc.aio.ServicerContext) -> spb.ListResponse:
+        keys = sorted(k for k in self.objects if k.startswith(request.prefix))
+        start = int(request.page.page_token or 0)
+        n = request.page.page_size or 1000
+        page = keys[start : start + n]
+        nxt = str(start + n) if start + n < len(keys) else ""
+        objs = [spb.ObjectInfo(key=k, size_bytes=len(self.objects[k]), last_modified_unix_ns=1) for k in page]
+        return spb.ListResponse(objects=objs, next_page_token=nxt)
+
+    async def Get(self, request: spb.GetRequest, context: grpc.aio.ServicerContext) -> Any:
+        if request.key not in self.objects:
+            raise not_found(f"no object {request.key!r}")
+        data = self.objects[request.key]
+        yield spb.GetResponse(info=spb.ObjectInfo(key=request.key, size_bytes=len(data)))
+        for i in range(0, len(data), 4):  # several data messages, as a large object arrives
+            yield spb.GetResponse(data=data[i : i + 4])
+
     async def ListBackends(self, request: Any, context: grpc.aio.ServicerContext) -> spb.ListBackendsResponse:
         out = []
         for b in self.backends.values():
@@ -165,13 +182,21 @@ class DoubleStorage(spb_grpc.StorageServiceServicer):
         except asyncio.CancelledError:
             self.bench_cancelled.set()
             raise
+        run_id = f"run-{len(self.runs) + 1}"
         run = spb.BenchmarkRun(
-            run_id=f"run-{len(self.runs) + 1}",
+            run_id=run_id,
             started_unix_ns=1_700_000_000_000_000_000,
             finished_unix_ns=1_700_000_001_000_000_000,
             request=request,
             results=results,
+            json_key=f"bench/{run_id}.json",
+            csv_key=f"bench/{run_id}.csv",
         )
+        # The run's one CSV, stored beside it as the real service does (its columns abridged).
+        rows = [f"{run_id},{r.backend},get,{r.object_size_bytes},{r.concurrency},{r.ops_per_s}" for r in results]
+        self.objects[run.csv_key] = "\n".join(
+            ["run_id,backend,operation,object_size_bytes,concurrency,ops_per_s", *rows, ""]
+        ).encode()
         self.runs[run.run_id] = run
         yield spb.RunBenchmarkResponse(run=run)
 
@@ -216,6 +241,7 @@ class DoubleRetriever(rpb_grpc.RetrieverServiceServicer):
         self.fail_start = False
         self.documents: dict[str, rpb.Document] = {}
         self.watches: dict[str, rpb.Watch] = {}
+        self.deleted_collections: list[str] = []
 
     def _events(self, job_id: str) -> list[rpb.IngestProgress]:
         base = self.jobs[job_id]
@@ -295,6 +321,14 @@ class DoubleRetriever(rpb_grpc.RetrieverServiceServicer):
             raise not_found(f"no document {request.document_id!r} in {request.collection!r}")
         del self.documents[request.document_id]
         return rpb.DeleteDocumentResponse()
+
+    async def DeleteCollection(self, request: rpb.DeleteCollectionRequest, context: grpc.aio.ServicerContext) -> Any:
+        self.deleted_collections.append(request.name)
+        if request.name != "default":
+            raise not_found(f"collection {request.name!r} does not exist", reason="COLLECTION_NOT_FOUND")
+        n = len(self.documents)
+        self.documents.clear()
+        return rpb.DeleteCollectionResponse(documents=n, chunks=2 * n, objects_deleted=3 * n)
 
     async def ListCollections(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return rpb.ListCollectionsResponse(collections=[rpb.Collection(name="default", documents=len(self.documents))])

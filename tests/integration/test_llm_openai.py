@@ -151,13 +151,14 @@ async def test_unreachable_backend_fails_over_to_the_extractive_generator(make_g
 
 
 async def test_first_token_timeout_then_failover(make_gateway: GatewayFactory) -> None:
+    # No wall-clock bound (a loaded machine stretches any): the slow backend was left before its
+    # first token, and the answer came from the other one.
     async with OpenAITestServer(first_token_delay_s=5) as slow, OpenAITestServer() as fast:
         client = await make_gateway([spec(slow, "slow", first_token_timeout_s=0.3, retries=0), spec(fast, "fast")])
-        t0 = time.perf_counter()
         evs = [e async for e in client.generate(Q, PASSAGES)]
-        assert time.perf_counter() - t0 < 3
         await asyncio.sleep(0.1)
         assert slow.records[0].disconnected_ns > 0  # the slow request was aborted, not left running
+        assert slow.records[0].first_token_ns == 0  # before it sent a token
     assert evs[0].start.backend == "fast"
 
 

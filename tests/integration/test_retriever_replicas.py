@@ -122,3 +122,61 @@ async def test_commit_on_one_replica_is_searchable_on_the_other_within_2s(
         await asyncio.sleep(0.05)
     docs = await a.list_documents(coll)
     assert [d.document_id for d in docs.documents] == ["store"]
+
+
+async def test_clearing_a_collection_removes_everything_and_every_replica_stops_serving_it(
+    peers: Peers, replicas: list[RetrieverClient]
+) -> None:
+    from clients.base import ServiceCallError
+
+    a, b = replicas
+    coll = "to-clear"
+    await peers.storage.put(f"docs/{coll}/gpus/gpus.md", GPUS.encode())
+    job = [e async for e in a.ingest(coll, [f"docs/{coll}/gpus/gpus.md"])][-1].job
+    assert job.state == pb.JOB_STATE_SUCCEEDED
+    await visible_within(b, coll, "tensor cores multiply matrices", "gpus", 30.0)
+
+    # The job's summary (read through the other replica): bytes, stage times, device, per-file rows.
+    full = await b.get_job(job.job_id, include_files=True)
+    assert full.bytes_total == len(GPUS.encode())
+    assert min(full.fetch_ns, full.parse_ns, full.embed_ns, full.write_ns, full.index_ns) > 0, full
+    assert full.embedder_device.startswith(("cpu", "cuda")), full.embedder_device
+    [f] = full.files
+    assert (f.name, f.status, f.size_bytes) == ("gpus.md", "done", len(GPUS.encode()))
+    assert f.chunks >= 1 and min(f.fetch_ns, f.parse_ns, f.embed_ns, f.write_ns) > 0, f
+    assert not (await b.get_job(job.job_id)).files  # only on request
+
+    # Cleared with the CLI (`rag collections delete NAME --yes`) through b, the replica that did not ingest.
+    rag = [str(Path(sys.executable).parent / "rag"), "collections", "delete", coll, "--yes", "--json"]
+    proc = await asyncio.to_thread(
+        subprocess.run, [*rag, "--retriever-addr", b.address], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout)
+    assert (out["cleared"], out["documents"], out["jobs_removed"], out["jobs_cancelled"]) == (coll, 1, 1, 0)
+    assert out["chunks"] >= 1 and out["objects_deleted"] >= 3
+    for prefix in (f"index/{coll}/", f"chunks/{coll}/", f"docs/{coll}/", f"collections/{coll}", f"jobs/{job.job_id}/"):
+        assert bucket_keys(peers, prefix) == [], prefix
+    assert not [k for k in bucket_keys(peers, "jobindex/") if k.endswith(job.job_id)]
+    assert not (await a.list_jobs(coll)).jobs
+
+    # Replica a follows CURRENT: it stops serving the collection (bounded wait, no timing asserted).
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            resp = await a.search(coll, "tensor cores multiply matrices", top_k=3, no_cache=True)
+        except ServiceCallError as err:
+            assert err.code.name == "NOT_FOUND", err
+            break
+        assert not resp.chunks, "a deleted collection's chunks were still served"
+        assert time.monotonic() < deadline, "replica a still knows the deleted collection after 30 s"
+        await asyncio.sleep(0.1)
+    assert coll not in [c.name for c in await a.list_collections()]
+
+    # A second clear (of a name that no longer exists) is a clear NOT_FOUND.
+    try:
+        await a.delete_collection(coll)
+        raise AssertionError("clearing a missing collection succeeded")
+    except ServiceCallError as err:
+        assert err.code.name == "NOT_FOUND" and err.reason == "COLLECTION_NOT_FOUND", err
+        assert "does not exist" in err.describe()

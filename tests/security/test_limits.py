@@ -79,7 +79,7 @@ def test_csv_cells_cannot_start_a_formula() -> None:
         label='=HYPERLINK("http://evil")',
         emulated=False,
         operation="get",
-        object_size=1,
+        object_size_bytes=1,
         concurrency=1,
         errors_by_kind={"=cmd|' /C calc'!A0": 2, "SlowDown": 1},
     )

@@ -18,8 +18,8 @@ from kernel.config import ConfigError
 from kernel.errors import ErrorKind, ServiceError
 from services.llm_gateway.backend import BackendError, BackendLimits, BackendRequest, Delta
 from services.llm_gateway.backend_factory import parse_specs, read_api_key
-from services.llm_gateway.cache import AnswerCache, CachedAnswer
-from services.llm_gateway.core import LlmGateway, cache_key
+from services.llm_gateway.cache import AnswerCache, CachedAnswer, cache_key
+from services.llm_gateway.core import LlmGateway
 from services.llm_gateway.domain import (
     CitationEvent,
     DoneEvent,

@@ -70,3 +70,18 @@ def test_window_quantiles_rates_and_ttfb_from_real_expositions() -> None:
     longer = history.window(1800)
     assert longer["partial"] is True and longer["measured_s"] == pytest.approx(200.0)
     assert longer["storage_ttfb"][0]["count"] == 10  # the 50 GETs before the first scrape are not in it
+
+
+def test_gateway_alone_still_shows_answer_ttft() -> None:
+    """With no peers scraped (a cluster), the answer TTFT comes from the gateway's own histogram;
+    the llm_gateway's figures are empty, not made up."""
+    from gateway.metrics import GatewayMetrics
+
+    gm = GatewayMetrics()
+    history = History()
+    history.add(_scrape(gm.registry, "gateway", 10.0))
+    gm.ttft.observe(0.2)
+    history.add(_scrape(gm.registry, "gateway", 20.0))
+    ttft = history.window(300)["ttft"]
+    assert ttft["gateway"]["count"] == 1 and 100 < ttft["gateway"]["p50_ms"] <= 250
+    assert ttft["rag"] == {"count": 0, "p50_ms": None, "p99_ms": None}

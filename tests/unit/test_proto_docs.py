@@ -9,6 +9,7 @@ an undocumented field or an unrecorded wire change.
 from __future__ import annotations
 
 import importlib
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -109,10 +110,10 @@ def test_the_vendored_status_proto_is_the_pinned_one() -> None:
     assert (ROOT / "third_party/googleapis/google/rpc/status.proto").read_bytes() == pinned.read_bytes()
 
 
-def buf(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def buf(*args: str, stdin: bytes | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[bytes]:
     if not BUF.exists():
         pytest.fail(f"{BUF} is missing: buf-bin is a pinned dev dependency (pip install -e '.[dev]')")
-    return subprocess.run([str(BUF), *args], cwd=ROOT, input=stdin, capture_output=True, timeout=120, check=False)
+    return subprocess.run([str(BUF), *args], cwd=cwd, input=stdin, capture_output=True, timeout=120, check=False)
 
 
 def test_buf_lint_passes() -> None:
@@ -127,3 +128,19 @@ def test_no_wire_change_beyond_the_recorded_baseline() -> None:
     assert image.returncode == 0, image.stderr.decode()
     r = buf("breaking", "-#format=binpb", "--against", "protos/buf-baseline.txtpb", stdin=image.stdout)
     assert r.returncode == 0, (r.stdout + r.stderr).decode()
+
+
+def test_an_unrecorded_rename_fails_the_breaking_check(tmp_path: Path) -> None:
+    """The control for the check above: rename one field in a copy of the tree and buf breaking
+    names it."""
+    for part in ("protos", "third_party"):
+        shutil.copytree(ROOT / part, tmp_path / part)
+    shutil.copy(ROOT / "buf.yaml", tmp_path / "buf.yaml")
+    proto = tmp_path / "protos/ddnrag/storage/v1/storage_service.proto"
+    text = proto.read_text()
+    assert "int64 object_size_bytes = 3;" in text
+    proto.write_text(text.replace("int64 object_size_bytes = 3;", "int64 object_size = 3;", 1))
+    image = buf("build", "-o", "-#format=binpb", cwd=tmp_path)
+    assert image.returncode == 0, image.stderr.decode()
+    r = buf("breaking", "-#format=binpb", "--against", "protos/buf-baseline.txtpb", stdin=image.stdout, cwd=tmp_path)
+    assert r.returncode != 0 and b"object_size" in r.stdout, (r.stdout + r.stderr).decode()

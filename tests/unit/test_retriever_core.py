@@ -355,6 +355,38 @@ async def test_a_long_job_rides_out_a_peer_outage_that_starts_late(
     await close(r, jobs)
 
 
+class LostReplyStore(DictStore):
+    """A store whose next CURRENT write lands but then reports 412, as a write retried after a
+    lost reply sees its own change."""
+
+    lose_next = False
+
+    async def put_if(
+        self, key: str, data: bytes, *, if_match: str = "", if_none_match: bool = False, backend: str = ""
+    ) -> str:
+        etag = await super().put_if(key, data, if_match=if_match, if_none_match=if_none_match, backend=backend)
+        if self.lose_next and key.endswith("/CURRENT"):
+            self.lose_next = False
+            raise PreconditionFailed(key)
+        return etag
+
+
+async def test_a_publish_whose_reply_was_lost_is_not_published_twice(tmp_path: Path) -> None:
+    store = LostReplyStore()
+    r, jobs = await make(tmp_path, store)
+    await finish(jobs, (await jobs.start_ingest("kb", await upload(store, "kb", {"gpus": DOCS["gpus"]}))).job_id)
+    store.lose_next = True
+    last = (await finish(jobs, (await jobs.start_ingest("kb", await upload(store, "kb", {"s3": DOCS["s3"]}))).job_id))[
+        -1
+    ][1]
+    assert last.state == "succeeded", last
+    current = (await store.get("index/kb/CURRENT")).decode()
+    assert current.endswith(f"-{last.index_version}.json"), (current, last.index_version)
+    assert r.collections["kb"].snapshot.version == last.index_version
+    assert sorted({x.document_id for x in r.collections["kb"].snapshot.records}) == ["gpus", "s3"]
+    await close(r, jobs)
+
+
 async def test_multiple_target_backends_and_search_per_backend(tmp_path: Path) -> None:
     store = DictStore()
     r, jobs = await make(tmp_path, store)

@@ -6,8 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from services.retriever import follower as following
+from services.retriever.clearing import clear_collection
 from services.retriever.follower import Follower
 from tests.unit.test_retriever_segments import CountingStore, batch, close, corpus, make
+
+
+class NoJobs:
+    """The job manager as clearing a collection sees it, with no jobs."""
+
+    async def records_of(self, name: str) -> list[object]:
+        return []
 
 
 async def test_polls_read_one_object_and_list_only_after_a_change(tmp_path: Path) -> None:
@@ -36,7 +44,7 @@ async def test_polls_read_one_object_and_list_only_after_a_change(tmp_path: Path
     assert store.lists > lists and "other" in reader.collections
 
     lists = store.lists
-    await writer.delete_collection("other")  # and a deleted one
+    await clear_collection(writer, NoJobs(), "other")  # type: ignore[arg-type]  # and a cleared one
     await follower.poll()
     assert store.lists > lists and "other" not in reader.collections
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cli.supervisor import Supervisor, load_config
+from cli.stack_config import load_config
+from cli.supervisor import Supervisor
 
 SHELL = {
     "DDNRAG_RETRIEVER_PARSER_MAX_ROWS": "1000",

@@ -9,7 +9,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from cli.supervisor import Supervisor, load_config
+from cli.stack_config import load_config
+from cli.supervisor import Supervisor
 from kernel.targets import grpc_target
 
 

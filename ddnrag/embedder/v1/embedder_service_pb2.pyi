@@ -86,7 +86,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("model_id", "dimension", "max_sequence_length", "device", "dtype", "backend", "max_batch_texts", "max_batch_tokens")
+    __slots__ = ("model_id", "dimension", "max_sequence_length", "device", "dtype", "backend", "max_batch_texts", "max_batch_tokens", "device_name")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     MAX_SEQUENCE_LENGTH_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +95,7 @@ class InfoResponse(_message.Message):
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_TEXTS_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_NAME_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     dimension: int
     max_sequence_length: int
@@ -103,7 +104,8 @@ class InfoResponse(_message.Message):
     backend: str
     max_batch_texts: int
     max_batch_tokens: int
-    def __init__(self, model_id: _Optional[str] = ..., dimension: _Optional[int] = ..., max_sequence_length: _Optional[int] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., backend: _Optional[str] = ..., max_batch_texts: _Optional[int] = ..., max_batch_tokens: _Optional[int] = ...) -> None: ...
+    device_name: str
+    def __init__(self, model_id: _Optional[str] = ..., dimension: _Optional[int] = ..., max_sequence_length: _Optional[int] = ..., device: _Optional[str] = ..., dtype: _Optional[str] = ..., backend: _Optional[str] = ..., max_batch_texts: _Optional[int] = ..., max_batch_tokens: _Optional[int] = ..., device_name: _Optional[str] = ...) -> None: ...
 
 class CacheStatsRequest(_message.Message):
     __slots__ = ()

@@ -92,10 +92,20 @@ class DeleteCollectionRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class DeleteCollectionResponse(_message.Message):
-    __slots__ = ("timings",)
+    __slots__ = ("timings", "documents", "chunks", "objects_deleted", "jobs_cancelled", "jobs_removed")
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    JOBS_CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    JOBS_REMOVED_FIELD_NUMBER: _ClassVar[int]
     timings: _common_pb2.Timings
-    def __init__(self, timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ...) -> None: ...
+    documents: int
+    chunks: int
+    objects_deleted: int
+    jobs_cancelled: int
+    jobs_removed: int
+    def __init__(self, timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ..., documents: _Optional[int] = ..., chunks: _Optional[int] = ..., objects_deleted: _Optional[int] = ..., jobs_cancelled: _Optional[int] = ..., jobs_removed: _Optional[int] = ...) -> None: ...
 
 class Document(_message.Message):
     __slots__ = ("document_id", "name", "object_key", "size_bytes", "chunks", "sha256", "metadata", "ingested_unix_ns")
@@ -234,7 +244,7 @@ class BackendWriteStats(_message.Message):
     def __init__(self, backend: _Optional[str] = ..., objects_written: _Optional[int] = ..., write_ops_per_s: _Optional[float] = ..., write_p50_ns: _Optional[int] = ..., write_avg_ns: _Optional[int] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "collection", "state", "stage", "documents_done", "documents_total", "chunks_done", "chunks_total", "embeddings_per_s", "backends", "eta_s", "file_errors", "error", "created_unix_ns", "updated_unix_ns", "index_version", "document_ids")
+    __slots__ = ("job_id", "collection", "state", "stage", "documents_done", "documents_total", "chunks_done", "chunks_total", "embeddings_per_s", "backends", "eta_s", "file_errors", "error", "created_unix_ns", "updated_unix_ns", "index_version", "document_ids", "bytes_total", "fetch_ns", "parse_ns", "chunk_ns", "embed_ns", "write_ns", "index_ns", "embedder_device", "files")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -252,6 +262,15 @@ class Job(_message.Message):
     UPDATED_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
     DOCUMENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    FETCH_NS_FIELD_NUMBER: _ClassVar[int]
+    PARSE_NS_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_NS_FIELD_NUMBER: _ClassVar[int]
+    EMBED_NS_FIELD_NUMBER: _ClassVar[int]
+    WRITE_NS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_NS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDER_DEVICE_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     collection: str
     state: JobState
@@ -269,7 +288,44 @@ class Job(_message.Message):
     updated_unix_ns: int
     index_version: str
     document_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, job_id: _Optional[str] = ..., collection: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., stage: _Optional[str] = ..., documents_done: _Optional[int] = ..., documents_total: _Optional[int] = ..., chunks_done: _Optional[int] = ..., chunks_total: _Optional[int] = ..., embeddings_per_s: _Optional[float] = ..., backends: _Optional[_Iterable[_Union[BackendWriteStats, _Mapping]]] = ..., eta_s: _Optional[float] = ..., file_errors: _Optional[_Iterable[_Union[FileError, _Mapping]]] = ..., error: _Optional[str] = ..., created_unix_ns: _Optional[int] = ..., updated_unix_ns: _Optional[int] = ..., index_version: _Optional[str] = ..., document_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    bytes_total: int
+    fetch_ns: int
+    parse_ns: int
+    chunk_ns: int
+    embed_ns: int
+    write_ns: int
+    index_ns: int
+    embedder_device: str
+    files: _containers.RepeatedCompositeFieldContainer[JobFile]
+    def __init__(self, job_id: _Optional[str] = ..., collection: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., stage: _Optional[str] = ..., documents_done: _Optional[int] = ..., documents_total: _Optional[int] = ..., chunks_done: _Optional[int] = ..., chunks_total: _Optional[int] = ..., embeddings_per_s: _Optional[float] = ..., backends: _Optional[_Iterable[_Union[BackendWriteStats, _Mapping]]] = ..., eta_s: _Optional[float] = ..., file_errors: _Optional[_Iterable[_Union[FileError, _Mapping]]] = ..., error: _Optional[str] = ..., created_unix_ns: _Optional[int] = ..., updated_unix_ns: _Optional[int] = ..., index_version: _Optional[str] = ..., document_ids: _Optional[_Iterable[str]] = ..., bytes_total: _Optional[int] = ..., fetch_ns: _Optional[int] = ..., parse_ns: _Optional[int] = ..., chunk_ns: _Optional[int] = ..., embed_ns: _Optional[int] = ..., write_ns: _Optional[int] = ..., index_ns: _Optional[int] = ..., embedder_device: _Optional[str] = ..., files: _Optional[_Iterable[_Union[JobFile, _Mapping]]] = ...) -> None: ...
+
+class JobFile(_message.Message):
+    __slots__ = ("name", "object_key", "document_id", "status", "reason", "size_bytes", "chunks", "fetch_ns", "parse_ns", "chunk_ns", "embed_ns", "write_ns")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_KEY_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    FETCH_NS_FIELD_NUMBER: _ClassVar[int]
+    PARSE_NS_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_NS_FIELD_NUMBER: _ClassVar[int]
+    EMBED_NS_FIELD_NUMBER: _ClassVar[int]
+    WRITE_NS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    object_key: str
+    document_id: str
+    status: str
+    reason: str
+    size_bytes: int
+    chunks: int
+    fetch_ns: int
+    parse_ns: int
+    chunk_ns: int
+    embed_ns: int
+    write_ns: int
+    def __init__(self, name: _Optional[str] = ..., object_key: _Optional[str] = ..., document_id: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., size_bytes: _Optional[int] = ..., chunks: _Optional[int] = ..., fetch_ns: _Optional[int] = ..., parse_ns: _Optional[int] = ..., chunk_ns: _Optional[int] = ..., embed_ns: _Optional[int] = ..., write_ns: _Optional[int] = ...) -> None: ...
 
 class IngestProgress(_message.Message):
     __slots__ = ("sequence", "job", "terminal", "timings")
@@ -292,10 +348,12 @@ class WatchJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., after_sequence: _Optional[int] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
-    __slots__ = ("job_id",)
+    __slots__ = ("job_id", "include_files")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_FILES_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+    include_files: bool
+    def __init__(self, job_id: _Optional[str] = ..., include_files: _Optional[bool] = ...) -> None: ...
 
 class GetJobResponse(_message.Message):
     __slots__ = ("job", "timings")

@@ -143,7 +143,10 @@ class RetrieverServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteCollection(self, request, context):
-        """DeleteCollection deletes a collection, its chunks and its index.
+        """DeleteCollection deletes a collection and everything it owns: it cancels the collection's
+        running jobs, removes CURRENT first (so every replica stops serving it), then the index
+        files, the chunks on every backend its jobs wrote to, the raw documents and the job records.
+        NOT_FOUND when nothing of the collection exists; a repeated call finishes a failed one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -143,12 +143,15 @@
     return g;
   }
 
+  let dashGen = 0, liveGen = 0;
   async function loadDashboard() {
     const a = $("dash-a").value, b = $("dash-b").value;
-    const verdictEl = clear($("dash-verdict")), tbody = clear($("dash-runs").tBodies[0]);
-    if (!a || !b || a === b) { verdictEl.appendChild(h("div", { class: "muted", text: "Pick two different backends." })); return; }
+    const gen = ++dashGen; // several triggers may overlap: only the latest one draws
+    if (!a || !b || a === b) { clear($("dash-verdict")).appendChild(h("div", { class: "muted", text: "Pick two different backends." })); return; }
     try {
       const [abRuns, bench] = await Promise.all([DDN.api("GET", "/api/ab/runs?page_size=50"), DDN.api("GET", "/api/benchmarks?page_size=50")]);
+      if (gen !== dashGen) return;
+      const verdictEl = clear($("dash-verdict")), tbody = clear($("dash-runs").tBodies[0]);
       const pair = abRuns.runs.filter((r) => r.request && r.summary && [a, b].every((n) => r.request.backends.includes(n)));
       const latest = pair[0];
       if (!latest) verdictEl.appendChild(h("div", { class: "muted", text: "No A/B run of " + label(a, isEmulated(a)) + " and " + label(b, isEmulated(b)) + " yet: run one above." }));
@@ -176,7 +179,7 @@
         return { x: run.run_id, values };
       }).filter((p) => Object.keys(p.values).length);
       clear($("dash-bench-trend")).appendChild(trendSvg(benchPoints, [a, b], "benchmark runs"));
-    } catch (err) { verdictEl.appendChild(DDN.errorBox(err.message)); }
+    } catch (err) { if (gen === dashGen) clear($("dash-verdict")).appendChild(DDN.errorBox(err.message)); }
   }
 
   async function loadLive() {
@@ -184,8 +187,10 @@
     // page scrapes it: real traffic, per backend, GET operations.
     const el = $("dash-live");
     const pair = [$("dash-a").value, $("dash-b").value];
+    const gen = ++liveGen;
     try {
       const w = await DDN.api("GET", "/api/metrics/window?minutes=5");
+      if (gen !== liveGen) return;
       clear(el);
       for (const n of pair) {
         const row = (w.storage_ttfb || []).find((r) => r.backend === n && r.operation === "get");
@@ -193,7 +198,7 @@
           ? "GET TTFB p50 " + ms(row.p50_ms) + ", p99 " + ms(row.p99_ms) + " over " + row.count + " reads in the last " + Math.round((w.measured_s || 0) / 60 * 10) / 10 + " min"
           : "no reads through this backend in the last 5 minutes")));
       }
-    } catch (err) { clear(el).appendChild(DDN.errorBox(err.message)); }
+    } catch (err) { if (gen === liveGen) clear(el).appendChild(DDN.errorBox(err.message)); }
   }
 
   // --- Business impact from an A/B run ---------------------------------------------------------------

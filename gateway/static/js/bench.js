@@ -85,7 +85,7 @@
     if (!backends.length) { status.appendChild(DDN.errorBox("Pick at least one backend.")); return; }
     const preset = document.querySelector('input[name="preset"]:checked').value;
     const p = new URLSearchParams({ backends: backends.join(","), preset, operation: $("bench-op").value,
-      sizes: $("bench-size").value, ops_per_level: $("bench-ops").value, label: $("bench-label").value });
+      sizes: [...$("bench-size").selectedOptions].map((o) => o.value).join(",") || "65536", ops_per_level: $("bench-ops").value, label: $("bench-label").value });
     if (preset === "custom") p.set("levels", $("bench-levels").value);
     levels = [];
     live = null;

@@ -47,6 +47,9 @@ const ICONS = {
   plug: "M9 3v5M15 3v5M7 8h10v4a5 5 0 01-10 0zM12 17v4",
   download: "M12 4v11m0 0l-4-4m4 4l4-4M4 20h16",
   clock: "M12 7v5l3 2M12 3a9 9 0 100 18 9 9 0 000-18z",
+  folder: "M3 6h6l2 2h10v11H3z",
+  info: "M12 11v6M12 7v.5M12 3a9 9 0 100 18 9 9 0 000-18z",
+  chip: "M7 7h10v10H7zM9 3v4M15 3v4M9 17v4M15 17v4M3 9h4M3 15h4M17 9h4M17 15h4",
 };
 DDN.icon = function icon(name, cls) {
   return DDN.svg("svg", { viewBox: "0 0 24 24", class: "icon " + (cls || ""), "aria-hidden": "true" },

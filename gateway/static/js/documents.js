@@ -31,11 +31,16 @@
     const msg = clear($("upload-msg"));
     const collection = $("doc-collection").value.trim() || "default";
     const targets = [...$("doc-targets").querySelectorAll("input:checked")].map((i) => i.value);
+    const clearFirst = $("doc-clear").checked;
+    if (clearFirst && !(await DDN.confirmClearCollection(collection))) { msg.textContent = "Upload cancelled; nothing was cleared."; return; }
     const fd = new FormData();
     fd.append("collection", collection);
     for (const f of files) fd.append("file", f, f.name);
     msg.appendChild(h("div", { class: "muted", text: "Uploading " + files.length + " file(s), " + bytes(files.reduce((a, f) => a + f.size, 0)) + "..." }));
-    const qs = targets.length ? "?backends=" + encodeURIComponent(targets.join(",")) : "";
+    const q = new URLSearchParams();
+    if (targets.length) q.set("backends", targets.join(","));
+    if (clearFirst) q.set("clear", "1");
+    const qs = q.toString() ? "?" + q : "";
     try {
       const r = await DDN.api("POST", "/api/documents" + qs, fd);
       clear(msg).appendChild(h("div", {}, DDN.icon("check"), " Stored " + r.documents.map((d) => d.name).join(", ") + " in " + r.collection + "; ingestion job " + r.job_id + " started."));
@@ -85,7 +90,14 @@
       panel.dataset.state = "error";
       panel.appendChild(DDN.errorBox(err.message));
     }
+    if (panel.dataset.state !== "running") {
+      try {
+        const r = await DDN.api("GET", "/api/ingestion/jobs/" + encodeURIComponent(jobId) + "?files=1");
+        panel.appendChild(DDN.jobSummary(r.job));
+      } catch (err) { panel.appendChild(DDN.errorBox(err.message)); }
+    }
     loadDocs();
+    DDN.loadCollections().catch(() => {});
   }
   DDN.watchJob = watchJob;
 

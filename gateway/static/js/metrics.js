@@ -84,6 +84,7 @@
     grid.appendChild(h("div", { class: "card" }, h("h3", { text: "Time to first token" }), quantileTable([
       quantileRow("ttft-rag", "Answer (retrieval included)", r.ttft.rag),
       quantileRow("ttft-model", "Model (gen_ai)", r.ttft.model),
+      quantileRow("ttft-gateway", "Answer, as reported to the gateway", r.ttft.gateway),
     ])));
     const stages = Object.entries(r.retrieval.stages).map(([name, q]) => quantileRow("stage-" + name, "stage: " + name, q));
     grid.appendChild(h("div", { class: "card" }, h("h3", { text: "Retrieval latency" }),
