@@ -200,6 +200,10 @@ class BenchmarkEngine:
         cell.errors = [Counter() for _ in range(conc)]
         if op != "put":
             await self._prepare(store, cell, pool_n, payload)
+        # Without a warm-up every operation is measured: phase 1 from the first one (a worker
+        # that started under phase 0 dropped its first result, and on a loaded machine a short
+        # level at high concurrency could end with nothing measured at all).
+        cell.phase = 0 if req.warmup_s else 1
         loop = asyncio.get_running_loop()
         futures = [loop.run_in_executor(store.executor, self._worker, cell, w) for w in range(conc)]
         all_done = asyncio.gather(*futures)

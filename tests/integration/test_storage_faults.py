@@ -3,7 +3,6 @@ SeaweedFS: retried with backoff and counted, or UNAVAILABLE once the retries are
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -153,13 +152,13 @@ async def test_retries_stop_within_the_callers_deadline(seaweed, s3_bucket, tmp_
         async with StorageClient(f"127.0.0.1:{grpc_port}", retries=0) as client:
             await client.put("dl/a", b"x")
             proxy.throttle(100, method="GET")
-            t0 = asyncio.get_running_loop().time()
             with pytest.raises(ServiceCallError) as ei:
                 await client.get("dl/a", timeout=1.5)
             # The service gave up with the store's own error in time, instead of backing off
-            # (0.4 + 0.8 + 1.6 + ... s) past the caller's deadline.
+            # (0.4 + 0.8 + 1.6 + ... s) past the caller's deadline: had it overrun, the caller
+            # would hold DEADLINE_EXCEEDED, not the store's reason. (No wall-clock bound: the
+            # reply's arrival a few ms after the deadline on a loaded machine failed one.)
             assert ei.value.code == grpc.StatusCode.UNAVAILABLE and ei.value.reason == "BACKEND_THROTTLED"
-            assert asyncio.get_running_loop().time() - t0 < 1.5
     finally:
         await app.stop(0)
         await proxy.stop()
