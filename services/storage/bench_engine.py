@@ -32,9 +32,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kernel.errors import ErrorKind, ServiceError, not_found
+from kernel.errors import ServiceError, not_found
 from kernel.percentiles import percentile
 
+from .bench_lock import BenchLocks, busy_error
 from .bench_model import MIB, BenchRequest, LevelStats, Pct, Progress, RunRecord, run_to_csv, run_to_json
 from .core import StorageCore
 from .errors import kind_name
@@ -97,6 +98,7 @@ class BenchmarkEngine:
     def __init__(self, core: StorageCore) -> None:
         self.core = core
         self._busy: set[str] = set()  # backends a run holds: one benchmark at a time per backend
+        self.locks = BenchLocks(core)  # ... and across replicas
 
     async def run(self, req: BenchRequest) -> AsyncIterator[Event]:
         """Yields progress and finished levels while it runs, and the saved run last."""
@@ -111,17 +113,18 @@ class BenchmarkEngine:
             )
         busy = sorted(set(backends) & self._busy)
         if busy:
-            raise ServiceError(
-                ErrorKind.RESOURCE_EXHAUSTED,
-                f"a benchmark is already running on {busy}; one runs at a time per backend, retry when it ends",
-                reason="BENCHMARK_BUSY",
-            )
+            raise busy_error(busy)
         self._busy.update(backends)
         levels = req.resolved_levels()
         run = RunRecord(new_run_id(), time.time_ns(), 0, req, not_configured=not_configured)
         pool = max(levels)
         stores: dict[str, S3Store] = {}
+        held: dict[str, str] = {}
+        keeper: asyncio.Task[None] | None = None
         try:
+            # And across replicas: a lock object per backend in the store (bench_lock.py).
+            held = await self.locks.acquire(backends, run.run_id)
+            keeper = asyncio.create_task(self.locks.keep(held, run.run_id))
             for b in backends:
                 stores[b] = await self.core.backends.dedicated_store(b, pool)
             total = len(levels) * len(req.sizes) * len(backends)
@@ -143,6 +146,11 @@ class BenchmarkEngine:
             await self._save(run)
             yield run
         finally:
+            if keeper is not None:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper
+            await self.locks.release(held)
             self._busy.difference_update(backends)
             for store in stores.values():
                 with contextlib.suppress(ServiceError):

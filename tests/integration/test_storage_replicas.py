@@ -162,3 +162,48 @@ async def _fails(c: StorageClient, backend: str, code: grpc.StatusCode) -> bool:
     except ServiceCallError as err:
         return err.code == code
     return False
+
+
+async def test_one_benchmark_per_backend_across_replicas(replicas, seaweed, s3_bucket) -> None:
+    """A run on one replica holds the backend for the other replica too (a lock object in the
+    store); once it ends the other may run, and a lock left by a holder that died expires."""
+    a, b = replicas
+    backend = (await a.list_backends()).backends[0].name
+    run = pb.RunBenchmarkRequest(
+        backends=[backend],
+        operation=pb.BENCHMARK_OPERATION_PUT,
+        concurrency_levels=[1],
+        object_sizes_bytes=[1024],
+        ops_per_level=2_000,  # long enough to be running while the other replica is asked
+    )
+    first = a.run_benchmark(run)
+    await anext(first)  # the run holds the backend now
+    short = pb.RunBenchmarkRequest(
+        backends=[backend],
+        operation=pb.BENCHMARK_OPERATION_GET,
+        concurrency_levels=[1],
+        object_sizes_bytes=[1024],
+        ops_per_level=5,
+    )
+    with pytest.raises(ServiceCallError) as err:
+        async for _ in b.run_benchmark(short):
+            pass
+    assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and err.value.reason == "BENCHMARK_BUSY", err.value
+    async for _ in first:
+        pass
+    last = [m async for m in b.run_benchmark(short)][-1]  # free again once the first run ended
+    assert last.WhichOneof("event") == "run"
+
+    # A holder that died mid-run left its lock behind; past its expiry it no longer blocks.
+    key = f"_ddnrag/storage/bench-locks/{backend}.json"
+    stale = {"holder": "gone:1", "run_id": "x", "expires_unix": time.time() - 1}
+    await a.put(key, json.dumps(stale).encode())
+    last = [m async for m in b.run_benchmark(short)][-1]
+    assert last.WhichOneof("event") == "run"
+    live = {"holder": "alive:2", "run_id": "y", "expires_unix": time.time() + 600}
+    await a.put(key, json.dumps(live).encode())
+    with pytest.raises(ServiceCallError) as err:
+        async for _ in b.run_benchmark(short):
+            pass
+    assert err.value.reason == "BENCHMARK_BUSY" and "alive:2" in err.value.message, err.value
+    await a.delete([key])
