@@ -17,7 +17,9 @@ import contextlib
 import json
 import logging
 import os
+import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -33,7 +35,9 @@ from .sealing import SecretBox
 log = logging.getLogger(__name__)
 
 FORMAT = 2
-WRITE_ATTEMPTS = 8
+WRITE_ATTEMPTS = 10
+BACKOFF_BASE_S = 0.005
+BACKOFF_MAX_S = 0.5
 
 Specs = dict[str, BackendSpec]
 Sealed = dict[str, dict[str, str]]
@@ -165,7 +169,7 @@ class BackendRegistry:
         """Applies `change` to the newest version and writes the result conditionally; redone
         on top of a concurrent write."""
         with self._io:
-            for _ in range(WRITE_ATTEMPTS):
+            for attempt in range(WRITE_ATTEMPTS):
                 self._refresh_locked_lenient()
                 with self._lock:
                     specs, sealed, revision = dict(self._specs), dict(self._sealed), self._revision
@@ -173,6 +177,10 @@ class BackendRegistry:
                 try:
                     etag = self.store.write(encode(specs, sealed, revision + 1), self._etag)
                 except RegistryConflict:
+                    # Jittered exponential backoff: writers that collided retry at different
+                    # moments (without it, four replicas writing at once could starve one of them
+                    # through every attempt).
+                    time.sleep(random.uniform(0, min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2**attempt)))
                     continue
                 self._install(specs, sealed, etag, revision + 1)
                 return
