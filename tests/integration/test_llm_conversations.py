@@ -102,6 +102,11 @@ async def test_two_replicas_share_conversations_in_object_storage(storage_addr: 
         got = (await a.get_conversation(conv.id)).conversation
         assert [t.question for t in got.turns] == [Q1, Q2]
         assert got.turns[1].search_query == retrieval.search_query and got.turns[1].answer == done.text
+        # The groundedness check is kept with the turn as the verify event sent it.
+        sent = next(e.verify for e in second if e.WhichOneof("event") == "verify")
+        assert sent.check.sentences and got.turns[1].verify.check == sent.check
+        assert got.turns[1].verify.threshold == sent.threshold
+        assert got.turns[1].verify_score == sent.check.answer_score
         assert got.title.startswith("What does time to first byte")
 
         renamed = (await b.update_conversation(conv.id, "TTFB chat")).conversation
