@@ -44,6 +44,8 @@ async def local_llm_gateway() -> AsyncIterator[str]:
             storage_addr="",
             cache_max_bytes=0,
             verify="off",
+            # No person waits on an evaluation: a loaded machine may take minutes per answer.
+            backends='[{"name": "extractive", "kind": "extractive", "first_token_timeout_s": 900}]',
         )
         app, port = await create_server(cfg)
         try:

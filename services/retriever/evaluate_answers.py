@@ -83,7 +83,7 @@ async def cite_all(
     return out
 
 
-def llm_generate(address: str, timeout_s: float = 120.0) -> tuple[Generate, Callable[[], Awaitable[None]]]:
+def llm_generate(address: str, timeout_s: float = 900.0) -> tuple[Generate, Callable[[], Awaitable[None]]]:
     """A `Generate` over the llm_gateway at `address` (answer cache skipped), and its closer."""
     from clients.llm import GenerationParams, LlmClient, Passage
 
