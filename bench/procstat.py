@@ -21,6 +21,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TICKS = os.sysconf("SC_CLK_TCK")
+# Frames under every sample of a process (the event loop, thread start-up): left out of "inclusive".
+BOILERPLATE = (
+    "(<frozen runpy>)",
+    "(asyncio/runners.py)",
+    "(asyncio/base_events.py)",
+    "(asyncio/events.py)",
+    "(threading.py)",
+    "(futures/thread.py)",
+    "(llm_gateway/server.py)",
+    "(gateway/server.py)",
+    "(embedder/server.py)",
+    "(retriever/server.py)",
+    "(storage/server.py)",
+)
 SERVICES = ("gateway", "llm_gateway", "retriever", "embedder", "storage")
 
 
@@ -132,12 +146,15 @@ def _frame(f: str) -> str:
 def summarize(out_dir: Path, top: int = 12) -> dict[str, dict[str, object]]:
     """Per service: samples, and the `top` functions by self and by inclusive share of samples."""
     result: dict[str, dict[str, object]] = {}
+    files: dict[str, list[Path]] = {}
     for f in sorted(out_dir.glob("*.txt")):
-        name = f.stem.rsplit("-", 1)[0]
+        files.setdefault(f.stem.rsplit("-", 1)[0], []).append(f)  # a service's processes together
+    for name, group in files.items():
         self_c: Counter[str] = Counter()
         incl: Counter[str] = Counter()
         total = 0
-        for line in f.read_text(errors="replace").splitlines():
+        lines = [line for f in group for line in f.read_text(errors="replace").splitlines()]
+        for line in lines:
             stack, _, n = line.rpartition(" ")
             if not stack or not n.isdigit():
                 continue
@@ -149,7 +166,8 @@ def summarize(out_dir: Path, top: int = 12) -> dict[str, dict[str, object]]:
             total += count
             self_c[frames[-1]] += count
             for fr in set(frames):
-                incl[fr] += count
+                if not fr.endswith(BOILERPLATE):
+                    incl[fr] += count
         if not total:
             continue
 
