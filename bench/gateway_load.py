@@ -58,6 +58,9 @@ QUESTIONS = [
 ]
 
 
+IDLE_S = 10.0  # seconds of the idle CPU reading before the run
+
+
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -259,6 +262,10 @@ def main() -> None:
         procs = procstat.stack_processes(root) if root is not None else []
         pid = gateway_pid(procs)
         rss_before, _ = rss_mb(pid)
+        # What the stack burns with nothing asked (health checks, index polls, metrics scrapes).
+        idle0 = procstat.cpu_by_name(procs)
+        time.sleep(IDLE_S)
+        idle_cpu = sum(procstat.cpu_delta(idle0, procstat.cpu_by_name(procs)).values())
         spies = []
         spy_dir = Path(tempfile.mkdtemp(prefix="ddnrag-pyspy-"))
         if args.profile:
@@ -318,6 +325,8 @@ def main() -> None:
         "cpu_ms_per_answer": round(1000 * cpu_total / stats.completed, 2) if stats.completed else None,
         "cpu_s_total": round(cpu_total, 2),
         "cpu_s_by_process": cpu,
+        # The stack's own CPU with no question asked, per minute (in cpu_ms_per_answer too).
+        "idle_cpu_s_per_min": round(idle_cpu * 60 / IDLE_S, 2),
         "load_avg_1m_before": round(load_before, 2),
         "load_avg_1m_after": round(load_after, 2),
         "gateway_rss_mb": round(rss_peak, 1) if rss_peak is not None else None,

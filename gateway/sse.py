@@ -139,7 +139,7 @@ async def stream_events(
                     await sse.send(dumps(ev.data), id=ev.id if ev.id is not None else str(counter), event=ev.name)
                 else:
                     await sse.send(ev.data if isinstance(ev.data, str) else dumps(ev.data))
-                metrics.sse_events.labels(ev.name).inc()
+                metrics.sse_event(ev.name)
                 if ev.name in ("done", "lane_done") and isinstance(ev.data, dict) and ev.data.get("ttft_ms"):
                     metrics.ttft.observe(ev.data["ttft_ms"] / 1000)
 

@@ -165,7 +165,10 @@ async def answer_events(request: web.Request, ask: Ask) -> AsyncIterator[Event]:
             history=ask.history,
         ):
             kind = ev.WhichOneof("event")
-            if kind == "retrieval":
+            if kind == "token":  # the most frequent event first
+                tok = ev.token
+                yield Event("token", {"text": tok.text, "index": tok.index})
+            elif kind == "retrieval":
                 retrieval = ev.retrieval
             elif kind == "start":
                 yield Event(
@@ -183,8 +186,6 @@ async def answer_events(request: web.Request, ask: Ask) -> AsyncIterator[Event]:
                 # What was searched (the standalone question of a follow-up) and found. It comes
                 # after `start` (whose `retrieval` field holds the same), so `start` stays first.
                 yield Event("retrieval", retrieval_json(retrieval))
-            elif kind == "token":
-                yield Event("token", {"text": ev.token.text, "index": ev.token.index})
             elif kind == "verify":  # groundedness: per-sentence scores, answer score, repair
                 yield Event("verify", to_dict(ev.verify))
             elif kind == "refused":  # a guard refused the question or the answer: the last event

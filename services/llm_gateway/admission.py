@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kernel.errors import ServiceError, exhausted
+from kernel.timing import Stage, Timer
 
 from .domain import GenParams
 
@@ -124,7 +125,7 @@ class Admission:
         runs out."""
         if self.inflight < self.limit and not self._waiters:
             self.inflight += 1
-            return Permit(self)
+            return Permit(self, waited=False)
         if self.queued >= max(1, int(self.queue_factor * self.limit)) or self.max_wait_s <= 0:
             raise self._refuse("the queue is full")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -143,7 +144,7 @@ class Admission:
                 fut.cancel()
             if fut in self._waiters:
                 self._waiters.remove(fut)
-        return Permit(self)
+        return Permit(self, waited=True)
 
     def _release(self) -> None:
         self.inflight -= 1
@@ -165,8 +166,9 @@ class Admission:
 class Permit:
     """One running answer's share of the limit; `first_token()` gives the limiter its sample."""
 
-    def __init__(self, admission: Admission) -> None:
+    def __init__(self, admission: Admission, *, waited: bool) -> None:
         self.admission = admission
+        self.waited = waited
         self.t0 = time.perf_counter()
         self.inflight = admission.inflight
         self._latency: float | None = None
@@ -238,10 +240,14 @@ class Ticket:
         self.permit: Permit | None = None
         self.likely_hit = bool(admission is not None and hint and hint in admission.hints)
 
-    async def take(self) -> None:
-        """Takes a permit unless one is held (ServiceError OVERLOADED when none can be had)."""
+    async def take(self, timer: Timer | None = None) -> None:
+        """Takes a permit unless one is held (ServiceError OVERLOADED when none can be had); a
+        wait in the queue is the `admission` stage of `timer`."""
         if self.admission is not None and self.permit is None:
+            t0 = time.perf_counter_ns()
             self.permit = await self.admission.acquire()
+            if self.permit.waited and timer is not None:
+                timer.add(Stage("admission", time.perf_counter_ns() - t0))
 
     def remember(self) -> None:
         """The answer is in the cache (found there, or just stored): remember the question."""

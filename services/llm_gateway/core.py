@@ -219,8 +219,7 @@ class LlmGateway:
         try:
             ticket.miss()
             if ticket.needs_permit:  # generation runs under a permit (waits briefly, or OVERLOADED)
-                with timer.stage("admission"):
-                    await ticket.take()
+                await ticket.take(timer)
             opened = await self.router.open(candidates, prompt, params, timer)
         except ServiceError as err:
             if not started:
@@ -410,8 +409,7 @@ class LlmGateway:
         ticket = Ticket(self.admission, hint)
         try:
             if ticket.needs_permit and not ticket.likely_hit:
-                with timer.stage("admission"):
-                    await ticket.take()
+                await ticket.take(timer)
             async with contextlib.aclosing(
                 self._retrieve_then_generate(
                     question,
