@@ -171,6 +171,48 @@ def level_pb(s: LevelStats) -> pb.LevelResult:
     )
 
 
+def _pct_from_pb(p: pb.Percentiles) -> Pct:
+    return Pct(p50_ns=p.p50_ns, p90_ns=p.p90_ns, p99_ns=p.p99_ns, max_ns=p.max_ns, mean_ns=p.mean_ns)
+
+
+def level_from_pb(r: pb.LevelResult) -> LevelStats:
+    return LevelStats(
+        backend=r.backend,
+        label=r.label,
+        emulated=r.emulated,
+        operation=OP_FROM_PB.get(r.operation, ""),
+        object_size_bytes=r.object_size_bytes,
+        concurrency=r.concurrency,
+        ops=r.ops,
+        errors=r.errors,
+        errors_by_kind=dict(r.errors_by_kind),
+        duration_s=r.duration_s,
+        ops_per_s=r.ops_per_s,
+        mib_per_s=r.mib_per_s,
+        bytes=r.bytes,
+        latency=_pct_from_pb(r.latency),
+        ttfb=_pct_from_pb(r.ttfb),
+        cold_ttfb_p50_ns=r.cold_ttfb_p50_ns,
+        warm_ttfb_p50_ns=r.warm_ttfb_p50_ns,
+        cold_samples=r.cold_samples,
+        warm_samples=r.warm_samples,
+    )
+
+
+def run_from_pb(r: pb.BenchmarkRun) -> RunRecord:
+    """A run given whole (to compare, never stored): `run_pb`'s inverse."""
+    return RunRecord(
+        run_id=r.run_id,
+        started_unix_ns=r.started_unix_ns,
+        finished_unix_ns=r.finished_unix_ns,
+        request=bench_request_from_pb(r.request),
+        results=[level_from_pb(x) for x in r.results],
+        not_configured=list(r.not_configured),
+        json_key=r.json_key,
+        csv_key=r.csv_key,
+    )
+
+
 def progress_pb(p: Progress) -> pb.BenchmarkProgress:
     return pb.BenchmarkProgress(
         backend=p.backend,
@@ -206,6 +248,7 @@ def comparison_pb(c: Comparison) -> pb.BenchmarkComparison:
         ops_per_s_ratio=c.ops_per_s_ratio,
         latency_p50_ratio=c.latency_p50_ratio,
         ttfb_p50_ratio=c.ttfb_p50_ratio,
+        latency_p99_ratio=c.latency_p99_ratio,
     )
     if c.a is not None:
         out.a.CopyFrom(level_pb(c.a))
