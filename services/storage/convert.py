@@ -5,7 +5,7 @@ from __future__ import annotations
 from ddnrag.storage.v1 import storage_service_pb2 as pb
 from kernel.errors import invalid
 
-from .bench_model import BenchRequest, Comparison, LevelStats, Pct, Progress, RunRecord
+from .bench_model import CSV_PCT, BenchRequest, Comparison, LevelStats, Pct, Progress, RunRecord
 from .model import BackendSpec, Credentials, Kind, ObjectMeta, Shaping, Transfer
 
 KIND_FROM_PB = {
@@ -172,30 +172,24 @@ def level_pb(s: LevelStats) -> pb.LevelResult:
 
 
 def _pct_from_pb(p: pb.Percentiles) -> Pct:
-    return Pct(p50_ns=p.p50_ns, p90_ns=p.p90_ns, p99_ns=p.p99_ns, max_ns=p.max_ns, mean_ns=p.mean_ns)
+    return Pct(**{k: getattr(p, k) for k in CSV_PCT})
+
+
+# LevelResult fields that are LevelStats fields as they are.
+_LEVEL_SAME = (
+    *("backend", "label", "emulated", "object_size_bytes", "concurrency", "ops", "errors", "duration_s"),
+    *("ops_per_s", "mib_per_s", "bytes", "cold_ttfb_p50_ns", "warm_ttfb_p50_ns", "cold_samples", "warm_samples"),
+)
 
 
 def level_from_pb(r: pb.LevelResult) -> LevelStats:
+    """`level_pb`'s inverse."""
     return LevelStats(
-        backend=r.backend,
-        label=r.label,
-        emulated=r.emulated,
+        **{k: getattr(r, k) for k in _LEVEL_SAME},
         operation=OP_FROM_PB.get(r.operation, ""),
-        object_size_bytes=r.object_size_bytes,
-        concurrency=r.concurrency,
-        ops=r.ops,
-        errors=r.errors,
         errors_by_kind=dict(r.errors_by_kind),
-        duration_s=r.duration_s,
-        ops_per_s=r.ops_per_s,
-        mib_per_s=r.mib_per_s,
-        bytes=r.bytes,
         latency=_pct_from_pb(r.latency),
         ttfb=_pct_from_pb(r.ttfb),
-        cold_ttfb_p50_ns=r.cold_ttfb_p50_ns,
-        warm_ttfb_p50_ns=r.warm_ttfb_p50_ns,
-        cold_samples=r.cold_samples,
-        warm_samples=r.warm_samples,
     )
 
 
