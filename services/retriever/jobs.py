@@ -43,7 +43,8 @@ from .job_model import (
 from .job_runner import JobRunner
 from .job_state import JobStore
 from .lease import LeaseKeeper
-from .pipeline import LiveJob, NullCounter
+from .live_job import LiveJob
+from .pipeline import NullCounter
 
 log = logging.getLogger(__name__)
 
@@ -295,8 +296,9 @@ class JobManager:
         v = lj.view
         v.updated_unix_ns = time.time_ns()
         elapsed = time.perf_counter() - lj.started
-        if lj.embed_busy_s:
-            v.embeddings_per_s = lj.embedded / lj.embed_busy_s
+        lj.clocks_to_view()
+        if lj.embed_clock.busy_s:
+            v.embeddings_per_s = lj.embedded / lj.embed_clock.busy_s
         left = v.documents_total - v.documents_done
         v.eta_s = elapsed / v.documents_done * left if v.documents_done and not v.terminal else -1.0
         if v.terminal:

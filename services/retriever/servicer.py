@@ -93,6 +93,8 @@ def job_pb(v: JobView) -> pb.Job:
         embed_ns=v.stage_ns.get("embed", 0),
         write_ns=v.stage_ns.get("write", 0),
         index_ns=v.stage_ns.get("index", 0),
+        run_ns=v.stage_ns.get("run", 0),
+        embed_idle_ns=v.stage_ns.get("embed_idle", 0),
         embedder_device=v.embedder_device,
     )
 
