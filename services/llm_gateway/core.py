@@ -211,15 +211,14 @@ class LlmGateway:
             with timer.stage("cache_lookup"):
                 hit = await self.cache.get(key)
             if hit is not None:
-                ticket.hit()  # the rest of a hit costs nothing: its permit, if any, goes back now
+                ticket.hit()  # a full permit goes back now; a light one is kept to the end
                 async for ev in replay(hit, prompt, timer, t0, rag_t0_ns):
                     yield ev
                 return
 
         try:
             ticket.miss()
-            if ticket.needs_permit:  # generation runs under a permit (waits briefly, or OVERLOADED)
-                await ticket.take(timer)
+            await ticket.take(timer)  # generation runs under a full permit (waits briefly, or OVERLOADED)
             opened = await self.router.open(candidates, prompt, params, timer)
         except ServiceError as err:
             if not started:
@@ -407,8 +406,7 @@ class LlmGateway:
             else ask_key(question, collection, storage_backend, top_k, filters, params)
         )
         ticket = Ticket(self.admission, hint)
-        if ticket.needs_permit and not ticket.likely_hit:
-            await ticket.take(timer)
+        await ticket.enter(timer)
         try:
             conv_id = ""
             if conversation_id:
