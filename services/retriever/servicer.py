@@ -232,6 +232,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
             backend=request.backend,
             no_cache=request.no_cache,
             no_rerank=request.no_rerank,
+            no_fetch=request.no_fetch,
         )
         res = await self.core.search(request.collection or "default", request.query, params)
         chunks = [
