@@ -21,7 +21,8 @@ from .core import chunk_key
 from .index import ChunkRecord
 from .job_model import FileRow, SourceSpec, backend_stats, file_errors, file_rows
 from .lease import is_fenced
-from .pipeline import LiveJob, Pipeline
+from .live_job import LiveJob
+from .pipeline import Pipeline
 from .segments import DocumentInfo
 
 if TYPE_CHECKING:
@@ -220,6 +221,10 @@ class JobRunner:
             state = self.r.collections.get(v.collection)
             live_ids = set(state.index.row_of) if state else set()
             orphans = [chunk_key(v.collection, r.chunk_id) for r in rows if r.chunk_id not in live_ids]
+            # Chunk objects written ahead of a commit that never came (none of them is live).
+            prefix = chunk_key(v.collection, "")
+            ahead = {k for k in lj.uncommitted if k.removeprefix(prefix) not in live_ids}
+            orphans = sorted(ahead.union(orphans))
             for st in v.backends:
                 if orphans:
                     await self.r.store.delete(orphans, backend="" if st.backend == "default" else st.backend)
