@@ -291,6 +291,7 @@ async def test_cli_continues_a_conversation(storage_addr: str, tmp_path: Path) -
         assert record["conversation_id"] == cid
         rc, out = await rag("conversations", "show", cid)
         assert rc == 0 and "searched: How does time to first byte compare with throughput?" in out, out
+        assert out.count("groundedness ") == 2, out  # each turn's check, kept with it
         rc, out = await rag("conversations", "export", cid, "-o", str(tmp_path / "c.json"))
         assert rc == 0 and len(json.loads((tmp_path / "c.json").read_text())["turns"]) == 2
         assert (await rag("conversations", "delete", cid))[0] == 0
