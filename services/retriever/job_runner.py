@@ -22,6 +22,7 @@ from .index import ChunkRecord
 from .job_model import FileRow, SourceSpec, backend_stats, file_errors, file_rows
 from .lease import is_fenced
 from .pipeline import LiveJob, Pipeline
+from .search import sentence_vectors_key
 from .segments import DocumentInfo
 
 if TYPE_CHECKING:
@@ -219,7 +220,8 @@ class JobRunner:
             _files, rows = await self.m.state.batches(lj.record.batches)
             state = self.r.collections.get(v.collection)
             live_ids = set(state.index.row_of) if state else set()
-            orphans = [chunk_key(v.collection, r.chunk_id) for r in rows if r.chunk_id not in live_ids]
+            gone = [r.chunk_id for r in rows if r.chunk_id not in live_ids]
+            orphans = [chunk_key(v.collection, c) for c in gone] + [sentence_vectors_key(v.collection, c) for c in gone]
             for st in v.backends:
                 if orphans:
                     await self.r.store.delete(orphans, backend="" if st.backend == "default" else st.backend)

@@ -28,6 +28,8 @@ from .core import Retriever, chunk_key
 from .job_model import BackendStats, ChunkRow, FileErrorView, FileRow, JobRecord, JobView
 from .parsing import ParseError, parse_document
 from .ports import ObjectNotFound, ObjectTooLarge
+from .search import sentence_vectors_key
+from .sentence_vectors import model_of, sentence_records
 
 T = TypeVar("T")
 
@@ -95,6 +97,8 @@ class JobSink(Protocol):
 class _Parsed:
     file: FileRow
     chunks: list[Chunk]
+    # The stored sentence-vector record of each chunk (sentence_vectors.py), when made.
+    records: list[bytes] = field(default_factory=list)
 
 
 class Pipeline:
@@ -225,6 +229,8 @@ class Pipeline:
                     await self.r.encoder.encode(texts[i : i + b], timeout=self.s.embed_timeout_s)
                     for i in range(0, len(texts), b)
                 ]
+                if self.s.sentence_vectors:
+                    await self._sentence_records(group)
                 lj.embedded += len(texts)
                 _share(group, "embed_ns", time.perf_counter_ns() - t0)
                 return np.concatenate(parts).astype(np.float32)
@@ -242,6 +248,21 @@ class Pipeline:
             task = asyncio.create_task(embed(group, [c.text for p in group for c in p.chunks]))
             await out.put((group, task))
         await out.put(None)
+
+    async def _sentence_records(self, group: list[_Parsed]) -> None:
+        """Embeds the group's sentences and keeps each chunk's stored record on its `_Parsed`."""
+        chunks = [c for p in group for c in p.chunks]
+        model = await model_of(self.r.encoder)
+        records = await sentence_records(
+            self.r.encoder,
+            [c.text for c in chunks],
+            batch=max(self.s.embed_batch, 256),
+            timeout=self.s.embed_timeout_s,
+            model=model,
+        )
+        at = 0
+        for p in group:
+            p.records, at = records[at : at + len(p.chunks)], at + len(p.chunks)
 
     async def _write_stage(
         self, lj: LiveJob, inp: asyncio.Queue[tuple[list[_Parsed], asyncio.Task[np.ndarray]] | None]
@@ -268,6 +289,12 @@ class Pipeline:
         vectors = np.concatenate([vec for _, vec in batch])
         chunks = [c for p in group for c in p.chunks]
         items = [(chunk_key(coll, c.chunk_id), c.text.encode("utf-8")) for c in chunks]
+        # Sentence vectors go in the same BatchPut, after the chunks (`_write` counts the chunks).
+        items += [
+            (sentence_vectors_key(coll, c.chunk_id), rec)
+            for p in group
+            for c, rec in zip(p.chunks, p.records, strict=False)
+        ]
         await self.sink.emit(lj, stage="write")
         job = lj.span.get_span_context()
         with TRACER.start_as_current_span(
@@ -282,7 +309,7 @@ class Pipeline:
             },
         ):
             t0 = time.perf_counter_ns()
-            await asyncio.gather(*(self._write(st, items) for st in v.backends))
+            await asyncio.gather(*(self._write(st, items, len(chunks)) for st in v.backends))
             took = time.perf_counter_ns() - t0
             _add(lj, "write", took)
             _share(group, "write_ns", took)
@@ -291,7 +318,9 @@ class Pipeline:
                 p.file.chunks, p.file.status = len(p.chunks), "done"
             await self.sink.commit(lj, [p.file for p in group], rows)
 
-    async def _write(self, st: BackendStats, items: list[tuple[str, bytes]]) -> None:
+    async def _write(self, st: BackendStats, items: list[tuple[str, bytes]], chunks: int) -> None:
+        """Writes `items` (the first `chunks` of them chunk objects, the rest their sentence
+        vectors) to one backend; the backend's figures count the chunk objects."""
         backend = "" if st.backend == "default" else st.backend
         t0 = time.perf_counter_ns()
         outcomes = await self.r.store.put_many(items, backend=backend)
@@ -299,8 +328,8 @@ class Pipeline:
         bad = [o for o in outcomes if not o.ok]
         if bad:
             raise OSError(f"writing chunks to backend {st.backend!r} failed: {bad[0].key}: {bad[0].error}")
-        st.objects_written += len(outcomes)
-        st.latencies_ns.extend(o.total_ns for o in outcomes if o.total_ns)
+        st.objects_written += chunks
+        st.latencies_ns.extend(o.total_ns for o in outcomes[:chunks] if o.total_ns)
 
 
 def _add(lj: LiveJob, stage: str, ns: int) -> None:
