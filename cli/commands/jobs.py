@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ddnrag.retriever.v1 import retriever_service_pb2 as rpb
 
-from .common import EXIT_FAILED, EXIT_OK, add_common, console, emit_json, rag_client, run, to_dict
+from .common import EXIT_FAILED, EXIT_OK, add_common, console, emit_json, enum_name, rag_client, run, to_dict
 from .ingest import follow_job, show_job_summary
 
 ENDED_BADLY = (rpb.JOB_STATE_FAILED, rpb.JOB_STATE_PARTIAL)
@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def state_name(state: int) -> str:
-    return rpb.JobState.Name(state).removeprefix("JOB_STATE_").lower()
+    return enum_name(rpb.JobState.DESCRIPTOR, state)
 
 
 def _when(unix_ns: int) -> str:

@@ -221,7 +221,11 @@ class DoubleStorage(spb_grpc.StorageServiceServicer):
             )
             if y is not None:
                 row.b.CopyFrom(y)
+                # The real service's ratios (services/storage/bench_model.py compare_runs).
+                row.ops_per_s_ratio = y.ops_per_s / x.ops_per_s if x.ops_per_s else 0.0
                 row.latency_p50_ratio = y.latency.p50_ns / x.latency.p50_ns
+                row.latency_p99_ratio = y.latency.p99_ns / x.latency.p99_ns if x.latency.p99_ns else 0.0
+                row.ttfb_p50_ratio = y.ttfb.p50_ns / x.ttfb.p50_ns if x.ttfb.p50_ns else 0.0
             rows.append(row)
         return spb.CompareBenchmarkRunsResponse(a=a, b=b, rows=rows)
 
