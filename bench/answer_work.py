@@ -19,7 +19,7 @@ side in one run (alternating, so load from elsewhere hits both sides):
   documents (embedder cache purged before each side, rounds alternating): the price of
   embedding the sentences once, at ingestion.
 
-Flags: --docs N (120)  --questions N (30)  --rounds N (2)
+Flags: --docs N (120)  --questions N (30)  --rounds N (2)  --scifact DIR (../shared/data/scifact)
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from bench.retriever import SCIFACT, Stack, log, p50, scifact_docs, wait_serving  # noqa: E402
+from bench.retriever import SCIFACT, Stack, log, p50, wait_serving  # noqa: E402
 from clients.embedder import EmbedderClient  # noqa: E402
 from clients.llm import LlmClient  # noqa: E402
 from clients.retriever import RetrieverClient  # noqa: E402
@@ -52,6 +52,7 @@ from kernel.config import load_env  # noqa: E402
 from services.llm_gateway.adapters import EmbedderEncoder  # noqa: E402
 from services.llm_gateway.config import LlmGatewayConfig  # noqa: E402
 from services.retriever.config import RetrieverConfig  # noqa: E402
+from services.retriever.evaluate import load_beir  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "answer_work.json"
 
@@ -83,28 +84,17 @@ def cpu_s(seaweed_pid: int | None) -> float:
     return total
 
 
-def corpus_and_questions(n_docs: int, n_questions: int) -> tuple[list[tuple[str, str]], list[str]]:
-    """SciFact train claims (the first `n_questions` in file order) and their cited abstracts,
-    filled up to `n_docs` documents with the corpus's first ones."""
-    qrels: dict[str, set[str]] = {}
-    for line in (SCIFACT / "qrels" / "train.tsv").read_text().splitlines()[1:]:
-        q, d, _ = line.split("\t")
-        qrels.setdefault(q, set()).add(d)
-    corpus = dict(scifact_docs())
-    questions: list[str] = []
-    wanted: dict[str, None] = {}
-    with (SCIFACT / "queries.jsonl").open() as f:
-        for line in f:
-            d = json.loads(line)
-            cited = qrels.get(str(d["_id"]), set())
-            if cited and cited <= corpus.keys() and len(questions) < n_questions:
-                questions.append(d["text"])
-                wanted.update(dict.fromkeys(sorted(cited)))
+def corpus_and_questions(scifact: Path, n_docs: int, n_questions: int) -> tuple[list[tuple[str, str]], list[str]]:
+    """SciFact *train* claims (the first `n_questions`) and the abstracts they cite, filled up to
+    `n_docs` documents with the corpus's first ones."""
+    corpus, queries, qrels = load_beir(scifact, "train")
+    questions = list(queries)[:n_questions]
+    wanted = dict.fromkeys(d for q in questions for d in sorted(qrels[q]) if d in corpus)
     for d in corpus:
         if len(wanted) >= n_docs:
             break
         wanted.setdefault(d)
-    return [(d, corpus[d]) for d in wanted], questions
+    return [(d, corpus[d]) for d in wanted], [queries[q] for q in questions]
 
 
 async def start_retriever(stack: Stack, work: Path, sentence_vectors: bool) -> tuple[Any, RetrieverClient]:
@@ -119,6 +109,7 @@ async def start_retriever(stack: Stack, work: Path, sentence_vectors: bool) -> t
         embedder_addr=stack.embedder_addr,
         storage_addr=stack.storage_addr,
         sentence_vectors=sentence_vectors,
+        embed_timeout_s=600.0,  # a shared, loaded machine: a slow embedder is not a failed run
     )
     app, port = await create_retriever(cfg)
     await wait_serving(port, "ddnrag.retriever.v1.RetrieverService", 600)
@@ -268,7 +259,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {}
     eapp2 = None
     try:
-        docs, questions = corpus_and_questions(args.docs, args.questions)
+        docs, questions = corpus_and_questions(args.scifact, args.docs, args.questions)
         log(f"{len(docs)} documents, {len(questions)} questions")
         await stack.storage.batch_put([(f"docs/bench-aw/{d}/{d}.txt", t.encode()) for d, t in docs])
         await stack.embedder.embed(["warm-up text for the model."])
@@ -297,6 +288,7 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=120)
     ap.add_argument("--questions", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--scifact", type=Path, default=SCIFACT, help="the SciFact BEIR directory")
     args = ap.parse_args()
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()

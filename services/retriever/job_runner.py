@@ -21,7 +21,7 @@ from .core import chunk_key
 from .index import ChunkRecord
 from .job_model import FileRow, SourceSpec, backend_stats, file_errors, file_rows
 from .lease import is_fenced
-from .pipeline import LiveJob, Pipeline
+from .pipeline import LiveJob, Pipeline, chunking_key
 from .search import sentence_vectors_key
 from .segments import DocumentInfo
 
@@ -165,7 +165,7 @@ class JobRunner:
         files = await m.state.files(v.job_id)
         committed, rows = await m.state.batches(lj.record.batches)
         results = {f.object_key: f for f in committed}
-        chunking = f"{lj.request['chunk_size']}/{lj.request['chunk_overlap']}"
+        chunking = chunking_key(lj.request, self.r.settings.sentence_vectors)
         done = {f.document_id: f for f in results.values() if f.status == "done"}
         now = time.time_ns()
         docs = {

@@ -21,6 +21,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link
 
+from kernel import sentences
 from kernel.tracing import TRACER
 
 from .chunking import Chunk, Chunker
@@ -53,6 +54,14 @@ async def batched(items: AsyncIterator[T], size: Callable[[T], int], limit: int)
             group, n = [], 0
     if group:
         yield group
+
+
+def chunking_key(request: dict[str, Any], sentence_vectors: bool) -> str:
+    """How a document's chunks were made, recorded in its index entry: "size/overlap", plus
+    "+sv<format>" when its sentence vectors were stored. A document whose entry differs is
+    processed again, so re-ingesting adds sentence vectors to documents ingested without them."""
+    key = f"{request['chunk_size']}/{request['chunk_overlap']}"
+    return f"{key}+sv{sentences.FORMAT}" if sentence_vectors else key
 
 
 @dataclass
@@ -143,7 +152,7 @@ class Pipeline:
     async def _parse_stage(self, lj: LiveJob, pending: list[FileRow], out: asyncio.Queue[_Parsed | None]) -> None:
         req = lj.request
         chunker = Chunker(req["chunk_size"], req["chunk_overlap"])
-        chunking = f"{req['chunk_size']}/{req['chunk_overlap']}"
+        chunking = chunking_key(req, self.s.sentence_vectors)
         sem = asyncio.Semaphore(4)
 
         async def one(f: FileRow) -> _Parsed | None:
@@ -256,7 +265,7 @@ class Pipeline:
         records = await sentence_records(
             self.r.encoder,
             [c.text for c in chunks],
-            batch=max(self.s.embed_batch, 256),
+            batch=self.s.embed_batch,
             timeout=self.s.embed_timeout_s,
             model=model,
         )

@@ -5,6 +5,7 @@ MiniLM, in-process) without embedding the passages' sentences per answer."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,11 @@ from services.llm_gateway.domain import Passage
 from services.llm_gateway.extractive import ExtractiveBackend
 from services.llm_gateway.prompt import build_prompt
 from services.llm_gateway.tokens import default_counter
+from services.llm_gateway.verify.grounding import EmbeddingScorer, Verifier
+from services.retriever.core import SearchParams
+from services.retriever.ports import GetOutcome
 from services.retriever.sentence_vectors import sentence_records
+from tests.unit.test_retriever_core import DOCS, DictStore, close, finish, make, upload
 
 PASSAGES = [
     "# GPUs\n\nA graphics processing unit runs thousands of threads in parallel. Tensor cores multiply "
@@ -114,3 +119,77 @@ async def test_generator_ranks_with_stored_vectors_and_embeds_only_the_question(
     assert mixed_enc.calls[0][0] == QUESTION and set(mixed_enc.calls[0][1:]) <= set(
         sentences.split_sentences(PASSAGES[1])
     )
+
+
+async def test_groundedness_check_scores_an_extractive_answer_from_stored_vectors(local: LocalEncoder) -> None:
+    recs = await sentence_records(local, PASSAGES, batch=64, timeout=None, model="")
+    stored = {
+        i + 1: Passage(t, sentence_vectors=sentences.decode(r))
+        for i, (t, r) in enumerate(zip(PASSAGES, recs, strict=True))
+    }
+    plain = {n: Passage(p.text) for n, p in stored.items()}
+    answer = (
+        "Tensor cores multiply matrices in mixed precision, which is why GPUs train and serve neural networks "
+        "quickly [1]. Time to first byte decides how fast a small object comes back [2]."
+    )
+    enc = Counting(local)
+    with_stored = await Verifier(EmbeddingScorer(enc)).verify(answer, stored)
+    assert enc.calls == []  # the claims and their evidence are all stored passage sentences
+    embedded = await Verifier(EmbeddingScorer(enc)).verify(answer, plain)
+    assert len(enc.calls) == 1
+    assert [s.supported for s in with_stored.sentences] == [s.supported for s in embedded.sentences] == [True, True]
+    assert all(abs(a.score - b.score) < 0.01 for a, b in zip(with_stored.sentences, embedded.sentences, strict=True))
+
+
+class CountingStore(DictStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.get_many_calls: list[list[str]] = []
+
+    async def get_many(self, keys: Sequence[str], *, backend: str = "") -> list[GetOutcome]:
+        self.get_many_calls.append(list(keys))
+        return await super().get_many(keys, backend=backend)
+
+
+async def test_retriever_stores_reads_in_one_batchget_and_deletes_sentence_vectors(tmp_path: Path) -> None:
+    store = CountingStore()
+    # Ingested without sentence vectors (as before they existed): no records.
+    r, jobs = await make(tmp_path / "a", store, sentence_vectors=False)
+    try:
+        job = await jobs.start_ingest("kb", await upload(store, "kb", DOCS))
+        first = (await finish(jobs, job.job_id))[-1][1]
+        assert first.state == "succeeded" and not any(k.startswith("sentences/") for k in store.data[""])
+        old = await r.search("kb", "bread dough yeast", SearchParams(top_k=2, sentence_vectors=True, no_cache=True))
+        assert old.hits[0].document_id == "cooking" and old.hits[0].error is None
+        assert old.hits[0].sentence_vectors is None  # served all the same; the generator embeds
+    finally:
+        await close(r, jobs)
+    r, jobs = await make(tmp_path / "b", store)
+    try:
+        # Re-ingesting the same files processes them again (their index entries say "no sentence
+        # vectors"), so each chunk gets its record beside it.
+        job = await jobs.start_ingest("kb", await upload(store, "kb", DOCS))
+        last = (await finish(jobs, job.job_id))[-1][1]
+        assert last.state == "succeeded" and last.chunks_done == first.chunks_done
+        chunk_ids = {k.rsplit("/", 1)[1] for k in store.data[""] if k.startswith("chunks/kb/")}
+        assert {k.rsplit("/", 1)[1] for k in store.data[""] if k.startswith("sentences/kb/")} == chunk_ids
+        store.get_many_calls.clear()
+        res = await r.search("kb", "bread dough yeast", SearchParams(top_k=2, sentence_vectors=True, no_cache=True))
+        # Texts and sentence vectors come in one BatchGet: k chunk keys, then k record keys.
+        assert len(store.get_many_calls) == 1 and len(store.get_many_calls[0]) == 4
+        hit = res.hits[0]
+        assert hit.document_id == "cooking" and hit.sentence_vectors is not None
+        assert hit.sentence_vectors.keys == tuple(
+            sentences.sentence_key(s) for s in sentences.whole_sentences(hit.text)
+        )
+        fetch = next(s for s in res.timer.stages if s.name == "fetch")
+        assert fetch.count == 2 and fetch.ttfb_ns == 500
+        plain = await r.search("kb", "bread dough yeast", SearchParams(top_k=2, no_cache=True))
+        assert len(store.get_many_calls[-1]) == 2 and plain.hits[0].sentence_vectors is None
+        # A deleted document's records go with its chunk objects.
+        await r.delete_document("kb", "cooking")
+        left = {k.rsplit("/", 1)[1] for k in store.data[""] if k.startswith("sentences/kb/")}
+        assert left == {k.rsplit("/", 1)[1] for k in store.data[""] if k.startswith("chunks/kb/")}
+        assert left and len(left) < len(chunk_ids)
+    finally:
+        await close(r, jobs)
