@@ -186,7 +186,9 @@ class ExtractiveBackend:
             yield Delta(text=piece)
         # What it read: the question and the passages it ranked (no system prompt), and what it
         # wrote, both counted with the MiniLM tokenizer it embeds with.
-        read = self.counter.count(prompt.question) + sum(self.counter.count_many([p.text for p in prompt.passages]))
+        read = self.counter.count(prompt.question) + sum(
+            self.counter.count_many_cached([p.text for p in prompt.passages])
+        )
         yield Delta(finish_reason=finish, usage=Usage(read, self.counter.count("".join(kept)), "tokenizer"))
 
 

@@ -21,7 +21,8 @@ from .core import chunk_key
 from .index import ChunkRecord
 from .job_model import FileRow, SourceSpec, backend_stats, file_errors, file_rows
 from .lease import is_fenced
-from .pipeline import LiveJob, Pipeline, chunking_key
+from .live_job import LiveJob
+from .pipeline import Pipeline, chunking_key
 from .search import sentence_vectors_key
 from .segments import DocumentInfo
 
@@ -220,8 +221,13 @@ class JobRunner:
             _files, rows = await self.m.state.batches(lj.record.batches)
             state = self.r.collections.get(v.collection)
             live_ids = set(state.index.row_of) if state else set()
-            gone = [r.chunk_id for r in rows if r.chunk_id not in live_ids]
-            orphans = [chunk_key(v.collection, c) for c in gone] + [sentence_vectors_key(v.collection, c) for c in gone]
+            orphans = [chunk_key(v.collection, r.chunk_id) for r in rows if r.chunk_id not in live_ids]
+            orphans += [sentence_vectors_key(v.collection, r.chunk_id) for r in rows if r.chunk_id not in live_ids]
+            # Chunk objects (and their sentence vectors) written ahead of a commit that never came
+            # (none of them is live).
+            prefixes = (chunk_key(v.collection, ""), sentence_vectors_key(v.collection, ""))
+            ahead = {k for k in lj.uncommitted if k.removeprefix(prefixes[0]).removeprefix(prefixes[1]) not in live_ids}
+            orphans = sorted(ahead.union(orphans))
             for st in v.backends:
                 if orphans:
                     await self.r.store.delete(orphans, backend="" if st.backend == "default" else st.backend)
