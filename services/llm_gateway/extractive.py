@@ -176,8 +176,8 @@ class ExtractiveBackend:
         used = 0
         finish = "stop"
         kept: list[str] = []
-        for piece in pieces(text):
-            n = self.counter.count(piece)
+        parts = pieces(text)
+        for piece, n in zip(parts, self.counter.count_many(parts), strict=True):  # one tokenizer call
             if used + n > budget:
                 finish = "length"
                 break

@@ -17,7 +17,7 @@ from kernel.tracing import setup_tracing
 
 from .ab.engine import AbEngine
 from .ab.servicer import AbTestServicer
-from .admission import Admission, GradientLimit
+from .admission import Admission, GradientLimit, Pool
 from .backend_factory import build_backends, parse_specs
 from .cache import AnswerCache
 from .checks import build_checks
@@ -122,8 +122,13 @@ def build_admission(cfg: LlmGatewayConfig) -> Admission | None:
     if cfg.max_concurrent_answers <= 0:
         return None
     ceiling = cfg.max_concurrent_answers
-    limit = GradientLimit(limit=min(8, ceiling), min_limit=min(2, ceiling), ceiling=ceiling)
-    return Admission(limit, max_wait_s=cfg.admission_max_wait_s)
+    full = GradientLimit(limit=min(8, ceiling), min_limit=min(2, ceiling), ceiling=ceiling)
+    # Cache hits cost a fraction of an answer: their own pool, four times the ceiling.
+    light = GradientLimit(limit=min(32, 4 * ceiling), min_limit=min(4, 4 * ceiling), ceiling=4 * ceiling)
+    return Admission(
+        Pool(full, max_wait_s=cfg.admission_max_wait_s),
+        Pool(light, max_wait_s=cfg.admission_max_wait_s, what="cache hits"),
+    )
 
 
 def build_ab(cfg: LlmGatewayConfig, core: LlmGateway) -> AbTestServicer:
