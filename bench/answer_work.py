@@ -17,7 +17,9 @@ side in one run (alternating, so load from elsewhere hits both sides):
   vectors in it.
 - `ingest_*`: ingestion chunks/s with DDNRAG_RETRIEVER_SENTENCE_VECTORS on and off on the same
   documents (embedder cache purged before each side, rounds alternating): the price of
-  embedding the sentences once, at ingestion.
+  embedding the sentences once, at ingestion; and, independent of load, the tokens the embedder
+  runs for the sentences over those it runs for the chunks (`ingest_sentence_over_chunk_tokens`,
+  first 1,000 SciFact documents).
 
 Flags: --docs N (120)  --questions N (30)  --rounds N (2)  --scifact DIR (../shared/data/scifact)
 """
@@ -95,6 +97,30 @@ def corpus_and_questions(scifact: Path, n_docs: int, n_questions: int) -> tuple[
             break
         wanted.setdefault(d)
     return [(d, corpus[d]) for d in wanted], [queries[q] for q in questions]
+
+
+def token_cost(scifact: Path, n_docs: int) -> dict[str, Any]:
+    """Tokens the embedder runs at ingestion per chunk: the chunks themselves and their distinct
+    whole sentences (load-independent: the second pass's share of the embedding work)."""
+    from embedding.packaged import packaged_model_dir
+    from embedding.runtime import Tokenization, read_max_seq_length
+    from kernel.sentences import whole_sentences
+    from services.retriever.chunking import Chunker
+
+    corpus, _, _ = load_beir(scifact, "train")
+    model = packaged_model_dir()
+    tok = Tokenization(model, read_max_seq_length(model))
+    cfg = load_env(RetrieverConfig, environ={}, embedder_addr="-", storage_addr="-")
+    chunker = Chunker(cfg.chunk_size_tokens, cfg.chunk_overlap_tokens)
+    chunks = [c.text for d, t in list(corpus.items())[:n_docs] for c in chunker.chunks("c", d, t)]
+    sents = list(dict.fromkeys(s for c in chunks for s in whole_sentences(c)))
+    ct, st = (sum(len(e.ids) for e in tok.encode(x)) for x in (chunks, sents))
+    return {
+        "ingest_sentence_over_chunk_tokens": round(st / ct, 3),
+        "ingest_token_docs": n_docs,
+        "ingest_token_chunks": len(chunks),
+        "ingest_token_sentences": len(sents),
+    }
 
 
 async def start_retriever(stack: Stack, work: Path, sentence_vectors: bool) -> tuple[Any, RetrieverClient]:
@@ -263,6 +289,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         log(f"{len(docs)} documents, {len(questions)} questions")
         await stack.storage.batch_put([(f"docs/bench-aw/{d}/{d}.txt", t.encode()) for d, t in docs])
         await stack.embedder.embed(["warm-up text for the model."])
+        result.update(await asyncio.to_thread(token_cost, args.scifact, 1000))
         result.update(await bench_ingest(stack, work, docs, args.rounds))
         coll = "aw-ingest-true"  # ingested with sentence vectors by the last round
         pid = stack.seaweed.proc.pid if stack.seaweed.proc else None
