@@ -37,7 +37,7 @@ from .metrics import RetrieverMetrics
 from .ports import Encoder, ObjectStore
 from .rerank import RerankStage
 from .rerank.stage import rerank_hits
-from .search import SearchHit, SearchParams, SearchResult, chunk_key
+from .search import SearchHit, SearchParams, SearchResult, chunk_key, sentence_vectors_key
 from .segments import CorruptSegment
 
 __all__ = ["CollectionState", "Retriever", "SearchHit", "SearchParams", "SearchResult", "Settings", "chunk_key"]
@@ -59,6 +59,8 @@ class Settings:
     embed_batch: int = 64
     embed_concurrency: int = 2
     embed_timeout_s: float = 120.0
+    # Embed each chunk's sentences at ingestion and store them beside the chunk (kernel/sentences.py).
+    sentence_vectors: bool = True
     write_batch: int = 256
     hnsw_threshold: int = 50_000
     fusion: str = "weighted"
@@ -318,7 +320,8 @@ class Retriever:
         state.error = ""
         await asyncio.to_thread(self.cache.invalidate, collection, res.version)
         if res.stale_chunk_ids:
-            keys = [chunk_key(collection, c) for c in sorted(res.stale_chunk_ids)]
+            stale = sorted(res.stale_chunk_ids)
+            keys = [chunk_key(collection, c) for c in stale] + [sentence_vectors_key(collection, c) for c in stale]
             for backend in backends:
                 try:
                     await self.store.delete(keys, backend=backend)
@@ -339,7 +342,8 @@ class Retriever:
         return time.monotonic() - self.last_follow_ok <= self.settings.max_staleness_s
 
     async def search(self, collection: str, query: str, params: SearchParams) -> SearchResult:
-        """Hybrid search. Stages: embed, bm25 (concurrent with embed), dense, fusion, fetch, [rerank]."""
+        """Hybrid search. Stages: embed, bm25 (concurrent with embed), dense, fusion, fetch, [rerank];
+        with `no_fetch`, the last two are skipped and the hits carry no text."""
         timer = Timer()
         p = self.validate(collection, query, params)
         state = self.get_collection(collection)
@@ -357,7 +361,7 @@ class Retriever:
             )
         index = state.index
         # With a reranker, fusion hands it the first `top_n` (at least top_k) to reorder.
-        stage = None if p.no_rerank else self.rerank
+        stage = None if p.no_rerank or p.no_fetch else self.rerank
         top_k = p.top_k
         if stage is not None:
             p = replace(p, top_k=max(top_k, stage.top_n))
@@ -389,8 +393,8 @@ class Retriever:
                 value = [[index.record(h.row).chunk_id, h.score, h.bm25_rank, h.dense_rank] for h in rows]
                 await asyncio.to_thread(self.cache.put, key, collection, index.version, value)
         out = [searching.hit_of(collection, index.record(h.row), h.score, h.bm25_rank, h.dense_rank) for h in rows]
-        if out:
-            await searching.fetch(self.store, out, p.backend, timer)
+        if out and not p.no_fetch:
+            await searching.fetch(self.store, out, p.backend, timer, sentence_vectors=p.sentence_vectors)
         outcome = None
         if stage is not None and out:
             out, outcome = await rerank_hits(stage, query, out, top_k, timer)
