@@ -7,7 +7,8 @@ run:
 
 - `ingest_over_embed`: end-to-end ingestion chunks/s (Ingest RPC: fetch, parse, chunk, embed,
   write every chunk to storage, commit, build and persist the index) over the raw embedder's
-  chunks/s on the same texts (what a job sends, `pipeline.embedded_texts`; Embed RPCs with the
+  chunks/s on the same texts (what a job sends: `pipeline.embedded_texts` and, with sentence
+  vectors on, each batch's distinct sentences, `sentence_vectors.batch_sentences`; Embed RPCs with the
   job's batch size and concurrency). No embedding cache. Three rounds, each side back to back in
   alternating order; the figure is the median of the rounds' ratios. Each round also records the
   job's share of wall time per stage and the embedder's idle time inside the job. Goal >= 0.85.
@@ -38,6 +39,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -68,6 +70,7 @@ from services.retriever.fusion import topk  # noqa: E402
 from services.retriever.index import ChunkRecord, DenseIndex, DocumentInfo  # noqa: E402
 from services.retriever.live import write_collection  # noqa: E402
 from services.retriever.pipeline import embedded_texts  # noqa: E402
+from services.retriever.sentence_vectors import batch_sentences  # noqa: E402
 from services.retriever.server import settings_from  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "retriever.json"
@@ -394,8 +397,20 @@ async def bench_ingest(
     coll = "benchingest"
     cfg = stack.rcfg
     chunker = Chunker(cfg.chunk_size_tokens, cfg.chunk_overlap_tokens)
-    texts = [t for d, text in docs for t in embedded_texts(chunker.chunks(coll, d, text))]
-    log(f"ingest: {len(docs)} documents, {len(texts)} texts to embed")
+    per_doc = [embedded_texts(chunker.chunks(coll, d, text)) for d, text in docs]
+    texts = [t for chunks in per_doc for t in chunks]
+    n_chunks = len(texts)
+    if cfg.sentence_vectors:
+        # A job also embeds each batch's distinct whole sentences (stored beside the chunks): the
+        # raw side embeds the same, batch by batch as the job cuts them (files up to write_batch).
+        batch: list[str] = []
+        for chunks in per_doc:
+            batch += chunks
+            if len(batch) >= cfg.write_batch:
+                texts += batch_sentences(batch)
+                batch = []
+        texts += batch_sentences(batch) if batch else []
+    log(f"ingest: {len(docs)} documents, {n_chunks} chunks, {len(texts)} texts to embed")
     await stack.embedder.embed(texts[:64])  # warm-up, so neither side pays the first call
     sem = asyncio.Semaphore(cfg.embed_concurrency)
 
@@ -407,7 +422,7 @@ async def bench_ingest(
         b = cfg.embed_batch
         t0 = time.perf_counter()
         await asyncio.gather(*(embed(texts[i : i + b]) for i in range(0, len(texts), b)))
-        return len(texts) / (time.perf_counter() - t0)
+        return n_chunks / (time.perf_counter() - t0)  # chunks/s, the same unit as the job's
 
     async def end_to_end() -> tuple[float, Any]:
         if coll in [c.name for c in await client.list_collections()]:
@@ -418,8 +433,8 @@ async def bench_ingest(
         t0 = time.perf_counter()
         async for ev in client.ingest(coll, [f"docs/{coll}/{d}/{d}.txt" for d, _ in docs]):
             last = ev
-        rate = len(texts) / (time.perf_counter() - t0)
-        assert last is not None and last.job.chunks_done == len(texts), last
+        rate = n_chunks / (time.perf_counter() - t0)
+        assert last is not None and last.job.chunks_done == n_chunks, last
         return rate, last.job
 
     # The machine is shared: each round measures both sides back to back, in alternating order
@@ -456,7 +471,9 @@ async def bench_ingest(
         "ingest_stage_share": mid["stage_share"],
         "ingest_embed_idle_share": round(mid["embed_idle_s"] / max(1e-9, mid["job_run_s"]), 3),
         "ingest_rounds": rounds_out,
-        "ingest_chunks": len(texts),
+        "ingest_chunks": n_chunks,
+        "ingest_embedded_texts": len(texts),
+        "ingest_sentence_vectors": cfg.sentence_vectors,
         "ingest_documents": len(docs),
         "ingest_write_ops_per_s": mid["write_ops_per_s"],
         "ingest_write_p50_ms": mid["write_p50_ms"],
@@ -500,6 +517,8 @@ def main() -> int:
     ap.add_argument("--hnsw-dim", type=int, default=64)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
+    # SIGTERM ends the run as Ctrl-C does, so the child processes are stopped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     t0 = time.perf_counter()
     load_before = os.getloadavg()[0]
     result = asyncio.run(main_async(args))
