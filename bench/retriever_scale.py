@@ -13,14 +13,21 @@ probed) and runs retrievers as their own processes. Measured side by side in one
   returns the new document (B polls every 0.5 s). Goal <= 2000.
 - `query_p99_during_merge_over_idle`: hybrid Search p99 on replica A while it merges a tier of 8
   neighbouring segments over the p99 when idle, idle and merge windows interleaved (see
-  bench/scale_merge.py). The merge runs in the retriever's merge process. Goal <= 2.0.
+  bench/_scale/merge.py). The merge runs in the retriever's merge process. Goal <= 2.0.
 - `baseline_*`: the same measurements on the code before segments (commit BASE below), run as its
   own retriever process from a `git worktree` of that commit, against the same storage service and
   embedder, in the same run. It has no replicas following CURRENT and no merges, so those two keys
   are null there (a second replica of that code sees nothing until it restarts).
 - `--only merge` runs just the merge measurement and updates those keys of the JSON (a few minutes).
-- `failover_job_lost_chunks` / `failover_duplicated_chunks`: from `bench/scale_failover.py` (two
-  retriever processes, SIGKILL of the lease holder mid-job), run last in the same script.
+- `failover_job_lost_chunks` / `failover_duplicated_chunks`: `bench/scale_failover.py` (two
+  retriever processes, SIGKILL of the lease holder mid-job) run as its own process while the
+  baseline is measured (it counts chunks, so the load it adds changes no figure of its own), and
+  awaited before the merge measurement starts.
+
+Sized to finish in under 10 minutes on a loaded 2-core machine: one shared set of services, the
+two 100k-chunk collections written at once, the failover beside the baseline, and two merges.
+`phase_s` in the JSON gives each step's seconds and `load_avg_1m_before`/`_after` the machine's
+load.
 
 The 100k-chunk collections are written directly as each code path stores them (no 100k texts
 through the model, which takes hours on this CPU): texts are three SciFact sentences each, vectors
@@ -51,15 +58,13 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from bench._scale import merge as scale_merge  # noqa: E402
 from cli.seaweed import SeaweedPorts, SeaweedProcess, port_in_use  # noqa: E402
 from clients.embedder import EmbedderClient  # noqa: E402
 from clients.retriever import RetrieverClient  # noqa: E402
 from clients.storage import StorageClient  # noqa: E402
 from ddnrag.retriever.v1 import retriever_service_pb2 as pb  # noqa: E402
 from kernel.config import load_env  # noqa: E402
-
-sys.path.insert(0, str(ROOT / "bench"))
-import scale_merge  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "retriever_scale.json"
 # ../shared/data/scifact beside the checkout (one level further up from a worktree under wt/).
@@ -299,27 +304,45 @@ async def commit_pair(b: Bench, client: RetrieverClient, suffix: str, rounds: in
     return {k: statistics.median(v) for k, v in out.items()} | {"rounds": out}
 
 
-async def old_path(b: Bench) -> dict[str, Any]:
-    tree = b.work / "base"
-    git = ["git", "-C", str(ROOT), "worktree"]
-    await asyncio.to_thread(subprocess.run, [*git, "add", "--detach", str(tree), BASE], check=True, capture_output=True)
+GIT_WORKTREE = ["git", "-C", str(ROOT), "worktree"]
+
+
+async def write_old(b: Bench, tree: Path) -> None:
+    """The baseline's 100k-chunk collection, written by the old code's own writer (a process)."""
+    await asyncio.to_thread(
+        subprocess.run, [*GIT_WORKTREE, "add", "--detach", str(tree), BASE], check=True, capture_output=True
+    )
+    t0 = time.perf_counter()
+    env = {**os.environ, "PYTHONPATH": str(tree), "BENCH_DIR": str(ROOT / "bench"), "N": str(N_LARGE)}
+    env.update({"DIM": str(b.dim), "STORAGE_ADDR": b.storage_addr, "COLL": "large_old"})
+    await asyncio.to_thread(subprocess.run, [sys.executable, "-c", WRITE_OLD], cwd=tree, env=env, check=True)
+    log(f"old path: wrote the {N_LARGE}-chunk collection in {time.perf_counter() - t0:.0f}s")
+
+
+async def old_path(b: Bench, tree: Path) -> dict[str, Any]:
+    proc, client = await b.retriever(tree, "old")
     try:
-        t0 = time.perf_counter()
-        env = {**os.environ, "PYTHONPATH": str(tree), "BENCH_DIR": str(ROOT / "bench"), "N": str(N_LARGE)}
-        env.update({"DIM": str(b.dim), "STORAGE_ADDR": b.storage_addr, "COLL": "large_old"})
-        await asyncio.to_thread(subprocess.run, [sys.executable, "-c", WRITE_OLD], cwd=tree, env=env, check=True)
-        log(f"old path: wrote the {N_LARGE}-chunk collection in {time.perf_counter() - t0:.0f}s")
-        proc, client = await b.retriever(tree, "old")
-        try:
-            r = await commit_pair(b, client, "_old", 1)  # 2.5 minutes a round: one
-        finally:
-            await client.close()
-            await b.stop_proc(proc)
-        for coll in ("large_old", "empty_old"):
-            await b.storage.delete((), prefix=f"index/{coll}/")
-        return r
+        r = await commit_pair(b, client, "_old", 1)  # a minute a round: one
     finally:
-        await asyncio.to_thread(subprocess.run, [*git, "remove", "--force", str(tree)], check=False)
+        await client.close()
+        await b.stop_proc(proc)
+    for coll in ("large_old", "empty_old"):
+        await b.storage.delete((), prefix=f"index/{coll}/")
+    return r
+
+
+class Phases:
+    """Seconds of each step, for the JSON (`phase_s`)."""
+
+    def __init__(self) -> None:
+        self.t0 = self.last = time.perf_counter()
+        self.s: dict[str, float] = {}
+
+    def done(self, name: str) -> None:
+        now = time.perf_counter()
+        self.s[name] = round(now - self.last, 1)
+        self.last = now
+        log(f"phase {name}: {self.s[name]} s (total {now - self.t0:.0f} s)")
 
 
 async def write_new(b: Bench) -> None:
@@ -337,8 +360,7 @@ async def write_new(b: Bench) -> None:
     await scale_merge.write_collections(b, recs, vecs, docs)
 
 
-async def new_path(b: Bench) -> dict[str, Any]:
-    await write_new(b)
+async def new_path(b: Bench, ph: Phases, failover: asyncio.Future[dict[str, Any]]) -> dict[str, Any]:
     # A starts first and takes the ingestion lease, so A runs every job and commits; B only follows.
     _, a = await b.retriever(ROOT, "replica_a")
     for _ in range(100):
@@ -367,11 +389,38 @@ async def new_path(b: Bench) -> dict[str, Any]:
             vis.append((time.perf_counter() - t0) * 1000)
         log(f"replica visibility ms: {[round(v) for v in vis]}")
         r["visibility_ms"] = vis
+        ph.done("new_commits_and_visibility")
+        r["failover"] = await failover  # finished before the merge is measured: no load of its own there
+        ph.done("failover_wait")
         r.update(await scale_merge.measure(b, a, SCIFACT, small_docs))
+        ph.done("merge")
     finally:
         await a.close()
         await bcl.close()
     return r
+
+
+async def run_failover(work: Path) -> dict[str, Any]:
+    """bench/scale_failover.py as its own process (it writes bench/results/scale_failover.json too)."""
+    t0 = time.time()
+    out = await asyncio.to_thread(open, work / "failover.log", "wb")
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(ROOT / "bench" / "scale_failover.py"), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+        )
+    finally:
+        out.close()
+    try:
+        rc = await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    out_json = ROOT / "bench" / "results" / "scale_failover.json"
+    if not out_json.exists() or out_json.stat().st_mtime < t0:
+        raise RuntimeError(f"scale_failover.py exited {rc}: {(work / 'failover.log').read_text()[-3000:]}")
+    log(f"failover: exited {rc}")
+    return json.loads(out_json.read_text())
 
 
 async def main() -> None:
@@ -392,12 +441,25 @@ async def main() -> None:
         OUT.write_text(json.dumps(result, indent=2) + "\n")
         log(json.dumps(scale_merge.keys(m), indent=2))
         return
+    load_before = round(os.getloadavg()[0], 2)
+    ph = Phases()
+    tree = work / "base"
+    failover: asyncio.Task[dict[str, Any]] | None = None
     try:
         await b.start()
-        old = await old_path(b)
-        new = await new_path(b)
+        ph.done("start")
+        failover = asyncio.create_task(run_failover(work))
+        await asyncio.gather(write_old(b, tree), write_new(b))
+        ph.done("write_collections")
+        old = await old_path(b, tree)
+        ph.done("baseline")
+        new = await new_path(b, ph, failover)
     finally:
+        if failover is not None and not failover.done():
+            failover.cancel()
+            await asyncio.gather(failover, return_exceptions=True)
         await b.stop()
+        await asyncio.to_thread(subprocess.run, [*GIT_WORKTREE, "remove", "--force", str(tree)], check=False)
         shutil.rmtree(work, ignore_errors=True)
     result: dict[str, Any] = {
         "small_commit_large_over_empty": round(new["t_large"] / new["t_empty"], 3),
@@ -419,17 +481,15 @@ async def main() -> None:
         "notes": (
             "baseline_* ran the code at BASE as its own retriever process (git worktree) against the same storage"
             " and embedder; that code has no replica following and no merges (null). Exact dense search on both"
-            " sides (HNSW threshold 1e9). 100k chunks written directly with synthetic vectors."
+            " sides (HNSW threshold 1e9). 100k chunks written directly with synthetic vectors. The failover"
+            " measurement (bench/scale_failover.py, its own process and services) ran beside the baseline."
         ),
+        **{k: v for k, v in new["failover"].items() if k.startswith("failover_")},
+        "phase_s": ph.s,
         "total_s": round(time.perf_counter() - t_all, 1),
+        "load_avg_1m_before": load_before,
+        "load_avg_1m_after": round(os.getloadavg()[0], 2),
     }
-    try:
-        import scale_failover  # type: ignore[import-not-found]  # the failover measurement
-    except ImportError:
-        log("bench/scale_failover.py is absent: the failover keys are left out")
-    else:
-        fo = await asyncio.to_thread(scale_failover.run)
-        result.update({k: v for k, v in fo.items() if k.startswith("failover_")})
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     log(json.dumps(result, indent=2))
