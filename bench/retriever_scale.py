@@ -176,7 +176,10 @@ class Bench:
             default_secret_access_key=self.seaweed.creds.secret_access_key,
         )
         self.sapp, sport = await create_storage(scfg)
-        ecfg = load_env(EmbedderConfig, environ={}, port=0, metrics_port=0, state_dir=str(self.work / "embedder"))
+        # torch: no figure here depends on the embedder's variant, and no start-up choice of one.
+        ecfg = load_env(
+            EmbedderConfig, environ={}, port=0, metrics_port=0, backend="torch", state_dir=str(self.work / "embedder")
+        )
         self.eapp, eport = await create_embedder(ecfg)
         self.storage_addr, self.embedder_addr = f"127.0.0.1:{sport}", f"127.0.0.1:{eport}"
         self.storage = StorageClient(self.storage_addr, timeout_s=300)
@@ -345,19 +348,40 @@ class Phases:
         log(f"phase {name}: {self.s[name]} s (total {now - self.t0:.0f} s)")
 
 
+# Writes the 100k-chunk collection and the merge measurement's collections with the current code.
+WRITE_NEW = """
+import asyncio, os, sys
+sys.path.insert(0, os.getcwd())
+from bench.retriever_scale import write_new_here
+asyncio.run(write_new_here(os.environ["STORAGE_ADDR"], int(os.environ["DIM"])))
+"""
+
+
 async def write_new(b: Bench) -> None:
+    """In a process of its own: analysing 100k chunks here would hold the GIL the storage service
+    (in this process) needs for the baseline's writes, which run at the same time."""
+    env = {**os.environ, "DIM": str(b.dim), "STORAGE_ADDR": b.storage_addr}
+    await asyncio.to_thread(subprocess.run, [sys.executable, "-c", WRITE_NEW], cwd=ROOT, env=env, check=True)
+
+
+async def write_new_here(storage_addr: str, dim: int) -> None:
+    from types import SimpleNamespace
+
     from services.retriever.adapters import StorageStore
     from services.retriever.index import ChunkRecord, DocumentInfo
     from services.retriever.live import write_collection
 
-    store = StorageStore(b.storage)
-    t0 = time.perf_counter()
-    rows, vecs = corpus_rows(N_LARGE, b.dim)
-    recs = [ChunkRecord(*r) for r in rows]
-    docs = {r[1]: DocumentInfo(r[1], r[2], "", 0, "", 10) for r in rows[::10]}
-    await write_collection(store, "large", docs, recs, vecs)
-    log(f"new path: wrote the {N_LARGE}-chunk collection in {time.perf_counter() - t0:.0f}s")
-    await scale_merge.write_collections(b, recs, vecs, docs)
+    client = StorageClient(storage_addr, timeout_s=300)
+    try:
+        t0 = time.perf_counter()
+        rows, vecs = corpus_rows(N_LARGE, dim)
+        recs = [ChunkRecord(*r) for r in rows]
+        docs = {r[1]: DocumentInfo(r[1], r[2], "", 0, "", 10) for r in rows[::10]}
+        await write_collection(StorageStore(client), "large", docs, recs, vecs)
+        log(f"new path: wrote the {N_LARGE}-chunk collection in {time.perf_counter() - t0:.0f}s")
+        await scale_merge.write_collections(SimpleNamespace(storage=client), recs, vecs, docs)
+    finally:
+        await client.close()
 
 
 async def new_path(b: Bench, ph: Phases, failover: asyncio.Future[dict[str, Any]]) -> dict[str, Any]:
