@@ -218,7 +218,7 @@ class JobRunner:
         try:
             _files, rows = await self.m.state.batches(lj.record.batches)
             state = self.r.collections.get(v.collection)
-            live_ids = set(state.index.row_of) if state else set()
+            live_ids = await state.live.live_chunk_ids([r.chunk_id for r in rows]) if state else set()
             orphans = [chunk_key(v.collection, r.chunk_id) for r in rows if r.chunk_id not in live_ids]
             for st in v.backends:
                 if orphans:
