@@ -26,11 +26,12 @@ import numpy as np
 
 from kernel.errors import ErrorKind, ServiceError
 
+from . import live_merge
 from . import segments as store_fmt
 from .index import ChunkRecord, CollectionIndex, DenseFactory, DocumentInfo, Segment
 from .lexical import Analyzer, Postings
-from .merge import MergeJob, MergePolicy, Source, merge_elsewhere, merge_here
-from .milvus_hybrid import MilvusCollection
+from .merge import MergePolicy
+from .milvus_hybrid import MilvusCollection, fill_from_index
 from .ports import ObjectStore, PreconditionFailed
 from .segments import Manifest, SegmentEntry
 
@@ -131,23 +132,8 @@ class LiveIndex:
                 loaded[entry.id] = await self._load_segment(entry, m.dimension)
         self._swap(m, current, loaded)
         if self.milvus is not None:
-            await self._fill_milvus(m)
+            await fill_from_index(self.milvus, self.store, self.collection, m, self.analyzer)
         return True
-
-    async def _fill_milvus(self, m: Manifest) -> None:
-        """Fills an empty Milvus collection from the segment files (an index written without
-        Milvus, or a new Milvus): one segment at a time, nothing kept."""
-        assert self.milvus is not None
-        if not m.chunks or await asyncio.to_thread(self.milvus.count):
-            return
-        log.info("filling Milvus from the index files", extra={"collection": self.collection, "chunks": m.chunks})
-        for entry in m.segments:
-            data = await store_fmt.read_segment(self.store, self.collection, entry, m.dimension, self.analyzer)
-            gone = set(m.deleted.get(entry.id, ()))
-            keep = [i for i, r in enumerate(data.records) if r.document_id not in gone]
-            recs = [data.records[i] for i in keep]
-            tokens = await asyncio.to_thread(self.analyzer.many, [r.text for r in recs])
-            await asyncio.to_thread(self.milvus.apply, recs, data.vectors[keep], tokens, [])
 
     async def _load_segment(self, entry: SegmentEntry, dim: int) -> Segment:
         if self.milvus is not None:  # stateless: the chunks are in Milvus, only the documents here
@@ -402,9 +388,7 @@ class LiveIndex:
     # Merges and garbage collection ----------------------------------------------------------------
     def schedule_merge(self) -> None:
         """Starts a background merge pass unless one runs (the writer calls this after a commit)."""
-        # Stateless mode merges nothing: Milvus compacts its own segments.
-        merging = self.opts.merge.factor >= 2 and self.milvus is None
-        if merging and (self._merging is None or self._merging.done()):
+        if self.opts.merge.factor >= 2 and (self._merging is None or self._merging.done()):
             self._merging = asyncio.create_task(self._merge_pass())
 
     async def wait_merges(self) -> None:
@@ -431,6 +415,8 @@ class LiveIndex:
             log.warning("merge failed", extra={"collection": self.collection, "error": str(err)})
 
     def merge_candidates(self) -> list[str]:
+        if self.milvus is not None:  # stateless mode merges nothing (Milvus compacts its own segments)
+            return []  # but the pass still collects garbage
         sizes = [
             (e.id, int(live.sum()), len(seg))
             for e, seg, live in zip(self.manifest.segments, self.view.segments, self.view.live, strict=True)
@@ -438,64 +424,8 @@ class LiveIndex:
         return self.opts.merge.pick(sizes)
 
     async def merge_once(self) -> bool:
-        """Merges one group the policy picks; publishes like a commit. Searches keep running on the
-        current view meanwhile. Returns False when there was nothing to merge (or it lost a race)."""
-        async with self.lock:
-            pick = self.merge_candidates()
-            if not pick:
-                return False
-            before = {sid: frozenset(self.manifest.deleted.get(sid, ())) for sid in pick}
-            sources = [Source.of(self.segments[sid], before[sid]) for sid in pick]
-            gen = self.manifest.generation + 1
-            dim = self.manifest.dimension
-            store = self.opts.merge_store if self.opts.persist else None
-            by_id = {e.id: e for e in self.manifest.segments}
-            job = MergeJob(self.collection, [by_id[s] for s in pick], [before[s] for s in pick], dim, gen, store)
-        if self.opts.merge_executor is not None and job.store is not None:
-            seg, entry = await merge_elsewhere(job, sources, self.opts.merge_executor, self._segment)
-        else:
-            store = self.store if self.opts.persist else None
-            seg, entry = await merge_here(self.collection, sources, dim, gen, store, self._segment)
-        seg_id, n_rows = seg.id, len(seg)
-        async with self.lock:
-            etag = await self._catch_up()
-            live_ids = [e.id for e in self.manifest.segments]
-            if not set(pick) <= set(live_ids):
-                seg.drop()
-                return False  # another writer merged or replaced them first; GC takes our files
-            # Documents deleted from the sources while we merged are deleted from the merged one.
-            later = {d for sid in pick for d in set(self.manifest.deleted.get(sid, ())) - before[sid]}
-            first = live_ids.index(pick[0])
-            entries = [e for e in self.manifest.segments if e.id not in pick]
-            entries.insert(first, entry)
-            deleted = {k: list(v) for k, v in self.manifest.deleted.items() if k not in pick}
-            if later:
-                deleted[seg_id] = sorted(later)
-            m = Manifest(
-                self.collection,
-                self.manifest.generation + 1,
-                entries,
-                deleted,
-                fence_token=self.manifest.fence_token,
-                dimension=self.manifest.dimension or dim,
-                chunks=self.manifest.chunks,
-                documents=self.manifest.documents,
-                created_unix_ns=time.time_ns(),
-            )
-            if self.opts.persist:
-                try:
-                    await self._publish(m, etag)
-                except PreconditionFailed:
-                    seg.drop()
-                    return False  # a commit won the race; the next pass tries again
-            loaded = dict(self.segments)
-            loaded[seg_id] = seg
-            self._swap(m, m.name, loaded)
-            log.info(
-                "merged segments",
-                extra={"collection": self.collection, "segments": len(pick), "chunks": n_rows},
-            )
-            return True
+        """Merges one group the policy picks (live_merge.py); False when there was nothing to merge."""
+        return await live_merge.merge_once(self)
 
 
 def _rows_of(s: Segment, document_id: str) -> int:

@@ -20,16 +20,23 @@ Blocking calls (pymilvus): callers run them in threads.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from . import segments as store_fmt
 from .fusion import Hit, fuse
 from .index import ChunkRecord
+from .lexical import Analyzer
+from .ports import ObjectStore
+from .segments import Manifest
 
+log = logging.getLogger(__name__)
 FIELDS = ["chunk_id", "document_id", "document_name", "position", "meta"]
 MAX_TERMS_BYTES = 60_000  # the analysed field's VARCHAR holds 65,535 bytes
 BATCH = 1000
@@ -268,3 +275,20 @@ def record_of(e: Mapping[str, Any]) -> ChunkRecord:
         "",
         {str(k): str(v) for k, v in meta.items()},
     )
+
+
+async def fill_from_index(
+    milvus: MilvusCollection, store: ObjectStore, collection: str, m: Manifest, analyzer: Analyzer
+) -> None:
+    """Fills an empty Milvus collection from the index files `m` names (an index written without
+    Milvus, or a new Milvus): one segment at a time, nothing kept."""
+    if not m.chunks or await asyncio.to_thread(milvus.count):
+        return
+    log.info("filling Milvus from the index files", extra={"collection": collection, "chunks": m.chunks})
+    for entry in m.segments:
+        data = await store_fmt.read_segment(store, collection, entry, m.dimension, analyzer)
+        gone = set(m.deleted.get(entry.id, ()))
+        keep = [i for i, r in enumerate(data.records) if r.document_id not in gone]
+        recs = [data.records[i] for i in keep]
+        tokens = await asyncio.to_thread(analyzer.many, [r.text for r in recs])
+        await asyncio.to_thread(milvus.apply, recs, data.vectors[keep], tokens, [])
