@@ -195,6 +195,7 @@ class RetrieverClient(BaseClient):
         filters: Mapping[str, str] | None = None,
         no_cache: bool = False,
         no_rerank: bool = False,
+        no_fetch: bool = False,
         timeout: float | None = None,
     ) -> pb.SearchResponse:
         """Hybrid search; `mode` is "hybrid", "dense" or "bm25" (or the enum), `fusion` "rrf",
@@ -212,6 +213,7 @@ class RetrieverClient(BaseClient):
             filters=dict(filters or {}),
             no_cache=no_cache,
             no_rerank=no_rerank,
+            no_fetch=no_fetch,
         )
         if dense_weight is not None:
             req.dense_weight = dense_weight

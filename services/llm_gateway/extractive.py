@@ -204,8 +204,8 @@ class ExtractiveBackend:
         used = 0
         finish = "stop"
         kept: list[str] = []
-        for piece in pieces(text):
-            n = self.counter.count(piece)
+        parts = pieces(text)
+        for piece, n in zip(parts, self.counter.count_many(parts), strict=True):  # one tokenizer call
             if used + n > budget:
                 finish = "length"
                 break
@@ -214,7 +214,9 @@ class ExtractiveBackend:
             yield Delta(text=piece)
         # What it read: the question and the passages it ranked (no system prompt), and what it
         # wrote, both counted with the MiniLM tokenizer it embeds with.
-        read = self.counter.count(prompt.question) + sum(self.counter.count_many([p.text for p in prompt.passages]))
+        read = self.counter.count(prompt.question) + sum(
+            self.counter.count_many_cached([p.text for p in prompt.passages])
+        )
         yield Delta(finish_reason=finish, usage=Usage(read, self.counter.count("".join(kept)), "tokenizer"))
 
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import bisect
 import functools
-import hashlib
 import itertools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+from kernel.ids import chunk_id
 
 # Separators from coarse to fine. CJK sentence and clause marks need no following space.
 SEPARATORS: tuple[str, ...] = (
@@ -111,15 +112,6 @@ class Chunk:
     position: int
     text: str
     tokens: int
-
-
-def chunk_id(collection: str, document_id: str, position: int, text: str) -> str:
-    """Content-addressed: the same document, position and text always give the same id."""
-    h = hashlib.sha256()
-    for part in (collection, document_id, str(position), text):
-        h.update(part.encode("utf-8"))
-        h.update(b"\x00")
-    return h.hexdigest()[:32]
 
 
 class Chunker:

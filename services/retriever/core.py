@@ -335,7 +335,8 @@ class Retriever:
         return time.monotonic() - self.last_follow_ok <= self.settings.max_staleness_s
 
     async def search(self, collection: str, query: str, params: SearchParams) -> SearchResult:
-        """Hybrid search. Stages: embed, bm25 (concurrent with embed), dense, fusion, fetch, [rerank]."""
+        """Hybrid search. Stages: embed, bm25 (concurrent with embed), dense, fusion, fetch, [rerank];
+        with `no_fetch`, the last two are skipped and the hits carry no text."""
         timer = Timer()
         p = self.validate(collection, query, params)
         state = self.get_collection(collection)
@@ -353,7 +354,7 @@ class Retriever:
             )
         index = state.index
         # With a reranker, fusion hands it the first `top_n` (at least top_k) to reorder.
-        stage = None if p.no_rerank else self.rerank
+        stage = None if p.no_rerank or p.no_fetch else self.rerank
         top_k = p.top_k
         if stage is not None:
             p = replace(p, top_k=max(top_k, stage.top_n))
@@ -405,7 +406,7 @@ class Retriever:
                 ]
                 await asyncio.to_thread(self.cache.put, key, collection, index.version, value)
         out = [searching.hit_of(collection, r, h.score, h.bm25_rank, h.dense_rank) for r, h in pairs]
-        if out:
+        if out and not p.no_fetch:
             await searching.fetch(self.store, out, p.backend, timer)
         outcome = None
         if stage is not None and out:

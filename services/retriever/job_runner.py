@@ -21,7 +21,8 @@ from .core import chunk_key
 from .index import ChunkRecord
 from .job_model import FileRow, SourceSpec, backend_stats, file_errors, file_rows
 from .lease import is_fenced
-from .pipeline import LiveJob, Pipeline
+from .live_job import LiveJob
+from .pipeline import Pipeline
 from .segments import DocumentInfo
 
 if TYPE_CHECKING:
@@ -218,8 +219,13 @@ class JobRunner:
         try:
             _files, rows = await self.m.state.batches(lj.record.batches)
             state = self.r.collections.get(v.collection)
-            live_ids = await state.live.live_chunk_ids([r.chunk_id for r in rows]) if state else set()
+            prefix = chunk_key(v.collection, "")
+            ids = [r.chunk_id for r in rows] + [k.removeprefix(prefix) for k in lj.uncommitted]
+            live_ids = await state.live.live_chunk_ids(ids) if state else set()
             orphans = [chunk_key(v.collection, r.chunk_id) for r in rows if r.chunk_id not in live_ids]
+            # Chunk objects written ahead of a commit that never came (none of them is live).
+            ahead = {k for k in lj.uncommitted if k.removeprefix(prefix) not in live_ids}
+            orphans = sorted(ahead.union(orphans))
             for st in v.backends:
                 if orphans:
                     await self.r.store.delete(orphans, backend="" if st.backend == "default" else st.backend)

@@ -46,6 +46,9 @@ class SearchParams:
     no_cache: bool = False
     # Skip the rerank stage for this search (A/B, benchmarks).
     no_rerank: bool = False
+    # Rank only: no fetch of the hits' texts (left ""), hence no rerank either. An A/B run reads
+    # the chunks itself, so that its first read of each chunk is cold on every backend.
+    no_fetch: bool = False
 
 
 @dataclass

@@ -74,6 +74,27 @@ def test_milvus_rankings_against_the_in_process_index(tmp_path: Path) -> None:
     assert got and all(r.metadata == {"lang": "de"} for r, _ in got)
 
 
+def test_milvus_lite_filtered_bm25_is_scored_over_the_filtered_rows(tmp_path: Path) -> None:
+    """Why a dense candidate's BM25 score comes from a deeper unfiltered list: on milvus-lite a BM25
+    search filtered to some chunk ids scores them with other statistics than the whole collection
+    gives them (measured: 6.07 unfiltered, 1.66 filtered to the top five). A delete moves scores too
+    (collection-wide statistics follow the live rows)."""
+    recs, vecs, queries = small_corpus()
+    an = Analyzer()
+    mil = MilvusCollection(str(tmp_path / "f.db"), "kb")
+    mil.apply(recs, vecs, an.many([r.text for r in recs]), [])
+    text = " ".join(an.tokens(queries[1]))
+    full = mil._bm25(text, 50, "")
+    top = [str(h["entity"]["chunk_id"]) for h in full[:5]]
+    sub = mil._bm25(text, 5, f"chunk_id in {top}".replace("'", '"'))
+    assert {str(h["entity"]["chunk_id"]) for h in sub} == set(top)
+    assert abs(abs(sub[0]["distance"]) - abs(full[0]["distance"])) > 1.0
+    mil.apply([], vecs[:0], [], [r.chunk_id for r in recs[:200]])
+    again = {str(h["entity"]["chunk_id"]): h["distance"] for h in mil._bm25(text, 400, "")}
+    kept = [h for h in full if str(h["entity"]["chunk_id"]) in again]
+    assert kept and all(abs(again[str(h["entity"]["chunk_id"])] - h["distance"]) > 1e-4 for h in kept)
+
+
 async def test_a_stateless_replica_keeps_no_rows(tmp_path: Path) -> None:
     """Commits land in Milvus (after CURRENT); a replacement deletes the document's old chunks there
     and in the store; a delete removes them; a second replica answers from Milvus without loading

@@ -58,19 +58,3 @@ def test_milvus_lite_full_text_search(tmp_path: Path) -> None:
     assert all(d < 0 for _, d in hits) and hits[0][1] < hits[1][1]  # distance = -score, best first
     assert bm25_search(client, "other", "tensor matrices") == hits  # k1 and b made no difference
     assert [i for i, _ in bm25_search(client, "lucene", "bread yeast")] == [2]
-
-
-def test_milvus_lite_filtered_bm25_scores_only_the_filtered_rows(tmp_path: Path) -> None:
-    """A BM25 search with a filter computes its statistics (N, document frequencies, average length)
-    over the rows the filter keeps, so it cannot give a dense candidate's collection-wide BM25 score
-    (milvus_hybrid.py reads the unfiltered BM25 list deeper instead). A delete changes the statistics."""
-    client = client_for(str(tmp_path / "flt.db"))
-    bm25_collection(client, "c", {"type": "standard"}, {})
-    whole = dict(bm25_search(client, "c", "tensor"))
-    res = client.search(
-        "c", data=["tensor"], anns_field="sparse", limit=3, search_params={"metric_type": "BM25"}, filter="id in [0]"
-    )
-    alone = float(res[0][0]["distance"])
-    assert abs(alone - whole[0]) > 0.1  # the same row, another score
-    client.delete("c", filter="id in [2]")
-    assert abs(dict(bm25_search(client, "c", "tensor"))[0] - whole[0]) > 1e-4

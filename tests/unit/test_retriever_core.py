@@ -202,6 +202,10 @@ async def test_ingest_search_and_persisted_segments(tmp_path: Path) -> None:
     res = await r.search("kb", "bread dough yeast", SearchParams(top_k=1))
     assert res.hits[0].document_id == "cooking" and "yeast" in res.hits[0].text
     assert {s.name for s in res.timer.stages} >= {"embed", "bm25", "dense", "fusion", "fetch"}
+    # Ranking only (an A/B run reads the chunks itself): the same hit, no fetch, no text.
+    ranked = await r.search("kb", "bread dough yeast", SearchParams(top_k=1, no_cache=True, no_fetch=True))
+    assert [h.chunk_id for h in ranked.hits] == [res.hits[0].chunk_id] and ranked.hits[0].text == ""
+    assert "fetch" not in {s.name for s in ranked.timer.stages}
     await close(r, jobs)
 
     # A new process loads and verifies the same version, with no re-embedding.
