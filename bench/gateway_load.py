@@ -327,6 +327,10 @@ def main() -> None:
         "cpu_s_by_process": cpu,
         # The stack's own CPU with no question asked, per minute (in cpu_ms_per_answer too).
         "idle_cpu_s_per_min": round(idle_cpu * 60 / IDLE_S, 2),
+        # The same, less that idle burn over the run's wall time: what the answers themselves cost.
+        "cpu_ms_per_answer_less_idle": round(1000 * (cpu_total - idle_cpu * wall / IDLE_S) / stats.completed, 2)
+        if stats.completed
+        else None,
         "load_avg_1m_before": round(load_before, 2),
         "load_avg_1m_after": round(load_after, 2),
         "gateway_rss_mb": round(rss_peak, 1) if rss_peak is not None else None,

@@ -1,7 +1,9 @@
 """Admission of answers: an adaptive concurrency limit on the work that costs, and early refusal.
 
-Only answers that run the pipeline (retrieval and generation) hold a permit: an answer-cache hit,
-or a question that will likely be one (`HitHints`), runs without one. The number of permits is
+Answers that run the pipeline (retrieval and generation) hold a permit of the `full` pool; a
+question that will likely be answered from the cache (`HitHints`) holds one of the `light` pool
+instead, so it never waits behind generation (it takes a full one only if its answer turns out
+not to be cached after all). The number of permits is
 not fixed: `GradientLimit` moves it with the latency it measures (after Netflix's
 concurrency-limits Gradient2, with a no-load baseline in place of a long average):
 
@@ -82,11 +84,25 @@ class GradientLimit:
 
 
 class Admission:
-    """Permits for answers that run the pipeline, `GradientLimit.limit` of them at a time."""
+    """The two pools of permits: `full` for answers that run retrieval and generation, `light` for
+    questions that will likely be answered from the cache (cheap: they never wait behind the full
+    ones, but are bounded by their own latency too, so a flood of hits is refused rather than
+    queued on the CPU), and the hints that tell which is which."""
 
-    def __init__(self, limit: GradientLimit, *, queue_factor: float = 1.0, max_wait_s: float = 1.0) -> None:
-        self.limiter = limit
+    def __init__(self, full: Pool, light: Pool | None = None) -> None:
+        self.full = full
+        self.light = light
         self.hints = HitHints()
+
+
+class Pool:
+    """Permits, `GradientLimit.limit` of them at a time, a bounded queue, early refusal."""
+
+    def __init__(
+        self, limit: GradientLimit, *, queue_factor: float = 1.0, max_wait_s: float = 1.0, what: str = "answers"
+    ) -> None:
+        self.limiter = limit
+        self.what = what
         self.queue_factor = queue_factor
         self.max_wait_s = max_wait_s
         self.inflight = 0
@@ -112,7 +128,7 @@ class Admission:
         self.refused += 1
         wait = self.retry_after_s()
         return exhausted(
-            f"the llm_gateway is at capacity ({self.inflight} answers running, {self.queued} waiting; {why}); "
+            f"the llm_gateway is at capacity ({self.inflight} {self.what} running, {self.queued} waiting; {why}); "
             f"retry in {wait} s",
             reason="OVERLOADED",
             retry_after_s=wait,
@@ -166,7 +182,7 @@ class Admission:
 class Permit:
     """One running answer's share of the limit; `first_token()` gives the limiter its sample."""
 
-    def __init__(self, admission: Admission, *, waited: bool) -> None:
+    def __init__(self, admission: Pool, *, waited: bool) -> None:
         self.admission = admission
         self.waited = waited
         self.t0 = time.perf_counter()
@@ -240,14 +256,35 @@ class Ticket:
         self.permit: Permit | None = None
         self.likely_hit = bool(admission is not None and hint and hint in admission.hints)
 
+    @property
+    def needs_permit(self) -> bool:
+        """No full permit held (a light one does not count)."""
+        return self.admission is not None and (self.permit is None or self.permit.admission is not self.admission.full)
+
+    async def enter(self, timer: Timer | None = None) -> None:
+        """At the start of an answer: a light permit for a likely hit, else a full one."""
+        if self.admission is None:
+            return
+        if self.likely_hit:
+            if self.admission.light is not None:
+                self.permit = await self._acquire(self.admission.light, timer)
+            return
+        await self.take(timer)
+
     async def take(self, timer: Timer | None = None) -> None:
-        """Takes a permit unless one is held (ServiceError OVERLOADED when none can be had); a
-        wait in the queue is the `admission` stage of `timer`."""
-        if self.admission is not None and self.permit is None:
-            t0 = time.perf_counter_ns()
-            self.permit = await self.admission.acquire()
-            if self.permit.waited and timer is not None:
-                timer.add(Stage("admission", time.perf_counter_ns() - t0))
+        """Holds a full permit, giving back a light one (ServiceError OVERLOADED when none can be
+        had); a wait in the queue is the `admission` stage of `timer`."""
+        if self.admission is not None and self.needs_permit:
+            self.release()
+            self.permit = await self._acquire(self.admission.full, timer)
+
+    @staticmethod
+    async def _acquire(pool: Pool, timer: Timer | None) -> Permit:
+        t0 = time.perf_counter_ns()
+        permit = await pool.acquire()
+        if permit.waited and timer is not None:
+            timer.add(Stage("admission", time.perf_counter_ns() - t0))
+        return permit
 
     def remember(self) -> None:
         """The answer is in the cache (found there, or just stored): remember the question."""
@@ -255,13 +292,13 @@ class Ticket:
             self.admission.hints.add(self.hint)
 
     def hit(self) -> None:
-        """The answer came from the cache: remember the question, give the permit back."""
+        """The answer came from the cache: remember the question; a full permit goes back now
+        (the rest costs little), a light one gets its latency sample and is kept to the end."""
         self.remember()
-        self.release()
-
-    @property
-    def needs_permit(self) -> bool:
-        return self.admission is not None and self.permit is None
+        if self.permit is not None and self.admission is not None and self.permit.admission is self.admission.full:
+            self.release()
+        else:
+            self.first_token()
 
     def miss(self) -> None:
         """The answer must be generated: forget the hint."""

@@ -211,15 +211,14 @@ class LlmGateway:
             with timer.stage("cache_lookup"):
                 hit = await self.cache.get(key)
             if hit is not None:
-                ticket.hit()  # the rest of a hit costs nothing: its permit, if any, goes back now
+                ticket.hit()  # a full permit goes back now; a light one is kept to the end
                 async for ev in replay(hit, prompt, timer, t0, rag_t0_ns):
                     yield ev
                 return
 
         try:
             ticket.miss()
-            if ticket.needs_permit:  # generation runs under a permit (waits briefly, or OVERLOADED)
-                await ticket.take(timer)
+            await ticket.take(timer)  # generation runs under a full permit (waits briefly, or OVERLOADED)
             opened = await self.router.open(candidates, prompt, params, timer)
         except ServiceError as err:
             if not started:
@@ -407,23 +406,55 @@ class LlmGateway:
             else ask_key(question, collection, storage_backend, top_k, filters, params)
         )
         ticket = Ticket(self.admission, hint)
+        await ticket.enter(timer)
         try:
-            if ticket.needs_permit and not ticket.likely_hit:
-                await ticket.take(timer)
+            conv_id = ""
+            if conversation_id:
+                if self.conversations is None:
+                    raise unavailable(
+                        "conversations are not available: this llm_gateway has no storage service "
+                        "(set DDNRAG_LLM_GATEWAY_STORAGE_ADDR)",
+                        reason="NO_CONVERSATION_STORE",
+                    )
+                with timer.stage("conversation_load"):
+                    conv = await self.conversations.get(conversation_id)
+                conv_id = conv.id
+                turns = [HistoryTurn(t.question, t.answer, t.search_query) for t in conv.turns]
+            else:
+                turns = turns_from_messages(check_history(history))
+            trimmed = trim_history(turns, self.counter, self.history_budget_tokens)
+            search_query, method = await standalone_question(
+                self.router, self.counter, question, trimmed, candidates, params, timer, self.rewrite_timeout_s
+            )
+            timeout = min(timeout_s, self.retrieval_timeout_s) if timeout_s else self.retrieval_timeout_s
+            with timer.stage("retrieve") as st:
+                result = await self.searcher.search(
+                    collection or "default",
+                    search_query,
+                    top_k=top_k or DEFAULT_TOP_K,
+                    backend=storage_backend,
+                    filters=filters or {},
+                    timeout=timeout,
+                )
+                st.count = len(result.chunks)
+            yield RetrievalEvent(
+                result,
+                search_query=search_query,
+                rewrite=method,
+                history_turns=len(trimmed.turns),
+                history_turns_trimmed=trimmed.dropped,
+                conversation_id=conv_id,
+            )
+            passages = [c.passage for c in result.chunks if c.ok]
             async with contextlib.aclosing(
-                self._retrieve_then_generate(
-                    question,
-                    collection=collection,
-                    storage_backend=storage_backend,
-                    top_k=top_k,
-                    params=params,
-                    filters=filters,
-                    timeout_s=timeout_s,
-                    conversation_id=conversation_id,
-                    history=history,
-                    candidates=candidates,
-                    timer=timer,
-                    rag_t0=rag_t0,
+                self._generate(
+                    search_query,
+                    passages,
+                    params,
+                    timer,
+                    started=True,
+                    rag_t0_ns=rag_t0,
+                    history=trimmed.turns,
                     ticket=ticket,
                 )
             ) as it:
@@ -431,74 +462,3 @@ class LlmGateway:
                     yield ev
         finally:
             ticket.release()
-
-    async def _retrieve_then_generate(
-        self,
-        question: str,
-        *,
-        collection: str,
-        storage_backend: str,
-        top_k: int,
-        params: GenParams,
-        filters: Mapping[str, str] | None,
-        timeout_s: float | None,
-        conversation_id: str,
-        history: Sequence[tuple[str, str]],
-        candidates: list[Backend],
-        timer: Timer,
-        rag_t0: int,
-        ticket: Ticket,
-    ) -> AsyncIterator[AnswerEvent]:
-        assert self.searcher is not None
-        conv_id = ""
-        if conversation_id:
-            if self.conversations is None:
-                raise unavailable(
-                    "conversations are not available: this llm_gateway has no storage service "
-                    "(set DDNRAG_LLM_GATEWAY_STORAGE_ADDR)",
-                    reason="NO_CONVERSATION_STORE",
-                )
-            with timer.stage("conversation_load"):
-                conv = await self.conversations.get(conversation_id)
-            conv_id = conv.id
-            turns = [HistoryTurn(t.question, t.answer, t.search_query) for t in conv.turns]
-        else:
-            turns = turns_from_messages(check_history(history))
-        trimmed = trim_history(turns, self.counter, self.history_budget_tokens)
-        search_query, method = await standalone_question(
-            self.router, self.counter, question, trimmed, candidates, params, timer, self.rewrite_timeout_s
-        )
-        timeout = min(timeout_s, self.retrieval_timeout_s) if timeout_s else self.retrieval_timeout_s
-        with timer.stage("retrieve") as st:
-            result = await self.searcher.search(
-                collection or "default",
-                search_query,
-                top_k=top_k or DEFAULT_TOP_K,
-                backend=storage_backend,
-                filters=filters or {},
-                timeout=timeout,
-            )
-            st.count = len(result.chunks)
-        yield RetrievalEvent(
-            result,
-            search_query=search_query,
-            rewrite=method,
-            history_turns=len(trimmed.turns),
-            history_turns_trimmed=trimmed.dropped,
-            conversation_id=conv_id,
-        )
-        passages = [c.passage for c in result.chunks if c.ok]
-        async with contextlib.aclosing(
-            self._generate(
-                search_query,
-                passages,
-                params,
-                timer,
-                started=True,
-                rag_t0_ns=rag_t0,
-                history=trimmed.turns,
-                ticket=ticket,
-            )
-        ) as it:
-            async for ev in it:
-                yield ev

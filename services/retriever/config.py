@@ -40,6 +40,11 @@ class RetrieverConfig:
         120.0,
         "seconds an ingestion job waits for one embedding request (a slow embedder is not a dead one)",
     )
+    sentence_vectors: bool = env_field(
+        P + "SENTENCE_VECTORS",
+        True,
+        "embed each chunk's sentences at ingestion and store them beside it (the extractive generator's ranking)",
+    )
     write_batch: int = env_field(P + "WRITE_BATCH", 256, "chunks per BatchPut and per committed batch")
     hnsw_threshold: int = env_field(P + "HNSW_THRESHOLD", 50_000, "vectors above which FAISS uses HNSW")
     fusion: str = env_field(P + "FUSION", "weighted", "default fusion: rrf or weighted")

@@ -37,7 +37,7 @@ from .metrics import RetrieverMetrics
 from .ports import Encoder, ObjectStore
 from .rerank import RerankStage
 from .rerank.stage import rerank_hits
-from .search import SearchHit, SearchParams, SearchResult, chunk_key
+from .search import SearchHit, SearchParams, SearchResult, chunk_key, sentence_vectors_key
 from .segments import CorruptSegment
 
 __all__ = ["CollectionState", "Retriever", "SearchHit", "SearchParams", "SearchResult", "Settings", "chunk_key"]
@@ -59,6 +59,8 @@ class Settings:
     embed_batch: int = 64
     embed_concurrency: int = 2
     embed_timeout_s: float = 120.0
+    # Embed each chunk's sentences at ingestion and store them beside the chunk (kernel/sentences.py).
+    sentence_vectors: bool = True
     write_batch: int = 256
     hnsw_threshold: int = 50_000
     fusion: str = "weighted"
@@ -318,7 +320,8 @@ class Retriever:
         state.error = ""
         await asyncio.to_thread(self.cache.invalidate, collection, res.version)
         if res.stale_chunk_ids:
-            keys = [chunk_key(collection, c) for c in sorted(res.stale_chunk_ids)]
+            stale = sorted(res.stale_chunk_ids)
+            keys = [chunk_key(collection, c) for c in stale] + [sentence_vectors_key(collection, c) for c in stale]
             for backend in backends:
                 try:
                     await self.store.delete(keys, backend=backend)
@@ -391,7 +394,7 @@ class Retriever:
                 await asyncio.to_thread(self.cache.put, key, collection, index.version, value)
         out = [searching.hit_of(collection, index.record(h.row), h.score, h.bm25_rank, h.dense_rank) for h in rows]
         if out and not p.no_fetch:
-            await searching.fetch(self.store, out, p.backend, timer)
+            await searching.fetch(self.store, out, p.backend, timer, sentence_vectors=p.sentence_vectors)
         outcome = None
         if stage is not None and out:
             out, outcome = await rerank_hits(stage, query, out, top_k, timer)

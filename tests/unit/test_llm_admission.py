@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kernel.errors import ErrorKind, ServiceError
-from services.llm_gateway.admission import Admission, GradientLimit, Ticket, ask_key
+from services.llm_gateway.admission import Admission, GradientLimit, Pool, Ticket, ask_key
 from services.llm_gateway.backend import BackendLimits, BackendRequest, Delta
 from services.llm_gateway.cache import AnswerCache
 from services.llm_gateway.core import LlmGateway
@@ -83,7 +83,7 @@ def test_baseline_rises_slowly_when_the_low_was_a_fluke() -> None:
 
 # ---- permits, the queue, refusal ---------------------------------------------------------------
 async def test_permits_queue_in_order_and_overload_is_refused_early_with_retry_after() -> None:
-    adm = Admission(GradientLimit(limit=2, min_limit=2, ceiling=2), queue_factor=1.0, max_wait_s=60)
+    adm = Pool(GradientLimit(limit=2, min_limit=2, ceiling=2), queue_factor=1.0, max_wait_s=60)
     a, b = await adm.acquire(), await adm.acquire()
     assert adm.inflight == 2
     waiters = [asyncio.create_task(adm.acquire()) for _ in range(2)]  # the queue holds 2 (= limit)
@@ -105,7 +105,7 @@ async def test_permits_queue_in_order_and_overload_is_refused_early_with_retry_a
 
 
 async def test_no_wait_refuses_when_full_and_a_cancelled_waiter_leaks_nothing() -> None:
-    adm = Admission(GradientLimit(limit=2, min_limit=2, ceiling=2), max_wait_s=0)
+    adm = Pool(GradientLimit(limit=2, min_limit=2, ceiling=2), max_wait_s=0)
     p = [await adm.acquire(), await adm.acquire()]
     with pytest.raises(ServiceError, match="at capacity"):
         await adm.acquire()
@@ -127,7 +127,7 @@ async def test_no_wait_refuses_when_full_and_a_cancelled_waiter_leaks_nothing() 
 
 async def test_released_permits_feed_the_limit() -> None:
     lim = GradientLimit(limit=8, min_window=8)
-    adm = Admission(lim)
+    adm = Pool(lim)
     for _ in range(8):
         p = await adm.acquire()
         p.first_token()
@@ -194,41 +194,41 @@ async def test_cache_hit_bypasses_a_full_admission_and_overload_is_refused_befor
 ) -> None:
     hold = asyncio.Event()
     backend, searcher = Backend(), Searcher()
-    admission = Admission(GradientLimit(limit=1, min_limit=1, ceiling=1), max_wait_s=0)
+    admission = Admission(Pool(GradientLimit(limit=1, min_limit=1, ceiling=1), max_wait_s=0))
     gw = LlmGateway(
         [backend], counter, searcher=searcher, cache=AnswerCache(tmp_path / "c.sqlite", 1 << 20), admission=admission
     )
     try:
         cached = [ev async for ev in gw.answer("What is so?")]  # a miss: generated under a permit, cached
-        assert isinstance(cached[-1], DoneEvent) and admission.inflight == 0
+        assert isinstance(cached[-1], DoneEvent) and admission.full.inflight == 0
         backend.hold = hold
         backend.started.clear()
         # Takes the only permit, then holds in generation.
         busy = asyncio.create_task(collect(gw.answer("Another question?")))
         await backend.started.wait()
-        assert admission.inflight == 1
+        assert admission.full.inflight == 1
         hit = [ev async for ev in gw.answer("What is so?")]  # served from the cache meanwhile
         start = next(ev for ev in hit if isinstance(ev, StartEvent))
-        assert start.cache_hit and isinstance(hit[-1], DoneEvent) and admission.inflight == 1
+        assert start.cache_hit and isinstance(hit[-1], DoneEvent) and admission.full.inflight == 1
         searched = len(searcher.queries)
         with pytest.raises(ServiceError) as err:  # a new question: refused before any work
             await anext(gw.answer("A third question?"))
         assert err.value.reason == "OVERLOADED" and int(err.value.metadata["retry_after_s"]) >= 1
         assert len(searcher.queries) == searched
         hold.set()
-        assert isinstance((await busy)[-1], DoneEvent) and admission.inflight == 0
+        assert isinstance((await busy)[-1], DoneEvent) and admission.full.inflight == 0
     finally:
         hold.set()
         await gw.close()
 
 
 async def test_a_likely_hit_that_misses_takes_a_permit_after_retrieval(counter: TokenCounter) -> None:
-    admission = Admission(GradientLimit(limit=1, min_limit=1, ceiling=1), max_wait_s=0)
+    admission = Admission(Pool(GradientLimit(limit=1, min_limit=1, ceiling=1), max_wait_s=0))
     searcher = Searcher()
     gw = LlmGateway([Backend()], counter, searcher=searcher, admission=admission)
     try:
         admission.hints.add(ask_key("q?", "", "", 0, None, GenParams()))  # answered from the cache before
-        held = await admission.acquire()  # and now no permit is free
+        held = await admission.full.acquire()  # and now no permit is free
         # Let in without a permit, it searches; its answer is not cached (any more), so it needs
         # one: the stream ends with an OVERLOADED error event, and the hint is forgotten.
         events = [ev async for ev in gw.answer("q?")]
@@ -237,6 +237,36 @@ async def test_a_likely_hit_that_misses_takes_a_permit_after_retrieval(counter: 
         assert not Ticket(admission, ask_key("q?", "", "", 0, None, GenParams())).likely_hit
         held.release()
         events = [ev async for ev in gw.answer("q?")]  # a permit is free again
-        assert isinstance(events[-1], DoneEvent) and admission.inflight == 0
+        assert isinstance(events[-1], DoneEvent) and admission.full.inflight == 0
+    finally:
+        await gw.close()
+
+
+async def test_likely_hits_hold_light_permits_never_full_ones_and_are_bounded_too(
+    counter: TokenCounter, tmp_path: Path
+) -> None:
+    full = Pool(GradientLimit(limit=1, min_limit=1, ceiling=1), max_wait_s=0)
+    light = Pool(GradientLimit(limit=1, min_limit=1, ceiling=1), max_wait_s=0, what="cache hits")
+    admission = Admission(full, light)
+    gw = LlmGateway(
+        [Backend()],
+        counter,
+        searcher=Searcher(),
+        cache=AnswerCache(tmp_path / "c.sqlite", 1 << 20),
+        admission=admission,
+    )
+    try:
+        assert isinstance((await collect(gw.answer("What is so?")))[-1], DoneEvent)  # cached, hinted
+        held = await full.acquire()  # generation is saturated
+        stream = gw.answer("What is so?")
+        first = await anext(stream)  # a likely hit: in on a light permit, past the full pool
+        assert isinstance(first, RetrievalEvent) and light.inflight == 1 and full.inflight == 1
+        with pytest.raises(ServiceError) as err:  # the light pool is bounded as well
+            await anext(gw.answer("What is so?"))
+        assert "cache hits" in err.value.message and err.value.reason == "OVERLOADED"
+        rest = [ev async for ev in stream]
+        assert isinstance(rest[-1], DoneEvent) and any(isinstance(e, StartEvent) and e.cache_hit for e in rest)
+        assert light.inflight == 0 and full.inflight == 1  # the hit never took the full permit
+        held.release()
     finally:
         await gw.close()
