@@ -318,7 +318,7 @@ def main() -> None:
         time.sleep(IDLE_S)
         idle_cpu = sum(procstat.cpu_delta(idle0, procstat.cpu_by_name(procs)).values())
         spies = []
-        spy_dir = Path(tempfile.mkdtemp(prefix="ddnrag-pyspy-"))
+        spy_dir = Path(tempfile.mkdtemp(prefix="ddnrag-pyspy-")) if args.profile else Path()
         if args.profile:
             spies = procstat.profile(procs, args.duration, spy_dir)
         print(f"{args.users} concurrent chats for {args.duration:g} s, answer cache off ...", flush=True)
