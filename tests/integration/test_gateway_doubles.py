@@ -405,6 +405,10 @@ class DoubleLlm(lpb_grpc.LlmServiceServicer):
         self.requests.append(request)
         if request.question.startswith("refuse"):
             raise invalid("the collection has no index yet", reason="COLLECTION_EMPTY")
+        if request.question.startswith("overloaded"):  # the llm_gateway's admission, at entry
+            raise ServiceError(
+                ErrorKind.RESOURCE_EXHAUSTED, "at capacity", reason="OVERLOADED", metadata={"retry_after_s": "3"}
+            )
         if request.question.startswith("guarded"):
             yield lpb.AnswerResponse(
                 refused=lpb.Refused(
@@ -423,8 +427,13 @@ class DoubleLlm(lpb_grpc.LlmServiceServicer):
                     rewrite="none",
                 )
             )
-            if request.question.startswith("busy"):
-                err = ServiceError(ErrorKind.RESOURCE_EXHAUSTED, "every backend is busy", reason="BACKEND_BUSY")
+            if request.question.startswith("busy"):  # with a Retry-After, as admission after retrieval
+                err = ServiceError(
+                    ErrorKind.RESOURCE_EXHAUSTED,
+                    "every backend is busy",
+                    reason="BACKEND_BUSY",
+                    metadata={"retry_after_s": "2"} if "retry" in request.question else None,
+                )
                 yield lpb.AnswerResponse(error=err.to_status_proto())
                 return
             yield lpb.AnswerResponse(start=lpb.Start(backend="extractive", model="extractive-v1"))
