@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run setup test test-fast protos lint dist lint-protos protos-baseline browser-deps monitoring-deps clean-data embedder-int8 images images-deps images-test images-cuda images-sbom images-push
+.PHONY: run setup test test-slow test-fast soak-stream protos lint dist lint-protos protos-baseline browser-deps monitoring-deps clean-data embedder-int8 images images-deps images-test images-cuda images-sbom images-push
 
 run: setup ## set up .venv and start the whole stack (SeaweedFS, 4 services, gateway) on loopback
 	$(BIN)/rag up
@@ -32,11 +32,17 @@ monitoring-deps: ## Debian's Prometheus (prometheus, promtool) for `rag up --mon
 	  else echo "prometheus missing: sudo apt-get install prometheus (monitoring tests will be skipped)"; fi; \
 	fi
 
-test: setup browser-deps monitoring-deps ## the whole test suite (CI runs exactly this)
-	$(BIN)/pytest -q -p no:cacheprovider
+test: setup browser-deps monitoring-deps ## the test suite, under ~10 min (CI runs this, then test-slow)
+	$(BIN)/pytest -q -p no:cacheprovider -m "not slow"
+
+test-slow: setup browser-deps monitoring-deps ## the slow suite: faults, fuzzing, abuse, Prometheus, stress (tests/conftest.py SLOW_PATHS)
+	$(BIN)/pytest -q -p no:cacheprovider -m slow
 
 test-fast: setup ## unit tests only
 	$(BIN)/pytest -q -m "not e2e and not browser and not slow" tests/unit
+
+soak-stream: setup ## one >= 20-minute ingestion job watched by `rag ingest` through real disconnects (~30 min): stream_drops_long_jobs in bench/results/reliability.json
+	$(BIN)/python bench/reliability.py --long-stream
 
 protos: setup ## regenerate the gRPC stubs under ddnrag/ from protos/
 	$(BIN)/python scripts/gen_protos.py

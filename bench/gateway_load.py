@@ -1,15 +1,25 @@
 """Gateway load: N concurrent SSE chats (default 200) for D seconds (default 60) against a local
-stack with the extractive generator. Writes bench/results/gateway_load.json.
+stack with the extractive generator, then the same users for C seconds (default 30) with every
+answer a cache hit. Writes bench/results/gateway_load.json.
 
     .venv/bin/python bench/gateway_load.py                  # starts `rag up` on free ports, then stops it
     .venv/bin/python bench/gateway_load.py --url http://127.0.0.1:8080   # uses a running stack
+    .venv/bin/python bench/gateway_load.py --profile bench/results/gateway_load_profile.txt  # + py-spy
 
 Each virtual user loops: GET /api/rag/stream?q=... and reads the stream to its terminal event.
 TTFT is measured by the client: request sent -> first `token` event. An error is a non-200
-status, an `error` event, a stream that ends without `done`, or a transport failure. The answer
-cache is skipped (`no_cache=1`) so every chat runs retrieval and generation; the retrieval
-cache stays as deployed. `gateway_rss_mb` is the gateway process's peak resident set size
-(VmHWM) after the run, read from /proc.
+status, an `error` event, a stream that ends without `done`, or a transport failure; a 429 (the
+gateway shedding load, with `Retry-After`) is counted apart in `shed_429` and the user waits the
+time it names before its next question, as a well-behaved client does. In the main run the
+answer cache is skipped (`no_cache=1`) so every chat runs retrieval and generation; the
+retrieval cache stays as deployed. The cached run first asks each question once, then every
+answer is a cache hit (`cached_hit_ratio` says how many were).
+
+`cpu_ms_per_answer`: the CPU seconds (utime + stime from /proc/<pid>/stat) of every process of
+the stack -- SeaweedFS, the supervisor, the four services, the gateway and anything they started
+-- during the main run, divided by the answers completed in it. It does not depend on how busy
+the machine is with other work, unlike the latencies: `load_avg_1m_before`/`_after` say how busy
+it was. `gateway_rss_mb` is the gateway process's peak resident set size (VmHWM) after the run.
 """
 
 from __future__ import annotations
@@ -30,6 +40,8 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import procstat  # noqa: E402
+
 QUESTIONS = [
     "What is DDN Infinia?",
     "How does chunking work?",
@@ -44,6 +56,9 @@ QUESTIONS = [
     "How are index segments versioned?",
     "What does the gateway stream to the browser?",
 ]
+
+
+IDLE_S = 10.0  # seconds of the idle CPU reading before the run
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -64,22 +79,32 @@ class Stats:
         self.errors = 0
         self.errors_by_kind: dict[str, int] = {}
         self.tokens = 0
+        self.shed = 0
+        self.cache_hits = 0
+        self.retry_after_s: list[float] = []
 
     def error(self, kind: str) -> None:
         self.errors += 1
         self.errors_by_kind[kind] = self.errors_by_kind.get(kind, 0) + 1
 
 
-async def one_chat(session: aiohttp.ClientSession, url: str, q: str, stats: Stats) -> None:
+async def one_chat(session: aiohttp.ClientSession, url: str, q: str, stats: Stats, *, no_cache: bool = True) -> float:
+    """One chat; returns the seconds a 429 asked to wait (0 otherwise)."""
     t0 = time.perf_counter()
     first: float | None = None
-    params = {"q": q, "no_cache": "1"}
+    params = {"q": q, "no_cache": "1"} if no_cache else {"q": q}
     try:
         async with session.get(f"{url}/api/rag/stream", params=params) as resp:
+            if resp.status == 429:
+                stats.shed += 1
+                await resp.read()
+                wait = float(resp.headers.get("Retry-After") or 1)
+                stats.retry_after_s.append(wait)
+                return wait
             if resp.status != 200:
                 stats.error(f"http_{resp.status}")
                 await resp.read()
-                return
+                return 0.0
             event = ""
             async for raw in resp.content:
                 line = raw.decode().rstrip("\r\n")
@@ -87,7 +112,9 @@ async def one_chat(session: aiohttp.ClientSession, url: str, q: str, stats: Stat
                     event = line[7:]
                 elif line.startswith("data: "):
                     if event == "start":
-                        stats.queue_ms.append(float(json.loads(line[6:]).get("queue_ms", 0)))
+                        start = json.loads(line[6:])
+                        stats.queue_ms.append(float(start.get("queue_ms", 0)))
+                        stats.cache_hits += bool(start.get("cache_hit"))
                     elif event == "token":
                         stats.tokens += 1
                         if first is None:
@@ -100,19 +127,22 @@ async def one_chat(session: aiohttp.ClientSession, url: str, q: str, stats: Stat
                             stats.ttft_ms.append((first - t0) * 1000)
                         else:
                             stats.error("done_without_tokens")
-                        return
+                        return 0.0
                     elif event == "error":
                         stats.error("error_" + json.loads(line[6:]).get("reason", "unknown"))
-                        return
+                        return 0.0
             stats.error("stream_ended_early")
     except (TimeoutError, aiohttp.ClientError) as err:
         stats.error(type(err).__name__)
+    return 0.0
 
 
-async def user(session: aiohttp.ClientSession, url: str, i: int, deadline: float, stats: Stats) -> None:
+async def user(session: aiohttp.ClientSession, url: str, i: int, deadline: float, stats: Stats, no_cache: bool) -> None:
     n = i
     while time.perf_counter() < deadline:
-        await one_chat(session, url, QUESTIONS[n % len(QUESTIONS)], stats)
+        wait = await one_chat(session, url, QUESTIONS[n % len(QUESTIONS)], stats, no_cache=no_cache)
+        if wait:
+            await asyncio.sleep(min(wait, max(0.0, deadline - time.perf_counter())))
         n += 1
 
 
@@ -129,36 +159,39 @@ async def warm_up(url: str, timeout_s: float = 300) -> None:
     raise TimeoutError("the stack never answered a question")
 
 
-async def run_load(url: str, users: int, duration_s: float) -> Stats:
+async def run_load(url: str, users: int, duration_s: float, *, no_cache: bool = True) -> Stats:
     stats = Stats()
     conn = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=None, sock_read=300)
     async with aiohttp.ClientSession(connector=conn, timeout=timeout) as session:
         deadline = time.perf_counter() + duration_s
-        await asyncio.gather(*(user(session, url, i, deadline, stats) for i in range(users)))
+        await asyncio.gather(*(user(session, url, i, deadline, stats, no_cache) for i in range(users)))
     return stats
 
 
-def _children(pid: int) -> list[int]:
+async def prime_cache(url: str) -> None:
+    """Asks every question once with the answer cache on, so the cached run only hits."""
+    async with aiohttp.ClientSession() as s:
+        for q in QUESTIONS:
+            await one_chat(s, url, q, Stats(), no_cache=False)
+
+
+def ms(values: list[float], q: float) -> float | None:
+    return round(percentile(values, q) or 0, 1) if values else None
+
+
+def gateway_pid(procs: list[procstat.Proc]) -> int | None:
+    return next((p.pid for p in procs if p.name == "gateway"), None)
+
+
+def stack_root(gw_pid: int) -> int:
+    """For --url: the `rag up` supervisor above the gateway when there is one, else the gateway."""
     try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-def gateway_pid(root_pid: int) -> int | None:
-    """The `python -m gateway.server` process under `root_pid` (the `rag up` supervisor)."""
-    todo = [root_pid]
-    while todo:
-        pid = todo.pop()
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"gateway.server" in cmd:
-            return pid
-        todo.extend(_children(pid))
-    return None
+        ppid = int(Path(f"/proc/{gw_pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return gw_pid
+    procs = procstat.stack_processes(ppid)
+    return ppid if any(p.name == "supervisor" and p.pid == ppid for p in procs) else gw_pid
 
 
 def listening_pid(port: int) -> int | None:
@@ -202,14 +235,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", default="", help="a running gateway; by default a stack is started on free ports")
     ap.add_argument("--users", type=int, default=200, help="concurrent SSE chats (default 200)")
-    ap.add_argument("--duration", type=float, default=60.0, help="seconds of load (default 60)")
+    ap.add_argument("--duration", type=float, default=60.0, help="seconds of load, cache off (default 60)")
+    ap.add_argument("--cached-duration", type=float, default=30.0, help="seconds of cache-hit load; 0 skips it")
+    ap.add_argument("--profile", default="", help="py-spy every service during the main run; text summary here")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "gateway_load.json"))
     args = ap.parse_args()
 
     stack = None
     if args.url:
         url = args.url.rstrip("/")
-        pid = listening_pid(int(url.rsplit(":", 1)[1].split("/")[0]))
+        gw = listening_pid(int(url.rsplit(":", 1)[1].split("/")[0]))
+        root = stack_root(gw) if gw is not None else None
         how = f"a running stack at {url}"
     else:
         from testkit.stack import start_stack
@@ -218,20 +254,45 @@ def main() -> None:
         print(f"starting the stack (rag up) in {data} ...", flush=True)
         stack = start_stack(data)
         url = stack.url
-        pid = gateway_pid(stack.proc.pid)
+        root = stack.proc.pid
         how = "rag up on free loopback ports (SeaweedFS, four services, gateway), extractive generator"
     try:
         print(f"warming up against {url} ...", flush=True)
         asyncio.run(warm_up(url))
+        procs = procstat.stack_processes(root) if root is not None else []
+        pid = gateway_pid(procs)
         rss_before, _ = rss_mb(pid)
-        print(f"{args.users} concurrent chats for {args.duration:g} s ...", flush=True)
+        # What the stack burns with nothing asked (health checks, index polls, metrics scrapes).
+        idle0 = procstat.cpu_by_name(procs)
+        time.sleep(IDLE_S)
+        idle_cpu = sum(procstat.cpu_delta(idle0, procstat.cpu_by_name(procs)).values())
+        spies = []
+        spy_dir = Path(tempfile.mkdtemp(prefix="ddnrag-pyspy-"))
+        if args.profile:
+            spies = procstat.profile(procs, args.duration, spy_dir)
+        print(f"{args.users} concurrent chats for {args.duration:g} s, answer cache off ...", flush=True)
+        load_before = os.getloadavg()[0]
+        cpu0 = procstat.cpu_by_name(procs)
         t0 = time.perf_counter()
         stats = asyncio.run(run_load(url, args.users, args.duration))
         wall = time.perf_counter() - t0
+        cpu = procstat.cpu_delta(cpu0, procstat.cpu_by_name(procs))
+        load_after = os.getloadavg()[0]
         rss_now, rss_peak = rss_mb(pid)
+        for sp in spies:
+            sp.wait(timeout=120)
+        cached = None
+        if args.cached_duration > 0:
+            asyncio.run(prime_cache(url))
+            print(f"{args.users} concurrent chats for {args.cached_duration:g} s, every answer cached ...", flush=True)
+            load_cached = os.getloadavg()[0]
+            tc = time.perf_counter()
+            cached = asyncio.run(run_load(url, args.users, args.cached_duration, no_cache=False))
+            cached_wall = time.perf_counter() - tc
     finally:
         if stack is not None:
             stack.stop()
+    cpu_total = sum(cpu.values())
     result = {
         "benchmark": "gateway_load",
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -245,25 +306,65 @@ def main() -> None:
         "tokens_streamed": stats.tokens,
         "errors": stats.errors,
         "errors_by_kind": stats.errors_by_kind,
-        "ttft_p50_ms": round(percentile(stats.ttft_ms, 50) or 0, 1) if stats.ttft_ms else None,
-        "ttft_p90_ms": round(percentile(stats.ttft_ms, 90) or 0, 1) if stats.ttft_ms else None,
-        "ttft_p99_ms": round(percentile(stats.ttft_ms, 99) or 0, 1) if stats.ttft_ms else None,
+        # Requests the gateway shed with 429 + Retry-After (not errors: the user waits and asks again).
+        "shed_429": stats.shed,
+        "retry_after_p50_s": ms(stats.retry_after_s, 50),
+        "ttft_p50_ms": ms(stats.ttft_ms, 50),
+        "ttft_p90_ms": ms(stats.ttft_ms, 90),
+        "ttft_p99_ms": ms(stats.ttft_ms, 99),
         "ttft_mean_ms": round(statistics.fmean(stats.ttft_ms), 1) if stats.ttft_ms else None,
         # Where the client's TTFT went: the wait for an answer slot in the gateway (admission
         # control), and request -> first token as the llm_gateway measured it (retrieval included).
-        "gateway_queue_p50_ms": round(percentile(stats.queue_ms, 50) or 0, 1) if stats.queue_ms else None,
-        "gateway_queue_p99_ms": round(percentile(stats.queue_ms, 99) or 0, 1) if stats.queue_ms else None,
-        "server_ttft_p50_ms": round(percentile(stats.server_ttft_ms, 50) or 0, 1) if stats.server_ttft_ms else None,
-        "server_ttft_p99_ms": round(percentile(stats.server_ttft_ms, 99) or 0, 1) if stats.server_ttft_ms else None,
+        "gateway_queue_p50_ms": ms(stats.queue_ms, 50),
+        "gateway_queue_p99_ms": ms(stats.queue_ms, 99),
+        "server_ttft_p50_ms": ms(stats.server_ttft_ms, 50),
+        "server_ttft_p99_ms": ms(stats.server_ttft_ms, 99),
         "max_concurrent_answers": "gateway default (DDNRAG_GATEWAY_MAX_CONCURRENT_ANSWERS)",
-        "chat_p50_ms": round(percentile(stats.total_ms, 50) or 0, 1) if stats.total_ms else None,
+        "chat_p50_ms": ms(stats.total_ms, 50),
+        # CPU of every stack process during the main run, per answer and per service.
+        "cpu_ms_per_answer": round(1000 * cpu_total / stats.completed, 2) if stats.completed else None,
+        "cpu_s_total": round(cpu_total, 2),
+        "cpu_s_by_process": cpu,
+        # The stack's own CPU with no question asked, per minute (in cpu_ms_per_answer too).
+        "idle_cpu_s_per_min": round(idle_cpu * 60 / IDLE_S, 2),
+        # The same, less that idle burn over the run's wall time: what the answers themselves cost.
+        "cpu_ms_per_answer_less_idle": round(1000 * (cpu_total - idle_cpu * wall / IDLE_S) / stats.completed, 2)
+        if stats.completed
+        else None,
+        "load_avg_1m_before": round(load_before, 2),
+        "load_avg_1m_after": round(load_after, 2),
         "gateway_rss_mb": round(rss_peak, 1) if rss_peak is not None else None,
         "gateway_rss_now_mb": round(rss_now, 1) if rss_now is not None else None,
         "gateway_rss_before_mb": round(rss_before, 1) if rss_before is not None else None,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "note": "latencies depend on the machine's other load (load_avg_1m_*); cpu_ms_per_answer does not",
     }
+    if cached is not None:
+        result.update(
+            {
+                "cached_duration_s": args.cached_duration,
+                "cached_chats_completed": cached.completed,
+                "cached_chats_per_s": round(cached.completed / cached_wall, 2),
+                "cached_hit_ratio": round(cached.cache_hits / cached.completed, 4) if cached.completed else None,
+                "cached_errors": cached.errors,
+                "cached_shed_429": cached.shed,
+                "cached_ttft_p50_ms": ms(cached.ttft_ms, 50),
+                "cached_ttft_p99_ms": ms(cached.ttft_ms, 99),
+                "cached_load_avg_1m_before": round(load_cached, 2),
+            }
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    if args.profile:
+        summary = procstat.summarize(spy_dir)
+        header = (
+            f"py-spy ({procstat.py_spy()}) over the {args.duration:g} s cache-off run of bench/gateway_load.py, "
+            f"{result['date']}: {stats.completed} answers, cpu_ms_per_answer {result['cpu_ms_per_answer']}, "
+            f"load_avg_1m {result['load_avg_1m_before']} -> {result['load_avg_1m_after']}\n"
+            f"CPU seconds per process in the run: {json.dumps(cpu)}"
+        )
+        Path(args.profile).write_text(procstat.summary_text(summary, header))
+        print(f"profile summary: {args.profile}")
     print(json.dumps(result, indent=2))
 
 

@@ -5,6 +5,7 @@ suites. Writes bench/results/reliability.json.
     .venv/bin/python bench/reliability.py --skip-scenarios --suites tests/faults               # ~5 min
     .venv/bin/python bench/reliability.py --skip-scenarios --suites tests/fuzz,tests/security  # ~7 min
     .venv/bin/python bench/reliability.py --skip-scenarios --skip-suites --fresh-clone          # one suite run
+    make soak-stream   # = bench/reliability.py --long-stream: one >= 20-minute job (~30 min)
 
 A skipped phase (or suite) keeps its figures from the previous bench/results/reliability.json, so
 the runs, each within the 10-minute bench rule, make one report.
@@ -20,6 +21,12 @@ Phase 2 runs the suites (tests/faults, tests/fuzz, tests/security) with DDNRAG_R
 set; each test that measures something writes its figures there (fuzz cases, 5xx, crashes,
 secret hits, hung streams, raw HTTP cases/5xx/hangs, downstream calls left running after a
 deadline, objects left by 1,000 forced upload failures), and they are summed here.
+
+`--long-stream` (only through `make soak-stream`: it runs 25-35 minutes, so it is a soak, not one
+of the 10-minute phases) starts its own `rag up`, runs one ingestion job of at least 20 minutes
+watched by `rag ingest` through real disconnects (testkit/faults/stream_soak.py says how the job
+is made long and which disconnects hit it) and records `stream_drops_long_jobs` and its details
+under `long_stream`. Every other figure is kept from the last report.
 
 `--fresh-clone` clones this checkout's HEAD into a temporary directory and runs the whole test
 suite there once (with this venv), recording its time, result, failed tests and the load average
@@ -44,7 +51,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from testkit.faults import harness, scenarios  # noqa: E402
+from testkit.faults import harness, scenarios, stream_soak  # noqa: E402
 from testkit.stack import start_stack  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "reliability.json"
@@ -71,6 +78,14 @@ async def long_scenarios(docs: int, data: Path) -> list[dict[str, Any]]:
 
 SUITES = ("tests/faults", "tests/fuzz", "tests/security")
 SECURITY_FIGURES = ("authz_matrix_violations", "ssrf_accepted", "parser_bomb_crashes", "open_when_keys_configured")
+
+
+async def long_stream(data: Path, settings: stream_soak.SoakSettings) -> dict[str, Any]:
+    stack = await asyncio.to_thread(start_stack, data)
+    try:
+        return await stream_soak.long_stream(stack, settings)
+    finally:
+        await asyncio.to_thread(stack.stop)
 
 
 def run_suite(path: str, figures_dir: Path) -> dict[str, Any]:
@@ -142,7 +157,12 @@ def main() -> int:
     ap.add_argument("--skip-scenarios", action="store_true", help="only the suites")
     ap.add_argument("--suites", default=",".join(SUITES), help="comma-separated suites to run (others kept)")
     ap.add_argument("--fresh-clone", action="store_true", help="also run the whole suite once on a fresh clone")
+    ap.add_argument("--long-stream", action="store_true", help="only the >= 20-minute stream soak (make soak-stream)")
+    ap.add_argument("--long-stream-files", type=int, default=stream_soak.SoakSettings.files, help="its corpus size")
+    ap.add_argument("--long-stream-rtt-ms", type=float, default=stream_soak.SoakSettings.rtt_ms, help="its source RTT")
     args = ap.parse_args()
+    if args.long_stream:
+        args.skip_scenarios = args.skip_suites = True
     t0 = time.monotonic()
     # A phase that is skipped keeps its figures from the last report, so the two phases (each
     # under 10 minutes) can run as two invocations and still give one report.
@@ -157,6 +177,11 @@ def main() -> int:
             for path in [p for p in args.suites.split(",") if p]:
                 suites[path] = run_suite(path, Path(tmp) / "figures" / path.replace("/", "_"))
                 print(json.dumps({path: suites[path]["summary"]}), flush=True)
+        stream = prev.get("long_stream")
+        if args.long_stream:
+            settings = stream_soak.SoakSettings(files=args.long_stream_files, rtt_ms=args.long_stream_rtt_ms)
+            stream = asyncio.run(long_stream(Path(tmp) / "stream-data", settings))
+            print(json.dumps({k: v for k, v in stream.items() if k != "timeline"}), flush=True)
     fresh = list(prev.get("fresh_clone_runs_detail") or [])
     if args.fresh_clone:
         fresh.append(fresh_clone_run())
@@ -184,6 +209,8 @@ def main() -> int:
         "truncated_objects": sum(int(f.get("truncated_objects", 0)) for f in figures),
         "fresh_clone_runs": len(fresh),
         "flaky_failures": sum(len(r["failed"]) for r in fresh),
+        # None until a stream soak long enough to count has run (make soak-stream).
+        "stream_drops_long_jobs": stream["drops"] if stream and stream["long_enough"] else None,
         # tests/security (issue 21): role matrix, SSRF suite, office bombs, empty key sets. None
         # when no test measured it (a suite that did not run is not a zero).
         **{
@@ -198,6 +225,7 @@ def main() -> int:
         **total,
         "long_scenarios": long,
         "fresh_clone_runs_detail": fresh,
+        "long_stream": stream,
         "suites": suites,
         "wall_s": round(time.monotonic() - t0, 1),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
@@ -208,7 +236,8 @@ def main() -> int:
     zero = ("chunks_lost", "chunks_duplicated", "hung_streams", "http_5xx", "grpc_crashes", "secret_hits")
     zero += ("raw_http_5xx", "raw_http_hangs", "deadline_leaks", "truncated_objects", "flaky_failures")
     zero += SECURITY_FIGURES
-    ok = all(total[k] == 0 for k in zero)
+    ok = all(total[k] == 0 for k in zero) and total["stream_drops_long_jobs"] in (0, None)
+    ok = ok and (not args.long_stream or total["stream_drops_long_jobs"] == 0)
     return 0 if ok and all(s["exit_code"] == 0 for s in suites.values()) else 1
 
 

@@ -195,6 +195,8 @@ class RetrieverClient(BaseClient):
         filters: Mapping[str, str] | None = None,
         no_cache: bool = False,
         no_rerank: bool = False,
+        no_fetch: bool = False,
+        sentence_vectors: bool = False,
         timeout: float | None = None,
     ) -> pb.SearchResponse:
         """Hybrid search; `mode` is "hybrid", "dense" or "bm25" (or the enum), `fusion` "rrf",
@@ -212,6 +214,8 @@ class RetrieverClient(BaseClient):
             filters=dict(filters or {}),
             no_cache=no_cache,
             no_rerank=no_rerank,
+            no_fetch=no_fetch,
+            sentence_vectors=sentence_vectors,
         )
         if dense_weight is not None:
             req.dense_weight = dense_weight

@@ -298,8 +298,15 @@ class StorageClient(BaseClient):
     async def get_benchmark_run(self, run_id: str) -> pb.GetBenchmarkRunResponse:
         return await self.unary(self.stub.GetBenchmarkRun, pb.GetBenchmarkRunRequest(run_id=run_id))
 
-    async def compare_benchmark_runs(self, run_id_a: str, run_id_b: str) -> pb.CompareBenchmarkRunsResponse:
-        """Both runs lined up cell by cell, with b / a ratios."""
-        return await self.unary(
-            self.stub.CompareBenchmarkRuns, pb.CompareBenchmarkRunsRequest(run_id_a=run_id_a, run_id_b=run_id_b)
-        )
+    async def compare_benchmark_runs(
+        self, run_a: str | pb.BenchmarkRun, run_b: str | pb.BenchmarkRun
+    ) -> pb.CompareBenchmarkRunsResponse:
+        """Both runs lined up cell by cell, with b / a ratios. Each run is a saved run's id, or a
+        run given whole (a file `rag bench` saved), which is compared and not stored."""
+        req = pb.CompareBenchmarkRunsRequest()
+        for ref, id_field, run_field in ((run_a, "run_id_a", "run_a"), (run_b, "run_id_b", "run_b")):
+            if isinstance(ref, pb.BenchmarkRun):
+                getattr(req, run_field).CopyFrom(ref)
+            else:
+                setattr(req, id_field, ref)
+        return await self.unary(self.stub.CompareBenchmarkRuns, req)

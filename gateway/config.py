@@ -33,11 +33,14 @@ class GatewayConfig:
     )
     max_concurrent_answers: int = env_field(
         P + "MAX_CONCURRENT_ANSWERS",
-        16,
-        "Answer streams this gateway runs at once (match the llm_gateway's capacity); others queue; 0: no limit.",
+        512,
+        "Ceiling on answer streams this gateway holds open (its memory); how many run is the llm_gateway's "
+        "adaptive admission; 0: no ceiling.",
     )
     answer_queue_timeout_s: float = env_field(
-        P + "ANSWER_QUEUE_TIMEOUT_S", 120.0, "Longest wait for an answer slot; past it the request gets 429."
+        P + "ANSWER_QUEUE_TIMEOUT_S",
+        0.0,
+        "Longest wait for an answer stream when the ceiling is reached (0: none); then 429 with Retry-After.",
     )
     ping_interval_s: float = env_field(P + "PING_INTERVAL_S", 15.0, "Seconds between `: ping` SSE comments.")
     keepalive_timeout_s: float = env_field(

@@ -58,18 +58,33 @@ def error_payload(err: BaseException) -> dict[str, Any]:
     if isinstance(err, ApiError):
         return err.payload()
     if isinstance(err, ServiceCallError):
-        return {
+        out = {
             "status": err.http_status,
             "reason": err.reason,
             "message": err.describe(),
             "service": err.service,
         }
+        return with_retry_after(out, err.metadata)
     return {"status": 500, "reason": "INTERNAL", "message": "internal error in the gateway; see its log"}
 
 
+def with_retry_after(payload: dict[str, Any], metadata: Any) -> dict[str, Any]:
+    """Adds `retry_after_s` from an upstream ErrorInfo's metadata (an overloaded service says when
+    to come back); `json_error` sends it as the `Retry-After` header too."""
+    raw = metadata.get("retry_after_s", "") if metadata else ""
+    if raw.isdigit():
+        payload["retry_after_s"] = int(raw)
+    return payload
+
+
 def json_error(err: BaseException) -> web.Response:
-    payload = error_payload(err)
-    return web.json_response({"error": payload}, status=payload["status"], dumps=dumps)
+    return json_error_payload(error_payload(err))
+
+
+def json_error_payload(payload: dict[str, Any]) -> web.Response:
+    """`{"error": payload}` with its status, and `Retry-After` when the payload names one."""
+    headers = {"Retry-After": str(payload["retry_after_s"])} if "retry_after_s" in payload else None
+    return web.json_response({"error": payload}, status=payload["status"], dumps=dumps, headers=headers)
 
 
 def dumps(obj: Any) -> str:

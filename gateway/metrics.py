@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -58,8 +59,16 @@ class GatewayMetrics:
         )
         self.open_streams = Gauge("gateway_open_streams", "SSE streams open now", registry=self.registry)
         self.sse_events = Counter("gateway_sse_events", "SSE events sent", ["event"], registry=self.registry)
+        self._sse_event_counters: dict[str, Any] = {}
         # grpc_client_attempt_duration_seconds of this process's upstream calls (kernel/metrics.py).
         self.registry.register(ClientCollector())
+
+    def sse_event(self, name: str) -> None:
+        """Counts one SSE event; the labelled child is looked up once per name, not per token."""
+        child = self._sse_event_counters.get(name)
+        if child is None:
+            child = self._sse_event_counters[name] = self.sse_events.labels(name)
+        child.inc()
 
     def summary(self) -> dict[str, object]:
         """Totals for the demo's metrics page: requests by code class, answers and TTFT."""

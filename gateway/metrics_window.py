@@ -51,19 +51,32 @@ class Snapshot:
     failed: list[str] = field(default_factory=list)
 
 
+_WANTED = frozenset(COUNTS) | {f"{f}_{suffix}" for f in HISTOGRAMS for suffix in ("bucket", "count", "sum")}
+
+
 def _wanted(name: str) -> bool:
-    if name in COUNTS:
-        return True
-    for family in HISTOGRAMS:
-        if name in (f"{family}_bucket", f"{family}_count", f"{family}_sum"):
-            return True
-    return False
+    return name in _WANTED
+
+
+def _wanted_lines(text: str) -> str:
+    """Only the sample lines of wanted series (no comments): parsing every family of a peer's
+    exposition was an eighth of the gateway's CPU under load; untyped lines keep their names."""
+    keep = []
+    for line in text.splitlines():
+        if not line or line[0] == "#":
+            continue
+        end = line.find("{")
+        if end < 0:
+            end = line.find(" ")
+        if _wanted(line[:end] if end >= 0 else line):
+            keep.append(line)
+    return "\n".join(keep) + "\n"
 
 
 def parse(text: str, job: str, instance: str) -> dict[Key, float]:
     """The wanted samples of one Prometheus text exposition, labelled with job and instance."""
     out: dict[Key, float] = {}
-    for family in text_string_to_metric_families(text):
+    for family in text_string_to_metric_families(_wanted_lines(text)):
         for s in family.samples:
             if _wanted(s.name):
                 labels = {**s.labels, "job": job, "instance": instance}

@@ -30,7 +30,7 @@ from opentelemetry import trace
 from kernel.tracing import current_trace_id
 
 from .access import CALLER
-from .errors import ApiError, dumps, error_payload, json_error
+from .errors import ApiError, dumps, error_payload, json_error, json_error_payload
 from .state import CONFIG, METRICS, OPEN_STREAMS
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ async def stream_events(
         if status_from_first_error and first is not None and first.name == "error" and isinstance(first.data, dict):
             status = first.data.get("status")
             if isinstance(status, int) and status >= 400:  # failed before anything was produced
-                return web.json_response({"error": first.data}, status=status, dumps=dumps)
+                return json_error_payload(first.data)
 
         # The request's span (gateway/tracing.py) lasts until the terminal event; it gets the
         # stream's figures too (a span of its own would cost more than it tells).
@@ -139,7 +139,7 @@ async def stream_events(
                     await sse.send(dumps(ev.data), id=ev.id if ev.id is not None else str(counter), event=ev.name)
                 else:
                     await sse.send(ev.data if isinstance(ev.data, str) else dumps(ev.data))
-                metrics.sse_events.labels(ev.name).inc()
+                metrics.sse_event(ev.name)
                 if ev.name in ("done", "lane_done") and isinstance(ev.data, dict) and ev.data.get("ttft_ms"):
                     metrics.ttft.observe(ev.data["ttft_ms"] / 1000)
 

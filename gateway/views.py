@@ -13,7 +13,7 @@ from ddnrag.common.v1 import common_pb2
 from kernel.errors import HTTP_STATUS, error_info
 
 from .convert import ns_to_ms, to_dict
-from .errors import ApiError
+from .errors import ApiError, with_retry_after
 from .state import CONFIG
 
 _CODES = {c.value[0]: c for c in grpc.StatusCode}
@@ -48,11 +48,12 @@ def status_json(st: status_pb2.Status) -> dict[str, Any]:
     """A `google.rpc.Status` carried inside a stream, as the `error` event's data."""
     code = _CODES.get(st.code, grpc.StatusCode.UNKNOWN)
     info = error_info(st)
-    return {
+    out = {
         "status": HTTP_STATUS.get(code, 500),
         "reason": info.reason if info is not None else code.name,
         "message": st.message or code.name.lower().replace("_", " "),
     }
+    return with_retry_after(out, info.metadata if info is not None else None)
 
 
 def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:

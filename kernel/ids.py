@@ -23,6 +23,16 @@ def document_key(collection: str, doc_id: str, name: str) -> str:
     return f"docs/{collection}/{doc_id}/{name}"
 
 
+def chunk_id(collection: str, document_id: str, position: int, text: str) -> str:
+    """Content-addressed: the same document, position and text always give the same id. Whoever
+    reads a chunk object checks its body against it (the retriever's fetch, an A/B run)."""
+    h = hashlib.sha256()
+    for part in (collection, document_id, str(position), text):
+        h.update(part.encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()[:32]
+
+
 def valid_name(name: str) -> bool:
     """Collection and backend names: [a-z0-9][a-z0-9_-]{0,62}."""
     return _NAME_RE.fullmatch(name) is not None

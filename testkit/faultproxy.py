@@ -11,7 +11,8 @@ Works for any TCP protocol (gRPC over HTTP/2 here). Only loopback targets are ac
 carries one request; the proxy reads the request head, then either answers it itself (503
 SlowDown, as S3 does when throttling) or forwards it upstream with `Connection: close` and relays
 the response, optionally resetting the connection (RST) after a number of response bytes. Faults
-are armed by count, optionally only for one HTTP method.
+are armed by count, optionally only for one HTTP method. Every request's method and path is
+logged, so a test can tell which objects the store itself was asked for.
 """
 
 from __future__ import annotations
@@ -163,6 +164,8 @@ class S3FaultProxy:
         self.target_port = port
         self.port = 0
         self.requests = 0
+        # (method, path) of every request received, in order: which objects the store was asked for.
+        self.log: list[tuple[str, str]] = []
         self.injected: dict[str, int] = {"throttle": 0, "reset": 0}
         self._faults: list[_Fault] = []
         self._server: asyncio.Server | None = None
@@ -225,6 +228,7 @@ class S3FaultProxy:
             self.requests += 1
             lines = head.decode("latin-1").split("\r\n")
             method = lines[0].split(" ", 1)[0].upper()
+            self.log.append((method, lines[0].split(" ")[1] if " " in lines[0] else ""))
             headers = [ln for ln in lines[1:] if ln]
             length = 0
             for ln in headers:

@@ -48,10 +48,18 @@ async def wait_serving(port: int, service: str, timeout_s: float = 180.0) -> Non
 
 @contextlib.asynccontextmanager
 async def rag_services(
-    endpoint: str, bucket: str, access_key_id: str, secret_access_key: str, state: Path, *, llm_storage: bool
+    endpoint: str,
+    bucket: str,
+    access_key_id: str,
+    secret_access_key: str,
+    state: Path,
+    *,
+    llm_storage: bool,
+    endpoint_allowlist: tuple[str, ...] = (),
 ) -> AsyncIterator[Ports]:
     """Starts the chain; `llm_storage` gives the llm_gateway the storage service (conversations,
-    A/B runs). Stops everything in reverse order."""
+    A/B runs); `endpoint_allowlist`: loopback endpoints other than `endpoint` that backends added
+    at run time may reach. Stops everything in reverse order."""
     apps = []
     try:
         eapp, eport = await create_embedder(
@@ -69,6 +77,7 @@ async def rag_services(
                 default_bucket=bucket,
                 default_access_key_id=access_key_id,
                 default_secret_access_key=secret_access_key,
+                endpoint_allowlist=endpoint_allowlist,
             )
         )
         apps.append(sapp)

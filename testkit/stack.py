@@ -50,7 +50,10 @@ def free_stack_ports(replicas: int = 1) -> dict[str, int]:
     one more per replica)."""
     rng = random.Random()
     for _ in range(200):
-        base = rng.randrange(30000, 39000, 20)
+        # Below Linux's ephemeral range (32768-60999), SeaweedFS's +10000 gRPC ports included:
+        # an outgoing connection anywhere on the machine may take an ephemeral port between our
+        # check and our bind, which failed a stack start here (retriever metrics port in use).
+        base = rng.randrange(10000, 22000, 20)
         ports = {var: base + i for i, var in enumerate(PORT_VARS)}
         needed = list(ports.values()) + [ports[v] + 10000 for v in SEAWEED_VARS]
         needed += list(replica_ports(ports, replicas).values())

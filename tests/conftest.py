@@ -102,3 +102,25 @@ def sample_corpus_dir() -> Path:
 @pytest.fixture(scope="session")
 def scifact_dir() -> Path:
     return ROOT.parent / "shared" / "data" / "scifact"
+
+
+# The slow suite (`make test-slow`, run by `.ci/run` after `make test`): robustness runs that each
+# start their own stack or last long: faults injected into a running stack, fuzzing, abuse and
+# secret scans, Prometheus scraping, the storage stress preset. `make test` (the README's second
+# command) runs the rest and stays under ~10 minutes on the 2-core machine. Whole modules are
+# listed here, in one place; single tests carry `@pytest.mark.slow` in their file.
+SLOW_PATHS = (
+    "tests/faults/",
+    "tests/fuzz/",
+    "tests/images/",
+    "tests/e2e/test_monitoring.py",
+    "tests/security/test_malicious_uploads.py",
+    "tests/security/test_secrets_scan.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        rel = Path(str(item.path)).relative_to(ROOT).as_posix()
+        if rel.startswith(SLOW_PATHS):
+            item.add_marker(pytest.mark.slow)

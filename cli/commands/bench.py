@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from clients.protodict import from_dict
 from ddnrag.storage.v1 import storage_service_pb2 as spb
 
 from .chart import op_name, render_svg, size_bytes
@@ -29,6 +30,7 @@ from .common import (
     console,
     data_dir,
     emit_json,
+    enum_name,
     human_bytes,
     parse_size,
     rag_client,
@@ -257,60 +259,54 @@ def _run_summary(run: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- cmp ----------------------------------------------------------------------------------------
-def _cell(r: dict[str, Any]) -> tuple[str, str, int, int]:
-    return (r["backend"], op_name(r), size_bytes(r), int(r["concurrency"]))
-
-
-def _delta(a: float, b: float) -> float | None:
-    return None if not a else (b - a) / a * 100.0
-
-
-def compare_runs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    """Cells present in both runs with their changes, and the cells only one run has."""
-    ca = {_cell(r): r for r in a.get("results", [])}
-    cb = {_cell(r): r for r in b.get("results", [])}
-    rows = []
-    for key in sorted(set(ca) & set(cb)):
-        ra, rb = ca[key], cb[key]
-        pa, pb = (ra.get("latency") or {}).get("p50_ns", 0), (rb.get("latency") or {}).get("p50_ns", 0)
-        qa, qb = (ra.get("latency") or {}).get("p99_ns", 0), (rb.get("latency") or {}).get("p99_ns", 0)
-        rows.append(
+def comparison_view(resp: spb.CompareBenchmarkRunsResponse) -> dict[str, Any]:
+    """The storage service's comparison (the one there is) for people and `--json`: the cells both
+    runs measured, with each side's numbers and the service's b / a ratios, and the cells only one
+    run has."""
+    cells: list[dict[str, Any]] = []
+    only: dict[str, list[dict[str, Any]]] = {"only_in_a": [], "only_in_b": []}
+    for r in resp.rows:
+        key = {
+            "backend": r.backend,
+            "operation": enum_name(spb.BenchmarkOperation.DESCRIPTOR, r.operation),
+            "object_size_bytes": r.object_size_bytes,
+            "concurrency": r.concurrency,
+        }
+        if not (r.HasField("a") and r.HasField("b")):
+            only["only_in_a" if r.HasField("a") else "only_in_b"].append(key)
+            continue
+        a, b = r.a, r.b
+        cells.append(
             {
-                "backend": key[0],
-                "operation": key[1],
-                "object_size_bytes": key[2],
-                "concurrency": key[3],
-                "ops_per_s": [ra["ops_per_s"], rb["ops_per_s"]],
-                "ops_per_s_change_pct": _delta(ra["ops_per_s"], rb["ops_per_s"]),
-                "mib_per_s": [ra["mib_per_s"], rb["mib_per_s"]],
-                "mib_per_s_change_pct": _delta(ra["mib_per_s"], rb["mib_per_s"]),
-                "p50_ns": [pa, pb],
-                "p50_change_pct": _delta(pa, pb),
-                "p99_ns": [qa, qb],
-                "p99_change_pct": _delta(qa, qb),
-                "errors": [ra["errors"], rb["errors"]],
+                **key,
+                "ops_per_s": [a.ops_per_s, b.ops_per_s],
+                "ops_per_s_ratio": r.ops_per_s_ratio,
+                "mib_per_s": [a.mib_per_s, b.mib_per_s],
+                "p50_ns": [a.latency.p50_ns, b.latency.p50_ns],
+                "latency_p50_ratio": r.latency_p50_ratio,
+                "p99_ns": [a.latency.p99_ns, b.latency.p99_ns],
+                "latency_p99_ratio": r.latency_p99_ratio,
+                "ttfb_p50_ns": [a.ttfb.p50_ns, b.ttfb.p50_ns],
+                "ttfb_p50_ratio": r.ttfb_p50_ratio,
+                "errors": [a.errors, b.errors],
             }
         )
-
-    def only(x: dict, y: dict) -> list[dict[str, Any]]:
-        keys = ("backend", "operation", "object_size_bytes", "concurrency")
-        return [dict(zip(keys, k, strict=True)) for k in sorted(set(x) - set(y))]
-
-    return {
-        "run_a": a["run_id"],
-        "run_b": b["run_id"],
-        "cells": rows,
-        "only_in_a": only(ca, cb),
-        "only_in_b": only(cb, ca),
-    }
+    return {"run_a": resp.a.run_id, "run_b": resp.b.run_id, "cells": cells, **only}
 
 
-async def _load_run(ref: str, out: Path, rag: Any) -> dict[str, Any]:
-    """A run from a JSON file path, a saved <run_id>.json under `out`, or the storage service."""
+async def _run_ref(ref: str, out: Path) -> str | spb.BenchmarkRun:
+    """A run file (a JSON path, or a saved <run_id>.json under `out`) as the run itself, else the
+    id of a run the storage service saved."""
     local = await asyncio.to_thread(_read_local_run, ref, out)
-    if local is not None:
-        return local
-    return to_dict((await rag.storage.get_benchmark_run(ref)).run)
+    if local is None:
+        return ref
+    for r in local.get("results") or []:
+        if "object_size" in r:  # saved before the size gained its unit in the name
+            r["object_size_bytes"] = r.pop("object_size")
+    try:
+        return from_dict(local, spb.BenchmarkRun())
+    except (ValueError, TypeError, AttributeError) as err:
+        raise UsageError(f"{ref} is not a benchmark run ({err})") from None
 
 
 def _read_local_run(ref: str, out: Path) -> dict[str, Any] | None:
@@ -327,9 +323,11 @@ def _read_local_run(ref: str, out: Path) -> dict[str, Any] | None:
     return None
 
 
-def _pct(v: float | None, higher_is_better: bool) -> str:
-    if v is None:
+def _pct(ratio: float, higher_is_better: bool) -> str:
+    """A b / a ratio as a coloured change ("-" when either side was zero or missing)."""
+    if not ratio:
         return "-"
+    v = (ratio - 1.0) * 100.0
     good = v >= 0 if higher_is_better else v <= 0
     color = "green" if good else "red"
     return f"[{color}]{v:+.1f}%[/{color}]"
@@ -338,15 +336,14 @@ def _pct(v: float | None, higher_is_better: bool) -> str:
 def cmd_cmp(args: argparse.Namespace) -> int:
     async def work() -> int:
         out = _out_dir(args)
+        a, b = await _run_ref(args.run_a, out), await _run_ref(args.run_b, out)
         async with rag_client(args) as rag:
-            a = await _load_run(args.run_a, out, rag)
-            b = await _load_run(args.run_b, out, rag)
-        cmp = compare_runs(a, b)
+            cmp = comparison_view(await rag.storage.compare_benchmark_runs(a, b))
         if args.json:
             emit_json(cmp)
             return EXIT_OK if cmp["cells"] else EXIT_FAILED
         t = Table(title=f"{cmp['run_a']} → {cmp['run_b']}", title_justify="left")
-        for col in ("backend", "op", "size", "conc", "ops/s A → B", "Δ", "MiB/s A → B", "Δ", "p50 A → B", "Δ", "p99 Δ"):
+        for col in ("backend", "op", "size", "conc", "ops/s A → B", "Δ", "MiB/s A → B", "p50 A → B", "Δ", "p99 Δ"):
             t.add_column(col, justify="left" if col in ("backend", "op") else "right")
         for c in cmp["cells"]:
             t.add_row(
@@ -355,12 +352,11 @@ def cmd_cmp(args: argparse.Namespace) -> int:
                 human_bytes(c["object_size_bytes"]),
                 str(c["concurrency"]),
                 f"{c['ops_per_s'][0]:.1f} → {c['ops_per_s'][1]:.1f}",
-                _pct(c["ops_per_s_change_pct"], True),
+                _pct(c["ops_per_s_ratio"], True),
                 f"{c['mib_per_s'][0]:.2f} → {c['mib_per_s'][1]:.2f}",
-                _pct(c["mib_per_s_change_pct"], True),
                 f"{c['p50_ns'][0] / 1e6:.2f} → {c['p50_ns'][1] / 1e6:.2f} ms",
-                _pct(c["p50_change_pct"], False),
-                _pct(c["p99_change_pct"], False),
+                _pct(c["latency_p50_ratio"], False),
+                _pct(c["latency_p99_ratio"], False),
             )
         console.print(t)
         for side in ("only_in_a", "only_in_b"):

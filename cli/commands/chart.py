@@ -18,8 +18,8 @@ TOP, LEFT_A, LEFT_B = 70, 70, 545
 
 
 def op_name(r: dict[str, Any]) -> str:
-    """A result's operation as people write it ("get"): `to_dict` gives the enum name
-    (BENCHMARK_OPERATION_GET); runs saved before the enum carry the short name already."""
+    """A result's operation as people write it ("get"), as `to_dict` gives it; runs saved between
+    the enum's arrival and the one walker carry the enum's full name (BENCHMARK_OPERATION_GET)."""
     return str(r.get("operation") or "").removeprefix("BENCHMARK_OPERATION_").lower()
 
 

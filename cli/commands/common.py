@@ -1,5 +1,6 @@
 """What every client-side `rag` subcommand shares: service addresses, `--json`, running a
-coroutine, turning failures into one line for people and an exit code, protobuf -> plain dicts.
+coroutine, turning failures into one line for people and an exit code; `to_dict` (protobuf -> plain
+dicts, enums as "get", bytes as their length) is `clients/protodict.py`'s, the gateway's too.
 
 Addresses: `--<service>-addr` wins, then `DDNRAG_CLI_<SERVICE>_ADDR`, then the local stack's port
 (`cli.stack_config.StackConfig`, which reads `DDNRAG_<SERVICE>_PORT` and `DDNRAG_STACK_HOST`), so every
@@ -19,14 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf.descriptor import FieldDescriptor
-from google.protobuf.message import Message
 from rich.console import Console
 from rich.markup import escape
 
 from cli.stack_config import StackConfig, load_config
 from clients import RagClient
 from clients.base import ServiceCallError
+
+# The one protobuf -> dict walker, shared with the gateway (re-exported for every subcommand).
+from clients.protodict import enum_name as enum_name
+from clients.protodict import to_dict as to_dict
 
 # Exit codes shared by every subcommand.
 EXIT_OK = 0
@@ -184,35 +187,6 @@ def emit_json(obj: Any) -> None:
     """One JSON document on stdout, nothing else."""
     sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
     sys.stdout.flush()
-
-
-# ---- protobuf -> plain Python (ints stay ints, enums become names) ------------------------------
-def to_dict(msg: Message) -> dict[str, Any]:
-    """Every field of `msg` (defaults included) as JSON-ready Python values."""
-    out: dict[str, Any] = {}
-    for field in msg.DESCRIPTOR.fields:
-        value = getattr(msg, field.name)
-        if field.message_type is not None and field.message_type.GetOptions().map_entry:
-            vfield = field.message_type.fields_by_name["value"]
-            out[field.name] = {k: _value(vfield, v) for k, v in value.items()}
-        elif field.is_repeated:
-            out[field.name] = [_value(field, v) for v in value]
-        elif field.message_type is not None and field.has_presence and not msg.HasField(field.name):
-            out[field.name] = None
-        else:
-            out[field.name] = _value(field, value)
-    return out
-
-
-def _value(field: FieldDescriptor, value: Any) -> Any:
-    if field.type == FieldDescriptor.TYPE_MESSAGE:
-        return to_dict(value)
-    if field.type == FieldDescriptor.TYPE_ENUM:
-        ev = field.enum_type.values_by_number.get(value)
-        return ev.name if ev is not None else value
-    if field.type == FieldDescriptor.TYPE_BYTES:
-        return value.decode("utf-8", "replace")
-    return value
 
 
 # ---- formatting ---------------------------------------------------------------------------------

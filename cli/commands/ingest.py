@@ -36,6 +36,7 @@ from .common import (
     add_common,
     console,
     emit_json,
+    enum_name,
     failure_of,
     human_bytes,
     rag_client,
@@ -275,7 +276,7 @@ def _finish(args: argparse.Namespace, job: rpb.Job | None, plan: Plan, uploaded:
         for e in (job.file_errors if job else [])
     ]
     errors = plan.errors + job_errors
-    state = rpb.JobState.Name(job.state) if job else "NOT_STARTED"
+    state = enum_name(rpb.JobState.DESCRIPTOR, job.state) if job else "not_started"
     ok = job is not None and job.state in OK_STATES and not errors
     if args.json:
         emit_json(
@@ -310,7 +311,7 @@ def _finish(args: argparse.Namespace, job: rpb.Job | None, plan: Plan, uploaded:
 
 
 def show_job_summary(job: rpb.Job, elapsed: float = 0.0) -> None:
-    state = rpb.JobState.Name(job.state).removeprefix("JOB_STATE_").lower()
+    state = enum_name(rpb.JobState.DESCRIPTOR, job.state)
     color = {"succeeded": "green", "partial": "yellow"}.get(state, "red")
     took = f" in {elapsed:.1f}s" if elapsed else ""
     console.print(

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ddnrag.retriever.v1 import retriever_service_pb2 as rpb
 
-from .common import EXIT_FAILED, EXIT_OK, add_common, console, emit_json, rag_client, run, to_dict
+from .common import EXIT_FAILED, EXIT_OK, add_common, console, emit_json, enum_name, rag_client, run, to_dict
 from .ingest import follow_job, show_job_summary
 
 ENDED_BADLY = (rpb.JOB_STATE_FAILED, rpb.JOB_STATE_PARTIAL)
@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def state_name(state: int) -> str:
-    return rpb.JobState.Name(state).removeprefix("JOB_STATE_").lower()
+    return enum_name(rpb.JobState.DESCRIPTOR, state)
 
 
 def _when(unix_ns: int) -> str:
@@ -139,6 +139,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         t = Table(title="time per stage", title_justify="left", show_edge=False)
         t.add_column("stage")
         t.add_column("time", justify="right")
+        t.add_column("share of run", justify="right")
         t.add_column("what it counts")
         notes = {
             "fetch": "reading sources, summed over files",
@@ -149,8 +150,14 @@ def cmd_show(args: argparse.Namespace) -> int:
             "index": "the index commit",
         }
         for stage in STAGES:
-            t.add_row(stage, _ms(getattr(job, f"{stage}_ns")), notes[stage])
+            ns = getattr(job, f"{stage}_ns")
+            t.add_row(stage, _ms(ns), f"{ns / job.run_ns:.0%}" if job.run_ns else "-", notes[stage])
         console.print(t)
+        if job.run_ns:
+            console.print(
+                f"run {_ms(job.run_ns)} wall (stages overlap) · embedder idle {_ms(job.embed_idle_ns)} "
+                "between its first and last request"
+            )
         if job.files:
             ft = Table(title="files", title_justify="left", show_edge=False)
             for col in ("file", "status", "bytes", "chunks", *STAGES[:5], "error"):

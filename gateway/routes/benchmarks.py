@@ -162,8 +162,9 @@ async def list_runs(request: web.Request) -> web.Response:
 @routes.get("/api/benchmarks/compare")
 async def compare(request: web.Request) -> web.Response:
     """Two saved runs lined up by the storage service, cell by cell (backend, operation, size,
-    concurrency): p50/p99 latency, TTFB p50 and ops/s of each side and B relative to A. A cell
-    only one run measured shows the other side as null."""
+    concurrency): p50/p99 latency, TTFB p50 and ops/s of each side and B relative to A, the ratio
+    as the service computed it (the one comparison; null where it is 0: a side missing or zero).
+    A cell only one run measured shows the other side as null."""
     a_id, b_id = request.query.get("a", ""), request.query.get("b", "")
     if not a_id or not b_id:
         raise ApiError(400, "give two run ids: /api/benchmarks/compare?a=RUN&b=RUN")
@@ -173,9 +174,9 @@ async def compare(request: web.Request) -> web.Response:
         a = level_json(r.a) if r.HasField("a") else None
         b = level_json(r.b) if r.HasField("b") else None
 
-        def side(get: Any, a: Any = a, b: Any = b) -> dict[str, Any]:
+        def side(get: Any, ratio: float, a: Any = a, b: Any = b) -> dict[str, Any]:
             va, vb = (get(a) if a else None), (get(b) if b else None)
-            return {"a": va, "b": vb, "ratio": round(vb / va, 3) if va and vb else None}
+            return {"a": va, "b": vb, "ratio": round(ratio, 3) or None}
 
         rows.append(
             {
@@ -183,10 +184,10 @@ async def compare(request: web.Request) -> web.Response:
                 "operation": enum_name(spb.BenchmarkOperation.DESCRIPTOR, r.operation),
                 "object_size_bytes": r.object_size_bytes,
                 "concurrency": r.concurrency,
-                "latency_p50_ms": side(lambda x: x["latency"]["p50_ms"]),
-                "latency_p99_ms": side(lambda x: x["latency"]["p99_ms"]),
-                "ttfb_p50_ms": side(lambda x: x["ttfb"]["p50_ms"]),
-                "ops_per_s": side(lambda x: x["ops_per_s"]),
+                "latency_p50_ms": side(lambda x: x["latency"]["p50_ms"], r.latency_p50_ratio),
+                "latency_p99_ms": side(lambda x: x["latency"]["p99_ms"], r.latency_p99_ratio),
+                "ttfb_p50_ms": side(lambda x: x["ttfb"]["p50_ms"], r.ttfb_p50_ratio),
+                "ops_per_s": side(lambda x: x["ops_per_s"], r.ops_per_s_ratio),
             }
         )
     return web.json_response({"a": run_json(resp.a), "b": run_json(resp.b), "rows": rows})

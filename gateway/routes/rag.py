@@ -18,7 +18,7 @@ from aiohttp import web
 from ddnrag.llm.v1 import llm_service_pb2 as lpb
 
 from ..convert import ns_to_ms, to_dict
-from ..errors import ApiError, error_payload
+from ..errors import ApiError, error_payload, json_error_payload
 from ..sse import Event, stream_events
 from ..state import ANSWER_SLOTS, CONFIG, UPSTREAMS
 from ..uploads import check_collection
@@ -115,26 +115,33 @@ def done_json(d: lpb.Done, retrieval: lpb.Retrieval | None) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def answer_slot(request: web.Request) -> AsyncIterator[float]:
-    """Waits for one of the gateway's answer slots (admission control): requests beyond
-    `max_concurrent_answers` queue here instead of overloading the llm_gateway, which would refuse
-    them (BACKEND_BUSY) after running their retrieval for nothing. Yields the wait in ms; 429
-    when no slot frees within `answer_queue_timeout_s`."""
+    """One of the gateway's answer slots: a ceiling on the answer streams this gateway holds open
+    (`max_concurrent_answers`, a bound on its own memory and sockets). How many answers *run* is
+    the llm_gateway's adaptive admission (services/llm_gateway/admission.py), which serves cache
+    hits without a permit and refuses overload at once with RESOURCE_EXHAUSTED + `retry_after_s`
+    (429 + `Retry-After` here). A full gateway waits at most `answer_queue_timeout_s` (0: not at
+    all), then answers 429 with `Retry-After`. Yields the wait in ms."""
     slots = request.app[ANSWER_SLOTS]
     if slots is None:
         yield 0.0
         return
     cfg = request.app[CONFIG]
     t0 = time.perf_counter()
-    try:
-        async with asyncio.timeout(cfg.answer_queue_timeout_s):
-            await slots.acquire()
-    except TimeoutError:
-        raise ApiError(
-            429,
-            f"the gateway is answering {cfg.max_concurrent_answers} questions at once and no slot freed "
-            f"within {cfg.answer_queue_timeout_s:g} s; retry later",
-            "GATEWAY_BUSY",
-        ) from None
+    if slots.locked():
+        try:
+            if cfg.answer_queue_timeout_s <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(cfg.answer_queue_timeout_s):
+                await slots.acquire()
+        except TimeoutError:
+            raise ApiError(
+                429,
+                f"the gateway holds {cfg.max_concurrent_answers} answer streams, its limit; retry in a second",
+                "GATEWAY_BUSY",
+                retry_after_s=1,
+            ) from None
+    else:
+        await slots.acquire()
     try:
         yield (time.perf_counter() - t0) * 1000
     finally:
@@ -158,7 +165,10 @@ async def answer_events(request: web.Request, ask: Ask) -> AsyncIterator[Event]:
             history=ask.history,
         ):
             kind = ev.WhichOneof("event")
-            if kind == "retrieval":
+            if kind == "token":  # the most frequent event first
+                tok = ev.token
+                yield Event("token", {"text": tok.text, "index": tok.index})
+            elif kind == "retrieval":
                 retrieval = ev.retrieval
             elif kind == "start":
                 yield Event(
@@ -176,8 +186,6 @@ async def answer_events(request: web.Request, ask: Ask) -> AsyncIterator[Event]:
                 # What was searched (the standalone question of a follow-up) and found. It comes
                 # after `start` (whose `retrieval` field holds the same), so `start` stays first.
                 yield Event("retrieval", retrieval_json(retrieval))
-            elif kind == "token":
-                yield Event("token", {"text": ev.token.text, "index": ev.token.index})
             elif kind == "verify":  # groundedness: per-sentence scores, answer score, repair
                 yield Event("verify", to_dict(ev.verify))
             elif kind == "refused":  # a guard refused the question or the answer: the last event
@@ -341,5 +349,5 @@ async def rag_query(request: web.Request) -> web.Response:
                 {"answer": ev.data["text"] or "".join(tokens), "start": start, "retrieval": retrieval, **ev.data}
             )
         elif ev.name == "error":
-            return web.json_response({"error": ev.data}, status=ev.data["status"])
+            return json_error_payload(ev.data)
     raise ApiError(502, "the llm_gateway ended the answer without a result", "STREAM_ENDED")

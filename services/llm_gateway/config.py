@@ -53,6 +53,17 @@ class LlmGatewayConfig:
     cache_max_bytes: int = env_field(
         "DDNRAG_LLM_GATEWAY_CACHE_MAX_BYTES", 64 * 1024 * 1024, "answer cache size bound in bytes (0 disables)"
     )
+    max_concurrent_answers: int = env_field(
+        "DDNRAG_LLM_GATEWAY_MAX_CONCURRENT_ANSWERS",
+        64,
+        "ceiling of the adaptive admission limit: answers that run retrieval and generation at once "
+        "(the limit itself follows measured latency, admission.py; cache hits need none); 0 turns admission off",
+    )
+    admission_max_wait_s: float = env_field(
+        "DDNRAG_LLM_GATEWAY_ADMISSION_MAX_WAIT_S",
+        1.0,
+        "longest wait for an answer permit; past it, or with the queue full, RESOURCE_EXHAUSTED with retry_after_s",
+    )
     retrieval_timeout_s: float = env_field(
         "DDNRAG_LLM_GATEWAY_RETRIEVAL_TIMEOUT_S", 30.0, "deadline of the retriever Search call in Answer"
     )

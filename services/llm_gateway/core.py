@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from kernel.errors import ServiceError, invalid, unavailable
 from kernel.timing import Timer
 
+from .admission import Admission, Ticket, ask_key
 from .backend import Backend, Delta
 from .cache import AnswerCache, CachedAnswer, cache_key, replay
 from .checks import RefusedEvent, VerifyEvent, regenerate_with, search_with
@@ -99,8 +100,11 @@ class LlmGateway:
         conversations: ConversationStore | None = None,
         history_budget_tokens: int = 1024,
         rewrite_timeout_s: float = 15.0,
+        admission: Admission | None = None,
     ) -> None:
         self.router = Router(backends)
+        # Permits for answers that run the pipeline; cache hits run without one (admission.py).
+        self.admission = admission
         self.counter = counter
         self.searcher = searcher
         self.cache = cache
@@ -160,9 +164,15 @@ class LlmGateway:
             if not p.text.strip():
                 raise invalid(f"passage {i} has no text", reason="EMPTY_PASSAGE")
         timer = Timer()
-        async with contextlib.aclosing(self._generate(question, passages, params, timer, started=False)) as it:
-            async for ev in it:
-                yield ev
+        ticket = Ticket(self.admission)
+        try:
+            async with contextlib.aclosing(
+                self._generate(question, passages, params, timer, started=False, ticket=ticket)
+            ) as it:
+                async for ev in it:
+                    yield ev
+        finally:
+            ticket.release()
 
     async def _generate(
         self,
@@ -174,8 +184,10 @@ class LlmGateway:
         started: bool,
         rag_t0_ns: int = 0,
         history: Sequence[HistoryTurn] = (),
+        ticket: Ticket | None = None,
     ) -> AsyncIterator[GenerateEvent]:
         t0 = time.perf_counter_ns()
+        ticket = ticket or Ticket(None)
         try:
             candidates = self._validate(question, params)
             with timer.stage("prompt") as st:
@@ -199,11 +211,14 @@ class LlmGateway:
             with timer.stage("cache_lookup"):
                 hit = await self.cache.get(key)
             if hit is not None:
+                ticket.hit()  # a full permit goes back now; a light one is kept to the end
                 async for ev in replay(hit, prompt, timer, t0, rag_t0_ns):
                     yield ev
                 return
 
         try:
+            ticket.miss()
+            await ticket.take(timer)  # generation runs under a full permit (waits briefly, or OVERLOADED)
             opened = await self.router.open(candidates, prompt, params, timer)
         except ServiceError as err:
             if not started:
@@ -223,6 +238,7 @@ class LlmGateway:
         held = 0  # backend tokens whose text the renumberer still holds (an open "[..")
         # Arrival times are taken when a delta arrives from the backend, before it is sent on.
         marked = first_delta is not None and bool(first_delta.text)
+        ticket.first_token()
         if marked:
             stats.mark(first_delta.count)  # type: ignore[union-attr]
         try:
@@ -297,6 +313,7 @@ class LlmGateway:
         if self.cache is not None and backend is first and not params.no_cache and finish in ("stop", "length"):
             with timer.stage("cache_store"):
                 await self.cache.put(key, cached)
+            ticket.remember()  # asked again, this question will likely be a hit
         yield DoneEvent(
             usage=usage,
             ttft_ns=stats.ttft_ns,
@@ -381,46 +398,67 @@ class LlmGateway:
             raise invalid(f"top_k must be within 1..{MAX_TOP_K} (0 means 5), got {top_k}", reason="BAD_TOP_K")
         if self.searcher is None:
             raise unavailable("no retriever is configured", reason="NO_RETRIEVER")
-        conv_id = ""
-        if conversation_id:
-            if self.conversations is None:
-                raise unavailable(
-                    "conversations are not available: this llm_gateway has no storage service "
-                    "(set DDNRAG_LLM_GATEWAY_STORAGE_ADDR)",
-                    reason="NO_CONVERSATION_STORE",
-                )
-            with timer.stage("conversation_load"):
-                conv = await self.conversations.get(conversation_id)
-            conv_id = conv.id
-            turns = [HistoryTurn(t.question, t.answer, t.search_query) for t in conv.turns]
-        else:
-            turns = turns_from_messages(check_history(history))
-        trimmed = trim_history(turns, self.counter, self.history_budget_tokens)
-        search_query, method = await standalone_question(
-            self.router, self.counter, question, trimmed, candidates, params, timer, self.rewrite_timeout_s
+        # A question that was recently answered from the cache runs without a permit; any other
+        # takes one now, before retrieval, so overload is refused before any work is done.
+        hint = (
+            ""
+            if (conversation_id or history or params.no_cache)
+            else ask_key(question, collection, storage_backend, top_k, filters, params)
         )
-        timeout = min(timeout_s, self.retrieval_timeout_s) if timeout_s else self.retrieval_timeout_s
-        with timer.stage("retrieve") as st:
-            result = await self.searcher.search(
-                collection or "default",
-                search_query,
-                top_k=top_k or DEFAULT_TOP_K,
-                backend=storage_backend,
-                filters=filters or {},
-                timeout=timeout,
+        ticket = Ticket(self.admission, hint)
+        await ticket.enter(timer)
+        try:
+            conv_id = ""
+            if conversation_id:
+                if self.conversations is None:
+                    raise unavailable(
+                        "conversations are not available: this llm_gateway has no storage service "
+                        "(set DDNRAG_LLM_GATEWAY_STORAGE_ADDR)",
+                        reason="NO_CONVERSATION_STORE",
+                    )
+                with timer.stage("conversation_load"):
+                    conv = await self.conversations.get(conversation_id)
+                conv_id = conv.id
+                turns = [HistoryTurn(t.question, t.answer, t.search_query) for t in conv.turns]
+            else:
+                turns = turns_from_messages(check_history(history))
+            trimmed = trim_history(turns, self.counter, self.history_budget_tokens)
+            search_query, method = await standalone_question(
+                self.router, self.counter, question, trimmed, candidates, params, timer, self.rewrite_timeout_s
             )
-            st.count = len(result.chunks)
-        yield RetrievalEvent(
-            result,
-            search_query=search_query,
-            rewrite=method,
-            history_turns=len(trimmed.turns),
-            history_turns_trimmed=trimmed.dropped,
-            conversation_id=conv_id,
-        )
-        passages = [c.passage for c in result.chunks if c.ok]
-        async with contextlib.aclosing(
-            self._generate(search_query, passages, params, timer, started=True, rag_t0_ns=rag_t0, history=trimmed.turns)
-        ) as it:
-            async for ev in it:
-                yield ev
+            timeout = min(timeout_s, self.retrieval_timeout_s) if timeout_s else self.retrieval_timeout_s
+            with timer.stage("retrieve") as st:
+                result = await self.searcher.search(
+                    collection or "default",
+                    search_query,
+                    top_k=top_k or DEFAULT_TOP_K,
+                    backend=storage_backend,
+                    filters=filters or {},
+                    timeout=timeout,
+                )
+                st.count = len(result.chunks)
+            yield RetrievalEvent(
+                result,
+                search_query=search_query,
+                rewrite=method,
+                history_turns=len(trimmed.turns),
+                history_turns_trimmed=trimmed.dropped,
+                conversation_id=conv_id,
+            )
+            passages = [c.passage for c in result.chunks if c.ok]
+            async with contextlib.aclosing(
+                self._generate(
+                    search_query,
+                    passages,
+                    params,
+                    timer,
+                    started=True,
+                    rag_t0_ns=rag_t0,
+                    history=trimmed.turns,
+                    ticket=ticket,
+                )
+            ) as it:
+                async for ev in it:
+                    yield ev
+        finally:
+            ticket.release()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from .domain import Passage
@@ -60,7 +61,11 @@ def user_message(question: str, passages: Sequence[Passage], quoted: Sequence[tu
     else:
         q = list(quoted) + [()] * (len(passages) - len(quoted))
         ctx = "\n\n".join(f"{passage_header(i + 1, p)}\n{_body(p, q[i])}" for i, p in enumerate(passages))
-    return f"Context passages:\n\n{ctx}\n\nQuestion: {question.strip()}"
+    return f"{USER_HEAD}\n\n{ctx}\n\n{question_line(question)}"
+
+
+def question_line(question: str) -> str:
+    return f"Question: {question.strip()}"
 
 
 def _body(p: Passage, quoted: tuple[str, ...]) -> str:
@@ -70,9 +75,16 @@ def _body(p: Passage, quoted: tuple[str, ...]) -> str:
     return text
 
 
+# The same chunks come back answer after answer: scanning them for instructions was an eighth
+# of the llm_gateway's CPU under load (bench/results/gateway_load_profile_before.txt).
+_split_instructions = lru_cache(maxsize=4096)(split_instructions)
+
+USER_HEAD = "Context passages:"
+
+
 def data_only(p: Passage) -> tuple[Passage, tuple[str, ...]]:
     """The passage with its sentences that address the assistant taken out, and those sentences."""
-    text, quoted = split_instructions(p.text)
+    text, quoted = _split_instructions(p.text)
     return (replace(p, text=text), quoted) if quoted else (p, ())
 
 
@@ -88,7 +100,12 @@ def build_prompt(
     whole is cut at a token boundary if at least MIN_PASSAGE_TOKENS of it fit; the rest are left
     out. Counts use `counter` (see tokens.py). `history` (already trimmed to its own budget) goes
     between the system prompt and the question as earlier user/assistant messages. Sentences of a
-    passage that address the assistant are quoted as data, never given as passage text (`data_only`)."""
+    passage that address the assistant are quoted as data, never given as passage text (`data_only`).
+
+    The user message is counted as the sum of its parts (head, each passage's header and body, the
+    question line), which are joined by newlines: the tokenizer never makes a token across
+    whitespace (WordPiece pre-tokenizes on whitespace and punctuation), so the sum is the count of
+    the whole, and each passage's count is remembered per text instead of recounted per answer."""
     split = [data_only(p) for p in passages]
     passages = [p for p, _ in split]
     quoted = [q for _, q in split]
@@ -96,23 +113,31 @@ def build_prompt(
     fixed = system_tokens + counter.count(user_message(question, [])) + 2 * MESSAGE_OVERHEAD_TOKENS
     left = budget_tokens - fixed
     kept: list[Passage] = []
+    kept_tokens = 0  # headers and bodies of the kept passages, exactly
     truncated = 0
     texts = [_body(p, q) for p, q in zip(passages, quoted, strict=True)]
-    counts = counter.count_many(texts)
+    counts = counter.count_many_cached(texts)
     for i, (p, n) in enumerate(zip(passages, counts, strict=True)):
-        header = counter.count(passage_header(i + 1, p)) + 2
+        header_exact = counter.count_cached(passage_header(i + 1, p))
+        header = header_exact + 2
         if header + n <= left:
             kept.append(p)
             left -= header + n
+            kept_tokens += header_exact + n
             continue
         room = left - header
         if room >= MIN_PASSAGE_TOKENS:
             cut = counter.truncate(p.text.strip(), room)  # the quoted block goes first
             kept.append(_with_text(p, cut))
+            kept_tokens += header_exact + counter.count(cut)
             quoted[i] = ()
             truncated += 1
         break
     user = user_message(question, kept, quoted[: len(kept)])
+    if kept:
+        user_tokens = counter.count_cached(USER_HEAD) + kept_tokens + counter.count(question_line(question))
+    else:
+        user_tokens = counter.count(user)
     earlier: list[dict[str, str]] = []
     for t in history:
         earlier.append({"role": "user", "content": t.question})
@@ -122,7 +147,7 @@ def build_prompt(
         *earlier,
         {"role": "user", "content": user},
     )
-    total = system_tokens + counter.count(user) + 2 * MESSAGE_OVERHEAD_TOKENS
+    total = system_tokens + user_tokens + 2 * MESSAGE_OVERHEAD_TOKENS
     total += sum(counter.count(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in earlier)
     return Prompt(
         question=question,

@@ -17,6 +17,7 @@ from kernel.tracing import setup_tracing
 
 from .ab.engine import AbEngine
 from .ab.servicer import AbTestServicer
+from .admission import Admission, GradientLimit, Pool
 from .backend_factory import build_backends, parse_specs
 from .cache import AnswerCache
 from .checks import build_checks
@@ -57,12 +58,12 @@ def _default_encoder(cfg: LlmGatewayConfig) -> Encoder:
     return EmbedderEncoder(EmbedderClient(cfg.embedder_addr))
 
 
-def _default_searcher(cfg: LlmGatewayConfig) -> Searcher:
+def _default_searcher(cfg: LlmGatewayConfig, sentence_vectors: bool) -> Searcher:
     from clients.retriever import RetrieverClient
 
     from .adapters import RetrieverSearcher
 
-    return RetrieverSearcher(RetrieverClient(cfg.retriever_addr))
+    return RetrieverSearcher(RetrieverClient(cfg.retriever_addr), sentence_vectors=sentence_vectors)
 
 
 def _default_conversations(cfg: LlmGatewayConfig) -> ConversationStore | None:
@@ -82,7 +83,6 @@ async def build_core(
     specs = parse_specs(raw, source=source)
     counter = await asyncio.to_thread(default_counter)
     encoder = encoder or _default_encoder(cfg)
-    searcher = searcher or _default_searcher(cfg)
     backends = build_backends(
         specs,
         encoder=encoder,
@@ -90,6 +90,8 @@ async def build_core(
         extractive_fallback=cfg.extractive_fallback,
         extractive_min_score=cfg.extractive_min_score,
     )
+    # The extractive generator ranks sentences with the vectors stored at ingestion.
+    searcher = searcher or _default_searcher(cfg, any(b.kind == "extractive" for b in backends))
     warm = getattr(encoder, "warm", None)
     if warm is not None and (cfg.verify == "embedder" or any(b.kind == "extractive" for b in backends)):
         await warm()  # the in-process model loads before health says SERVING
@@ -107,12 +109,26 @@ async def build_core(
         conversations=_default_conversations(cfg),
         history_budget_tokens=cfg.history_budget_tokens,
         rewrite_timeout_s=cfg.rewrite_timeout_s,
+        admission=build_admission(cfg),
     )
     objects = core.conversations.objects if core.conversations is not None else None
     core.closers.extend(c for c in (encoder, searcher, objects) if hasattr(c, "close"))
     core.checks = build_checks(cfg, encoder)
     core.closers.append(core.checks)
     return core
+
+
+def build_admission(cfg: LlmGatewayConfig) -> Admission | None:
+    if cfg.max_concurrent_answers <= 0:
+        return None
+    ceiling = cfg.max_concurrent_answers
+    full = GradientLimit(limit=min(8, ceiling), min_limit=min(2, ceiling), ceiling=ceiling)
+    # Cache hits cost a fraction of an answer: their own pool, four times the ceiling.
+    light = GradientLimit(limit=min(32, 4 * ceiling), min_limit=min(4, 4 * ceiling), ceiling=4 * ceiling)
+    return Admission(
+        Pool(full, max_wait_s=cfg.admission_max_wait_s),
+        Pool(light, max_wait_s=cfg.admission_max_wait_s, what="cache hits"),
+    )
 
 
 def build_ab(cfg: LlmGatewayConfig, core: LlmGateway) -> AbTestServicer:

@@ -19,6 +19,7 @@ from kernel.timing import Stage, Timer
 
 from .checks import AnswerChecks, RefusedEvent, VerifyEvent, regenerate_with
 from .checks_pb import guards_pb, refused_pb, verify_pb
+from .coalesce import coalesced
 from .conversations import Conversation, ConversationStore
 from .core import LlmGateway
 from .domain import (
@@ -181,11 +182,13 @@ class LlmServicer(pb_grpc.LlmServiceServicer):
                 regenerate=regenerate_with(self.core, request.question, params),
             )
         seen = StreamObserver(self.metrics)
+        events = coalesced(stream)  # tokens ready together go as one message
         try:
-            async for ev in stream:
+            async for ev in events:
                 seen.see(ev)
                 yield pb.GenerateResponse(**event_fields(ev))
         finally:
+            await events.aclose()
             await stream.aclose()
 
     async def Answer(
@@ -208,11 +211,13 @@ class LlmServicer(pb_grpc.LlmServiceServicer):
         # The core runs the guardrails and the groundedness check (core.checks) before it stores
         # a conversation's turn, so the stored text is the text sent.
         seen = StreamObserver(self.metrics)
+        events = coalesced(stream)  # tokens ready together go as one message
         try:
-            async for ev in stream:
+            async for ev in events:
                 seen.see(ev)
                 yield pb.AnswerResponse(**event_fields(ev))
         finally:
+            await events.aclose()
             await stream.aclose()
 
     async def ListModels(

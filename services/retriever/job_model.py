@@ -158,7 +158,8 @@ class JobView:
     index_version: str = ""
     document_ids: list[str] = field(default_factory=list)
     # Time per stage, ns: fetch, parse, chunk (summed over files, which run 4 at a time), embed and
-    # write (wall time while a call was in flight), index (the commit).
+    # write (wall time while a call was in flight), index (the commit); run (the job's wall time)
+    # and embed_idle (no embedding request in flight between the first and the last).
     stage_ns: dict[str, int] = field(default_factory=dict)
     bytes_total: int = 0
     # The embedder's device when the job ran, e.g. "cuda:0 (NVIDIA H200)".

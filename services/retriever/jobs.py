@@ -43,7 +43,8 @@ from .job_model import (
 from .job_runner import JobRunner
 from .job_state import JobStore
 from .lease import LeaseKeeper
-from .pipeline import LiveJob, NullCounter
+from .live_job import LiveJob
+from .pipeline import NullCounter
 
 log = logging.getLogger(__name__)
 
@@ -193,26 +194,30 @@ class JobManager:
         recs = await self.state.read_many([j for _, j in listing])
         return [recs[j] for _, j in listing if j in recs and recs[j].collection == collection]
 
-    async def cancel(self, job_id: str) -> JobView:
+    async def cancel(self, job_id: str, wait_s: float = 30.0) -> JobView:
+        """Cancels a job and returns it once it has ended, waiting at most `wait_s` (the caller's
+        deadline) for a job run elsewhere or not started yet. Cancelling an ended job returns it."""
         view = await self.get(job_id)
         if view.terminal:
             return view
         # Recorded first, so that whichever replica runs the job (now or after a take-over) stops it.
         await self.state.request_cancel(job_id)
-        lj = self.live.get(job_id)
-        if lj is not None and lj.task is not None and not lj.task.done():
-            lj.cancel_requested = True
-            lj.task.cancel()
-            await asyncio.gather(lj.task, return_exceptions=True)
-            if lj.view.terminal:
-                return _copy(lj.view)
-        view = await self.get(job_id)
-        # Another replica runs it (or will): it honours the recorded request within a second.
-        deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline and not view.terminal:
-            await asyncio.sleep(self.timing.follow_poll_s)
+        deadline = time.monotonic() + wait_s
+        while True:
+            # This replica runs it, or started running it since the last look (an adoption that was
+            # in flight when the request came): stop it here, not at its next progress poll.
+            lj = self.live.get(job_id)
+            if lj is not None and lj.task is not None and not lj.task.done():
+                lj.cancel_requested = True
+                lj.task.cancel()
+                await asyncio.gather(lj.task, return_exceptions=True)
+                if lj.view.terminal:
+                    return _copy(lj.view)
             view = await self.get(job_id)
-        return view
+            # Another replica runs it (or will): it honours the recorded request within a second.
+            if view.terminal or time.monotonic() >= deadline:
+                return view
+            await asyncio.sleep(self.timing.follow_poll_s)
 
     async def follow(self, job_id: str, after_sequence: int = 0) -> AsyncIterator[tuple[int, JobView, bool]]:
         """Yields (sequence, job, terminal): the current state first, then each change, and the
@@ -291,8 +296,9 @@ class JobManager:
         v = lj.view
         v.updated_unix_ns = time.time_ns()
         elapsed = time.perf_counter() - lj.started
-        if lj.embed_busy_s:
-            v.embeddings_per_s = lj.embedded / lj.embed_busy_s
+        lj.clocks_to_view()
+        if lj.embed_clock.busy_s:
+            v.embeddings_per_s = lj.embedded / lj.embed_clock.busy_s
         left = v.documents_total - v.documents_done
         v.eta_s = elapsed / v.documents_done * left if v.documents_done and not v.terminal else -1.0
         if v.terminal:

@@ -1,10 +1,19 @@
-"""The ingestion pipeline's stages: fetch → parse → chunk → embed → write, then hand each written
-batch to the job manager to commit.
+"""The ingestion pipeline's stages: fetch → parse → chunk → embed and write, then hand each batch
+to the job manager to commit.
 
-Stages run as concurrent tasks joined by bounded queues, so while one batch is being written the
-next is being embedded and the one after that parsed; embedding is the bottleneck. The pipeline
-owns no job state: it reports through a `JobSink` (the job manager), which records progress and
-commits batches to the shared job state.
+Embedding is the bottleneck, so everything else is arranged to keep the embedder fed:
+- files are fetched, parsed and chunked ahead of it (4 at a time; rich formats in the parser
+  worker processes of sandbox.py, plain text in a thread);
+- embedding requests carry exactly `embed_batch` chunks, cut across file boundaries, and
+  `embed_concurrency` of them are in flight, so one is queued at the embedder while another runs;
+- a batch's chunk objects are written as soon as its chunks are known (their text is all they
+  need), concurrently with embedding, at most `WRITES_IN_FLIGHT` batches at once;
+- the commit stage pairs each batch with its vectors and write, in order, and commits it.
+The embedder's idle time inside the job (no request in flight between its first and last) is
+measured (`Clock`) and reported with the other stage times, so a starved embedder shows.
+
+The pipeline owns no job state: it reports through a `JobSink` (the job manager), which records
+progress and commits batches to the shared job state.
 """
 
 from __future__ import annotations
@@ -12,24 +21,35 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 from opentelemetry.trace import Link
 
+from kernel import sentences
 from kernel.tracing import TRACER
 
 from .chunking import Chunk, Chunker
 from .core import Retriever, chunk_key
-from .job_model import BackendStats, ChunkRow, FileErrorView, FileRow, JobRecord, JobView
+from .job_model import BackendStats, ChunkRow, FileErrorView, FileRow
+from .live_job import JobSink, LiveJob
 from .parsing import ParseError, parse_document
 from .ports import ObjectNotFound, ObjectTooLarge
+from .search import sentence_vectors_key
+from .sentence_vectors import model_of, sentence_records
 
 T = TypeVar("T")
+
+
+def chunking_key(request: dict[str, Any], sentence_vectors: bool) -> str:
+    """How a document's chunks were made, recorded in its index entry: "size/overlap", plus
+    "+sv<format>" when its sentence vectors were stored. A document whose entry differs is
+    processed again, so re-ingesting adds sentence vectors to documents ingested without them."""
+    key = f"{request['chunk_size']}/{request['chunk_overlap']}"
+    return f"{key}+sv{sentences.FORMAT}" if sentence_vectors else key
 
 
 async def drain(queue: asyncio.Queue[T | None]) -> AsyncIterator[T]:
@@ -38,63 +58,40 @@ async def drain(queue: asyncio.Queue[T | None]) -> AsyncIterator[T]:
         yield item
 
 
-async def batched(items: AsyncIterator[T], size: Callable[[T], int], limit: int) -> AsyncIterator[list[T]]:
-    """`items` in groups whose `size` reaches `limit` (the last group may be smaller): the one
-    batching rule of the embed and write stages."""
-    group: list[T] = []
-    n = 0
-    async for item in items:
-        group.append(item)
-        n += size(item)
-        if n >= limit:
-            yield group
-            group, n = [], 0
-    if group:
-        yield group
-
-
-@dataclass
-class LiveJob:
-    """A job this replica runs: its view, its stored record, and the progress stream's state."""
-
-    view: JobView
-    record: JobRecord
-    seq: int = 0
-    cond: asyncio.Condition = field(default_factory=asyncio.Condition)
-    task: asyncio.Task[None] | None = None
-    cancel_requested: bool = False
-    # Set when this replica stops running the job (finished, cancelled, or lost to a new holder).
-    gone: bool = False
-    started: float = field(default_factory=time.perf_counter)
-    embed_busy_s: float = 0.0
-    embedded: int = 0
-    # Failed and unchanged files not yet committed (they go with the next batch).
-    results: list[FileRow] = field(default_factory=list)
-    dirty: bool = False
-    write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # This replica's run of the job, as a trace span (kernel/tracing.py); each written batch is
-    # a trace of its own that links to it.
-    span: trace.Span = trace.INVALID_SPAN
-
-    @property
-    def request(self) -> dict[str, Any]:
-        return self.record.request
-
-
-class JobSink(Protocol):
-    async def emit(self, lj: LiveJob, **changes: Any) -> None:
-        """Publishes a change of the job's view to its followers."""
-        ...
-
-    async def commit(self, lj: LiveJob, files: list[FileRow], chunks: list[ChunkRow]) -> None:
-        """Commits a written batch: these files are finished and these chunks are theirs."""
-        ...
-
-
 @dataclass
 class _Parsed:
     file: FileRow
     chunks: list[Chunk]
+
+
+@dataclass
+class _Batch:
+    """Files committed together, and the write of their chunk objects (started at once)."""
+
+    group: list[_Parsed]
+    write: asyncio.Task[None]
+
+
+@dataclass
+class _Vectors:
+    """An embedding request's vectors, in chunk order, and each chunk's share of its time (ns)."""
+
+    vectors: np.ndarray
+    ns: np.ndarray
+
+    @staticmethod
+    def join(parts: list[_Vectors]) -> _Vectors:
+        if len(parts) == 1:
+            return parts[0]
+        return _Vectors(np.concatenate([p.vectors for p in parts]), np.concatenate([p.ns for p in parts]))
+
+    def split(self, n: int) -> tuple[_Vectors, _Vectors]:
+        return _Vectors(self.vectors[:n], self.ns[:n]), _Vectors(self.vectors[n:], self.ns[n:])
+
+
+# Batches whose chunk objects may be written ahead of their commit, and writes in flight at once.
+BATCHES_AHEAD = 4
+WRITES_IN_FLIGHT = 2
 
 
 class Pipeline:
@@ -107,13 +104,13 @@ class Pipeline:
 
     async def run(self, lj: LiveJob, pending: list[FileRow]) -> None:
         parsed_q: asyncio.Queue[_Parsed | None] = asyncio.Queue(maxsize=64)
-        embedded_q: asyncio.Queue[tuple[list[_Parsed], asyncio.Task[np.ndarray]] | None] = asyncio.Queue(
-            maxsize=max(2, self.s.write_batch // max(1, self.s.embed_batch) + self.s.embed_concurrency)
-        )
+        # Embedding requests in chunk order; bounded by the batches below, which bound the chunks.
+        vectors_q: asyncio.Queue[asyncio.Task[_Vectors] | None] = asyncio.Queue()
+        batch_q: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=BATCHES_AHEAD)
         tasks = [
             asyncio.create_task(self._parse_stage(lj, pending, parsed_q)),
-            asyncio.create_task(self._embed_stage(lj, parsed_q, embedded_q)),
-            asyncio.create_task(self._write_stage(lj, embedded_q)),
+            asyncio.create_task(self._feed_stage(lj, parsed_q, vectors_q, batch_q)),
+            asyncio.create_task(self._commit_stage(lj, vectors_q, batch_q)),
         ]
         try:
             await asyncio.gather(*tasks)
@@ -121,13 +118,19 @@ class Pipeline:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            # Embedding requests still queued when a stage failed: stop them and collect their
+            # Requests and writes still queued when a stage failed: stop them and collect their
             # outcome, so that none ends as an exception nobody retrieved.
-            while not embedded_q.empty():
-                item = embedded_q.get_nowait()
-                if item is not None:
-                    item[1].cancel()
-                    await asyncio.gather(item[1], return_exceptions=True)
+            left: list[asyncio.Task[Any]] = []
+            while not vectors_q.empty():
+                if (task := vectors_q.get_nowait()) is not None:
+                    left.append(task)
+            while not batch_q.empty():
+                if (batch := batch_q.get_nowait()) is not None:
+                    left.append(batch.write)
+            for t in left:
+                t.cancel()
+            await asyncio.gather(*left, return_exceptions=True)
+            lj.clocks_to_view()
 
     async def fetch(self, lj: LiveJob, f: FileRow) -> bytes:
         """Reads a source object (the one place the pipeline reads source bytes); the stream stops
@@ -139,7 +142,7 @@ class Pipeline:
     async def _parse_stage(self, lj: LiveJob, pending: list[FileRow], out: asyncio.Queue[_Parsed | None]) -> None:
         req = lj.request
         chunker = Chunker(req["chunk_size"], req["chunk_overlap"])
-        chunking = f"{req['chunk_size']}/{req['chunk_overlap']}"
+        chunking = chunking_key(req, self.s.sentence_vectors)
         sem = asyncio.Semaphore(4)
 
         async def one(f: FileRow) -> _Parsed | None:
@@ -203,72 +206,93 @@ class Pipeline:
         await self.sink.emit(lj)
         return None
 
-    async def _embed_stage(
+    async def _feed_stage(
         self,
         lj: LiveJob,
         inp: asyncio.Queue[_Parsed | None],
-        out: asyncio.Queue[tuple[list[_Parsed], asyncio.Task[np.ndarray]] | None],
+        vectors_q: asyncio.Queue[asyncio.Task[_Vectors] | None],
+        batch_q: asyncio.Queue[_Batch | None],
     ) -> None:
-        """Sends a request as soon as `embed_batch` chunks are ready, with at most
-        `embed_concurrency` in flight, so the embedder never waits for a whole write batch."""
+        """Sends an embedding request as soon as `embed_batch` chunks are ready (at most
+        `embed_concurrency` in flight), and starts the write of a batch's chunk objects as soon as
+        its files reach `write_batch` chunks."""
+        size = max(1, self.s.embed_batch)
         slots = asyncio.Semaphore(max(1, self.s.embed_concurrency))
-        active = [0, 0.0]  # requests in flight, when the current busy period began
+        writes = asyncio.Semaphore(WRITES_IN_FLIGHT)
+        texts: list[str] = []
+        group: list[_Parsed] = []
 
-        async def embed(group: list[_Parsed], texts: list[str]) -> np.ndarray:
-            t0 = time.perf_counter_ns()
-            try:
-                if active[0] == 0:
-                    active[1] = time.perf_counter()
-                active[0] += 1
-                b = self.s.embed_batch
-                parts = [
-                    await self.r.encoder.encode(texts[i : i + b], timeout=self.s.embed_timeout_s)
-                    for i in range(0, len(texts), b)
-                ]
-                lj.embedded += len(texts)
-                _share(group, "embed_ns", time.perf_counter_ns() - t0)
-                return np.concatenate(parts).astype(np.float32)
-            finally:
-                active[0] -= 1
-                if active[0] == 0:
-                    lj.embed_busy_s += time.perf_counter() - active[1]
-                    lj.view.stage_ns["embed"] = int(lj.embed_busy_s * 1e9)
-                slots.release()
+        async def send(part: list[str]) -> None:
+            await slots.acquire()
+            vectors_q.put_nowait(asyncio.create_task(self._embed(lj, part, slots)))
 
-        async for group in batched(drain(inp), lambda p: len(p.chunks), self.s.embed_batch):
+        async def close_batch() -> None:
+            if batch_q.full() and texts:
+                # The commit stage may be waiting for these chunks' vectors: send them first.
+                await send(texts[:])
+                texts.clear()
+            batch = _Batch(group[:], asyncio.create_task(self._write(lj, group[:], writes)))
+            group.clear()
+            await batch_q.put(batch)
+
+        async for p in drain(inp):
             if lj.view.stage not in ("embed", "write"):
                 await self.sink.emit(lj, stage="embed")
-            await slots.acquire()
-            task = asyncio.create_task(embed(group, [c.text for p in group for c in p.chunks]))
-            await out.put((group, task))
-        await out.put(None)
+            texts.extend(embedded_texts(p.chunks))
+            while len(texts) >= size:
+                await send(texts[:size])
+                del texts[:size]
+            group.append(p)
+            if sum(len(g.chunks) for g in group) >= self.s.write_batch:
+                await close_batch()
+        if texts:
+            await send(texts)
+        if group:
+            await close_batch()
+        await vectors_q.put(None)
+        await batch_q.put(None)
 
-    async def _write_stage(
-        self, lj: LiveJob, inp: asyncio.Queue[tuple[list[_Parsed], asyncio.Task[np.ndarray]] | None]
+    async def _embed(self, lj: LiveJob, texts: list[str], slots: asyncio.Semaphore) -> _Vectors:
+        lj.embed_clock.start()
+        t0 = time.perf_counter_ns()
+        try:
+            vectors = np.asarray(await self.r.encoder.encode(texts, timeout=self.s.embed_timeout_s), np.float32)
+            lj.embedded += len(texts)
+            return _Vectors(vectors, np.full(len(texts), (time.perf_counter_ns() - t0) // max(1, len(texts))))
+        finally:
+            lj.embed_clock.stop()
+            lj.clocks_to_view()
+            slots.release()
+
+    async def _commit_stage(
+        self,
+        lj: LiveJob,
+        vectors_q: asyncio.Queue[asyncio.Task[_Vectors] | None],
+        batch_q: asyncio.Queue[_Batch | None],
     ) -> None:
-        """Collects embedded groups up to `write_batch` chunks, writes them to every target backend
-        (one BatchPut per backend) and has the batch committed."""
+        """Pairs each batch, in order, with its chunks' vectors and its write, then has it committed."""
+        held: list[_Vectors] = []
+        have = 0
+        async for batch in drain(batch_q):
+            chunks = [c for p in batch.group for c in p.chunks]
+            while have < len(chunks):
+                task = await vectors_q.get()
+                assert task is not None, "the feed stage ended before every batch had its vectors"
+                held.append(await task)
+                have += len(held[-1].vectors)
+            every = _Vectors.join(held)
+            mine, rest = every.split(len(chunks))
+            held, have = ([rest], len(rest.vectors)) if len(rest.vectors) else ([], 0)
+            at = 0
+            for p in batch.group:  # each file gets its chunks' share of their requests' time
+                p.file.embed_ns += int(mine.ns[at : at + len(p.chunks)].sum())
+                at += len(p.chunks)
+            await self._commit_batch(lj, batch, chunks, mine.vectors)
 
-        async def embedded() -> AsyncIterator[tuple[list[_Parsed], np.ndarray]]:
-            async for group, task in drain(inp):
-                try:
-                    vectors = await task
-                except BaseException:
-                    task.cancel()
-                    raise
-                yield group, vectors
-
-        async for batch in batched(embedded(), lambda item: len(item[1]), self.s.write_batch):
-            await self._write_batch(lj, batch)
-
-    async def _write_batch(self, lj: LiveJob, batch: list[tuple[list[_Parsed], np.ndarray]]) -> None:
+    async def _commit_batch(self, lj: LiveJob, batch: _Batch, chunks: list[Chunk], vectors: np.ndarray) -> None:
         v = lj.view
-        coll = v.collection
-        group = [p for g, _ in batch for p in g]
-        vectors = np.concatenate([vec for _, vec in batch])
-        chunks = [c for p in group for c in p.chunks]
-        items = [(chunk_key(coll, c.chunk_id), c.text.encode("utf-8")) for c in chunks]
-        await self.sink.emit(lj, stage="write")
+        if v.stage != "write":
+            await self.sink.emit(lj, stage="write")
         job = lj.span.get_span_context()
         with TRACER.start_as_current_span(
             "ingest.batch",
@@ -276,22 +300,66 @@ class Pipeline:
             links=[Link(job)] if job.is_valid else None,
             attributes={
                 "ddnrag.job_id": v.job_id,
-                "ddnrag.collection": coll,
-                "ddnrag.documents": len(group),
+                "ddnrag.collection": v.collection,
+                "ddnrag.documents": len(batch.group),
                 "ddnrag.chunks": len(chunks),
             },
         ):
-            t0 = time.perf_counter_ns()
-            await asyncio.gather(*(self._write(st, items) for st in v.backends))
-            took = time.perf_counter_ns() - t0
-            _add(lj, "write", took)
-            _share(group, "write_ns", took)
+            await batch.write
             rows = [ChunkRow(c.chunk_id, c.document_id, c.position, c.text, vectors[i]) for i, c in enumerate(chunks)]
-            for p in group:
+            for p in batch.group:
                 p.file.chunks, p.file.status = len(p.chunks), "done"
-            await self.sink.commit(lj, [p.file for p in group], rows)
+            await self.sink.commit(lj, [p.file for p in batch.group], rows)
+            lj.uncommitted.difference_update(chunk_key(v.collection, c.chunk_id) for c in chunks)
+            lj.uncommitted.difference_update(sentence_vectors_key(v.collection, c.chunk_id) for c in chunks)
 
-    async def _write(self, st: BackendStats, items: list[tuple[str, bytes]]) -> None:
+    async def _write(self, lj: LiveJob, group: list[_Parsed], writes: asyncio.Semaphore) -> None:
+        """Writes a batch's chunk objects to every target backend (one BatchPut per backend) at
+        once, then, when they are on, the chunks' sentence vectors once embedded (`_sentence_items`)."""
+        coll = lj.view.collection
+        items = [(chunk_key(coll, c.chunk_id), c.text.encode("utf-8")) for p in group for c in p.chunks]
+        await self._put(lj, group, items, writes, count=True)
+        if self.s.sentence_vectors:
+            await self._put(lj, group, await self._sentence_items(lj, group), writes, count=False)
+
+    async def _put(
+        self, lj: LiveJob, group: list[_Parsed], items: list[tuple[str, bytes]], writes: asyncio.Semaphore, count: bool
+    ) -> None:
+        lj.uncommitted.update(k for k, _ in items)
+        async with writes:
+            lj.write_clock.start()
+            t0 = time.perf_counter_ns()
+            try:
+                await asyncio.gather(
+                    *(self._write_to(st, items, len(items) if count else 0) for st in lj.view.backends)
+                )
+            finally:
+                lj.write_clock.stop()
+            _share(group, "write_ns", time.perf_counter_ns() - t0)
+
+    async def _sentence_items(self, lj: LiveJob, group: list[_Parsed]) -> list[tuple[str, bytes]]:
+        """Embeds the batch's sentences (sentence_vectors.py; requests of `embed_batch` texts,
+        counted as embedder time) and returns each chunk's stored record with its key."""
+        chunks = [c for p in group for c in p.chunks]
+        lj.embed_clock.start()
+        t0 = time.perf_counter_ns()
+        try:
+            records = await sentence_records(
+                self.r.encoder,
+                [c.text for c in chunks],
+                batch=max(1, self.s.embed_batch),
+                timeout=self.s.embed_timeout_s,
+                model=await model_of(self.r.encoder),
+            )
+        finally:
+            lj.embed_clock.stop()
+            lj.clocks_to_view()
+        _share(group, "embed_ns", time.perf_counter_ns() - t0)
+        return [(sentence_vectors_key(lj.view.collection, c.chunk_id), r) for c, r in zip(chunks, records, strict=True)]
+
+    async def _write_to(self, st: BackendStats, items: list[tuple[str, bytes]], chunks: int) -> None:
+        """Writes `items` (the first `chunks` of them chunk objects, the rest their sentence
+        vectors) to one backend; its figures count the chunk objects."""
         backend = "" if st.backend == "default" else st.backend
         t0 = time.perf_counter_ns()
         outcomes = await self.r.store.put_many(items, backend=backend)
@@ -299,8 +367,13 @@ class Pipeline:
         bad = [o for o in outcomes if not o.ok]
         if bad:
             raise OSError(f"writing chunks to backend {st.backend!r} failed: {bad[0].key}: {bad[0].error}")
-        st.objects_written += len(outcomes)
-        st.latencies_ns.extend(o.total_ns for o in outcomes if o.total_ns)
+        st.objects_written += chunks
+        st.latencies_ns.extend(o.total_ns for o in outcomes[:chunks] if o.total_ns)
+
+
+def embedded_texts(chunks: Sequence[Chunk]) -> list[str]:
+    """What a job sends the embedder for these chunks (bench/retriever.py embeds the same)."""
+    return [c.text for c in chunks]
 
 
 def _add(lj: LiveJob, stage: str, ns: int) -> None:

@@ -13,7 +13,7 @@ from ddnrag.retriever.v1 import retriever_service_pb2 as pb
 from ddnrag.retriever.v1 import retriever_service_pb2_grpc as pb_grpc
 from kernel import deadline
 from kernel.errors import OK_STATUS
-from kernel.pb import page_size, timings_pb
+from kernel.pb import page_size, sentence_vectors_pb, timings_pb
 from kernel.timing import Timer
 
 from .clearing import clear_collection
@@ -93,6 +93,8 @@ def job_pb(v: JobView) -> pb.Job:
         embed_ns=v.stage_ns.get("embed", 0),
         write_ns=v.stage_ns.get("write", 0),
         index_ns=v.stage_ns.get("index", 0),
+        run_ns=v.stage_ns.get("run", 0),
+        embed_idle_ns=v.stage_ns.get("embed_idle", 0),
         embedder_device=v.embedder_device,
     )
 
@@ -213,7 +215,10 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
 
     async def CancelJob(self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext) -> Any:
         t = Timer()
-        return pb.CancelJobResponse(job=job_pb(await self.jobs.cancel(request.job_id)), timings=timings_pb(t))
+        left = context.time_remaining()
+        # Wait for the job to end as long as the caller allows (1 s kept to answer), at most 60 s.
+        wait_s = 60.0 if left is None else max(0.0, min(60.0, left - 1.0))
+        return pb.CancelJobResponse(job=job_pb(await self.jobs.cancel(request.job_id, wait_s)), timings=timings_pb(t))
 
     async def Search(self, request: pb.SearchRequest, context: grpc.aio.ServicerContext) -> Any:
         deadline.adopt(context)  # the query's Embed and the chunks' BatchGet end with this call
@@ -227,6 +232,8 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
             backend=request.backend,
             no_cache=request.no_cache,
             no_rerank=request.no_rerank,
+            no_fetch=request.no_fetch,
+            sentence_vectors=request.sentence_vectors,
         )
         res = await self.core.search(request.collection or "default", request.query, params)
         chunks = [
@@ -244,6 +251,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
                 metadata=h.metadata,
                 status=h.error.to_status_proto() if h.error else OK_STATUS,
                 rerank_score=h.rerank_score,
+                sentence_vectors=sentence_vectors_pb(h.sentence_vectors),
             )
             for h in res.hits
         ]

@@ -194,6 +194,7 @@ class Comparison:
     ops_per_s_ratio: float = 0.0
     latency_p50_ratio: float = 0.0
     ttfb_p50_ratio: float = 0.0
+    latency_p99_ratio: float = 0.0
 
 
 def _ratio(b: float, a: float) -> float:
@@ -201,7 +202,8 @@ def _ratio(b: float, a: float) -> float:
 
 
 def compare_runs(a: RunRecord, b: RunRecord) -> list[Comparison]:
-    """Every cell of either run, lined up; ratios are b / a."""
+    """Every cell of either run, lined up; ratios are b / a. The one comparison of benchmark runs:
+    `CompareBenchmarkRuns` returns it, and the CLI and the gateway only show it."""
 
     def cell(r: LevelStats) -> tuple[str, str, int, int]:
         return (r.backend, r.operation, r.object_size_bytes, r.concurrency)
@@ -215,5 +217,6 @@ def compare_runs(a: RunRecord, b: RunRecord) -> list[Comparison]:
             row.ops_per_s_ratio = _ratio(rb.ops_per_s, ra.ops_per_s)
             row.latency_p50_ratio = _ratio(rb.latency.p50_ns, ra.latency.p50_ns)
             row.ttfb_p50_ratio = _ratio(rb.ttfb.p50_ns, ra.ttfb.p50_ns)
+            row.latency_p99_ratio = _ratio(rb.latency.p99_ns, ra.latency.p99_ns)
         rows.append(row)
     return rows

@@ -52,6 +52,11 @@ class BenchRuns:
             raise
         return run_from_json(json.loads(data))
 
-    async def compare(self, a: str, b: str) -> tuple[RunRecord, RunRecord, list[Comparison]]:
-        ra, rb = await asyncio.gather(self.get(a), self.get(b))
+    async def compare(self, a: str | RunRecord, b: str | RunRecord) -> tuple[RunRecord, RunRecord, list[Comparison]]:
+        """Two runs, each a saved run's id or a run given whole, and their cells lined up."""
+
+        async def run(ref: str | RunRecord) -> RunRecord:
+            return ref if isinstance(ref, RunRecord) else await self.get(ref)
+
+        ra, rb = await asyncio.gather(run(a), run(b))
         return ra, rb, compare_runs(ra, rb)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ddnrag.storage.v1 import storage_service_pb2 as pb
 from kernel.errors import invalid
 
-from .bench_model import BenchRequest, Comparison, LevelStats, Pct, Progress, RunRecord
+from .bench_model import CSV_PCT, BenchRequest, Comparison, LevelStats, Pct, Progress, RunRecord
 from .model import BackendSpec, Credentials, Kind, ObjectMeta, Shaping, Transfer
 
 KIND_FROM_PB = {
@@ -171,6 +171,42 @@ def level_pb(s: LevelStats) -> pb.LevelResult:
     )
 
 
+def _pct_from_pb(p: pb.Percentiles) -> Pct:
+    return Pct(**{k: getattr(p, k) for k in CSV_PCT})
+
+
+# LevelResult fields that are LevelStats fields as they are.
+_LEVEL_SAME = (
+    *("backend", "label", "emulated", "object_size_bytes", "concurrency", "ops", "errors", "duration_s"),
+    *("ops_per_s", "mib_per_s", "bytes", "cold_ttfb_p50_ns", "warm_ttfb_p50_ns", "cold_samples", "warm_samples"),
+)
+
+
+def level_from_pb(r: pb.LevelResult) -> LevelStats:
+    """`level_pb`'s inverse."""
+    return LevelStats(
+        **{k: getattr(r, k) for k in _LEVEL_SAME},
+        operation=OP_FROM_PB.get(r.operation, ""),
+        errors_by_kind=dict(r.errors_by_kind),
+        latency=_pct_from_pb(r.latency),
+        ttfb=_pct_from_pb(r.ttfb),
+    )
+
+
+def run_from_pb(r: pb.BenchmarkRun) -> RunRecord:
+    """A run given whole (to compare, never stored): `run_pb`'s inverse."""
+    return RunRecord(
+        run_id=r.run_id,
+        started_unix_ns=r.started_unix_ns,
+        finished_unix_ns=r.finished_unix_ns,
+        request=bench_request_from_pb(r.request),
+        results=[level_from_pb(x) for x in r.results],
+        not_configured=list(r.not_configured),
+        json_key=r.json_key,
+        csv_key=r.csv_key,
+    )
+
+
 def progress_pb(p: Progress) -> pb.BenchmarkProgress:
     return pb.BenchmarkProgress(
         backend=p.backend,
@@ -206,6 +242,7 @@ def comparison_pb(c: Comparison) -> pb.BenchmarkComparison:
         ops_per_s_ratio=c.ops_per_s_ratio,
         latency_p50_ratio=c.latency_p50_ratio,
         ttfb_p50_ratio=c.ttfb_p50_ratio,
+        latency_p99_ratio=c.latency_p99_ratio,
     )
     if c.a is not None:
         out.a.CopyFrom(level_pb(c.a))

@@ -26,6 +26,7 @@ from .convert import (
     info_pb,
     level_pb,
     progress_pb,
+    run_from_pb,
     run_pb,
     transfer_pb,
 )
@@ -268,7 +269,10 @@ class StorageServicer(pb_grpc.StorageServiceServicer):
         self, request: pb.CompareBenchmarkRunsRequest, context: grpc.aio.ServicerContext
     ) -> pb.CompareBenchmarkRunsResponse:
         timer = Timer(spans=False)
-        a, b, rows = await self.runs.compare(request.run_id_a, request.run_id_b)
+        a, b, rows = await self.runs.compare(
+            run_from_pb(request.run_a) if request.HasField("run_a") else request.run_id_a,
+            run_from_pb(request.run_b) if request.HasField("run_b") else request.run_id_b,
+        )
         return pb.CompareBenchmarkRunsResponse(
             a=run_pb(a), b=run_pb(b), rows=[comparison_pb(r) for r in rows], timings=timings_pb(timer)
         )

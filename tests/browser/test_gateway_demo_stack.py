@@ -345,16 +345,30 @@ async def test_ab_run_from_the_browser_with_report_and_dashboard(page, stack: Ru
     await report.screenshot(path=str(ARTIFACTS / "stack-6-ab-report.png"), full_page=True)
     await report.close()
 
-    await page.locator("#dash-a").select_option(default)
-    await page.locator("#dash-b").select_option("remote-emulated")
-    await page.locator("#dash-refresh").click()
+    # The pair's own page, at its own address (#compare/A/B), from the run's link.
+    await page.locator("#ab-status a.pair-link").click()
+    await expect(page).to_have_url(re.compile(rf"#compare/{re.escape(default)}/remote-emulated$"))
+    await expect(page.locator("#pair-title")).to_have_text(f"{default} vs remote-emulated (emulated)")
     await expect(page.locator("#dash-runs tbody tr", has_text=run_id)).to_have_count(1)
     verdict = page.get_by_test_id("dash-verdict")
     await expect(verdict).to_contain_text(run_id)
-    await expect(verdict).to_contain_text(re.compile(r"faster than .* by [\d.]+% \(95% CI|no significant difference"))
+    # "X faster than Y ... by N% (95% CI ...)" only when the interval excludes zero.
+    said = re.compile(r"faster than .* by [\d.]+% \(95% CI [-\d.]+\.\.[-\d.]+%\)|no significant difference")
+    for phase in ("cold", "warm"):
+        await expect(page.get_by_test_id(f"pair-verdict-{phase}-fetch_ttfb")).to_contain_text(said)
     await expect(page.locator("#dash-trend svg")).to_be_visible()
-    await expect(page.get_by_test_id("dash-live")).not_to_be_empty()
+    await expect(page.locator("#dash-live div[data-backend=remote-emulated]")).to_have_count(1)
+    await expect(page.locator("#dash-live")).to_contain_text(re.compile(r"GET TTFB p50 .* reads|no reads"))
     await page.screenshot(path=str(ARTIFACTS / "stack-7-ab-dashboard.png"), full_page=True)
+    # Opened by its address alone (either order of the pair), and the picker moves to another pair.
+    await page.goto(f"{stack.url}/#compare/remote-emulated/{default}")
+    await expect(page.locator("#pair-title")).to_have_text(f"remote-emulated (emulated) vs {default}")
+    await expect(page.locator("#dash-runs tbody tr", has_text=run_id)).to_have_count(1)
+    await expect(page.get_by_test_id("pair-links").locator("a[aria-current=page]")).to_have_count(1)
+    await page.locator("#dash-a").select_option(default)
+    await page.locator("#dash-b").select_option("remote-emulated")
+    await expect(page).to_have_url(re.compile(rf"#compare/{re.escape(default)}/remote-emulated$"))
+    await expect(page.locator("#pair-title")).to_have_text(f"{default} vs remote-emulated (emulated)")
 
     # Business impact from the A/B run: each figure names it.
     await page.get_by_role("tab", name="Business impact").click()

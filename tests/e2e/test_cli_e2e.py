@@ -77,7 +77,7 @@ def ingested(stack: RunningStack, corpus: Path) -> dict:
 
 
 def test_ingest_reports_progress_and_per_file_errors(stack: RunningStack, corpus: Path, ingested: dict) -> None:
-    assert ingested["state"] == "JOB_STATE_PARTIAL" and ingested["ok"] is False
+    assert ingested["state"] == "partial" and ingested["ok"] is False
     assert sorted(d["name"] for d in ingested["uploaded"]) == ["aurora.txt", "broken.pdf", "zephyr.md"]
     assert [e["name"] for e in ingested["errors"]] == ["broken.pdf"]
     assert "PDF" in ingested["errors"][0]["reason"]
@@ -196,9 +196,9 @@ def test_jobs_list_status_and_cancel(stack: RunningStack, ingested: dict, tmp_pa
     big_job = json.loads(out)["job"]["job_id"]
     code, out, err = rag(stack, "jobs", "cancel", big_job, "--json")
     assert code == 0, err
-    assert json.loads(out)["job"]["state"] == "JOB_STATE_CANCELLED"
+    assert json.loads(out)["job"]["state"] == "cancelled"
     code, out, _ = rag(stack, "jobs", "status", big_job, "--watch", "--json")
-    assert json.loads(out)["job"]["state"] == "JOB_STATE_CANCELLED"
+    assert json.loads(out)["job"]["state"] == "cancelled"
 
     code, _, err = rag(stack, "jobs", "status", "no-such-job")
     assert code == 1 and "no-such-job" in err

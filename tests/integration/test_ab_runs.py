@@ -12,6 +12,7 @@ import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 import grpc
 import pytest
@@ -24,6 +25,7 @@ from clients.storage import StorageClient
 from ddnrag.llm.v1 import ab_service_pb2 as ab_pb
 from ddnrag.retriever.v1 import retriever_service_pb2 as rpb
 from ddnrag.storage.v1 import storage_service_pb2 as spb
+from testkit.faultproxy import S3FaultProxy
 from testkit.services import rag_services
 from tests.conftest import S3Server
 from tests.integration.test_llm_stack import GPUS, STORAGE
@@ -44,6 +46,10 @@ class AbStack:
     storage: StorageClient
     retriever: RetrieverClient
     ab: AbTestClient
+    # The default backend reaches SeaweedFS through this proxy, "cold-emulated" through the
+    # other: their request logs show every object the store itself was asked for.
+    default_proxy: S3FaultProxy
+    emulated_proxy: S3FaultProxy
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -53,7 +59,14 @@ async def stack(seaweed: S3Server, tmp_path_factory: pytest.TempPathFactory) -> 
     seaweed.boto3_client().create_bucket(Bucket=bucket)
     clients = []
     creds = (seaweed.access_key_id, seaweed.secret_access_key)
-    async with rag_services(seaweed.endpoint, bucket, *creds, tmp, llm_storage=True) as ports:
+    port = int(seaweed.endpoint.rsplit(":", 1)[1])
+    proxies = [S3FaultProxy("127.0.0.1", port), S3FaultProxy("127.0.0.1", port)]
+    for p in proxies:
+        await p.start()
+    others = (f"127.0.0.1:{port}", f"127.0.0.1:{proxies[1].port}")  # backends added below
+    async with rag_services(
+        proxies[0].endpoint, bucket, *creds, tmp, llm_storage=True, endpoint_allowlist=others
+    ) as ports:
         sport, rport, lport = ports.storage, ports.retriever, ports.llm_gateway
         try:
             storage = StorageClient(f"127.0.0.1:{sport}", timeout_s=30)
@@ -77,10 +90,22 @@ async def stack(seaweed: S3Server, tmp_path_factory: pytest.TempPathFactory) -> 
                     **keys_kw,
                 )
             )
-            yield AbStack(seaweed, bucket, storage, retriever, ab)
+            await storage.put_backend(
+                spb.Backend(
+                    name="cold-emulated",
+                    kind=spb.BACKEND_KIND_S3_COMPATIBLE,
+                    endpoint=proxies[1].endpoint,
+                    bucket=bucket,
+                    shaping=spb.Shaping(rtt_ms=1),
+                    **keys_kw,
+                )
+            )
+            yield AbStack(seaweed, bucket, storage, retriever, ab, *proxies)
         finally:
             for c in clients:
                 await c.close()
+    for p in proxies:
+        await p.stop()
 
 
 def request(*backends: str, questions: list[str] | None = None, **kw: object) -> ab_pb.RunAbTestRequest:
@@ -158,6 +183,30 @@ async def test_missing_chunks_are_written_to_the_other_backend_first(stack: AbSt
     doc = json.loads(events[-1].run.document_json)
     assert any("written to backend 'second'" in n for n in doc["notes"])
     assert all(s["error"] == "" for s in doc["samples"]) and "ttft" not in doc["summary"]["cold"]["paired"]
+
+
+def chunk_gets(proxy: S3FaultProxy, since: int) -> list[str]:
+    """The chunk objects of collection "abc" the store was asked for (GET) since log entry `since`."""
+    return [unquote(p.split("?")[0]) for m, p in proxy.log[since:] if m == "GET" and "/chunks/abc/" in unquote(p)]
+
+
+async def test_the_cold_pass_is_the_first_read_of_each_chunk_on_both_backends(stack: AbStack) -> None:
+    # The search ranks without reading any chunk (SearchRequest.no_fetch), so every fetch of the
+    # run, the cold pass's first one included, is a read the store itself serves: each backend's
+    # store sees exactly the GETs of the run's own fetches, none before them.
+    a, b = await default_name(stack), "cold-emulated"
+    since = len(stack.default_proxy.log), len(stack.emulated_proxy.log)
+    events = [e async for e in stack.ab.run(request(a, b, repeat=2, skip_ttft=True))]
+    doc = json.loads(events[-1].run.document_json)
+    assert doc["status"] == "complete" and all(s["error"] == "" for s in doc["samples"]), doc["notes"]
+    for name, proxy, start in ((a, stack.default_proxy, since[0]), (b, stack.emulated_proxy, since[1])):
+        mine = [s for s in doc["samples"] if s["backend"] == name]
+        gets = chunk_gets(proxy, start)
+        assert len(gets) == sum(s["chunks"] for s in mine), (name, gets)
+        # The cold pass asked the store for every chunk it timed, for the first time.
+        cold = sum(s["chunks"] for s in mine if s["phase"] == "cold")
+        assert cold > 0 and len(set(gets[:cold])) == len(set(gets)), (name, gets)
+    assert all(s["retrieval_fetch_ns"] == 0 for s in doc["samples"])  # the search read no chunk
 
 
 @pytest.mark.parametrize(

@@ -159,6 +159,9 @@ def test_bench_storage_saves_json_csv_svg_and_compares(storage: ThreadedServer, 
     run = first["run"]
     assert [r["concurrency"] for r in run["results"]] == [1, 2]
     assert all(r["backend"] == "local" and r["ops"] >= 12 and r["ops_per_s"] > 0 for r in run["results"])
+    # Enums read as the HTTP API writes them (one walker, clients/protodict.py): "put", not
+    # BENCHMARK_OPERATION_PUT.
+    assert {r["operation"] for r in run["results"]} == {"put"} and run["request"]["operation"] == "put"
     for kind in ("json", "csv", "svg"):
         assert Path(first["files"][kind]).is_file()
     assert "<polyline" in Path(first["files"]["svg"]).read_text()
@@ -179,6 +182,9 @@ def test_bench_storage_saves_json_csv_svg_and_compares(storage: ThreadedServer, 
     )
     cmp = json.loads(out)
     assert [c["concurrency"] for c in cmp["cells"]] == [1, 2] and not cmp["only_in_a"]
+    # The service's comparison of a run file with a stored run: its ratios, shown as given.
+    assert all(c["operation"] == "put" and c["ops_per_s_ratio"] > 0 for c in cmp["cells"])
+    assert cmp["run_a"] == run["run_id"] and cmp["run_b"] == second_id
 
     code, out, _ = rag(capsys, storage, tmp_path, "bench", "list", "--json")
     ids = [r["run_id"] for r in json.loads(out)["runs"]]

@@ -284,6 +284,31 @@ async def test_error_as_first_event_keeps_its_status(aiohttp_client, doubles: Do
     assert (await resp.json())["error"]["reason"] == "BACKEND_BUSY"
 
 
+async def test_overload_is_429_with_retry_after(aiohttp_client, doubles: Doubles) -> None:
+    # The llm_gateway's admission refuses at entry (RESOURCE_EXHAUSTED, OVERLOADED, retry_after_s
+    # in ErrorInfo) or after retrieval (an error event first): both are a 429 with Retry-After,
+    # sent before any SSE byte; on the JSON route too.
+    client = await aiohttp_client(make_app(doubles))
+    for q, wait, reason in (("overloaded now", "3", "OVERLOADED"), ("busy, retry later", "2", "BACKEND_BUSY")):
+        resp = await client.get("/api/rag/stream", params={"q": q})
+        assert resp.status == 429 and resp.content_type == "application/json"
+        assert resp.headers["Retry-After"] == wait
+        err = (await resp.json())["error"]
+        assert err["reason"] == reason and err["retry_after_s"] == int(wait)
+        resp = await client.post("/api/rag/query", json={"question": q})
+        assert resp.status == 429 and resp.headers["Retry-After"] == wait
+
+
+async def test_gateway_ceiling_refuses_at_once_by_default(aiohttp_client, doubles: Doubles) -> None:
+    # No queue by default: past the ceiling the answer is 429 + Retry-After at once.
+    client = await aiohttp_client(make_app(doubles, max_concurrent_answers=1))
+    first = await client.get("/api/rag/stream", params={"q": "slow question"})
+    await first.content.readuntil(b"\r\n\r\n")  # holds the only slot
+    refused = await client.get("/api/rag/stream", params={"q": "second"})
+    assert refused.status == 429 and refused.headers["Retry-After"] == "1"
+    first.close()
+
+
 async def test_answer_admission_queue(aiohttp_client, doubles: Doubles) -> None:
     app = make_app(doubles, max_concurrent_answers=1, answer_queue_timeout_s=0.3)
     client = await aiohttp_client(app)
@@ -292,6 +317,7 @@ async def test_answer_admission_queue(aiohttp_client, doubles: Doubles) -> None:
     refused = await client.get("/api/rag/stream", params={"q": "second"})
     assert refused.status == 429
     assert (await refused.json())["error"]["reason"] == "GATEWAY_BUSY"
+    assert refused.headers["Retry-After"] == "1"
     assert len(doubles.llm.requests) == 1  # the refused one never reached the llm_gateway
     queued = asyncio.create_task(client.get("/api/rag/stream", params={"q": "third"}))
     await asyncio.sleep(0.1)

@@ -221,7 +221,11 @@ class DoubleStorage(spb_grpc.StorageServiceServicer):
             )
             if y is not None:
                 row.b.CopyFrom(y)
+                # The real service's ratios (services/storage/bench_model.py compare_runs).
+                row.ops_per_s_ratio = y.ops_per_s / x.ops_per_s if x.ops_per_s else 0.0
                 row.latency_p50_ratio = y.latency.p50_ns / x.latency.p50_ns
+                row.latency_p99_ratio = y.latency.p99_ns / x.latency.p99_ns if x.latency.p99_ns else 0.0
+                row.ttfb_p50_ratio = y.ttfb.p50_ns / x.ttfb.p50_ns if x.ttfb.p50_ns else 0.0
             rows.append(row)
         return spb.CompareBenchmarkRunsResponse(a=a, b=b, rows=rows)
 
@@ -401,6 +405,10 @@ class DoubleLlm(lpb_grpc.LlmServiceServicer):
         self.requests.append(request)
         if request.question.startswith("refuse"):
             raise invalid("the collection has no index yet", reason="COLLECTION_EMPTY")
+        if request.question.startswith("overloaded"):  # the llm_gateway's admission, at entry
+            raise ServiceError(
+                ErrorKind.RESOURCE_EXHAUSTED, "at capacity", reason="OVERLOADED", metadata={"retry_after_s": "3"}
+            )
         if request.question.startswith("guarded"):
             yield lpb.AnswerResponse(
                 refused=lpb.Refused(
@@ -419,8 +427,13 @@ class DoubleLlm(lpb_grpc.LlmServiceServicer):
                     rewrite="none",
                 )
             )
-            if request.question.startswith("busy"):
-                err = ServiceError(ErrorKind.RESOURCE_EXHAUSTED, "every backend is busy", reason="BACKEND_BUSY")
+            if request.question.startswith("busy"):  # with a Retry-After, as admission after retrieval
+                err = ServiceError(
+                    ErrorKind.RESOURCE_EXHAUSTED,
+                    "every backend is busy",
+                    reason="BACKEND_BUSY",
+                    metadata={"retry_after_s": "2"} if "retry" in request.question else None,
+                )
                 yield lpb.AnswerResponse(error=err.to_status_proto())
                 return
             yield lpb.AnswerResponse(start=lpb.Start(backend="extractive", model="extractive-v1"))

@@ -129,7 +129,8 @@ async def test_answer_streams_retrieval_tokens_citations_done(
     ]
     k = kinds(evs)
     assert k[0] == "retrieval" and k[1] == "start" and k[-1] == "done"
-    assert k.count("token") >= 5 and "citation" in k
+    # Tokens ready together travel together (coalesce.py, at most 8 pieces a message): streamed in parts.
+    assert k.count("token") >= 2 and "citation" in k
     r = evs[0].retrieval
     assert [c.chunk_id for c in r.chunks] == ["c-gpu", "c-missing", "c-s3"]
     assert r.index_version == "v7" and r.timings.stages[0].ttfb_ns == 500

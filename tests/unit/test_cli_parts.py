@@ -16,6 +16,8 @@ from cli.commands.ingest import plan_files
 from cli.main import build_parser
 from ddnrag.retriever.v1 import retriever_service_pb2 as rpb
 from ddnrag.storage.v1 import storage_service_pb2 as spb
+from services.storage.bench_model import compare_runs
+from services.storage.convert import comparison_pb, run_from_pb
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -24,7 +26,7 @@ def level(backend: str, conc: int, ops_s: float, p50_ms: float, *, size: int = 1
     return {
         "backend": backend,
         "emulated": False,
-        "operation": "BENCHMARK_OPERATION_GET",
+        "operation": "get",
         "object_size_bytes": size,
         "concurrency": conc,
         "ops": int(ops_s * 3),
@@ -57,7 +59,7 @@ def test_to_dict_keeps_ints_enums_maps_and_unset_messages() -> None:
     job.file_errors.add(name="x.pdf", reason="not a valid PDF")
     d = to_dict(job)
     assert d["chunks_done"] == 2**40 and isinstance(d["chunks_done"], int)
-    assert d["state"] == "JOB_STATE_PARTIAL"
+    assert d["state"] == "partial"  # the enum's name as the HTTP API gives it (one walker, clients/protodict.py)
     assert d["document_ids"] == ["a", "b"]
     assert d["file_errors"][0]["reason"] == "not a valid PDF"
     doc = to_dict(rpb.Document(metadata={"team": "infra"}))
@@ -109,29 +111,48 @@ def test_nice_ticks_cover_the_top_value(top: float) -> None:
     assert ticks == sorted(ticks)
 
 
-def test_compare_runs_matches_cells_and_reports_the_rest() -> None:
-    a = {"run_id": "a", "results": [level("local", 1, 100, 2.0), level("local", 4, 200, 4.0)]}
-    b = {"run_id": "b", "results": [level("local", 1, 150, 1.0), level("local", 8, 300, 5.0)]}
-    cmp = bench.compare_runs(a, b)
+def _run(run_id: str, *levels: dict) -> dict:
+    return {"run_id": run_id, "request": {"backends": ["local"], "operation": "get"}, "results": list(levels)}
+
+
+async def test_cmp_shows_the_storage_services_comparison(tmp_path: Path) -> None:
+    """`rag bench cmp` computes nothing: the cells, the sides and the ratios are what the storage
+    service's one comparison (`compare_runs`, served by CompareBenchmarkRuns) returns."""
+    a = _run("a", level("local", 1, 100, 2.0), level("local", 4, 200, 4.0))
+    b = _run("b", level("local", 1, 150, 1.0), level("local", 8, 300, 5.0))
+    for run in (a, b):
+        (tmp_path / f"{run['run_id']}.json").write_text(json.dumps(run))
+    ra, rb = await bench._run_ref("a", tmp_path), await bench._run_ref("b", tmp_path)
+    assert isinstance(ra, spb.BenchmarkRun) and isinstance(rb, spb.BenchmarkRun)
+    assert await bench._run_ref("20260101T000000Z-0123abcd", tmp_path) == "20260101T000000Z-0123abcd"
+    rows = compare_runs(run_from_pb(ra), run_from_pb(rb))
+    resp = spb.CompareBenchmarkRunsResponse(a=ra, b=rb, rows=[comparison_pb(r) for r in rows])
+    cmp = bench.comparison_view(resp)
     assert [c["concurrency"] for c in cmp["cells"]] == [1]
     cell = cmp["cells"][0]
-    assert cell["ops_per_s"] == [100, 150]
-    assert cell["ops_per_s_change_pct"] == pytest.approx(50.0)
-    assert cell["p50_change_pct"] == pytest.approx(-50.0)
+    assert cell["operation"] == "get" and cell["ops_per_s"] == [100, 150]
+    assert cell["ops_per_s_ratio"] == pytest.approx(1.5)
+    assert cell["latency_p50_ratio"] == pytest.approx(0.5) and cell["latency_p99_ratio"] == pytest.approx(0.5)
     assert [c["concurrency"] for c in cmp["only_in_a"]] == [4]
     assert [c["concurrency"] for c in cmp["only_in_b"]] == [8]
+    assert bench._pct(1.5, True) == "[green]+50.0%[/green]" and bench._pct(0.0, True) == "-"
 
 
-def test_a_run_saved_before_the_wire_change_compares_with_a_new_one() -> None:
-    """Runs saved by older versions say `object_size` and "get"; new ones `object_size_bytes` and
-    the enum name. `rag bench cmp` lines them up all the same."""
-    old = level("local", 1, 100, 2.0, size=4096)
-    old["object_size"], old["operation"] = old.pop("object_size_bytes"), "get"
-    cmp = bench.compare_runs(
-        {"run_id": "a", "results": [old]}, {"run_id": "b", "results": [level("local", 1, 150, 1.0, size=4096)]}
-    )
-    assert [(c["operation"], c["object_size_bytes"]) for c in cmp["cells"]] == [("get", 4096)]
-    assert not cmp["only_in_a"] and not cmp["only_in_b"]
+@pytest.mark.parametrize("operation", ["get", "BENCHMARK_OPERATION_GET"])
+async def test_a_run_file_saved_by_an_older_version_still_compares(tmp_path: Path, operation: str) -> None:
+    """Run files saved before the wire change say `object_size`; before the one walker, the
+    enum's full name. Both read back as the same run."""
+    old = level("local", 1, 100, 2.0, size=4096, operation=operation)
+    old["object_size"] = old.pop("object_size_bytes")
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"run": _run("a", old)}))
+    run = await bench._run_ref(str(path), tmp_path)
+    assert isinstance(run, spb.BenchmarkRun)
+    lv = run.results[0]
+    assert (lv.operation, lv.object_size_bytes) == (spb.BENCHMARK_OPERATION_GET, 4096)
+    path.write_text(json.dumps({"run": {"run_id": "x", "results": [{"operation": "teleport"}]}}))
+    with pytest.raises(UsageError, match="not a benchmark run"):
+        await bench._run_ref(str(path), tmp_path)
 
 
 def test_save_run_writes_json_csv_and_svg(tmp_path: Path) -> None:

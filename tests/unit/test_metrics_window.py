@@ -85,3 +85,27 @@ def test_gateway_alone_still_shows_answer_ttft() -> None:
     ttft = history.window(300)["ttft"]
     assert ttft["gateway"]["count"] == 1 and 100 < ttft["gateway"]["p50_ms"] <= 250
     assert ttft["rag"] == {"count": 0, "p50_ms": None, "p99_ms": None}
+
+
+def test_parse_keeps_only_wanted_series_exactly_as_a_full_parse() -> None:
+    # parse() drops unwanted lines before parsing; the result must equal a full parse, filtered.
+    from prometheus_client.parser import text_string_to_metric_families
+
+    reg = CollectorRegistry()
+    h = Histogram("gateway_ttft_seconds", "ttft", ["route"], registry=reg)
+    other = Histogram("unrelated_seconds", "noise", ["a"], registry=reg)
+    c = Counter("gateway_requests", "requests", ["method", "code"], registry=reg)
+    for i in range(20):
+        h.labels('r "quoted" {x}').observe(i / 10)
+        other.labels(str(i)).observe(i)
+        c.labels("GET", "200").inc()
+    text = generate_latest(reg).decode()
+    full = {
+        (s.name, tuple(sorted({**s.labels, "job": "j", "instance": "i"}.items()))): float(s.value)
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name in ("gateway_requests_total",) or s.name.startswith("gateway_ttft_seconds_")
+        if not s.name.endswith("_created")
+    }
+    got = parse(text, "j", "i")
+    assert got == full and any(k[0] == "gateway_ttft_seconds_bucket" for k in got)

@@ -86,3 +86,38 @@ async def test_holder_dies_and_the_other_finishes_exactly(tmp_path: Path) -> Non
     assert not [k for k in store.data[""] if k.startswith(("jobs/active/", f"jobs/{job.job_id}/batches/"))]
     await a.stop()
     await b.stop()
+
+
+async def test_a_cancel_that_arrives_while_the_job_is_being_adopted_stops_it(tmp_path: Path) -> None:
+    """The job is stored but not yet running on the holder when the cancel arrives; the holder's
+    progress poll (which also reads cancel requests) is an hour away. The cancel must still stop
+    the job as soon as this replica starts it, not wait for that poll (seen as a CLI cancel that
+    answered RUNNING on a loaded machine)."""
+    store = DictStore()
+    s = Settings(state_dir=tmp_path / "a", chunk_size_tokens=32, chunk_overlap_tokens=4, write_batch=2, embed_batch=2)
+    r = Retriever(store, HashingEncoder(), s, Catalog(store))
+    await r.start()
+    a = JobManager(
+        r,
+        LeaseKeeper(StoreLeaseBackend(store), "a", 0.5),
+        JobTiming(progress_write_s=3600, follow_poll_s=0.02, adopt_poll_s=3600, heartbeat_s=5),
+    )
+    await a.start()
+    b = await replica(store, "b", tmp_path)
+    try:
+        assert a.keeper.held and not b.keeper.held
+        specs = await upload(store, "kb", corpus(6))
+        r.encoder.gate = asyncio.Event()  # once running, the job blocks in embedding
+        job = await b.start_ingest("kb", specs)  # stored; the holder has not adopted it yet
+        assert job.job_id not in a.live
+        cancel = asyncio.create_task(a.cancel(job.job_id, wait_s=30))
+        while not await a.state.cancel_requested(job.job_id):
+            await asyncio.sleep(0.01)
+        await a._adopt(job.job_id)  # the holder's adoption loop takes its turn
+        view = await cancel
+        assert view.state == "cancelled"
+        assert "index/kb/CURRENT" not in store.data[""]
+    finally:
+        r.encoder.gate.set()
+        await a.stop()
+        await b.stop()

@@ -27,6 +27,7 @@ from services.storage.bench_model import (
     run_to_json,
 )
 from services.storage.config import StorageConfig
+from services.storage.convert import run_from_pb, run_pb
 from services.storage.core import range_header
 from services.storage.credentials import from_env_prefix, from_path
 from services.storage.emulated_link import ShapingProxy, _Link
@@ -288,7 +289,10 @@ def test_run_json_csv_round_trip_and_compare() -> None:
     by = {(r.backend, r.concurrency): r for r in cmp}
     assert by[("local", 1)].ops_per_s_ratio == pytest.approx(2.0)
     assert by[("local", 1)].latency_p50_ratio == pytest.approx(0.5)
+    assert by[("local", 1)].latency_p99_ratio == pytest.approx(0.5)
     assert by[("ddn", 1)].b is None and by[("ddn", 1)].ops_per_s_ratio == 0.0
+    # A run given whole to CompareBenchmarkRuns (a file `rag bench` saved) reads back the same.
+    assert run_from_pb(run_pb(a)) == a
 
 
 # --- network shaping ----------------------------------------------------------------------

@@ -244,7 +244,7 @@ class BackendWriteStats(_message.Message):
     def __init__(self, backend: _Optional[str] = ..., objects_written: _Optional[int] = ..., write_ops_per_s: _Optional[float] = ..., write_p50_ns: _Optional[int] = ..., write_avg_ns: _Optional[int] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "collection", "state", "stage", "documents_done", "documents_total", "chunks_done", "chunks_total", "embeddings_per_s", "backends", "eta_s", "file_errors", "error", "created_unix_ns", "updated_unix_ns", "index_version", "document_ids", "bytes_total", "fetch_ns", "parse_ns", "chunk_ns", "embed_ns", "write_ns", "index_ns", "embedder_device", "files")
+    __slots__ = ("job_id", "collection", "state", "stage", "documents_done", "documents_total", "chunks_done", "chunks_total", "embeddings_per_s", "backends", "eta_s", "file_errors", "error", "created_unix_ns", "updated_unix_ns", "index_version", "document_ids", "bytes_total", "fetch_ns", "parse_ns", "chunk_ns", "embed_ns", "write_ns", "index_ns", "embedder_device", "files", "run_ns", "embed_idle_ns")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -271,6 +271,8 @@ class Job(_message.Message):
     INDEX_NS_FIELD_NUMBER: _ClassVar[int]
     EMBEDDER_DEVICE_FIELD_NUMBER: _ClassVar[int]
     FILES_FIELD_NUMBER: _ClassVar[int]
+    RUN_NS_FIELD_NUMBER: _ClassVar[int]
+    EMBED_IDLE_NS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     collection: str
     state: JobState
@@ -297,7 +299,9 @@ class Job(_message.Message):
     index_ns: int
     embedder_device: str
     files: _containers.RepeatedCompositeFieldContainer[JobFile]
-    def __init__(self, job_id: _Optional[str] = ..., collection: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., stage: _Optional[str] = ..., documents_done: _Optional[int] = ..., documents_total: _Optional[int] = ..., chunks_done: _Optional[int] = ..., chunks_total: _Optional[int] = ..., embeddings_per_s: _Optional[float] = ..., backends: _Optional[_Iterable[_Union[BackendWriteStats, _Mapping]]] = ..., eta_s: _Optional[float] = ..., file_errors: _Optional[_Iterable[_Union[FileError, _Mapping]]] = ..., error: _Optional[str] = ..., created_unix_ns: _Optional[int] = ..., updated_unix_ns: _Optional[int] = ..., index_version: _Optional[str] = ..., document_ids: _Optional[_Iterable[str]] = ..., bytes_total: _Optional[int] = ..., fetch_ns: _Optional[int] = ..., parse_ns: _Optional[int] = ..., chunk_ns: _Optional[int] = ..., embed_ns: _Optional[int] = ..., write_ns: _Optional[int] = ..., index_ns: _Optional[int] = ..., embedder_device: _Optional[str] = ..., files: _Optional[_Iterable[_Union[JobFile, _Mapping]]] = ...) -> None: ...
+    run_ns: int
+    embed_idle_ns: int
+    def __init__(self, job_id: _Optional[str] = ..., collection: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., stage: _Optional[str] = ..., documents_done: _Optional[int] = ..., documents_total: _Optional[int] = ..., chunks_done: _Optional[int] = ..., chunks_total: _Optional[int] = ..., embeddings_per_s: _Optional[float] = ..., backends: _Optional[_Iterable[_Union[BackendWriteStats, _Mapping]]] = ..., eta_s: _Optional[float] = ..., file_errors: _Optional[_Iterable[_Union[FileError, _Mapping]]] = ..., error: _Optional[str] = ..., created_unix_ns: _Optional[int] = ..., updated_unix_ns: _Optional[int] = ..., index_version: _Optional[str] = ..., document_ids: _Optional[_Iterable[str]] = ..., bytes_total: _Optional[int] = ..., fetch_ns: _Optional[int] = ..., parse_ns: _Optional[int] = ..., chunk_ns: _Optional[int] = ..., embed_ns: _Optional[int] = ..., write_ns: _Optional[int] = ..., index_ns: _Optional[int] = ..., embedder_device: _Optional[str] = ..., files: _Optional[_Iterable[_Union[JobFile, _Mapping]]] = ..., run_ns: _Optional[int] = ..., embed_idle_ns: _Optional[int] = ...) -> None: ...
 
 class JobFile(_message.Message):
     __slots__ = ("name", "object_key", "document_id", "status", "reason", "size_bytes", "chunks", "fetch_ns", "parse_ns", "chunk_ns", "embed_ns", "write_ns")
@@ -396,7 +400,7 @@ class CancelJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "query", "top_k", "backend", "mode", "fusion", "rrf_k", "dense_weight", "filters", "no_cache", "no_rerank")
+    __slots__ = ("collection", "query", "top_k", "backend", "mode", "fusion", "rrf_k", "dense_weight", "filters", "no_cache", "no_rerank", "no_fetch", "sentence_vectors")
     class FiltersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -415,6 +419,8 @@ class SearchRequest(_message.Message):
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     NO_CACHE_FIELD_NUMBER: _ClassVar[int]
     NO_RERANK_FIELD_NUMBER: _ClassVar[int]
+    NO_FETCH_FIELD_NUMBER: _ClassVar[int]
+    SENTENCE_VECTORS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     query: str
     top_k: int
@@ -426,7 +432,9 @@ class SearchRequest(_message.Message):
     filters: _containers.ScalarMap[str, str]
     no_cache: bool
     no_rerank: bool
-    def __init__(self, collection: _Optional[str] = ..., query: _Optional[str] = ..., top_k: _Optional[int] = ..., backend: _Optional[str] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., fusion: _Optional[_Union[FusionMethod, str]] = ..., rrf_k: _Optional[int] = ..., dense_weight: _Optional[float] = ..., filters: _Optional[_Mapping[str, str]] = ..., no_cache: _Optional[bool] = ..., no_rerank: _Optional[bool] = ...) -> None: ...
+    no_fetch: bool
+    sentence_vectors: bool
+    def __init__(self, collection: _Optional[str] = ..., query: _Optional[str] = ..., top_k: _Optional[int] = ..., backend: _Optional[str] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., fusion: _Optional[_Union[FusionMethod, str]] = ..., rrf_k: _Optional[int] = ..., dense_weight: _Optional[float] = ..., filters: _Optional[_Mapping[str, str]] = ..., no_cache: _Optional[bool] = ..., no_rerank: _Optional[bool] = ..., no_fetch: _Optional[bool] = ..., sentence_vectors: _Optional[bool] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("chunks", "index_version", "cache_hit", "timings", "rerank")

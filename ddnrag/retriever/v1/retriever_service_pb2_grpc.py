@@ -205,7 +205,9 @@ class RetrieverServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelJob(self, request, context):
-        """CancelJob cancels a running job; the index stays at its last committed version.
+        """CancelJob cancels a running job; the index stays at its last committed version. The cancel
+        is recorded at once; the call then waits for the job to stop, up to the call's deadline (at
+        most 60 s), and returns it as it is then.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

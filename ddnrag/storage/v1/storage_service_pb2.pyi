@@ -620,15 +620,19 @@ class GetBenchmarkRunResponse(_message.Message):
     def __init__(self, run: _Optional[_Union[BenchmarkRun, _Mapping]] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ...) -> None: ...
 
 class CompareBenchmarkRunsRequest(_message.Message):
-    __slots__ = ("run_id_a", "run_id_b")
+    __slots__ = ("run_id_a", "run_id_b", "run_a", "run_b")
     RUN_ID_A_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_B_FIELD_NUMBER: _ClassVar[int]
+    RUN_A_FIELD_NUMBER: _ClassVar[int]
+    RUN_B_FIELD_NUMBER: _ClassVar[int]
     run_id_a: str
     run_id_b: str
-    def __init__(self, run_id_a: _Optional[str] = ..., run_id_b: _Optional[str] = ...) -> None: ...
+    run_a: BenchmarkRun
+    run_b: BenchmarkRun
+    def __init__(self, run_id_a: _Optional[str] = ..., run_id_b: _Optional[str] = ..., run_a: _Optional[_Union[BenchmarkRun, _Mapping]] = ..., run_b: _Optional[_Union[BenchmarkRun, _Mapping]] = ...) -> None: ...
 
 class BenchmarkComparison(_message.Message):
-    __slots__ = ("backend", "operation", "object_size_bytes", "concurrency", "a", "b", "ops_per_s_ratio", "latency_p50_ratio", "ttfb_p50_ratio")
+    __slots__ = ("backend", "operation", "object_size_bytes", "concurrency", "a", "b", "ops_per_s_ratio", "latency_p50_ratio", "ttfb_p50_ratio", "latency_p99_ratio")
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     OPERATION_FIELD_NUMBER: _ClassVar[int]
     OBJECT_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -638,6 +642,7 @@ class BenchmarkComparison(_message.Message):
     OPS_PER_S_RATIO_FIELD_NUMBER: _ClassVar[int]
     LATENCY_P50_RATIO_FIELD_NUMBER: _ClassVar[int]
     TTFB_P50_RATIO_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P99_RATIO_FIELD_NUMBER: _ClassVar[int]
     backend: str
     operation: BenchmarkOperation
     object_size_bytes: int
@@ -647,7 +652,8 @@ class BenchmarkComparison(_message.Message):
     ops_per_s_ratio: float
     latency_p50_ratio: float
     ttfb_p50_ratio: float
-    def __init__(self, backend: _Optional[str] = ..., operation: _Optional[_Union[BenchmarkOperation, str]] = ..., object_size_bytes: _Optional[int] = ..., concurrency: _Optional[int] = ..., a: _Optional[_Union[LevelResult, _Mapping]] = ..., b: _Optional[_Union[LevelResult, _Mapping]] = ..., ops_per_s_ratio: _Optional[float] = ..., latency_p50_ratio: _Optional[float] = ..., ttfb_p50_ratio: _Optional[float] = ...) -> None: ...
+    latency_p99_ratio: float
+    def __init__(self, backend: _Optional[str] = ..., operation: _Optional[_Union[BenchmarkOperation, str]] = ..., object_size_bytes: _Optional[int] = ..., concurrency: _Optional[int] = ..., a: _Optional[_Union[LevelResult, _Mapping]] = ..., b: _Optional[_Union[LevelResult, _Mapping]] = ..., ops_per_s_ratio: _Optional[float] = ..., latency_p50_ratio: _Optional[float] = ..., ttfb_p50_ratio: _Optional[float] = ..., latency_p99_ratio: _Optional[float] = ...) -> None: ...
 
 class CompareBenchmarkRunsResponse(_message.Message):
     __slots__ = ("a", "b", "rows", "timings")

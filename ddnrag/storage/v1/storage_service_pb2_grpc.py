@@ -240,8 +240,9 @@ class StorageServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CompareBenchmarkRuns(self, request, context):
-        """CompareBenchmarkRuns lines up two saved runs cell by cell (backend, operation, size,
-        concurrency) with the ratios of their headline numbers.
+        """CompareBenchmarkRuns lines up two runs (saved ones by id, or runs given whole) cell by cell
+        (backend, operation, size, concurrency) with the ratios of their headline numbers. It is the
+        one comparison: the CLI and the gateway show what it returns.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,11 +1,8 @@
 "use strict";
-// A/B runs over real questions (run, follow with resume, result, report, export) and the
-// comparison dashboard per pair of backends: latest A/B runs and storage benchmark runs with
-// trends, "A faster by X% (CI ...)" only when the interval excludes zero, and live GET TTFB per
-// backend from the storage service's metrics. Inline SVG, no library.
+// A/B runs over real questions (run, follow with resume, result, report, export), and an A/B run
+// as the source of Business impact. The page per pair of backends is compare.js.
 (function ab() {
-  const { h, svg, $, clear, ms } = DDN;
-  const COLORS = ["#2364c9", "#c27b00"];
+  const { h, $, clear, ms } = DDN;
   let current = null; // the run shown in the result card
 
   const label = (name, emulated) => name + (emulated ? " (emulated)" : "");
@@ -13,7 +10,7 @@
   const nsMs = (ns) => ms(ns / 1e6);
 
   document.addEventListener("backends", (e) => {
-    for (const [id, pick] of [["ab-a", 0], ["ab-b", 1], ["dash-a", 0], ["dash-b", 1]]) {
+    for (const [id, pick] of [["ab-a", 0], ["ab-b", 1]]) {
       const sel = $(id), keep = sel.value;
       clear(sel);
       for (const b of e.detail.backends) sel.appendChild(h("option", { value: b.name, text: label(b.name, b.emulated) }));
@@ -54,7 +51,7 @@
         else if (name === "progress") {
           $("ab-bar").style.width = Math.round((100 * data.done) / Math.max(1, data.total)) + "%";
           status.textContent = data.phase + " pass: " + data.done + " of " + data.total + " question-passes, " + data.errors + " errors";
-        } else if (name === "done") { $("ab-bar").style.width = "100%"; status.textContent = "Run " + data.run.run_id + ": " + data.run.status; showRun(data.run); loadDashboard(); }
+        } else if (name === "done") { $("ab-bar").style.width = "100%"; status.textContent = "Run " + data.run.run_id + ": " + data.run.status; showRun(data.run); pairLink(data.run); }
         else if (name === "error") status.appendChild(DDN.errorBox(data.message || "the run failed"));
       }, { retries: 5 });
     } catch (err) {
@@ -63,6 +60,11 @@
       $("ab-run").disabled = false;
     }
   });
+
+  function pairLink(run) {
+    const [a, b] = run.request.backends;
+    $("ab-status").appendChild(h("a", { href: "#compare/" + encodeURIComponent(a) + "/" + encodeURIComponent(b), class: "pair-link", text: " Compare " + label(a, isEmulated(a)) + " and " + label(b, isEmulated(b)) + " across runs" }));
+  }
 
   function sideName(run, n) {
     const b = (run.backends || []).find((x) => x.name === n) || {};
@@ -116,89 +118,6 @@
   });
   for (const fmt of ["csv", "json"]) {
     $("ab-export-" + fmt).addEventListener("click", () => current && DDN.download("/api/ab/runs/" + encodeURIComponent(current.run_id) + "/export?format=" + fmt, "ab-" + current.run_id + "." + fmt).catch((err) => $("ab-result").prepend(DDN.errorBox(err.message))));
-  }
-
-  // --- the comparison dashboard ---------------------------------------------------------------------
-  function trendSvg(points, names, title) {
-    // points: [{x: label, values: {name: ms}}] oldest first
-    const W = 900, H = 200, L = 56, R = 16, T = 16, B = 30;
-    const vals = points.flatMap((p) => names.map((n) => p.values[n]).filter((v) => v > 0));
-    if (!vals.length) return h("div", { class: "muted", text: "No " + title + " for this pair yet." });
-    const hi = Math.max(...vals) * 1.15;
-    const xs = (i) => L + (points.length === 1 ? (W - L - R) / 2 : (i / (points.length - 1)) * (W - L - R));
-    const ys = (v) => T + (1 - v / hi) * (H - T - B);
-    const g = svg("svg", { viewBox: "0 0 " + W + " " + H, preserveAspectRatio: "none" });
-    for (let i = 0; i <= 4; i++) {
-      const v = (hi / 4) * i;
-      g.appendChild(svg("line", { x1: L, x2: W - R, y1: ys(v), y2: ys(v), stroke: "#e3e8ee" }));
-      g.appendChild(svg("text", { x: L - 6, y: ys(v) + 4, "text-anchor": "end" }, v.toFixed(v < 10 ? 2 : 0)));
-    }
-    g.appendChild(svg("text", { x: 8, y: T }, "ms"));
-    names.forEach((n, j) => {
-      const pts = points.map((p, i) => [i, p.values[n]]).filter(([, v]) => v > 0);
-      g.appendChild(svg("path", { d: pts.map(([i, v], k) => (k ? "L" : "M") + xs(i).toFixed(1) + " " + ys(v).toFixed(1)).join(" "), fill: "none", stroke: COLORS[j], "stroke-width": 2.5 }));
-      for (const [i, v] of pts) g.appendChild(svg("circle", { cx: xs(i), cy: ys(v), r: 3.5, fill: COLORS[j] }, svg("title", {}, label(n, isEmulated(n)) + " " + points[i].x + ": " + ms(v))));
-      g.appendChild(svg("text", { x: W - R - 220, y: T + 12 + 14 * j, fill: COLORS[j] }, label(n, isEmulated(n))));
-    });
-    return g;
-  }
-
-  let dashGen = 0, liveGen = 0;
-  async function loadDashboard() {
-    const a = $("dash-a").value, b = $("dash-b").value;
-    const gen = ++dashGen; // several triggers may overlap: only the latest one draws
-    if (!a || !b || a === b) { clear($("dash-verdict")).appendChild(h("div", { class: "muted", text: "Pick two different backends." })); return; }
-    try {
-      const [abRuns, bench] = await Promise.all([DDN.api("GET", "/api/ab/runs?page_size=50"), DDN.api("GET", "/api/benchmarks?page_size=50")]);
-      if (gen !== dashGen) return;
-      const verdictEl = clear($("dash-verdict")), tbody = clear($("dash-runs").tBodies[0]);
-      const pair = abRuns.runs.filter((r) => r.request && r.summary && [a, b].every((n) => r.request.backends.includes(n)));
-      const latest = pair[0];
-      if (!latest) verdictEl.appendChild(h("div", { class: "muted", text: "No A/B run of " + label(a, isEmulated(a)) + " and " + label(b, isEmulated(b)) + " yet: run one above." }));
-      else {
-        for (const phase of ["cold", "warm"]) {
-          const p = latest.summary[phase] && latest.summary[phase].paired.fetch_ttfb;
-          if (p) verdictEl.appendChild(h("div", { class: "verdict" + (p.significant ? "" : " none") }, phase + " fetch TTFB: " + p.verdict + " (run " + latest.run_id + ")"));
-        }
-      }
-      const points = pair.slice().reverse().map((r) => ({ x: r.run_id, values: Object.fromEntries([a, b].map((n) => [n, ((r.summary.cold || {}).backends || {})[n] ? r.summary.cold.backends[n].fetch_ttfb.p50_ns / 1e6 : 0])) }));
-      clear($("dash-trend")).appendChild(trendSvg(points, [a, b], "A/B runs"));
-      for (const r of pair.slice(0, 10)) {
-        const cold = r.summary.cold || { backends: {}, paired: {} }, warm = r.summary.warm || { paired: {} };
-        const c = (n) => (cold.backends[n] ? nsMs(cold.backends[n].fetch_ttfb.p50_ns) : "-");
-        tbody.appendChild(h("tr", {}, h("td", { text: r.run_id }), h("td", { text: String(r.request.questions_count || "") }), h("td", { text: c(a) }), h("td", { text: c(b) }),
-          h("td", { text: (cold.paired.fetch_ttfb || {}).verdict || "-" }), h("td", { text: (warm.paired.fetch_ttfb || {}).verdict || "-" }),
-          h("td", {}, h("button", { class: "ghost", text: "Show", onclick: () => DDN.api("GET", "/api/ab/runs/" + encodeURIComponent(r.run_id)).then((x) => showRun(x.run)) }))));
-      }
-      const benchPoints = bench.runs.slice().reverse().map((run) => {
-        const values = {};
-        for (const n of [a, b]) {
-          const rows = run.results.filter((l) => l.backend === n && l.operation === "get" && l.ops > l.errors).sort((p, q) => p.concurrency - q.concurrency);
-          if (rows.length) values[n] = rows[0].ttfb.p50_ms;
-        }
-        return { x: run.run_id, values };
-      }).filter((p) => Object.keys(p.values).length);
-      clear($("dash-bench-trend")).appendChild(trendSvg(benchPoints, [a, b], "benchmark runs"));
-    } catch (err) { if (gen === dashGen) clear($("dash-verdict")).appendChild(DDN.errorBox(err.message)); }
-  }
-
-  async function loadLive() {
-    // The storage service's storage_backend_ttfb_seconds over the last 5 minutes, as the Metrics
-    // page scrapes it: real traffic, per backend, GET operations.
-    const el = $("dash-live");
-    const pair = [$("dash-a").value, $("dash-b").value];
-    const gen = ++liveGen;
-    try {
-      const w = await DDN.api("GET", "/api/metrics/window?minutes=5");
-      if (gen !== liveGen) return;
-      clear(el);
-      for (const n of pair) {
-        const row = (w.storage_ttfb || []).find((r) => r.backend === n && r.operation === "get");
-        el.appendChild(h("div", { "data-backend": n }, label(n, isEmulated(n)) + ": " + (row && row.count
-          ? "GET TTFB p50 " + ms(row.p50_ms) + ", p99 " + ms(row.p99_ms) + " over " + row.count + " reads in the last " + Math.round((w.measured_s || 0) / 60 * 10) / 10 + " min"
-          : "no reads through this backend in the last 5 minutes")));
-      }
-    } catch (err) { if (gen === liveGen) clear(el).appendChild(DDN.errorBox(err.message)); }
   }
 
   // --- Business impact from an A/B run ---------------------------------------------------------------
@@ -257,11 +176,5 @@
     return true;
   };
 
-  $("dash-refresh").addEventListener("click", () => { loadDashboard(); loadLive(); });
-  for (const id of ["dash-a", "dash-b"]) $(id).addEventListener("change", () => { loadDashboard(); loadLive(); });
-  let timer = null;
-  document.addEventListener("tab", (e) => {
-    if (timer) { clearInterval(timer); timer = null; }
-    if (e.detail === "ab") { loadDashboard(); loadLive(); timer = setInterval(loadLive, 5000); }
-  });
+  DDN.showAbRun = showRun; // the comparison pages (compare.js) open a run here
 })();

@@ -171,9 +171,13 @@ DDN.loadBackends = async function loadBackends() {
 };
 
 // --- tabs ---------------------------------------------------------------------------------------
+// The address names the tab and, after it, the page's own route: "#compare/local/remote" is the
+// Compare tab with route ["local", "remote"] (DDN.route), so a page per item has its own URL.
+DDN.route = [];
 (function tabs() {
   const list = [...document.querySelectorAll('[role="tab"]')];
-  function select(tab, focus) {
+  const hashOf = (tab, route) => [tab.id.replace("tab-", ""), ...route.map(encodeURIComponent)].join("/");
+  function select(tab, focus, route) {
     for (const t of list) {
       const on = t === tab;
       t.setAttribute("aria-selected", on ? "true" : "false");
@@ -181,10 +185,22 @@ DDN.loadBackends = async function loadBackends() {
       DDN.$(t.getAttribute("aria-controls")).hidden = !on;
     }
     if (focus) tab.focus();
-    location.hash = tab.id.replace("tab-", "");
+    DDN.route = route || [];
+    if (location.hash.slice(1) !== hashOf(tab, DDN.route)) location.hash = hashOf(tab, DDN.route);
     document.dispatchEvent(new CustomEvent("tab", { detail: tab.id.replace("tab-", "") }));
   }
-  DDN.selectTab = (name) => select(DDN.$("tab-" + name), false);
+  function fromHash() {
+    const [want, ...rest] = location.hash.slice(1).split("/");
+    let route = [];
+    try { route = rest.map(decodeURIComponent); } catch (err) { route = []; } // a malformed address
+    return [list.find((t) => t.id === "tab-" + want) || list[0], route];
+  }
+  DDN.selectTab = (name, route) => select(DDN.$("tab-" + name), false, route);
+  window.addEventListener("hashchange", () => {
+    const [tab, route] = fromHash();
+    if (location.hash.slice(1) === hashOf(tab, route) && tab.getAttribute("aria-selected") === "true" && route.join("/") === DDN.route.join("/")) return;
+    select(tab, false, route);
+  });
   for (const t of list) {
     t.addEventListener("click", () => select(t, false));
     t.addEventListener("keydown", (e) => {
@@ -196,9 +212,8 @@ DDN.loadBackends = async function loadBackends() {
     });
   }
   window.addEventListener("DOMContentLoaded", () => {
-    const want = location.hash.slice(1);
-    const tab = list.find((t) => t.id === "tab-" + want) || list[0];
-    select(tab, false);
+    const [tab, route] = fromHash();
+    select(tab, false, route);
   });
 })();
 

@@ -12,7 +12,7 @@ from clients.base import ServiceCallError
 from kernel.errors import ErrorKind, ServiceError
 
 from ..domain import ErrorEvent, GenParams, Passage, TokenEvent
-from .engine import Fetched, Hit
+from .engine import ChunkRef, Fetched, Hit
 from .model import BackendInfo
 from .runs import AbRuns
 
@@ -60,15 +60,20 @@ class PeerPorts:
         return out
 
     async def search(self, collection: str, question: str, top_k: int) -> Hit:
+        """The ranking only (`no_fetch`): the retriever reads no chunk, so no backend is warmed
+        for these keys before the run's own first fetch."""
         t0 = time.perf_counter_ns()
         try:
-            resp = await self.retriever.search(collection, question, top_k=top_k, no_cache=True, timeout=30.0)
+            resp = await self.retriever.search(
+                collection, question, top_k=top_k, no_cache=True, no_fetch=True, timeout=30.0
+            )
         except ServiceCallError as err:
             raise _peer(err) from None
         took = time.perf_counter_ns() - t0
-        fetch_ns = sum(s.duration_ns for s in resp.timings.stages if s.name == "fetch")
+        fetch_ns = sum(s.duration_ns for s in resp.timings.stages if s.name == "fetch")  # 0: none ran
         ok = [c for c in resp.chunks if c.status.code == 0]
-        return Hit([c.object_key for c in ok], [c.text for c in ok], took, fetch_ns)
+        refs = [ChunkRef(c.chunk_id, c.collection, c.document_id, c.position) for c in ok]
+        return Hit([c.object_key for c in ok], refs, took, fetch_ns)
 
     async def fetch(self, backend: str, keys: Sequence[str]) -> Fetched:
         t0 = time.perf_counter_ns()

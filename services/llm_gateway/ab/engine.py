@@ -1,5 +1,6 @@
-"""The A/B run: search once per question, fetch the same chunk ids from both backends in an
-interleaved order (A,B then B,A, alternating per question and pass, so drift hits both sides
+"""The A/B run: search once per question (ranking only: the retriever reads no chunk, so the
+run's first read of each chunk is cold on both backends), fetch the same chunk ids from both
+backends in an interleaved order (A,B then B,A, alternating per question and pass, so drift hits both sides
 evenly), time the generator's first token on each side's chunks, and save the run.
 
 It runs as a background task, so a client that goes away loses nothing: its events are kept in
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kernel.errors import ErrorKind, ServiceError, invalid, not_found
+from kernel.ids import chunk_id
 
 from .model import AbRequest, BackendInfo, Sample, run_document
 
@@ -30,12 +32,26 @@ FETCH_TIMEOUT_S = 30.0
 KEEP_FINISHED = 8  # finished runs whose events stay followable in memory
 
 
+@dataclass(frozen=True)
+class ChunkRef:
+    """What a chunk's body must hash to (kernel.ids.chunk_id): its id and the id's other inputs."""
+
+    chunk_id: str
+    collection: str
+    document_id: str
+    position: int
+
+    def matches(self, text: str) -> bool:
+        return chunk_id(self.collection, self.document_id, self.position, text) == self.chunk_id
+
+
 @dataclass
 class Hit:
-    """The retriever's answer for one question: chunk object keys and texts, and its timings."""
+    """The retriever's ranking for one question (no texts: it read none): the chunks' object keys
+    and content checks, and its timings."""
 
     keys: list[str]
-    texts: list[str]
+    refs: list[ChunkRef]
     retrieval_ns: int
     retrieval_fetch_ns: int
 
@@ -233,7 +249,8 @@ class AbEngine:
                 live.changed.notify_all()
 
     async def _retrieve(self, live: LiveRun, req: AbRequest, notes: list[str]) -> list[Hit]:
-        """One search per question (no retrieval cache): the chunk ids both sides will fetch."""
+        """One search per question (no retrieval cache, no chunk read): the chunk ids both sides
+        will fetch."""
         hits: list[Hit] = []
         for qi, q in enumerate(req.questions):
             try:
@@ -258,7 +275,10 @@ class AbEngine:
             msg = f"backend {backend!r} lacked {len(missing)} of the {len(keys)} chunks; writing them there first"
             await live.emit("notice", {"message": msg})
             written = await self.ports.copy_to(backend, missing)
-            notes.append(f"{written} chunks were written to backend {backend!r} before the run (they were missing)")
+            notes.append(
+                f"{written} chunks were written to backend {backend!r} before the run (they were missing); "
+                "the copy read them from the default backend, so their cold-pass reads are not cold"
+            )
             await live.emit("notice", {"message": notes[-1]})
 
     async def _sample(
@@ -279,9 +299,10 @@ class AbEngine:
         if f.error:
             s.error, s.error_message = f.error, f.error_message
             return s
-        if f.texts != hit.texts:
+        bad = next((k for k, ref, t in zip(hit.keys, hit.refs, f.texts, strict=True) if not ref.matches(t)), None)
+        if bad is not None:
             s.error = "CHUNK_MISMATCH"
-            s.error_message = f"backend {backend!r} returned other bytes than the retriever's chunks for these keys"
+            s.error_message = f"backend {backend!r} returned a body for {bad} that does not hash to its chunk id"
             return s
         if req.ttft:
             try:
