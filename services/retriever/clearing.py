@@ -76,6 +76,7 @@ async def clear_collection(core: Retriever, jobs: JobManager, name: str) -> Clea
     if state is not None:
         await state.live.stop()
         await state.live.reset()
+        await state.live.drop_external()  # the Milvus collection (stateless mode)
     deleted = await core.store.delete(prefix=segments.prefix(name))
     for backend in backends:
         try:

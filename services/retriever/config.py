@@ -56,7 +56,11 @@ class RetrieverConfig:
     max_top_k: int = env_field(P + "MAX_TOP_K", 100, "largest top_k a search may ask for")
     cache_max_bytes: int = env_field(P + "CACHE_MAX_BYTES", 64 * 1024 * 1024, "retrieval cache size bound")
     persist_index: bool = env_field(P + "PERSIST_INDEX", True, "write index segments to object storage")
-    index_backend: str = env_field(P + "INDEX_BACKEND", "faiss", "dense index: faiss (in process) or milvus")
+    index_backend: str = env_field(
+        P + "INDEX_BACKEND",
+        "faiss",
+        "faiss (index in each replica) or milvus (stateless: dense and BM25 search in Milvus)",
+    )
     milvus_uri: str = env_field(P + "MILVUS_URI", "", "Milvus URI (a milvus-lite file path or http://host:19530)")
     merge_factor: int = env_field(P + "MERGE_FACTOR", 8, "index segments of one size tier merged into one (0: never)")
     merge_floor_chunks: int = env_field(P + "MERGE_FLOOR_CHUNKS", 1000, "chunks of the smallest merge tier")

@@ -220,13 +220,15 @@ class JobRunner:
         try:
             _files, rows = await self.m.state.batches(lj.record.batches)
             state = self.r.collections.get(v.collection)
-            live_ids = set(state.index.row_of) if state else set()
-            orphans = [chunk_key(v.collection, r.chunk_id) for r in rows if r.chunk_id not in live_ids]
-            orphans += [sentence_vectors_key(v.collection, r.chunk_id) for r in rows if r.chunk_id not in live_ids]
             # Chunk objects (and their sentence vectors) written ahead of a commit that never came
             # (none of them is live).
             prefixes = (chunk_key(v.collection, ""), sentence_vectors_key(v.collection, ""))
-            ahead = {k for k in lj.uncommitted if k.removeprefix(prefixes[0]).removeprefix(prefixes[1]) not in live_ids}
+            written_ahead = {k: k.removeprefix(prefixes[0]).removeprefix(prefixes[1]) for k in lj.uncommitted}
+            ids = [r.chunk_id for r in rows] + list(set(written_ahead.values()))
+            live_ids = await state.live.live_chunk_ids(ids) if state else set()
+            orphans = [chunk_key(v.collection, r.chunk_id) for r in rows if r.chunk_id not in live_ids]
+            orphans += [sentence_vectors_key(v.collection, r.chunk_id) for r in rows if r.chunk_id not in live_ids]
+            ahead = {k for k, cid in written_ahead.items() if cid not in live_ids}
             orphans = sorted(ahead.union(orphans))
             for st in v.backends:
                 if orphans:

@@ -314,19 +314,25 @@ class Pipeline:
             lj.uncommitted.difference_update(sentence_vectors_key(v.collection, c.chunk_id) for c in chunks)
 
     async def _write(self, lj: LiveJob, group: list[_Parsed], writes: asyncio.Semaphore) -> None:
-        """Writes a batch's chunk objects to every target backend (one BatchPut per backend), with
-        each chunk's sentence vectors beside it when they are on (`_sentence_items`)."""
+        """Writes a batch's chunk objects to every target backend (one BatchPut per backend) at
+        once, then, when they are on, the chunks' sentence vectors once embedded (`_sentence_items`)."""
         coll = lj.view.collection
         items = [(chunk_key(coll, c.chunk_id), c.text.encode("utf-8")) for p in group for c in p.chunks]
-        n = len(items)
+        await self._put(lj, group, items, writes, count=True)
         if self.s.sentence_vectors:
-            items += await self._sentence_items(lj, group)
+            await self._put(lj, group, await self._sentence_items(lj, group), writes, count=False)
+
+    async def _put(
+        self, lj: LiveJob, group: list[_Parsed], items: list[tuple[str, bytes]], writes: asyncio.Semaphore, count: bool
+    ) -> None:
         lj.uncommitted.update(k for k, _ in items)
         async with writes:
             lj.write_clock.start()
             t0 = time.perf_counter_ns()
             try:
-                await asyncio.gather(*(self._write_to(st, items, n) for st in lj.view.backends))
+                await asyncio.gather(
+                    *(self._write_to(st, items, len(items) if count else 0) for st in lj.view.backends)
+                )
             finally:
                 lj.write_clock.stop()
             _share(group, "write_ns", time.perf_counter_ns() - t0)

@@ -23,6 +23,8 @@ from kernel.timing import Stage, Timer
 from .chunking import chunk_id
 from .fusion import Hit, fuse
 from .index import ChunkRecord, CollectionIndex
+from .lexical import Analyzer
+from .milvus_hybrid import MilvusCollection
 from .ports import Encoder, ObjectStore
 from .rerank import RerankOutcome
 from .segments import rebuild_hint
@@ -188,6 +190,39 @@ async def rank(
         task.cancel()
     timer.add(embed_stage)
     return await asyncio.to_thread(dense_and_fuse, qvec, bm), t
+
+
+async def rank_milvus(
+    milvus: MilvusCollection,
+    analyzer: Analyzer,
+    encoder: Encoder,
+    query: str,
+    p: SearchParams,
+    n_cand: int,
+    timer: Timer,
+) -> tuple[list[tuple[ChunkRecord, Hit]], dict[str, int]]:
+    """Ranks in Milvus (stateless mode): the query is embedded (unless BM25 only), then dense and
+    BM25 search run there and their candidates are fused here (stage `milvus`)."""
+    qvec = None
+    if p.mode != "bm25":
+        t0 = time.perf_counter_ns()
+        qvec = (await encoder.encode([query]))[0]
+        timer.add(Stage("embed", time.perf_counter_ns() - t0))
+    t0 = time.perf_counter_ns()
+    out = await asyncio.to_thread(
+        milvus.rank,
+        analyzer.tokens(query),
+        qvec,
+        n_cand=n_cand,
+        mode=p.mode,
+        fusion=p.fusion,
+        rrf_k=p.rrf_k,
+        dense_weight=float(p.dense_weight or 0.0),
+        top_k=p.top_k,
+        filters=p.filters,
+    )
+    t = {"milvus": time.perf_counter_ns() - t0, "milvus_end": time.perf_counter_ns(), "milvus_candidates": len(out)}
+    return out, t
 
 
 def hit_of(collection: str, r: ChunkRecord, score: float, bm: int, de: int) -> SearchHit:

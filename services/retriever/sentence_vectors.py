@@ -25,13 +25,23 @@ async def model_of(encoder: Encoder) -> str:
     return str(await get()) if get is not None else ""
 
 
+def distinct(per_chunk: Sequence[Sequence[str]]) -> list[str]:
+    """The sentences a batch sends the embedder: each distinct one once, in first-seen order."""
+    return list(dict.fromkeys(s for ss in per_chunk for s in ss))
+
+
+def batch_sentences(texts: Sequence[str]) -> list[str]:
+    """What `sentence_records` embeds for a batch of chunk texts (bench/retriever.py)."""
+    return distinct([sentences.whole_sentences(t) for t in texts])
+
+
 async def sentence_records(
     encoder: Encoder, texts: Sequence[str], *, batch: int, timeout: float | None, model: str
 ) -> list[bytes]:
     """One stored record per chunk text, in order (a chunk without whole sentences gets an
     empty record, so a reader knows there is nothing to embed)."""
     per_chunk = await asyncio.to_thread(lambda: [sentences.whole_sentences(t) for t in texts])
-    uniq = list(dict.fromkeys(s for ss in per_chunk for s in ss))
+    uniq = distinct(per_chunk)
     parts = [await encoder.encode(uniq[i : i + batch], timeout=timeout) for i in range(0, len(uniq), batch)]
     dim = parts[0].shape[1] if parts else await encoder.dimension()
     vecs = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
