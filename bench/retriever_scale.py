@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -133,6 +134,7 @@ async def commit_pair(b: Bench, client: RetrieverClient, suffix: str, rounds: in
     return {k: statistics.median(v) for k, v in out.items()} | {"rounds": out}
 
 
+CPU_WHO = (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
 GIT_WORKTREE = ["git", "-C", str(ROOT), "worktree"]
 
 
@@ -339,6 +341,9 @@ async def main() -> None:
         "total_s": round(time.perf_counter() - t_all, 1),
         "load_avg_1m_before": load_before,
         "load_avg_1m_after": round(os.getloadavg()[0], 2),
+        # CPU seconds of this process and the processes it waited for (writers, failover, retrievers;
+        # not the retrievers' merge processes): on two idle cores the run needs at least half of it.
+        "cpu_s": round(sum(getattr(resource.getrusage(w), f) for w in CPU_WHO for f in ("ru_utime", "ru_stime")), 1),
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")

@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from kernel.errors import ErrorKind, ServiceError
 
 from . import live_merge
 from . import segments as store_fmt
-from .index import ChunkRecord, CollectionIndex, DenseFactory, DocumentInfo, Segment
+from .index import ChunkRecord, CollectionIndex, DocumentInfo, Segment
 from .lexical import Analyzer, Postings
 from .merge import MergePolicy
 from .milvus_hybrid import MilvusCollection, fill_from_index
@@ -57,7 +57,6 @@ class IndexOptions:
     persist: bool = True
     merge: MergePolicy = field(default_factory=MergePolicy)
     gc_grace_s: float = 300.0
-    dense_factory: Callable[[str], DenseFactory | None] = lambda collection: None
     # Where merges run: the service's merge process (with `merge_store`, which opens the store
     # there), or None for a worker thread of this process.
     merge_executor: Executor | None = None
@@ -92,7 +91,6 @@ class LiveIndex:
         self.lock = asyncio.Lock()
         self._merging: asyncio.Task[None] | None = None
         self._etag = ""  # CURRENT's ETag as read by the last `_catch_up`
-        self._retired: list[tuple[float, Any]] = []  # (when, dense index) of retired segments, to drop
         self.milvus = opts.milvus(collection) if opts.milvus is not None else None
 
     # What searches and callers read ------------------------------------------------------------
@@ -162,7 +160,6 @@ class LiveIndex:
             documents,
             postings,
             hnsw_threshold=self.opts.hnsw_threshold,
-            dense_factory=self.opts.dense_factory(self.collection),
             created_unix_ns=created_unix_ns,
         )
 
@@ -179,23 +176,10 @@ class LiveIndex:
                 if d not in gone:
                     docs[d] = info
                     where.setdefault(d, []).append(s.id)
-        dropped = [s for sid, s in self.segments.items() if sid not in {e.id for e in m.segments}]
         self.manifest, self.current, self.view = m, current, view
         self.segments = {s.id: s for s in segs}
         self.documents, self.doc_segments = docs, where
         self.updated_unix_ns = m.created_unix_ns
-        self._retire(dropped)
-
-    def _retire(self, dropped: Sequence[Segment]) -> None:
-        """Segments this replica no longer serves release their external dense indexes (Milvus
-        collections) only after the grace period, as their files are: another replica (sharing a
-        Milvus cluster) may still be searching an older manifest that names them."""
-        now = time.monotonic()
-        self._retired.extend((now, s.dense) for s in dropped if getattr(s.dense, "drop", None) is not None)
-        due = [d for t, d in self._retired if now - t >= self.opts.gc_grace_s]
-        self._retired = [(t, d) for t, d in self._retired if now - t < self.opts.gc_grace_s]
-        for dense in due:
-            dense.drop()
 
     async def reset(self) -> None:
         """Forgets everything (the collection was deleted)."""

@@ -46,7 +46,6 @@ async def merge_once(live: LiveIndex) -> bool:
         etag = await live._catch_up()
         live_ids = [e.id for e in live.manifest.segments]
         if not set(pick) <= set(live_ids):
-            seg.drop()
             return False  # another writer merged or replaced them first; GC takes our files
         # Documents deleted from the sources while we merged are deleted from the merged one.
         later = {d for sid in pick for d in set(live.manifest.deleted.get(sid, ())) - before[sid]}
@@ -71,7 +70,6 @@ async def merge_once(live: LiveIndex) -> bool:
             try:
                 await live._publish(m, etag)
             except PreconditionFailed:
-                seg.drop()
                 return False  # a commit won the race; the next pass tries again
         loaded = dict(live.segments)
         loaded[seg_id] = seg

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 NAMESPACE = "ddnrag"
 OVERLAYS = ("local", "oci")
-COMPONENTS = ("milvus", "vllm", "monitoring")
+COMPONENTS = ("milvus", "vllm", "monitoring", "tracing")
 # CRDs kubernetes-validate has no schema for; each is checked structurally below.
 CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
 
@@ -739,6 +739,49 @@ def test_service_monitors_select_one_service_and_a_real_port(rendered: dict[str,
             metrics_port = _load_config(objs, app).metrics_port
             rule = nps[0]["spec"]["ingress"][0]
             assert _selects(nps[0]["spec"]["podSelector"], {"app": app}) and _port_ok(rule, metrics_port), app
+
+
+def test_tracing_sends_every_service_to_the_collector(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """components/tracing: each service's OTEL_* variables turn export on (kernel/tracing.py) and
+    name the collector's Service and OTLP/gRPC port, which its policies let the services reach;
+    the collector's own config receives on that port and has a traces pipeline."""
+    from kernel.tracing import export_configured
+
+    for overlay in OVERLAYS:
+        objs = rendered[f"{overlay}+tracing"]
+        policies = _objects(objs, "NetworkPolicy")
+        collector = _service_workload(objs, "otel-collector")
+        labels = collector["spec"]["template"]["metadata"]["labels"]
+        for app in SERVICES:
+            workload = _service_workload(objs, app)
+            env = {k: v for k, v in _container_env(objs, _main_container(workload)).items() if v is not None}
+            assert export_configured(env) and env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "grpc", app
+            m = re.match(
+                r"^http://(?P<svc>[a-z0-9-]+)\.ddnrag\.svc\.cluster\.local:(?P<port>\d+)$",
+                env["OTEL_EXPORTER_OTLP_ENDPOINT"],
+            )
+            assert m, env["OTEL_EXPORTER_OTLP_ENDPOINT"]
+            svc = _get(objs, "Service", m["svc"])
+            assert _selects({"matchLabels": svc["spec"]["selector"]}, labels)
+            port = next(p for p in svc["spec"]["ports"] if p["port"] == int(m["port"]))
+            assert _port(_main_container(collector), port["targetPort"]) == 4317
+            pod = workload["spec"]["template"]["metadata"]["labels"]
+            assert _allowed(policies, pod, labels, 4317), f"{app} cannot reach the collector"
+        assert not _allowed(policies, "outside", labels, 4317), "the collector is open to outside"
+        assert not _allowed(policies, labels, "outside", 443), "the collector sends outside the cluster"
+        config = yaml.safe_load(_get(objs, "ConfigMap", "otel-collector-config")["data"]["config.yaml"])
+        assert config["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].endswith(":4317")
+        traces = config["service"]["pipelines"]["traces"]
+        assert traces["receivers"] == ["otlp"] and set(traces["exporters"]) <= set(config["exporters"])
+        assert set(traces["processors"]) <= set(config["processors"])
+        mounted = {v["configMap"]["name"] for v in collector["spec"]["template"]["spec"]["volumes"]}
+        assert "otel-collector-config" in mounted
+    # Without the component nothing is exported: the services only pass trace ids on.
+    for overlay in OVERLAYS:
+        objs = rendered[overlay]
+        for app in SERVICES:
+            env = {k: v for k, v in _container_env(objs, _main_container(_service_workload(objs, app))).items() if v}
+            assert not export_configured(env), app
 
 
 # ----------------------------------------------------------------------------- the local SeaweedFS
