@@ -10,7 +10,9 @@ answer a cache hit. Writes bench/results/gateway_load.json.
 With `--baseline REF` a second stack runs the code of REF (a detached git worktree, this
 environment) and the cache-off load alternates between the two in rounds of duration/2 (ours,
 REF, ours, REF), so the machine's other load hits both alike; REF's figures go under `baseline`
-and `cpu_ms_per_answer_over_baseline` compares the two.
+and `cpu_ms_per_answer_over_baseline` compares the two. It starts two stacks and loads each for the
+full time, so it takes about twice as long (10 minutes at load average 25-30 on 2 cores; the plain
+run 6-7).
 
 Each virtual user loops: GET /api/rag/stream?q=... and reads the stream to its terminal event.
 TTFT is measured by the client: request sent -> first `token` event. An error is a non-200
