@@ -40,6 +40,7 @@ from .rerank import RerankStage
 from .rerank.stage import rerank_hits
 from .search import SearchHit, SearchParams, SearchResult, chunk_key, sentence_vectors_key
 from .segments import CorruptSegment
+from .sentence_vectors import RecordCache
 
 __all__ = ["CollectionState", "Retriever", "SearchHit", "SearchParams", "SearchResult", "Settings", "chunk_key"]
 
@@ -142,6 +143,8 @@ class Retriever:
         self.fence_reader: FenceReader | None = None
         # The optional stage after fusion and fetch (rerank/); None: fusion order is final.
         self.rerank: RerankStage | None = None
+        # Sentence-vector records read by searches (search.fetch), so a hot chunk's is read once.
+        self.records = RecordCache()
         # Replaced by the server with one on its registry (metrics.py).
         self.metrics = RetrieverMetrics()
         merging = settings.merge_factor >= 2 and settings.persist_index
@@ -410,7 +413,9 @@ class Retriever:
                 await asyncio.to_thread(self.cache.put, key, collection, index.version, value)
         out = [searching.hit_of(collection, r, h.score, h.bm25_rank, h.dense_rank) for r, h in pairs]
         if out and not p.no_fetch:
-            await searching.fetch(self.store, out, p.backend, timer, sentence_vectors=p.sentence_vectors)
+            await searching.fetch(
+                self.store, out, p.backend, timer, sentence_vectors=p.sentence_vectors, records=self.records
+            )
         outcome = None
         if stage is not None and out:
             out, outcome = await rerank_hits(stage, query, out, top_k, timer)

@@ -28,6 +28,7 @@ from .milvus_hybrid import MilvusCollection
 from .ports import Encoder, ObjectStore
 from .rerank import RerankOutcome
 from .segments import rebuild_hint
+from .sentence_vectors import RecordCache
 
 log = logging.getLogger(__name__)
 
@@ -242,22 +243,37 @@ def hit_of(collection: str, r: ChunkRecord, score: float, bm: int, de: int) -> S
 
 
 async def fetch(
-    store: ObjectStore, hits: list[SearchHit], backend: str, timer: Timer, *, sentence_vectors: bool = False
+    store: ObjectStore,
+    hits: list[SearchHit],
+    backend: str,
+    timer: Timer,
+    *,
+    sentence_vectors: bool = False,
+    records: RecordCache | None = None,
 ) -> None:
     """Reads the chunk texts from object storage through `backend`, in one BatchGet; with
-    `sentence_vectors`, each chunk's stored sentence vectors too, in the same BatchGet (a chunk
-    without them is served all the same). The stage's TTFB is the texts' median."""
+    `sentence_vectors`, each chunk's stored sentence vectors too (from `records` when read
+    before), in the same BatchGet (a chunk without them is served all the same). The stage's
+    TTFB is the texts' median."""
     t0 = time.perf_counter_ns()
     keys = [h.object_key for h in hits]
+    need: list[SearchHit] = []
     if sentence_vectors:
-        keys += [sentence_vectors_key(h.collection, h.chunk_id) for h in hits]
+        for h in hits:
+            if (sv := records.get(h.chunk_id) if records is not None else None) is not None:
+                h.sentence_vectors = sv
+            else:
+                need.append(h)
+        keys += [sentence_vectors_key(h.collection, h.chunk_id) for h in need]
     got = await store.get_many(keys, backend=backend)
     dur = time.perf_counter_ns() - t0
     sv_bytes = 0
-    for h, o in zip(hits, got[len(hits) :], strict=False):
-        if o.ok:
-            h.sentence_vectors = sentences.decode(o.data)
+    for h, o in zip(need, got[len(hits) :], strict=True):
+        if o.ok and (sv := sentences.decode(o.data)) is not None:
+            h.sentence_vectors = sv
             sv_bytes += len(o.data)
+            if records is not None:
+                records.put(h.chunk_id, sv)
     got = got[: len(hits)]
     ttfbs = sorted(o.ttfb_ns for o in got if o.ok)
     nbytes = 0

@@ -10,13 +10,37 @@ same tokens as the chunks themselves: its cost is measured in the README (Perfor
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
 
 from kernel import sentences
+from kernel.sentences import SentenceVectors
 
 from .ports import Encoder
+
+
+class RecordCache:
+    """The last `max_entries` sentence-vector records a search read, by chunk id (records are
+    immutable: a chunk id names its text, so a changed text is another chunk), so a chunk that
+    keeps being retrieved costs one object read per search, not two. About 4 KB an entry."""
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self.entries: OrderedDict[str, SentenceVectors] = OrderedDict()
+
+    def get(self, chunk_id: str) -> SentenceVectors | None:
+        sv = self.entries.get(chunk_id)
+        if sv is not None:
+            self.entries.move_to_end(chunk_id)
+        return sv
+
+    def put(self, chunk_id: str, sv: SentenceVectors) -> None:
+        self.entries[chunk_id] = sv
+        self.entries.move_to_end(chunk_id)
+        while len(self.entries) > self.max_entries:
+            self.entries.popitem(last=False)
 
 
 async def model_of(encoder: Encoder) -> str:

@@ -186,6 +186,9 @@ async def test_retriever_stores_reads_in_one_batchget_and_deletes_sentence_vecto
         assert fetch.count == 2 and fetch.ttfb_ns == 500
         plain = await r.search("kb", "bread dough yeast", SearchParams(top_k=2, no_cache=True))
         assert len(store.get_many_calls[-1]) == 2 and plain.hits[0].sentence_vectors is None
+        # Records read once are kept (by chunk id): a repeated hit reads its text only.
+        again = await r.search("kb", "bread dough yeast", SearchParams(top_k=2, sentence_vectors=True, no_cache=True))
+        assert len(store.get_many_calls[-1]) == 2 and again.hits[0].sentence_vectors is hit.sentence_vectors
         # A deleted document's records go with its chunk objects.
         await r.delete_document("kb", "cooking")
         left = {k.rsplit("/", 1)[1] for k in store.data[""] if k.startswith("sentences/kb/")}
