@@ -5,6 +5,14 @@ answer a cache hit. Writes bench/results/gateway_load.json.
     .venv/bin/python bench/gateway_load.py                  # starts `rag up` on free ports, then stops it
     .venv/bin/python bench/gateway_load.py --url http://127.0.0.1:8080   # uses a running stack
     .venv/bin/python bench/gateway_load.py --profile bench/results/gateway_load_profile.txt  # + py-spy
+    .venv/bin/python bench/gateway_load.py --baseline 2e3aa82   # + that commit's stack, side by side
+
+With `--baseline REF` a second stack runs the code of REF (a detached git worktree, this
+environment) and the cache-off load alternates between the two in rounds of duration/2 (ours,
+REF, ours, REF), so the machine's other load hits both alike; REF's figures go under `baseline`
+and `cpu_ms_per_answer_over_baseline` compares the two. It starts two stacks and loads each for the
+full time, so it takes about twice as long (10 minutes at load average 25-30 on 2 cores; the plain
+run 6-7).
 
 Each virtual user loops: GET /api/rag/stream?q=... and reads the stream to its terminal event.
 TTFT is measured by the client: request sent -> first `token` event. An error is a non-200
@@ -30,10 +38,12 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -82,6 +92,15 @@ class Stats:
         self.shed = 0
         self.cache_hits = 0
         self.retry_after_s: list[float] = []
+
+    def merge(self, other: Stats) -> None:
+        for name, value in vars(other).items():
+            mine = getattr(self, name)
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    mine[k] = mine.get(k, 0) + v
+            else:
+                setattr(self, name, mine + value)
 
     def error(self, kind: str) -> None:
         self.errors += 1
@@ -180,55 +199,78 @@ def ms(values: list[float], q: float) -> float | None:
     return round(percentile(values, q) or 0, 1) if values else None
 
 
-def gateway_pid(procs: list[procstat.Proc]) -> int | None:
-    return next((p.pid for p in procs if p.name == "gateway"), None)
+def measure(url: str, procs: list[procstat.Proc], users: int, duration_s: float) -> tuple[Stats, float, dict]:
+    """One cache-off round: its stats, wall seconds and CPU seconds per process."""
+    cpu0 = procstat.cpu_by_name(procs)
+    t0 = time.perf_counter()
+    stats = asyncio.run(run_load(url, users, duration_s))
+    wall = time.perf_counter() - t0
+    return stats, wall, procstat.cpu_delta(cpu0, procstat.cpu_by_name(procs))
 
 
-def stack_root(gw_pid: int) -> int:
-    """For --url: the `rag up` supervisor above the gateway when there is one, else the gateway."""
-    try:
-        ppid = int(Path(f"/proc/{gw_pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return gw_pid
-    procs = procstat.stack_processes(ppid)
-    return ppid if any(p.name == "supervisor" and p.pid == ppid for p in procs) else gw_pid
+class Baseline:
+    """A stack of another commit (a detached git worktree), loaded in alternation with ours."""
 
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+        self.dir = Path(tempfile.mkdtemp(prefix="ddnrag-baseline-")) / "tree"
+        self.commit = subprocess.run(
+            ["git", "rev-parse", "--short", ref], cwd=ROOT, check=True, capture_output=True, text=True
+        ).stdout.strip()
+        self.stack: Any = None
+        self.stats, self.wall, self.cpu = Stats(), 0.0, {}
+        self.cached: Stats | None = None
+        self.cached_wall = 0.0
 
-def listening_pid(port: int) -> int | None:
-    """The process holding a listening TCP socket on `port` (for --url)."""
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            parts = line.split()
-            if parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(parts[9])
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            for fd in (proc / "fd").iterdir():
-                link = os.readlink(fd)
-                if link.startswith("socket:[") and link[8:-1] in inodes:
-                    return int(proc.name)
-        except OSError:
-            continue
-    return None
+    def start(self) -> None:
+        from testkit.stack import start_stack
 
+        subprocess.run(["git", "worktree", "add", "--detach", str(self.dir), self.ref], cwd=ROOT, check=True)
+        print(f"starting the baseline stack ({self.ref} = {self.commit}) ...", flush=True)
+        self.stack = start_stack(self.dir.parent / "data", root=self.dir)
+        asyncio.run(warm_up(self.stack.url))
+        self.procs = procstat.stack_processes(self.stack.proc.pid)
 
-def rss_mb(pid: int | None) -> tuple[float | None, float | None]:
-    """(current RSS, peak RSS) in MiB from /proc/<pid>/status."""
-    if pid is None:
-        return None, None
-    vals: dict[str, float] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            vals[key] = int(rest.split()[0]) / 1024
-    return vals.get("VmRSS"), vals.get("VmHWM")
+    def round(self, users: int, duration_s: float) -> None:
+        print(f"baseline: {users} concurrent chats for {duration_s:g} s ...", flush=True)
+        s_, w_, c_ = measure(self.stack.url, self.procs, users, duration_s)
+        self.stats.merge(s_)
+        self.wall += w_
+        self.cpu = {k: round(self.cpu.get(k, 0.0) + c_.get(k, 0.0), 3) for k in set(self.cpu) | set(c_)}
+
+    def cached_round(self, users: int, duration_s: float) -> None:
+        asyncio.run(prime_cache(self.stack.url))
+        t0 = time.perf_counter()
+        self.cached = asyncio.run(run_load(self.stack.url, users, duration_s, no_cache=False))
+        self.cached_wall = time.perf_counter() - t0
+
+    def stop(self) -> None:
+        if self.stack is not None:
+            self.stack.stop()
+        subprocess.run(["git", "worktree", "remove", "--force", str(self.dir)], cwd=ROOT, check=False)
+
+    def result(self) -> dict[str, Any]:
+        st, c = self.stats, self.cached
+        total = sum(self.cpu.values())
+        return {
+            "ref": self.ref,
+            "commit": self.commit,
+            "chats_completed": st.completed,
+            "chats_per_s": round(st.completed / self.wall, 2) if self.wall else None,
+            "errors": st.errors,
+            "shed_429": st.shed,
+            "ttft_p50_ms": ms(st.ttft_ms, 50),
+            "ttft_p99_ms": ms(st.ttft_ms, 99),
+            "server_ttft_p50_ms": ms(st.server_ttft_ms, 50),
+            "gateway_queue_p50_ms": ms(st.queue_ms, 50),
+            "tokens_streamed": st.tokens,
+            "cpu_ms_per_answer": round(1000 * total / st.completed, 2) if st.completed else None,
+            "cpu_s_by_process": self.cpu,
+            "cached_chats_per_s": round(c.completed / self.cached_wall, 2) if c and self.cached_wall else None,
+            "cached_ttft_p50_ms": ms(c.ttft_ms, 50) if c else None,
+            "cached_ttft_p99_ms": ms(c.ttft_ms, 99) if c else None,
+            "cached_shed_429": c.shed if c else None,
+        }
 
 
 def main() -> None:
@@ -238,14 +280,20 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of load, cache off (default 60)")
     ap.add_argument("--cached-duration", type=float, default=30.0, help="seconds of cache-hit load; 0 skips it")
     ap.add_argument("--profile", default="", help="py-spy every service during the main run; text summary here")
+    ap.add_argument(
+        "--baseline",
+        default="",
+        help="a git ref: also start a stack of that commit (git worktree) and alternate 2 rounds each of "
+        "duration/2 between the two stacks, same load on both; its figures go under `baseline`",
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "gateway_load.json"))
     args = ap.parse_args()
 
     stack = None
     if args.url:
         url = args.url.rstrip("/")
-        gw = listening_pid(int(url.rsplit(":", 1)[1].split("/")[0]))
-        root = stack_root(gw) if gw is not None else None
+        gw = procstat.listening_pid(int(url.rsplit(":", 1)[1].split("/")[0]))
+        root = procstat.stack_root(gw) if gw is not None else None
         how = f"a running stack at {url}"
     else:
         from testkit.stack import start_stack
@@ -256,29 +304,38 @@ def main() -> None:
         url = stack.url
         root = stack.proc.pid
         how = "rag up on free loopback ports (SeaweedFS, four services, gateway), extractive generator"
+    base = None
+    if args.baseline:
+        base = Baseline(args.baseline)
     try:
+        if base is not None:
+            base.start()
         print(f"warming up against {url} ...", flush=True)
         asyncio.run(warm_up(url))
         procs = procstat.stack_processes(root) if root is not None else []
-        pid = gateway_pid(procs)
-        rss_before, _ = rss_mb(pid)
+        pid = procstat.gateway_pid(procs)
+        rss_before, _ = procstat.rss_mb(pid)
         # What the stack burns with nothing asked (health checks, index polls, metrics scrapes).
         idle0 = procstat.cpu_by_name(procs)
         time.sleep(IDLE_S)
         idle_cpu = sum(procstat.cpu_delta(idle0, procstat.cpu_by_name(procs)).values())
         spies = []
-        spy_dir = Path(tempfile.mkdtemp(prefix="ddnrag-pyspy-"))
+        spy_dir = Path(tempfile.mkdtemp(prefix="ddnrag-pyspy-")) if args.profile else Path()
         if args.profile:
             spies = procstat.profile(procs, args.duration, spy_dir)
         print(f"{args.users} concurrent chats for {args.duration:g} s, answer cache off ...", flush=True)
         load_before = os.getloadavg()[0]
-        cpu0 = procstat.cpu_by_name(procs)
-        t0 = time.perf_counter()
-        stats = asyncio.run(run_load(url, args.users, args.duration))
-        wall = time.perf_counter() - t0
-        cpu = procstat.cpu_delta(cpu0, procstat.cpu_by_name(procs))
+        rounds = 2 if base is not None else 1
+        stats, wall, cpu = Stats(), 0.0, {}
+        for _ in range(rounds):  # with a baseline: new, baseline, new, baseline
+            s_, w_, c_ = measure(url, procs, args.users, args.duration / rounds)
+            stats.merge(s_)
+            wall += w_
+            cpu = {k: round(cpu.get(k, 0.0) + c_.get(k, 0.0), 3) for k in set(cpu) | set(c_)}
+            if base is not None:
+                base.round(args.users, args.duration / rounds)
         load_after = os.getloadavg()[0]
-        rss_now, rss_peak = rss_mb(pid)
+        rss_now, rss_peak = procstat.rss_mb(pid)
         for sp in spies:
             sp.wait(timeout=120)
         cached = None
@@ -289,9 +346,13 @@ def main() -> None:
             tc = time.perf_counter()
             cached = asyncio.run(run_load(url, args.users, args.cached_duration, no_cache=False))
             cached_wall = time.perf_counter() - tc
+            if base is not None:
+                base.cached_round(args.users, args.cached_duration)
     finally:
         if stack is not None:
             stack.stop()
+        if base is not None:
+            base.stop()
     cpu_total = sum(cpu.values())
     result = {
         "benchmark": "gateway_load",
@@ -353,6 +414,12 @@ def main() -> None:
                 "cached_load_avg_1m_before": round(load_cached, 2),
             }
         )
+    if base is not None:
+        result["baseline"] = base.result()
+        if result["baseline"].get("cpu_ms_per_answer") and result["cpu_ms_per_answer"]:
+            result["cpu_ms_per_answer_over_baseline"] = round(
+                result["cpu_ms_per_answer"] / result["baseline"]["cpu_ms_per_answer"], 3
+            )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     if args.profile:

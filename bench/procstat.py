@@ -5,6 +5,9 @@ names each process by what it runs: `gateway`, `llm_gateway`, `retriever`, `embe
 `storage`, `seaweedfs` (the `weed` binary) or `supervisor`; a process a service started (a parser
 pool, a merge) is named after that service. `cpu_seconds` reads utime + stime of each one.
 
+`listening_pid`, `stack_root`, `gateway_pid` and `rss_mb` find the processes of a running stack
+and read their memory.
+
 `profile(procs, seconds, out_dir)` runs `py-spy record --format raw` on each Python process at
 once and `summarize` turns the collapsed stacks into a short text table: per process, the
 functions with the most samples on top of the stack (self) and anywhere in it (inclusive).
@@ -71,7 +74,7 @@ def _label(pid: int, parent: str) -> str:
             return "gateway"
         if w.startswith("services.") and w.endswith(".server"):
             return w.split(".")[1]
-        if w.endswith("/rag") and "up" in words:
+        if (w.endswith("/rag") or w == "cli.main") and "up" in words:
             return "supervisor"
     return parent or "other"
 
@@ -188,3 +191,54 @@ def summary_text(summary: dict[str, dict[str, object]], header: str) -> str:
         lines += [f"    {x}" for x in s["inclusive"]]  # type: ignore[attr-defined]
         lines.append("")
     return "\n".join(lines)
+
+
+def gateway_pid(procs: list[Proc]) -> int | None:
+    return next((p.pid for p in procs if p.name == "gateway"), None)
+
+
+def stack_root(gw_pid: int) -> int:
+    """For --url: the `rag up` supervisor above the gateway when there is one, else the gateway."""
+    try:
+        ppid = int(Path(f"/proc/{gw_pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return gw_pid
+    procs = stack_processes(ppid)
+    return ppid if any(p.name == "supervisor" and p.pid == ppid for p in procs) else gw_pid
+
+
+def listening_pid(port: int) -> int | None:
+    """The process holding a listening TCP socket on `port` (for --url)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(parts[9])
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                link = os.readlink(fd)
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
+def rss_mb(pid: int | None) -> tuple[float | None, float | None]:
+    """(current RSS, peak RSS) in MiB from /proc/<pid>/status."""
+    if pid is None:
+        return None, None
+    vals: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            vals[key] = int(rest.split()[0]) / 1024
+    return vals.get("VmRSS"), vals.get("VmHWM")

@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from gateway_load import QUESTIONS, Stats, one_chat, percentile, rss_mb, warm_up  # noqa: E402
+from gateway_load import QUESTIONS, Stats, one_chat, percentile, warm_up  # noqa: E402
+from procstat import rss_mb  # noqa: E402
 
 from testkit.faults import harness  # noqa: E402
 from testkit.faults.scenarios import start_job  # noqa: E402
@@ -61,14 +62,17 @@ async def user(session: aiohttp.ClientSession, url: str, i: int, deadline: float
     n = i
     while time.perf_counter() < deadline:
         s = Stats()
-        await one_chat(session, url, QUESTIONS[n % len(QUESTIONS)], s)
+        wait = await one_chat(session, url, QUESTIONS[n % len(QUESTIONS)], s)
         for target in (w.stats(), total):
             target.ttft_ms += s.ttft_ms
             target.completed += s.completed
             target.tokens += s.tokens
+            target.shed += s.shed  # refused with 429 + Retry-After: not an error, the user waits
             for k, v in s.errors_by_kind.items():
                 target.errors += v
                 target.errors_by_kind[k] = target.errors_by_kind.get(k, 0) + v
+        if wait:
+            await asyncio.sleep(min(wait, max(0.0, deadline - time.perf_counter())))
         n += 1
 
 
@@ -158,6 +162,7 @@ async def soak(stack: RunningStack, users: int, duration_s: float) -> dict[str, 
         "duration_s": round(wall, 1),
         "chats_completed": total.completed,
         "errors": total.errors,
+        "shed_429": total.shed,
         "errors_by_kind": total.errors_by_kind,
         "ttft_p50_ms": _r(percentile(total.ttft_ms, 50)),
         "ttft_p99_ms": _r(percentile(total.ttft_ms, 99)),

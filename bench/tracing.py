@@ -1,6 +1,6 @@
 """What tracing costs an answer. Writes bench/results/tracing.json.
 
-    .venv/bin/python bench/tracing.py                  # 3 stacks, 150 rounds (about 7 minutes on 2 busy cores)
+    .venv/bin/python bench/tracing.py                  # 3 stacks, up to 400 rounds or 330 s of them
     .venv/bin/python bench/tracing.py --rounds 20      # a quick look
 
 Three local stacks (`rag up` on free loopback ports) run side by side, differing only in their
@@ -17,8 +17,14 @@ latency is the browser's: request sent -> `done` event received.
 `traced_over_untraced_p50` = p50 traced / p50 untraced (the issue's goal: <= 1.05);
 `untraced_over_disabled_p50` = p50 untraced / p50 disabled (what tracing costs when off).
 The `paired_*` figures are the medians of the same ratios taken round by round (each round's
-three answers ran back to back), which a loaded machine moves less. The load average is recorded
-beside the figures.
+three answers ran back to back), which a loaded machine moves less.
+
+How sure: each ratio comes with a 95% bootstrap interval (rounds resampled, the arms of a round
+kept together), and `untraced_over_disabled` doubles as a near A/A check (ids-only costs next to
+nothing), so its distance from 1 shows how far stack-to-stack noise alone moves a p50 ratio on
+this machine. Beside the latency, `cpu_ms_per_answer` is each stack's CPU time (all its
+processes, /proc, bench/procstat.py) over the measured rounds per answer: what tracing costs in
+work, which load moves far less than latency. The 1-minute load average is sampled every round.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -44,6 +51,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from gateway_load import QUESTIONS, percentile  # noqa: E402
 
+from bench import procstat  # noqa: E402
 from testkit.otlp import OtlpReceiver  # noqa: E402
 from testkit.stack import RunningStack, start_stack  # noqa: E402
 
@@ -69,13 +77,24 @@ async def ask(session: aiohttp.ClientSession, url: str, q: str) -> tuple[float, 
     raise RuntimeError(f"{url}: the stream ended without a terminal event")
 
 
-async def measure(stacks: dict[str, RunningStack], rounds: int, warmup: int) -> dict[str, Any]:
+async def measure(stacks: dict[str, RunningStack], rounds: int, warmup: int, max_s: float) -> dict[str, Any]:
+    """`warmup` rounds, then up to `rounds` measured ones or as many as `max_s` seconds allow;
+    each stack's CPU time is read around the measured rounds."""
     lat: dict[str, list[float]] = {arm: [] for arm in stacks}
     traced_ids: list[str] = []
+    loads: list[float] = []
     rng = random.Random(15)
     timeout = aiohttp.ClientTimeout(total=120)
+    procs = {arm: procstat.stack_processes(s.proc.pid) for arm, s in stacks.items()}
+    cpu0: dict[str, dict[str, float]] = {}
+    deadline = float("inf")
     async with aiohttp.ClientSession(timeout=timeout) as session:
         for i in range(warmup + rounds):
+            if i == warmup:
+                cpu0 = {arm: procstat.cpu_by_name(p) for arm, p in procs.items()}
+                deadline = time.monotonic() + max_s
+            elif time.monotonic() > deadline:
+                break
             q = QUESTIONS[i % len(QUESTIONS)]
             arms = list(stacks)
             rng.shuffle(arms)
@@ -85,7 +104,10 @@ async def measure(stacks: dict[str, RunningStack], rounds: int, warmup: int) -> 
                     lat[arm].append(ms)
                     if arm == "traced":
                         traced_ids.append(trace_id)
-    return {"latency_ms": lat, "traced_ids": traced_ids}
+            if i >= warmup:
+                loads.append(os.getloadavg()[0])
+    cpu = {arm: procstat.cpu_delta(cpu0[arm], procstat.cpu_by_name(p)) for arm, p in procs.items()}
+    return {"latency_ms": lat, "traced_ids": traced_ids, "cpu_s": cpu, "load_1m": loads}
 
 
 def paired(a: list[float], b: list[float]) -> float:
@@ -94,14 +116,34 @@ def paired(a: list[float], b: list[float]) -> float:
     return round(float(percentile(ratios, 50) or 0.0), 4)
 
 
+def bootstrap_ci(a: list[float], b: list[float], iterations: int = 2000, seed: int = 15) -> dict[str, list[float]]:
+    """95% percentile-bootstrap intervals of p50(a) / p50(b) and of the median of a[i] / b[i],
+    resampling rounds (a round's answers stay together)."""
+    x, y = np.asarray(a), np.asarray(b)
+    idx = np.random.default_rng(seed).integers(0, len(x), size=(iterations, len(x)))
+    p50 = np.median(x[idx], axis=1) / np.median(y[idx], axis=1)
+    per_round = np.median((x / y)[idx], axis=1)
+    return {
+        "p50_ratio": [round(float(v), 4) for v in np.quantile(p50, [0.025, 0.975])],
+        "paired_median": [round(float(v), 4) for v in np.quantile(per_round, [0.025, 0.975])],
+    }
+
+
+def cpu_summary(cpu_s: dict[str, float], answers: int) -> dict[str, Any]:
+    """A stack's CPU time per answer, in ms: in all and per process kind."""
+    per = {k: round(1000 * v / max(1, answers), 2) for k, v in cpu_s.items() if v > 0}
+    return {"total": round(sum(per.values()), 2), "by_process": per}
+
+
 def summary(values: list[float]) -> dict[str, float | None]:
     return {"p50": percentile(values, 50), "p90": percentile(values, 90), "n": len(values)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=150)
+    ap.add_argument("--rounds", type=int, default=400)
     ap.add_argument("--warmup", type=int, default=8)
+    ap.add_argument("--max-measure-s", type=float, default=330, help="stop measuring after this long (< 10 min in all)")
     args = ap.parse_args()
     t_start = time.monotonic()
     load_start = os.getloadavg()
@@ -131,7 +173,7 @@ def main() -> None:
                     raise RuntimeError("; ".join(errors))
             started_s = time.monotonic() - t_start
             t_measure = time.monotonic()
-            got = asyncio.run(measure(stacks, args.rounds, args.warmup))
+            got = asyncio.run(measure(stacks, args.rounds, args.warmup, args.max_measure_s))
             measure_s = time.monotonic() - t_measure
             load_end = os.getloadavg()
         finally:
@@ -142,19 +184,36 @@ def main() -> None:
     p50 = {arm: percentile(v, 50) for arm, v in lat.items()}
     ids = got["traced_ids"]
     exported = {s.trace_id for s in receiver.snapshot()}
+    n = len(lat["traced"])
+    cpu = {arm: cpu_summary(got["cpu_s"][arm], n) for arm in lat}
+    loads = got["load_1m"]
     result = {
         "traced_over_untraced_p50": round(p50["traced"] / p50["untraced"], 4),
+        "traced_over_untraced_p50_ci95": bootstrap_ci(lat["traced"], lat["untraced"])["p50_ratio"],
         "untraced_over_disabled_p50": round(p50["untraced"] / p50["disabled"], 4),
+        "untraced_over_disabled_p50_ci95": bootstrap_ci(lat["untraced"], lat["disabled"])["p50_ratio"],
         "paired_traced_over_untraced_median": paired(lat["traced"], lat["untraced"]),
+        "paired_traced_over_untraced_median_ci95": bootstrap_ci(lat["traced"], lat["untraced"])["paired_median"],
         "paired_untraced_over_disabled_median": paired(lat["untraced"], lat["disabled"]),
+        "cpu_ms_per_answer": cpu,
+        "traced_over_untraced_cpu": round(cpu["traced"]["total"] / cpu["untraced"]["total"], 4),
+        "untraced_over_disabled_cpu": round(cpu["untraced"]["total"] / cpu["disabled"]["total"], 4),
         "otel_bsp_schedule_delay_ms": SCHEDULE_DELAY_MS,
         "goal": "traced_over_untraced_p50 <= 1.05",
         "latency_ms": {arm: summary(v) for arm, v in lat.items()},
         "traced_answers_with_exported_trace": sum(1 for t in ids if t in exported),
         "traced_answers": len(ids),
         "spans_received": len(receiver.snapshot()),
-        "rounds": args.rounds,
+        "rounds": n,
+        "rounds_asked": args.rounds,
         "warmup_rounds": args.warmup,
+        "load_avg_1m_start": round(load_start[0], 2),
+        "load_avg_1m_end": round(load_end[0], 2),
+        "load_avg_1m_during": {
+            "mean": round(sum(loads) / len(loads), 2),
+            "min": round(min(loads), 2),
+            "max": round(max(loads), 2),
+        },
         "load_average_1_5_15_start": [round(x, 2) for x in load_start],
         "load_average_1_5_15_end": [round(x, 2) for x in load_end],
         "cpus": os.cpu_count(),
@@ -164,7 +223,8 @@ def main() -> None:
         "wall_s": round(time.monotonic() - t_start, 1),
         "method": "3 rag-up stacks side by side (traced: OTLP/gRPC to an in-process receiver; untraced: no endpoint; "
         "disabled: OTEL_SDK_DISABLED=true); each round asks all three the same question in shuffled order, "
-        "no caches; latency = request -> done event",
+        "no caches; latency = request -> done event; CIs: 2000 bootstrap resamples of rounds; CPU: /proc utime+stime "
+        "of every process of each stack over the measured rounds, per answer",
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")

@@ -196,6 +196,7 @@ class RetrieverClient(BaseClient):
         no_cache: bool = False,
         no_rerank: bool = False,
         no_fetch: bool = False,
+        sentence_vectors: bool = False,
         timeout: float | None = None,
     ) -> pb.SearchResponse:
         """Hybrid search; `mode` is "hybrid", "dense" or "bm25" (or the enum), `fusion` "rrf",
@@ -214,6 +215,7 @@ class RetrieverClient(BaseClient):
             no_cache=no_cache,
             no_rerank=no_rerank,
             no_fetch=no_fetch,
+            sentence_vectors=sentence_vectors,
         )
         if dense_weight is not None:
             req.dense_weight = dense_weight

@@ -1,11 +1,15 @@
 """Offline exports of the model for the fast CPU path, cached under the state directory.
 
-Layout: `<state_dir>/models/<fingerprint>/openvino/model.xml` (the IR of the fp32 weights; the
-OpenVINO CPU plugin picks its inference precision, bf16 on CPUs with AMX) and
-`.../openvino-int8/model.xml` plus `gate.json` (static int8 made by NNCF, kept only when its
-quality gate passed). The fingerprint hashes the model's files and the OpenVINO version, so a new
-model or runtime never reuses a stale export. Every export is written to a temporary directory
-and renamed into place, so a crash leaves nothing half-written.
+Layout under `<state_dir>/models/<fingerprint>/`:
+- `openvino/model.xml`: the IR of the fp32 weights, with the pooling inside the graph (the
+  service exports it at first start: seconds);
+- `variants/<gate key>/int8/model.xml` and `variants/<gate key>/gate.json`: the NNCF static int8
+  IR and the quality gate's verdicts, made by `scripts/export_embedder_openvino.py` for one CPU
+  and one set of library versions (see `variants.py`).
+
+The fingerprint hashes the model's files and the OpenVINO version, so a new model or runtime
+never reuses a stale export. Every export is written to a temporary directory and renamed into
+place, so a crash leaves nothing half-written.
 """
 
 from __future__ import annotations
@@ -18,17 +22,15 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from . import variants
 
-# The quality gate a quantised variant must pass to be used (the issue's thresholds).
-GATE_MIN_COSINE = 0.99
-GATE_MAX_NDCG_DROP = 0.005
+log = logging.getLogger(__name__)
 
 
 def _fingerprint(model_dir: Path) -> str:
@@ -63,29 +65,13 @@ class Artifacts:
     def fp_xml(self) -> Path:
         return self.root / "openvino" / "model.xml"
 
-    @property
-    def int8_xml(self) -> Path:
-        return self.root / "openvino-int8" / "model.xml"
-
-    @property
-    def gate_path(self) -> Path:
-        return self.root / "openvino-int8" / "gate.json"
-
     def fp_ready(self) -> bool:
         return self.fp_xml.is_file() and self.fp_xml.with_suffix(".bin").is_file()
 
-    def gate(self) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.gate_path.read_text())
-        except (OSError, ValueError):
-            return None
-
-    def int8_ready(self) -> bool:
-        try:
-            gate = self.gate()
-        except Exception:  # noqa: BLE001 - unreadable means not ready
-            return False
-        return bool(gate and gate.get("passed")) and self.int8_xml.is_file()
+    def gates(self, flags: Iterable[str] | None = None) -> variants.GateStore:
+        """The int8 IR and gate verdicts made for this CPU (its ISA flags, or `flags`) and the
+        installed libraries."""
+        return variants.GateStore(self.root, self.root.name, flags)
 
 
 def dimension_of(model_dir: Path) -> int:
@@ -196,19 +182,3 @@ def quantize_int8(
     _write_atomically(int8_xml.parent, write)
     log.info("quantized to int8", extra={"path": str(int8_xml), "quantize_s": round(time.perf_counter() - t0, 2)})
     return int8_xml
-
-
-def write_gate(artifacts: Artifacts, report: dict[str, Any]) -> None:
-    """Records the quality gate of the int8 variant next to it (atomically)."""
-    cos_ok = report.get("cosine_min", 0.0) >= GATE_MIN_COSINE
-    drop = report.get("ndcg_drop")
-    ndcg_ok = drop is not None and drop <= GATE_MAX_NDCG_DROP
-    report = {
-        **report,
-        "passed": bool(cos_ok and ndcg_ok),
-        "min_cosine_required": GATE_MIN_COSINE,
-        "max_ndcg_drop_allowed": GATE_MAX_NDCG_DROP,
-    }
-    tmp = artifacts.gate_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, artifacts.gate_path)

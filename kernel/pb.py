@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ddnrag.common.v1 import common_pb2
 
+from .sentences import KEY_BYTES, SentenceVectors
 from .timing import Stage, Timer
 
 
@@ -29,3 +32,23 @@ def stage_from_pb(m: common_pb2.StageTiming) -> Stage:
 def page_size(page: common_pb2.PageRequest, default: int = 100, maximum: int = 1000) -> int:
     n = page.page_size or default
     return max(1, min(n, maximum))
+
+
+def sentence_vectors_pb(sv: SentenceVectors | None) -> common_pb2.SentenceVectors | None:
+    if sv is None:
+        return None
+    return common_pb2.SentenceVectors(
+        model=sv.model,
+        dimension=int(sv.vectors.shape[1]),
+        sentence_keys=b"".join(sv.keys),
+        vectors_f16=np.ascontiguousarray(sv.vectors, dtype="<f2").tobytes(),
+    )
+
+
+def sentence_vectors_from_pb(m: common_pb2.SentenceVectors) -> SentenceVectors | None:
+    """None when the message's sizes do not agree (the caller embeds those sentences instead)."""
+    n, dim = len(m.sentence_keys) // KEY_BYTES, m.dimension
+    if dim <= 0 or len(m.sentence_keys) % KEY_BYTES or len(m.vectors_f16) != n * dim * 2:
+        return None
+    keys = tuple(m.sentence_keys[i * KEY_BYTES : (i + 1) * KEY_BYTES] for i in range(n))
+    return SentenceVectors(m.model, keys, np.frombuffer(m.vectors_f16, dtype="<f2").reshape(n, dim))

@@ -60,7 +60,7 @@ def _exporter(environ: Mapping[str, str]) -> Any:
         .lower()
     ) or "http/protobuf"
     if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from .otlp_wire import FastOtlpGrpcExporter as OTLPSpanExporter
     elif protocol == "http/protobuf":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # type: ignore[assignment]
     else:

@@ -100,8 +100,15 @@ class RunningStack:
 
 
 def start_stack(
-    data_dir: Path, *, extra_env: dict[str, str] | None = None, timeout_s: float = 420, replicas: int = 1
+    data_dir: Path,
+    *,
+    extra_env: dict[str, str] | None = None,
+    timeout_s: float = 420,
+    replicas: int = 1,
+    root: Path | None = None,
 ) -> RunningStack:
+    """`rag up` of this checkout, or with `root` of another checkout of the project (an older
+    commit in a git worktree, for a side-by-side benchmark): its code, this environment."""
     ports = free_stack_ports(replicas)
     env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "DDNRAG_DATA_DIR": str(data_dir), **(extra_env or {})}
     env.update(DDNRAG_REPLICAS=str(replicas), DDNRAG_STACK_REPLICA_PORT_STEP=str(REPLICA_PORT_STEP))
@@ -109,9 +116,11 @@ def start_stack(
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "rag-up.out"
     rag = Path(sys.executable).parent / "rag"
+    # `python -m cli.main` in `root` imports that checkout's modules (cwd comes first on the path).
+    argv = [str(rag), "up"] if root is None else [sys.executable, "-m", "cli.main", "up"]
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(
-            [str(rag), "up"], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            argv, env=env, cwd=root or ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     stack = RunningStack(proc, data_dir, ports, log_path, replicas)
     deadline = time.monotonic() + timeout_s

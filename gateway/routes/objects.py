@@ -28,6 +28,7 @@ routes = web.RouteTableDef()
 MANAGED = (
     "index/",
     "chunks/",
+    "sentences/",
     "docs/",
     "collections/",
     "jobs/",
@@ -212,7 +213,7 @@ def _managed(prefix: str) -> str:
         if prefix.startswith(m) or m.startswith(prefix):
             return (
                 "a collection's data"
-                if m in ("index/", "chunks/", "docs/", "collections/")
+                if m in ("index/", "chunks/", "sentences/", "docs/", "collections/")
                 else "the platform's own state"
             )
     return ""

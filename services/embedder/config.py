@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kernel.config import env_field
 
-BACKENDS = ("auto", "torch", "openvino", "openvino-int8")
+BACKENDS = ("auto", "torch", "openvino", "openvino-bf16", "openvino-int8")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -40,8 +40,9 @@ class EmbedderConfig:
     backend: str = env_field(
         "DDNRAG_EMBEDDER_BACKEND",
         "auto",
-        "auto (torch on CUDA; on CPU the fastest exported variant that passed the quality gate, "
-        "else torch), torch, openvino or openvino-int8",
+        "auto (torch fp16 on CUDA; on the CPU the fastest variant that passed the quality gate "
+        "recorded for this CPU: int8, then bf16, then fp32), torch, openvino (fp32), "
+        "openvino-bf16 or openvino-int8",
     )
     threads: int = env_field("DDNRAG_EMBEDDER_THREADS", 0, "CPU inference threads (0: the process's CPU count)")
     max_batch_texts: int = env_field(

@@ -1,9 +1,11 @@
 """Choosing and loading the backend: device, backend variant, cached exports.
 
-`auto` on CUDA is torch fp16. `auto` on the CPU is the fastest cached OpenVINO variant that
-passed its quality gate: int8 when `scripts/export_embedder_openvino.py` (or the bench) built it
-and recorded a passing gate, else the OpenVINO IR exported here at first start (a few seconds,
-then cached under the state directory), else torch when OpenVINO is unusable.
+`auto` on CUDA is torch fp16. `auto` on the CPU is decided at start from the CPU's ISA flags and
+the quality gate's verdicts cached for this CPU and these library versions
+(`embedding/variants.py`): the fastest variant that passed, int8, then bf16 (CPUs with native
+bf16 only), then fp32. With no verdict cached (`scripts/export_embedder_openvino.py`, or
+`make embedder-int8`, never ran here) it is fp32: the OpenVINO IR exported here at first start (a
+few seconds, then cached under the state directory), or torch when OpenVINO is unusable.
 """
 
 from __future__ import annotations
@@ -55,15 +57,20 @@ class LoadedModel:
         return self.backend.run(ids, mask)
 
 
-def choose_backend(requested: str, device: str, int8_ready: bool) -> str:
-    """The backend to load for `requested` on `device` (pure; unit-tested)."""
+# The backend name of each CPU variant.
+VARIANT_BACKENDS = {"int8": "openvino-int8", "bf16": "openvino-bf16", "fp32": "openvino"}
+
+
+def choose_backend(requested: str, device: str, variant: str) -> str:
+    """The backend to load for `requested` on `device`, where `variant` is the CPU variant the
+    gate allows (`GateStore.chosen()`). Pure; unit-tested."""
     if requested not in BACKENDS:
         raise ValueError(f"unknown backend {requested!r}: use one of {', '.join(BACKENDS)}")
     if requested != "auto":
         return requested
     if device.startswith("cuda"):
         return "torch"
-    return "openvino-int8" if int8_ready else "openvino"
+    return VARIANT_BACKENDS[variant]
 
 
 def load_model(cfg: EmbedderConfig) -> LoadedModel:
@@ -75,11 +82,12 @@ def load_model(cfg: EmbedderConfig) -> LoadedModel:
     device = resolve_device(cfg.device, cuda_available())
     threads = cpu_threads(cfg.threads)
     artifacts = export.Artifacts(Path(cfg.state_dir), model_dir)
-    choice = choose_backend(cfg.backend, device, artifacts.int8_ready())
+    gates = artifacts.gates() if not device.startswith("cuda") and cfg.backend == "auto" else None
+    choice = choose_backend(cfg.backend, device, gates.chosen() if gates else "fp32")
     backend: Backend
     if choice == "torch":
         backend = TorchBackend(model_dir, device, threads)
-    elif choice in ("openvino", "openvino-int8"):
+    elif choice in OPENVINO_PRECISION:
         try:
             backend = _load_openvino(artifacts, model_dir, choice, threads)
         except Exception as err:
@@ -91,28 +99,34 @@ def load_model(cfg: EmbedderConfig) -> LoadedModel:
         raise ValueError(choice)
     model = LoadedModel(backend, tokenization, model_id, model_dir, max_len, 0.0)
     model.load_time_s = time.perf_counter() - t0
-    log.info(
-        "model loaded",
-        extra={
-            "model_id": model_id,
-            "backend": backend.name,
-            "device": backend.device,
-            "dtype": backend.dtype,
-            "load_s": round(model.load_time_s, 2),
-        },
-    )
+    extra = {
+        "model_id": model_id,
+        "backend": backend.name,
+        "device": backend.device,
+        "dtype": backend.dtype,
+        "load_s": round(model.load_time_s, 2),
+    }
+    if gates is not None:
+        extra.update(cpu_flags=" ".join(gates.flags), gate_key=gates.key, gate_recorded=gates.read() is not None)
+    log.info("model loaded", extra=extra)
     return model
+
+
+# The OpenVINO backends and the inference precision each asks the CPU plugin for.
+OPENVINO_PRECISION = {"openvino": "f32", "openvino-bf16": "bf16", "openvino-int8": ""}
 
 
 def _load_openvino(artifacts: export.Artifacts, model_dir: Path, choice: str, threads: int) -> OpenVinoBackend:
     dim = export.dimension_of(model_dir)
     if choice == "openvino-int8":
-        if not artifacts.int8_ready():
+        gates = artifacts.gates()
+        if not gates.allows("int8"):
             raise FileNotFoundError(
-                f"no int8 model that passed the quality gate under {artifacts.root}; "
+                f"no int8 model that passed the quality gate on this CPU under {gates.dir}; "
                 "run scripts/export_embedder_openvino.py first"
             )
-        return OpenVinoBackend(artifacts.int8_xml, threads, name="openvino-int8", dtype="int8", dimension=dim)
+        return OpenVinoBackend(gates.int8_xml, threads, name=choice, dtype="int8", dimension=dim)
     if not artifacts.fp_ready():
         export.export_openvino(model_dir, artifacts.fp_xml, pooling=read_pooling(model_dir))
-    return OpenVinoBackend(artifacts.fp_xml, threads, name="openvino", dtype="", dimension=dim)
+    precision = OPENVINO_PRECISION[choice]
+    return OpenVinoBackend(artifacts.fp_xml, threads, name=choice, dtype="", dimension=dim, precision=precision)

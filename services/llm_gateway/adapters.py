@@ -16,7 +16,7 @@ import numpy as np
 
 from clients.base import ServiceCallError
 from kernel.errors import unavailable
-from kernel.pb import stage_from_pb
+from kernel.pb import sentence_vectors_from_pb, stage_from_pb
 
 from .domain import ChunkStatus, Passage, RerankInfo, RetrievedChunk, SearchResult
 
@@ -27,10 +27,12 @@ if TYPE_CHECKING:
 
 
 class RetrieverSearcher:
-    """`Searcher` over `clients.retriever.RetrieverClient`."""
+    """`Searcher` over `clients.retriever.RetrieverClient`. With `sentence_vectors` the hits
+    carry their chunks' stored sentence vectors (for the extractive generator)."""
 
-    def __init__(self, client: RetrieverClient) -> None:
+    def __init__(self, client: RetrieverClient, *, sentence_vectors: bool = False) -> None:
         self.client = client
+        self.sentence_vectors = sentence_vectors
 
     async def search(
         self,
@@ -44,7 +46,13 @@ class RetrieverSearcher:
     ) -> SearchResult:
         try:
             resp = await self.client.search(
-                collection, query, top_k=top_k, backend=backend, filters=dict(filters) or None, timeout=timeout
+                collection,
+                query,
+                top_k=top_k,
+                backend=backend,
+                filters=dict(filters) or None,
+                sentence_vectors=self.sentence_vectors,
+                timeout=timeout,
             )
         except ServiceCallError as err:
             raise err.to_service_error() from None
@@ -66,6 +74,7 @@ def search_result_from_pb(resp: Any) -> SearchResult:
             collection=c.collection,
             object_key=c.object_key,
             score=c.score,
+            sentence_vectors=sentence_vectors_from_pb(c.sentence_vectors) if c.HasField("sentence_vectors") else None,
         )
         status = ChunkStatus(c.status.code, c.status.message) if c.HasField("status") else ChunkStatus()
         chunks.append(

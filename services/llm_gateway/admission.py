@@ -21,7 +21,8 @@ concurrency-limits Gradient2, with a no-load baseline in place of a long average
 A request that finds every permit taken waits in a FIFO queue of at most `queue_factor * limit`
 requests for at most `max_wait_s`; beyond either it is refused at once with RESOURCE_EXHAUSTED
 (reason OVERLOADED) and `retry_after_s` in its ErrorInfo metadata: the gateway answers 429 with
-`Retry-After`. So overload is answered in milliseconds instead of by queueing for seconds.
+`Retry-After`, the time the queue and the callers refused just before would take to drain. So
+overload is answered in milliseconds instead of by queueing for seconds.
 """
 
 from __future__ import annotations
@@ -31,13 +32,16 @@ import hashlib
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from kernel.errors import ServiceError, exhausted
 from kernel.timing import Stage, Timer
 
 from .domain import GenParams
+
+# The longest Retry-After given, in seconds.
+MAX_RETRY_AFTER_S = 30
 
 
 @dataclass
@@ -99,17 +103,26 @@ class Pool:
     """Permits, `GradientLimit.limit` of them at a time, a bounded queue, early refusal."""
 
     def __init__(
-        self, limit: GradientLimit, *, queue_factor: float = 1.0, max_wait_s: float = 1.0, what: str = "answers"
+        self,
+        limit: GradientLimit,
+        *,
+        queue_factor: float = 1.0,
+        max_wait_s: float = 1.0,
+        what: str = "answers",
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limiter = limit
+        self.clock = clock
         self.what = what
         self.queue_factor = queue_factor
         self.max_wait_s = max_wait_s
         self.inflight = 0
         self.refused = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
-        # Mean seconds a permit is held (exponential average), for Retry-After.
+        # Mean seconds a permit is held (exponential average), and recent refusals, for Retry-After.
         self._hold_s = 0.5
+        self._refusals: deque[float] = deque()
+        self._last_retry_after = 1
 
     @property
     def limit(self) -> int:
@@ -120,13 +133,23 @@ class Pool:
         return len(self._waiters)
 
     def retry_after_s(self) -> int:
-        """Seconds until the queue ahead of a new request would likely have drained (at least 1)."""
-        drain = (self.queued + 1) * self._hold_s / max(1, self.limit)
-        return max(1, math.ceil(drain))
+        """Seconds until the work ahead of a refused request would likely have drained: the queue
+        and the callers refused within the last Retry-After (each of them is waiting out there to
+        come back), at `limit` permits per mean hold time; 1 to MAX_RETRY_AFTER_S. Without the
+        refused callers in it a short Retry-After brings everyone back at once, to be refused
+        again: each refusal costs a request on every hop."""
+        now = self.clock()
+        while self._refusals and self._refusals[0] < now - self._last_retry_after:
+            self._refusals.popleft()
+        backlog = self.queued + 1 + len(self._refusals)
+        wait = max(1, min(MAX_RETRY_AFTER_S, math.ceil(backlog * self._hold_s / max(1, self.limit))))
+        self._last_retry_after = wait
+        return wait
 
     def _refuse(self, why: str) -> ServiceError:
         self.refused += 1
         wait = self.retry_after_s()
+        self._refusals.append(self.clock())
         return exhausted(
             f"the llm_gateway is at capacity ({self.inflight} {self.what} running, {self.queued} waiting; {why}); "
             f"retry in {wait} s",

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kernel.errors import ServiceError
+from kernel.sentences import SentenceVectors
 from kernel.timing import Stage
 
 # Limits from the proto comments.
@@ -33,6 +34,9 @@ class Passage:
     collection: str = ""
     object_key: str = ""
     score: float = 0.0
+    # The chunk's sentence vectors stored at ingestion (kernel/sentences.py), when the retriever
+    # returned them; the extractive generator ranks with them instead of embedding per answer.
+    sentence_vectors: SentenceVectors | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

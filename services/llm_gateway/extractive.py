@@ -21,9 +21,11 @@ from typing import Protocol
 import numpy as np
 
 from kernel.errors import ErrorKind, ServiceError
+from kernel.sentences import is_sentence, split_sentences
 
 from .backend import BackendError, BackendLimits, BackendRequest, Delta
 from .domain import Usage
+from .stored_vectors import StoredSentenceEncoder
 from .tokens import TokenCounter, pieces
 
 
@@ -36,13 +38,7 @@ class Encoder(Protocol):
 NO_PASSAGES = "No passages were found for this question, so it cannot be answered from the collection."
 NOT_ANSWERED = "The passages found do not answer this question."
 
-_SENT_SPLIT = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
-# A split after one of these is undone ("Dr. Smith", "e.g. this").
-_ABBREV = re.compile(r"(?:^|\s)(?:dr|mr|mrs|ms|prof|st|vs|etc|fig|no|e\.g|i\.e|approx|inc|ltd)\.$", re.IGNORECASE)
 _WORD = re.compile(r"[a-z0-9]+")
-_END = re.compile(r"[.!?][\"')\]]*$")
-_START = re.compile(r"^[\"'(\[]?[A-Z0-9]")
-_LIST = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s")
 _STOP = frozenset(
     """a an the and or but if of to in on at by for with from into over as is are was were be been being
     it its this that these those there here what which who whom whose when where why how do does did
@@ -57,37 +53,6 @@ class Sentence:
     passage: int  # 1-based passage number
     position: int
     text: str
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of a passage: paragraphs and list items first, then sentence punctuation.
-    Headings (markdown `#` lines, a paragraph that is one short line without a full stop, setext
-    underlines) are dropped; list bullets and numbers are removed from the items they mark."""
-    out: list[str] = []
-    for block in re.split(r"\n\s*\n|\n(?=\s*(?:[-*+]|\d+[.)]|#+)\s)|\n(?=\s*[=-]{3,}\s*(?:\n|$))", text):
-        raw = block.strip()
-        if not raw or re.match(r"^#{1,6}\s", raw) or re.fullmatch(r"[=\-\s]+", raw):
-            continue
-        line = " ".join(raw.split())
-        line = re.sub(r"^(?:[-*+]|\d+[.)])\s+", "", line)
-        if "\n" not in raw and not _END.search(line) and len(line.split()) <= 12 and not _LIST.match(raw):
-            continue  # a title line: "Time to first byte and why it matters"
-        merged: list[str] = []
-        for s in (s.strip() for s in _SENT_SPLIT.split(line)):
-            if not s:
-                continue
-            if merged and _ABBREV.search(merged[-1]):
-                merged[-1] = f"{merged[-1]} {s}"
-            else:
-                merged.append(s)
-        out.extend(merged)
-    return out
-
-
-def is_sentence(s: str, min_words: int) -> bool:
-    """A whole sentence: enough words, starts like a sentence (not a fragment cut from the
-    middle of one), ends with a full stop, question or exclamation mark (not a colon)."""
-    return len(s.split()) >= min_words and bool(_START.match(s)) and bool(_END.search(s))
 
 
 def content_words(text: str) -> set[str]:
@@ -150,6 +115,9 @@ class ExtractiveBackend:
         self.overlap_weight = overlap_weight
         self.rank_penalty = rank_penalty
         self.redundancy = redundancy
+        # Texts ranked with a stored sentence vector / embedded at answer time (question included).
+        self.sentences_stored = 0
+        self.sentences_embedded = 0
         self.limits = limits or BackendLimits(first_token_timeout_s=30.0, retries=0, max_concurrency=64)
 
     def models(self) -> list[str]:
@@ -158,9 +126,10 @@ class ExtractiveBackend:
     async def close(self) -> None:
         return None
 
-    async def compose(self, question: str, passages: Sequence[str]) -> str:
+    async def compose(self, question: str, passages: Sequence[str], encoder: Encoder | None = None) -> str:
         """The answer text, citations included (passage numbers as given; the gateway renumbers
-        them in order of appearance)."""
+        them in order of appearance). `encoder` (default: the backend's) embeds the question and
+        the sentences; `stream` passes one that serves the passages' stored sentence vectors."""
         if not passages:
             return NO_PASSAGES
         sentences: list[Sentence] = []
@@ -174,7 +143,7 @@ class ExtractiveBackend:
                 sentences.append(Sentence(n, pos, s))
         if not sentences:
             return NOT_ANSWERED
-        vecs = await self.encoder.encode([question, *(s.text for s in sentences)])
+        vecs = await (encoder or self.encoder).encode([question, *(s.text for s in sentences)])
         q, m = vecs[0], vecs[1:]
         cos = m @ q
         qwords = content_words(question)
@@ -214,7 +183,10 @@ class ExtractiveBackend:
     async def stream(self, request: BackendRequest) -> AsyncIterator[Delta]:
         prompt = request.prompt
         try:
-            text = await self.compose(prompt.question, [p.text for p in prompt.passages])
+            stored = StoredSentenceEncoder(self.encoder, prompt.passages)
+            text = await self.compose(prompt.question, [p.text for p in prompt.passages], stored)
+            self.sentences_stored += stored.stored
+            self.sentences_embedded += stored.embedded
         except ServiceError as err:
             raise BackendError(
                 ErrorKind.UNAVAILABLE if err.kind != ErrorKind.DEADLINE_EXCEEDED else err.kind,

@@ -58,12 +58,12 @@ def _default_encoder(cfg: LlmGatewayConfig) -> Encoder:
     return EmbedderEncoder(EmbedderClient(cfg.embedder_addr))
 
 
-def _default_searcher(cfg: LlmGatewayConfig) -> Searcher:
+def _default_searcher(cfg: LlmGatewayConfig, sentence_vectors: bool) -> Searcher:
     from clients.retriever import RetrieverClient
 
     from .adapters import RetrieverSearcher
 
-    return RetrieverSearcher(RetrieverClient(cfg.retriever_addr))
+    return RetrieverSearcher(RetrieverClient(cfg.retriever_addr), sentence_vectors=sentence_vectors)
 
 
 def _default_conversations(cfg: LlmGatewayConfig) -> ConversationStore | None:
@@ -83,7 +83,6 @@ async def build_core(
     specs = parse_specs(raw, source=source)
     counter = await asyncio.to_thread(default_counter)
     encoder = encoder or _default_encoder(cfg)
-    searcher = searcher or _default_searcher(cfg)
     backends = build_backends(
         specs,
         encoder=encoder,
@@ -91,6 +90,8 @@ async def build_core(
         extractive_fallback=cfg.extractive_fallback,
         extractive_min_score=cfg.extractive_min_score,
     )
+    # The extractive generator ranks sentences with the vectors stored at ingestion.
+    searcher = searcher or _default_searcher(cfg, any(b.kind == "extractive" for b in backends))
     warm = getattr(encoder, "warm", None)
     if warm is not None and (cfg.verify == "embedder" or any(b.kind == "extractive" for b in backends)):
         await warm()  # the in-process model loads before health says SERVING

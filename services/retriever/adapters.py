@@ -158,6 +158,7 @@ class EmbedderEncoder:
     def __init__(self, client: EmbedderClient) -> None:
         self.client = client
         self._dim = 0
+        self._model = ""
 
     async def encode(self, texts: Sequence[str], *, timeout: float | None = None) -> np.ndarray:
         try:
@@ -173,6 +174,15 @@ class EmbedderEncoder:
         except ServiceCallError as err:
             raise err.to_service_error() from None
         return f"{info.device} ({info.device_name})" if info.device_name else info.device
+
+    async def model_id(self) -> str:
+        """The embedder's model id (asked once), recorded with stored sentence vectors."""
+        if not self._model:
+            try:
+                self._model = (await self.client.info()).model_id
+            except ServiceCallError as err:
+                raise err.to_service_error() from None
+        return self._model
 
     async def dimension(self) -> int:
         if not self._dim:

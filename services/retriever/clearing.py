@@ -46,7 +46,7 @@ class Cleared:
 
 def owned_prefixes(name: str) -> tuple[str, ...]:
     """The key prefixes that belong to collection `name` alone (on the default backend)."""
-    return (segments.prefix(name), f"chunks/{name}/", f"docs/{name}/")
+    return (segments.prefix(name), f"chunks/{name}/", f"sentences/{name}/", f"docs/{name}/")
 
 
 async def clear_collection(core: Retriever, jobs: JobManager, name: str) -> Cleared:
@@ -76,10 +76,12 @@ async def clear_collection(core: Retriever, jobs: JobManager, name: str) -> Clea
     if state is not None:
         await state.live.stop()
         await state.live.reset()
+        await state.live.drop_external()  # the Milvus collection (stateless mode)
     deleted = await core.store.delete(prefix=segments.prefix(name))
     for backend in backends:
         try:
             deleted += await core.store.delete(prefix=f"chunks/{name}/", backend=backend)
+            deleted += await core.store.delete(prefix=f"sentences/{name}/", backend=backend)
         except ServiceError as err:
             if not backend or err.kind != ErrorKind.NOT_FOUND:
                 raise

@@ -40,6 +40,11 @@ class RetrieverConfig:
         120.0,
         "seconds an ingestion job waits for one embedding request (a slow embedder is not a dead one)",
     )
+    sentence_vectors: bool = env_field(
+        P + "SENTENCE_VECTORS",
+        True,
+        "embed each chunk's sentences at ingestion and store them beside it (the extractive generator's ranking)",
+    )
     write_batch: int = env_field(P + "WRITE_BATCH", 256, "chunks per BatchPut and per committed batch")
     hnsw_threshold: int = env_field(P + "HNSW_THRESHOLD", 50_000, "vectors above which FAISS uses HNSW")
     fusion: str = env_field(P + "FUSION", "weighted", "default fusion: rrf or weighted")
@@ -51,7 +56,11 @@ class RetrieverConfig:
     max_top_k: int = env_field(P + "MAX_TOP_K", 100, "largest top_k a search may ask for")
     cache_max_bytes: int = env_field(P + "CACHE_MAX_BYTES", 64 * 1024 * 1024, "retrieval cache size bound")
     persist_index: bool = env_field(P + "PERSIST_INDEX", True, "write index segments to object storage")
-    index_backend: str = env_field(P + "INDEX_BACKEND", "faiss", "dense index: faiss (in process) or milvus")
+    index_backend: str = env_field(
+        P + "INDEX_BACKEND",
+        "faiss",
+        "faiss (index in each replica) or milvus (stateless: dense and BM25 search in Milvus)",
+    )
     milvus_uri: str = env_field(P + "MILVUS_URI", "", "Milvus URI (a milvus-lite file path or http://host:19530)")
     merge_factor: int = env_field(P + "MERGE_FACTOR", 8, "index segments of one size tier merged into one (0: never)")
     merge_floor_chunks: int = env_field(P + "MERGE_FLOOR_CHUNKS", 1000, "chunks of the smallest merge tier")

@@ -34,11 +34,13 @@ from .lexical import Analyzer
 from .live import Fence, FenceReader, IndexOptions, LiveIndex
 from .merge import MergePolicy, merge_executor
 from .metrics import RetrieverMetrics
+from .milvus_hybrid import MilvusCollection
 from .ports import Encoder, ObjectStore
 from .rerank import RerankStage
 from .rerank.stage import rerank_hits
-from .search import SearchHit, SearchParams, SearchResult, chunk_key
+from .search import SearchHit, SearchParams, SearchResult, chunk_key, sentence_vectors_key
 from .segments import CorruptSegment
+from .sentence_vectors import RecordCache
 
 __all__ = ["CollectionState", "Retriever", "SearchHit", "SearchParams", "SearchResult", "Settings", "chunk_key"]
 
@@ -59,6 +61,8 @@ class Settings:
     embed_batch: int = 64
     embed_concurrency: int = 2
     embed_timeout_s: float = 120.0
+    # Embed each chunk's sentences at ingestion and store them beside the chunk (kernel/sentences.py).
+    sentence_vectors: bool = True
     write_batch: int = 256
     hnsw_threshold: int = 50_000
     fusion: str = "weighted"
@@ -70,7 +74,8 @@ class Settings:
     max_top_k: int = 100
     cache_max_bytes: int = 64 * 1024 * 1024
     persist_index: bool = True
-    # "faiss" (in process) or "milvus" (pymilvus; milvus-lite when `milvus_uri` is a file path).
+    # "faiss" (in process) or "milvus" (stateless: chunks, dense and BM25 search in Milvus, see
+    # milvus_hybrid.py; milvus-lite when `milvus_uri` is a file path).
     index_backend: str = "faiss"
     milvus_uri: str = ""
     # Segments of one size tier merged together (0: never merge); the smallest tier's size.
@@ -138,6 +143,8 @@ class Retriever:
         self.fence_reader: FenceReader | None = None
         # The optional stage after fusion and fetch (rerank/); None: fusion order is final.
         self.rerank: RerankStage | None = None
+        # Sentence-vector records read by searches (search.fetch), so a hot chunk's is read once.
+        self.records = RecordCache()
         # Replaced by the server with one on its registry (metrics.py).
         self.metrics = RetrieverMetrics()
         merging = settings.merge_factor >= 2 and settings.persist_index
@@ -147,7 +154,7 @@ class Retriever:
             persist=settings.persist_index,
             merge=MergePolicy(settings.merge_factor, settings.merge_floor_chunks),
             gc_grace_s=settings.gc_grace_s,
-            dense_factory=self._dense_factory,
+            milvus=self._milvus_factory(),
             merge_executor=merge_executor() if merging and merge_store is not None else None,
             merge_store=merge_store,
         )
@@ -159,17 +166,11 @@ class Retriever:
         # Whether a Follower keeps this core on CURRENT (only then can it go stale).
         self.followed = False
 
-    def _dense_factory(self, collection: str) -> Any:
+    def _milvus_factory(self) -> Callable[[str], MilvusCollection] | None:
         if self.settings.index_backend != "milvus":
             return None
-        from .milvus_index import MilvusDenseIndex
-
         uri = self.settings.milvus_uri or str(self.settings.state_dir / "milvus.db")
-
-        def factory(vectors: np.ndarray, seg_id: str) -> MilvusDenseIndex:
-            return MilvusDenseIndex(uri, f"{collection}_{seg_id}", vectors)
-
-        return factory
+        return lambda collection: MilvusCollection(uri, collection)
 
     # Life cycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -318,7 +319,8 @@ class Retriever:
         state.error = ""
         await asyncio.to_thread(self.cache.invalidate, collection, res.version)
         if res.stale_chunk_ids:
-            keys = [chunk_key(collection, c) for c in sorted(res.stale_chunk_ids)]
+            stale = sorted(res.stale_chunk_ids)
+            keys = [chunk_key(collection, c) for c in stale] + [sentence_vectors_key(collection, c) for c in stale]
             for backend in backends:
                 try:
                     await self.store.delete(keys, backend=backend)
@@ -374,24 +376,46 @@ class Retriever:
                 "w": p.dense_weight,
                 "flt": dict(sorted(p.filters.items())),
                 "c": self.settings.candidates,
+                "fmt": 2,  # cached values carry the chunk's record (stateless mode has no rows)
             },
         )
         cached = None if p.no_cache else await asyncio.to_thread(self.cache.get, key)
+        pairs: list[tuple[ChunkRecord, Hit]]
         if cached is not None:
-            rows = [Hit(index.row_of[c], s, b, d) for c, s, b, d in cached if c in index.row_of]
+            # [chunk id, score, bm25 rank, dense rank, document id, name, position, metadata]
+            pairs = [(ChunkRecord(v[0], v[4], v[5], v[6], "", v[7]), Hit(0, v[1], v[2], v[3])) for v in cached]
         else:
             n_cand = max(self.settings.candidates, p.top_k)
-            rows, t = await searching.rank(index, self.encoder, query, p, n_cand, timer)
-            for name in ("bm25", "dense", "fusion"):
+            milvus = state.live.milvus
+            if milvus is not None:
+                pairs, t = await searching.rank_milvus(milvus, self.analyzer, self.encoder, query, p, n_cand, timer)
+            else:
+                rows, t = await searching.rank(index, self.encoder, query, p, n_cand, timer)
+                pairs = [(index.record(h.row), h) for h in rows]
+            for name in ("bm25", "dense", "fusion", "milvus"):
                 if name in t:
                     cand = {"ddnrag.candidates": t.get(f"{name}_candidates", 0)}
                     timer.add(Stage(name, t[name], attrs=cand), end_ns=t.get(f"{name}_end"))
             if not p.no_cache:
-                value = [[index.record(h.row).chunk_id, h.score, h.bm25_rank, h.dense_rank] for h in rows]
+                value = [
+                    [
+                        r.chunk_id,
+                        h.score,
+                        h.bm25_rank,
+                        h.dense_rank,
+                        r.document_id,
+                        r.document_name,
+                        r.position,
+                        dict(r.metadata),
+                    ]
+                    for r, h in pairs
+                ]
                 await asyncio.to_thread(self.cache.put, key, collection, index.version, value)
-        out = [searching.hit_of(collection, index.record(h.row), h.score, h.bm25_rank, h.dense_rank) for h in rows]
+        out = [searching.hit_of(collection, r, h.score, h.bm25_rank, h.dense_rank) for r, h in pairs]
         if out and not p.no_fetch:
-            await searching.fetch(self.store, out, p.backend, timer)
+            await searching.fetch(
+                self.store, out, p.backend, timer, sentence_vectors=p.sentence_vectors, records=self.records
+            )
         outcome = None
         if stage is not None and out:
             out, outcome = await rerank_hits(stage, query, out, top_k, timer)
@@ -407,4 +431,4 @@ class Retriever:
         return await asyncio.to_thread(self.cache.purge)
 
     def describe(self) -> dict[str, Any]:
-        return {n: {"chunks": len(s.index), "version": s.live.version} for n, s in self.collections.items()}
+        return {n: {"chunks": s.live.chunks, "version": s.live.version} for n, s in self.collections.items()}

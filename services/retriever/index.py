@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -62,9 +61,6 @@ def corpus_version(chunk_ids: Sequence[str]) -> str:
     return h.hexdigest()[:16]
 
 
-DenseFactory = Callable[[np.ndarray, str], Any]
-
-
 class Segment:
     """Immutable chunks of one collection: records, vectors, postings, dense index, documents."""
 
@@ -77,7 +73,6 @@ class Segment:
         postings: Postings,
         *,
         hnsw_threshold: int = 50_000,
-        dense_factory: DenseFactory | None = None,
         created_unix_ns: int = 0,
     ) -> None:
         if len(records) != len(vectors) and len(records):
@@ -89,10 +84,7 @@ class Segment:
         self.documents = dict(documents)
         self.postings = postings
         self.created_unix_ns = created_unix_ns or time.time_ns()
-        if dense_factory is not None and len(self.records):
-            self.dense = dense_factory(self.vectors, seg_id)
-        else:
-            self.dense = DenseIndex(self.vectors, hnsw_threshold)
+        self.dense = DenseIndex(self.vectors, hnsw_threshold)
         self.row_of = {r.chunk_id: i for i, r in enumerate(self.records)}
         meta: dict[tuple[str, str], list[int]] = {}
         docs: dict[str, list[int]] = {}
@@ -113,11 +105,6 @@ class Segment:
             if rows is not None:
                 live[rows] = False
         return live
-
-    def drop(self) -> None:
-        drop = getattr(self.dense, "drop", None)
-        if drop is not None:
-            drop()
 
 
 class _RowOf(Mapping[str, int]):
@@ -154,7 +141,6 @@ class CollectionIndex:
         analyzer: Analyzer,
         hnsw_threshold: int = 50_000,
         dim: int = 0,
-        dense_factory: DenseFactory | None = None,
         bm25_params: tuple[float, float] = (1.2, 0.75),
     ) -> None:
         """One segment built from `records` and `vectors` (evaluation, tests)."""
@@ -167,7 +153,6 @@ class CollectionIndex:
             {},
             Postings.build(analyzer.many([r.text for r in records])),
             hnsw_threshold=hnsw_threshold,
-            dense_factory=dense_factory,
         )
         self._setup([seg], {}, analyzer, bm25_params)
         self.version = corpus_version([r.chunk_id for r in records]) if records else ""

@@ -22,7 +22,8 @@ from .index import ChunkRecord
 from .job_model import FileRow, SourceSpec, backend_stats, file_errors, file_rows
 from .lease import is_fenced
 from .live_job import LiveJob
-from .pipeline import Pipeline
+from .pipeline import Pipeline, chunking_key
+from .search import sentence_vectors_key
 from .segments import DocumentInfo
 
 if TYPE_CHECKING:
@@ -165,7 +166,7 @@ class JobRunner:
         files = await m.state.files(v.job_id)
         committed, rows = await m.state.batches(lj.record.batches)
         results = {f.object_key: f for f in committed}
-        chunking = f"{lj.request['chunk_size']}/{lj.request['chunk_overlap']}"
+        chunking = chunking_key(lj.request, self.r.settings.sentence_vectors)
         done = {f.document_id: f for f in results.values() if f.status == "done"}
         now = time.time_ns()
         docs = {
@@ -219,11 +220,15 @@ class JobRunner:
         try:
             _files, rows = await self.m.state.batches(lj.record.batches)
             state = self.r.collections.get(v.collection)
-            live_ids = set(state.index.row_of) if state else set()
+            # Chunk objects (and their sentence vectors) written ahead of a commit that never came
+            # (none of them is live).
+            prefixes = (chunk_key(v.collection, ""), sentence_vectors_key(v.collection, ""))
+            written_ahead = {k: k.removeprefix(prefixes[0]).removeprefix(prefixes[1]) for k in lj.uncommitted}
+            ids = [r.chunk_id for r in rows] + list(set(written_ahead.values()))
+            live_ids = await state.live.live_chunk_ids(ids) if state else set()
             orphans = [chunk_key(v.collection, r.chunk_id) for r in rows if r.chunk_id not in live_ids]
-            # Chunk objects written ahead of a commit that never came (none of them is live).
-            prefix = chunk_key(v.collection, "")
-            ahead = {k for k in lj.uncommitted if k.removeprefix(prefix) not in live_ids}
+            orphans += [sentence_vectors_key(v.collection, r.chunk_id) for r in rows if r.chunk_id not in live_ids]
+            ahead = {k for k, cid in written_ahead.items() if cid not in live_ids}
             orphans = sorted(ahead.union(orphans))
             for st in v.backends:
                 if orphans:

@@ -20,16 +20,18 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from kernel.errors import ErrorKind, ServiceError
 
+from . import live_merge
 from . import segments as store_fmt
-from .index import ChunkRecord, CollectionIndex, DenseFactory, DocumentInfo, Segment
+from .index import ChunkRecord, CollectionIndex, DocumentInfo, Segment
 from .lexical import Analyzer, Postings
-from .merge import MergeJob, MergePolicy, Source, merge_elsewhere, merge_here
+from .merge import MergePolicy
+from .milvus_hybrid import MilvusCollection, fill_from_index
 from .ports import ObjectStore, PreconditionFailed
 from .segments import Manifest, SegmentEntry
 
@@ -55,11 +57,13 @@ class IndexOptions:
     persist: bool = True
     merge: MergePolicy = field(default_factory=MergePolicy)
     gc_grace_s: float = 300.0
-    dense_factory: Callable[[str], DenseFactory | None] = lambda collection: None
     # Where merges run: the service's merge process (with `merge_store`, which opens the store
     # there), or None for a worker thread of this process.
     merge_executor: Executor | None = None
     merge_store: Callable[[], ObjectStore] | None = None
+    # Stateless mode (milvus_hybrid.py): the collection's Milvus collection, given its name. Then
+    # replicas keep only manifests and document lists; chunks, vectors and BM25 live in Milvus.
+    milvus: Callable[[str], MilvusCollection] | None = None
 
 
 @dataclass
@@ -87,7 +91,7 @@ class LiveIndex:
         self.lock = asyncio.Lock()
         self._merging: asyncio.Task[None] | None = None
         self._etag = ""  # CURRENT's ETag as read by the last `_catch_up`
-        self._retired: list[tuple[float, Any]] = []  # (when, dense index) of retired segments, to drop
+        self.milvus = opts.milvus(collection) if opts.milvus is not None else None
 
     # What searches and callers read ------------------------------------------------------------
     @property
@@ -100,7 +104,13 @@ class LiveIndex:
 
     @property
     def chunks(self) -> int:
-        return len(self.view)
+        return self.manifest.chunks if self.milvus is not None else len(self.view)
+
+    async def live_chunk_ids(self, chunk_ids: Sequence[str]) -> set[str]:
+        """Which of `chunk_ids` the live index holds."""
+        if self.milvus is not None:
+            return await asyncio.to_thread(self.milvus.present, chunk_ids)
+        return {c for c in chunk_ids if c in self.view.row_of}
 
     # Loading and following ---------------------------------------------------------------------
     async def sync(self, current: str) -> bool:
@@ -119,9 +129,14 @@ class LiveIndex:
             if entry.id not in loaded:
                 loaded[entry.id] = await self._load_segment(entry, m.dimension)
         self._swap(m, current, loaded)
+        if self.milvus is not None:
+            await fill_from_index(self.milvus, self.store, self.collection, m, self.analyzer)
         return True
 
     async def _load_segment(self, entry: SegmentEntry, dim: int) -> Segment:
+        if self.milvus is not None:  # stateless: the chunks are in Milvus, only the documents here
+            docs = await store_fmt.read_documents(self.store, self.collection, entry)
+            return Segment(entry.id, [], np.zeros((0, dim), np.float32), docs, Postings.build([]))
         data = await store_fmt.read_segment(self.store, self.collection, entry, dim, self.analyzer)
         return await asyncio.to_thread(
             self._segment, entry.id, data.records, data.vectors, data.documents, data.postings, entry.created_unix_ns
@@ -145,7 +160,6 @@ class LiveIndex:
             documents,
             postings,
             hnsw_threshold=self.opts.hnsw_threshold,
-            dense_factory=self.opts.dense_factory(self.collection),
             created_unix_ns=created_unix_ns,
         )
 
@@ -162,23 +176,10 @@ class LiveIndex:
                 if d not in gone:
                     docs[d] = info
                     where.setdefault(d, []).append(s.id)
-        dropped = [s for sid, s in self.segments.items() if sid not in {e.id for e in m.segments}]
         self.manifest, self.current, self.view = m, current, view
         self.segments = {s.id: s for s in segs}
         self.documents, self.doc_segments = docs, where
         self.updated_unix_ns = m.created_unix_ns
-        self._retire(dropped)
-
-    def _retire(self, dropped: Sequence[Segment]) -> None:
-        """Segments this replica no longer serves release their external dense indexes (Milvus
-        collections) only after the grace period, as their files are: another replica (sharing a
-        Milvus cluster) may still be searching an older manifest that names them."""
-        now = time.monotonic()
-        self._retired.extend((now, s.dense) for s in dropped if getattr(s.dense, "drop", None) is not None)
-        due = [d for t, d in self._retired if now - t >= self.opts.gc_grace_s]
-        self._retired = [(t, d) for t, d in self._retired if now - t < self.opts.gc_grace_s]
-        for dense in due:
-            dense.drop()
 
     async def reset(self) -> None:
         """Forgets everything (the collection was deleted)."""
@@ -215,10 +216,11 @@ class LiveIndex:
             written = 0
             seg: Segment | None = None
             entry: SegmentEntry | None = None
+            dim = vectors.shape[1] if len(records) else self.manifest.dimension
+            vecs = np.asarray(vectors, np.float32).reshape(len(records), dim)
+            tokens: list[list[str]] = []
             if documents:
-                dim = vectors.shape[1] if len(records) else self.manifest.dimension
-                vecs = np.asarray(vectors, np.float32).reshape(len(records), dim)
-                seg, entry, files = await asyncio.to_thread(self._new_segment, documents, records, vecs)
+                seg, entry, files, tokens = await asyncio.to_thread(self._new_segment, documents, records, vecs)
                 if self.opts.persist:
                     base = store_fmt.prefix(self.collection) + entry.path
                     written += await store_fmt.put_files(self.store, [(base + n, d) for n, d in files.items()])
@@ -229,11 +231,17 @@ class LiveIndex:
                 base_m = Manifest(self.collection, self.manifest.generation) if rebuild else self.manifest
                 token = await self._check_fence(fence, fence_reader)
                 m, stale = self._next_manifest(base_m, replaced, entry, seg, token)
+                if self.milvus is not None:  # the rows the replaced documents lose, read from Milvus
+                    keep = {r.chunk_id for r in records}
+                    stale = [] if rebuild else await asyncio.to_thread(self.milvus.stale_ids, replaced, keep)
+                    m.chunks = base_m.chunks + len(records) - len(stale)
                 if self.opts.persist:
                     try:
                         written += await self._publish(m, etag)
                     except PreconditionFailed:
                         continue  # another writer published first: follow it, apply ours on top
+                if self.milvus is not None:
+                    await self._apply_milvus(records, vecs, tokens, stale, rebuild)
                 loaded = dict(self.segments)
                 if seg is not None:
                     loaded[seg.id] = seg
@@ -246,14 +254,39 @@ class LiveIndex:
                 reason="INDEX_CONTENDED",
             )
 
+    async def _apply_milvus(
+        self,
+        records: Sequence[ChunkRecord],
+        vectors: np.ndarray,
+        tokens: Sequence[Sequence[str]],
+        stale: Sequence[str],
+        rebuild: bool,
+    ) -> None:
+        """Brings the Milvus collection to the manifest just published (after CURRENT, so a refused
+        commit never shows there). Idempotent, so a commit that failed here is repaired by running
+        it again (a job retries its batch)."""
+        assert self.milvus is not None
+        if rebuild:
+            await asyncio.to_thread(self.milvus.drop)
+        await asyncio.to_thread(self.milvus.apply, records, vectors, tokens, stale)
+
+    async def drop_external(self) -> None:
+        """Drops the collection's Milvus collection (the collection was cleared)."""
+        if self.milvus is not None:
+            await asyncio.to_thread(self.milvus.drop)
+
     def _new_segment(
         self, documents: Mapping[str, DocumentInfo], records: Sequence[ChunkRecord], vectors: np.ndarray
-    ) -> tuple[Segment, SegmentEntry, dict[str, bytes]]:
-        postings = Postings.build(self.analyzer.many([r.text for r in records]))
+    ) -> tuple[Segment, SegmentEntry, dict[str, bytes], list[list[str]]]:
+        tokens = self.analyzer.many([r.text for r in records])
+        postings = Postings.build(tokens)
         files = store_fmt.encode_segment(records, vectors, documents, postings)
         seg_id = store_fmt.new_segment_id(self.manifest.generation + 1, files)
-        seg = self._segment(seg_id, records, vectors, documents, postings)
-        return seg, store_fmt.segment_entry(seg_id, files, len(records)), files
+        if self.milvus is not None:  # the files are the rebuild source; Milvus gets the rows
+            seg = Segment(seg_id, [], np.zeros((0, vectors.shape[1]), np.float32), documents, Postings.build([]))
+        else:
+            seg = self._segment(seg_id, records, vectors, documents, postings)
+        return seg, store_fmt.segment_entry(seg_id, files, len(records)), files, tokens
 
     def _next_manifest(
         self,
@@ -275,7 +308,7 @@ class LiveIndex:
         entries = list(base.segments) + ([entry] if entry is not None else [])
         deleted = {k: v for k, v in deleted.items() if v and k in {e.id for e in entries}}
         docs = sum(len([d for d in self._docs_of(e.id, seg) if d not in deleted.get(e.id, set())]) for e in entries)
-        dead = sum(len(s.doc_rows.get(d, ())) for sid, ds in deleted.items() for d in ds if (s := self._seg(sid, seg)))
+        dead = sum(_rows_of(s, d) for sid, ds in deleted.items() for d in ds if (s := self._seg(sid, seg)))
         m = Manifest(
             self.collection,
             base.generation + 1,
@@ -366,6 +399,8 @@ class LiveIndex:
             log.warning("merge failed", extra={"collection": self.collection, "error": str(err)})
 
     def merge_candidates(self) -> list[str]:
+        if self.milvus is not None:  # stateless mode merges nothing (Milvus compacts its own segments)
+            return []  # but the pass still collects garbage
         sizes = [
             (e.id, int(live.sum()), len(seg))
             for e, seg, live in zip(self.manifest.segments, self.view.segments, self.view.live, strict=True)
@@ -373,64 +408,15 @@ class LiveIndex:
         return self.opts.merge.pick(sizes)
 
     async def merge_once(self) -> bool:
-        """Merges one group the policy picks; publishes like a commit. Searches keep running on the
-        current view meanwhile. Returns False when there was nothing to merge (or it lost a race)."""
-        async with self.lock:
-            pick = self.merge_candidates()
-            if not pick:
-                return False
-            before = {sid: frozenset(self.manifest.deleted.get(sid, ())) for sid in pick}
-            sources = [Source.of(self.segments[sid], before[sid]) for sid in pick]
-            gen = self.manifest.generation + 1
-            dim = self.manifest.dimension
-            store = self.opts.merge_store if self.opts.persist else None
-            by_id = {e.id: e for e in self.manifest.segments}
-            job = MergeJob(self.collection, [by_id[s] for s in pick], [before[s] for s in pick], dim, gen, store)
-        if self.opts.merge_executor is not None and job.store is not None:
-            seg, entry = await merge_elsewhere(job, sources, self.opts.merge_executor, self._segment)
-        else:
-            store = self.store if self.opts.persist else None
-            seg, entry = await merge_here(self.collection, sources, dim, gen, store, self._segment)
-        seg_id, n_rows = seg.id, len(seg)
-        async with self.lock:
-            etag = await self._catch_up()
-            live_ids = [e.id for e in self.manifest.segments]
-            if not set(pick) <= set(live_ids):
-                seg.drop()
-                return False  # another writer merged or replaced them first; GC takes our files
-            # Documents deleted from the sources while we merged are deleted from the merged one.
-            later = {d for sid in pick for d in set(self.manifest.deleted.get(sid, ())) - before[sid]}
-            first = live_ids.index(pick[0])
-            entries = [e for e in self.manifest.segments if e.id not in pick]
-            entries.insert(first, entry)
-            deleted = {k: list(v) for k, v in self.manifest.deleted.items() if k not in pick}
-            if later:
-                deleted[seg_id] = sorted(later)
-            m = Manifest(
-                self.collection,
-                self.manifest.generation + 1,
-                entries,
-                deleted,
-                fence_token=self.manifest.fence_token,
-                dimension=self.manifest.dimension or dim,
-                chunks=self.manifest.chunks,
-                documents=self.manifest.documents,
-                created_unix_ns=time.time_ns(),
-            )
-            if self.opts.persist:
-                try:
-                    await self._publish(m, etag)
-                except PreconditionFailed:
-                    seg.drop()
-                    return False  # a commit won the race; the next pass tries again
-            loaded = dict(self.segments)
-            loaded[seg_id] = seg
-            self._swap(m, m.name, loaded)
-            log.info(
-                "merged segments",
-                extra={"collection": self.collection, "segments": len(pick), "chunks": n_rows},
-            )
-            return True
+        """Merges one group the policy picks (live_merge.py); False when there was nothing to merge."""
+        return await live_merge.merge_once(self)
+
+
+def _rows_of(s: Segment, document_id: str) -> int:
+    """Chunks of a document in a segment (from its document list when the segment holds no rows)."""
+    if s.records or document_id not in s.documents:
+        return len(s.doc_rows.get(document_id, ()))
+    return s.documents[document_id].chunks
 
 
 async def write_collection(

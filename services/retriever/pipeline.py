@@ -29,6 +29,7 @@ import numpy as np
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Link
 
+from kernel import sentences
 from kernel.tracing import TRACER
 
 from .chunking import Chunk, Chunker
@@ -37,8 +38,18 @@ from .job_model import BackendStats, ChunkRow, FileErrorView, FileRow
 from .live_job import JobSink, LiveJob
 from .parsing import ParseError, parse_document
 from .ports import ObjectNotFound, ObjectTooLarge
+from .search import sentence_vectors_key
+from .sentence_vectors import model_of, sentence_records
 
 T = TypeVar("T")
+
+
+def chunking_key(request: dict[str, Any], sentence_vectors: bool) -> str:
+    """How a document's chunks were made, recorded in its index entry: "size/overlap", plus
+    "+sv<format>" when its sentence vectors were stored. A document whose entry differs is
+    processed again, so re-ingesting adds sentence vectors to documents ingested without them."""
+    key = f"{request['chunk_size']}/{request['chunk_overlap']}"
+    return f"{key}+sv{sentences.FORMAT}" if sentence_vectors else key
 
 
 async def drain(queue: asyncio.Queue[T | None]) -> AsyncIterator[T]:
@@ -131,7 +142,7 @@ class Pipeline:
     async def _parse_stage(self, lj: LiveJob, pending: list[FileRow], out: asyncio.Queue[_Parsed | None]) -> None:
         req = lj.request
         chunker = Chunker(req["chunk_size"], req["chunk_overlap"])
-        chunking = f"{req['chunk_size']}/{req['chunk_overlap']}"
+        chunking = chunking_key(req, self.s.sentence_vectors)
         sem = asyncio.Semaphore(4)
 
         async def one(f: FileRow) -> _Parsed | None:
@@ -300,22 +311,55 @@ class Pipeline:
                 p.file.chunks, p.file.status = len(p.chunks), "done"
             await self.sink.commit(lj, [p.file for p in batch.group], rows)
             lj.uncommitted.difference_update(chunk_key(v.collection, c.chunk_id) for c in chunks)
+            lj.uncommitted.difference_update(sentence_vectors_key(v.collection, c.chunk_id) for c in chunks)
 
     async def _write(self, lj: LiveJob, group: list[_Parsed], writes: asyncio.Semaphore) -> None:
-        """Writes a batch's chunk objects to every target backend (one BatchPut per backend)."""
+        """Writes a batch's chunk objects to every target backend (one BatchPut per backend) at
+        once, then, when they are on, the chunks' sentence vectors once embedded (`_sentence_items`)."""
         coll = lj.view.collection
         items = [(chunk_key(coll, c.chunk_id), c.text.encode("utf-8")) for p in group for c in p.chunks]
+        await self._put(lj, group, items, writes, count=True)
+        if self.s.sentence_vectors:
+            await self._put(lj, group, await self._sentence_items(lj, group), writes, count=False)
+
+    async def _put(
+        self, lj: LiveJob, group: list[_Parsed], items: list[tuple[str, bytes]], writes: asyncio.Semaphore, count: bool
+    ) -> None:
         lj.uncommitted.update(k for k, _ in items)
         async with writes:
             lj.write_clock.start()
             t0 = time.perf_counter_ns()
             try:
-                await asyncio.gather(*(self._write_to(st, items) for st in lj.view.backends))
+                await asyncio.gather(
+                    *(self._write_to(st, items, len(items) if count else 0) for st in lj.view.backends)
+                )
             finally:
                 lj.write_clock.stop()
             _share(group, "write_ns", time.perf_counter_ns() - t0)
 
-    async def _write_to(self, st: BackendStats, items: list[tuple[str, bytes]]) -> None:
+    async def _sentence_items(self, lj: LiveJob, group: list[_Parsed]) -> list[tuple[str, bytes]]:
+        """Embeds the batch's sentences (sentence_vectors.py; requests of `embed_batch` texts,
+        counted as embedder time) and returns each chunk's stored record with its key."""
+        chunks = [c for p in group for c in p.chunks]
+        lj.embed_clock.start()
+        t0 = time.perf_counter_ns()
+        try:
+            records = await sentence_records(
+                self.r.encoder,
+                [c.text for c in chunks],
+                batch=max(1, self.s.embed_batch),
+                timeout=self.s.embed_timeout_s,
+                model=await model_of(self.r.encoder),
+            )
+        finally:
+            lj.embed_clock.stop()
+            lj.clocks_to_view()
+        _share(group, "embed_ns", time.perf_counter_ns() - t0)
+        return [(sentence_vectors_key(lj.view.collection, c.chunk_id), r) for c, r in zip(chunks, records, strict=True)]
+
+    async def _write_to(self, st: BackendStats, items: list[tuple[str, bytes]], chunks: int) -> None:
+        """Writes `items` (the first `chunks` of them chunk objects, the rest their sentence
+        vectors) to one backend; its figures count the chunk objects."""
         backend = "" if st.backend == "default" else st.backend
         t0 = time.perf_counter_ns()
         outcomes = await self.r.store.put_many(items, backend=backend)
@@ -323,8 +367,8 @@ class Pipeline:
         bad = [o for o in outcomes if not o.ok]
         if bad:
             raise OSError(f"writing chunks to backend {st.backend!r} failed: {bad[0].key}: {bad[0].error}")
-        st.objects_written += len(outcomes)
-        st.latencies_ns.extend(o.total_ns for o in outcomes if o.total_ns)
+        st.objects_written += chunks
+        st.latencies_ns.extend(o.total_ns for o in outcomes[:chunks] if o.total_ns)
 
 
 def embedded_texts(chunks: Sequence[Chunk]) -> list[str]:

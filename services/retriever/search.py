@@ -15,15 +15,20 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from kernel import sentences
 from kernel.errors import ErrorKind, ServiceError, invalid
+from kernel.sentences import SentenceVectors
 from kernel.timing import Stage, Timer
 
 from .chunking import chunk_id
 from .fusion import Hit, fuse
 from .index import ChunkRecord, CollectionIndex
+from .lexical import Analyzer
+from .milvus_hybrid import MilvusCollection
 from .ports import Encoder, ObjectStore
 from .rerank import RerankOutcome
 from .segments import rebuild_hint
+from .sentence_vectors import RecordCache
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,8 @@ class SearchParams:
     # Rank only: no fetch of the hits' texts (left ""), hence no rerank either. An A/B run reads
     # the chunks itself, so that its first read of each chunk is cold on every backend.
     no_fetch: bool = False
+    # Also read each hit's stored sentence vectors (kernel/sentences.py), in the same BatchGet.
+    sentence_vectors: bool = False
 
 
 @dataclass
@@ -64,6 +71,8 @@ class SearchHit:
     metadata: dict[str, str]
     error: ServiceError | None = None
     rerank_score: float | None = None
+    # The chunk's stored sentence vectors, when asked for and present.
+    sentence_vectors: SentenceVectors | None = None
 
 
 @dataclass
@@ -88,6 +97,13 @@ class Defaults:
 
 def chunk_key(collection: str, chunk_id: str) -> str:
     return f"chunks/{collection}/{chunk_id}"
+
+
+def sentence_vectors_key(collection: str, chunk_id: str) -> str:
+    """Where a chunk's sentence vectors are stored: beside the chunk object, under a prefix of
+    their own (so every reader and counter of `chunks/` sees chunk texts only); a collection's
+    clear removes them with the chunks."""
+    return f"sentences/{collection}/{chunk_id}"
 
 
 def validate(query: str, p: SearchParams, d: Defaults) -> SearchParams:
@@ -177,6 +193,39 @@ async def rank(
     return await asyncio.to_thread(dense_and_fuse, qvec, bm), t
 
 
+async def rank_milvus(
+    milvus: MilvusCollection,
+    analyzer: Analyzer,
+    encoder: Encoder,
+    query: str,
+    p: SearchParams,
+    n_cand: int,
+    timer: Timer,
+) -> tuple[list[tuple[ChunkRecord, Hit]], dict[str, int]]:
+    """Ranks in Milvus (stateless mode): the query is embedded (unless BM25 only), then dense and
+    BM25 search run there and their candidates are fused here (stage `milvus`)."""
+    qvec = None
+    if p.mode != "bm25":
+        t0 = time.perf_counter_ns()
+        qvec = (await encoder.encode([query]))[0]
+        timer.add(Stage("embed", time.perf_counter_ns() - t0))
+    t0 = time.perf_counter_ns()
+    out = await asyncio.to_thread(
+        milvus.rank,
+        analyzer.tokens(query),
+        qvec,
+        n_cand=n_cand,
+        mode=p.mode,
+        fusion=p.fusion,
+        rrf_k=p.rrf_k,
+        dense_weight=float(p.dense_weight or 0.0),
+        top_k=p.top_k,
+        filters=p.filters,
+    )
+    t = {"milvus": time.perf_counter_ns() - t0, "milvus_end": time.perf_counter_ns(), "milvus_candidates": len(out)}
+    return out, t
+
+
 def hit_of(collection: str, r: ChunkRecord, score: float, bm: int, de: int) -> SearchHit:
     return SearchHit(
         r.chunk_id,
@@ -193,11 +242,39 @@ def hit_of(collection: str, r: ChunkRecord, score: float, bm: int, de: int) -> S
     )
 
 
-async def fetch(store: ObjectStore, hits: list[SearchHit], backend: str, timer: Timer) -> None:
-    """Reads the chunk texts from object storage through `backend`, in one BatchGet."""
+async def fetch(
+    store: ObjectStore,
+    hits: list[SearchHit],
+    backend: str,
+    timer: Timer,
+    *,
+    sentence_vectors: bool = False,
+    records: RecordCache | None = None,
+) -> None:
+    """Reads the chunk texts from object storage through `backend`, in one BatchGet; with
+    `sentence_vectors`, each chunk's stored sentence vectors too (from `records` when read
+    before), in the same BatchGet (a chunk without them is served all the same). The stage's
+    TTFB is the texts' median."""
     t0 = time.perf_counter_ns()
-    got = await store.get_many([h.object_key for h in hits], backend=backend)
+    keys = [h.object_key for h in hits]
+    need: list[SearchHit] = []
+    if sentence_vectors:
+        for h in hits:
+            if (sv := records.get(h.chunk_id) if records is not None else None) is not None:
+                h.sentence_vectors = sv
+            else:
+                need.append(h)
+        keys += [sentence_vectors_key(h.collection, h.chunk_id) for h in need]
+    got = await store.get_many(keys, backend=backend)
     dur = time.perf_counter_ns() - t0
+    sv_bytes = 0
+    for h, o in zip(need, got[len(hits) :], strict=True):
+        if o.ok and (sv := sentences.decode(o.data)) is not None:
+            h.sentence_vectors = sv
+            sv_bytes += len(o.data)
+            if records is not None:
+                records.put(h.chunk_id, sv)
+    got = got[: len(hits)]
     ttfbs = sorted(o.ttfb_ns for o in got if o.ok)
     nbytes = 0
     for h, o in zip(hits, got, strict=True):
@@ -230,6 +307,6 @@ async def fetch(store: ObjectStore, hits: list[SearchHit], backend: str, timer: 
             ttfb_ns=ttfbs[len(ttfbs) // 2] if ttfbs else 0,
             bytes=nbytes,
             count=len(hits),
-            attrs={"ddnrag.object_keys": [h.object_key for h in hits]},
+            attrs={"ddnrag.object_keys": [h.object_key for h in hits], "ddnrag.sentence_vector_bytes": sv_bytes},
         )
     )

@@ -353,6 +353,15 @@ async def read_segment(
     return await asyncio.to_thread(decode_segment, data, dim, analyzer)
 
 
+async def read_documents(store: ObjectStore, collection: str, entry: SegmentEntry) -> dict[str, DocumentInfo]:
+    """A segment's document list alone (verified), for replicas that keep no chunks (Milvus mode)."""
+    name = "documents.json"
+    (blob,) = await _verified(
+        store, collection, [(prefix(collection) + entry.path + name, entry.files[name]["sha256"])]
+    )
+    return {k: DocumentInfo(**v) for k, v in json.loads(blob).items()}
+
+
 def decode_segment(data: Mapping[str, bytes], dim: int, analyzer: Analyzer) -> SegmentData:
     """CPU work of loading (JSON, numpy, postings): callers run it in a thread."""
     records: list[ChunkRecord] = []

@@ -44,6 +44,7 @@ def settings_from(cfg: RetrieverConfig) -> Settings:
         embed_batch=cfg.embed_batch,
         embed_concurrency=cfg.embed_concurrency,
         embed_timeout_s=cfg.embed_timeout_s,
+        sentence_vectors=cfg.sentence_vectors,
         write_batch=cfg.write_batch,
         hnsw_threshold=cfg.hnsw_threshold,
         fusion=cfg.fusion,

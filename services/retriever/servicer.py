@@ -13,7 +13,7 @@ from ddnrag.retriever.v1 import retriever_service_pb2 as pb
 from ddnrag.retriever.v1 import retriever_service_pb2_grpc as pb_grpc
 from kernel import deadline
 from kernel.errors import OK_STATUS
-from kernel.pb import page_size, timings_pb
+from kernel.pb import page_size, sentence_vectors_pb, timings_pb
 from kernel.timing import Timer
 
 from .clearing import clear_collection
@@ -233,6 +233,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
             no_cache=request.no_cache,
             no_rerank=request.no_rerank,
             no_fetch=request.no_fetch,
+            sentence_vectors=request.sentence_vectors,
         )
         res = await self.core.search(request.collection or "default", request.query, params)
         chunks = [
@@ -250,6 +251,7 @@ class RetrieverServicer(pb_grpc.RetrieverServiceServicer):
                 metadata=h.metadata,
                 status=h.error.to_status_proto() if h.error else OK_STATUS,
                 rerank_score=h.rerank_score,
+                sentence_vectors=sentence_vectors_pb(h.sentence_vectors),
             )
             for h in res.hits
         ]

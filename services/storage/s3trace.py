@@ -92,16 +92,17 @@ def record_response(http_response: Any = None, parsed: Mapping[str, Any] | None 
         return
     meta = (parsed or {}).get("ResponseMetadata", {})
     request_id = meta.get("RequestId") or (http_response.headers.get("x-amz-request-id") if http_response else "")
-    if request_id:
-        span.set_attribute("aws.request_id", request_id)
+    attrs: dict[str, Any] = {"aws.request_id": request_id} if request_id else {}
     if meta.get("HTTPStatusCode"):
-        span.set_attribute("http.response.status_code", meta["HTTPStatusCode"])
+        attrs["http.response.status_code"] = meta["HTTPStatusCode"]
+    span.set_attributes(attrs)  # one call: each takes the span's lock and checks every value
 
 
 def record_headers(headers: Mapping[str, str], status: int) -> None:
     """The same for a request sent without botocore (fastget.py)."""
     span = trace.get_current_span()
     if span.is_recording():
-        if headers.get("x-amz-request-id"):
-            span.set_attribute("aws.request_id", headers["x-amz-request-id"])
-        span.set_attribute("http.response.status_code", status)
+        request_id = headers.get("x-amz-request-id")
+        attrs: dict[str, Any] = {"aws.request_id": request_id} if request_id else {}
+        attrs["http.response.status_code"] = status
+        span.set_attributes(attrs)

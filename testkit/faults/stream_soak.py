@@ -15,8 +15,10 @@ every `every_s` seconds one disruption hits it, in turn:
 - `cut`: every TCP connection through the proxy is reset (RST) mid-stream;
 - `restart_watcher`: the `rag ingest` process is SIGKILLed and the same command started again
   (it must join the running job, not start a second one);
-- `blackhole`: the proxy swallows every byte both ways for `blackhole_s` (longer than the
-  client's keepalive timeout), then forwards again and resets what it held;
+- `blackhole`: the proxy swallows every byte both ways for `blackhole_s` (a partition: the TCP
+  connection stays open, nothing arrives), then forwards again. Nothing resets the connection:
+  the client has to notice the dead connection itself (its keepalive ping times out; measured
+  here at about 85 s after the partition began) and reconnect, through the partition's end;
 and once, half way, the retriever itself is SIGKILLed (the supervisor restarts it and the job
 resumes from its last committed batch). The servers' own connection recycling (max connection age
 300 s) cuts the stream a few more times on its own.
@@ -59,7 +61,7 @@ class SoakSettings:
     rtt_ms: float = 6000.0
     min_job_s: float = 1200.0  # the figure needs a job of at least 20 minutes
     every_s: float = 90.0  # one disruption this often
-    blackhole_s: float = 50.0  # > the client's keepalive (30 s) + its timeout (10 s)
+    blackhole_s: float = 120.0  # > the client's detection of a dead connection (~85 s; keepalive ping timeout)
     settle_s: float = 150.0  # how long a watcher may take to report after the job ended
     max_s: float = 3600.0  # give up (and say so) after an hour
 
@@ -220,10 +222,12 @@ async def long_stream(stack: RunningStack, s: SoakSettings = SoakSettings()) -> 
                     await watcher.result(30)
                     watcher, watchers = await Watcher(argv, stack.env).start(), watchers + 1
                 else:
+                    before = proxy.counters.connections
                     proxy.set(blackhole=True)
                     await asyncio.sleep(s.blackhole_s)
                     proxy.set()
-                    proxy.cut_all()  # the held connections lost bytes: end them cleanly
+                    # New connections the watcher opened during the partition: it noticed.
+                    note("blackhole_end", connections_during=proxy.counters.connections - before)
                 next_at = time.monotonic() + s.every_s
             await asyncio.sleep(2)
         job_s = time.monotonic() - t_job

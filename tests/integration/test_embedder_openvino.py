@@ -1,9 +1,11 @@
 """The default CPU path: `auto` exports the model for OpenVINO at first start into the state
-directory, serves from it, and reuses the export on the next start."""
+directory, serves from it, and reuses the export on the next start; it serves the int8 variant
+only when the quality gate recorded a pass for this very CPU and these library versions."""
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 
 from clients.embedder import EmbedderClient
+from embedding import export, variants
 from embedding.packaged import packaged_model_dir
 from kernel.config import load_env
 from services.embedder.config import EmbedderConfig
@@ -43,7 +46,7 @@ async def test_auto_exports_once_and_matches_torch(tmp_path: Path) -> None:
 
     _, info, arr = await start_and_embed(tmp_path)
     assert info.backend == "openvino" and info.device == "cpu"
-    assert info.dtype in ("bfloat16", "float32")
+    assert info.dtype == "float32"  # no gate recorded here: fp32, never the plugin's bf16 default
     xmls = await asyncio.to_thread(lambda: list(tmp_path.glob("models/*/openvino/model.xml")))
     assert len(xmls) == 1
     mtime = xmls[0].stat().st_mtime_ns
@@ -72,3 +75,20 @@ async def test_int8_without_gate_fails_to_load_and_stays_not_serving(tmp_path: P
             await wait_serving(port, timeout_s=0.5)
     finally:
         await app.stop(0)
+
+
+async def test_auto_serves_int8_only_with_a_passing_verdict_for_this_cpu(tmp_path: Path) -> None:
+    """The choice at start reads the verdict cached under this CPU's gate key; a pass recorded
+    for another CPU does not count. (The IR placed under `int8/` is the fp32 one: this checks
+    the choice; the slow gate test checks the quantisation.)"""
+    art = export.Artifacts(tmp_path, packaged_model_dir())
+    await asyncio.to_thread(export.export_openvino, packaged_model_dir(), art.fp_xml)
+    here = art.gates()
+    await asyncio.to_thread(shutil.copytree, art.fp_xml.parent, here.int8_xml.parent)
+    good = {"ndcg_drop": 0.0, "cosine_vs_torch_mean": 0.999, "cosine_vs_torch_min": 0.99, "speedup_over_fp32": 1.5}
+    art.gates(flags=("avx2", "avx512_vnni", "fma")).write({"variants": {"int8": {**good, **variants.judge(good)}}})
+    assert here.chosen() == "fp32"
+    here.write({"variants": {"int8": {**good, **variants.judge(good)}}})
+    _, info, arr = await start_and_embed(tmp_path)
+    assert (info.backend, info.dtype) == ("openvino-int8", "int8")
+    assert arr.shape == (len(TEXTS), 384)

@@ -53,8 +53,10 @@ class RecordingEncoder(HashingEncoder):
         return await super().encode(texts)
 
 
-@pytest_asyncio.fixture
-async def service(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+@pytest_asyncio.fixture(params=[False], ids=["chunks-only"])
+async def service(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[dict[str, Any]]:
+    """The service; `sentence_vectors` off unless a test asks (its requests are then the chunks'
+    alone, so their sizes can be checked exactly)."""
     store, encoder = DictStore(), RecordingEncoder()
     cfg = load_env(
         RetrieverConfig,
@@ -69,6 +71,7 @@ async def service(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
         write_batch=WRITE_BATCH,
         embed_batch=EMBED_BATCH,
         lease_duration_s=3.0,
+        sentence_vectors=request.param,
     )
     app, port = await create_server(cfg, store=store, encoder=encoder)
     await app.ready_task  # type: ignore[attr-defined]
@@ -78,7 +81,7 @@ async def service(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
         await store.put_many([(f"docs/kb/{d}/{d}.txt", text.encode())])
     client = RetrieverClient(f"127.0.0.1:{port}")
     try:
-        yield {"app": app, "store": store, "encoder": encoder, "client": client}
+        yield {"app": app, "store": store, "encoder": encoder, "client": client, "sentences": request.param}
     finally:
         await client.close()
         await app.stop(0)
@@ -131,6 +134,7 @@ async def test_requests_cut_across_files_and_every_chunk_lands_once(service: dic
     await assert_index_exact(service["app"], service["store"], want)
 
 
+@pytest.mark.parametrize("service", [False, True], ids=["chunks-only", "with-sentence-vectors"], indirect=True)
 async def test_chunk_objects_are_written_while_embedding_waits(service: dict[str, Any]) -> None:
     enc, store = service["encoder"], service["store"]
     enc.hold = asyncio.Event()  # the embedder answers nothing until released
@@ -152,6 +156,7 @@ async def test_chunk_objects_are_written_while_embedding_waits(service: dict[str
     await assert_index_exact(service["app"], store, expected_chunks())
 
 
+@pytest.mark.parametrize("service", [False, True], ids=["chunks-only", "with-sentence-vectors"], indirect=True)
 async def test_a_failed_request_mid_job_resumes_without_loss_or_duplicates(service: dict[str, Any]) -> None:
     enc = service["encoder"]
     enc.fail_at = 4  # after the first batches committed
@@ -160,3 +165,5 @@ async def test_a_failed_request_mid_job_resumes_without_loss_or_duplicates(servi
     assert job.state == 3 and job.chunks_done == len(expected_chunks()), job
     assert len(enc.requests) > 5  # the job went on after the failed request
     await assert_index_exact(service["app"], service["store"], expected_chunks())
+    stored = {k.rsplit("/", 1)[1] for k in service["store"].data[""] if k.startswith("sentences/kb/")}
+    assert stored == (set(expected_chunks()) if service["sentences"] else set())

@@ -5,13 +5,24 @@ service) all on 127.0.0.1:0, with no doubles anywhere."""
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
+from clients.embedder import EmbedderClient
 from clients.llm import LlmClient
 from clients.retriever import RetrieverClient
 from clients.storage import StorageClient
+from ddnrag.llm.v1 import llm_service_pb2 as lpb
 from ddnrag.retriever.v1 import retriever_service_pb2 as rpb
-from testkit.services import rag_services
+from kernel.config import load_env
+from kernel.pb import sentence_vectors_from_pb
+from kernel.sentences import sentence_key, whole_sentences
+from services.llm_gateway.adapters import EmbedderEncoder
+from services.llm_gateway.config import LlmGatewayConfig
+from services.llm_gateway.server import create_server as create_llm
+from testkit.services import Ports, rag_services
 from tests.conftest import S3Server
 
 GPUS = (
@@ -57,6 +68,69 @@ async def test_answer_through_the_real_retriever_and_embedder(seaweed: S3Server,
             assert cite.document_name == "gpus.md" and cite.object_key == f"chunks/llm/{cite.chunk_id}"
             assert cite.collection == "llm" and cite.document_id == "gpus"
             assert 0 < done.ttft_ns < done.rag_ttft_ns
+            await check_sentence_vectors(ports, retriever, storage, tmp_path)
         finally:
             for c in clients:
                 await c.close()
+
+
+class CountingEncoder:
+    """The llm_gateway's embedder adapter, recording the texts of every call."""
+
+    def __init__(self, inner: EmbedderEncoder) -> None:
+        self.inner = inner
+        self.calls: list[list[str]] = []
+
+    async def encode(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls.append(list(texts))
+        return await self.inner.encode(texts)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def check_sentence_vectors(
+    ports: Ports, retriever: RetrieverClient, storage: StorageClient, tmp_path: Path
+) -> None:
+    """Ingestion stored each chunk's sentence vectors; Search returns them when asked; an answer
+    then embeds only its question, and without the stored vectors (chunks written before they
+    existed) gives the same answer, embedding the sentences as before."""
+    question = "Which hardware multiplies matrices with tensor cores?"
+    res = await retriever.search("llm", question, top_k=2, sentence_vectors=True)
+    hit = res.chunks[0]
+    assert hit.HasField("sentence_vectors") and hit.sentence_vectors.dimension == 384
+    sv = sentence_vectors_from_pb(hit.sentence_vectors)
+    assert sv is not None and sv.model and sv.keys == tuple(sentence_key(s) for s in whole_sentences(hit.text))
+    assert not (await retriever.search("llm", question, top_k=2)).chunks[0].HasField("sentence_vectors")
+
+    counting = CountingEncoder(EmbedderEncoder(EmbedderClient(ports.addr("embedder"))))
+    cfg = load_env(
+        LlmGatewayConfig,
+        environ={},
+        port=0,
+        metrics_port=0,
+        state_dir=str(tmp_path / "l2"),
+        retriever_addr=ports.addr("retriever"),
+        embedder_addr=ports.addr("embedder"),
+        verify="off",  # the groundedness check embeds on its own; this counts the generator's calls
+        cache_max_bytes=0,
+    )
+    app, port = await create_llm(cfg, encoder=counting)
+    llm = LlmClient(f"127.0.0.1:{port}", timeout_s=60)
+    try:
+
+        async def answer() -> str:
+            evs = [e async for e in llm.answer(question, collection="llm", params=lpb.GenerationParams(no_cache=True))]
+            assert evs[-1].WhichOneof("event") == "done", evs[-1]
+            return evs[-1].done.text
+
+        stored = await answer()
+        assert "Tensor cores multiply matrices" in stored
+        assert counting.calls == [[question]], counting.calls  # no passage sentence embedded
+        chunks = (await retriever.search("llm", question, top_k=5)).chunks
+        await storage.delete([f"sentences/llm/{c.chunk_id}" for c in chunks])
+        assert await answer() == stored
+        assert counting.calls[-1][0] == question and len(counting.calls[-1]) > 1
+    finally:
+        await llm.close()
+        await app.stop(0)

@@ -270,3 +270,17 @@ async def test_likely_hits_hold_light_permits_never_full_ones_and_are_bounded_to
         held.release()
     finally:
         await gw.close()
+
+
+async def test_retry_after_grows_with_the_callers_refused_just_before() -> None:
+    # Each refused caller waits out there to come back: the next one is told to wait for them too.
+    pool = Pool(GradientLimit(limit=2, min_limit=2, ceiling=2), max_wait_s=0, clock=lambda: 100.0)
+    held = [await pool.acquire(), await pool.acquire()]
+    waits = []
+    for _ in range(6):
+        with pytest.raises(ServiceError) as err:
+            await pool.acquire()
+        waits.append(int(err.value.metadata["retry_after_s"]))
+    assert waits == sorted(waits) and waits[-1] > waits[0] >= 1
+    for p in held:
+        p.release()

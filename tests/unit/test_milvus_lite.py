@@ -1,17 +1,17 @@
-"""What milvus-lite (the pinned 3.2.2) does, as the README states it: a segment's Milvus
-collection is reused when another replica already filled it; full-text search (a BM25 function
-over an analysed VARCHAR) works, but only with the `standard`/`jieba` tokenizers, ignores the
-index's bm25_k1/bm25_b, and reports each hit's distance as minus its BM25 score (best first)."""
+"""What milvus-lite (the pinned 3.2.2) does, as the README states it: full-text search (a BM25
+function over an analysed VARCHAR) works, but only with the `standard`/`jieba` tokenizers, ignores
+the index's bm25_k1/bm25_b, and reports each hit's distance as minus its BM25 score (best first)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
-from services.retriever.milvus_index import MilvusDenseIndex, client_for
+from services.retriever.milvus_hybrid import client_for
+
+pytestmark = pytest.mark.slow  # milvus-lite starts a server per file: seconds per test
 
 DOCS = [
     "GPUs run thousands of threads and tensor cores multiply matrices",
@@ -19,24 +19,6 @@ DOCS = [
     "Bread needs flour water salt and yeast",
     "tensor tensor tensor matrix",
 ]
-
-
-def test_a_filled_segment_collection_is_reused_not_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    uri = str(tmp_path / "m.db")
-    rng = np.random.default_rng(0)
-    vecs = rng.normal(size=(50, 8)).astype(np.float32)
-    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-    first = MilvusDenseIndex(uri, "kb_00000001-abc", vecs)
-
-    def no_writes(*a: Any, **k: Any) -> None:
-        raise AssertionError("a filled segment collection was written again")
-
-    monkeypatch.setattr(client_for(uri), "upsert", no_writes)
-    second = MilvusDenseIndex(uri, "kb_00000001-abc", vecs)  # another replica, same segment
-    _, rows = second.search(vecs[7], 3)
-    assert rows[0] == 7 and second.size == first.size == 50
-    second.drop()
-    assert not client_for(uri).has_collection(second.name)
 
 
 def bm25_collection(client: Any, name: str, analyzer: dict[str, Any], params: dict[str, float]) -> None:

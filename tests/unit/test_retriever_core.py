@@ -466,8 +466,12 @@ async def test_watch_ingests_new_and_changed_objects_once(tmp_path: Path) -> Non
     await close(r, jobs)
 
 
+@pytest.mark.slow
 async def test_milvus_backend_gives_the_same_answers_as_faiss(tmp_path: Path) -> None:
-    """The same collection on milvus-lite (correctness only: it is slow)."""
+    """An index written by the in-process backend, opened in stateless Milvus mode: the replica fills
+    the empty Milvus collection from the index files, keeps no rows itself, and dense search (and
+    a metadata filter) answers exactly as FAISS does. Hybrid ranks with Milvus's BM25 (its own
+    parameters), so only its best hit is compared here; test_milvus_hybrid.py measures the rest."""
     store = DictStore()
     specs = await upload(store, "kb", DOCS)
     answers = {}
@@ -475,14 +479,17 @@ async def test_milvus_backend_gives_the_same_answers_as_faiss(tmp_path: Path) ->
         r, jobs = await make(tmp_path / backend, store, index_backend=backend, milvus_uri=str(tmp_path / "milvus.db"))
         if backend == "faiss":
             await finish(jobs, (await jobs.start_ingest("kb", specs)).job_id)
-        else:
-            assert r.collections["kb"].index.segments[0].dense.kind == "milvus"  # loaded from the persisted segments
+        else:  # loaded from the persisted segments: no rows in this replica, all of them in Milvus
+            live = r.collections["kb"].live
+            assert live.view.n_rows == 0 and live.chunks == live.manifest.chunks > 0
+            assert live.milvus is not None and live.milvus.count() == live.chunks
         out = []
         for q in ("tensor cores", "buckets and objects", "bake bread"):
-            for mode in ("dense", "hybrid"):
-                res = await r.search("kb", q, SearchParams(top_k=3, mode=mode, no_cache=True))
-                # Ties (equal scores) may come back in either order: compare canonically.
-                out.append(sorted((-round(h.score, 4), h.chunk_id) for h in res.hits))
+            res = await r.search("kb", q, SearchParams(top_k=3, mode="dense", no_cache=True))
+            # Ties (equal scores) may come back in either order: compare canonically.
+            out.append(sorted((-round(h.score, 4), h.chunk_id) for h in res.hits))
+            res = await r.search("kb", q, SearchParams(top_k=3, mode="hybrid", no_cache=True))
+            out.append(res.hits[0].document_id)
         flt = await r.search("kb", "tensor cores", SearchParams(top_k=3, mode="dense", filters={"topic": "s3"}))
         out.append([h.document_id for h in flt.hits])
         answers[backend] = out

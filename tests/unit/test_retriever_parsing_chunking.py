@@ -138,6 +138,9 @@ def test_chunks_respect_size_and_overlap_in_model_tokens() -> None:
         assert a[-30:].split(". ")[-1][:20] in b or b.split(". ")[0] in a
     joined = " ".join(chunks)
     assert all(f"Sentence number {i} " in joined for i in range(200))
+    # Each chunk's token count (from the document's one tokenisation) is what the model's
+    # tokenizer counts for the chunk's own text.
+    assert [c.tokens for c in chunker.chunks("kb", "d", text)] == counter.count(chunks)
 
 
 def test_cjk_text_is_split_on_cjk_punctuation_and_within_size() -> None:

@@ -62,7 +62,7 @@ class PageRequest(_message.Message):
     def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ScoredChunk(_message.Message):
-    __slots__ = ("chunk_id", "document_id", "document_name", "collection", "object_key", "text", "score", "bm25_rank", "dense_rank", "position", "metadata", "status", "rerank_score")
+    __slots__ = ("chunk_id", "document_id", "document_name", "collection", "object_key", "text", "score", "bm25_rank", "dense_rank", "position", "metadata", "status", "rerank_score", "sentence_vectors")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +83,7 @@ class ScoredChunk(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     RERANK_SCORE_FIELD_NUMBER: _ClassVar[int]
+    SENTENCE_VECTORS_FIELD_NUMBER: _ClassVar[int]
     chunk_id: str
     document_id: str
     document_name: str
@@ -96,7 +97,20 @@ class ScoredChunk(_message.Message):
     metadata: _containers.ScalarMap[str, str]
     status: _status_pb2.Status
     rerank_score: float
-    def __init__(self, chunk_id: _Optional[str] = ..., document_id: _Optional[str] = ..., document_name: _Optional[str] = ..., collection: _Optional[str] = ..., object_key: _Optional[str] = ..., text: _Optional[str] = ..., score: _Optional[float] = ..., bm25_rank: _Optional[int] = ..., dense_rank: _Optional[int] = ..., position: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., rerank_score: _Optional[float] = ...) -> None: ...
+    sentence_vectors: SentenceVectors
+    def __init__(self, chunk_id: _Optional[str] = ..., document_id: _Optional[str] = ..., document_name: _Optional[str] = ..., collection: _Optional[str] = ..., object_key: _Optional[str] = ..., text: _Optional[str] = ..., score: _Optional[float] = ..., bm25_rank: _Optional[int] = ..., dense_rank: _Optional[int] = ..., position: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., rerank_score: _Optional[float] = ..., sentence_vectors: _Optional[_Union[SentenceVectors, _Mapping]] = ...) -> None: ...
+
+class SentenceVectors(_message.Message):
+    __slots__ = ("model", "dimension", "sentence_keys", "vectors_f16")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DIMENSION_FIELD_NUMBER: _ClassVar[int]
+    SENTENCE_KEYS_FIELD_NUMBER: _ClassVar[int]
+    VECTORS_F16_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    dimension: int
+    sentence_keys: bytes
+    vectors_f16: bytes
+    def __init__(self, model: _Optional[str] = ..., dimension: _Optional[int] = ..., sentence_keys: _Optional[bytes] = ..., vectors_f16: _Optional[bytes] = ...) -> None: ...
 
 class Rerank(_message.Message):
     __slots__ = ("backend", "status", "message", "scored")

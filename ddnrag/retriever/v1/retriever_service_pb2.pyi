@@ -400,7 +400,7 @@ class CancelJobResponse(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "query", "top_k", "backend", "mode", "fusion", "rrf_k", "dense_weight", "filters", "no_cache", "no_rerank", "no_fetch")
+    __slots__ = ("collection", "query", "top_k", "backend", "mode", "fusion", "rrf_k", "dense_weight", "filters", "no_cache", "no_rerank", "no_fetch", "sentence_vectors")
     class FiltersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -420,6 +420,7 @@ class SearchRequest(_message.Message):
     NO_CACHE_FIELD_NUMBER: _ClassVar[int]
     NO_RERANK_FIELD_NUMBER: _ClassVar[int]
     NO_FETCH_FIELD_NUMBER: _ClassVar[int]
+    SENTENCE_VECTORS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     query: str
     top_k: int
@@ -432,7 +433,8 @@ class SearchRequest(_message.Message):
     no_cache: bool
     no_rerank: bool
     no_fetch: bool
-    def __init__(self, collection: _Optional[str] = ..., query: _Optional[str] = ..., top_k: _Optional[int] = ..., backend: _Optional[str] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., fusion: _Optional[_Union[FusionMethod, str]] = ..., rrf_k: _Optional[int] = ..., dense_weight: _Optional[float] = ..., filters: _Optional[_Mapping[str, str]] = ..., no_cache: _Optional[bool] = ..., no_rerank: _Optional[bool] = ..., no_fetch: _Optional[bool] = ...) -> None: ...
+    sentence_vectors: bool
+    def __init__(self, collection: _Optional[str] = ..., query: _Optional[str] = ..., top_k: _Optional[int] = ..., backend: _Optional[str] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., fusion: _Optional[_Union[FusionMethod, str]] = ..., rrf_k: _Optional[int] = ..., dense_weight: _Optional[float] = ..., filters: _Optional[_Mapping[str, str]] = ..., no_cache: _Optional[bool] = ..., no_rerank: _Optional[bool] = ..., no_fetch: _Optional[bool] = ..., sentence_vectors: _Optional[bool] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("chunks", "index_version", "cache_hit", "timings", "rerank")

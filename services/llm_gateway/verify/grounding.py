@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,6 +20,7 @@ import numpy as np
 from ..domain import Passage
 from ..extractive import NO_PASSAGES, NOT_ANSWERED, Encoder, split_sentences
 from ..prompt import cited_numbers
+from ..stored_vectors import StoredSentenceEncoder
 from .features import Evidence, candidate_sentences, features
 from .model import SENTENCE_THRESHOLD, probability
 from .result import SentenceCheck, Verification
@@ -96,6 +97,11 @@ class EmbeddingScorer:
             out.append(probability(features(c.text, vecs[i], ev), self.weights))
         return out
 
+    def over(self, passages: Iterable[Passage]) -> EmbeddingScorer:
+        """This scorer with the passages' stored sentence vectors served without an embedding
+        call (an extractive answer's claims are passage sentences too)."""
+        return EmbeddingScorer(StoredSentenceEncoder(self.encoder, list(passages)), self.weights)
+
     async def close(self) -> None:
         return None
 
@@ -112,7 +118,8 @@ class Verifier:
     async def verify(self, answer: str, passages: Mapping[int, Passage]) -> Verification:
         t0 = time.perf_counter_ns()
         claims = claims_of(answer, passages)
-        scores = await self.scorer.score(claims)
+        scorer = self.scorer.over(passages.values()) if isinstance(self.scorer, EmbeddingScorer) else self.scorer
+        scores = await scorer.score(claims)
         checks = tuple(
             SentenceCheck(c.index, c.text, c.citations, round(float(s), 4), s >= self.sentence_threshold)
             for c, s in zip(claims, scores, strict=True)

@@ -4,8 +4,8 @@ Interleaved, so that load from anything else on the machine hits both sides alik
 
     idle(c0)  merge(c0)  idle(c1)  merge(c1)  ...  merge(c{R-1})  idle(cR)
 
-Each collection `c_i` holds 8 neighbouring segments of 4k chunks. A merge window starts when a
-one-document commit into `c_i` returns (the commit schedules the merge of the tier: seven 4k
+Each collection `c_i` holds 8 neighbouring segments of 2k chunks. A merge window starts when a
+one-document commit into `c_i` returns (the commit schedules the merge of the tier: seven 2k
 segments and the new one) and queries `c_i` until its searches answer from the merged version
 (measured for at most MAX_MERGE_S; the landing is then awaited, unmeasured, so that the next idle
 window is idle). An idle window queries the next, unmerged collection for as long as the merge
@@ -27,14 +27,17 @@ from typing import Any
 
 import numpy as np
 
-ROUNDS = 3  # merges measured at most; an idle window before each and after the last
+# Sized so that the whole of retriever_scale.py stays under 10 minutes on a loaded 2-core machine:
+# two merges of a 2k-chunk tier (each about a minute at nice 19 under load) give 1,000+ queries
+# on each side, enough for a p99.
+ROUNDS = 2  # merges measured at most; an idle window before each and after the last
 STREAMS = 4  # concurrent query clients
-SEGMENTS, SEGMENT_CHUNKS = 8, 4000
-FIRST_IDLE_S = 30.0
-MIN_IDLE_S, MAX_IDLE_S = 10.0, 120.0
-MAX_MERGE_S = 180.0  # a merge window's queries are measured up to here
-MAX_WAIT_S = 420.0  # and its landing awaited up to here (else the rounds stop, reported)
-BUDGET_S = 300.0  # no new round starts after this
+SEGMENTS, SEGMENT_CHUNKS = 8, 2000
+FIRST_IDLE_S = 20.0
+MIN_IDLE_S, MAX_IDLE_S = 10.0, 60.0
+MAX_MERGE_S = 90.0  # a merge window's queries are measured up to here
+MAX_WAIT_S = 150.0  # and its landing awaited up to here (else the rounds stop, reported)
+BUDGET_S = 150.0  # no new round starts after this
 
 
 def collections(rounds: int = ROUNDS) -> list[str]:
@@ -42,7 +45,7 @@ def collections(rounds: int = ROUNDS) -> list[str]:
 
 
 async def write_collections(b: Any, recs: list[Any], vecs: np.ndarray, docs: dict[str, Any]) -> None:
-    """Each measured collection: 8 neighbouring segments of 4k chunks (one tier), merged on the next
+    """Each measured collection: 8 neighbouring segments of 2k chunks (one tier), merged on the next
     commit. The first is written through the commit path; the others are byte-for-byte copies of
     its objects (segment ids and SHA-256s do not depend on the collection's name)."""
     from services.retriever.adapters import StorageStore
