@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kernel.config import ConfigError
@@ -483,6 +483,9 @@ async def test_core_rejected_request_does_not_cool_the_backend_down(counter: Tok
     assert "a" not in gw.router.down_until
 
 
+# Generation speed is not what is tested: on a loaded machine (load 30) the too_slow health check
+# failed the test before any input reached the decoder.
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     payloads=st.lists(
         st.text(alphabet=st.characters(exclude_characters="\r\n", exclude_categories=("Cs",)), max_size=40),
