@@ -9,12 +9,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from cli.seaweed import SeaweedPorts, SeaweedProcess, port_in_use
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# Hypothesis: no wall-clock checks (a per-example deadline, the "too slow" health check). They are
+# timing asserts, and fail on a loaded machine (seen at load 30); no example database on disk.
+settings.register_profile("ddnrag", deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ddnrag")
 
 
 def free_seaweed_ports() -> SeaweedPorts:
