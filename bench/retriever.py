@@ -56,6 +56,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from bench._scale.stack import wait_serving  # noqa: E402
 from cli.seaweed import SeaweedPorts, SeaweedProcess, port_in_use  # noqa: E402
 from clients.embedder import EmbedderClient  # noqa: E402
 from clients.retriever import RetrieverClient  # noqa: E402
@@ -274,25 +275,6 @@ class Stack:
                 child.kill()
         if self.seaweed is not None:
             await asyncio.to_thread(self.seaweed.stop)
-
-
-async def wait_serving(port: int, service: str, timeout_s: float) -> None:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-        stub = health_pb2_grpc.HealthStub(ch)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                r = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
-                if r.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError as err:  # not listening yet
-                if err.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    raise
-            await asyncio.sleep(0.2)
-    raise TimeoutError(f"{service} did not become SERVING in {timeout_s}s")
 
 
 async def write_corpus(stack: Stack, collection: str, n: int, dim: int) -> None:

@@ -10,7 +10,10 @@ Variants, fastest first where the CPU runs them natively:
 
 The gate (`GATE_*`, the issue's thresholds) protects retrieval quality: a variant passes when its
 SciFact TRAIN nDCG@10 is at most 0.005 below torch fp32's, and its vectors' cosine to torch fp32's
-on the same texts has mean >= 0.995 and min >= 0.98. Verdicts are stored per *gate key*: the
+on the same texts has mean >= 0.995 and min >= 0.98. A variant that passed is served only if
+the gate also measured it faster than fp32 on this CPU (`servable`): on an AVX2-only EPYC the
+OpenVINO CPU plugin runs int8 matrix products with its generic `jit_gemm_I8` kernel and fp32 ones
+with MLAS, and int8 was no faster there. Verdicts are stored per *gate key*: the
 model's files, the CPU's relevant ISA flags and the versions of every library that shapes the
 vectors (OpenVINO, NNCF, torch, sentence-transformers, transformers, tokenizers). A different CPU
 or an upgraded library has another key, so it decides again instead of trusting a verdict made
@@ -121,6 +124,12 @@ def judge(metrics: Mapping[str, Any]) -> dict[str, Any]:
     return {"passed": not failed, "failed": failed}
 
 
+def servable(verdict: Mapping[str, Any] | None) -> bool:
+    """A gated variant is served when it passed the gate and ran faster than fp32 on this CPU
+    (int8 without VNNI or AMX may not: the gate measures it)."""
+    return bool(verdict and verdict.get("passed") and float(verdict.get("speedup_over_fp32", 0.0)) > 1.0)
+
+
 def thresholds() -> dict[str, float]:
     return {
         "max_ndcg_drop": GATE_MAX_NDCG_DROP,
@@ -160,13 +169,13 @@ class GateStore:
         os.replace(tmp, self.path)
         return full
 
-    def passed(self, variant: str) -> bool:
+    def allows(self, variant: str) -> bool:
         """Whether `variant` may be served here: fp32 always; a gated variant when its verdict
-        under this key passed (and, for int8, its IR is present)."""
+        under this key makes it `servable` (and, for int8, its IR is present)."""
         if variant == "fp32":
             return True
         record = self.read()
-        ok = bool(record and (record.get("variants", {}).get(variant) or {}).get("passed"))
+        ok = servable((record or {}).get("variants", {}).get(variant))
         if ok and variant == "int8":
             return self.int8_xml.is_file() and self.int8_xml.with_suffix(".bin").is_file()
         return ok
@@ -174,4 +183,4 @@ class GateStore:
     def chosen(self) -> str:
         """The variant `auto` serves: the fastest that passed on this CPU, in `ORDER`; fp32 when
         nothing was gated under this key."""
-        return next(v for v in candidates(self.flags) if self.passed(v))
+        return next(v for v in candidates(self.flags) if self.allows(v))

@@ -35,15 +35,20 @@ class Ports:
 
 
 async def wait_serving(port: int, service: str, timeout_s: float = 180.0) -> None:
+    """Until `service` on `port` reports SERVING (a server not answering yet counts as not yet)."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
         health = health_pb2_grpc.HealthStub(ch)
         deadline = asyncio.get_running_loop().time() + timeout_s
         while asyncio.get_running_loop().time() < deadline:
-            r = await health.Check(health_pb2.HealthCheckRequest(service=service))
-            if r.status == health_pb2.HealthCheckResponse.SERVING:
-                return
+            try:
+                r = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+                if r.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError as err:
+                if err.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise
             await asyncio.sleep(0.1)
-    raise TimeoutError(f"{service} did not become SERVING")
+    raise TimeoutError(f"{service} did not become SERVING in {timeout_s:g} s")
 
 
 @contextlib.asynccontextmanager

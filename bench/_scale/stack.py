@@ -19,6 +19,7 @@ from clients.retriever import RetrieverClient
 from clients.storage import StorageClient
 from ddnrag.retriever.v1 import retriever_service_pb2 as pb
 from kernel.config import load_env
+from testkit.services import wait_serving
 
 
 def log(msg: str) -> None:
@@ -173,21 +174,3 @@ class Bench:
             raise RuntimeError(f"ingest into {coll} ended {pb.JobState.Name(job.state)}: {job.error}")
         await asyncio.sleep(0.2)
         return wall, self.bytes_since(int(t0)), job.index_version
-
-
-async def wait_serving(port: int, service: str, timeout_s: float) -> None:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-        stub = health_pb2_grpc.HealthStub(ch)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                r = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
-                if r.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            await asyncio.sleep(0.2)
-    raise TimeoutError(f"{service} did not become SERVING in {timeout_s}s")

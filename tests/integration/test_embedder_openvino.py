@@ -85,7 +85,7 @@ async def test_auto_serves_int8_only_with_a_passing_verdict_for_this_cpu(tmp_pat
     await asyncio.to_thread(export.export_openvino, packaged_model_dir(), art.fp_xml)
     here = art.gates()
     await asyncio.to_thread(shutil.copytree, art.fp_xml.parent, here.int8_xml.parent)
-    good = {"ndcg_drop": 0.0, "cosine_vs_torch_mean": 0.999, "cosine_vs_torch_min": 0.99}
+    good = {"ndcg_drop": 0.0, "cosine_vs_torch_mean": 0.999, "cosine_vs_torch_min": 0.99, "speedup_over_fp32": 1.5}
     art.gates(flags=("avx2", "avx512_vnni", "fma")).write({"variants": {"int8": {**good, **variants.judge(good)}}})
     assert here.chosen() == "fp32"
     here.write({"variants": {"int8": {**good, **variants.judge(good)}}})

@@ -55,14 +55,17 @@ def test_store_serves_the_fastest_passing_variant(tmp_path: Path) -> None:
     flags = variants.cpu_flags(SAPPHIRE)
     store = GateStore(tmp_path, "model-a", flags)
     assert store.read() is None and store.chosen() == "fp32"  # never gated here: fp32
-    fail = {**PASS, **variants.judge({**PASS, "cosine_vs_torch_min": 0.9})}
-    ok = {**PASS, **variants.judge(PASS)}
+    fail = {**PASS, **variants.judge({**PASS, "cosine_vs_torch_min": 0.9}), "speedup_over_fp32": 3.0}
+    ok = {**PASS, **variants.judge(PASS), "speedup_over_fp32": 1.5}
     store.write({"variants": {"int8": fail, "bf16": ok}})
-    assert store.chosen() == "bf16" and not store.passed("int8")
+    assert store.chosen() == "bf16" and not store.allows("int8")
     store.write({"variants": {"int8": ok, "bf16": ok}})
     assert store.chosen() == "bf16"  # int8 passed, but its IR is missing
     _int8_files(store)
-    assert store.chosen() == "int8" and store.passed("int8")
+    assert store.chosen() == "int8" and store.allows("int8")
+    # Passing the gate is not enough: a variant no faster than fp32 here is not served.
+    store.write({"variants": {"int8": {**ok, "speedup_over_fp32": 0.9}, "bf16": {**ok, "speedup_over_fp32": 1.0}}})
+    assert store.chosen() == "fp32"
     store.path.write_text("{not json")
     assert store.chosen() == "fp32"
 
@@ -70,7 +73,7 @@ def test_store_serves_the_fastest_passing_variant(tmp_path: Path) -> None:
 def test_verdicts_are_per_cpu_and_library_versions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     avx2 = GateStore(tmp_path, "model-a", variants.cpu_flags(AVX2))
     _int8_files(avx2)
-    avx2.write({"variants": {"int8": {**PASS, **variants.judge(PASS)}}})
+    avx2.write({"variants": {"int8": {**PASS, **variants.judge(PASS), "speedup_over_fp32": 1.5}}})
     assert avx2.chosen() == "int8"
     record = avx2.read()
     assert record and record["cpu_flags"] == ["avx", "avx2", "f16c", "fma"] and "openvino" in record["versions"]
