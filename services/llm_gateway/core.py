@@ -51,12 +51,11 @@ from .domain import (
     TokenEvent,
     Usage,
 )
-from .followup import check_history, standalone_question
+from .followup import history_turns, standalone_question
 from .prompt import build_prompt
 from .rewrite import (
     HistoryTurn,
     trim_history,
-    turns_from_messages,
 )
 from .router import Router
 from .stats import StreamStats
@@ -272,18 +271,8 @@ class LlmGateway:
                     index += held
                 gen_stage.count = index
                 # OpenTelemetry GenAI semantic conventions, on the generate stage's span.
-                out_tokens = usage.completion_tokens if usage is not None and usage.completion_tokens else index
                 gen_stage.attrs.update(
-                    {
-                        "gen_ai.operation.name": "chat",
-                        "gen_ai.provider.name": backend.name,
-                        "gen_ai.request.model": req_model,
-                        "gen_ai.response.finish_reasons": [finish or "stop"],
-                        "gen_ai.usage.input_tokens": usage.prompt_tokens if usage is not None else prompt.prompt_tokens,
-                        "gen_ai.usage.output_tokens": out_tokens,
-                        "ddnrag.llm.ttft_ns": stats.ttft_ns,
-                        "ddnrag.llm.tokens_per_s": stats.tokens_per_s(out_tokens),
-                    }
+                    stats.genai_attrs(backend.name, req_model, finish, usage, prompt.prompt_tokens, index)
                 )
         except ServiceError as err:
             # Mid-stream failure: the partial answer stays with the caller; nothing is cached.
@@ -408,20 +397,7 @@ class LlmGateway:
         ticket = Ticket(self.admission, hint)
         await ticket.enter(timer)
         try:
-            conv_id = ""
-            if conversation_id:
-                if self.conversations is None:
-                    raise unavailable(
-                        "conversations are not available: this llm_gateway has no storage service "
-                        "(set DDNRAG_LLM_GATEWAY_STORAGE_ADDR)",
-                        reason="NO_CONVERSATION_STORE",
-                    )
-                with timer.stage("conversation_load"):
-                    conv = await self.conversations.get(conversation_id)
-                conv_id = conv.id
-                turns = [HistoryTurn(t.question, t.answer, t.search_query) for t in conv.turns]
-            else:
-                turns = turns_from_messages(check_history(history))
+            conv_id, turns = await history_turns(self.conversations, conversation_id, history, timer)
             trimmed = trim_history(turns, self.counter, self.history_budget_tokens)
             search_query, method = await standalone_question(
                 self.router, self.counter, question, trimmed, candidates, params, timer, self.rewrite_timeout_s

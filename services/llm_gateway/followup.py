@@ -12,9 +12,10 @@ from kernel.errors import ServiceError, invalid, unavailable
 from kernel.timing import Timer
 
 from .backend import Backend
+from .conversations import ConversationStore
 from .domain import MAX_HISTORY_MESSAGE_CHARS, MAX_HISTORY_MESSAGES, GenParams
 from .prompt import Prompt
-from .rewrite import Trimmed, clean_rewrite, rewrite_messages, rules_rewrite
+from .rewrite import HistoryTurn, Trimmed, clean_rewrite, rewrite_messages, rules_rewrite, turns_from_messages
 from .router import Router
 from .tokens import TokenCounter
 
@@ -86,3 +87,24 @@ def check_history(history: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
             )
         out.append((role, content))
     return out
+
+
+async def history_turns(
+    conversations: ConversationStore | None,
+    conversation_id: str,
+    history: Sequence[tuple[str, str]],
+    timer: Timer,
+) -> tuple[str, list[HistoryTurn]]:
+    """(the conversation's id, its turns) of a stored conversation when `conversation_id` is set,
+    else ("", the turns of the checked `history` given with the request)."""
+    if not conversation_id:
+        return "", turns_from_messages(check_history(history))
+    if conversations is None:
+        raise unavailable(
+            "conversations are not available: this llm_gateway has no storage service "
+            "(set DDNRAG_LLM_GATEWAY_STORAGE_ADDR)",
+            reason="NO_CONVERSATION_STORE",
+        )
+    with timer.stage("conversation_load"):
+        conv = await conversations.get(conversation_id)
+    return conv.id, [HistoryTurn(t.question, t.answer, t.search_query) for t in conv.turns]

@@ -4,6 +4,9 @@ tokens per second."""
 from __future__ import annotations
 
 import time
+from typing import Any
+
+from .domain import Usage
 
 
 class StreamStats:
@@ -37,6 +40,22 @@ class StreamStats:
         if gen <= 0 or completion_tokens <= 1:
             return 0.0
         return (completion_tokens - 1) / (gen / 1e9)
+
+    def genai_attrs(
+        self, provider: str, model: str, finish: str, usage: Usage | None, prompt_tokens: int, streamed_tokens: int
+    ) -> dict[str, Any]:
+        """The generate span's attributes, in the OpenTelemetry GenAI semantic conventions."""
+        out_tokens = usage.completion_tokens if usage is not None and usage.completion_tokens else streamed_tokens
+        return {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": provider,
+            "gen_ai.request.model": model,
+            "gen_ai.response.finish_reasons": [finish or "stop"],
+            "gen_ai.usage.input_tokens": usage.prompt_tokens if usage is not None else prompt_tokens,
+            "gen_ai.usage.output_tokens": out_tokens,
+            "ddnrag.llm.ttft_ns": self.ttft_ns,
+            "ddnrag.llm.tokens_per_s": self.tokens_per_s(out_tokens),
+        }
 
 
 def _pct(sorted_values: list[int], p: float) -> int:
