@@ -37,15 +37,12 @@ import asyncio
 import json
 import os
 import platform
-import random
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -56,30 +53,18 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from bench._scale.stack import wait_serving  # noqa: E402
-from cli.seaweed import SeaweedPorts, SeaweedProcess, port_in_use  # noqa: E402
-from clients.embedder import EmbedderClient  # noqa: E402
+from bench._retriever.stack import Stack, log  # noqa: E402
 from clients.retriever import RetrieverClient  # noqa: E402
-from clients.storage import StorageClient  # noqa: E402
-from kernel.config import load_env  # noqa: E402
-from services.retriever.adapters import EmbedderEncoder, StorageStore  # noqa: E402
-from services.retriever.catalog import Catalog  # noqa: E402
+from services.retriever.adapters import StorageStore  # noqa: E402
 from services.retriever.chunking import Chunker, chunk_id  # noqa: E402
-from services.retriever.config import RetrieverConfig  # noqa: E402
-from services.retriever.core import Retriever  # noqa: E402
 from services.retriever.fusion import topk  # noqa: E402
 from services.retriever.index import ChunkRecord, DenseIndex, DocumentInfo  # noqa: E402
 from services.retriever.live import write_collection  # noqa: E402
 from services.retriever.pipeline import embedded_texts  # noqa: E402
 from services.retriever.sentence_vectors import batch_sentences  # noqa: E402
-from services.retriever.server import settings_from  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "retriever.json"
 SCIFACT = Path(os.environ.get("DDNRAG_SCIFACT_DIR", "/work/shared/data/scifact"))
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def cpu_info(field: str) -> str:
@@ -167,114 +152,6 @@ def scifact_docs(limit: int | None = None) -> list[tuple[str, str]]:
 def scifact_queries(n: int) -> list[str]:
     with (SCIFACT / "queries_test.jsonl").open() as f:
         return [json.loads(line)["text"] for line in f][:n]
-
-
-class Stack:
-    """SeaweedFS, the storage service and the embedder, each its own process as `rag up` runs them
-    (the retriever is started later, once the query collection is written)."""
-
-    def __init__(self) -> None:
-        self.reader: Any = None
-        self.children: list[subprocess.Popen[bytes]] = []
-        self.seaweed: SeaweedProcess | None = None
-        self.storage: StorageClient | None = None
-        self.embedder: EmbedderClient | None = None
-
-    async def start(self, workdir: Path) -> None:
-        for _ in range(50):
-            base = random.randrange(20000, 29000, 10)
-            ports = SeaweedPorts.from_base(base, base + 1)
-            sport, eport, self.rport = base + 6, base + 7, base + 8
-            if not any(port_in_use(p) for p in [*ports.all().values(), sport, eport, self.rport]):
-                break
-        # Everything lives in this run's work directory: nothing is reused across runs.
-        self.seaweed = SeaweedProcess(workdir / "seaweed", ports)
-        await asyncio.to_thread(self.seaweed.start, 60)
-        self.spawn(
-            workdir,
-            "storage",
-            port=sport,
-            state_dir=workdir / "storage",
-            default_endpoint=self.seaweed.endpoint,
-            default_bucket=self.seaweed.bucket,
-            default_access_key_id=self.seaweed.creds.access_key_id,
-            default_secret_access_key=self.seaweed.creds.secret_access_key,
-        )
-        # No embedding cache: both sides of each ratio must run the model for every text. The
-        # OpenVINO float IR is exported into this run's directory at start (seconds); pinned rather
-        # than `auto` so the variant is the same on every run and needs no quality gate first.
-        self.spawn(
-            workdir, "embedder", port=eport, state_dir=workdir / "embedder", cache_max_bytes=0, backend="openvino"
-        )
-        self.storage_addr, self.embedder_addr = f"127.0.0.1:{sport}", f"127.0.0.1:{eport}"
-        self.storage = StorageClient(self.storage_addr, timeout_s=600)
-        self.embedder = EmbedderClient(self.embedder_addr, timeout_s=600)
-        await wait_serving(sport, "ddnrag.storage.v1.StorageService", 120)
-        await wait_serving(eport, "ddnrag.embedder.v1.EmbedderService", 300)
-        self.info = await self.embedder.info()
-        log(f"embedder ready: {self.info.backend} {self.info.dtype} on {self.info.device}")
-        self.workdir = workdir
-
-    def spawn(self, workdir: Path, svc: str, **settings: object) -> None:
-        """`python -m services.<svc>.server` with its settings as DDNRAG_<SVC>_* variables."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DDNRAG_")}
-        env.update({f"DDNRAG_{svc.upper()}_{k.upper()}": str(v) for k, v in settings.items()})
-        env.update({f"DDNRAG_{svc.upper()}_METRICS_PORT": "0", f"DDNRAG_{svc.upper()}_LOG_LEVEL": "WARNING"})
-        out = (workdir / f"{svc}.log").open("wb")
-        self.children.append(
-            subprocess.Popen(
-                [sys.executable, "-m", f"services.{svc}.server"], cwd=ROOT, env=env, stdout=out, stderr=out
-            )
-        )
-
-    async def start_retriever(self) -> RetrieverClient:
-        """The retriever as its own process too: searches and jobs reach it as they would in a
-        deployment, never through this process's event loop."""
-        state = self.workdir / "retriever"
-        self.rcfg = load_env(  # its defaults
-            RetrieverConfig,
-            environ={},
-            state_dir=str(state),
-            embedder_addr=self.embedder_addr,
-            storage_addr=self.storage_addr,
-        )
-        t0 = time.perf_counter()
-        self.spawn(
-            self.workdir,
-            "retriever",
-            port=self.rport,
-            state_dir=state,
-            embedder_addr=self.embedder_addr,
-            storage_addr=self.storage_addr,
-        )
-        await wait_serving(self.rport, "ddnrag.retriever.v1.RetrieverService", 600)
-        self.load_s = time.perf_counter() - t0
-        return RetrieverClient(f"127.0.0.1:{self.rport}", timeout_s=600)
-
-    async def load_index(self, collection: str) -> Any:
-        """The collection's index as the retriever loaded it, loaded again in this process from the
-        same store (the raw BM25 and dense parts run on it); the caller closes `.reader`."""
-        settings = replace(settings_from(self.rcfg), state_dir=self.workdir / "reader", merge_factor=0)
-        store = StorageStore(self.storage)  # type: ignore[arg-type]
-        self.reader = Retriever(store, EmbedderEncoder(self.embedder), settings, Catalog(store))  # type: ignore[arg-type]
-        await self.reader.start()
-        return self.reader.collections[collection].index
-
-    async def stop(self) -> None:
-        if self.reader is not None:
-            await self.reader.close()
-        for client in (self.storage, self.embedder):
-            if client is not None:
-                await client.close()
-        for child in self.children:
-            child.terminate()
-        for child in self.children:
-            try:
-                await asyncio.to_thread(child.wait, 30)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        if self.seaweed is not None:
-            await asyncio.to_thread(self.seaweed.stop)
 
 
 async def write_corpus(stack: Stack, collection: str, n: int, dim: int) -> None:
