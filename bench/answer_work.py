@@ -8,7 +8,8 @@ side in one run (alternating, so load from elsewhere hits both sides):
   off) on gateway `stored` (its Search asks for the sentence vectors stored at ingestion) and on
   gateway `embedded` (it does not: what chunks written before sentence vectors get, and what
   every answer did before). Per side: wall p50 ms, CPU ms of every stack process per answer
-  (this process, which runs all five services, plus SeaweedFS), texts embedded per answer. Two
+  (this process, which runs the retriever and the llm_gateways, and every process below it:
+  SeaweedFS, storage, embedder), texts embedded per answer. Two
   phases: the embedder's cache off (every text runs the model, as on a first sight of a
   question) and on with every question asked once before (its sentences and question are cache
   hits: the steady state of repeated questions).
@@ -46,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from bench.procstat import cpu_seconds, stack_processes  # noqa: E402
 from bench.retriever import SCIFACT, Stack, log, p50, wait_serving  # noqa: E402
 from clients.embedder import EmbedderClient  # noqa: E402
 from clients.llm import LlmClient  # noqa: E402
@@ -75,16 +77,16 @@ class CountingEncoder:
         await self.inner.close()
 
 
-def cpu_s(seaweed_pid: int | None) -> float:
-    """CPU seconds of this process (all five services) and of SeaweedFS."""
-    total = time.process_time()
-    if seaweed_pid:
-        try:
-            fields = Path(f"/proc/{seaweed_pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            pass
-    return total
+def cpu_map() -> dict[int, float]:
+    """CPU seconds of this process (the retriever and llm_gateways) and of every process below it
+    (SeaweedFS, storage, embedder, parser workers), by pid."""
+    return {p.pid: cpu_seconds(p.pid) for p in stack_processes(os.getpid())}
+
+
+def cpu_since(before: dict[int, float]) -> float:
+    """CPU seconds used since `before` (a process that ended meanwhile is left out, one that
+    started counts whole)."""
+    return sum(v - before.get(pid, 0.0) for pid, v in cpu_map().items())
 
 
 def corpus_and_questions(scifact: Path, n_docs: int, n_questions: int) -> tuple[list[tuple[str, str]], list[str]]:
@@ -208,7 +210,7 @@ async def answer(llm: LlmClient, q: str, coll: str) -> tuple[str, float]:
 
 
 async def bench_answers(
-    stack: Stack, work: Path, coll: str, questions: list[str], embedder_addr: str, phase: str, pid: int | None
+    stack: Stack, work: Path, coll: str, questions: list[str], embedder_addr: str, phase: str
 ) -> dict[str, Any]:
     sides: dict[str, Any] = {}
     rapp, rclient = await start_retriever(stack, work, True)
@@ -231,9 +233,9 @@ async def bench_answers(
             for name in ("stored", "embedded") if i % 2 == 0 else ("embedded", "stored"):
                 if phase == "cache_off":
                     await emb.purge_cache()  # every text of this answer runs the model
-                c0 = cpu_s(pid)
+                c0 = cpu_map()
                 texts[name], w = await answer(sides[name][1], q, coll)
-                cpu[name].append(cpu_s(pid) - c0)
+                cpu[name].append(cpu_since(c0))
                 wall[name].append(w)
             same += texts["stored"] == texts["embedded"]
         out = {
@@ -299,15 +301,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         result.update(await asyncio.to_thread(token_cost, args.scifact, 1000))
         result.update(await bench_ingest(stack, work, docs, args.rounds))
         coll = "aw-ingest-true"  # ingested with sentence vectors by the last round
-        pid = stack.seaweed.proc.pid if stack.seaweed.proc else None
-        result.update(await bench_answers(stack, work, coll, questions, stack.embedder_addr, "cache_off", pid))
+        result.update(await bench_answers(stack, work, coll, questions, stack.embedder_addr, "cache_off"))
         from services.embedder.config import EmbedderConfig
         from services.embedder.server import create_server as create_embedder
 
         ecfg = load_env(EmbedderConfig, environ={}, port=0, metrics_port=0, state_dir=str(work / "embedder-cached"))
         eapp2, eport2 = await create_embedder(ecfg)
         await wait_serving(eport2, "ddnrag.embedder.v1.EmbedderService", 300)
-        result.update(await bench_answers(stack, work, coll, questions, f"127.0.0.1:{eport2}", "cache_on", pid))
+        result.update(await bench_answers(stack, work, coll, questions, f"127.0.0.1:{eport2}", "cache_on"))
     finally:
         if eapp2 is not None:
             await eapp2.stop(0)

@@ -106,6 +106,9 @@ def cmd_show(args: argparse.Namespace) -> int:
             console.print(t.answer, markup=False)
             if t.HasField("verify_score"):
                 console.print(f"[dim]groundedness {t.verify_score:.2f}[/dim]")
+            for sc in t.verify.check.sentences if t.HasField("verify") else ():
+                if not sc.supported:  # as the answer showed it: the sentences its passages do not support
+                    console.print(f"[dim]  ✗ {escape(sc.text)} ({sc.score:.2f}, not supported by its passages)[/dim]")
             for x in t.citations:
                 console.print(f"  [{x.number}] {escape(x.document_name)}  [dim]{escape(x.object_key)}[/dim]")
         return EXIT_OK

@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 @contextlib.asynccontextmanager
 async def local_llm_gateway() -> AsyncIterator[str]:
     """An llm_gateway on 127.0.0.1:0 with the built-in generator, the in-process embedding model,
-    no answer cache and no conversations; yields its address."""
+    no answer cache, no conversations and no groundedness check (citations are what is scored; the
+    check would double the CPU work); yields its address."""
     from kernel.config import load_env
     from services.llm_gateway.config import LlmGatewayConfig
     from services.llm_gateway.server import create_server
@@ -42,6 +43,9 @@ async def local_llm_gateway() -> AsyncIterator[str]:
             embedder_addr="local",
             storage_addr="",
             cache_max_bytes=0,
+            verify="off",
+            # No person waits on an evaluation: a loaded machine may take minutes per answer.
+            backends='[{"name": "extractive", "kind": "extractive", "first_token_timeout_s": 900}]',
         )
         app, port = await create_server(cfg)
         try:

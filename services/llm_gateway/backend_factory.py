@@ -18,7 +18,8 @@ limits `connect_timeout_s`, `first_token_timeout_s`, `idle_timeout_s`, `max_conc
 "openai": `base_url` (up to /v1), `model` (the default), `models` (more served models),
 `api_key_env` (the variable holding the key) or `api_key_file` (a file holding it), `headers`
 (extra non-secret headers), `include_usage` (default true: ask for usage in the stream).
-"extractive": `min_score`, `max_sentences`.
+"extractive": any field of `extractive.Selection` (`min_score`, `margin`, `max_sentences`,
+`rank_penalty`, ...); the defaults are that dataclass's.
 "transformers": `model_dir`, `device` ("cuda", "cpu"; default cuda when available), `dtype`
 ("bfloat16", "float16", ...), `model` (the id reported; default the directory name).
 Keys are read when the backend is built and never logged; a key named but missing fails at start.
@@ -26,6 +27,7 @@ Keys are read when the backend is built and never logged; a key named but missin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -34,7 +36,7 @@ from typing import Any
 from kernel.config import ConfigError
 
 from .backend import Backend, BackendLimits, BackendSpec
-from .extractive import Encoder, ExtractiveBackend
+from .extractive import SELECTION, Encoder, ExtractiveBackend, Selection
 from .local_transformers import TransformersBackend
 from .openai_backend import OpenAIBackend
 from .tokens import TokenCounter
@@ -92,6 +94,8 @@ def parse_specs(raw: str, *, source: str = "DDNRAG_LLM_GATEWAY_BACKENDS") -> lis
                 raise ConfigError(f"{where} ({name}): 'base_url' must be an http(s) URL ending in /v1")
             if not isinstance(item.get("model"), str) or not item["model"]:
                 raise ConfigError(f"{where} ({name}): 'model' (the default model) is required")
+        if kind == "extractive":
+            selection_options(item, SELECTION.min_score, where=f"{where} ({name})")
         if kind == "transformers" and not item.get("model_dir"):
             raise ConfigError(f"{where} ({name}): 'model_dir' is required")
         if any(s.name == name for s in specs):
@@ -124,7 +128,7 @@ def build_backends(
     encoder: Encoder,
     counter: TokenCounter,
     extractive_fallback: bool = True,
-    extractive_min_score: float = 0.35,
+    extractive_min_score: float = SELECTION.min_score,
 ) -> list[Backend]:
     """Backends in failover order; the extractive generator is appended when no entry names it
     and `extractive_fallback` is on (so an empty list means the extractive generator alone)."""
@@ -136,8 +140,7 @@ def build_backends(
                     encoder,
                     counter,
                     name=spec.name,
-                    min_score=float(spec.options.get("min_score", extractive_min_score)),
-                    max_sentences=int(spec.options.get("max_sentences", 3)),
+                    **selection_options(spec.options, extractive_min_score),
                     limits=spec.limits,
                 )
             )
@@ -149,3 +152,18 @@ def build_backends(
         name = "extractive" if not any(s.name == "extractive" for s in specs) else "extractive-fallback"
         out.append(ExtractiveBackend(encoder, counter, name=name, min_score=extractive_min_score))
     return out
+
+
+def selection_options(
+    options: dict[str, Any], min_score: float, *, where: str = "extractive backend"
+) -> dict[str, Any]:
+    """An extractive entry's selection options, typed as `Selection` declares them; `min_score`
+    (from DDNRAG_LLM_GATEWAY_EXTRACTIVE_MIN_SCORE) unless the entry sets its own."""
+    types = {f.name: type(getattr(SELECTION, f.name)) for f in dataclasses.fields(Selection)}
+    unknown = sorted(set(options) - set(types))
+    if unknown:
+        raise ConfigError(f"{where}: unknown option(s) {', '.join(unknown)}; known: {', '.join(types)}")
+    try:
+        return {"min_score": min_score} | {k: types[k](v) for k, v in options.items()}
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {', '.join(options)} must be numbers") from None

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from kernel.config import env_field
 
+from .extractive import SELECTION
+
 
 @dataclass(frozen=True)
 class LlmGatewayConfig:
@@ -79,7 +81,7 @@ class LlmGatewayConfig:
     )
     extractive_min_score: float = env_field(
         "DDNRAG_LLM_GATEWAY_EXTRACTIVE_MIN_SCORE",
-        0.35,
+        SELECTION.min_score,
         "extractive generator: below this sentence score the passages are said not to answer",
     )
     verify: str = env_field(

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from kernel.errors import invalid, not_found
 
 from .domain import Citation, Passage
+from .verify.result import Verification
 
 PREFIX = "conversations/"
 MAX_TITLE_CHARS = 200
@@ -69,6 +70,11 @@ class Turn:
     created_unix_ns: int = 0
     # The groundedness check's answer score (0..1); None when no check ran.
     verify_score: float | None = None
+    # The check itself (per-sentence scores) and the threshold it was held to, as the `verify`
+    # event sent them, so a reloaded conversation shows what the live answer showed; None when no
+    # check ran (the repair pass, off by default, is not kept).
+    verification: Verification | None = None
+    verify_threshold: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,7 @@ _CITED = ("text", "chunk_id", "document_id", "document_name", "collection", "obj
 def _turn_json(t: Turn) -> dict[str, Any]:
     d = asdict(t)
     d["citations"] = [{"number": c.number, **{k: getattr(c.passage, k) for k in _CITED}} for c in t.citations]
+    d["verification"] = None if t.verification is None else t.verification.as_json()
     return d
 
 
@@ -142,6 +149,8 @@ def _turn_from(d: dict[str, Any]) -> Turn:
         finish_reason=str(d.get("finish_reason", "")),
         created_unix_ns=int(d.get("created_unix_ns", 0)),
         verify_score=None if d.get("verify_score") is None else float(d["verify_score"]),
+        verification=None if not d.get("verification") else Verification.from_json(d["verification"]),
+        verify_threshold=float(d.get("verify_threshold") or 0.0),
     )
 
 

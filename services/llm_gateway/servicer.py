@@ -18,7 +18,7 @@ from kernel.pb import stage_pb, timings_pb
 from kernel.timing import Stage, Timer
 
 from .checks import AnswerChecks, RefusedEvent, VerifyEvent, regenerate_with
-from .checks_pb import guards_pb, refused_pb, verify_pb
+from .checks_pb import guards_pb, refused_pb, verification_pb, verify_pb
 from .coalesce import coalesced
 from .conversations import Conversation, ConversationStore
 from .core import LlmGateway
@@ -339,6 +339,9 @@ def conversation_pb(c: Conversation, *, turns: bool = True) -> pb.Conversation:
                 finish_reason=t.finish_reason,
                 created_unix_ns=t.created_unix_ns,
                 verify_score=t.verify_score,
+                verify=None
+                if t.verification is None
+                else pb.Verify(check=verification_pb(t.verification), threshold=t.verify_threshold),
             )
             for t in (c.turns if turns else ())
         ],

@@ -60,6 +60,8 @@ async def recorded(
                         finish_reason=done.finish_reason if done else "refused",
                         created_unix_ns=time.time_ns(),
                         verify_score=verify_score(verify) if done else None,
+                        verification=verify.verification if done and verify else None,
+                        verify_threshold=verify.threshold if done and verify else 0.0,
                     )
                     try:
                         _, index = await store.append(cid, turn)

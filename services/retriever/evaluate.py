@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import sys
@@ -284,6 +285,13 @@ def main(argv: list[str], local_llm_gateway: Callable[[], Any] | None = None) ->
         help="score answers on the first N queries of the split only (default: all)",
     )
     ap.add_argument(
+        "--answer-concurrency",
+        type=int,
+        default=2,
+        metavar="N",
+        help="answers generated at once (default 2: the built-in generator embeds on the CPU)",
+    )
+    ap.add_argument(
         "--commits",
         type=int,
         default=1,
@@ -354,13 +362,22 @@ async def _answers(
     def step(n: int) -> None:
         progress("answers", n, len(queries))
 
-    if args.llm_gateway_addr:
+    async with contextlib.AsyncExitStack() as stack:
+        if args.llm_gateway_addr:
+            address = args.llm_gateway_addr
+        else:
+            assert local is not None
+            address = await stack.enter_async_context(local())
         return await evaluate_answers(
-            queries, run, ev.corpus, qrels, args.llm_gateway_addr, top_k=args.answer_top_k, progress=step
+            queries,
+            run,
+            ev.corpus,
+            qrels,
+            address,
+            top_k=args.answer_top_k,
+            concurrency=max(1, args.answer_concurrency),
+            progress=step,
         )
-    assert local is not None
-    async with local() as address:
-        return await evaluate_answers(queries, run, ev.corpus, qrels, address, top_k=args.answer_top_k, progress=step)
 
 
 if __name__ == "__main__":

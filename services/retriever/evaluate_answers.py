@@ -83,7 +83,7 @@ async def cite_all(
     return out
 
 
-def llm_generate(address: str, timeout_s: float = 120.0) -> tuple[Generate, Callable[[], Awaitable[None]]]:
+def llm_generate(address: str, timeout_s: float = 900.0) -> tuple[Generate, Callable[[], Awaitable[None]]]:
     """A `Generate` over the llm_gateway at `address` (answer cache skipped), and its closer."""
     from clients.llm import GenerationParams, LlmClient, Passage
 
@@ -111,12 +111,13 @@ async def evaluate_answers(
     address: str,
     *,
     top_k: int = 5,
+    concurrency: int = 4,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     generate, close = llm_generate(address)
     try:
-        cited = await cite_all(queries, run, corpus, generate, top_k=top_k, progress=progress)
+        cited = await cite_all(queries, run, corpus, generate, top_k=top_k, concurrency=concurrency, progress=progress)
     finally:
         await close()
     scores = answer_scores(cited, qrels)

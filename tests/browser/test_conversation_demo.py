@@ -1,7 +1,7 @@
 """A conversation in the browser demo, in real headless Chromium: two turns (the follow-up leans on
 the first and the page shows the question that was searched), a reload that brings both turns
-back, then the conversation list: rename, export as JSON, "New chat", reopen, delete. The gateway
-and the llm_gateway are real, and conversations go through the real storage service into
+back with the groundedness each showed live, then the conversation list: rename, export as JSON,
+"New chat", reopen, delete. The gateway and the llm_gateway are real, and conversations go through the real storage service into
 SeaweedFS; the retriever (a fixed searcher giving the sample corpus's TTFB and Infinia documents)
 and the other upstreams are test doubles. Console errors fail the test. Screenshots go to
 test-artifacts/browser/.
@@ -97,6 +97,9 @@ async def test_two_turns_survive_a_reload_and_the_list_manages_them(page, tmp_pa
     await expect(lanes.nth(0).get_by_test_id("turn-question")).to_have_text(Q1)  # turn 1 is still there
     await expect(page.get_by_test_id("conversation")).to_have_count(1)
     await expect(page.get_by_test_id("conversation").first).to_contain_text("2 turns")
+    # "Groundedness NN%", or "Not verified: ..." when the check timed out on a loaded machine.
+    grounded = [await lanes.nth(i).get_by_test_id("groundedness").inner_text() for i in range(2)]
+    assert all(g.startswith(("Groundedness", "Not verified")) for g in grounded), grounded
     await page.screenshot(path=str(ARTIFACTS / "conversation-1-two-turns.png"), full_page=True)
 
     # A reload brings both turns back from the llm_gateway (the id is in localStorage).
@@ -106,6 +109,8 @@ async def test_two_turns_survive_a_reload_and_the_list_manages_them(page, tmp_pa
     await expect(lanes.nth(1).get_by_test_id("turn-question")).to_have_text(Q2)
     await expect(lanes.nth(1).get_by_test_id("searched")).to_contain_text("time to first byte compare")
     await expect(lanes.nth(1).get_by_test_id("answer")).to_contain_text("bandwidth dominates")
+    for i in range(2):  # each turn shows the groundedness it showed live, read back with the turn
+        await expect(lanes.nth(i).get_by_test_id("groundedness")).to_have_text(grounded[i])
     await expect(page.get_by_test_id("conversation-title")).to_contain_text("What does time to first byte")
     await page.screenshot(path=str(ARTIFACTS / "conversation-2-after-reload.png"), full_page=True)
 

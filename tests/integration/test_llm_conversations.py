@@ -102,6 +102,13 @@ async def test_two_replicas_share_conversations_in_object_storage(storage_addr: 
         got = (await a.get_conversation(conv.id)).conversation
         assert [t.question for t in got.turns] == [Q1, Q2]
         assert got.turns[1].search_query == retrieval.search_query and got.turns[1].answer == done.text
+        # The groundedness check is kept with the turn as the verify event sent it.
+        sent = next(e.verify for e in second if e.WhichOneof("event") == "verify")
+        assert got.turns[1].verify.check == sent.check and got.turns[1].verify.threshold == sent.threshold
+        if sent.check.sentences:  # on a loaded machine the check may time out: then no score is kept
+            assert got.turns[1].verify_score == sent.check.answer_score
+        else:
+            assert not got.turns[1].HasField("verify_score") and "failed" in sent.check.method
         assert got.title.startswith("What does time to first byte")
 
         renamed = (await b.update_conversation(conv.id, "TTFB chat")).conversation
@@ -286,6 +293,13 @@ async def test_cli_continues_a_conversation(storage_addr: str, tmp_path: Path) -
         assert record["conversation_id"] == cid
         rc, out = await rag("conversations", "show", cid)
         assert rc == 0 and "searched: How does time to first byte compare with throughput?" in out, out
+        reader = LlmClient(addr)  # each turn's check is kept with it and shown
+        try:
+            turns = (await reader.get_conversation(cid)).conversation.turns
+        finally:
+            await reader.close()
+        scored = sum(t.HasField("verify_score") for t in turns)
+        assert out.count("groundedness ") == scored, out
         rc, out = await rag("conversations", "export", cid, "-o", str(tmp_path / "c.json"))
         assert rc == 0 and len(json.loads((tmp_path / "c.json").read_text())["turns"]) == 2
         assert (await rag("conversations", "delete", cid))[0] == 0

@@ -19,7 +19,7 @@ from ddnrag.retriever.v1 import retriever_service_pb2 as rpb
 from kernel.config import load_env
 from kernel.pb import sentence_vectors_from_pb
 from kernel.sentences import sentence_key, whole_sentences
-from services.llm_gateway.adapters import EmbedderEncoder
+from services.llm_gateway.adapters import EmbedderEncoder, RetrieverSearcher
 from services.llm_gateway.config import LlmGatewayConfig
 from services.llm_gateway.server import create_server as create_llm
 from testkit.services import Ports, rag_services
@@ -93,8 +93,8 @@ async def check_sentence_vectors(
     ports: Ports, retriever: RetrieverClient, storage: StorageClient, tmp_path: Path
 ) -> None:
     """Ingestion stored each chunk's sentence vectors; Search returns them when asked; an answer
-    then embeds only its question, and without the stored vectors (chunks written before they
-    existed) gives the same answer, embedding the sentences as before."""
+    then embeds only its question, and without them (what chunks written before they existed
+    get) gives the same answer, embedding the sentences as before."""
     question = "Which hardware multiplies matrices with tensor cores?"
     res = await retriever.search("llm", question, top_k=2, sentence_vectors=True)
     hit = res.chunks[0]
@@ -115,7 +115,8 @@ async def check_sentence_vectors(
         verify="off",  # the groundedness check embeds on its own; this counts the generator's calls
         cache_max_bytes=0,
     )
-    app, port = await create_llm(cfg, encoder=counting)
+    searcher = RetrieverSearcher(RetrieverClient(ports.addr("retriever")), sentence_vectors=True)
+    app, port = await create_llm(cfg, encoder=counting, searcher=searcher)
     llm = LlmClient(f"127.0.0.1:{port}", timeout_s=60)
     try:
 
@@ -127,8 +128,7 @@ async def check_sentence_vectors(
         stored = await answer()
         assert "Tensor cores multiply matrices" in stored
         assert counting.calls == [[question]], counting.calls  # no passage sentence embedded
-        chunks = (await retriever.search("llm", question, top_k=5)).chunks
-        await storage.delete([f"sentences/llm/{c.chunk_id}" for c in chunks])
+        searcher.sentence_vectors = False  # what chunks ingested before sentence vectors get
         assert await answer() == stored
         assert counting.calls[-1][0] == question and len(counting.calls[-1]) > 1
     finally:

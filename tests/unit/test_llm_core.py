@@ -11,14 +11,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kernel.config import ConfigError
 from kernel.errors import ErrorKind, ServiceError
 from services.llm_gateway.backend import BackendError, BackendLimits, BackendRequest, Delta
-from services.llm_gateway.backend_factory import parse_specs, read_api_key
+from services.llm_gateway.backend_factory import build_backends, parse_specs, read_api_key
 from services.llm_gateway.cache import AnswerCache, CachedAnswer, cache_key
+from services.llm_gateway.config import LlmGatewayConfig
 from services.llm_gateway.core import LlmGateway
 from services.llm_gateway.domain import (
     CitationEvent,
@@ -30,6 +31,7 @@ from services.llm_gateway.domain import (
     TokenEvent,
     Usage,
 )
+from services.llm_gateway.extractive import SELECTION, ExtractiveBackend
 from services.llm_gateway.openai_backend import OpenAIBackend, SSEDecoder, parse_chunk
 from services.llm_gateway.prompt import SYSTEM_PROMPT, build_prompt, cited_numbers
 from services.llm_gateway.stats import StreamStats
@@ -154,11 +156,30 @@ def test_parse_specs_reads_kinds_and_limits() -> None:
         ('[{"name": "a", "base_url": "http://h/v1"}]', "'model'"),
         ('[{"name": "a", "kind": "extractive"}, {"name": "a", "kind": "extractive"}]', "used twice"),
         ('[{"name": "a", "kind": "extractive", "max_concurrency": 0}]', "must be > 0"),
+        ('[{"name": "a", "kind": "extractive", "marign": 0.1}]', "unknown option.*marign.*known: min_score"),
+        ('[{"name": "a", "kind": "extractive", "margin": "wide"}]', "must be numbers"),
     ],
 )
 def test_parse_specs_errors_name_the_problem(raw: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_specs(raw)
+
+
+def test_extractive_defaults_come_from_one_place() -> None:
+    # The tuned selection (extractive.Selection) is what a bare entry, the fallback and the class get;
+    # an entry's own option or DDNRAG_LLM_GATEWAY_EXTRACTIVE_MIN_SCORE overrides only its field.
+    enc, counter = object(), default_counter()
+    named, fallback = build_backends(
+        parse_specs('[{"name": "x", "kind": "extractive", "max_sentences": 4}, {"name": "y", "kind": "extractive"}]'),
+        encoder=enc,  # type: ignore[arg-type]
+        counter=counter,
+        extractive_min_score=0.4,
+    )
+    assert (named.max_sentences, named.margin, named.rank_penalty, named.min_score) == (4, SELECTION.margin, 0.05, 0.4)
+    assert (fallback.max_sentences, fallback.margin) == (SELECTION.max_sentences, SELECTION.margin)
+    bare = ExtractiveBackend(enc, counter)  # type: ignore[arg-type]
+    assert (bare.margin, bare.max_sentences, bare.rank_penalty) == (0.05, 3, 0.05)
+    assert LlmGatewayConfig().extractive_min_score == SELECTION.min_score
 
 
 def test_api_key_from_env_or_file_and_never_in_repr(tmp_path: Path) -> None:
@@ -462,6 +483,9 @@ async def test_core_rejected_request_does_not_cool_the_backend_down(counter: Tok
     assert "a" not in gw.router.down_until
 
 
+# Generation speed is not what is tested: on a loaded machine (load 30) the too_slow health check
+# failed the test before any input reached the decoder.
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     payloads=st.lists(
         st.text(alphabet=st.characters(exclude_characters="\r\n", exclude_categories=("Cs",)), max_size=40),

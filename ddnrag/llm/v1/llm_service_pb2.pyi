@@ -368,7 +368,7 @@ class PurgeCacheResponse(_message.Message):
     def __init__(self, removed: _Optional[int] = ..., timings: _Optional[_Union[_common_pb2.Timings, _Mapping]] = ...) -> None: ...
 
 class Turn(_message.Message):
-    __slots__ = ("question", "search_query", "answer", "citations", "backend", "model", "finish_reason", "created_unix_ns", "verify_score")
+    __slots__ = ("question", "search_query", "answer", "citations", "backend", "model", "finish_reason", "created_unix_ns", "verify_score", "verify")
     QUESTION_FIELD_NUMBER: _ClassVar[int]
     SEARCH_QUERY_FIELD_NUMBER: _ClassVar[int]
     ANSWER_FIELD_NUMBER: _ClassVar[int]
@@ -378,6 +378,7 @@ class Turn(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     CREATED_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
     VERIFY_SCORE_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_FIELD_NUMBER: _ClassVar[int]
     question: str
     search_query: str
     answer: str
@@ -387,7 +388,8 @@ class Turn(_message.Message):
     finish_reason: str
     created_unix_ns: int
     verify_score: float
-    def __init__(self, question: _Optional[str] = ..., search_query: _Optional[str] = ..., answer: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[_common_pb2.Citation, _Mapping]]] = ..., backend: _Optional[str] = ..., model: _Optional[str] = ..., finish_reason: _Optional[str] = ..., created_unix_ns: _Optional[int] = ..., verify_score: _Optional[float] = ...) -> None: ...
+    verify: Verify
+    def __init__(self, question: _Optional[str] = ..., search_query: _Optional[str] = ..., answer: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[_common_pb2.Citation, _Mapping]]] = ..., backend: _Optional[str] = ..., model: _Optional[str] = ..., finish_reason: _Optional[str] = ..., created_unix_ns: _Optional[int] = ..., verify_score: _Optional[float] = ..., verify: _Optional[_Union[Verify, _Mapping]] = ...) -> None: ...
 
 class Conversation(_message.Message):
     __slots__ = ("id", "title", "collection", "created_unix_ns", "updated_unix_ns", "turn_count", "turns")

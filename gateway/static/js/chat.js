@@ -241,7 +241,8 @@
     return card;
   }
 
-  // A turn read back from a stored conversation: its question, answer, citations and what was searched.
+  // A turn read back from a stored conversation: its question, answer, citations, what was
+  // searched and its groundedness check, as the live answer showed them.
   function renderStoredTurn(turn) {
     const lane = makeLane(turn.backend || "answer", false, turn.question);
     lane.text = turn.answer;
@@ -254,6 +255,7 @@
     if (turn.search_query && turn.search_query !== turn.question) showSearched(lane, turn.search_query, "rewritten from the conversation");
     renderAnswer(lane);
     renderCitations(lane);
+    if (turn.verify) DDN.renderVerify(lane, turn.verify);
     lane.root.dataset.state = "done";
     $("lanes").appendChild(lane.root);
   }

@@ -23,19 +23,13 @@ from ..prompt import cited_numbers
 from ..stored_vectors import StoredSentenceEncoder
 from .features import Evidence, candidate_sentences, features
 from .model import SENTENCE_THRESHOLD, probability
+from .result import SentenceCheck, Verification
+
+__all__ = ["Claim", "EmbeddingScorer", "Scorer", "SentenceCheck", "Verification", "Verifier", "claims_of"]
 
 _CITES = re.compile(r"\s*\[\d{1,3}(?:\s*,\s*\d{1,3})*\]")
 # Sentences that state that nothing was found are not claims.
 _NOT_CLAIMS = {NO_PASSAGES, NOT_ANSWERED}
-
-
-@dataclass(frozen=True)
-class SentenceCheck:
-    index: int
-    text: str
-    citations: tuple[int, ...]
-    score: float
-    supported: bool
 
 
 @dataclass(frozen=True)
@@ -110,20 +104,6 @@ class EmbeddingScorer:
 
     async def close(self) -> None:
         return None
-
-
-@dataclass(frozen=True)
-class Verification:
-    """The check of one answer text."""
-
-    sentences: tuple[SentenceCheck, ...]
-    answer_score: float
-    method: str
-    duration_ns: int
-
-    @property
-    def unsupported(self) -> list[SentenceCheck]:
-        return [s for s in self.sentences if not s.supported]
 
 
 class Verifier:
