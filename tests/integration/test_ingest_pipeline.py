@@ -23,7 +23,7 @@ from kernel.errors import unavailable
 from services.retriever.chunking import Chunker
 from services.retriever.config import RetrieverConfig
 from services.retriever.server import create_server
-from tests.unit.test_retriever_core import DictStore, HashingEncoder
+from tests.support.retriever_doubles import DictStore, HashingEncoder
 
 pytestmark = pytest.mark.asyncio
 

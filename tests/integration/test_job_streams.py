@@ -24,7 +24,7 @@ from kernel.config import load_env
 from services.retriever.config import RetrieverConfig
 from services.retriever.server import create_server
 from testkit.faultproxy import FaultProxy
-from tests.unit.test_retriever_core import DOCS, DictStore, HashingEncoder
+from tests.support.retriever_doubles import DOCS, DictStore, HashingEncoder
 
 pytestmark = pytest.mark.asyncio
 

@@ -15,7 +15,7 @@ from kernel.config import load_env
 from services.retriever.config import RetrieverConfig
 from services.retriever.server import create_server
 from tests.support.rerank_server import RerankTestServer
-from tests.unit.test_retriever_core import DictStore, HashingEncoder
+from tests.support.retriever_doubles import DictStore, HashingEncoder
 
 DOCS = {
     "a": "Latency of object storage: object storage serves small objects.",

@@ -17,7 +17,7 @@ from services.storage.bench_model import BenchRequest, LevelStats, RunRecord, ru
 from services.storage.core import StorageCore
 from services.storage.model import BackendSpec, Credentials, Kind
 from tests.security.test_ssrf import _cfg
-from tests.unit.test_retriever_core import close, make
+from tests.support.retriever_doubles import close, make
 
 
 @pytest.fixture

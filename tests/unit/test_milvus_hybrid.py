@@ -15,7 +15,7 @@ from services.retriever.core import Retriever, SearchParams, Settings
 from services.retriever.index import ChunkRecord, CollectionIndex
 from services.retriever.lexical import Analyzer
 from services.retriever.milvus_hybrid import MilvusCollection
-from tests.unit.test_retriever_core import DOCS, DictStore, HashingEncoder, close, finish, make, upload
+from tests.support.retriever_doubles import DOCS, DictStore, HashingEncoder, close, finish, make, upload
 
 pytestmark = pytest.mark.slow  # milvus-lite: seconds per collection
 

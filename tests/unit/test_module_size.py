@@ -1,6 +1,6 @@
-"""No module outside generated code (`ddnrag/`) and the tests is over 450 lines: past about 400
-lines a module is usually two (STYLE.md). Product code, benchmarks, test support and scripts all
-count; split a module that grows past the limit rather than raising it."""
+"""No module outside generated code (`ddnrag/`) is over 450 lines: past about 400 lines a module
+is usually two (STYLE.md). Product code, benchmarks, tests, test support and scripts all count;
+split a module that grows past the limit rather than raising it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 LIMIT = 450
-CHECKED = ("kernel", "clients", "embedding", "services", "gateway", "cli", "bench", "testkit", "scripts", "docker")
+CHECKED = (
+    "kernel",
+    "clients",
+    "embedding",
+    "services",
+    "gateway",
+    "cli",
+    "bench",
+    "testkit",
+    "scripts",
+    "docker",
+    "tests",
+)
 
 
 def test_no_module_is_over_the_line_limit() -> None:

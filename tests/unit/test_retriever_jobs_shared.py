@@ -13,7 +13,7 @@ from services.retriever.catalog import Catalog
 from services.retriever.core import Retriever, Settings
 from services.retriever.jobs import JobManager, JobTiming
 from services.retriever.lease import LeaseKeeper, StoreLeaseBackend
-from tests.unit.test_retriever_core import DictStore, HashingEncoder, upload
+from tests.support.retriever_doubles import DictStore, HashingEncoder, upload
 
 pytestmark = pytest.mark.asyncio
 

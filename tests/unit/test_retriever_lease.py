@@ -21,7 +21,7 @@ from services.retriever.job_state import JobStore
 from services.retriever.lease import LeaseKeeper, StoreLeaseBackend
 from services.retriever.lease_k8s import KubeLeaseBackend
 from services.retriever.ports import PreconditionFailed
-from tests.unit.test_retriever_core import DictStore
+from tests.support.retriever_doubles import DictStore
 
 pytestmark = pytest.mark.asyncio
 

@@ -22,7 +22,7 @@ from services.retriever.core import Retriever, Settings
 from services.retriever.index import CollectionIndex
 from services.retriever.lexical import Analyzer
 from services.retriever.ports import GetOutcome, ObjectMeta, ObjectNotFound, PreconditionFailed, PutOutcome
-from tests.unit.test_retriever_core import HashingEncoder
+from tests.support.retriever_doubles import HashingEncoder
 from tests.unit.test_retriever_segments import QUERIES, batch, corpus, rankings
 
 

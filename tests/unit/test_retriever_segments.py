@@ -26,7 +26,7 @@ from services.retriever.index import ChunkRecord, CollectionIndex, DocumentInfo
 from services.retriever.lexical import Analyzer
 from services.retriever.merge import MergePolicy
 from services.retriever.ports import ObjectMeta, PutOutcome
-from tests.unit.test_retriever_core import DictStore, HashingEncoder
+from tests.support.retriever_doubles import DictStore, HashingEncoder
 
 WORDS = (
     "gpu tensor matrix object bucket latency bread yeast flour protein cell gene virus vaccine storage "

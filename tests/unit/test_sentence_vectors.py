@@ -22,7 +22,7 @@ from services.llm_gateway.verify.grounding import EmbeddingScorer, Verifier
 from services.retriever.core import SearchParams
 from services.retriever.ports import GetOutcome
 from services.retriever.sentence_vectors import sentence_records
-from tests.unit.test_retriever_core import DOCS, DictStore, close, finish, make, upload
+from tests.support.retriever_doubles import DOCS, DictStore, close, finish, make, upload
 
 PASSAGES = [
     "# GPUs\n\nA graphics processing unit runs thousands of threads in parallel. Tensor cores multiply "
