@@ -176,7 +176,9 @@ async def test_benchmark_stream_list_get_export_compare(aiohttp_client, doubles:
     assert (lvl["operation"], lvl["object_size_bytes"]) == ("get", 4096)
     req = doubles.storage.runs["run-1"].request
     assert list(req.backends) == ["ddn", "s3"] and list(req.concurrency_levels) == [1, 4]
-    await client.get("/api/benchmarks/stream", params=q)
+    # The second run is stored when its stream ends: read it to the end before listing (the
+    # response's headers arrive first; listing then raced the stream's last event).
+    assert parse_sse(await (await client.get("/api/benchmarks/stream", params=q)).read())[-1]["event"] == "done"
     runs = (await (await client.get("/api/benchmarks")).json())["runs"]
     assert [r["run_id"] for r in runs] == ["run-2", "run-1"]
     assert runs[0]["backends"] == ["ddn", "s3"]
