@@ -18,12 +18,9 @@ import pytest
 import pytest_asyncio
 
 from clients.retriever import RetrieverClient
-from kernel.config import load_env
 from kernel.errors import unavailable
 from services.retriever.chunking import Chunker
-from services.retriever.config import RetrieverConfig
-from services.retriever.server import create_server
-from tests.support.retriever_doubles import DictStore, HashingEncoder
+from tests.support.retriever_doubles import DictStore, HashingEncoder, serve_retriever
 
 pytestmark = pytest.mark.asyncio
 
@@ -58,14 +55,10 @@ async def service(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterat
     """The service; `sentence_vectors` off unless a test asks (its requests are then the chunks'
     alone, so their sizes can be checked exactly)."""
     store, encoder = DictStore(), RecordingEncoder()
-    cfg = load_env(
-        RetrieverConfig,
-        environ={},
-        port=0,
-        metrics_port=0,
-        embedder_addr="unused:1",
-        storage_addr="unused:1",
-        state_dir=str(tmp_path),
+    app, port = await serve_retriever(
+        tmp_path,
+        store,
+        encoder,
         chunk_size_tokens=12,
         chunk_overlap_tokens=2,
         write_batch=WRITE_BATCH,
@@ -73,10 +66,6 @@ async def service(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterat
         lease_duration_s=3.0,
         sentence_vectors=request.param,
     )
-    app, port = await create_server(cfg, store=store, encoder=encoder)
-    await app.ready_task  # type: ignore[attr-defined]
-    while not app.jobs.keeper.held:  # type: ignore[attr-defined]
-        await asyncio.sleep(0.01)
     for d, text in DOCS.items():
         await store.put_many([(f"docs/kb/{d}/{d}.txt", text.encode())])
     client = RetrieverClient(f"127.0.0.1:{port}")

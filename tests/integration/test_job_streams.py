@@ -20,11 +20,8 @@ import pytest_asyncio
 
 from clients.retriever import RetrieverClient
 from kernel import server as common_server
-from kernel.config import load_env
-from services.retriever.config import RetrieverConfig
-from services.retriever.server import create_server
 from testkit.faultproxy import FaultProxy
-from tests.support.retriever_doubles import DOCS, DictStore, HashingEncoder
+from tests.support.retriever_doubles import DOCS, DictStore, HashingEncoder, serve_retriever
 
 pytestmark = pytest.mark.asyncio
 
@@ -38,14 +35,10 @@ async def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
         [*opts, ("grpc.max_connection_age_ms", 1000), ("grpc.max_connection_age_grace_ms", 300)],
     )
     store, encoder = DictStore(), HashingEncoder()
-    cfg = load_env(
-        RetrieverConfig,
-        environ={},
-        port=0,
-        metrics_port=0,
-        embedder_addr="unused:1",
-        storage_addr="unused:1",
-        state_dir=str(tmp_path),
+    app, port = await serve_retriever(
+        tmp_path,
+        store,
+        encoder,
         chunk_size_tokens=32,
         chunk_overlap_tokens=4,
         write_batch=2,
@@ -53,10 +46,6 @@ async def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
         heartbeat_s=0.3,
         lease_duration_s=3.0,
     )
-    app, port = await create_server(cfg, store=store, encoder=encoder)
-    await app.ready_task  # type: ignore[attr-defined]
-    while not app.jobs.keeper.held:  # type: ignore[attr-defined]
-        await asyncio.sleep(0.01)
     for i in range(24):
         key = f"docs/kb/d{i}/d{i}.txt"
         await store.put_many([(key, f"{DOCS['gpus']} Document {i} talks about topic {i}.".encode())])

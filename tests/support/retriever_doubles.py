@@ -9,6 +9,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -140,3 +141,27 @@ async def upload(store: DictStore, coll: str, docs: dict[str, str]) -> list[Sour
 
 async def finish(jobs: JobManager, job_id: str) -> list:
     return [ev async for ev in jobs.follow(job_id)]
+
+
+async def serve_retriever(state_dir: Path, store: DictStore, encoder: object, **settings: object) -> tuple[Any, int]:
+    """A real retriever gRPC server on 127.0.0.1:0 over the in-memory doubles (no embedder or
+    storage service behind it), started and holding the ingestion lease: (app, port)."""
+    from kernel.config import load_env
+    from services.retriever.config import RetrieverConfig
+    from services.retriever.server import create_server
+
+    cfg = load_env(
+        RetrieverConfig,
+        environ={},
+        port=0,
+        metrics_port=0,
+        embedder_addr="unused:1",
+        storage_addr="unused:1",
+        state_dir=str(state_dir),
+        **settings,
+    )
+    app, port = await create_server(cfg, store=store, encoder=encoder)
+    await app.ready_task
+    while not app.jobs.keeper.held:
+        await asyncio.sleep(0.01)
+    return app, port

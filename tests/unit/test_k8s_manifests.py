@@ -40,17 +40,9 @@ from tests.support.k8s import (
     mounted,
     objects_of,
     port_of,
-    render_all,
     service_workload,
     workloads_of,
 )
-
-
-@pytest.fixture(scope="module")
-def rendered() -> dict[str, list[dict[str, Any]]]:
-    """Every target rendered once per process (tests/support/k8s.py): id -> objects."""
-    return render_all()
-
 
 # ----------------------------------------------------------------------------- validation
 

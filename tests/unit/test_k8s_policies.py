@@ -30,17 +30,9 @@ from tests.support.k8s import (
     main_container,
     objects_of,
     port_of,
-    render_all,
     service_workload,
     workloads_of,
 )
-
-
-@pytest.fixture(scope="module")
-def rendered() -> dict[str, list[dict[str, Any]]]:
-    """Every target rendered once per process (tests/support/k8s.py): id -> objects."""
-    return render_all()
-
 
 # ----------------------------------------------------------------------------- Services, PDBs, HPAs
 
