@@ -47,8 +47,10 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from bench.procstat import cpu_seconds, stack_processes  # noqa: E402
-from bench.retriever import SCIFACT, Stack, log, p50, wait_serving  # noqa: E402
+from bench._procstat import cpu_seconds, stack_processes  # noqa: E402
+from bench._retriever.stack import Stack, log  # noqa: E402
+from bench._scale.stack import wait_serving  # noqa: E402
+from bench.retriever import SCIFACT, p50  # noqa: E402
 from clients.embedder import EmbedderClient  # noqa: E402
 from clients.llm import LlmClient  # noqa: E402
 from clients.retriever import RetrieverClient  # noqa: E402

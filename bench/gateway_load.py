@@ -50,7 +50,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import procstat  # noqa: E402
+from bench import _procstat as procstat  # noqa: E402
 
 QUESTIONS = [
     "What is DDN Infinia?",

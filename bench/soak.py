@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from _procstat import rss_mb  # noqa: E402
 from gateway_load import QUESTIONS, Stats, one_chat, percentile, warm_up  # noqa: E402
-from procstat import rss_mb  # noqa: E402
 
 from testkit.faults import harness  # noqa: E402
 from testkit.faults.scenarios import start_job  # noqa: E402

@@ -23,7 +23,7 @@ How sure: each ratio comes with a 95% bootstrap interval (rounds resampled, the 
 kept together), and `untraced_over_disabled` doubles as a near A/A check (ids-only costs next to
 nothing), so its distance from 1 shows how far stack-to-stack noise alone moves a p50 ratio on
 this machine. Beside the latency, `cpu_ms_per_answer` is each stack's CPU time (all its
-processes, /proc, bench/procstat.py) over the measured rounds per answer: what tracing costs in
+processes, /proc, bench/_procstat.py) over the measured rounds per answer: what tracing costs in
 work, which load moves far less than latency. The 1-minute load average is sampled every round.
 """
 
@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from gateway_load import QUESTIONS, percentile  # noqa: E402
 
-from bench import procstat  # noqa: E402
+from bench import _procstat as procstat  # noqa: E402
 from testkit.otlp import OtlpReceiver  # noqa: E402
 from testkit.stack import RunningStack, start_stack  # noqa: E402
 
