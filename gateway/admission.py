@@ -23,8 +23,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from kernel.admission import GradientLimit, HitHints, Permit, Pool
 from kernel.errors import ServiceError
@@ -103,6 +105,32 @@ async def answer_slot(admission: AnswerAdmission | None, hint: str) -> AsyncIter
         yield Slot(permit, (time.perf_counter() - t0) * 1000, hint, admission)
     finally:
         permit.release()
+
+
+class AdmissionCollector:
+    """Prometheus, read at scrape time (nothing per request): `gateway_admission_limit`,
+    `_inflight`, `_baseline_seconds` and `_admitted_total` / `_refused_total`, by `pool`."""
+
+    def __init__(self, admission: AnswerAdmission) -> None:
+        self.admission = admission
+
+    def collect(self) -> Iterator[Metric]:
+        pools = (("full", self.admission.full), ("light", self.admission.light))
+        gauges = {
+            "limit": ("Permits allowed now", lambda p: p.limit),
+            "inflight": ("Permits held now", lambda p: p.inflight),
+            "baseline_seconds": ("No-load time to first token, as last probed", lambda p: p.limiter.baseline or 0.0),
+        }
+        for name, (doc, read) in gauges.items():
+            g = GaugeMetricFamily(f"gateway_admission_{name}", doc, labels=["pool"])
+            for label, pool in pools:
+                g.add_metric([label], read(pool))
+            yield g
+        for name, doc in (("admitted", "Answer streams admitted"), ("refused", "Answer streams refused with 429")):
+            c = CounterMetricFamily(f"gateway_admission_{name}", doc, labels=["pool"])
+            for label, pool in pools:
+                c.add_metric([label], getattr(pool, name))
+            yield c
 
 
 def admission_json(admission: AnswerAdmission | None) -> dict[str, object] | None:

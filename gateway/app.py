@@ -15,7 +15,7 @@ from clients.base import channel_options
 from kernel.tls import aio_channel
 
 from .access import RateLimiter, api_keys_ctx, cors_on_prepare, load_api_keys, protect_middleware
-from .admission import build_admission
+from .admission import AdmissionCollector, build_admission
 from .config import GatewayConfig
 from .errors import error_middleware
 from .metrics import GatewayMetrics, metrics_middleware
@@ -135,7 +135,9 @@ def create_app(cfg: GatewayConfig) -> web.Application:
     app[API_KEYS] = load_api_keys(cfg)
     app[RATE_LIMITER] = RateLimiter(cfg.rate_limit_rps, cfg.rate_limit_burst)
     app[HEALTH_LIMITER] = RateLimiter(cfg.health_rate_limit_rps, 20)
-    app[ADMISSION] = build_admission(cfg)
+    app[ADMISSION] = admission = build_admission(cfg)
+    if admission is not None:
+        app[METRICS].registry.register(AdmissionCollector(admission))
     app.cleanup_ctx.append(upstreams_ctx)
     app.cleanup_ctx.append(ab.ab_client_ctx)
     app.cleanup_ctx.append(api_keys_ctx)
