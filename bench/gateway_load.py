@@ -92,6 +92,9 @@ class Stats:
         self.shed = 0
         self.cache_hits = 0
         self.retry_after_s: list[float] = []
+        # Request sent -> the 429 read (how early overload is answered), and -> response headers.
+        self.shed_ms: list[float] = []
+        self.headers_ms: list[float] = []
 
     def merge(self, other: Stats) -> None:
         for name, value in vars(other).items():
@@ -117,6 +120,7 @@ async def one_chat(session: aiohttp.ClientSession, url: str, q: str, stats: Stat
             if resp.status == 429:
                 stats.shed += 1
                 await resp.read()
+                stats.shed_ms.append((time.perf_counter() - t0) * 1000)
                 wait = float(resp.headers.get("Retry-After") or 1)
                 stats.retry_after_s.append(wait)
                 return wait
@@ -124,6 +128,7 @@ async def one_chat(session: aiohttp.ClientSession, url: str, q: str, stats: Stat
                 stats.error(f"http_{resp.status}")
                 await resp.read()
                 return 0.0
+            stats.headers_ms.append((time.perf_counter() - t0) * 1000)
             event = ""
             async for raw in resp.content:
                 line = raw.decode().rstrip("\r\n")
