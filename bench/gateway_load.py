@@ -129,31 +129,39 @@ async def one_chat(session: aiohttp.ClientSession, url: str, q: str, stats: Stat
                 await resp.read()
                 return 0.0
             stats.headers_ms.append((time.perf_counter() - t0) * 1000)
-            event = ""
-            async for raw in resp.content:
-                line = raw.decode().rstrip("\r\n")
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: "):
-                    if event == "start":
-                        start = json.loads(line[6:])
-                        stats.queue_ms.append(float(start.get("queue_ms", 0)))
-                        stats.cache_hits += bool(start.get("cache_hit"))
-                    elif event == "token":
+            # The stream is read in whatever pieces arrive and split into events here (one await
+            # per piece, not per line: the client shares the machine's 2 cores with the stack).
+            buf = b""
+            async for piece in resp.content.iter_any():
+                now = time.perf_counter()
+                buf += piece
+                *events, buf = buf.split(b"\r\n\r\n")
+                for raw in events:
+                    event, data = "", ""
+                    for line in raw.decode().split("\r\n"):
+                        if line.startswith("event: "):
+                            event = line[7:]
+                        elif line.startswith("data: "):
+                            data = line[6:]
+                    if event == "token":
                         stats.tokens += 1
                         if first is None:
-                            first = time.perf_counter()
+                            first = now
+                    elif event == "start":
+                        start = json.loads(data)
+                        stats.queue_ms.append(float(start.get("queue_ms", 0)))
+                        stats.cache_hits += bool(start.get("cache_hit"))
                     elif event == "done":
                         stats.completed += 1
-                        stats.server_ttft_ms.append(float(json.loads(line[6:]).get("ttft_ms") or 0))
-                        stats.total_ms.append((time.perf_counter() - t0) * 1000)
+                        stats.server_ttft_ms.append(float(json.loads(data).get("ttft_ms") or 0))
+                        stats.total_ms.append((now - t0) * 1000)
                         if first is not None:
                             stats.ttft_ms.append((first - t0) * 1000)
                         else:
                             stats.error("done_without_tokens")
                         return 0.0
                     elif event == "error":
-                        stats.error("error_" + json.loads(line[6:]).get("reason", "unknown"))
+                        stats.error("error_" + json.loads(data).get("reason", "unknown"))
                         return 0.0
             stats.error("stream_ended_early")
     except (TimeoutError, aiohttp.ClientError) as err:

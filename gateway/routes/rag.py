@@ -18,7 +18,7 @@ from ddnrag.llm.v1 import llm_service_pb2 as lpb
 
 from ..admission import answer_slot, hint_key
 from ..convert import ns_to_ms, to_dict
-from ..errors import ApiError, error_payload, json_error_payload
+from ..errors import ApiError, dumps, error_payload, json_error_payload
 from ..sse import Event, stream_events
 from ..state import ADMISSION, CONFIG, UPSTREAMS
 from ..uploads import check_collection
@@ -152,21 +152,20 @@ async def answer_events(request: web.Request, ask: Ask) -> AsyncIterator[Event]:
                 retrieval = ev.retrieval
             elif kind == "start":
                 slot.started(ev.start.cache_hit)
-                yield Event(
-                    "start",
-                    {
-                        "backend": ev.start.backend,
-                        "model": ev.start.model,
-                        "cache_hit": ev.start.cache_hit,
-                        "storage_backend": ask.backend,
-                        "collection": ask.collection,
-                        "queue_ms": round(slot.queue_ms),
-                        "retrieval": retrieval_json(retrieval),
-                    },
-                )
+                found = retrieval_json(retrieval)
+                found_raw = dumps(found)  # the chunks' texts, encoded once for both events
+                head = {
+                    "backend": ev.start.backend,
+                    "model": ev.start.model,
+                    "cache_hit": ev.start.cache_hit,
+                    "storage_backend": ask.backend,
+                    "collection": ask.collection,
+                    "queue_ms": round(slot.queue_ms),
+                }
+                yield Event("start", {**head, "retrieval": found}, raw=f'{dumps(head)[:-1]},"retrieval":{found_raw}}}')
                 # What was searched (the standalone question of a follow-up) and found. It comes
                 # after `start` (whose `retrieval` field holds the same), so `start` stays first.
-                yield Event("retrieval", retrieval_json(retrieval))
+                yield Event("retrieval", found, raw=found_raw)
             elif kind == "verify":  # groundedness: per-sentence scores, answer score, repair
                 yield Event("verify", to_dict(ev.verify))
             elif kind == "refused":  # a guard refused the question or the answer: the last event

@@ -19,6 +19,9 @@ async def test_cache_hit_is_served_while_every_answer_permit_is_taken(aiohttp_cl
     client = await aiohttp_client(app)
     learn = parse_sse(await (await client.get("/api/rag/stream", params={"q": "cached question"})).read())
     assert learn[0]["data"]["cache_hit"] is True and learn[-1]["event"] == "done"
+    # `start` holds what the `retrieval` event holds (encoded once for both).
+    assert learn[1]["event"] == "retrieval" and learn[0]["data"]["retrieval"] == learn[1]["data"]
+    assert learn[1]["data"]["chunks"] and learn[1]["data"]["index_version"] == "v1"
 
     slow = await client.get("/api/rag/stream", params={"q": "slow question"})
     await slow.content.readuntil(b"\r\n\r\n")  # holds the only answer permit
