@@ -224,7 +224,8 @@ class ExtractiveBackend:
         finish = "stop"
         kept: list[str] = []
         parts = pieces(text)
-        for piece, n in zip(parts, self.counter.count_many(parts), strict=True):  # one tokenizer call
+        # Words recur from answer to answer: their counts are remembered (one tokenizer call for new ones).
+        for piece, n in zip(parts, self.counter.count_many_cached(parts), strict=True):
             if used + n > budget:
                 finish = "length"
                 break
@@ -236,7 +237,8 @@ class ExtractiveBackend:
         read = self.counter.count(prompt.question) + sum(
             self.counter.count_many_cached([p.text for p in prompt.passages])
         )
-        yield Delta(finish_reason=finish, usage=Usage(read, self.counter.count("".join(kept)), "tokenizer"))
+        # What it wrote is the sum of its pieces' counts (WordPiece makes no token across whitespace).
+        yield Delta(finish_reason=finish, usage=Usage(read, used, "tokenizer"))
 
 
 def cite(sentence: str, number: int) -> str:
