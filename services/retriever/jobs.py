@@ -27,7 +27,7 @@ from opentelemetry import trace
 from kernel.errors import ServiceError, invalid, not_found
 from kernel.tracing import TRACER
 
-from .chunking import Chunker
+from .chunking import Chunker, NullCounter
 from .core import Retriever, check_name
 from .job_model import (
     ChunkRow,
@@ -44,7 +44,6 @@ from .job_runner import JobRunner
 from .job_state import JobStore
 from .lease import LeaseKeeper
 from .live_job import LiveJob
-from .pipeline import NullCounter
 
 log = logging.getLogger(__name__)
 
