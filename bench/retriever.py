@@ -473,7 +473,10 @@ def main() -> int:
         }
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+    # A partial run (--only) updates its keys in the file; a full run replaces the file, so no
+    # figure from an earlier run stays beside this run's.
+    full = set(args.only.split(",")) >= {"ingest", "query", "hnsw"}
+    previous = json.loads(args.out.read_text()) if args.out.exists() and not full else {}
     args.out.write_text(json.dumps({**previous, **result}, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0
