@@ -27,7 +27,7 @@ from .errors import ServiceError
 from .message_limits import MessageLimitInterceptor, server_receive_limit
 from .metrics import Metrics
 from .tls import load_tls, server_credentials
-from .tracing import server_interceptors
+from .trace_grpc import server_interceptors
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ async def build_server(
     metrics = metrics or Metrics(name)
     tls = load_tls()
     interceptors: list[grpc.aio.ServerInterceptor] = [ObservingInterceptor(metrics)]
-    # Tracing goes outermost (kernel/tracing.py), so every later interceptor's log lines carry the ids.
+    # Tracing goes outermost (kernel/trace_grpc.py), so every later interceptor's log lines carry the ids.
     interceptors[:0] = server_interceptors()
     if tls is not None:  # with mTLS each peer is a named service, allowed only its methods
         interceptors.append(AuthzInterceptor())

@@ -25,8 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
-from opentelemetry import trace
-
+from kernel import tracing
 from kernel.errors import ServiceError
 
 from . import s3trace, wire
@@ -142,7 +141,7 @@ class S3Store:
         start = time.perf_counter_ns()
         while True:
             try:
-                if trace.get_current_span().is_recording():  # one span per attempt (s3trace.py)
+                if tracing.recording():  # one span per attempt (s3trace.py)
                     traced = (s3trace.traced_call, self.spec.name, self.bucket, key, transfer, fn, *args)
                     result = await loop.run_in_executor(self.executor, contextvars.copy_context().run, *traced)
                 else:
