@@ -1,8 +1,9 @@
 """The gRPC ends of tracing (kernel/tracing.py).
 
-Server: `ServerTracing`, one interceptor, outermost: a SERVER span per RPC, child of the caller's
-`traceparent`, current while the handler runs, so the handler's stages, calls and log lines join
-the trace; the trace id goes back in the trailing metadata (`x-trace-id`).
+Server: a SERVER span per RPC (`begin_rpc` .. `end_rpc`, in kernel/server.py's outermost
+wrapper, or `ServerTracing` as an interceptor of its own), child of the caller's `traceparent`,
+current while the handler runs, so the handler's stages, calls and log lines join the trace;
+the trace id goes back in the trailing metadata (`x-trace-id`).
 
 Client: `traced_channel(channel)` puts the current span's `traceparent` into every call's
 metadata. Not a grpc.aio client interceptor: with one, grpc.aio runs every call through its
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from contextvars import Token
 from functools import lru_cache
 from typing import Any
 
@@ -22,6 +24,7 @@ import grpc
 
 from .tracing import (
     TRACE_ID_KEY,
+    Span,
     SpanKind,
     activate,
     background_span,
@@ -68,36 +71,46 @@ def _code_of(context: grpc.aio.ServicerContext, cancelled: bool) -> grpc.StatusC
     return grpc.StatusCode.OK if code in (None, 0) else grpc.StatusCode.UNKNOWN
 
 
+def traced_method(full_method: str) -> bool:
+    """Whether calls of `full_method` get a server span (health checks and reflection do not)."""
+    return not full_method.startswith(_UNTRACED)
+
+
+def begin_rpc(full_method: str, metadata: Any, context: grpc.aio.ServicerContext) -> tuple[Span, Token[Span]]:
+    """The RPC's server span, made current; its trace id set in the trailing metadata."""
+    name, attrs = _rpc(full_method)
+    span = start_span(name, kind=SpanKind.SERVER, attributes=attrs, parent=extract_metadata(metadata))
+    context.set_trailing_metadata(((TRACE_ID_KEY, span.trace_id_hex),))
+    return span, activate(span)
+
+
+def end_rpc(span: Span, token: Token[Span], context: grpc.aio.ServicerContext, cancelled: bool) -> None:
+    deactivate(token)
+    if span.recording:
+        code = _code_of(context, cancelled)
+        span.attributes["rpc.grpc.status_code"] = code.value[0]
+        if code not in _CLIENT_FAULTS:
+            span.set_error(code.name)
+        span.end()
+
+
 class ServerTracing(grpc.aio.ServerInterceptor):
-    """See the module docstring."""
+    """The server end as an interceptor of its own, for a server built without kernel/server.py
+    (whose ObservingInterceptor does the same in the wrapper it already puts around each
+    handler, saving a layer per call and per streamed message)."""
 
     async def intercept_service(self, continuation, handler_call_details):  # type: ignore[override]
         handler = await continuation(handler_call_details)
         full = handler_call_details.method
-        if handler is None or full.startswith(_UNTRACED):
+        if handler is None or not traced_method(full):
             return handler
         metadata = handler_call_details.invocation_metadata
-
-        def begin(context: grpc.aio.ServicerContext) -> tuple[Any, Any]:
-            name, attrs = _rpc(full)
-            span = start_span(name, kind=SpanKind.SERVER, attributes=attrs, parent=extract_metadata(metadata))
-            context.set_trailing_metadata(((TRACE_ID_KEY, span.trace_id_hex),))
-            return span, activate(span)
-
-        def finish(span: Any, token: Any, context: grpc.aio.ServicerContext, cancelled: bool) -> None:
-            deactivate(token)
-            if span.recording:
-                code = _code_of(context, cancelled)
-                span.attributes["rpc.grpc.status_code"] = code.value[0]
-                if code not in _CLIENT_FAULTS:
-                    span.set_error(code.name)
-                span.end()
 
         if handler.unary_unary or handler.stream_unary:
             inner = handler.unary_unary or handler.stream_unary
 
             async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                span, token = begin(context)
+                span, token = begin_rpc(full, metadata, context)
                 cancelled = False
                 try:
                     return await inner(request, context)
@@ -105,7 +118,7 @@ class ServerTracing(grpc.aio.ServerInterceptor):
                     cancelled = True
                     raise
                 finally:
-                    finish(span, token, context, cancelled)
+                    end_rpc(span, token, context, cancelled)
 
             factory = (
                 grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
@@ -114,7 +127,7 @@ class ServerTracing(grpc.aio.ServerInterceptor):
             inner = handler.unary_stream or handler.stream_stream
 
             async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:  # type: ignore[misc]
-                span, token = begin(context)
+                span, token = begin_rpc(full, metadata, context)
                 cancelled = False
                 try:
                     async for item in inner(request, context):
@@ -123,7 +136,7 @@ class ServerTracing(grpc.aio.ServerInterceptor):
                     cancelled = True
                     raise
                 finally:
-                    finish(span, token, context, cancelled)
+                    end_rpc(span, token, context, cancelled)
 
             factory = (
                 grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
