@@ -57,11 +57,12 @@ from bench._retriever.stack import Stack, log  # noqa: E402
 from clients.retriever import RetrieverClient  # noqa: E402
 from services.retriever.adapters import StorageStore  # noqa: E402
 from services.retriever.chunking import Chunker, chunk_id  # noqa: E402
+from services.retriever.embed_plan import planned_texts  # noqa: E402
 from services.retriever.fusion import topk  # noqa: E402
 from services.retriever.index import ChunkRecord, DenseIndex, DocumentInfo  # noqa: E402
 from services.retriever.live import write_collection  # noqa: E402
 from services.retriever.pipeline import embedded_texts  # noqa: E402
-from services.retriever.sentence_vectors import batch_sentences  # noqa: E402
+from services.retriever.search import SearchParams  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "retriever.json"
 SCIFACT = Path(os.environ.get("DDNRAG_SCIFACT_DIR", "/work/shared/data/scifact"))
@@ -154,9 +155,10 @@ def scifact_queries(n: int) -> list[str]:
         return [json.loads(line)["text"] for line in f][:n]
 
 
-async def write_corpus(stack: Stack, collection: str, n: int, dim: int) -> None:
-    """A 100k-chunk snapshot written as the retriever would (segments + CURRENT), plus every chunk
-    as its own object, so the retriever loads and verifies it at start-up."""
+async def write_corpus(stack: Stack, collection: str, n: int, dim: int) -> dict[str, str]:
+    """A 100k-chunk snapshot written as the retriever would (segments + CURRENT), so the retriever
+    loads and verifies it at start-up. Returns each chunk object's key and text: the objects
+    themselves are written later, only those the measured searches fetch (`write_hit_objects`)."""
     store = StorageStore(stack.storage)
     sentences = [s.strip() + "." for _, t in scifact_docs() for s in t.replace("\n\n", " ").split(". ") if len(s) > 40]
     recs = []
@@ -167,25 +169,43 @@ async def write_corpus(stack: Stack, collection: str, n: int, dim: int) -> None:
     vecs = sample(centers_of(500, dim, seed=7), n, seed=8)
     docs = {r.document_id: DocumentInfo(r.document_id, r.document_name, "", 0, "", 10) for r in recs[::10]}
     t0 = time.perf_counter()
-    items = [(f"chunks/{collection}/{r.chunk_id}", r.text.encode()) for r in recs]
-    sem = asyncio.Semaphore(4)
-
-    async def put(part: list[tuple[str, bytes]]) -> None:
-        async with sem:
-            bad = [o for o in await store.put_many(part) if not o.ok]
-            if bad:
-                raise OSError(bad[0].error)
-
-    await asyncio.gather(*(put(items[i : i + 1000]) for i in range(0, len(items), 1000)))
-    log(f"query: wrote {n} chunk objects in {time.perf_counter() - t0:.0f}s")
     version = await write_collection(store, collection, docs, recs, vecs)
-    log(f"query: wrote index version {version} ({time.perf_counter() - t0:.0f}s in all)")
+    log(f"query: wrote index version {version} of {n} chunks in {time.perf_counter() - t0:.0f}s")
+    return {f"chunks/{collection}/{r.chunk_id}": r.text for r in recs}
 
 
-async def bench_query(stack: Stack, client: RetrieverClient, collection: str, queries: list[str], top_k: int = 5):
+async def write_hit_objects(
+    stack: Stack, collection: str, texts: dict[str, str], queries: list[str], top_k: int
+) -> int:
+    """Writes the chunk objects the searches for `queries` fetch: their top-k, ranked (no fetch)
+    by the same index loaded in this process. SeaweedFS takes 100k small PUTs at 200-1000/s on
+    this machine (minutes), and a GET's cost does not depend on how many other keys the bucket
+    holds, so the 100k-chunk index is complete and the store holds the objects read. Every
+    measured search then checks that each hit's object was there (`bench_query`)."""
+    reader = stack.reader
+    keys: set[str] = set()
+    for q in queries:
+        res = await reader.search(collection, q, SearchParams(top_k=top_k, no_cache=True, no_fetch=True))
+        keys.update(h.object_key for h in res.hits)
+    bad = [
+        o
+        for o in await StorageStore(stack.storage).put_many([(k, texts[k].encode()) for k in sorted(keys)])
+        if not o.ok
+    ]
+    if bad:
+        raise OSError(bad[0].error)
+    return len(keys)
+
+
+async def bench_query(
+    stack: Stack, client: RetrieverClient, collection: str, texts: dict[str, str], queries: list[str], top_k: int = 5
+):
     index = await stack.load_index(collection)
     kinds = "+".join(sorted({s.dense.kind for s in index.segments}))
     log(f"query: {len(index)} chunks loaded, dense index {kinds}, load {stack.load_s:.0f}s")
+    written = await write_hit_objects(stack, collection, texts, queries, top_k)
+    log(f"query: wrote the {written} chunk objects the {len(queries)} queries fetch")
+    missing = 0
     for q in queries[:5]:  # warm-up
         await client.search(collection, q, top_k=top_k, no_cache=True)
         await stack.embedder.embed([q])
@@ -200,6 +220,8 @@ async def bench_query(stack: Stack, client: RetrieverClient, collection: str, qu
         server["total"].append(resp.timings.total_ns / 1e9)
         for st in resp.timings.stages:
             server.setdefault(st.name, []).append(st.duration_ns / 1e9)
+        nonlocal missing
+        missing += sum(c.status.code != 0 or not c.text for c in resp.chunks)
         return [c.object_key for c in resp.chunks]
 
     async def raw_parts(q: str, keys: list[str]) -> None:
@@ -224,6 +246,8 @@ async def bench_query(stack: Stack, client: RetrieverClient, collection: str, qu
     # first), so neither side always runs with the other's data warm in the CPU caches. The raw
     # fetch reads the top-k objects of the latest search (any k chunk objects cost the same).
     keys = await search(queries[0])
+    if missing:
+        raise RuntimeError(f"{missing} hits of the first search had no chunk object: the probe missed them")
     e2e.clear()
     server = {"total": []}
     for i, q in enumerate(queries):
@@ -233,6 +257,8 @@ async def bench_query(stack: Stack, client: RetrieverClient, collection: str, qu
         else:
             await raw_parts(q, keys)
             keys = await search(q)
+    if missing:
+        raise RuntimeError(f"{missing} hits of the measured searches had no chunk object: the probe missed them")
     return {
         "query_over_parts": round(p50(e2e) / p50(parts), 3),
         "query_p50_ms": round(p50(e2e) * 1000, 2),
@@ -240,6 +266,7 @@ async def bench_query(stack: Stack, client: RetrieverClient, collection: str, qu
         "query_part_p50_ms": {k: round(p50(v) * 1000, 3) for k, v in stages.items()},
         "query_server_stage_p50_ms": {k: round(p50(v) * 1000, 3) for k, v in server.items()},
         "query_chunks": len(index),
+        "query_chunk_objects_written": written,
         "query_dense_index": kinds,
         "query_top_k": top_k,
         "query_count": len(queries),
@@ -257,18 +284,10 @@ async def bench_ingest(
     cfg = stack.rcfg
     chunker = Chunker(cfg.chunk_size_tokens, cfg.chunk_overlap_tokens)
     per_doc = [embedded_texts(chunker.chunks(coll, d, text)) for d, text in docs]
-    texts = [t for chunks in per_doc for t in chunks]
-    n_chunks = len(texts)
-    if cfg.sentence_vectors:
-        # A job also embeds each batch's distinct whole sentences (stored beside the chunks): the
-        # raw side embeds the same, batch by batch as the job cuts them (files up to write_batch).
-        batch: list[str] = []
-        for chunks in per_doc:
-            batch += chunks
-            if len(batch) >= cfg.write_batch:
-                texts += batch_sentences(batch)
-                batch = []
-        texts += batch_sentences(batch) if batch else []
+    n_chunks = sum(len(c) for c in per_doc)
+    # Exactly what the job sends, in its order: the chunks and, with sentence vectors on, each
+    # batch's distinct whole sentences, in the same requests (services/retriever/embed_plan.py).
+    texts = planned_texts(per_doc, write_batch=cfg.write_batch, sentence_vectors=cfg.sentence_vectors)
     log(f"ingest: {len(docs)} documents, {n_chunks} chunks, {len(texts)} texts to embed")
     await stack.embedder.embed(texts[:64])  # warm-up, so neither side pays the first call
     sem = asyncio.Semaphore(cfg.embed_concurrency)
@@ -351,12 +370,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         try:
             await stack.start(work)
             if "query" in only:
-                await write_corpus(stack, "bench100k", args.chunks, int(stack.info.dimension))
+                texts = await write_corpus(stack, "bench100k", args.chunks, int(stack.info.dimension))
             client = await stack.start_retriever()
             if "ingest" in only:
                 result.update(await bench_ingest(stack, client, scifact_docs(args.ingest_docs), args.rounds))
             if "query" in only:
-                result.update(await bench_query(stack, client, "bench100k", scifact_queries(args.queries)))
+                result.update(await bench_query(stack, client, "bench100k", texts, scifact_queries(args.queries)))
             result["embedder_backend"] = f"{stack.info.backend}/{stack.info.dtype}/{stack.info.device}"
             await client.close()
         finally:

@@ -45,6 +45,8 @@ class Event:
     name: str
     data: Any
     id: str | None = None
+    # `data` already encoded, when the route has it (sent as is; `data` stays for other readers).
+    raw: str | None = None
 
 
 @dataclass(eq=False)
@@ -136,7 +138,8 @@ async def stream_events(
                 if ev.name in terminal:
                     stream_span.set_attribute("ddnrag.sse.terminal_event", ev.name)
                 if named:
-                    await sse.send(dumps(ev.data), id=ev.id if ev.id is not None else str(counter), event=ev.name)
+                    data = ev.raw if ev.raw is not None else dumps(ev.data)
+                    await sse.send(data, id=ev.id if ev.id is not None else str(counter), event=ev.name)
                 else:
                     await sse.send(ev.data if isinstance(ev.data, str) else dumps(ev.data))
                 metrics.sse_event(ev.name)

@@ -58,6 +58,14 @@ class RetrieverSearcher:
             raise err.to_service_error() from None
         return search_result_from_pb(resp)
 
+    async def index_versions(self) -> dict[str, str]:
+        """Each collection's live index version (ListCollections: the retriever's memory, no I/O)."""
+        try:
+            collections = await self.client.list_collections(timeout=2.0)
+        except ServiceCallError as err:
+            raise err.to_service_error() from None
+        return {c.name: c.version for c in collections}
+
     async def close(self) -> None:
         await self.client.close()
 

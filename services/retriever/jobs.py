@@ -25,7 +25,7 @@ from typing import Any
 from kernel import tracing
 from kernel.errors import ServiceError, invalid, not_found
 
-from .chunking import Chunker
+from .chunking import Chunker, NullCounter
 from .core import Retriever, check_name
 from .job_model import (
     ChunkRow,
@@ -42,7 +42,6 @@ from .job_runner import JobRunner
 from .job_state import JobStore
 from .lease import LeaseKeeper
 from .live_job import LiveJob
-from .pipeline import NullCounter
 
 log = logging.getLogger(__name__)
 
