@@ -10,7 +10,8 @@ Outside a recording trace nothing here runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from kernel import tracing
@@ -34,12 +35,14 @@ OPERATIONS = {
     "_mpu_complete": "CompleteMultipartUpload",
     "_mpu_abort": "AbortMultipartUpload",
     "_open_blocking": "GetObject",
+    "_get_on_loop": "GetObject",
 }
 
 
-def traced_call(backend: str, bucket: str, key: str, transfer: Transfer | None, fn: Callable[..., T], *args: Any) -> T:
-    """Runs blocking `fn(*args)` (an S3Store method, in an executor thread) inside its span."""
-    op = OPERATIONS.get(getattr(fn, "__name__", ""), getattr(fn, "__name__", "call").strip("_"))
+@contextmanager
+def client_span(backend: str, bucket: str, key: str, op: str, transfer: Transfer | None) -> Iterator[None]:
+    """The CLIENT span of one attempt of S3 operation `op`, current inside the block; a failure
+    sets its status (and the store's request id and HTTP status, when the error carries them)."""
     attrs = {
         "rpc.system": "aws-api",
         "rpc.service": "S3",
@@ -51,7 +54,7 @@ def traced_call(backend: str, bucket: str, key: str, transfer: Transfer | None, 
         attrs["aws.s3.key"] = key
     with tracing.span(f"S3.{op}", kind=SpanKind.CLIENT, attributes=attrs) as span:
         try:
-            out = fn(*args)
+            yield
         except Exception as exc:
             meta = (getattr(exc, "response", None) or {}).get("ResponseMetadata", {})
             if meta.get("RequestId"):
@@ -62,7 +65,13 @@ def traced_call(backend: str, bucket: str, key: str, transfer: Transfer | None, 
             raise
         if transfer is not None:
             span.set_attributes({"ddnrag.ttfb_ns": transfer.ttfb_ns, "ddnrag.bytes": transfer.bytes})
-        return out
+
+
+def traced_call(backend: str, bucket: str, key: str, transfer: Transfer | None, fn: Callable[..., T], *args: Any) -> T:
+    """Runs blocking `fn(*args)` (an S3Store method, in an executor thread) inside its span."""
+    op = OPERATIONS.get(getattr(fn, "__name__", ""), getattr(fn, "__name__", "call").strip("_"))
+    with client_span(backend, bucket, key, op, transfer):
+        return fn(*args)
 
 
 def add_traceparent(headers: MutableMapping[str, Any]) -> None:
