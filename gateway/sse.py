@@ -114,7 +114,10 @@ async def stream_events(
                 return json_error(ApiError(503, "the gateway is shutting down; retry", "SHUTTING_DOWN"))
             raise
         except Exception as err:  # noqa: BLE001 - any failure before the first byte picks the status
-            log.info("stream refused before start", extra={"path": request.path, "err": repr(err)})
+            # A refusal of the gateway's own (429 GATEWAY_BUSY, bad input) is in the access metrics;
+            # a log line for each would be the hot path's biggest cost under overload.
+            if not isinstance(err, ApiError):
+                log.info("stream refused before start", extra={"path": request.path, "err": repr(err)})
             return json_error(err)
 
         if status_from_first_error and first is not None and first.name == "error" and isinstance(first.data, dict):
