@@ -17,12 +17,30 @@ on its raw side, so its ratio compares like with like.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from kernel import sentences
 
 from .sentence_vectors import records_of
+
+
+@dataclass
+class Vectors:
+    """An embedding request's vectors, in the order of its texts, and each text's share of its time (ns)."""
+
+    vectors: np.ndarray
+    ns: np.ndarray
+
+    @staticmethod
+    def join(parts: list[Vectors]) -> Vectors:
+        if len(parts) == 1:
+            return parts[0]
+        return Vectors(np.concatenate([p.vectors for p in parts]), np.concatenate([p.ns for p in parts]))
+
+    def split(self, n: int) -> tuple[Vectors, Vectors]:
+        return Vectors(self.vectors[:n], self.ns[:n]), Vectors(self.vectors[n:], self.ns[n:])
 
 
 class BatchPlan:

@@ -25,20 +25,18 @@ import asyncio
 import contextlib
 import hashlib
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
-from opentelemetry import context as otel_context
-from opentelemetry.trace import Link
 
-from kernel import sentences
-from kernel.tracing import TRACER
+from kernel import sentences, tracing
 
 from .chunking import Chunk, Chunker
 from .core import Retriever, chunk_key
-from .embed_plan import BatchPlan
+from .embed_plan import BatchPlan, Vectors
 from .job_model import BackendStats, ChunkRow, FileErrorView, FileRow
 from .live_job import JobSink, LiveJob
 from .parsing import ParseError, parse_document
@@ -79,23 +77,6 @@ class _Batch:
     write: asyncio.Task[None]
 
 
-@dataclass
-class _Vectors:
-    """An embedding request's vectors, in chunk order, and each chunk's share of its time (ns)."""
-
-    vectors: np.ndarray
-    ns: np.ndarray
-
-    @staticmethod
-    def join(parts: list[_Vectors]) -> _Vectors:
-        if len(parts) == 1:
-            return parts[0]
-        return _Vectors(np.concatenate([p.vectors for p in parts]), np.concatenate([p.ns for p in parts]))
-
-    def split(self, n: int) -> tuple[_Vectors, _Vectors]:
-        return _Vectors(self.vectors[:n], self.ns[:n]), _Vectors(self.vectors[n:], self.ns[n:])
-
-
 # Batches whose chunk objects may be written ahead of their commit, and writes in flight at once.
 BATCHES_AHEAD = 4
 WRITES_IN_FLIGHT = 2
@@ -112,7 +93,7 @@ class Pipeline:
     async def run(self, lj: LiveJob, pending: list[FileRow]) -> None:
         parsed_q: asyncio.Queue[_Parsed | None] = asyncio.Queue(maxsize=64)
         # Embedding requests in chunk order; bounded by the batches below, which bound the chunks.
-        vectors_q: asyncio.Queue[asyncio.Task[_Vectors] | None] = asyncio.Queue()
+        vectors_q: asyncio.Queue[asyncio.Task[Vectors] | None] = asyncio.Queue()
         batch_q: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=BATCHES_AHEAD)
         tasks = [
             asyncio.create_task(self._parse_stage(lj, pending, parsed_q)),
@@ -182,12 +163,26 @@ class Pipeline:
                 _add(lj, "chunk", f.chunk_ns)
                 return parsed
 
-        window = 8
-        for i in range(0, len(pending), window):
-            for p in await asyncio.gather(*(one(f) for f in pending[i : i + window])):
-                if p is not None:
-                    lj.view.chunks_total += len(p.chunks)
-                    await out.put(p)
+        # Up to 8 files in the works (4 fetched at once), handed on in order, each as soon as it
+        # and the files before it are chunked: the first request need not wait for a whole window.
+        ahead: deque[asyncio.Task[_Parsed | None]] = deque()
+
+        async def hand_on() -> None:
+            if (p := await ahead.popleft()) is not None:
+                lj.view.chunks_total += len(p.chunks)
+                await out.put(p)
+
+        try:
+            for f in pending:
+                ahead.append(asyncio.create_task(one(f)))
+                if len(ahead) >= 8:
+                    await hand_on()
+            while ahead:
+                await hand_on()
+        finally:
+            for t in ahead:
+                t.cancel()
+            await asyncio.gather(*ahead, return_exceptions=True)
         await out.put(None)
 
     def _parse_chunk(self, collection: str, f: FileRow, data: bytes, chunker: Chunker) -> _Parsed:
@@ -220,7 +215,7 @@ class Pipeline:
         self,
         lj: LiveJob,
         inp: asyncio.Queue[_Parsed | None],
-        vectors_q: asyncio.Queue[asyncio.Task[_Vectors] | None],
+        vectors_q: asyncio.Queue[asyncio.Task[Vectors] | None],
         batch_q: asyncio.Queue[_Batch | None],
     ) -> None:
         """Sends an embedding request as soon as `embed_batch` texts (a batch's chunks and, with
@@ -269,14 +264,14 @@ class Pipeline:
         await vectors_q.put(None)
         await batch_q.put(None)
 
-    async def _embed(self, lj: LiveJob, texts: list[str], slots: asyncio.Semaphore) -> _Vectors:
+    async def _embed(self, lj: LiveJob, texts: list[str], slots: asyncio.Semaphore) -> Vectors:
         async with slots:  # requests take their slots in the order they were cut (FIFO)
             lj.embed_clock.start()
             t0 = time.perf_counter_ns()
             try:
                 vectors = np.asarray(await self.r.encoder.encode(texts, timeout=self.s.embed_timeout_s), np.float32)
                 lj.embedded += len(texts)
-                return _Vectors(vectors, np.full(len(texts), (time.perf_counter_ns() - t0) // max(1, len(texts))))
+                return Vectors(vectors, np.full(len(texts), (time.perf_counter_ns() - t0) // max(1, len(texts))))
             finally:
                 lj.embed_clock.stop()
                 lj.clocks_to_view()
@@ -284,12 +279,12 @@ class Pipeline:
     async def _commit_stage(
         self,
         lj: LiveJob,
-        vectors_q: asyncio.Queue[asyncio.Task[_Vectors] | None],
+        vectors_q: asyncio.Queue[asyncio.Task[Vectors] | None],
         batch_q: asyncio.Queue[_Batch | None],
     ) -> None:
         """Pairs each batch, in order, with its texts' vectors and its write, writes its sentence
         records, then has it committed."""
-        held: list[_Vectors] = []
+        held: list[Vectors] = []
         have = 0
         model: str | None = None
         async for batch in drain(batch_q):
@@ -299,7 +294,7 @@ class Pipeline:
                 assert task is not None, "the feed stage ended before every batch had its vectors"
                 held.append(await task)
                 have += len(held[-1].vectors)
-            every = _Vectors.join(held)
+            every = Vectors.join(held)
             mine, rest = every.split(batch.plan.size)
             held, have = ([rest], len(rest.vectors)) if len(rest.vectors) else ([], 0)
             at = 0
@@ -318,11 +313,10 @@ class Pipeline:
         v = lj.view
         if v.stage != "write":
             await self.sink.emit(lj, stage="write")
-        job = lj.span.get_span_context()
-        with TRACER.start_as_current_span(
+        with tracing.span(
             "ingest.batch",
-            context=otel_context.Context(),  # a trace per batch, linked to the job's span
-            links=[Link(job)] if job.is_valid else None,
+            root=True,  # a trace per batch, linked to the job's span
+            links=[lj.span],
             attributes={
                 "ddnrag.job_id": v.job_id,
                 "ddnrag.collection": v.collection,
