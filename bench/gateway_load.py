@@ -131,6 +131,12 @@ class Baseline:
         }
 
 
+def spy_version() -> str:
+    exe = procstat.py_spy()
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False).stdout if exe else ""
+    return out.strip() or "py-spy"
+
+
 def admission_state(url: str) -> dict[str, float]:
     """`gateway_admission_*{pool=...}` from the gateway's /metrics, as `name.pool` -> value."""
     try:
@@ -306,7 +312,7 @@ def main() -> None:
     if args.profile:
         summary = procstat.summarize(spy_dir)
         header = (
-            f"py-spy ({procstat.py_spy()}) over the {args.duration:g} s cache-off run of bench/gateway_load.py, "
+            f"{spy_version()} over the {args.duration:g} s cache-off run of bench/gateway_load.py, "
             f"{result['date']}: {stats.completed} answers, cpu_ms_per_answer {result['cpu_ms_per_answer']}, "
             f"load_avg_1m {result['load_avg_1m_before']} -> {result['load_avg_1m_after']}\n"
             f"CPU seconds per process in the run: {json.dumps(cpu)}"

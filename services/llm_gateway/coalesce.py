@@ -21,8 +21,12 @@ from typing import Any
 
 from .domain import TokenEvent
 
-# Pieces joined into one message at most, so a client still sees the text grow.
-MAX_PIECES = 8
+# Pieces joined into one message at most. Pieces that are ready together reach the client at
+# the same moment however they are split, so the cap only bounds one message's size: 64 word
+# pieces (a few hundred bytes). It was 8: an extractive answer (~45 pieces, all ready at once)
+# then left in ~7 messages, each a protobuf here, a gRPC read and an SSE event in the gateway;
+# per-message work is most of what a replayed answer costs on both sides (bench/gateway_load.py).
+MAX_PIECES = 64
 
 
 class _Raised:
