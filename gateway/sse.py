@@ -25,8 +25,8 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp_sse import sse_response
-from opentelemetry import trace
 
+from kernel import tracing
 from kernel.tracing import current_trace_id
 
 from .access import CALLER
@@ -99,7 +99,7 @@ async def stream_events(
             )
     handle = OpenStream(task, request.path, caller)
     trace_id = current_trace_id()
-    stream_span: trace.Span | None = None  # the request's, once the stream starts
+    stream_span: tracing.Span | None = None  # the request's, once the stream starts
     shape = wrap_error or (lambda payload: payload)
     request.app[OPEN_STREAMS].add(handle)
     counter = 0
@@ -127,7 +127,7 @@ async def stream_events(
 
         # The request's span (gateway/tracing.py) lasts until the terminal event; it gets the
         # stream's figures too (a span of its own would cost more than it tells).
-        stream_span = trace.get_current_span()
+        stream_span = tracing.current_span()
         stream_span.add_event("sse.open")
         async with sse_response(request, ping_interval=cfg.ping_interval_s, allow_all_methods=True) as sse:
 

@@ -31,11 +31,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
-from opentelemetry import context as otel_context
-from opentelemetry.trace import Link
 
-from kernel import sentences
-from kernel.tracing import TRACER
+from kernel import sentences, tracing
 
 from .chunking import Chunk, Chunker
 from .core import Retriever, chunk_key
@@ -316,11 +313,10 @@ class Pipeline:
         v = lj.view
         if v.stage != "write":
             await self.sink.emit(lj, stage="write")
-        job = lj.span.get_span_context()
-        with TRACER.start_as_current_span(
+        with tracing.span(
             "ingest.batch",
-            context=otel_context.Context(),  # a trace per batch, linked to the job's span
-            links=[Link(job)] if job.is_valid else None,
+            root=True,  # a trace per batch, linked to the job's span
+            links=[lj.span],
             attributes={
                 "ddnrag.job_id": v.job_id,
                 "ddnrag.collection": v.collection,

@@ -25,8 +25,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
-from opentelemetry import trace
-
+from kernel import tracing
 from kernel.errors import ServiceError
 
 from . import s3trace, wire
@@ -143,7 +142,7 @@ class S3Store:
         loop = asyncio.get_running_loop()
 
         def attempt() -> Awaitable[T]:
-            if trace.get_current_span().is_recording():  # one span per attempt (s3trace.py)
+            if tracing.recording():  # one span per attempt (s3trace.py)
                 traced = (s3trace.traced_call, self.spec.name, self.bucket, key, transfer, fn, *args)
                 return loop.run_in_executor(self.executor, contextvars.copy_context().run, *traced)
             return loop.run_in_executor(self.executor, fn, *args)
@@ -156,7 +155,7 @@ class S3Store:
         """`run` for a coroutine function that does its I/O on the event loop (no thread)."""
 
         async def attempt() -> T:
-            if not trace.get_current_span().is_recording():
+            if not tracing.recording():
                 return await fn(*args)
             op = s3trace.OPERATIONS.get(fn.__name__, operation)
             with s3trace.client_span(self.spec.name, self.bucket, key, op, transfer):
