@@ -7,8 +7,8 @@ do not depend on the backend. A backend only runs the transformer and pools:
   on CUDA in fp16 when present, else CPU fp32.
 - `OpenVinoBackend`: an OpenVINO IR exported from the same weights (`export.py`), compiled for the
   CPU; the IR's graph already contains the mean pooling.
-- `OnnxRuntimeBackend`: a fused ONNX graph (pooling inside) run by ONNX Runtime on the CPU: the
-  dynamic int8 variant (`onnx_export.py`).
+- `OnnxRuntimeBackend` (in `ort_variant.py`, apart so that the in-process encoder's users never
+  reach ONNX Runtime): the dynamic int8 variant.
 
 All methods are blocking; the batcher calls them from its one inference thread.
 """
@@ -243,31 +243,6 @@ class OpenVinoBackend:
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         res = self.request.infer({"input_ids": input_ids, "attention_mask": attention_mask}, share_inputs=True)
         return np.array(res[self.compiled.output(0)], dtype=np.float32, copy=True)
-
-
-class OnnxRuntimeBackend:
-    """An ONNX graph (pooling inside) in an ONNX Runtime CPU session with every graph
-    optimization on. All `threads` work inside each operator and one runs between them: the
-    batcher runs one batch at a time, and the graph is a chain."""
-
-    def __init__(self, onnx_path: Path, threads: int, *, name: str, dtype: str, dimension: int) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, threads)
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-        self.output = self.session.get_outputs()[0].name
-        self.name = name
-        self.device = "cpu"
-        self.dtype = dtype
-        self.dimension = dimension
-
-    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        (out,) = self.session.run([self.output], {"input_ids": input_ids, "attention_mask": attention_mask})
-        return np.asarray(out, dtype=np.float32)
 
 
 def _ov_precision_name(p: str) -> str:

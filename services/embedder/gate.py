@@ -33,9 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from embedding import export, onnx_export, variants
+from embedding import export, ort_variant, variants
 from embedding.runtime import (
-    OnnxRuntimeBackend,
     OpenVinoBackend,
     Tokenization,
     TorchBackend,
@@ -69,7 +68,9 @@ def _calibration(tok: Tokenization, texts: list[str], size: int) -> list[tuple[n
 
 def _variant_backend(variant: str, art: export.Artifacts, gates: variants.GateStore, threads: int, dim: int) -> Any:
     if variant == "int8-dyn":
-        return OnnxRuntimeBackend(gates.int8_dyn_onnx, threads, name="onnxruntime-int8", dtype="int8", dimension=dim)
+        return ort_variant.OnnxRuntimeBackend(
+            gates.int8_dyn_onnx, threads, name="onnxruntime-int8", dtype="int8", dimension=dim
+        )
     if variant == "int8":
         return OpenVinoBackend(gates.int8_xml, threads, name="openvino-int8", dtype="int8", dimension=dim)
     precision = {"bf16": "bf16", "fp32": "f32"}[variant]
@@ -81,8 +82,8 @@ def _make_variant(variant: str, art: export.Artifacts, gates: variants.GateStore
     if variant == "int8-dyn":
         onnx_fp = art.root / "onnx" / "model.onnx"
         if not onnx_fp.is_file():
-            onnx_export.export_onnx(art.model_dir, onnx_fp, pooling=read_pooling(art.model_dir))
-        onnx_export.quantize_dynamic_int8(onnx_fp, gates.int8_dyn_onnx)
+            ort_variant.export_onnx(art.model_dir, onnx_fp, pooling=read_pooling(art.model_dir))
+        ort_variant.quantize_dynamic_int8(onnx_fp, gates.int8_dyn_onnx)
     elif variant == "int8":
         export.quantize_int8(art.fp_xml, gates.int8_xml, calibration())
 
@@ -172,7 +173,7 @@ def run_gate(
         "dataset": f"SciFact (BEIR) corpus ({len(beir.corpus_texts)} abstracts) and TRAIN qrels ({len(queries)} queries)",
         "threads": threads,
         "calibration_texts": calibration_size if "int8" in gated else 0,
-        "int8_dyn_recipe": onnx_export.QUANT_RECIPE if "int8-dyn" in gated else None,
+        "int8_dyn_recipe": ort_variant.QUANT_RECIPE if "int8-dyn" in gated else None,
         "thresholds": variants.thresholds(),
         "torch_fp32": {
             "docs_per_s": round(len(ref_docs) / torch_docs_s, 1),

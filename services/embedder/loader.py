@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from embedding import export
+from embedding import export, ort_variant
 from embedding.runtime import (
     Backend,
-    OnnxRuntimeBackend,
     OpenVinoBackend,
     Tokenization,
     TorchBackend,
@@ -133,7 +132,9 @@ def _load_cpu_variant(artifacts: export.Artifacts, model_dir: Path, choice: str,
                 "run `make embedder-int8` (scripts/export_embedder_openvino.py) first"
             )
         if variant == "int8-dyn":
-            return OnnxRuntimeBackend(gates.int8_dyn_onnx, threads, name=choice, dtype="int8", dimension=dim)
+            return ort_variant.OnnxRuntimeBackend(
+                gates.int8_dyn_onnx, threads, name=choice, dtype="int8", dimension=dim
+            )
         return OpenVinoBackend(gates.int8_xml, threads, name=choice, dtype="int8", dimension=dim)
     if not artifacts.fp_ready():
         export.export_openvino(model_dir, artifacts.fp_xml, pooling=read_pooling(model_dir))

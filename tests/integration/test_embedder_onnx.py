@@ -12,9 +12,9 @@ import numpy as np
 import onnx
 import pytest
 
-from embedding import export, onnx_export, variants
+from embedding import export, ort_variant, variants
 from embedding.packaged import packaged_model_dir
-from embedding.runtime import OnnxRuntimeBackend, Tokenization
+from embedding.runtime import Tokenization
 
 from .test_embedder_openvino import TEXTS, start_and_embed
 
@@ -36,8 +36,8 @@ async def test_int8_dyn_is_fused_quantized_close_to_torch_and_served_when_gated(
     art = export.Artifacts(tmp_path, model_dir)
     gates = art.gates()
     fp = art.root / "onnx" / "model.onnx"
-    await asyncio.to_thread(onnx_export.export_onnx, model_dir, fp)
-    await asyncio.to_thread(onnx_export.quantize_dynamic_int8, fp, gates.int8_dyn_onnx)
+    await asyncio.to_thread(ort_variant.export_onnx, model_dir, fp)
+    await asyncio.to_thread(ort_variant.quantize_dynamic_int8, fp, gates.int8_dyn_onnx)
 
     ops = [n.op_type for n in onnx.load(str(gates.int8_dyn_onnx)).graph.node]
     assert ops.count("Attention") + ops.count("QAttention") == 6  # one fused attention per layer
@@ -45,7 +45,9 @@ async def test_int8_dyn_is_fused_quantized_close_to_torch_and_served_when_gated(
     assert not list(gates.int8_dyn_onnx.parent.parent.glob(".int8-dyn-*"))  # no temporary left behind
 
     tok = Tokenization(model_dir, 256)
-    backend = OnnxRuntimeBackend(gates.int8_dyn_onnx, 2, name="onnxruntime-int8", dtype="int8", dimension=384)
+    backend = ort_variant.OnnxRuntimeBackend(
+        gates.int8_dyn_onnx, 2, name="onnxruntime-int8", dtype="int8", dimension=384
+    )
     ids, mask = tok.pad([e.ids for e in tok.encode(DOCS)])
     vec = backend.run(ids, mask)
     vec /= np.linalg.norm(vec, axis=1, keepdims=True)

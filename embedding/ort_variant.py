@@ -1,5 +1,6 @@
-"""The ONNX Runtime variant: the model exported to ONNX, its graph fused, and its weights
-quantized to int8 for ONNX Runtime's dynamic quantization (`int8-dyn` in `variants.py`).
+"""The ONNX Runtime variant (`int8-dyn` in `variants.py`): the model exported to ONNX, its graph
+fused, its weights quantized to int8 for ONNX Runtime's dynamic quantization, and the backend that
+runs it (`OnnxRuntimeBackend`). Only the embedder service imports this module.
 
 Why this recipe (measured on a 2-core AVX2-only AMD EPYC, cosine to fp32 on 96 SciFact abstracts):
 - the export runs the transformer with eager attention so that ONNX Runtime's BERT optimizer fuses
@@ -13,7 +14,8 @@ Why this recipe (measured on a 2-core AVX2-only AMD EPYC, cosine to fp32 on 96 S
 The gate (`services/embedder/gate.py`) judges the result on SciFact like every other variant.
 
 The fp32 ONNX (`<models root>/onnx/model.onnx`, CPU-independent) is kept for re-gating; the int8
-model lives under the gate key that judged it. Blocking; tens of seconds.
+model lives under the gate key that judged it. Export and quantization block for tens of
+seconds.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import logging
 import time
 import warnings
 from pathlib import Path
+
+import numpy as np
 
 from .export import pooled_module, write_atomically
 
@@ -114,3 +118,28 @@ def quantize_dynamic_int8(fp_onnx: Path, int8_onnx: Path) -> Path:
         extra={"path": str(int8_onnx), "kept_fp32": len(keep), "quantize_s": round(time.perf_counter() - t0, 2)},
     )
     return int8_onnx
+
+
+class OnnxRuntimeBackend:
+    """An ONNX graph (pooling inside) in an ONNX Runtime CPU session with every graph
+    optimization on. All `threads` work inside each operator and one runs between them: the
+    batcher runs one batch at a time, and the graph is a chain."""
+
+    def __init__(self, onnx_path: Path, threads: int, *, name: str, dtype: str, dimension: int) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = max(1, threads)
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        self.output = self.session.get_outputs()[0].name
+        self.name = name
+        self.device = "cpu"
+        self.dtype = dtype
+        self.dimension = dimension
+
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        (out,) = self.session.run([self.output], {"input_ids": input_ids, "attention_mask": attention_mask})
+        return np.asarray(out, dtype=np.float32)
