@@ -47,11 +47,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from gateway_load import QUESTIONS, percentile  # noqa: E402
 
 from bench import _procstat as procstat  # noqa: E402
+from bench._loadclient import QUESTIONS, percentile  # noqa: E402
 from testkit.otlp import OtlpReceiver  # noqa: E402
 from testkit.stack import RunningStack, start_stack  # noqa: E402
 
