@@ -32,7 +32,7 @@ The default sizes fit the 10-minute rule on this shared 2-core machine (the JSON
 how each part was sized); the machine's load average (before and after, and per ingestion round)
 and the CPU's vector ISA flags are recorded beside the figures.
 
-Flags: --only ingest,query,hnsw  --chunks N (100000)  --ingest-docs N (24)  --hnsw-n N (50000)
+Flags: --only ingest,query,hnsw  --chunks N (100000)  --ingest-docs N (16)  --hnsw-n N (50000)
 """
 
 from __future__ import annotations
@@ -442,7 +442,7 @@ def main() -> int:
     ap.add_argument("--only", default="ingest,query,hnsw")
     ap.add_argument("--chunks", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=50)
-    ap.add_argument("--ingest-docs", type=int, default=24)
+    ap.add_argument("--ingest-docs", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=3, help="alternating raw/end-to-end ingestion rounds")
     ap.add_argument("--hnsw-n", type=int, default=50_000)
     ap.add_argument("--hnsw-dim", type=int, default=64)

@@ -7,9 +7,11 @@ pile up between two sends. `coalesced` runs the event stream in a task of its ow
 time the caller is ready for the next message, every token event queued behind the first one
 (consecutive, at most `max_pieces` of them) as one `TokenEvent` -- the pieces joined, `index` of
 the first, `count` the sum -- so nothing waits for company: a token that arrives alone leaves
-alone, at once, and so does the first token of every stream. Other events pass unchanged and in
-order. An error raised by the stream is raised here; closing this generator cancels the task,
-which closes the stream.
+alone, at once. The first token is no exception (it used to leave alone): joining what is
+already queued behind it does not delay it, and an answer made at once (extractive, or replayed
+from the cache) then leaves in one message. Other events pass unchanged and in order. An error
+raised by the stream is raised here; closing this generator cancels the task, which closes the
+stream.
 """
 
 from __future__ import annotations
@@ -53,7 +55,6 @@ async def coalesced(stream: AsyncIterator[Any], max_pieces: int = MAX_PIECES) ->
 
     task = asyncio.create_task(pump())
     held: Any = None
-    first = True  # the first token leaves alone: text shows at once, and a stream of two pieces stays two
     try:
         while True:
             ev = held if held is not None else await queue.get()
@@ -62,9 +63,7 @@ async def coalesced(stream: AsyncIterator[Any], max_pieces: int = MAX_PIECES) ->
                 return
             if isinstance(ev, _Raised):
                 raise ev.err
-            if isinstance(ev, TokenEvent) and first:
-                first = False
-            elif isinstance(ev, TokenEvent) and not queue.empty():
+            if isinstance(ev, TokenEvent) and not queue.empty():
                 parts, count = [ev.text], ev.count
                 while len(parts) < max_pieces and not queue.empty():
                     nxt = queue.get_nowait()

@@ -110,6 +110,12 @@ class ReadyAnswers:
         self.hits = 0
         self.stale = 0
 
+    def clear(self) -> int:
+        """Forgets every ready answer (the answer cache was purged); returns how many."""
+        n = len(self._entries)
+        self._entries.clear()
+        return n
+
     def get(self, key: str, collection: str) -> Ready | None:
         ready = self._entries.get(key)
         if ready is None:

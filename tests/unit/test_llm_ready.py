@@ -100,6 +100,7 @@ async def test_a_cached_answer_is_served_again_without_retrieval_or_permit(
         assert done.text == first.text and done.citations == first.citations
         assert [s.name for s in done.stages] == ["ready_answer"]
         assert [type(e) for e in again] == [type(e) for e in hit]
+        assert ready.clear() == 1 and not ready._entries  # what a purge of the answer cache does
     finally:
         await gw.close()
 
