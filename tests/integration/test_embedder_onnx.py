@@ -9,7 +9,6 @@ import asyncio
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 
 from embedding import export, ort_variant, variants
@@ -30,6 +29,7 @@ DOCS = [
 
 
 async def test_int8_dyn_is_fused_quantized_close_to_torch_and_served_when_gated(tmp_path: Path) -> None:
+    import onnx
     from sentence_transformers import SentenceTransformer
 
     model_dir = packaged_model_dir()
