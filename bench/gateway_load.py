@@ -42,161 +42,17 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
-
-import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import _procstat as procstat  # noqa: E402
-
-QUESTIONS = [
-    "What is DDN Infinia?",
-    "How does chunking work?",
-    "Why does time to first byte matter for RAG?",
-    "What is AWS S3 used for?",
-    "How are chunks stored in object storage?",
-    "What does the retriever do?",
-    "How is hybrid search fused?",
-    "What limits GPU utilisation in RAG pipelines?",
-    "How does the embedder batch requests?",
-    "What is SeaweedFS?",
-    "How are index segments versioned?",
-    "What does the gateway stream to the browser?",
-]
-
+from bench._loadclient import Stats, ms, prime_cache, run_load, warm_up  # noqa: E402
 
 IDLE_S = 10.0  # seconds of the idle CPU reading before the run
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    k = max(0, min(len(s) - 1, round(q / 100 * (len(s) - 1))))
-    return s[k]
-
-
-class Stats:
-    def __init__(self) -> None:
-        self.ttft_ms: list[float] = []
-        self.queue_ms: list[float] = []
-        self.server_ttft_ms: list[float] = []
-        self.total_ms: list[float] = []
-        self.completed = 0
-        self.errors = 0
-        self.errors_by_kind: dict[str, int] = {}
-        self.tokens = 0
-        self.shed = 0
-        self.cache_hits = 0
-        self.retry_after_s: list[float] = []
-
-    def merge(self, other: Stats) -> None:
-        for name, value in vars(other).items():
-            mine = getattr(self, name)
-            if isinstance(value, dict):
-                for k, v in value.items():
-                    mine[k] = mine.get(k, 0) + v
-            else:
-                setattr(self, name, mine + value)
-
-    def error(self, kind: str) -> None:
-        self.errors += 1
-        self.errors_by_kind[kind] = self.errors_by_kind.get(kind, 0) + 1
-
-
-async def one_chat(session: aiohttp.ClientSession, url: str, q: str, stats: Stats, *, no_cache: bool = True) -> float:
-    """One chat; returns the seconds a 429 asked to wait (0 otherwise)."""
-    t0 = time.perf_counter()
-    first: float | None = None
-    params = {"q": q, "no_cache": "1"} if no_cache else {"q": q}
-    try:
-        async with session.get(f"{url}/api/rag/stream", params=params) as resp:
-            if resp.status == 429:
-                stats.shed += 1
-                await resp.read()
-                wait = float(resp.headers.get("Retry-After") or 1)
-                stats.retry_after_s.append(wait)
-                return wait
-            if resp.status != 200:
-                stats.error(f"http_{resp.status}")
-                await resp.read()
-                return 0.0
-            event = ""
-            async for raw in resp.content:
-                line = raw.decode().rstrip("\r\n")
-                if line.startswith("event: "):
-                    event = line[7:]
-                elif line.startswith("data: "):
-                    if event == "start":
-                        start = json.loads(line[6:])
-                        stats.queue_ms.append(float(start.get("queue_ms", 0)))
-                        stats.cache_hits += bool(start.get("cache_hit"))
-                    elif event == "token":
-                        stats.tokens += 1
-                        if first is None:
-                            first = time.perf_counter()
-                    elif event == "done":
-                        stats.completed += 1
-                        stats.server_ttft_ms.append(float(json.loads(line[6:]).get("ttft_ms") or 0))
-                        stats.total_ms.append((time.perf_counter() - t0) * 1000)
-                        if first is not None:
-                            stats.ttft_ms.append((first - t0) * 1000)
-                        else:
-                            stats.error("done_without_tokens")
-                        return 0.0
-                    elif event == "error":
-                        stats.error("error_" + json.loads(line[6:]).get("reason", "unknown"))
-                        return 0.0
-            stats.error("stream_ended_early")
-    except (TimeoutError, aiohttp.ClientError) as err:
-        stats.error(type(err).__name__)
-    return 0.0
-
-
-async def user(session: aiohttp.ClientSession, url: str, i: int, deadline: float, stats: Stats, no_cache: bool) -> None:
-    n = i
-    while time.perf_counter() < deadline:
-        wait = await one_chat(session, url, QUESTIONS[n % len(QUESTIONS)], stats, no_cache=no_cache)
-        if wait:
-            await asyncio.sleep(min(wait, max(0.0, deadline - time.perf_counter())))
-        n += 1
-
-
-async def warm_up(url: str, timeout_s: float = 300) -> None:
-    """Waits until a question gets a cited answer (the sample corpus is ingested)."""
-    deadline = time.monotonic() + timeout_s
-    async with aiohttp.ClientSession() as s:
-        while time.monotonic() < deadline:
-            stats = Stats()
-            await one_chat(s, url, QUESTIONS[0], stats)
-            if stats.completed:
-                return
-            await asyncio.sleep(2)
-    raise TimeoutError("the stack never answered a question")
-
-
-async def run_load(url: str, users: int, duration_s: float, *, no_cache: bool = True) -> Stats:
-    stats = Stats()
-    conn = aiohttp.TCPConnector(limit=0)
-    timeout = aiohttp.ClientTimeout(total=None, sock_read=300)
-    async with aiohttp.ClientSession(connector=conn, timeout=timeout) as session:
-        deadline = time.perf_counter() + duration_s
-        await asyncio.gather(*(user(session, url, i, deadline, stats, no_cache) for i in range(users)))
-    return stats
-
-
-async def prime_cache(url: str) -> None:
-    """Asks every question once with the answer cache on, so the cached run only hits."""
-    async with aiohttp.ClientSession() as s:
-        for q in QUESTIONS:
-            await one_chat(s, url, q, Stats(), no_cache=False)
-
-
-def ms(values: list[float], q: float) -> float | None:
-    return round(percentile(values, q) or 0, 1) if values else None
 
 
 def measure(url: str, procs: list[procstat.Proc], users: int, duration_s: float) -> tuple[Stats, float, dict]:
@@ -259,6 +115,7 @@ class Baseline:
             "chats_per_s": round(st.completed / self.wall, 2) if self.wall else None,
             "errors": st.errors,
             "shed_429": st.shed,
+            "shed_ms_p50": ms(st.shed_ms, 50),
             "ttft_p50_ms": ms(st.ttft_ms, 50),
             "ttft_p99_ms": ms(st.ttft_ms, 99),
             "server_ttft_p50_ms": ms(st.server_ttft_ms, 50),
@@ -270,7 +127,30 @@ class Baseline:
             "cached_ttft_p50_ms": ms(c.ttft_ms, 50) if c else None,
             "cached_ttft_p99_ms": ms(c.ttft_ms, 99) if c else None,
             "cached_shed_429": c.shed if c else None,
+            "cached_shed_ms_p50": ms(c.shed_ms, 50) if c else None,
         }
+
+
+def spy_version() -> str:
+    exe = procstat.py_spy()
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False).stdout if exe else ""
+    return out.strip() or "py-spy"
+
+
+def admission_state(url: str) -> dict[str, float]:
+    """`gateway_admission_*{pool=...}` from the gateway's /metrics, as `name.pool` -> value."""
+    try:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("gateway_admission_") and "{" in line:
+            name, rest = line[len("gateway_admission_") :].split("{", 1)
+            pool = rest.split('"')[1]
+            out[f"{name}.{pool}"] = round(float(rest.rsplit(" ", 1)[1]), 4)
+    return out
 
 
 def main() -> None:
@@ -336,6 +216,7 @@ def main() -> None:
                 base.round(args.users, args.duration / rounds)
         load_after = os.getloadavg()[0]
         rss_now, rss_peak = procstat.rss_mb(pid)
+        admission = admission_state(url)
         for sp in spies:
             sp.wait(timeout=120)
         cached = None
@@ -370,6 +251,9 @@ def main() -> None:
         # Requests the gateway shed with 429 + Retry-After (not errors: the user waits and asks again).
         "shed_429": stats.shed,
         "retry_after_p50_s": ms(stats.retry_after_s, 50),
+        # How early overload is answered: request sent -> the 429 read, at the client.
+        "shed_ms_p50": ms(stats.shed_ms, 50),
+        "shed_ms_p99": ms(stats.shed_ms, 99),
         "ttft_p50_ms": ms(stats.ttft_ms, 50),
         "ttft_p90_ms": ms(stats.ttft_ms, 90),
         "ttft_p99_ms": ms(stats.ttft_ms, 99),
@@ -394,6 +278,8 @@ def main() -> None:
         else None,
         "load_avg_1m_before": round(load_before, 2),
         "load_avg_1m_after": round(load_after, 2),
+        # The gateway's admission pools after the cache-off run (its /metrics): limit, baseline...
+        "admission_after_main_run": admission,
         "gateway_rss_mb": round(rss_peak, 1) if rss_peak is not None else None,
         "gateway_rss_now_mb": round(rss_now, 1) if rss_now is not None else None,
         "gateway_rss_before_mb": round(rss_before, 1) if rss_before is not None else None,
@@ -409,6 +295,7 @@ def main() -> None:
                 "cached_hit_ratio": round(cached.cache_hits / cached.completed, 4) if cached.completed else None,
                 "cached_errors": cached.errors,
                 "cached_shed_429": cached.shed,
+                "cached_shed_ms_p50": ms(cached.shed_ms, 50),
                 "cached_ttft_p50_ms": ms(cached.ttft_ms, 50),
                 "cached_ttft_p99_ms": ms(cached.ttft_ms, 99),
                 "cached_load_avg_1m_before": round(load_cached, 2),
@@ -425,7 +312,7 @@ def main() -> None:
     if args.profile:
         summary = procstat.summarize(spy_dir)
         header = (
-            f"py-spy ({procstat.py_spy()}) over the {args.duration:g} s cache-off run of bench/gateway_load.py, "
+            f"{spy_version()} over the {args.duration:g} s cache-off run of bench/gateway_load.py, "
             f"{result['date']}: {stats.completed} answers, cpu_ms_per_answer {result['cpu_ms_per_answer']}, "
             f"load_avg_1m {result['load_avg_1m_before']} -> {result['load_avg_1m_after']}\n"
             f"CPU seconds per process in the run: {json.dumps(cpu)}"

@@ -7,7 +7,7 @@ Writes bench/results/soak.json.
 
 It starts `rag up` on free loopback ports, waits for a cited answer, then runs `--users` virtual
 users, each looping GET /api/rag/stream?q=...&no_cache=1 to its terminal event (TTFT, errors: see
-bench/gateway_load.py, whose chat client this reuses). Beside them, ingestion jobs run back to
+bench/gateway_load.py, whose chat client, bench/_loadclient.py, this reuses). Beside them, ingestion jobs run back to
 back: 40 fresh documents per job written to the bucket and ingested through the retriever.
 Every 10 s the RSS of every process of the stack (supervisor, SeaweedFS, each service, the
 gateway) is sampled from /proc. The growth trend of each is the least-squares slope of RSS over
@@ -34,8 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from _loadclient import QUESTIONS, Stats, one_chat, percentile, warm_up  # noqa: E402
 from _procstat import rss_mb  # noqa: E402
-from gateway_load import QUESTIONS, Stats, one_chat, percentile, warm_up  # noqa: E402
 
 from testkit.faults import harness  # noqa: E402
 from testkit.faults.scenarios import start_job  # noqa: E402

@@ -100,6 +100,10 @@ class StorageClient(BaseClient):
                     if chunk:
                         sent += len(chunk)
                         yield pb.PutRequest(data=bytes(chunk))
+            except GeneratorExit:
+                # grpc.aio closed the request stream (the server answered, a refusal say, before
+                # the upload ended): the call's own outcome is what the caller gets.
+                raise
             except BaseException as exc:
                 # Never end the stream normally after a failure: a half-close would read on the
                 # server as a finished upload. Raising makes grpc.aio cancel the call instead.

@@ -28,6 +28,7 @@ allowlist, a per-key rate limit.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -129,12 +130,18 @@ def _host_name(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-def allowed_hosts(request: web.Request) -> set[str]:
+@functools.cache
+def _host_names(allowed: tuple[str, ...], bind_host: str) -> frozenset[str]:
+    names = {h.strip().lower() for h in allowed if h.strip()}
+    if bind_host not in ("0.0.0.0", "::", ""):
+        names.add(bind_host.lower())
+    return frozenset(names)
+
+
+def allowed_hosts(request: web.Request) -> frozenset[str]:
+    """The Host names accepted without keys (computed once per configuration, not per request)."""
     cfg = request.app[CONFIG]
-    names = {h.strip().lower() for h in cfg.allowed_hosts if h.strip()}
-    if cfg.host not in ("0.0.0.0", "::", ""):
-        names.add(cfg.host.lower())
-    return names
+    return _host_names(cfg.allowed_hosts, cfg.host)
 
 
 def _cross_site(request: web.Request, required: Role) -> ApiError | None:

@@ -15,6 +15,7 @@ from clients.base import channel_options
 from kernel.tls import aio_channel
 
 from .access import RateLimiter, api_keys_ctx, cors_on_prepare, load_api_keys, protect_middleware
+from .admission import AdmissionCollector, build_admission
 from .config import GatewayConfig
 from .errors import error_middleware
 from .metrics import GatewayMetrics, metrics_middleware
@@ -38,7 +39,7 @@ from .routes import (
 from .slowclients import body_timeout_middleware
 from .sse import close_open_streams
 from .state import (
-    ANSWER_SLOTS,
+    ADMISSION,
     API_KEYS,
     BACKGROUND,
     CONFIG,
@@ -86,7 +87,6 @@ async def upstreams_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[UPSTREAMS] = ups
     app[BACKGROUND] = set()
-    app[ANSWER_SLOTS] = asyncio.Semaphore(cfg.max_concurrent_answers) if cfg.max_concurrent_answers > 0 else None
     try:
         yield
     finally:
@@ -135,6 +135,9 @@ def create_app(cfg: GatewayConfig) -> web.Application:
     app[API_KEYS] = load_api_keys(cfg)
     app[RATE_LIMITER] = RateLimiter(cfg.rate_limit_rps, cfg.rate_limit_burst)
     app[HEALTH_LIMITER] = RateLimiter(cfg.health_rate_limit_rps, 20)
+    app[ADMISSION] = admission = build_admission(cfg)
+    if admission is not None:
+        app[METRICS].registry.register(AdmissionCollector(admission))
     app.cleanup_ctx.append(upstreams_ctx)
     app.cleanup_ctx.append(ab.ab_client_ctx)
     app.cleanup_ctx.append(api_keys_ctx)

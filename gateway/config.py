@@ -34,13 +34,13 @@ class GatewayConfig:
     max_concurrent_answers: int = env_field(
         P + "MAX_CONCURRENT_ANSWERS",
         512,
-        "Ceiling on answer streams this gateway holds open (its memory); how many run is the llm_gateway's "
-        "adaptive admission; 0: no ceiling.",
+        "Ceiling of each of the gateway's adaptive admission pools (answer streams admitted at once; the limit "
+        "follows measured time to first token, gateway/admission.py); 0: no admission.",
     )
     answer_queue_timeout_s: float = env_field(
         P + "ANSWER_QUEUE_TIMEOUT_S",
         0.0,
-        "Longest wait for an answer stream when the ceiling is reached (0: none); then 429 with Retry-After.",
+        "Longest wait for an answer stream when its admission pool is full (0: none); then 429 with Retry-After.",
     )
     ping_interval_s: float = env_field(P + "PING_INTERVAL_S", 15.0, "Seconds between `: ping` SSE comments.")
     keepalive_timeout_s: float = env_field(

@@ -25,8 +25,8 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp_sse import sse_response
-from opentelemetry import trace
 
+from kernel import tracing
 from kernel.tracing import current_trace_id
 
 from .access import CALLER
@@ -45,6 +45,8 @@ class Event:
     name: str
     data: Any
     id: str | None = None
+    # `data` already encoded, when the route has it (sent as is; `data` stays for other readers).
+    raw: str | None = None
 
 
 @dataclass(eq=False)
@@ -97,7 +99,7 @@ async def stream_events(
             )
     handle = OpenStream(task, request.path, caller)
     trace_id = current_trace_id()
-    stream_span: trace.Span | None = None  # the request's, once the stream starts
+    stream_span: tracing.Span | None = None  # the request's, once the stream starts
     shape = wrap_error or (lambda payload: payload)
     request.app[OPEN_STREAMS].add(handle)
     counter = 0
@@ -112,7 +114,10 @@ async def stream_events(
                 return json_error(ApiError(503, "the gateway is shutting down; retry", "SHUTTING_DOWN"))
             raise
         except Exception as err:  # noqa: BLE001 - any failure before the first byte picks the status
-            log.info("stream refused before start", extra={"path": request.path, "err": repr(err)})
+            # A refusal of the gateway's own (429 GATEWAY_BUSY, bad input) is in the access metrics;
+            # a log line for each would be the hot path's biggest cost under overload.
+            if not isinstance(err, ApiError):
+                log.info("stream refused before start", extra={"path": request.path, "err": repr(err)})
             return json_error(err)
 
         if status_from_first_error and first is not None and first.name == "error" and isinstance(first.data, dict):
@@ -122,7 +127,7 @@ async def stream_events(
 
         # The request's span (gateway/tracing.py) lasts until the terminal event; it gets the
         # stream's figures too (a span of its own would cost more than it tells).
-        stream_span = trace.get_current_span()
+        stream_span = tracing.current_span()
         stream_span.add_event("sse.open")
         async with sse_response(request, ping_interval=cfg.ping_interval_s, allow_all_methods=True) as sse:
 
@@ -136,7 +141,8 @@ async def stream_events(
                 if ev.name in terminal:
                     stream_span.set_attribute("ddnrag.sse.terminal_event", ev.name)
                 if named:
-                    await sse.send(dumps(ev.data), id=ev.id if ev.id is not None else str(counter), event=ev.name)
+                    data = ev.raw if ev.raw is not None else dumps(ev.data)
+                    await sse.send(data, id=ev.id if ev.id is not None else str(counter), event=ev.name)
                 else:
                     await sse.send(ev.data if isinstance(ev.data, str) else dumps(ev.data))
                 metrics.sse_event(ev.name)

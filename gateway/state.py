@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from clients.storage import StorageClient
 
     from .access import ApiKeys, RateLimiter
+    from .admission import AnswerAdmission
     from .metrics import GatewayMetrics
     from .sse import OpenStream
 
@@ -47,7 +48,7 @@ METRICS: web.AppKey[GatewayMetrics] = web.AppKey("metrics")
 RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
 HEALTH_LIMITER: web.AppKey[RateLimiter] = web.AppKey("health_limiter")
 API_KEYS: web.AppKey[ApiKeys] = web.AppKey("api_keys")
-# Admission control of Answer streams (None when unlimited), made in cleanup_ctx on the app's loop.
-ANSWER_SLOTS: web.AppKey[asyncio.Semaphore | None] = web.AppKey("answer_slots")
+# Admission control of answer streams (None when unlimited): gateway/admission.py.
+ADMISSION: web.AppKey[AnswerAdmission | None] = web.AppKey("admission")
 # Short background tasks (cleanup of staging objects), awaited before the channels close.
 BACKGROUND: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("background", set)

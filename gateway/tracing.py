@@ -1,7 +1,7 @@
 """The gateway's end of tracing (kernel/tracing.py): a SERVER span per HTTP request, child of the
 client's W3C `traceparent` when one is sent, else the root of a new trace; its id goes back in
 `X-Trace-Id` (and in the `done` event of every stream, gateway/sse.py). Calls to the services
-carry the span on in gRPC metadata (the channels' client interceptor).
+carry the span on in gRPC metadata (kernel/trace_grpc.py's traced channel).
 
 The span covers the whole handler, so for a stream it lasts until the terminal event is sent.
 """
@@ -9,10 +9,9 @@ The span covers the whole handler, so for a stream it lasts until the terminal e
 from __future__ import annotations
 
 from aiohttp import web
-from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from kernel.tracing import TRACER, current_trace_id
+from kernel import tracing
+from kernel.tracing import SpanKind, current_trace_id
 
 TRACE_HEADER = "X-Trace-Id"
 # Not requests worth a trace: the demo's files and Prometheus scrapes.
@@ -25,21 +24,20 @@ async def tracing_middleware(request: web.Request, handler: web.Handler) -> web.
         return await handler(request)
     info = request.match_info.route.resource
     route = info.canonical if info is not None else request.path
-    attrs = {
-        "http.request.method": request.method,
-        "http.route": route,
-        "url.path": request.path,
-        "url.scheme": request.scheme,
-        "user_agent.original": request.headers.get("User-Agent", ""),
-    }
-    with TRACER.start_as_current_span(
-        f"{request.method} {route}",
-        context=propagate.extract(request.headers),
-        kind=SpanKind.SERVER,
-        attributes=attrs,
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
+    span = tracing.start_span(
+        f"{request.method} {route}", kind=SpanKind.SERVER, parent=tracing.extract(request.headers)
+    )
+    if span.recording:
+        span.set_attributes(
+            {
+                "http.request.method": request.method,
+                "http.route": route,
+                "url.path": request.path,
+                "url.scheme": request.scheme,
+                "user_agent.original": request.headers.get("User-Agent", ""),
+            }
+        )
+    with tracing.use_span(span, end=True, error=False):
         try:
             response = await handler(request)
         except web.HTTPException as exc:
@@ -49,10 +47,10 @@ async def tracing_middleware(request: web.Request, handler: web.Handler) -> web.
         return response
 
 
-def _status(span: trace.Span, status: int) -> None:
+def _status(span: tracing.Span, status: int) -> None:
     span.set_attribute("http.response.status_code", status)
     if status >= 500:
-        span.set_status(Status(StatusCode.ERROR))
+        span.set_error()
 
 
 async def trace_header(request: web.Request, response: web.StreamResponse) -> None:

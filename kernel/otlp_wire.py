@@ -1,13 +1,13 @@
-"""OTLP trace export bytes written directly: `encode_request(spans)` is the serialized
-`ExportTraceServiceRequest` (opentelemetry/proto/collector/trace/v1) of a batch of finished SDK
-spans, the same message the SDK's encoder builds (opentelemetry-exporter-otlp-proto-common's
-`encode_spans`; tests/unit/test_otlp_wire.py checks they parse equal), without making a protobuf
-object per span, attribute and value. That encoder takes about as much CPU per span as making
-the span did (bench/tracing.py); this one a fraction of it. Only the batch processor's export
-thread runs it, but on a busy host its CPU is the answers' CPU too.
+"""OTLP trace export bytes written directly: `Batch(resource, scope).with_spans(spans).encode()`
+is the serialized `ExportTraceServiceRequest` (opentelemetry/proto/collector/trace/v1) of a batch
+of finished spans (kernel/tracing.py), one resource and one scope, the resource and scope encoded
+once per process. No protobuf object is made per span, attribute and value: the SDK's encoder
+took about as much CPU per span as making the span did. Only the export thread
+(trace_export.py) runs it, but on a busy host its CPU is the answers' CPU too.
+tests/unit/test_otlp_wire.py parses the bytes back with opentelemetry-proto.
 
-`FastOtlpGrpcExporter` is the SDK's OTLP/gRPC exporter (same variables, retries, TLS,
-compression) over these bytes.
+`FastOtlpGrpcExporter` and `FastOtlpHttpExporter` are the SDK's OTLP exporters (same variables,
+retries, TLS, headers, compression) sending these bytes.
 """
 
 from __future__ import annotations
@@ -16,23 +16,19 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
+from opentelemetry.exporter.otlp.proto.http._common import _is_request_too_large
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanKind
+from opentelemetry.sdk.trace.export import SpanExportResult
+
+from .tracing import Span
 
 _DOUBLE = struct.Struct("<d").pack
 _FIXED64 = struct.Struct("<Q").pack
 _FIXED32 = struct.Struct("<I").pack
 _SMALL = [bytes((i,)) for i in range(128)]
-# SDK SpanKind -> OTLP Span.SpanKind (INTERNAL = 1, ...).
-_KIND = {
-    SpanKind.INTERNAL: b"\x30\x01",
-    SpanKind.SERVER: b"\x30\x02",
-    SpanKind.CLIENT: b"\x30\x03",
-    SpanKind.PRODUCER: b"\x30\x04",
-    SpanKind.CONSUMER: b"\x30\x05",
-}
+_KIND = [b"", b"\x30\x01", b"\x30\x02", b"\x30\x03", b"\x30\x04", b"\x30\x05"]  # tracing.SpanKind -> field 6
 _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200  # SpanFlags
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
@@ -109,86 +105,77 @@ def _attributes(tag: bytes, attrs: Mapping[str, Any] | None) -> bytes:
     return b"".join(out)
 
 
-def _flags(parent: Any) -> bytes:
-    return _FIXED32(_HAS_IS_REMOTE | _IS_REMOTE if parent is not None and parent.is_remote else _HAS_IS_REMOTE)
+_LOCAL_PARENT = _FIXED32(_HAS_IS_REMOTE)
+_REMOTE_PARENT = _FIXED32(_HAS_IS_REMOTE | _IS_REMOTE)
 
 
-def _trace_state(state: Any) -> bytes:
-    return b"" if state is None else ",".join(f"{k}={v}" for k, v in state.items()).encode("utf-8")
-
-
-def _span(s: ReadableSpan) -> bytes:
-    ctx = s.get_span_context()
-    parts = [
-        b"\x0a\x10" + ctx.trace_id.to_bytes(16, "big"),
-        b"\x12\x08" + ctx.span_id.to_bytes(8, "big"),
-    ]
-    state = _trace_state(ctx.trace_state)
-    if state:
-        parts.append(_field(b"\x1a", state))
-    if s.parent is not None:
-        parts.append(b"\x22\x08" + s.parent.span_id.to_bytes(8, "big"))
+def _span(s: Span) -> bytes:
+    parts = [b"\x0a\x10" + s.trace_id.to_bytes(16, "big"), b"\x12\x08" + s.span_id.to_bytes(8, "big")]
+    if s.trace_state:
+        parts.append(_text(b"\x1a", s.trace_state))
+    if s.parent_id:
+        parts.append(b"\x22\x08" + s.parent_id.to_bytes(8, "big"))
     parts.append(_text(b"\x2a", s.name))
     parts.append(_KIND[s.kind])
-    if s.start_time:
-        parts.append(b"\x39" + _FIXED64(s.start_time))
-    if s.end_time:
-        parts.append(b"\x41" + _FIXED64(s.end_time))
+    parts.append(b"\x39" + _FIXED64(s.start_ns))
+    parts.append(b"\x41" + _FIXED64(s.end_ns))
     parts.append(_attributes(b"\x4a", s.attributes))
-    if s.dropped_attributes:
-        parts.append(b"\x50" + _varint(s.dropped_attributes))
-    for ev in s.events:
-        body = b"\x09" + _FIXED64(ev.timestamp) + _text(b"\x12", ev.name) + _attributes(b"\x1a", ev.attributes)
-        if ev.dropped_attributes:
-            body += b"\x20" + _varint(ev.dropped_attributes)
-        parts.append(_field(b"\x5a", body))
-    if s.dropped_events:
-        parts.append(b"\x60" + _varint(s.dropped_events))
+    for timestamp, name, attrs in s.events:
+        parts.append(
+            _field(b"\x5a", b"\x09" + _FIXED64(timestamp) + _text(b"\x12", name) + _attributes(b"\x1a", attrs))
+        )
     for link in s.links:
-        lc = link.context
-        body = b"\x0a\x10" + lc.trace_id.to_bytes(16, "big") + b"\x12\x08" + lc.span_id.to_bytes(8, "big")
-        body += _attributes(b"\x22", link.attributes)
-        if link.dropped_attributes:
-            body += b"\x28" + _varint(link.dropped_attributes)
-        body += b"\x35" + _flags(lc)
+        body = b"\x0a\x10" + link.trace_id.to_bytes(16, "big") + b"\x12\x08" + link.span_id.to_bytes(8, "big")
+        body += _text(b"\x1a", link.trace_state) + b"\x35" + (_REMOTE_PARENT if link.remote else _LOCAL_PARENT)
         parts.append(_field(b"\x6a", body))
-    if s.dropped_links:
-        parts.append(b"\x70" + _varint(s.dropped_links))
-    if s.status is not None:
-        code = s.status.status_code.value
-        parts.append(_field(b"\x7a", _text(b"\x12", s.status.description) + (b"\x18" + _varint(code) if code else b"")))
-    parts.append(b"\x85\x01" + _flags(s.parent))  # field 16, fixed32
+    if s.status:
+        parts.append(_field(b"\x7a", _text(b"\x12", s.status_message) + b"\x18" + _varint(s.status)))
+    parts.append(b"\x85\x01" + (_REMOTE_PARENT if s.parent_remote else _LOCAL_PARENT))  # field 16, fixed32
     return b"".join(parts)
 
 
-def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
-    """The serialized `ExportTraceServiceRequest` of `spans`: grouped by resource, then by
-    instrumentation scope, in the order first seen (as the SDK's encoder groups them)."""
-    groups: dict[Any, dict[Any, list[bytes]]] = {}
-    for s in spans:
-        groups.setdefault(s.resource, {}).setdefault(s.instrumentation_scope or None, []).append(_span(s))
-    out = []
-    for resource, scopes in groups.items():
-        body = [_field(b"\x0a", _attributes(b"\x0a", resource.attributes))]
-        for scope, encoded in scopes.items():
-            if scope is None:
-                head = b""
-            else:
-                head = (
-                    _text(b"\x0a", scope.name) + _text(b"\x12", scope.version) + _attributes(b"\x1a", scope.attributes)
-                )
-            ss = [_field(b"\x0a", head)] + [_field(b"\x12", e) for e in encoded]
-            if scope is not None and scope.schema_url:
-                ss.append(_text(b"\x1a", scope.schema_url))
-            body.append(_field(b"\x12", b"".join(ss)))
-        body.append(_text(b"\x1a", resource.schema_url))
-        out.append(_field(b"\x0a", b"".join(body)))
-    return b"".join(out)
+class Batch:
+    """Spans of this process (one resource, one instrumentation scope) to export together; the
+    resource and scope are encoded once, in `__init__`. `len()` is the span count (the SDK's
+    exporters count their data so)."""
+
+    def __init__(self, resource: Mapping[str, Any], scope: str, version: str = "") -> None:
+        self.resource = _field(b"\x0a", _attributes(b"\x0a", resource))  # ResourceSpans.resource
+        self.scope = _field(b"\x0a", _text(b"\x0a", scope) + _text(b"\x12", version))  # ScopeSpans.scope
+        self.spans: Sequence[Span] = ()
+
+    def with_spans(self, spans: Sequence[Span]) -> Batch:
+        out = object.__new__(Batch)
+        out.resource, out.scope, out.spans = self.resource, self.scope, spans
+        return out
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    def encode(self) -> bytes:
+        """The serialized ExportTraceServiceRequest (empty for no spans, as the SDK's)."""
+        if not self.spans:
+            return b""
+        scope_spans = self.scope + b"".join(_field(b"\x12", _span(s)) for s in self.spans)
+        return _field(b"\x0a", self.resource + _field(b"\x12", scope_spans))
 
 
-class FastOtlpGrpcExporter(OTLPSpanExporter):
-    """The SDK's OTLP/gRPC span exporter, sending `encode_request`'s bytes (parsed once into the
-    request the gRPC stub serializes, both in C)."""
+class FastOtlpGrpcExporter(GrpcSpanExporter):
+    """The SDK's OTLP/gRPC span exporter, sending a Batch's bytes (parsed once into the request
+    the gRPC stub serializes, both in C)."""
 
-    def _translate_data(self, data: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
-        return ExportTraceServiceRequest.FromString(encode_request(data))
+    def _translate_data(self, data: Batch) -> ExportTraceServiceRequest:  # type: ignore[override]
+        return ExportTraceServiceRequest.FromString(data.encode())
+
+
+class FastOtlpHttpExporter(HttpSpanExporter):
+    """The SDK's OTLP/HTTP (protobuf) span exporter, posting a Batch's bytes: its `export` less
+    the SDK encoder (and less its self-metrics, off by default)."""
+
+    def export(self, spans: Batch) -> SpanExportResult:  # type: ignore[override]
+        if self._shutdown:
+            return SpanExportResult.FAILURE
+        data = spans.encode()
+        if _is_request_too_large(data, self._max_request_size):
+            return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS if self._client.export(data).success else SpanExportResult.FAILURE

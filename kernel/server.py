@@ -27,7 +27,8 @@ from .errors import ServiceError
 from .message_limits import MessageLimitInterceptor, server_receive_limit
 from .metrics import Metrics
 from .tls import load_tls, server_credentials
-from .tracing import server_interceptors
+from .trace_grpc import begin_rpc, end_rpc, traced_method
+from .tracing import installed as tracing_installed
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +59,20 @@ def _code_of(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
 
 
 class ObservingInterceptor(grpc.aio.ServerInterceptor):
-    """Counts and times every RPC; the catch-all for errors nobody mapped.
+    """Traces, counts and times every RPC; the catch-all for errors nobody mapped.
+
+    Outermost. With tracing set up (kernel/tracing.py) the RPC's server span is current inside
+    this wrapper (kernel/trace_grpc.py), so every later interceptor's and the handler's log lines
+    carry the ids: one wrapper per call and per streamed message instead of two.
 
     A `ServiceError` that escapes a servicer is mapped here too, so servicers may simply raise.
     Any other exception is logged with its traceback and becomes INTERNAL: the last resort, not
     the mapping.
     """
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, tracing: bool = False) -> None:
         self.metrics = metrics
+        self.tracing = tracing
 
     async def intercept_service(self, continuation, handler_call_details):  # type: ignore[override]
         handler = await continuation(handler_call_details)
@@ -75,6 +81,8 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
         full_method = handler_call_details.method
         method = full_method.rsplit("/", 1)[-1]
         metrics = self.metrics
+        traced = self.tracing and traced_method(full_method)
+        invocation_metadata = handler_call_details.invocation_metadata
 
         async def handle_error(exc: BaseException, context: grpc.aio.ServicerContext) -> None:
             if isinstance(exc, ServiceError):
@@ -87,16 +95,23 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
 
             async def unary_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 t0 = time.perf_counter()
+                span = begin_rpc(full_method, invocation_metadata, context) if traced else None
+                cancelled = False
                 try:
                     response = await inner(request, context)
                     metrics.see(method, response)
                     return response
-                except (asyncio.CancelledError, grpc.aio.AbortError):
+                except asyncio.CancelledError:
+                    cancelled = True
+                    raise
+                except grpc.aio.AbortError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - the catch-all
                     await handle_error(exc, context)
                 finally:
                     metrics.observe(method, _code_of(context), time.perf_counter() - t0, full_method)
+                    if span is not None:
+                        end_rpc(*span, context, cancelled)
 
             factory = (
                 grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
@@ -106,16 +121,23 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
 
             async def unary_behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:  # type: ignore[misc]
                 t0 = time.perf_counter()
+                span = begin_rpc(full_method, invocation_metadata, context) if traced else None
+                cancelled = False
                 try:
                     async for item in inner(request, context):
                         metrics.see(method, item)
                         yield item
-                except (asyncio.CancelledError, grpc.aio.AbortError):
+                except (asyncio.CancelledError, GeneratorExit):
+                    cancelled = True
+                    raise
+                except grpc.aio.AbortError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - the catch-all
                     await handle_error(exc, context)
                 finally:
                     metrics.observe(method, _code_of(context), time.perf_counter() - t0, full_method)
+                    if span is not None:
+                        end_rpc(*span, context, cancelled)
 
             factory = (
                 grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
@@ -174,9 +196,8 @@ async def build_server(
     """
     metrics = metrics or Metrics(name)
     tls = load_tls()
-    interceptors: list[grpc.aio.ServerInterceptor] = [ObservingInterceptor(metrics)]
-    # Tracing goes outermost (kernel/tracing.py), so every later interceptor's log lines carry the ids.
-    interceptors[:0] = server_interceptors()
+    # Outermost, tracing included (kernel/trace_grpc.py): every later interceptor's log lines carry the ids.
+    interceptors: list[grpc.aio.ServerInterceptor] = [ObservingInterceptor(metrics, tracing=tracing_installed())]
     if tls is not None:  # with mTLS each peer is a named service, allowed only its methods
         interceptors.append(AuthzInterceptor())
     interceptors.append(MessageLimitInterceptor())

@@ -14,9 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry import trace
-
-from .tracing import TRACER
+from . import tracing
 
 
 @dataclass
@@ -56,14 +54,17 @@ class Timer:
     @contextmanager
     def stage(self, name: str, **extra: object) -> Iterator[Stage]:
         st = Stage(name, 0, **extra)  # type: ignore[arg-type]
-        span = TRACER.start_span(name) if self.spans and trace.get_current_span().is_recording() else None
+        span = tracing.start_span(name) if self.spans and tracing.recording() else None
         t0 = time.perf_counter_ns()
         try:
             if span is None:
                 yield st
             else:
-                with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+                token = tracing.activate(span)
+                try:
                     yield st
+                finally:
+                    tracing.deactivate(token)
         finally:
             st.duration_ns = time.perf_counter_ns() - t0
             self.stages.append(st)
@@ -74,11 +75,11 @@ class Timer:
     def add(self, stage: Stage, end_ns: int | None = None) -> None:
         """Adds a stage measured elsewhere, which ended at `end_ns` (perf_counter) or now."""
         self.stages.append(stage)
-        if self.spans and trace.get_current_span().is_recording():
+        if self.spans and tracing.recording():
             now = time.perf_counter_ns()
             end = time.time_ns() - (now - (end_ns or now))
-            span = TRACER.start_span(stage.name, start_time=end - stage.duration_ns, attributes=stage.span_attributes())
-            span.end(end_time=end)
+            span = tracing.start_span(stage.name, start_ns=end - stage.duration_ns, attributes=stage.span_attributes())
+            span.end(end)
 
     def total_ns(self) -> int:
         return time.perf_counter_ns() - self.start_ns

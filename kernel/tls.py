@@ -31,7 +31,7 @@ import grpc
 
 from .config import ConfigError, env_field, load_env
 from .targets import grpc_target
-from .tracing import client_interceptors
+from .trace_grpc import traced_channel
 
 P = "DDNRAG_TLS_"
 
@@ -168,13 +168,10 @@ def aio_channel(
     targets.py): mutual TLS when configured, plaintext otherwise."""
     address = grpc_target(address)
     cfg = load_tls(environ)
-    interceptors = client_interceptors()  # traceparent on every call (kernel/tracing.py)
-    if cfg is None:
-        return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
+    if cfg is None:  # traced_channel: traceparent on every call (kernel/trace_grpc.py)
+        return traced_channel(grpc.aio.insecure_channel(address, options=options))
     opts = [*options, *secure_options(cfg)]
-    return ReloadingChannel(
-        cfg, lambda creds: grpc.aio.secure_channel(address, creds, options=opts, interceptors=interceptors)
-    )
+    return traced_channel(ReloadingChannel(cfg, lambda creds: grpc.aio.secure_channel(address, creds, options=opts)))
 
 
 class ReloadingChannel(grpc.aio.Channel):

@@ -1,41 +1,351 @@
-"""OpenTelemetry tracing for every process: setup from the standard `OTEL_*` variables, the
-W3C `traceparent` carried in gRPC metadata (server and client interceptors), and the ids that
-responses and log lines carry.
+"""Tracing for every process: spans, the current span, W3C `traceparent` in and out, and setup
+from the standard `OTEL_*` variables. The gRPC ends are in trace_grpc.py, the export (a batch
+thread over OTLP) in trace_export.py and otlp_wire.py.
+
+A lean recorder of our own, not the OpenTelemetry SDK: the SDK's span (locks, bounded attribute
+maps, a sampler object, a Context dict per attach) and its per-call gRPC interceptors cost an
+answer several ms of CPU across the five processes even with nothing exported (bench/tracing.py,
+docs/observability.md). Here a span is a slotted object, the current one a ContextVar, and a
+finished span goes into a deque that one background thread encodes (otlp_wire.py) and sends
+with the SDK's own OTLP exporters (retries, TLS, headers, compression from `OTEL_EXPORTER_OTLP_*`).
 
 Three modes, chosen at start by `setup_tracing(service)`:
-- exporting: `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set. Spans go over
-  OTLP (`OTEL_EXPORTER_OTLP_PROTOCOL`: `http/protobuf`, the default, or `grpc`) through a batch
-  processor (`OTEL_BSP_*`), sampled by `OTEL_TRACES_SAMPLER` (default: parent-based, always on).
-- ids only (no endpoint): the SDK runs with the ALWAYS_OFF sampler. Nothing is recorded or
-  exported, but trace ids are still made or taken from `traceparent` and passed on, so responses
-  and log lines of one request share one id.
-- off (`OTEL_SDK_DISABLED=true`): no SDK, no interceptors; nothing is done at all.
+- exporting: `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set. Spans are sampled
+  by `OTEL_TRACES_SAMPLER` (+ `_ARG`; default `parentbased_always_on`) and exported over OTLP
+  (`OTEL_EXPORTER_OTLP_PROTOCOL`: `http/protobuf`, the default, or `grpc`) in batches
+  (`OTEL_BSP_SCHEDULE_DELAY`, `_MAX_QUEUE_SIZE`, `_MAX_EXPORT_BATCH_SIZE`; trace_export.py).
+- ids only (no endpoint): no span records anything. Trace ids are still made or taken from
+  `traceparent` and passed on (flag "not sampled"), so responses and log lines of one request
+  share one id; that costs a random number and a header per hop.
+- off (`OTEL_SDK_DISABLED=true`): nothing is installed; no ids, no headers, nothing.
 
-No CLIENT spans: a call's server span is the child of the caller's stage or request span.
-Calls made outside any request or job (the retriever following its index, health checks) carry
-an unsampled `traceparent`, so a collector is not flooded with one trace per poll.
+No CLIENT spans for gRPC calls: a call's server span is the child of the caller's stage or
+request span. Calls made outside any request or job (the retriever following its index, health
+checks) carry an unsampled `traceparent`, so a collector is not flooded with one trace per poll.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
+import random
 import socket
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
-import grpc
-from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
-
-TRACER = trace.get_tracer("ddnrag")
 # Trailing metadata key of every traced gRPC response (and the HTTP header's lower-case name).
 TRACE_ID_KEY = "x-trace-id"
-_PROPAGATED = frozenset({"traceparent", "tracestate", "baggage"})
-# Noise, not requests: the supervisor's and kubelet's health checks, grpcurl's reflection.
-_UNTRACED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-_state = {"installed": False, "exporting": False}
+_getrandbits = random.getrandbits
+_time_ns = time.time_ns
+
+
+class SpanKind(IntEnum):
+    """OTLP's `Span.SpanKind` values."""
+
+    INTERNAL = 1
+    SERVER = 2
+    CLIENT = 3
+    PRODUCER = 4
+    CONSUMER = 5
+
+
+STATUS_OK, STATUS_ERROR = 1, 2  # OTLP's `Status.StatusCode` (0: unset)
+_NOTHING: dict[str, Any] = {}
+_NO_EVENTS: list[tuple[int, str, Mapping[str, Any] | None]] = []
+
+
+class Span:
+    """One span. A non-recording span (ids only, or a remote parent) keeps no attributes: every
+    setter returns at once. Not thread-safe, and needs not be: one task or thread at a time
+    works on a span."""
+
+    __slots__ = (
+        "_traceparent",
+        "attributes",
+        "baggage",
+        "end_ns",
+        "events",
+        "kind",
+        "links",
+        "name",
+        "parent_id",
+        "parent_remote",
+        "recording",
+        "remote",
+        "sampled",
+        "span_id",
+        "start_ns",
+        "status",
+        "status_message",
+        "trace_id",
+        "trace_state",
+    )
+
+    def __init__(
+        self,
+        trace_id: int,
+        span_id: int,
+        sampled: bool,
+        recording: bool = False,
+        name: str = "",
+        kind: SpanKind = SpanKind.INTERNAL,
+        parent: Span | None = None,
+        trace_state: str = "",
+        baggage: str = "",
+    ) -> None:
+        self.trace_id, self.span_id, self.sampled, self.recording = trace_id, span_id, sampled, recording
+        self.name, self.kind = name, kind
+        self.parent_id = parent.span_id if parent is not None else 0
+        self.parent_remote = parent is not None and parent.remote
+        self.remote = False  # a caller's span, from its traceparent
+        self.trace_state, self.baggage = trace_state, baggage
+        self.start_ns = self.end_ns = 0
+        # Shared empties for a span that records nothing (every setter checks `recording` first).
+        self.attributes: dict[str, Any] = {} if recording else _NOTHING
+        self.events: list[tuple[int, str, Mapping[str, Any] | None]] = [] if recording else _NO_EVENTS
+        self.links: Sequence[Span] = ()
+        self.status, self.status_message = 0, ""
+        self._traceparent = ""
+
+    @property
+    def is_valid(self) -> bool:
+        return self.trace_id != 0 and self.span_id != 0
+
+    def is_recording(self) -> bool:
+        return self.recording
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if self.recording and value is not None:
+            self.attributes[key] = value
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        if self.recording:
+            self.attributes.update({k: v for k, v in attributes.items() if v is not None})
+
+    def add_event(self, name: str, attributes: Mapping[str, Any] | None = None) -> None:
+        if self.recording:
+            self.events.append((_time_ns(), name, attributes))
+
+    def set_error(self, description: str = "") -> None:
+        """Marks the span failed (OTLP status ERROR)."""
+        if self.recording:
+            self.status, self.status_message = STATUS_ERROR, description
+
+    def end(self, end_ns: int | None = None) -> None:
+        """Ends the span (once) and hands a recording one to the exporter."""
+        if self.recording and not self.end_ns:
+            self.end_ns = end_ns or _time_ns()
+            _state.on_end(self)
+
+    @property
+    def trace_id_hex(self) -> str:
+        return format(self.trace_id, "032x") if self.trace_id else ""
+
+    @property
+    def traceparent(self) -> str:
+        """This span's W3C `traceparent` (made once)."""
+        if not self._traceparent:
+            flags = "01" if self.sampled else "00"
+            self._traceparent = f"00-{self.trace_id:032x}-{self.span_id:016x}-{flags}"
+        return self._traceparent
+
+
+INVALID_SPAN = Span(0, 0, False)
+_current: ContextVar[Span] = ContextVar("ddnrag_span", default=INVALID_SPAN)
+
+
+def current_span() -> Span:
+    """The span current in this task or thread (INVALID_SPAN outside any trace)."""
+    return _current.get()
+
+
+def current_ids() -> tuple[str, str]:
+    """(trace id, span id) of the current span as lower-case hex, or ("", "") outside any trace."""
+    span = _current.get()
+    if not span.trace_id:
+        return "", ""
+    return format(span.trace_id, "032x"), format(span.span_id, "016x")
+
+
+def current_trace_id() -> str:
+    return _current.get().trace_id_hex
+
+
+def recording() -> bool:
+    """Whether the current span records (worth computing attributes for)."""
+    return _current.get().recording
+
+
+def set_attributes(**attrs: Any) -> None:
+    """Sets attributes on the current span when it records; dots may be written as `__`."""
+    span = _current.get()
+    if span.recording:
+        span.set_attributes({k.replace("__", "."): v for k, v in attrs.items()})
+
+
+def activate(span: Span) -> Token[Span]:
+    """Makes `span` current; undo with `deactivate(token)`."""
+    return _current.set(span)
+
+
+def deactivate(token: Token[Span]) -> None:
+    try:
+        _current.reset(token)
+    except ValueError:  # reset from another context (a generator closed elsewhere): nothing to undo here
+        pass
+
+
+class use_span:
+    """`with use_span(span):` makes `span` current inside the block, and ends it on exit when
+    `end` is true (marking it failed when an exception leaves the block and `error` is true)."""
+
+    __slots__ = ("_token", "end", "error", "span")
+
+    def __init__(self, span: Span, end: bool = False, error: bool = True) -> None:
+        self.span, self.end, self.error = span, end, error
+
+    def __enter__(self) -> Span:
+        self._token = _current.set(self.span)
+        return self.span
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        deactivate(self._token)
+        if self.end:
+            if exc is not None and self.error and self.span.recording and not self.span.status:
+                self.span.set_error(type(exc).__name__)
+            self.span.end()
+
+
+@dataclass
+class _State:
+    """What setup_tracing decided: whether spans record, how roots are sampled, where ended spans go."""
+
+    installed: bool = False
+    exporting: bool = False
+    sample_root: Callable[[int], bool] = lambda trace_id: True
+    parent_based: bool = True
+    on_end: Callable[[Span], None] = lambda span: None
+
+
+_state = _State()
+
+
+def start_span(
+    name: str,
+    *,
+    kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Mapping[str, Any] | None = None,
+    parent: Span | None = None,
+    root: bool = False,
+    links: Sequence[Span] = (),
+    start_ns: int | None = None,
+) -> Span:
+    """A new span, child of `parent` (default: the current span) unless `root`; records only
+    when exporting and sampled. Make it current with `use_span`; end it with `end()`. Before
+    setup_tracing (or with tracing off) this is INVALID_SPAN: no ids, nothing recorded."""
+    st = _state
+    if not st.installed:
+        return INVALID_SPAN  # tracing off (OTEL_SDK_DISABLED): no ids at all
+    if parent is None and not root:
+        parent = _current.get()
+    if parent is not None and parent.trace_id:
+        trace_id = parent.trace_id
+        sampled = st.exporting and (parent.sampled if st.parent_based else st.sample_root(trace_id))
+        span = Span(
+            trace_id, _getrandbits(64) or 1, sampled, sampled, name, kind, parent, parent.trace_state, parent.baggage
+        )
+    else:
+        trace_id = _getrandbits(128) or 1
+        sampled = st.exporting and st.sample_root(trace_id)
+        span = Span(trace_id, _getrandbits(64) or 1, sampled, sampled, name, kind)
+    if sampled:
+        span.start_ns = start_ns or _time_ns()
+        if attributes:
+            span.attributes.update({k: v for k, v in attributes.items() if v is not None})
+        if links:
+            span.links = [link for link in links if link.is_valid]
+    return span
+
+
+def span(name: str, **kwargs: Any) -> use_span:
+    """`with span(name, ...) as s:` a new current span (start_span's arguments), ended on exit."""
+    return use_span(start_span(name, **kwargs), end=True)
+
+
+def background_span() -> Span:
+    """A fresh, unsampled trace for work outside any request: ids for its log lines, no spans."""
+    return Span(_getrandbits(128) or 1, _getrandbits(64) or 1, False)
+
+
+# --- W3C trace context -------------------------------------------------------------------------
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def parse_traceparent(value: str, trace_state: str = "", baggage: str = "") -> Span | None:
+    """The remote parent a W3C `traceparent` names, or None when it is malformed (a new trace
+    starts then, as the W3C spec says)."""
+    parts = value.strip().split("-")
+    if len(parts) < 4 or len(parts[0]) != 2 or parts[0] == "ff" or (parts[0] == "00" and len(parts) != 4):
+        return None
+    version, trace_hex, span_hex, flags_hex = parts[:4]
+    if len(trace_hex) != 32 or len(span_hex) != 16 or len(flags_hex) != 2:
+        return None
+    if not _HEX.issuperset(version + trace_hex + span_hex + flags_hex):
+        return None
+    trace_id, span_id = int(trace_hex, 16), int(span_hex, 16)
+    if not trace_id or not span_id:
+        return None
+    parent = Span(trace_id, span_id, bool(int(flags_hex, 16) & 1), trace_state=trace_state, baggage=baggage)
+    parent.remote = True
+    return parent
+
+
+def extract(carrier: Mapping[str, str]) -> Span | None:
+    """The remote parent in `carrier` (HTTP headers, any case; or gRPC metadata as a dict)."""
+    value = carrier.get("traceparent")
+    if not value:
+        return None
+    return parse_traceparent(value, carrier.get("tracestate") or "", carrier.get("baggage") or "")
+
+
+def extract_metadata(metadata: Sequence[tuple[str, Any]] | None) -> Span | None:
+    """The remote parent in gRPC invocation metadata (a sequence of (key, value))."""
+    if not metadata:
+        return None
+    traceparent = trace_state = baggage = ""
+    for k, v in metadata:
+        if k == "traceparent":
+            traceparent = v
+        elif k == "tracestate":
+            trace_state = v
+        elif k == "baggage":
+            baggage = v
+    return parse_traceparent(traceparent, trace_state, baggage) if traceparent else None
+
+
+def context_headers(span: Span) -> list[tuple[str, str]]:
+    """The headers that carry `span`'s context to a callee."""
+    out = [("traceparent", span.traceparent)]
+    if span.trace_state:
+        out.append(("tracestate", span.trace_state))
+    if span.baggage:
+        out.append(("baggage", span.baggage))
+    return out
+
+
+def inject_headers(headers: MutableMapping[str, str]) -> None:
+    """Adds the current span's `traceparent` (and `tracestate`, `baggage`) to outgoing headers."""
+    span = _current.get()
+    if span.trace_id:
+        for k, v in context_headers(span):
+            headers[k] = v
+
+
+# --- setup ---------------------------------------------------------------------------------------
 
 
 def replica_name() -> str:
@@ -43,252 +353,64 @@ def replica_name() -> str:
     return os.environ.get("DDNRAG_REPLICA") or os.environ.get("HOSTNAME") or socket.gethostname()
 
 
+def _disabled(environ: Mapping[str, str]) -> bool:
+    return environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+
+
 def export_configured(environ: Mapping[str, str] = os.environ) -> bool:
     """Whether spans are exported: an OTLP endpoint is set and neither the SDK nor the traces
     exporter is switched off."""
-    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+    if _disabled(environ):
         return False
     if environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
         return False
     return bool(environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
 
 
-def _exporter(environ: Mapping[str, str]) -> Any:
-    protocol = (
-        (environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "")
-        .strip()
-        .lower()
-    ) or "http/protobuf"
-    if protocol == "grpc":
-        from .otlp_wire import FastOtlpGrpcExporter as OTLPSpanExporter
-    elif protocol == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # type: ignore[assignment]
-    else:
-        raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported; use 'grpc' or 'http/protobuf'")
-    return OTLPSpanExporter()
+def sampler_from_env(environ: Mapping[str, str]) -> tuple[Callable[[int], bool], bool]:
+    """(root decision by trace id, parent-based) from `OTEL_TRACES_SAMPLER` and `_ARG`, the
+    spec's built-in samplers. Anything else fails at start, naming the variable."""
+    name = (environ.get("OTEL_TRACES_SAMPLER") or "parentbased_always_on").strip().lower()
+    parent_based = name.startswith("parentbased_")
+    base = name.removeprefix("parentbased_")
+    if base == "always_on":
+        return (lambda trace_id: True), parent_based
+    if base == "always_off":
+        return (lambda trace_id: False), parent_based
+    if base == "traceidratio":
+        raw = environ.get("OTEL_TRACES_SAMPLER_ARG", "1.0")
+        try:
+            ratio = float(raw)
+        except ValueError:
+            raise ValueError(f"OTEL_TRACES_SAMPLER_ARG={raw!r} is not a number between 0 and 1") from None
+        if not 0.0 <= ratio <= 1.0:
+            raise ValueError(f"OTEL_TRACES_SAMPLER_ARG={raw!r} is not a number between 0 and 1")
+        bound = round(ratio * (1 << 64))  # the spec's rule: the trace id's low 64 bits under ratio * 2^64
+        return (lambda trace_id: (trace_id & 0xFFFFFFFFFFFFFFFF) < bound), parent_based
+    raise ValueError(
+        f"OTEL_TRACES_SAMPLER={name!r} is not supported; use always_on, always_off, traceidratio "
+        "or parentbased_ one of those"
+    )
 
 
 def setup_tracing(service: str, environ: Mapping[str, str] = os.environ) -> bool:
-    """Installs this process's tracer provider (once; see the module docstring for the modes).
+    """Installs this process's tracing (once; see the module docstring for the modes).
     `service` names the process unless `OTEL_SERVICE_NAME` does. Returns whether spans are
-    exported. A bad protocol fails here, at start, with a message naming the variable."""
-    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true" or _state["installed"]:
-        return bool(_state["exporting"])
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+    exported. A bad protocol or sampler fails here, at start, with a message naming the variable."""
+    if _disabled(environ) or _state.installed:
+        return _state.exporting
+    if not export_configured(environ):
+        _state.installed = True
+        return False
+    from .trace_export import start_export
 
-    exporting = export_configured(environ)
-    resource = Resource.create(
-        {
-            "service.name": environ.get("OTEL_SERVICE_NAME") or service,
-            "service.namespace": "ddnrag",
-            "service.instance.id": replica_name(),
-        }
-    )
-    # sampler=None reads OTEL_TRACES_SAMPLER(_ARG); shutdown_on_exit flushes at interpreter exit.
-    provider = TracerProvider(resource=resource, sampler=None if exporting else ALWAYS_OFF)
-    if exporting:
-        provider.add_span_processor(BatchSpanProcessor(_exporter(environ)))
-    trace.set_tracer_provider(provider)
-    _state.update(installed=True, exporting=exporting)
-    return exporting
+    sample_root, parent_based = sampler_from_env(environ)
+    on_end = start_export(service, environ)
+    _state.sample_root, _state.parent_based, _state.on_end = sample_root, parent_based, on_end
+    _state.installed = _state.exporting = True
+    return True
 
 
 def installed() -> bool:
-    """Whether `setup_tracing` installed a provider in this process (the interceptors' switch)."""
-    return bool(_state["installed"])
-
-
-def current_ids() -> tuple[str, str]:
-    """(trace id, span id) of the current span as lower-case hex, or ("", "") outside any trace."""
-    ctx = trace.get_current_span().get_span_context()
-    if not ctx.is_valid:
-        return "", ""
-    return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
-
-
-def current_trace_id() -> str:
-    return current_ids()[0]
-
-
-def recording() -> bool:
-    """Whether the current span records (worth computing attributes for)."""
-    return trace.get_current_span().is_recording()
-
-
-def set_attributes(**attrs: Any) -> None:
-    """Sets attributes on the current span when it records; dots may be written as `__`."""
-    span = trace.get_current_span()
-    if span.is_recording():
-        span.set_attributes({k.replace("__", "."): v for k, v in attrs.items() if v is not None})
-
-
-def inject_headers(headers: dict[str, str]) -> None:
-    """Adds the current context's `traceparent` (and `tracestate`) to outgoing HTTP headers."""
-    propagate.inject(headers)
-
-
-def background_context() -> otel_context.Context:
-    """A fresh, unsampled trace for work outside any request: ids for its log lines, no spans."""
-    from random import getrandbits
-
-    span_ctx = SpanContext(getrandbits(128) or 1, getrandbits(64) or 1, is_remote=False, trace_flags=TraceFlags(0))
-    return trace.set_span_in_context(NonRecordingSpan(span_ctx))
-
-
-def _code_of(context: grpc.aio.ServicerContext, cancelled: bool) -> grpc.StatusCode:
-    code = context.code()
-    if isinstance(code, grpc.StatusCode):
-        return code
-    if cancelled:
-        return grpc.StatusCode.CANCELLED
-    return grpc.StatusCode.OK if code in (None, 0) else grpc.StatusCode.UNKNOWN
-
-
-def _end_rpc_span(span: trace.Span, code: grpc.StatusCode) -> None:
-    span.set_attribute("rpc.grpc.status_code", code.value[0])
-    # Semantic conventions: a server span is an error for server faults only.
-    client_fault = code in (
-        grpc.StatusCode.OK,
-        grpc.StatusCode.CANCELLED,
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.ALREADY_EXISTS,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.UNAUTHENTICATED,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.OUT_OF_RANGE,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-    )
-    if not client_fault:
-        span.set_status(Status(StatusCode.ERROR, code.name))
-    span.end()
-
-
-def _rpc_attrs(full_method: str) -> tuple[str, dict[str, str]]:
-    name = full_method.lstrip("/")
-    service, _, method = name.partition("/")
-    return name, {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
-
-
-class ServerTracing(grpc.aio.ServerInterceptor):
-    """A SERVER span per RPC, child of the caller's `traceparent`, current while the handler
-    runs (so the handler's stages, calls and log lines join the trace); its trace id goes back
-    in the trailing metadata (`x-trace-id`). Outermost, so the other interceptors' log lines
-    carry the ids too."""
-
-    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[override]
-        handler = await continuation(handler_call_details)
-        full = handler_call_details.method
-        if handler is None or full.startswith(_UNTRACED):
-            return handler
-        carrier = {k: v for k, v in (handler_call_details.invocation_metadata or ()) if k in _PROPAGATED}
-        name, attrs = _rpc_attrs(full)
-
-        def begin(context: grpc.aio.ServicerContext) -> tuple[trace.Span, object]:
-            span = TRACER.start_span(name, context=propagate.extract(carrier), kind=SpanKind.SERVER, attributes=attrs)
-            token = otel_context.attach(trace.set_span_in_context(span))
-            ctx = span.get_span_context()
-            if ctx.is_valid:
-                context.set_trailing_metadata(((TRACE_ID_KEY, format(ctx.trace_id, "032x")),))
-            return span, token
-
-        def finish(span: trace.Span, token: object, context: grpc.aio.ServicerContext, cancelled: bool) -> None:
-            otel_context.detach(token)  # type: ignore[arg-type]
-            _end_rpc_span(span, _code_of(context, cancelled))
-
-        if handler.unary_unary or handler.stream_unary:
-            inner = handler.unary_unary or handler.stream_unary
-
-            async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                span, token = begin(context)
-                cancelled = False
-                try:
-                    return await inner(request, context)
-                except asyncio.CancelledError:
-                    cancelled = True
-                    raise
-                finally:
-                    finish(span, token, context, cancelled)
-
-            factory = (
-                grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
-            )
-        else:
-            inner = handler.unary_stream or handler.stream_stream
-
-            async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:  # type: ignore[misc]
-                span, token = begin(context)
-                cancelled = False
-                try:
-                    async for item in inner(request, context):
-                        yield item
-                except (asyncio.CancelledError, GeneratorExit):
-                    cancelled = True
-                    raise
-                finally:
-                    finish(span, token, context, cancelled)
-
-            factory = (
-                grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
-            )
-        return factory(
-            behavior,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-
-
-class _ClientTracing:
-    """`traceparent` in every call's metadata: the current span's context, so the server's span
-    is the child of the span the call was made in (a stage or request span, which already times
-    the call from the caller's side; a CLIENT span per call would add a third of an answer's
-    spans for no figure the trace lacks, and each span costs CPU: bench/tracing.py). Outside any
-    trace the call carries a fresh unsampled context (see the module docstring). One subclass per
-    call type: a grpc.aio channel files each interceptor under the first type it is an instance
-    of, so one class deriving from all four would see unary calls only."""
-
-    @staticmethod
-    def _with_context(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        valid = trace.get_current_span().get_span_context().is_valid
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier, context=otel_context.get_current() if valid else background_context())
-        metadata = grpc.aio.Metadata(*tuple(details.metadata or ()))
-        for k, v in carrier.items():
-            metadata[k] = v
-        return details._replace(metadata=metadata)
-
-    async def _intercept(self, continuation: Any, details: grpc.aio.ClientCallDetails, request: Any) -> Any:
-        return await continuation(self._with_context(details), request)
-
-
-class _UnaryUnary(_ClientTracing, grpc.aio.UnaryUnaryClientInterceptor):
-    async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[override]
-        return await self._intercept(continuation, client_call_details, request)
-
-
-class _UnaryStream(_ClientTracing, grpc.aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[override]
-        return await self._intercept(continuation, client_call_details, request)
-
-
-class _StreamUnary(_ClientTracing, grpc.aio.StreamUnaryClientInterceptor):
-    async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):  # type: ignore[override]
-        return await self._intercept(continuation, client_call_details, request_iterator)
-
-
-class _StreamStream(_ClientTracing, grpc.aio.StreamStreamClientInterceptor):
-    async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):  # type: ignore[override]
-        return await self._intercept(continuation, client_call_details, request_iterator)
-
-
-def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
-    """[ServerTracing()] once `setup_tracing` ran in this process, else nothing."""
-    return [ServerTracing()] if installed() else []
-
-
-def client_interceptors() -> list[grpc.aio.ClientInterceptor]:
-    """The tracing interceptors (one per call type) once `setup_tracing` ran here, else none."""
-    return [_UnaryUnary(), _UnaryStream(), _StreamUnary(), _StreamStream()] if installed() else []
+    """Whether `setup_tracing` installed tracing in this process (the gRPC ends' switch)."""
+    return _state.installed

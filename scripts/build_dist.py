@@ -3,9 +3,10 @@
 - `ddnrag`: the whole product (pyproject.toml at the root).
 - `ddnrag-client`: the generated stubs (`ddnrag/`), `clients/` and the kernel modules `clients/`
   imports (found by following the imports, so a new kernel dependency travels with it). It needs
-  only gRPC and protobuf packages, plus the two the kernel uses on every call: opentelemetry-api
-  (trace context on every RPC) and prometheus-client (client attempt counters); numpy only for
-  `EmbedderClient.embed_array` (the `numpy` extra). No torch, faiss, OpenVINO or boto3.
+  only gRPC and protobuf packages, plus prometheus-client (client attempt counters); numpy only
+  for `EmbedderClient.embed_array` (the `numpy` extra). No torch, faiss, OpenVINO or boto3. The
+  trace context on every RPC is the kernel's own (kernel/tracing.py); the OTLP export modules it
+  reaches lazily come along but are imported only by a process that exports spans.
 
     .venv/bin/python scripts/build_dist.py [--out dist] [--only client|product]
 
@@ -40,7 +41,6 @@ CLIENT_DEPS = (
     "grpcio-status",
     "protobuf",
     "googleapis-common-protos",
-    "opentelemetry-api",
     "prometheus-client",
 )
 CLIENT_EXTRAS = {"numpy": ("numpy",)}

@@ -9,9 +9,7 @@ import random
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from bench._scale.stack import wait_serving
 from cli.seaweed import SeaweedPorts, SeaweedProcess, port_in_use
@@ -19,11 +17,7 @@ from clients.embedder import EmbedderClient
 from clients.retriever import RetrieverClient
 from clients.storage import StorageClient
 from kernel.config import load_env
-from services.retriever.adapters import EmbedderEncoder, StorageStore
-from services.retriever.catalog import Catalog
 from services.retriever.config import RetrieverConfig
-from services.retriever.core import Retriever
-from services.retriever.server import settings_from
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,13 +31,14 @@ class Stack:
     (the retriever is started later, once the query collection is written)."""
 
     def __init__(self) -> None:
-        self.reader: Any = None
         self.children: list[subprocess.Popen[bytes]] = []
         self.seaweed: SeaweedProcess | None = None
         self.storage: StorageClient | None = None
         self.embedder: EmbedderClient | None = None
 
-    async def start(self, workdir: Path) -> None:
+    async def start(self, workdir: Path, wait_embedder: bool = True) -> None:
+        """Starts everything but the retriever; returns once storage serves and, unless told not
+        to wait, the embedder too (else `embedder_ready()` waits for it later)."""
         for _ in range(50):
             base = random.randrange(20000, 29000, 10)
             ports = SeaweedPorts.from_base(base, base + 1)
@@ -70,13 +65,25 @@ class Stack:
             workdir, "embedder", port=eport, state_dir=workdir / "embedder", cache_max_bytes=0, backend="openvino"
         )
         self.storage_addr, self.embedder_addr = f"127.0.0.1:{sport}", f"127.0.0.1:{eport}"
+        self.rcfg = load_env(  # the retriever's defaults, as start_retriever runs it
+            RetrieverConfig,
+            environ={},
+            state_dir=str(workdir / "retriever"),
+            embedder_addr=self.embedder_addr,
+            storage_addr=self.storage_addr,
+        )
         self.storage = StorageClient(self.storage_addr, timeout_s=600)
         self.embedder = EmbedderClient(self.embedder_addr, timeout_s=600)
+        self.eport, self.workdir = eport, workdir
         await wait_serving(sport, "ddnrag.storage.v1.StorageService", 120)
-        await wait_serving(eport, "ddnrag.embedder.v1.EmbedderService", 300)
-        self.info = await self.embedder.info()
+        if wait_embedder:
+            await self.embedder_ready()
+
+    async def embedder_ready(self) -> None:
+        """Waits until the embedder serves (its model exported and loaded) and reads its Info."""
+        await wait_serving(self.eport, "ddnrag.embedder.v1.EmbedderService", 300)
+        self.info = await self.embedder.info()  # type: ignore[union-attr]
         log(f"embedder ready: {self.info.backend} {self.info.dtype} on {self.info.device}")
-        self.workdir = workdir
 
     def spawn(self, workdir: Path, svc: str, **settings: object) -> None:
         """`python -m services.<svc>.server` with its settings as DDNRAG_<SVC>_* variables."""
@@ -94,13 +101,6 @@ class Stack:
         """The retriever as its own process too: searches and jobs reach it as they would in a
         deployment, never through this process's event loop."""
         state = self.workdir / "retriever"
-        self.rcfg = load_env(  # its defaults
-            RetrieverConfig,
-            environ={},
-            state_dir=str(state),
-            embedder_addr=self.embedder_addr,
-            storage_addr=self.storage_addr,
-        )
         t0 = time.perf_counter()
         self.spawn(
             self.workdir,
@@ -114,18 +114,7 @@ class Stack:
         self.load_s = time.perf_counter() - t0
         return RetrieverClient(f"127.0.0.1:{self.rport}", timeout_s=600)
 
-    async def load_index(self, collection: str) -> Any:
-        """The collection's index as the retriever loaded it, loaded again in this process from the
-        same store (the raw BM25 and dense parts run on it); the caller closes `.reader`."""
-        settings = replace(settings_from(self.rcfg), state_dir=self.workdir / "reader", merge_factor=0)
-        store = StorageStore(self.storage)  # type: ignore[arg-type]
-        self.reader = Retriever(store, EmbedderEncoder(self.embedder), settings, Catalog(store))  # type: ignore[arg-type]
-        await self.reader.start()
-        return self.reader.collections[collection].index
-
     async def stop(self) -> None:
-        if self.reader is not None:
-            await self.reader.close()
         for client in (self.storage, self.embedder):
             if client is not None:
                 await client.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,10 +16,11 @@ from aiohttp import web
 
 from ddnrag.llm.v1 import llm_service_pb2 as lpb
 
+from ..admission import answer_slot, hint_key
 from ..convert import ns_to_ms, to_dict
-from ..errors import ApiError, error_payload, json_error_payload
+from ..errors import ApiError, dumps, error_payload, json_error_payload
 from ..sse import Event, stream_events
-from ..state import ANSWER_SLOTS, CONFIG, UPSTREAMS
+from ..state import ADMISSION, CONFIG, UPSTREAMS
 from ..uploads import check_collection
 from ..views import (
     citation_json,
@@ -113,39 +113,15 @@ def done_json(d: lpb.Done, retrieval: lpb.Retrieval | None) -> dict[str, Any]:
     return out
 
 
-@contextlib.asynccontextmanager
-async def answer_slot(request: web.Request) -> AsyncIterator[float]:
-    """One of the gateway's answer slots: a ceiling on the answer streams this gateway holds open
-    (`max_concurrent_answers`, a bound on its own memory and sockets). How many answers *run* is
-    the llm_gateway's adaptive admission (services/llm_gateway/admission.py), which serves cache
-    hits without a permit and refuses overload at once with RESOURCE_EXHAUSTED + `retry_after_s`
-    (429 + `Retry-After` here). A full gateway waits at most `answer_queue_timeout_s` (0: not at
-    all), then answers 429 with `Retry-After`. Yields the wait in ms."""
-    slots = request.app[ANSWER_SLOTS]
-    if slots is None:
-        yield 0.0
-        return
-    cfg = request.app[CONFIG]
-    t0 = time.perf_counter()
-    if slots.locked():
-        try:
-            if cfg.answer_queue_timeout_s <= 0:
-                raise TimeoutError
-            async with asyncio.timeout(cfg.answer_queue_timeout_s):
-                await slots.acquire()
-        except TimeoutError:
-            raise ApiError(
-                429,
-                f"the gateway holds {cfg.max_concurrent_answers} answer streams, its limit; retry in a second",
-                "GATEWAY_BUSY",
-                retry_after_s=1,
-            ) from None
-    else:
-        await slots.acquire()
-    try:
-        yield (time.perf_counter() - t0) * 1000
-    finally:
-        slots.release()
+def ask_hint(ask: Ask) -> str:
+    """The admission's cache-hit hint key of `ask` (gateway/admission.py); empty for a question
+    that is never a cache hit (a conversation's, or one that skips the cache)."""
+    p = ask.params
+    if ask.conversation_id or ask.history or p.no_cache:
+        return ""
+    return hint_key(
+        ask.question, ask.collection, ask.backend, ask.top_k, p.backend, p.model, p.max_tokens, p.temperature
+    )
 
 
 async def answer_events(request: web.Request, ask: Ask) -> AsyncIterator[Event]:
@@ -153,7 +129,8 @@ async def answer_events(request: web.Request, ask: Ask) -> AsyncIterator[Event]:
     `done` or `error`."""
     cfg = request.app[CONFIG]
     retrieval: lpb.Retrieval | None = None
-    async with answer_slot(request) as queue_ms:
+    first = True
+    async with answer_slot(request.app[ADMISSION], ask_hint(ask)) as slot:
         async for ev in request.app[UPSTREAMS].llm.answer(
             ask.question,
             collection=ask.collection,
@@ -166,26 +143,29 @@ async def answer_events(request: web.Request, ask: Ask) -> AsyncIterator[Event]:
         ):
             kind = ev.WhichOneof("event")
             if kind == "token":  # the most frequent event first
+                if first:
+                    first = False
+                    slot.first_token()
                 tok = ev.token
                 yield Event("token", {"text": tok.text, "index": tok.index})
             elif kind == "retrieval":
                 retrieval = ev.retrieval
             elif kind == "start":
-                yield Event(
-                    "start",
-                    {
-                        "backend": ev.start.backend,
-                        "model": ev.start.model,
-                        "cache_hit": ev.start.cache_hit,
-                        "storage_backend": ask.backend,
-                        "collection": ask.collection,
-                        "queue_ms": round(queue_ms),
-                        "retrieval": retrieval_json(retrieval),
-                    },
-                )
+                slot.started(ev.start.cache_hit)
+                found = retrieval_json(retrieval)
+                found_raw = dumps(found)  # the chunks' texts, encoded once for both events
+                head = {
+                    "backend": ev.start.backend,
+                    "model": ev.start.model,
+                    "cache_hit": ev.start.cache_hit,
+                    "storage_backend": ask.backend,
+                    "collection": ask.collection,
+                    "queue_ms": round(slot.queue_ms),
+                }
+                yield Event("start", {**head, "retrieval": found}, raw=f'{dumps(head)[:-1]},"retrieval":{found_raw}}}')
                 # What was searched (the standalone question of a follow-up) and found. It comes
                 # after `start` (whose `retrieval` field holds the same), so `start` stays first.
-                yield Event("retrieval", retrieval_json(retrieval))
+                yield Event("retrieval", found, raw=found_raw)
             elif kind == "verify":  # groundedness: per-sentence scores, answer score, repair
                 yield Event("verify", to_dict(ev.verify))
             elif kind == "refused":  # a guard refused the question or the answer: the last event

@@ -8,6 +8,8 @@ embedder address is "local", is `embedding.local.LocalEncoder`.
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +60,14 @@ class RetrieverSearcher:
             raise err.to_service_error() from None
         return search_result_from_pb(resp)
 
+    async def index_versions(self) -> dict[str, str]:
+        """Each collection's live index version (ListCollections: the retriever's memory, no I/O)."""
+        try:
+            collections = await self.client.list_collections(timeout=2.0)
+        except ServiceCallError as err:
+            raise err.to_service_error() from None
+        return {c.name: c.version for c in collections}
+
     async def close(self) -> None:
         await self.client.close()
 
@@ -101,18 +111,51 @@ def search_result_from_pb(resp: Any) -> SearchResult:
 
 
 class EmbedderEncoder:
-    """`Encoder` over `clients.embedder.EmbedderClient` (the embedder normalises the rows)."""
+    """`Encoder` over `clients.embedder.EmbedderClient` (the embedder normalises the rows).
 
-    def __init__(self, client: EmbedderClient, timeout_s: float = 30.0) -> None:
+    Recent vectors are kept by text (`memo` texts, least recently used out, each for `memo_ttl_s`):
+    the generator embeds the question and the groundedness check the answer's sentences, and the
+    same question (the retriever embedded it a moment before) and the same sentences come back;
+    each kept vector saves a call and a look-up in the embedder's cache. The TTL bounds how long a
+    vector of a replaced embedder model can be used (its response does not name the model)."""
+
+    def __init__(
+        self, client: EmbedderClient, timeout_s: float = 30.0, memo: int = 4096, memo_ttl_s: float = 60.0
+    ) -> None:
         self.client = client
         self.timeout_s = timeout_s
+        self.memo = memo
+        self.memo_ttl_s = memo_ttl_s
+        self._kept: OrderedDict[str, tuple[np.ndarray, float]] = OrderedDict()
+        self.kept_hits = 0
 
     async def encode(self, texts: Sequence[str]) -> np.ndarray:
-        try:
-            arr = await self.client.embed_array(list(texts), truncate=True, timeout=self.timeout_s)
-        except ServiceCallError as err:
-            raise err.to_service_error() from None
-        return np.asarray(arr, dtype=np.float32)
+        now = time.monotonic()
+        rows: list[np.ndarray | None] = []
+        for t in texts:
+            got = self._kept.get(t)
+            if got is not None and now - got[1] <= self.memo_ttl_s:
+                self._kept.move_to_end(t)
+                rows.append(got[0])
+            else:
+                rows.append(None)
+        todo = list(dict.fromkeys(t for t, r in zip(texts, rows, strict=True) if r is None))
+        if todo:
+            try:
+                arr = await self.client.embed_array(todo, truncate=True, timeout=self.timeout_s)
+            except ServiceCallError as err:
+                raise err.to_service_error() from None
+            fresh = dict(zip(todo, np.asarray(arr, dtype=np.float32), strict=True))
+            for t, v in fresh.items():
+                self._kept[t] = (v, now)
+                self._kept.move_to_end(t)
+            while len(self._kept) > self.memo:
+                self._kept.popitem(last=False)
+            rows = [fresh[t] if r is None else r for t, r in zip(texts, rows, strict=True)]
+        self.kept_hits += len(texts) - len(todo)
+        if not rows:
+            return await self.client.embed_array([], truncate=True, timeout=self.timeout_s)
+        return np.stack(rows).astype(np.float32, copy=False)
 
     async def close(self) -> None:
         await self.client.close()

@@ -7,9 +7,11 @@ pile up between two sends. `coalesced` runs the event stream in a task of its ow
 time the caller is ready for the next message, every token event queued behind the first one
 (consecutive, at most `max_pieces` of them) as one `TokenEvent` -- the pieces joined, `index` of
 the first, `count` the sum -- so nothing waits for company: a token that arrives alone leaves
-alone, at once, and so does the first token of every stream. Other events pass unchanged and in
-order. An error raised by the stream is raised here; closing this generator cancels the task,
-which closes the stream.
+alone, at once. The first token is no exception (it used to leave alone): joining what is
+already queued behind it does not delay it, and an answer made at once (extractive, or replayed
+from the cache) then leaves in one message. Other events pass unchanged and in order. An error
+raised by the stream is raised here; closing this generator cancels the task, which closes the
+stream.
 """
 
 from __future__ import annotations
@@ -21,8 +23,12 @@ from typing import Any
 
 from .domain import TokenEvent
 
-# Pieces joined into one message at most, so a client still sees the text grow.
-MAX_PIECES = 8
+# Pieces joined into one message at most. Pieces that are ready together reach the client at
+# the same moment however they are split, so the cap only bounds one message's size: 64 word
+# pieces (a few hundred bytes). It was 8: an extractive answer (~45 pieces, all ready at once)
+# then left in ~7 messages, each a protobuf here, a gRPC read and an SSE event in the gateway;
+# per-message work is most of what a replayed answer costs on both sides (bench/gateway_load.py).
+MAX_PIECES = 64
 
 
 class _Raised:
@@ -49,7 +55,6 @@ async def coalesced(stream: AsyncIterator[Any], max_pieces: int = MAX_PIECES) ->
 
     task = asyncio.create_task(pump())
     held: Any = None
-    first = True  # the first token leaves alone: text shows at once, and a stream of two pieces stays two
     try:
         while True:
             ev = held if held is not None else await queue.get()
@@ -58,9 +63,7 @@ async def coalesced(stream: AsyncIterator[Any], max_pieces: int = MAX_PIECES) ->
                 return
             if isinstance(ev, _Raised):
                 raise ev.err
-            if isinstance(ev, TokenEvent) and first:
-                first = False
-            elif isinstance(ev, TokenEvent) and not queue.empty():
+            if isinstance(ev, TokenEvent) and not queue.empty():
                 parts, count = [ev.text], ev.count
                 while len(parts) < max_pieces and not queue.empty():
                     nxt = queue.get_nowait()

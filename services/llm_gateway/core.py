@@ -32,9 +32,7 @@ from .citations import Renumberer
 from .conversations import ConversationStore
 from .domain import (
     DEFAULT_TOP_K,
-    MAX_MAX_TOKENS,
     MAX_PASSAGES,
-    MAX_QUESTION_CHARS,
     MAX_TOP_K,
     AnswerEvent,
     Citation,
@@ -50,9 +48,11 @@ from .domain import (
     StartEvent,
     TokenEvent,
     Usage,
+    check_question,
 )
 from .followup import history_turns, standalone_question
 from .prompt import build_prompt
+from .ready import ReadyAnswers, ready_or
 from .rewrite import (
     HistoryTurn,
     trim_history,
@@ -100,10 +100,13 @@ class LlmGateway:
         history_budget_tokens: int = 1024,
         rewrite_timeout_s: float = 15.0,
         admission: Admission | None = None,
+        ready: ReadyAnswers | None = None,
     ) -> None:
         self.router = Router(backends)
         # Permits for answers that run the pipeline; cache hits run without one (admission.py).
         self.admission = admission
+        # Answers served from the cache, replayed while the index stands (ready.py).
+        self.ready = ready
         self.counter = counter
         self.searcher = searcher
         self.cache = cache
@@ -127,6 +130,8 @@ class LlmGateway:
 
     async def close(self) -> None:
         await self.router.close()
+        if self.ready is not None:
+            await self.ready.versions.close()
         if self.cache is not None:
             await self.cache.close()
         for c in self.closers:
@@ -135,20 +140,7 @@ class LlmGateway:
 
     # ---- validation -------------------------------------------------------------------------
     def _validate(self, question: str, params: GenParams) -> list[Backend]:
-        if not question.strip():
-            raise invalid("the question is empty; send 1 to 4096 characters", reason="EMPTY_QUESTION")
-        if len(question) > MAX_QUESTION_CHARS:
-            raise invalid(
-                f"the question has {len(question)} characters; the limit is {MAX_QUESTION_CHARS}",
-                reason="QUESTION_TOO_LONG",
-            )
-        if not 0.0 <= params.temperature <= 2.0:
-            raise invalid(f"temperature must be within 0..2, got {params.temperature}", reason="BAD_TEMPERATURE")
-        if not 0 <= params.max_tokens <= MAX_MAX_TOKENS:
-            raise invalid(
-                f"max_tokens must be within 0..{MAX_MAX_TOKENS} (0 means 512), got {params.max_tokens}",
-                reason="BAD_MAX_TOKENS",
-            )
+        check_question(question, params)
         return self.router.candidates(params)
 
     # ---- Generate ---------------------------------------------------------------------------
@@ -361,7 +353,14 @@ class LlmGateway:
                 search=search,
                 regenerate=regenerate_with(self, question, params),
             )
-        async with contextlib.aclosing(recorded(self.conversations, question, stream)) as events:  # type: ignore[type-var]
+        # A question answered from the cache a moment ago is answered again without retrieval.
+        key = (
+            ""
+            if conversation_id or history or params.no_cache
+            else ask_key(question, collection, storage_backend, top_k, filters, params)
+        )
+        served = ready_or(self.ready, key, collection or "default", recorded(self.conversations, question, stream))
+        async with contextlib.aclosing(served) as events:  # type: ignore[type-var]
             async for ev in events:
                 yield ev
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kernel.errors import ServiceError
+from kernel.errors import ServiceError, invalid
 from kernel.sentences import SentenceVectors
 from kernel.timing import Stage
 
@@ -196,3 +196,21 @@ class ModelInfo:
     healthy: bool = True
     in_flight: int = 0
     max_concurrency: int = 0
+
+
+def check_question(question: str, params: GenParams) -> None:
+    """INVALID_ARGUMENT for an empty or too long question, or sampling parameters out of range."""
+    if not question.strip():
+        raise invalid("the question is empty; send 1 to 4096 characters", reason="EMPTY_QUESTION")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise invalid(
+            f"the question has {len(question)} characters; the limit is {MAX_QUESTION_CHARS}",
+            reason="QUESTION_TOO_LONG",
+        )
+    if not 0.0 <= params.temperature <= 2.0:
+        raise invalid(f"temperature must be within 0..2, got {params.temperature}", reason="BAD_TEMPERATURE")
+    if not 0 <= params.max_tokens <= MAX_MAX_TOKENS:
+        raise invalid(
+            f"max_tokens must be within 0..{MAX_MAX_TOKENS} (0 means 512), got {params.max_tokens}",
+            reason="BAD_MAX_TOKENS",
+        )

@@ -14,6 +14,7 @@ passages do not answer it. Given the same passages and embeddings it always give
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -46,6 +47,10 @@ _STOP = frozenset(
     their his her not no yes than then so such about up down out off only own same too very just also
     any all each some most more other""".split()
 )
+
+
+# Passages whose sentences are kept split (`ExtractiveBackend._sentences`), least recently used out.
+PARSED_PASSAGES = 4096
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,7 @@ class ExtractiveBackend:
         # Texts ranked with a stored sentence vector / embedded at answer time (question included).
         self.sentences_stored = 0
         self.sentences_embedded = 0
+        self._parsed: OrderedDict[str, tuple[tuple[int, str, str, frozenset[str]], ...]] = OrderedDict()
         self.limits = limits or BackendLimits(first_token_timeout_s=30.0, retries=0, max_concurrency=64)
 
     def models(self) -> list[str]:
@@ -126,6 +132,23 @@ class ExtractiveBackend:
     async def close(self) -> None:
         return None
 
+    def _sentences(self, text: str) -> tuple[tuple[int, str, str, frozenset[str]], ...]:
+        """A passage's rankable sentences, each with its position, duplicate key and content
+        words: the same for every answer that cites the passage, so kept per text (LRU)."""
+        got = self._parsed.get(text)
+        if got is None:
+            got = tuple(
+                (pos, s, " ".join(s.lower().split()), frozenset(content_words(s)))
+                for pos, s in enumerate(split_sentences(text))
+                if is_sentence(s, self.min_words)
+            )
+            self._parsed[text] = got
+            if len(self._parsed) > PARSED_PASSAGES:
+                self._parsed.popitem(last=False)
+        else:
+            self._parsed.move_to_end(text)
+        return got
+
     async def compose(self, question: str, passages: Sequence[str], encoder: Encoder | None = None) -> str:
         """The answer text, citations included (passage numbers as given; the gateway renumbers
         them in order of appearance). `encoder` (default: the backend's) embeds the question and
@@ -133,14 +156,15 @@ class ExtractiveBackend:
         if not passages:
             return NO_PASSAGES
         sentences: list[Sentence] = []
+        words: list[frozenset[str]] = []
         seen: set[str] = set()
         for n, text in enumerate(passages, start=1):
-            for pos, s in enumerate(split_sentences(text)):
-                key = " ".join(s.lower().split())
-                if not is_sentence(s, self.min_words) or key in seen:
+            for pos, s, key, ws in self._sentences(text):
+                if key in seen:
                     continue
                 seen.add(key)
                 sentences.append(Sentence(n, pos, s))
+                words.append(ws)
         if not sentences:
             return NOT_ANSWERED
         vecs = await (encoder or self.encoder).encode([question, *(s.text for s in sentences)])
@@ -148,8 +172,8 @@ class ExtractiveBackend:
         cos = m @ q
         qwords = content_words(question)
         scores: list[float] = []
-        for s, c in zip(sentences, cos.tolist(), strict=True):
-            overlap = len(qwords & content_words(s.text)) / len(qwords) if qwords else 0.0
+        for s, ws, c in zip(sentences, words, cos.tolist(), strict=True):
+            overlap = len(qwords & ws) / len(qwords) if qwords else 0.0
             scores.append(float(c) + self.overlap_weight * overlap - self.rank_penalty * (s.passage - 1))
         # Best first; ties broken by passage number then position, so the answer is deterministic.
         order = sorted(range(len(sentences)), key=lambda i: (-round(scores[i], 6), sentences[i].passage, i))
@@ -200,7 +224,8 @@ class ExtractiveBackend:
         finish = "stop"
         kept: list[str] = []
         parts = pieces(text)
-        for piece, n in zip(parts, self.counter.count_many(parts), strict=True):  # one tokenizer call
+        # Words recur from answer to answer: their counts are remembered (one tokenizer call for new ones).
+        for piece, n in zip(parts, self.counter.count_many_cached(parts), strict=True):
             if used + n > budget:
                 finish = "length"
                 break
@@ -212,7 +237,8 @@ class ExtractiveBackend:
         read = self.counter.count(prompt.question) + sum(
             self.counter.count_many_cached([p.text for p in prompt.passages])
         )
-        yield Delta(finish_reason=finish, usage=Usage(read, self.counter.count("".join(kept)), "tokenizer"))
+        # What it wrote is the sum of its pieces' counts (WordPiece makes no token across whitespace).
+        yield Delta(finish_reason=finish, usage=Usage(read, used, "tokenizer"))
 
 
 def cite(sentence: str, number: int) -> str:

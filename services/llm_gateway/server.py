@@ -26,6 +26,7 @@ from .conversations import ConversationStore
 from .core import LlmGateway, Searcher
 from .extractive import Encoder
 from .metrics import LlmMetrics
+from .ready import IndexVersions, ReadyAnswers
 from .servicer import LlmServicer
 from .tokens import default_counter
 
@@ -110,6 +111,8 @@ async def build_core(
         history_budget_tokens=cfg.history_budget_tokens,
         rewrite_timeout_s=cfg.rewrite_timeout_s,
         admission=build_admission(cfg),
+        # Ready answers need the answer cache: they replay what it served.
+        ready=ReadyAnswers(IndexVersions(getattr(searcher, "index_versions", None))) if cache is not None else None,
     )
     objects = core.conversations.objects if core.conversations is not None else None
     core.closers.extend(c for c in (encoder, searcher, objects) if hasattr(c, "close"))

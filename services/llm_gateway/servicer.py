@@ -264,6 +264,8 @@ class LlmServicer(pb_grpc.LlmServiceServicer):
             return pb.PurgeCacheResponse(timings=timings_pb(timer))
         with timer.stage("cache_purge"):
             removed = await self.core.cache.purge()
+            if self.core.ready is not None:
+                self.core.ready.clear()  # they replay what the cache served
         return pb.PurgeCacheResponse(removed=removed, timings=timings_pb(timer))
 
     # ---- conversations ----------------------------------------------------------------------

@@ -211,3 +211,13 @@ class Chunker:
             if last and (not chunks or last != chunks[-1][0]):
                 chunks.append((last, cur_tokens))
         return [c for c in chunks if c[0]]
+
+
+class NullCounter:
+    """A token counter for validating chunking options without loading the tokenizer."""
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        return [0] * len(texts)
+
+    def starts(self, text: str) -> list[int]:
+        return []

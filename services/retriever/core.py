@@ -379,7 +379,11 @@ class Retriever:
                 "fmt": 2,  # cached values carry the chunk's record (stateless mode has no rows)
             },
         )
-        cached = None if p.no_cache else await asyncio.to_thread(self.cache.get, key)
+        cached = None
+        if not p.no_cache:  # the in-memory front on the loop, the file through a thread
+            cached = self.cache.peek(key)
+            if cached is None:
+                cached = await asyncio.to_thread(self.cache.get, key)
         pairs: list[tuple[ChunkRecord, Hit]]
         if cached is not None:
             # [chunk id, score, bm25 rank, dense rank, document id, name, position, metadata]

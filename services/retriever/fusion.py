@@ -77,7 +77,13 @@ def fuse(
         bm = bm_all[rows].astype(np.float64) if bm_all is not None else np.zeros(len(rows))
         de = (vectors_at(rows) @ q).astype(np.float64)
         bm_ref = bm_all[bm_rows] if bm_all is not None and len(bm_rows) > 1 else bm
-        de_ref = vectors_at(np.asarray(de_rows, np.int64)) @ q if len(de_rows) > 1 else de
+        n_de = len(de_rows)
+        if n_de <= 1:
+            de_ref = de
+        elif np.array_equal(rows[:n_de], de_rows):  # distinct dense candidates lead `rows`: reuse their scores
+            de_ref = de[:n_de]
+        else:
+            de_ref = vectors_at(np.asarray(de_rows, np.int64)) @ q
         scores = dense_weight * _z(de, de_ref) + (1 - dense_weight) * _z(bm, bm_ref)
     order = np.argsort(-scores, kind="stable")
     if limit is not None:

@@ -22,12 +22,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry import trace
-
+from kernel import tracing
 from kernel.errors import ServiceError, invalid, not_found
-from kernel.tracing import TRACER
 
-from .chunking import Chunker
+from .chunking import Chunker, NullCounter
 from .core import Retriever, check_name
 from .job_model import (
     ChunkRow,
@@ -44,7 +42,6 @@ from .job_runner import JobRunner
 from .job_state import JobStore
 from .lease import LeaseKeeper
 from .live_job import LiveJob
-from .pipeline import NullCounter
 
 log = logging.getLogger(__name__)
 
@@ -280,14 +277,14 @@ class JobManager:
             self._adopting.discard(job_id)
         lj = LiveJob(view_of(rec), rec, seq=rec.seq)
         # The run's span: child of the request that started it, when one did (kernel/tracing.py).
-        lj.span = TRACER.start_span(
+        lj.span = tracing.start_span(
             "ingest.job", attributes={"ddnrag.job_id": job_id, "ddnrag.collection": rec.collection}
         )
         self.live[job_id] = lj
         lj.task = asyncio.create_task(self._run_in_span(lj), name=f"ingest-{job_id}")
 
     async def _run_in_span(self, lj: LiveJob) -> None:
-        with trace.use_span(lj.span, end_on_exit=True):
+        with tracing.use_span(lj.span, end=True):
             await self.runner.run(lj)
 
     async def emit(self, lj: LiveJob, **changes: Any) -> None:

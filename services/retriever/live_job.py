@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from opentelemetry import trace
+from kernel import tracing
 
 from .job_model import ChunkRow, FileRow, JobRecord, JobView
 
@@ -76,7 +76,7 @@ class LiveJob:
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # This replica's run of the job, as a trace span (kernel/tracing.py); each written batch is
     # a trace of its own that links to it.
-    span: trace.Span = trace.INVALID_SPAN
+    span: tracing.Span = tracing.INVALID_SPAN
 
     def __post_init__(self) -> None:
         self.base_ns = {k: self.view.stage_ns.get(k, 0) for k in ("embed", "write", "embed_idle", "run")}

@@ -4,11 +4,14 @@ to the job manager to commit.
 Embedding is the bottleneck, so everything else is arranged to keep the embedder fed:
 - files are fetched, parsed and chunked ahead of it (4 at a time; rich formats in the parser
   worker processes of sandbox.py, plain text in a thread);
-- embedding requests carry exactly `embed_batch` chunks, cut across file boundaries, and
+- embedding requests carry exactly `embed_batch` texts, cut across file boundaries, and
   `embed_concurrency` of them are in flight, so one is queued at the embedder while another runs;
+  with sentence vectors on, a batch's distinct sentences ride in the same requests as its chunks
+  (embed_plan.py), so that pass keeps the embedder fed too;
 - a batch's chunk objects are written as soon as its chunks are known (their text is all they
   need), concurrently with embedding, at most `WRITES_IN_FLIGHT` batches at once;
-- the commit stage pairs each batch with its vectors and write, in order, and commits it.
+- the commit stage pairs each batch with its vectors and write, in order, writes its sentence
+  records (they need the vectors), and commits it while later requests are still embedding.
 The embedder's idle time inside the job (no request in flight between its first and last) is
 measured (`Clock`) and reported with the other stage times, so a starved embedder shows.
 
@@ -19,27 +22,27 @@ progress and commits batches to the shared job state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
-from opentelemetry import context as otel_context
-from opentelemetry.trace import Link
 
-from kernel import sentences
-from kernel.tracing import TRACER
+from kernel import sentences, tracing
 
 from .chunking import Chunk, Chunker
 from .core import Retriever, chunk_key
+from .embed_plan import BatchPlan, Vectors
 from .job_model import BackendStats, ChunkRow, FileErrorView, FileRow
 from .live_job import JobSink, LiveJob
 from .parsing import ParseError, parse_document
 from .ports import ObjectNotFound, ObjectTooLarge
 from .search import sentence_vectors_key
-from .sentence_vectors import model_of, sentence_records
+from .sentence_vectors import model_of
 
 T = TypeVar("T")
 
@@ -62,6 +65,7 @@ async def drain(queue: asyncio.Queue[T | None]) -> AsyncIterator[T]:
 class _Parsed:
     file: FileRow
     chunks: list[Chunk]
+    sentences: list[list[str]]  # each chunk's whole sentences (empty with sentence vectors off)
 
 
 @dataclass
@@ -69,24 +73,8 @@ class _Batch:
     """Files committed together, and the write of their chunk objects (started at once)."""
 
     group: list[_Parsed]
+    plan: BatchPlan
     write: asyncio.Task[None]
-
-
-@dataclass
-class _Vectors:
-    """An embedding request's vectors, in chunk order, and each chunk's share of its time (ns)."""
-
-    vectors: np.ndarray
-    ns: np.ndarray
-
-    @staticmethod
-    def join(parts: list[_Vectors]) -> _Vectors:
-        if len(parts) == 1:
-            return parts[0]
-        return _Vectors(np.concatenate([p.vectors for p in parts]), np.concatenate([p.ns for p in parts]))
-
-    def split(self, n: int) -> tuple[_Vectors, _Vectors]:
-        return _Vectors(self.vectors[:n], self.ns[:n]), _Vectors(self.vectors[n:], self.ns[n:])
 
 
 # Batches whose chunk objects may be written ahead of their commit, and writes in flight at once.
@@ -105,7 +93,7 @@ class Pipeline:
     async def run(self, lj: LiveJob, pending: list[FileRow]) -> None:
         parsed_q: asyncio.Queue[_Parsed | None] = asyncio.Queue(maxsize=64)
         # Embedding requests in chunk order; bounded by the batches below, which bound the chunks.
-        vectors_q: asyncio.Queue[asyncio.Task[_Vectors] | None] = asyncio.Queue()
+        vectors_q: asyncio.Queue[asyncio.Task[Vectors] | None] = asyncio.Queue()
         batch_q: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=BATCHES_AHEAD)
         tasks = [
             asyncio.create_task(self._parse_stage(lj, pending, parsed_q)),
@@ -167,23 +155,37 @@ class Pipeline:
                     await self.sink.emit(lj)
                     return None
                 try:
-                    chunks = await asyncio.to_thread(self._parse_chunk, lj.view.collection, f, data, chunker)
+                    parsed = await asyncio.to_thread(self._parse_chunk, lj.view.collection, f, data, chunker)
                 except ParseError as err:
                     _add(lj, "parse", f.parse_ns)
                     return await self._file_failed(lj, f, str(err))
                 _add(lj, "parse", f.parse_ns)
                 _add(lj, "chunk", f.chunk_ns)
-                return _Parsed(f, chunks)
+                return parsed
 
-        window = 8
-        for i in range(0, len(pending), window):
-            for p in await asyncio.gather(*(one(f) for f in pending[i : i + window])):
-                if p is not None:
-                    lj.view.chunks_total += len(p.chunks)
-                    await out.put(p)
+        # Up to 8 files in the works (4 fetched at once), handed on in order, each as soon as it
+        # and the files before it are chunked: the first request need not wait for a whole window.
+        ahead: deque[asyncio.Task[_Parsed | None]] = deque()
+
+        async def hand_on() -> None:
+            if (p := await ahead.popleft()) is not None:
+                lj.view.chunks_total += len(p.chunks)
+                await out.put(p)
+
+        try:
+            for f in pending:
+                ahead.append(asyncio.create_task(one(f)))
+                if len(ahead) >= 8:
+                    await hand_on()
+            while ahead:
+                await hand_on()
+        finally:
+            for t in ahead:
+                t.cancel()
+            await asyncio.gather(*ahead, return_exceptions=True)
         await out.put(None)
 
-    def _parse_chunk(self, collection: str, f: FileRow, data: bytes, chunker: Chunker) -> list[Chunk]:
+    def _parse_chunk(self, collection: str, f: FileRow, data: bytes, chunker: Chunker) -> _Parsed:
         t0 = time.perf_counter_ns()
         try:
             text = parse_document(
@@ -193,10 +195,13 @@ class Pipeline:
             f.parse_ns = time.perf_counter_ns() - t0
         t1 = time.perf_counter_ns()
         chunks = chunker.chunks(collection, f.document_id, text)
+        # Sentence splitting for the sentence vectors is counted as chunking (it happens here, in
+        # the worker thread, off the event loop).
+        per_chunk = [sentences.whole_sentences(c.text) for c in chunks] if self.s.sentence_vectors else []
         f.chunk_ns = time.perf_counter_ns() - t1
         if not chunks:
             raise ParseError("no text could be extracted")
-        return chunks
+        return _Parsed(f, chunks, per_chunk)
 
     async def _file_failed(self, lj: LiveJob, f: FileRow, reason: str) -> None:
         f.status, f.reason = "failed", reason
@@ -210,94 +215,108 @@ class Pipeline:
         self,
         lj: LiveJob,
         inp: asyncio.Queue[_Parsed | None],
-        vectors_q: asyncio.Queue[asyncio.Task[_Vectors] | None],
+        vectors_q: asyncio.Queue[asyncio.Task[Vectors] | None],
         batch_q: asyncio.Queue[_Batch | None],
     ) -> None:
-        """Sends an embedding request as soon as `embed_batch` chunks are ready (at most
-        `embed_concurrency` in flight), and starts the write of a batch's chunk objects as soon as
-        its files reach `write_batch` chunks."""
+        """Sends an embedding request as soon as `embed_batch` texts (a batch's chunks and, with
+        sentence vectors on, its new sentences: `BatchPlan`) are ready, at most `embed_concurrency`
+        in flight, and starts the write of a batch's chunk objects as soon as its files reach
+        `write_batch` chunks."""
         size = max(1, self.s.embed_batch)
         slots = asyncio.Semaphore(max(1, self.s.embed_concurrency))
         writes = asyncio.Semaphore(WRITES_IN_FLIGHT)
         texts: list[str] = []
         group: list[_Parsed] = []
+        plan = BatchPlan(self.s.sentence_vectors)
 
-        async def send(part: list[str]) -> None:
-            await slots.acquire()
+        def send(part: list[str]) -> None:
+            # Never waits: the request queues for a slot on its own, so the feed goes on cutting
+            # batches and starting their writes while the embedder is busy (bounded by batch_q).
             vectors_q.put_nowait(asyncio.create_task(self._embed(lj, part, slots)))
 
         async def close_batch() -> None:
-            if batch_q.full() and texts:
-                # The commit stage may be waiting for these chunks' vectors: send them first.
-                await send(texts[:])
+            nonlocal plan
+            if batch_q.full() and texts and self.s.write_batch < size:
+                # Texts not yet sent may belong to a batch older than every queued one, which the
+                # commit stage may be waiting for: send them first. (With write_batch >= embed_batch
+                # every batch holds more texts than a request, so unsent texts are all this one's.)
+                send(texts[:])
                 texts.clear()
-            batch = _Batch(group[:], asyncio.create_task(self._write(lj, group[:], writes)))
+            batch = _Batch(group[:], plan, asyncio.create_task(self._write(lj, group[:], writes)))
             group.clear()
+            plan = BatchPlan(self.s.sentence_vectors)
             await batch_q.put(batch)
 
         async for p in drain(inp):
             if lj.view.stage not in ("embed", "write"):
                 await self.sink.emit(lj, stage="embed")
-            texts.extend(embedded_texts(p.chunks))
+            texts.extend(plan.add(embedded_texts(p.chunks), p.sentences))
             while len(texts) >= size:
-                await send(texts[:size])
+                send(texts[:size])
                 del texts[:size]
             group.append(p)
-            if sum(len(g.chunks) for g in group) >= self.s.write_batch:
+            if plan.chunks >= self.s.write_batch:
                 await close_batch()
         if texts:
-            await send(texts)
+            send(texts)
         if group:
             await close_batch()
         await vectors_q.put(None)
         await batch_q.put(None)
 
-    async def _embed(self, lj: LiveJob, texts: list[str], slots: asyncio.Semaphore) -> _Vectors:
-        lj.embed_clock.start()
-        t0 = time.perf_counter_ns()
-        try:
-            vectors = np.asarray(await self.r.encoder.encode(texts, timeout=self.s.embed_timeout_s), np.float32)
-            lj.embedded += len(texts)
-            return _Vectors(vectors, np.full(len(texts), (time.perf_counter_ns() - t0) // max(1, len(texts))))
-        finally:
-            lj.embed_clock.stop()
-            lj.clocks_to_view()
-            slots.release()
+    async def _embed(self, lj: LiveJob, texts: list[str], slots: asyncio.Semaphore) -> Vectors:
+        async with slots:  # requests take their slots in the order they were cut (FIFO)
+            lj.embed_clock.start()
+            t0 = time.perf_counter_ns()
+            try:
+                vectors = np.asarray(await self.r.encoder.encode(texts, timeout=self.s.embed_timeout_s), np.float32)
+                lj.embedded += len(texts)
+                return Vectors(vectors, np.full(len(texts), (time.perf_counter_ns() - t0) // max(1, len(texts))))
+            finally:
+                lj.embed_clock.stop()
+                lj.clocks_to_view()
 
     async def _commit_stage(
         self,
         lj: LiveJob,
-        vectors_q: asyncio.Queue[asyncio.Task[_Vectors] | None],
+        vectors_q: asyncio.Queue[asyncio.Task[Vectors] | None],
         batch_q: asyncio.Queue[_Batch | None],
     ) -> None:
-        """Pairs each batch, in order, with its chunks' vectors and its write, then has it committed."""
-        held: list[_Vectors] = []
+        """Pairs each batch, in order, with its texts' vectors and its write, writes its sentence
+        records, then has it committed."""
+        held: list[Vectors] = []
         have = 0
+        model: str | None = None
         async for batch in drain(batch_q):
             chunks = [c for p in batch.group for c in p.chunks]
-            while have < len(chunks):
+            while have < batch.plan.size:
                 task = await vectors_q.get()
                 assert task is not None, "the feed stage ended before every batch had its vectors"
                 held.append(await task)
                 have += len(held[-1].vectors)
-            every = _Vectors.join(held)
-            mine, rest = every.split(len(chunks))
+            every = Vectors.join(held)
+            mine, rest = every.split(batch.plan.size)
             held, have = ([rest], len(rest.vectors)) if len(rest.vectors) else ([], 0)
             at = 0
-            for p in batch.group:  # each file gets its chunks' share of their requests' time
-                p.file.embed_ns += int(mine.ns[at : at + len(p.chunks)].sum())
-                at += len(p.chunks)
-            await self._commit_batch(lj, batch, chunks, mine.vectors)
+            for p, n in zip(batch.group, batch.plan.texts_per_file, strict=True):
+                p.file.embed_ns += int(mine.ns[at : at + n].sum())  # its texts' share of their requests' time
+                at += n
+            records: list[bytes] = []
+            if batch.plan.sentence_vectors:
+                model = await model_of(self.r.encoder) if model is None else model
+                records = await asyncio.to_thread(batch.plan.records, mine.vectors, model)
+            await self._commit_batch(lj, batch, chunks, batch.plan.chunk_vectors(mine.vectors), records)
 
-    async def _commit_batch(self, lj: LiveJob, batch: _Batch, chunks: list[Chunk], vectors: np.ndarray) -> None:
+    async def _commit_batch(
+        self, lj: LiveJob, batch: _Batch, chunks: list[Chunk], vectors: np.ndarray, records: list[bytes]
+    ) -> None:
         v = lj.view
         if v.stage != "write":
             await self.sink.emit(lj, stage="write")
-        job = lj.span.get_span_context()
-        with TRACER.start_as_current_span(
+        with tracing.span(
             "ingest.batch",
-            context=otel_context.Context(),  # a trace per batch, linked to the job's span
-            links=[Link(job)] if job.is_valid else None,
+            root=True,  # a trace per batch, linked to the job's span
+            links=[lj.span],
             attributes={
                 "ddnrag.job_id": v.job_id,
                 "ddnrag.collection": v.collection,
@@ -306,6 +325,11 @@ class Pipeline:
             },
         ):
             await batch.write
+            if records:  # the chunks' sentence vectors, stored before any index version names them
+                items = [
+                    (sentence_vectors_key(v.collection, c.chunk_id), r) for c, r in zip(chunks, records, strict=True)
+                ]
+                await self._put(lj, batch.group, items, None, count=False)
             rows = [ChunkRow(c.chunk_id, c.document_id, c.position, c.text, vectors[i]) for i, c in enumerate(chunks)]
             for p in batch.group:
                 p.file.chunks, p.file.status = len(p.chunks), "done"
@@ -315,18 +339,21 @@ class Pipeline:
 
     async def _write(self, lj: LiveJob, group: list[_Parsed], writes: asyncio.Semaphore) -> None:
         """Writes a batch's chunk objects to every target backend (one BatchPut per backend) at
-        once, then, when they are on, the chunks' sentence vectors once embedded (`_sentence_items`)."""
+        once; their sentence records follow at commit, once embedded (`_commit_batch`)."""
         coll = lj.view.collection
         items = [(chunk_key(coll, c.chunk_id), c.text.encode("utf-8")) for p in group for c in p.chunks]
         await self._put(lj, group, items, writes, count=True)
-        if self.s.sentence_vectors:
-            await self._put(lj, group, await self._sentence_items(lj, group), writes, count=False)
 
     async def _put(
-        self, lj: LiveJob, group: list[_Parsed], items: list[tuple[str, bytes]], writes: asyncio.Semaphore, count: bool
+        self,
+        lj: LiveJob,
+        group: list[_Parsed],
+        items: list[tuple[str, bytes]],
+        writes: asyncio.Semaphore | None,
+        count: bool,
     ) -> None:
         lj.uncommitted.update(k for k, _ in items)
-        async with writes:
+        async with writes or contextlib.nullcontext():
             lj.write_clock.start()
             t0 = time.perf_counter_ns()
             try:
@@ -336,26 +363,6 @@ class Pipeline:
             finally:
                 lj.write_clock.stop()
             _share(group, "write_ns", time.perf_counter_ns() - t0)
-
-    async def _sentence_items(self, lj: LiveJob, group: list[_Parsed]) -> list[tuple[str, bytes]]:
-        """Embeds the batch's sentences (sentence_vectors.py; requests of `embed_batch` texts,
-        counted as embedder time) and returns each chunk's stored record with its key."""
-        chunks = [c for p in group for c in p.chunks]
-        lj.embed_clock.start()
-        t0 = time.perf_counter_ns()
-        try:
-            records = await sentence_records(
-                self.r.encoder,
-                [c.text for c in chunks],
-                batch=max(1, self.s.embed_batch),
-                timeout=self.s.embed_timeout_s,
-                model=await model_of(self.r.encoder),
-            )
-        finally:
-            lj.embed_clock.stop()
-            lj.clocks_to_view()
-        _share(group, "embed_ns", time.perf_counter_ns() - t0)
-        return [(sentence_vectors_key(lj.view.collection, c.chunk_id), r) for c, r in zip(chunks, records, strict=True)]
 
     async def _write_to(self, st: BackendStats, items: list[tuple[str, bytes]], chunks: int) -> None:
         """Writes `items` (the first `chunks` of them chunk objects, the rest their sentence
@@ -385,13 +392,3 @@ def _share(group: list[_Parsed], attr: str, ns: int) -> None:
     total = sum(len(p.chunks) for p in group) or 1
     for p in group:
         setattr(p.file, attr, getattr(p.file, attr) + ns * len(p.chunks) // total)
-
-
-class NullCounter:
-    """A token counter for validating chunking options without loading the tokenizer."""
-
-    def count(self, texts: Sequence[str]) -> list[int]:
-        return [0] * len(texts)
-
-    def starts(self, text: str) -> list[int]:
-        return []

@@ -2,9 +2,9 @@
 the chunk (`sentences/<collection>/<chunk_id>`, format in kernel/sentences.py), so the extractive
 generator ranks them without an embedding call per answer.
 
-The sentences of a batch are embedded in requests of `batch` texts, each distinct sentence once
-(the overlap between neighbouring chunks repeats some). This is a second pass over about the
-same tokens as the chunks themselves: its cost is measured in the README (Performance).
+An ingestion job embeds a batch's distinct sentences in the same requests as its chunks
+(embed_plan.py). They are about as many tokens again as the chunks themselves: their cost is
+measured in the README (Performance).
 """
 
 from __future__ import annotations
@@ -49,29 +49,23 @@ async def model_of(encoder: Encoder) -> str:
     return str(await get()) if get is not None else ""
 
 
-def distinct(per_chunk: Sequence[Sequence[str]]) -> list[str]:
-    """The sentences a batch sends the embedder: each distinct one once, in first-seen order."""
-    return list(dict.fromkeys(s for ss in per_chunk for s in ss))
-
-
-def batch_sentences(texts: Sequence[str]) -> list[str]:
-    """What `sentence_records` embeds for a batch of chunk texts (bench/retriever.py)."""
-    return distinct([sentences.whole_sentences(t) for t in texts])
+def records_of(per_chunk: Sequence[Sequence[str]], row: dict[str, int], vectors: np.ndarray, model: str) -> list[bytes]:
+    """One stored record per chunk, in order, from each chunk's sentences and the `row` of each
+    sentence's vector in `vectors` (a chunk without whole sentences gets an empty record, so a
+    reader knows there is nothing to embed). Blocking: run it in a thread."""
+    dim = vectors.shape[1]
+    return [sentences.encode(model, ss, vectors[[row[s] for s in ss]].reshape(len(ss), dim)) for ss in per_chunk]
 
 
 async def sentence_records(
     encoder: Encoder, texts: Sequence[str], *, batch: int, timeout: float | None, model: str
 ) -> list[bytes]:
-    """One stored record per chunk text, in order (a chunk without whole sentences gets an
-    empty record, so a reader knows there is nothing to embed)."""
+    """One stored record per chunk text, in order, embedding each distinct sentence once in
+    requests of `batch` texts (an ingestion job sends them with its chunks: embed_plan.py)."""
     per_chunk = await asyncio.to_thread(lambda: [sentences.whole_sentences(t) for t in texts])
-    uniq = distinct(per_chunk)
+    uniq = list(dict.fromkeys(s for ss in per_chunk for s in ss))
     parts = [await encoder.encode(uniq[i : i + batch], timeout=timeout) for i in range(0, len(uniq), batch)]
     dim = parts[0].shape[1] if parts else await encoder.dimension()
     vecs = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
-
-    def records() -> list[bytes]:
-        row = {s: i for i, s in enumerate(uniq)}
-        return [sentences.encode(model, ss, vecs[[row[s] for s in ss]].reshape(len(ss), dim)) for ss in per_chunk]
-
-    return await asyncio.to_thread(records)
+    row = {s: i for i, s in enumerate(uniq)}
+    return await asyncio.to_thread(records_of, per_chunk, row, vecs, model)

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from kernel.errors import ServiceError, invalid
 
+from .aioget import AsyncGetter
 from .config import StorageConfig
 from .credentials import from_path
 from .emulated_link import ShapingProxy
@@ -217,6 +218,7 @@ class Backends:
             )
             store = S3Store(spec, client, self.executor, self.settings)
             store.fast = self._fast(spec, creds, endpoint_override, proxies, self.settings.max_pool_connections)
+            store.aio = self._on_loop(spec, creds, endpoint_override, proxies, self.settings.max_pool_connections)
             store.metrics = self.metrics
             self._stores[spec.name] = (spec, store)
             self._routes[spec.name] = (endpoint_override, proxies)
@@ -258,6 +260,19 @@ class Backends:
         if not self.cfg.fast_get or not FastGetter.supports(spec, creds, endpoint, proxies):
             return None
         return FastGetter(spec, creds, endpoint, pool, self.settings.connect_timeout_s, self.settings.read_timeout_s)
+
+    def _on_loop(
+        self,
+        spec: BackendSpec,
+        creds: Credentials | None,
+        endpoint_override: str,
+        proxies: dict[str, str] | None,
+        pool: int,
+    ) -> AsyncGetter | None:
+        endpoint = endpoint_override or spec.endpoint
+        if not (self.cfg.fast_get and self.cfg.loop_get) or not AsyncGetter.supports(spec, creds, endpoint, proxies):
+            return None
+        return AsyncGetter(spec, creds, endpoint, pool, self.settings.connect_timeout_s, self.settings.read_timeout_s)
 
     async def _start_proxy(self, spec: BackendSpec) -> tuple[str, dict[str, str] | None]:
         u = urlsplit(spec.endpoint or f"https://s3.{spec.region}.amazonaws.com")

@@ -111,6 +111,10 @@ class StorageConfig:
     # errors); False sends every GET through boto3. Not an environment variable (yet): tests use it
     # to check both paths agree.
     fast_get: bool = True
+    # Whole-object GETs of plain-HTTP path-style backends run on the event loop (aioget.py) rather
+    # than in an executor thread; False keeps them on fastget.py. Not an environment variable
+    # either: tests compare the paths, and the README's side-by-side figures used it.
+    loop_get: bool = True
     endpoint_allowlist: tuple[str, ...] = env_field(
         "DDNRAG_STORAGE_ENDPOINT_ALLOWLIST",
         (),

@@ -12,7 +12,9 @@ CONNECT tunnels), goes through boto3.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
+import functools
 import re
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -86,12 +88,18 @@ def headers_to_resp(h: Any) -> dict[str, Any]:
         "ContentType": h.get("content-type", ""),
         "Metadata": {k[11:].lower(): v for k, v in h.items() if k.lower().startswith("x-amz-meta-")},
     }
-    if lm:
-        try:
-            out["LastModified"] = email.utils.parsedate_to_datetime(lm)
-        except (TypeError, ValueError):
-            pass
+    if lm and (when := _http_date(lm)) is not None:
+        out["LastModified"] = when
     return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _http_date(value: str) -> datetime.datetime | None:
+    """An HTTP date header's instant (cached: the hot objects' Last-Modified values repeat)."""
+    try:
+        return email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
 
 
 class FastGetter:

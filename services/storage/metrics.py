@@ -9,6 +9,8 @@ their load is the benchmark's own result, not the service's traffic.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from kernel.metrics import LATENCY_BUCKETS
@@ -38,10 +40,19 @@ class StoreMetrics:
             ["backend", "operation", "kind"],
             registry=registry,
         )
+        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def record(self, backend: str, operation: str, seconds: float, ttfb_s: float, error_kind: str = "") -> None:
-        self.duration.labels(backend, operation).observe(seconds)
+        # The labelled children, looked up once per (backend, operation): `labels()` validates
+        # and locks on every call, a measurable share of a small GET's CPU.
+        children = self._children.get((backend, operation))
+        if children is None:
+            children = self._children[(backend, operation)] = (
+                self.duration.labels(backend, operation),
+                self.ttfb.labels(backend, operation),
+            )
+        children[0].observe(seconds)
         if error_kind:
             self.errors.labels(backend, operation, error_kind).inc()
         elif ttfb_s > 0:
-            self.ttfb.labels(backend, operation).observe(ttfb_s)
+            children[1].observe(ttfb_s)

@@ -21,15 +21,15 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
-from opentelemetry import trace
-
+from kernel import tracing
 from kernel.errors import ServiceError
 
 from . import s3trace, wire
+from .aioget import AsyncGetter, Unsupported
 from .errors import condition_not_met, is_retryable, map_error
 from .fastget import FastGetter
 from .metrics import StoreMetrics
@@ -66,6 +66,8 @@ class S3Store:
         self.settings = settings
         self._tls = threading.local()
         self.fast: FastGetter | None = None
+        # Whole-object GETs on the event loop (aioget.py), where the backend allows; set by backends.py.
+        self.aio: AsyncGetter | None = None
         # Set by the backend manager: every operation's duration, TTFB and errors (metrics.py).
         self.metrics: StoreMetrics | None = None
         wire.install()
@@ -122,6 +124,8 @@ class S3Store:
     def close(self) -> None:
         if self.fast is not None:
             self.fast.close()
+        if self.aio is not None:
+            self.aio.close()
         try:
             self.client.close()
         except Exception:  # noqa: BLE001 - closing must not fail shutdown
@@ -135,32 +139,54 @@ class S3Store:
         """Runs blocking `fn(*args)` in the executor, retrying throttling/transient errors with
         full-jitter exponential backoff; failures come out as `ServiceError`. The operation is
         recorded in the store metrics as `operation` (default: `fn`'s name without its `_`)."""
-        operation = operation or fn.__name__.lstrip("_")
+        loop = asyncio.get_running_loop()
+
+        def attempt() -> Awaitable[T]:
+            if tracing.recording():  # one span per attempt (s3trace.py)
+                traced = (s3trace.traced_call, self.spec.name, self.bucket, key, transfer, fn, *args)
+                return loop.run_in_executor(self.executor, contextvars.copy_context().run, *traced)
+            return loop.run_in_executor(self.executor, fn, *args)
+
+        return await self._retrying(attempt, operation or fn.__name__.lstrip("_"), key, transfer)
+
+    async def run_on_loop(
+        self, fn: Callable[..., Awaitable[T]], *args: Any, key: str, transfer: Transfer, operation: str
+    ) -> T:
+        """`run` for a coroutine function that does its I/O on the event loop (no thread)."""
+
+        async def attempt() -> T:
+            if not tracing.recording():
+                return await fn(*args)
+            op = s3trace.OPERATIONS.get(fn.__name__, operation)
+            with s3trace.client_span(self.spec.name, self.bucket, key, op, transfer):
+                return await fn(*args)
+
+        return await self._retrying(attempt, operation, key, transfer)
+
+    async def _retrying(
+        self, attempt: Callable[[], Awaitable[T]], operation: str, key: str, transfer: Transfer | None
+    ) -> T:
         loop = asyncio.get_running_loop()
         deadline = DEADLINE.get()
-        attempt = 0
+        tries = 0
         start = time.perf_counter_ns()
         while True:
             try:
-                if trace.get_current_span().is_recording():  # one span per attempt (s3trace.py)
-                    traced = (s3trace.traced_call, self.spec.name, self.bucket, key, transfer, fn, *args)
-                    result = await loop.run_in_executor(self.executor, contextvars.copy_context().run, *traced)
-                else:
-                    result = await loop.run_in_executor(self.executor, fn, *args)
+                result = await attempt()
                 self._record(operation, start, transfer)
                 return result
             except Exception as exc:  # noqa: BLE001 - mapped below
-                if attempt < self.settings.max_retries and is_retryable(exc):
-                    cap = self.settings.retry_base_ms * (2**attempt) / 1000.0
+                if tries < self.settings.max_retries and is_retryable(exc):
+                    cap = self.settings.retry_base_ms * (2**tries) / 1000.0
                     pause = random.uniform(cap / 2, cap)
                     # No retry the caller's deadline leaves no time for.
                     if deadline is None or loop.time() + pause < deadline:
-                        attempt += 1
+                        tries += 1
                         if transfer is not None:
                             transfer.retries += 1  # cumulative over the calls of one transfer
                         await asyncio.sleep(pause)
                         continue
-                err = map_error(exc, self.spec.name, self.bucket, key, attempt)
+                err = map_error(exc, self.spec.name, self.bucket, key, tries)
                 self._record(operation, start, transfer, err.reason)
                 raise err from None
 
@@ -348,10 +374,25 @@ class S3Store:
         _span_retries(tr, start)
         return etag, tr
 
+    async def _get_on_loop(self, key: str, range_header: str, tr: Transfer) -> tuple[bytes, ObjectMeta]:
+        """`_get` through the event-loop client (aioget.py), same measurements."""
+        assert self.aio is not None
+        try:
+            r = await self.aio.get(self.bucket, key, range_header)
+        except Unsupported:  # a response it does not parse: this once through the thread path
+            return await asyncio.get_running_loop().run_in_executor(self.executor, self._get, key, range_header, tr)
+        tr.ttfb_ns, tr.total_ns, tr.bytes = r.first_ns - r.sent_ns, r.end_ns - r.sent_ns, len(r.body)
+        return r.body, _meta_from_head(key, r.fields())
+
     async def get(self, key: str, range_header: str = "") -> tuple[bytes, ObjectMeta, Transfer]:
         tr = Transfer()
         start = time.perf_counter_ns()
-        data, meta = await self.run(self._get, key, range_header, tr, key=key, transfer=tr)
+        if self.aio is not None:
+            data, meta = await self.run_on_loop(
+                self._get_on_loop, key, range_header, tr, key=key, transfer=tr, operation="get"
+            )
+        else:
+            data, meta = await self.run(self._get, key, range_header, tr, key=key, transfer=tr)
         _span_retries(tr, start)
         return data, meta, tr
 

@@ -10,14 +10,12 @@ Outside a recording trace nothing here runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
-
 from kernel import tracing
-from kernel.tracing import TRACER
+from kernel.tracing import SpanKind
 
 from .model import Transfer
 
@@ -37,12 +35,14 @@ OPERATIONS = {
     "_mpu_complete": "CompleteMultipartUpload",
     "_mpu_abort": "AbortMultipartUpload",
     "_open_blocking": "GetObject",
+    "_get_on_loop": "GetObject",
 }
 
 
-def traced_call(backend: str, bucket: str, key: str, transfer: Transfer | None, fn: Callable[..., T], *args: Any) -> T:
-    """Runs blocking `fn(*args)` (an S3Store method, in an executor thread) inside its span."""
-    op = OPERATIONS.get(getattr(fn, "__name__", ""), getattr(fn, "__name__", "call").strip("_"))
+@contextmanager
+def client_span(backend: str, bucket: str, key: str, op: str, transfer: Transfer | None) -> Iterator[None]:
+    """The CLIENT span of one attempt of S3 operation `op`, current inside the block; a failure
+    sets its status (and the store's request id and HTTP status, when the error carries them)."""
     attrs = {
         "rpc.system": "aws-api",
         "rpc.service": "S3",
@@ -52,31 +52,32 @@ def traced_call(backend: str, bucket: str, key: str, transfer: Transfer | None, 
     }
     if key:
         attrs["aws.s3.key"] = key
-    with TRACER.start_as_current_span(
-        f"S3.{op}", kind=SpanKind.CLIENT, attributes=attrs, record_exception=False, set_status_on_exception=False
-    ) as span:
+    with tracing.span(f"S3.{op}", kind=SpanKind.CLIENT, attributes=attrs) as span:
         try:
-            out = fn(*args)
+            yield
         except Exception as exc:
             meta = (getattr(exc, "response", None) or {}).get("ResponseMetadata", {})
             if meta.get("RequestId"):
                 span.set_attribute("aws.request_id", meta["RequestId"])
             if meta.get("HTTPStatusCode"):
                 span.set_attribute("http.response.status_code", meta["HTTPStatusCode"])
-            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            span.set_error(type(exc).__name__)
             raise
         if transfer is not None:
             span.set_attributes({"ddnrag.ttfb_ns": transfer.ttfb_ns, "ddnrag.bytes": transfer.bytes})
-        return out
+
+
+def traced_call(backend: str, bucket: str, key: str, transfer: Transfer | None, fn: Callable[..., T], *args: Any) -> T:
+    """Runs blocking `fn(*args)` (an S3Store method, in an executor thread) inside its span."""
+    op = OPERATIONS.get(getattr(fn, "__name__", ""), getattr(fn, "__name__", "call").strip("_"))
+    with client_span(backend, bucket, key, op, transfer):
+        return fn(*args)
 
 
 def add_traceparent(headers: MutableMapping[str, Any]) -> None:
     """The current span's `traceparent` in `headers`, when the span records."""
-    if trace.get_current_span().is_recording():
-        carrier: dict[str, str] = {}
-        tracing.inject_headers(carrier)
-        for k, v in carrier.items():
-            headers[k] = v
+    if tracing.recording():
+        tracing.inject_headers(headers)
 
 
 def inject_traceparent(request: Any = None, **_: Any) -> None:
@@ -87,21 +88,21 @@ def inject_traceparent(request: Any = None, **_: Any) -> None:
 
 def record_response(http_response: Any = None, parsed: Mapping[str, Any] | None = None, **_: Any) -> None:
     """botocore `after-call`: the store's request id and HTTP status on the current span."""
-    span = trace.get_current_span()
-    if not span.is_recording():
+    span = tracing.current_span()
+    if not span.recording:
         return
     meta = (parsed or {}).get("ResponseMetadata", {})
     request_id = meta.get("RequestId") or (http_response.headers.get("x-amz-request-id") if http_response else "")
     attrs: dict[str, Any] = {"aws.request_id": request_id} if request_id else {}
     if meta.get("HTTPStatusCode"):
         attrs["http.response.status_code"] = meta["HTTPStatusCode"]
-    span.set_attributes(attrs)  # one call: each takes the span's lock and checks every value
+    span.set_attributes(attrs)
 
 
 def record_headers(headers: Mapping[str, str], status: int) -> None:
     """The same for a request sent without botocore (fastget.py)."""
-    span = trace.get_current_span()
-    if span.is_recording():
+    span = tracing.current_span()
+    if span.recording:
         request_id = headers.get("x-amz-request-id")
         attrs: dict[str, Any] = {"aws.request_id": request_id} if request_id else {}
         attrs["http.response.status_code"] = status

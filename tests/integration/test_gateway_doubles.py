@@ -195,7 +195,8 @@ VERIFY = lpb.Verify(
 class DoubleLlm(lpb_grpc.LlmServiceServicer):
     """Answers with fixed tokens; questions starting with "slow" wait between tokens, "broken"
     fails after start, "refuse" fails before the first event, "guarded" is refused by a guard,
-    "unsupported" gets a `verify` event with one unsupported sentence and a repair."""
+    "unsupported" gets a `verify` event with one unsupported sentence and a repair, "cached" is a
+    cache hit unless `no_cache` is set."""
 
     def __init__(self) -> None:
         self.answer_cancelled = asyncio.Event()
@@ -236,7 +237,8 @@ class DoubleLlm(lpb_grpc.LlmServiceServicer):
                 )
                 yield lpb.AnswerResponse(error=err.to_status_proto())
                 return
-            yield lpb.AnswerResponse(start=lpb.Start(backend="extractive", model="extractive-v1"))
+            hit = request.question.startswith("cached") and not request.params.no_cache  # the answer cache
+            yield lpb.AnswerResponse(start=lpb.Start(backend="extractive", model="extractive-v1", cache_hit=hit))
             if request.question.startswith("broken"):
                 err = ServiceError(ErrorKind.UNAVAILABLE, "the LLM backend went away", reason="BACKEND_DOWN")
                 yield lpb.AnswerResponse(error=err.to_status_proto())

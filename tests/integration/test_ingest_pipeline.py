@@ -18,13 +18,16 @@ import pytest
 import pytest_asyncio
 
 from clients.retriever import RetrieverClient
+from kernel import sentences
 from kernel.errors import unavailable
 from services.retriever.chunking import Chunker
+from services.retriever.embed_plan import planned_texts
 from tests.support.retriever_doubles import DictStore, HashingEncoder, serve_retriever
 
 pytestmark = pytest.mark.asyncio
 
 EMBED_BATCH, WRITE_BATCH = 3, 5
+CHUNK_TOKENS = 24  # about two of the documents' sentences per chunk
 DOCS = {
     f"d{i}": " ".join(f"Document {i} sentence {j} is about topic {i * j % 7}." for j in range(3 + i % 4))
     for i in range(14)
@@ -59,7 +62,7 @@ async def service(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterat
         tmp_path,
         store,
         encoder,
-        chunk_size_tokens=12,
+        chunk_size_tokens=CHUNK_TOKENS,
         chunk_overlap_tokens=2,
         write_batch=WRITE_BATCH,
         embed_batch=EMBED_BATCH,
@@ -80,7 +83,7 @@ SOURCES = [f"docs/kb/{d}/{d}.txt" for d in DOCS]
 
 
 def expected_chunks() -> dict[str, str]:
-    chunker = Chunker(12, 2)
+    chunker = Chunker(CHUNK_TOKENS, 2)
     return {c.chunk_id: c.text for d, text in DOCS.items() for c in chunker.chunks("kb", d, text)}
 
 
@@ -101,6 +104,7 @@ async def assert_index_exact(app: Any, store: DictStore, want: dict[str, str]) -
     assert all(store.data[""][f"chunks/kb/{c}"].decode() == t for c, t in want.items())
 
 
+@pytest.mark.parametrize("service", [False, True], ids=["chunks-only", "with-sentence-vectors"], indirect=True)
 async def test_requests_cut_across_files_and_every_chunk_lands_once(service: dict[str, Any]) -> None:
     want = expected_chunks()
     assert len(want) > 4 * WRITE_BATCH  # several batches, each several requests
@@ -111,12 +115,33 @@ async def test_requests_cut_across_files_and_every_chunk_lands_once(service: dic
     # Progress streamed while the job ran, in order.
     done = [e.job.chunks_done for e in events]
     assert done == sorted(done) and any(0 < d < len(want) for d in done)
-    # Every request but the last carried exactly `embed_batch` chunks, whatever the files' sizes,
-    # and every chunk was embedded once.
+    # Every request but the last carried exactly `embed_batch` texts, whatever the files' sizes,
+    # and every chunk was embedded once; with sentence vectors on, each batch's distinct sentences
+    # rode in the same requests as its chunks (no second, separate pass), in the order
+    # `planned_texts` gives (what bench/retriever.py's raw side embeds).
     reqs = service["encoder"].requests
     assert all(len(r) == EMBED_BATCH for r in reqs[:-1]) and 0 < len(reqs[-1]) <= EMBED_BATCH
     sent = [t for r in reqs for t in r]
-    assert sorted(sent) == sorted(want.values())
+    chunker = Chunker(CHUNK_TOKENS, 2)
+    per_doc = [[c.text for c in chunker.chunks("kb", d, text)] for d, text in DOCS.items()]
+    plan = planned_texts(per_doc, write_batch=WRITE_BATCH, sentence_vectors=service["sentences"])
+    assert sent == plan
+    if not service["sentences"]:
+        assert sorted(sent) == sorted(want.values())
+    else:
+        # The sentences ride in the chunks' requests (one that is a whole chunk reuses its vector).
+        assert set(want.values()) <= set(sent) and len(sent) > len(want)
+        assert any(set(r) & set(want.values()) and set(r) - set(want.values()) for r in reqs)
+        # Each chunk's stored record holds its own sentences' vectors.
+        store = service["store"]
+        for cid, text in want.items():
+            rec = sentences.decode(store.data[""][f"sentences/kb/{cid}"])
+            assert rec is not None
+            ss = sentences.whole_sentences(text)
+            assert rec.keys == tuple(sentences.sentence_key(x) for x in ss)
+            if ss:
+                truth = await HashingEncoder().encode(ss)
+                assert np.allclose(rec.vectors.astype(np.float32), truth, atol=2e-3)
     # Stage times and the embedder's idle time are reported beside the job's wall time.
     assert job.run_ns > 0 and job.embed_ns > 0 and job.write_ns > 0
     assert 0 <= job.embed_idle_ns <= job.run_ns

@@ -302,3 +302,18 @@ async def test_get_stream_shapes_small_whole_large_chunked(storage: StorageClien
     big_msgs = [m async for m in storage.get_stream("shape/big")]
     assert [m.WhichOneof("part") for m in big_msgs] == ["info", "data", "data", "transfer"]
     assert b"".join(m.data for m in big_msgs[1:3]) == big and big_msgs[-1].transfer.bytes == len(big)
+
+
+async def test_a_refused_put_raises_the_refusal_not_the_closed_stream(storage: StorageClient) -> None:
+    """The server refuses the header while the client still streams: grpc.aio closes the request
+    generator (GeneratorExit at its `yield`), which is not a failure of the caller's data, so the
+    caller gets INVALID_ARGUMENT, never a GeneratorExit (a flaky failure of the bad-keys test)."""
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for _ in range(2000):
+            yield b"x" * 1024
+
+    for _ in range(10):
+        with pytest.raises(ServiceCallError) as ei:
+            await storage.put_stream("/abs/key", pieces())
+        assert ei.value.code == grpc.StatusCode.INVALID_ARGUMENT and ei.value.reason == "INVALID_KEY"

@@ -12,10 +12,11 @@ import sys
 from collections.abc import AsyncIterator
 
 import grpc
-from opentelemetry import propagate
 
 from kernel import tracing
 from kernel.errors import not_found
+from kernel.metrics import Metrics
+from kernel.server import ObservingInterceptor
 from kernel.tls import aio_channel
 
 SERVICE = "probe.v1.EchoService"
@@ -49,7 +50,8 @@ async def main(traceparent: str) -> None:
         "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
         "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
     }
-    server = grpc.aio.server(interceptors=tracing.server_interceptors())
+    # The interceptor every service's server has (kernel/server.py), tracing in it once set up.
+    server = grpc.aio.server(interceptors=[ObservingInterceptor(Metrics("probe"), tracing=tracing.installed())])
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -60,7 +62,7 @@ async def main(traceparent: str) -> None:
         yield b"a"
         yield b"b"
 
-    with tracing.TRACER.start_as_current_span("probe", context=propagate.extract({"traceparent": traceparent})):
+    with tracing.span("probe", parent=tracing.extract({"traceparent": traceparent})):
         calls = {
             "Unary": channel.unary_unary(f"/{SERVICE}/Unary")(b"x"),
             "ServerStream": channel.unary_stream(f"/{SERVICE}/ServerStream")(b"x"),
@@ -79,7 +81,6 @@ async def main(traceparent: str) -> None:
         except grpc.aio.AioRpcError as err:
             out["error_code"] = err.code().name
             out["error"] = dict(err.trailing_metadata() or ()).get(tracing.TRACE_ID_KEY, "")
-    await asyncio.sleep(0.05)  # the client spans end in done-callbacks
     await channel.close()
     await server.stop(0)
     print(json.dumps(out), flush=True)

@@ -1,87 +1,163 @@
-"""kernel/otlp_wire.py writes the same ExportTraceServiceRequest as the SDK's OTLP encoder."""
+"""kernel/otlp_wire.py writes an ExportTraceServiceRequest that opentelemetry-proto parses back to
+every field of the spans (kernel/tracing.py), and its HTTP exporter posts it to a real OTLP/HTTP
+endpoint (a loopback server in this test)."""
 
 from __future__ import annotations
 
-from opentelemetry import trace
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.proto.trace.v1 import trace_pb2
+from opentelemetry.sdk.trace.export import SpanExportResult
 
-from kernel.otlp_wire import encode_request
+from kernel import tracing
+from kernel.otlp_wire import Batch, FastOtlpHttpExporter
+from kernel.tracing import Span, SpanKind
+
+TP = "00-00000000000000000000000000000abc-0000000000000def-01"
+RESOURCE = {"service.name": "storage", "service.instance.id": "r-1", "naïve": "ünïcode"}
 
 
-def _spans() -> list:
-    memory = InMemorySpanExporter()
-    spans = []
-    for service in ("storage", "retriever"):  # two resources in one batch
-        provider = TracerProvider(resource=Resource.create({"service.name": service, "service.instance.id": "r-1"}))
-        provider.add_span_processor(SimpleSpanProcessor(memory))
-        tracer = provider.get_tracer("ddnrag", "1.2.3", schema_url="https://opentelemetry.io/schemas/1.30.0")
-        remote = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1))
-        parent_ctx = trace.set_span_in_context(NonRecordingSpan(remote))
-        with tracer.start_as_current_span(
-            "ddnrag.storage.v1.StorageService/BatchGet",
-            context=parent_ctx,
-            kind=SpanKind.SERVER,
-            attributes={"rpc.system": "grpc", "rpc.grpc.status_code": 0, "empty": "", "naïve": "ünïcode"},
-        ) as server:
-            with tracer.start_as_current_span("S3.GetObject", kind=SpanKind.CLIENT) as get:
-                get.set_attributes(
-                    {
-                        "aws.s3.key": "chunks/default/" + "a" * 200,
-                        "ddnrag.ttfb_ns": 1_234_567,
-                        "negative": -5,
-                        "big": 2**62,
-                        "ratio": 0.25,
-                        "zero": 0.0,
-                        "ok": True,
-                        "no": False,
-                        "ddnrag.object_keys": ["chunks/a", "chunks/b"],
-                        "ints": [1, -2, 3],
-                        "bools": [True, False],
-                    }
-                )
-                get.add_event("retry", {"attempt": 2})
-                get.set_status(Status(StatusCode.ERROR, "SlowDown"))
-            server.add_event("sse.open")
-        batch = tracer.start_span("ingest.batch", links=[Link(remote, {"why": "job"}), Link(server.get_span_context())])
-        batch.set_status(Status(StatusCode.OK))
-        batch.end()
-        tracer.start_span("plain", kind=SpanKind.PRODUCER).end()
-        provider.get_tracer("").start_span("no scope name", kind=SpanKind.CONSUMER).end()
-        spans = list(memory.get_finished_spans())
+@pytest.fixture
+def recorded(monkeypatch: pytest.MonkeyPatch) -> list[Span]:
+    spans: list[Span] = []
+    monkeypatch.setattr(tracing, "_state", tracing._State(installed=True, exporting=True, on_end=spans.append))
     return spans
 
 
-def test_the_bytes_parse_to_the_sdk_encoders_request() -> None:
-    spans = _spans()
-    assert len(spans) == 10
-    mine = ExportTraceServiceRequest.FromString(encode_request(spans))
-    theirs = encode_spans(spans)
-    assert mine == theirs
-    assert encode_request(spans) == theirs.SerializeToString()  # byte for byte, even
+def _spans(recorded: list[Span]) -> list[Span]:
+    remote = tracing.parse_traceparent(TP, trace_state="vendor=1")
+    with tracing.span(
+        "ddnrag.storage.v1.StorageService/BatchGet",
+        parent=remote,
+        kind=SpanKind.SERVER,
+        attributes={"rpc.system": "grpc", "rpc.grpc.status_code": 0, "empty": "", "naïve": "ünïcode"},
+    ) as server:
+        with tracing.span("S3.GetObject", kind=SpanKind.CLIENT) as get:
+            get.set_attributes(
+                {
+                    "aws.s3.key": "chunks/default/" + "a" * 200,
+                    "ddnrag.ttfb_ns": 1_234_567,
+                    "negative": -5,
+                    "big": 2**62,
+                    "huge": 2**70,  # beyond int64: left out, as the SDK's encoder does
+                    "ratio": 0.25,
+                    "zero": 0.0,
+                    "ok": True,
+                    "no": False,
+                    "ddnrag.object_keys": ["chunks/a", "chunks/b"],
+                    "ints": (1, -2, 3),
+                    "bools": [True, False],
+                }
+            )
+            get.add_event("retry", {"attempt": 2})
+            get.set_error("SlowDown")
+        server.add_event("sse.open")
+    with tracing.span("ingest.batch", root=True, links=[server, remote], kind=SpanKind.PRODUCER):
+        pass
+    return recorded
+
+
+def _parse(spans: list[Span]) -> list[trace_pb2.Span]:
+    got = ExportTraceServiceRequest.FromString(Batch(RESOURCE, "ddnrag", "1.2.3").with_spans(spans).encode())
+    [rs] = got.resource_spans
+    assert {kv.key: kv.value.string_value for kv in rs.resource.attributes} == RESOURCE
+    [ss] = rs.scope_spans
+    assert (ss.scope.name, ss.scope.version) == ("ddnrag", "1.2.3")
+    return list(ss.spans)
+
+
+def _attrs(span: trace_pb2.Span) -> dict[str, object]:
+    def value(v: object) -> object:
+        kind = v.WhichOneof("value")  # type: ignore[attr-defined]
+        if kind == "array_value":
+            return [value(x) for x in v.array_value.values]  # type: ignore[attr-defined]
+        return getattr(v, kind)
+
+    return {kv.key: value(kv.value) for kv in span.attributes}
+
+
+def test_the_bytes_parse_back_to_every_field(recorded: list[Span]) -> None:
+    spans = _spans(recorded)
+    get, server, batch = _parse(spans)
+    mine = {s.name: s for s in spans}
     assert (
-        len(mine.resource_spans) == 2 and sum(len(ss.spans) for r in mine.resource_spans for ss in r.scope_spans) == 10
+        server.trace_id.hex() == "00000000000000000000000000000abc" and server.parent_span_id.hex() == "0" * 13 + "def"
     )
-
-
-def test_values_the_sdk_encoder_leaves_out_are_left_out() -> None:
-    provider = TracerProvider()
-    memory = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    span = provider.get_tracer("t").start_span("s")
-    # Set past the SDK's own attribute checks, as an instrumentation could.
-    span._attributes._dict["huge"] = 2**70  # type: ignore[attr-defined]
-    span._attributes._dict["kept"] = "yes"  # type: ignore[attr-defined]
-    span.end()
-    got = ExportTraceServiceRequest.FromString(encode_request(memory.get_finished_spans()))
-    assert got == encode_spans(memory.get_finished_spans())
-    assert [kv.key for kv in got.resource_spans[0].scope_spans[0].spans[0].attributes] == ["kept"]
+    assert server.trace_state == "vendor=1" and server.kind == trace_pb2.Span.SPAN_KIND_SERVER
+    assert server.flags == 0x300  # HAS_IS_REMOTE | IS_REMOTE: the parent came from a traceparent
+    assert get.flags == 0x100 and get.parent_span_id == server.span_id and get.kind == trace_pb2.Span.SPAN_KIND_CLIENT
+    assert get.span_id.hex() == format(mine["S3.GetObject"].span_id, "016x")
+    assert get.start_time_unix_nano == mine["S3.GetObject"].start_ns > 0
+    assert get.end_time_unix_nano == mine["S3.GetObject"].end_ns >= get.start_time_unix_nano
+    assert _attrs(server) == {"rpc.system": "grpc", "rpc.grpc.status_code": 0, "empty": "", "naïve": "ünïcode"}
+    assert _attrs(get) == {
+        "aws.s3.key": "chunks/default/" + "a" * 200,
+        "ddnrag.ttfb_ns": 1_234_567,
+        "negative": -5,
+        "big": 2**62,
+        "ratio": 0.25,
+        "zero": 0.0,
+        "ok": True,
+        "no": False,
+        "ddnrag.object_keys": ["chunks/a", "chunks/b"],
+        "ints": [1, -2, 3],
+        "bools": [True, False],
+    }
+    assert [(e.name, {kv.key: kv.value.int_value for kv in e.attributes}) for e in get.events] == [
+        ("retry", {"attempt": 2})
+    ]
+    assert get.events[0].time_unix_nano >= get.start_time_unix_nano
+    assert (get.status.code, get.status.message) == (trace_pb2.Status.STATUS_CODE_ERROR, "SlowDown")
+    assert not server.HasField("status") and [e.name for e in server.events] == ["sse.open"]
+    # A root span of its own trace, linked to the job's local span and to a remote one.
+    assert batch.parent_span_id == b"" and batch.trace_id != server.trace_id
+    assert [(link.span_id, link.flags) for link in batch.links] == [
+        (server.span_id, 0x100),
+        (bytes.fromhex("0" * 13 + "def"), 0x300),
+    ]
 
 
 def test_no_spans_is_an_empty_request() -> None:
-    assert encode_request([]) == b"" == encode_spans([]).SerializeToString()
+    assert Batch(RESOURCE, "ddnrag").encode() == b"" == ExportTraceServiceRequest().SerializeToString()
+
+
+@pytest.fixture
+def http_collector() -> Iterator[tuple[str, list[bytes]]]:
+    """A loopback OTLP/HTTP endpoint keeping each POST's body."""
+    bodies: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+            assert self.path == "/v1/traces" and self.headers["Content-Type"] == "application/x-protobuf"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1/traces", bodies
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_http_exporter_posts_the_bytes(recorded: list[Span], http_collector: tuple[str, list[bytes]]) -> None:
+    url, bodies = http_collector
+    batch = Batch(RESOURCE, "ddnrag").with_spans(_spans(recorded))
+    exporter = FastOtlpHttpExporter(endpoint=url)
+    try:
+        assert exporter.export(batch) is SpanExportResult.SUCCESS
+    finally:
+        exporter.shutdown()
+    assert bodies == [batch.encode()]

@@ -1,6 +1,7 @@
 """kernel/tracing.py and kernel/logs.py without a network: the modes chosen from OTEL_*
-variables, the log line's one shape with the current trace and span ids, and the Timer's stage
-spans (an SDK provider of its own, never the process-wide one)."""
+variables, W3C traceparent in and out, the samplers, the log line's one shape with the current
+trace and span ids, and the Timer's stage spans (a recording state of the test's own, never the
+process-wide one)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,14 @@ import json
 import logging
 
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from kernel import timing, tracing
+from kernel import trace_export, tracing
 from kernel.logs import JsonFormatter
 from kernel.timing import Stage, Timer
+from kernel.trace_grpc import with_trace_context
+from kernel.tracing import INVALID_SPAN, Span, SpanKind
+
+TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
 @pytest.mark.parametrize(
@@ -33,12 +33,87 @@ def test_spans_are_exported_only_with_an_endpoint(env: dict[str, str], exported:
     assert tracing.export_configured(env) is exported
 
 
-def test_an_unknown_protocol_fails_naming_the_variable() -> None:
+def test_an_unknown_protocol_or_sampler_fails_naming_the_variable() -> None:
     with pytest.raises(ValueError, match="OTEL_EXPORTER_OTLP_PROTOCOL='http/json'"):
-        tracing._exporter({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
-    # gRPC: the kernel's own encoder (kernel/otlp_wire.py, byte-identical to the SDK's, half the CPU).
-    assert type(tracing._exporter({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})).__name__ == "FastOtlpGrpcExporter"
-    assert type(tracing._exporter({})).__module__.endswith("http.trace_exporter")
+        trace_export.exporter_from_env({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
+    assert type(trace_export.exporter_from_env({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})).__name__ == (
+        "FastOtlpGrpcExporter"
+    )
+    assert type(trace_export.exporter_from_env({})).__name__ == "FastOtlpHttpExporter"
+    with pytest.raises(ValueError, match="OTEL_TRACES_SAMPLER='jaeger_remote'"):
+        tracing.sampler_from_env({"OTEL_TRACES_SAMPLER": "jaeger_remote"})
+    with pytest.raises(ValueError, match="OTEL_TRACES_SAMPLER_ARG='2'"):
+        tracing.sampler_from_env({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "2"})
+    with pytest.raises(ValueError, match="OTEL_BSP_SCHEDULE_DELAY='soon'"):
+        trace_export._int_env({"OTEL_BSP_SCHEDULE_DELAY": "soon"}, "OTEL_BSP_SCHEDULE_DELAY", 5000)
+
+
+def test_samplers_follow_the_spec() -> None:
+    root, parent_based = tracing.sampler_from_env({})
+    assert parent_based and root(123)  # parentbased_always_on
+    root, parent_based = tracing.sampler_from_env({"OTEL_TRACES_SAMPLER": "always_off"})
+    assert not parent_based and not root(123)
+    env = {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.25"}
+    root, parent_based = tracing.sampler_from_env(env)
+    # The spec's rule: sampled when the trace id's low 64 bits are under ratio * 2^64.
+    assert parent_based and root((7 << 64) | (1 << 61)) and not root((1 << 62) + 1)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",  # no flags
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",  # zero trace id
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",  # zero span id
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",  # forbidden version
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",  # upper case
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",  # version 00 has 4 fields
+        "00-xyz92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    ],
+)
+def test_a_malformed_traceparent_starts_a_new_trace(value: str) -> None:
+    assert tracing.parse_traceparent(value) is None
+
+
+def test_traceparent_in_and_out() -> None:
+    parent = tracing.extract({"traceparent": TP, "tracestate": "vendor=1"})
+    assert parent is not None and parent.remote and parent.sampled and not parent.recording
+    assert parent.traceparent == TP and tracing.context_headers(parent)[1] == ("tracestate", "vendor=1")
+    # A later version may add fields; the first four are read.
+    assert tracing.parse_traceparent("01-" + TP[3:] + "-more") is not None
+
+
+@pytest.fixture
+def ids_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process as with no endpoint: ids made and passed on, nothing recorded."""
+    monkeypatch.setattr(tracing, "_state", tracing._State(installed=True))
+
+
+def test_without_an_endpoint_ids_travel_and_nothing_records(ids_only: None) -> None:
+    parent = tracing.parse_traceparent(TP)
+    child = tracing.start_span("Search", kind=SpanKind.SERVER, parent=parent, attributes={"a": 1})
+    assert child.trace_id == parent.trace_id and child.span_id not in (0, parent.span_id)
+    assert not child.recording and child.traceparent.endswith("-00") and child.attributes == {}
+    with tracing.use_span(child):
+        assert tracing.current_trace_id() == TP[3:35]
+        headers: dict[str, str] = {}
+        tracing.inject_headers(headers)
+        assert headers == {"traceparent": child.traceparent}
+        # gRPC calls: the current context, after the caller's own metadata.
+        assert with_trace_context((("x-api-key", "k"),)) == (("x-api-key", "k"), ("traceparent", child.traceparent))
+    # Outside any trace a call carries a fresh unsampled context; one the caller set is kept.
+    [(key, value)] = with_trace_context(None)
+    assert key == "traceparent" and value.endswith("-00") and value[3:35] != TP[3:35]
+    assert with_trace_context([("traceparent", TP)]) == (("traceparent", TP),)
+    root = tracing.start_span("GET /api/rag/stream")
+    assert root.trace_id and root.trace_id != parent.trace_id
+
+
+def test_with_tracing_off_no_span_has_an_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tracing, "_state", tracing._State())
+    assert tracing.start_span("x", parent=tracing.parse_traceparent(TP)) is INVALID_SPAN
+    assert tracing.current_ids() == ("", "")
 
 
 def _line(formatter: JsonFormatter, msg: str, **extra: object) -> dict[str, object]:
@@ -62,8 +137,7 @@ def test_log_lines_have_one_shape_and_carry_the_current_trace() -> None:
         "fields",
     ]
     assert outside["trace_id"] == "" and outside["fields"] == {}
-    ctx = SpanContext(0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, False, TraceFlags(1))
-    with trace.use_span(NonRecordingSpan(ctx)):
+    with tracing.use_span(Span(0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, True)):
         line = _line(fmt, "search done", hits=5, collection="default")
     assert line["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736" and line["span_id"] == "00f067aa0ba902b7"
     assert line["service"] == "retriever" and line["replica"] == "retriever-1" and line["message"] == "search done"
@@ -71,40 +145,54 @@ def test_log_lines_have_one_shape_and_carry_the_current_trace() -> None:
 
 
 @pytest.fixture
-def exporter(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
-    """A private SDK provider behind the Timer's tracer, for this test only."""
-    mem = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(mem))
-    monkeypatch.setattr(timing, "TRACER", provider.get_tracer("test"))
-    return mem
+def recorded(monkeypatch: pytest.MonkeyPatch) -> list[Span]:
+    """This process as when exporting, every finished span kept here, for this test only."""
+    spans: list[Span] = []
+    monkeypatch.setattr(tracing, "_state", tracing._State(installed=True, exporting=True, on_end=spans.append))
+    return spans
 
 
-def test_timer_stages_become_child_spans_with_their_figures(exporter: InMemorySpanExporter) -> None:
-    tracer = timing.TRACER
-    with tracer.start_as_current_span("request") as request:
+def test_timer_stages_become_child_spans_with_their_figures(recorded: list[Span]) -> None:
+    with tracing.span("request", parent=tracing.parse_traceparent(TP)) as request:
         timer = Timer()
         with timer.stage("fetch", backend="ddn", count=3) as st:
             st.bytes, st.ttfb_ns = 1200, 5000
             st.attrs["ddnrag.object_keys"] = ["chunks/a", "chunks/b", "chunks/c"]
+            assert tracing.current_span().name == "fetch"
         timer.add(Stage("bm25", 2_000_000, attrs={"ddnrag.candidates": 7}))
-    spans = {s.name: s for s in exporter.get_finished_spans()}
-    rid = request.get_span_context().span_id
-    assert spans["fetch"].parent.span_id == rid and spans["bm25"].parent.span_id == rid
-    assert dict(spans["fetch"].attributes) == {
-        "ddnrag.object_keys": ("chunks/a", "chunks/b", "chunks/c"),
+    spans = {s.name: s for s in recorded}
+    assert request.recording and request.parent_remote and request.traceparent.endswith("-01")
+    assert spans["fetch"].parent_id == request.span_id and spans["bm25"].parent_id == request.span_id
+    assert spans["fetch"].attributes == {
+        "ddnrag.object_keys": ["chunks/a", "chunks/b", "chunks/c"],
         "ddnrag.backend": "ddn",
         "ddnrag.ttfb_ns": 5000,
         "ddnrag.bytes": 1200,
         "ddnrag.count": 3,
     }
-    assert spans["bm25"].end_time - spans["bm25"].start_time == 2_000_000
+    assert spans["bm25"].end_ns - spans["bm25"].start_ns == 2_000_000
     assert [s.name for s in timer.stages] == ["fetch", "bm25"]
+    assert [s.name for s in recorded][-1] == "request" and tracing.current_span() is INVALID_SPAN
 
 
-def test_timer_makes_no_spans_outside_a_recording_trace(exporter: InMemorySpanExporter) -> None:
+def test_an_exception_marks_the_span_failed_and_it_ends_once(recorded: list[Span]) -> None:
+    with pytest.raises(KeyError), tracing.span("load") as load:
+        raise KeyError("x")
+    load.end()
+    assert recorded == [load] and load.status == tracing.STATUS_ERROR and load.status_message == "KeyError"
+
+
+def test_an_unsampled_parent_records_nothing(recorded: list[Span]) -> None:
+    with tracing.span("request", parent=tracing.parse_traceparent(TP[:-2] + "00")) as request:
+        timer = Timer()
+        with timer.stage("fetch"):
+            pass
+    assert not request.recording and recorded == []
+
+
+def test_timer_makes_no_spans_outside_a_recording_trace(recorded: list[Span]) -> None:
     timer = Timer()
     with timer.stage("prompt"):
         pass
     timer.add(Stage("queue", 10))
-    assert exporter.get_finished_spans() == () and [s.name for s in timer.stages] == ["prompt", "queue"]
+    assert recorded == [] and [s.name for s in timer.stages] == ["prompt", "queue"]
