@@ -65,6 +65,7 @@ from kernel.timing import Timer  # noqa: E402
 from services.retriever.adapters import EmbedderEncoder, StorageStore  # noqa: E402
 from services.retriever.chunking import Chunker, chunk_id  # noqa: E402
 from services.retriever.core import chunk_key  # noqa: E402
+from services.retriever.dense import single_threaded_blas  # noqa: E402
 from services.retriever.embed_plan import planned_texts  # noqa: E402
 from services.retriever.fusion import topk  # noqa: E402
 from services.retriever.index import ChunkRecord, DenseIndex  # noqa: E402
@@ -257,6 +258,7 @@ async def bench_query(
     e2e, parts, stages = [], [], {"embed": [], "bm25": [], "dense": [], "fetch": []}
     server: dict[str, list[float]] = {"total": []}
     cand = stack.rcfg.candidates
+    blas = single_threaded_blas()  # the raw dense part with the BLAS threads the retriever serves with
 
     async def search(q: str) -> list[str]:
         t = time.perf_counter()
@@ -302,6 +304,8 @@ async def bench_query(
         else:
             await raw_parts(q, keys)
             keys = await search(q)
+    if blas is not None:
+        blas.restore_original_limits()
     if missing:
         raise RuntimeError(f"{missing} hits of the measured searches had no chunk object: the probe missed them")
     return {
