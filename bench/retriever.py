@@ -60,10 +60,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from bench._retriever.stack import Stack, log  # noqa: E402
 from clients.retriever import RetrieverClient  # noqa: E402
+from embedding.packaged import packaged_model_dir  # noqa: E402
 from kernel.timing import Timer  # noqa: E402
 from services.retriever.adapters import EmbedderEncoder, StorageStore  # noqa: E402
 from services.retriever.chunking import Chunker, chunk_id  # noqa: E402
 from services.retriever.core import chunk_key  # noqa: E402
+from services.retriever.dense import single_threaded_blas  # noqa: E402
 from services.retriever.embed_plan import planned_texts  # noqa: E402
 from services.retriever.fusion import topk  # noqa: E402
 from services.retriever.index import ChunkRecord, DenseIndex  # noqa: E402
@@ -159,6 +161,11 @@ def bench_hnsw(h: Hnsw) -> dict[str, object]:
     }
 
 
+def model_dim() -> int:
+    """The width of the packaged model's vectors (what the bench's embedder serves)."""
+    return int(json.loads((packaged_model_dir() / "config.json").read_text())["hidden_size"])
+
+
 def scifact_docs(limit: int | None = None) -> list[tuple[str, str]]:
     out = []
     with (SCIFACT / "corpus.jsonl").open() as f:
@@ -251,6 +258,7 @@ async def bench_query(
     e2e, parts, stages = [], [], {"embed": [], "bm25": [], "dense": [], "fetch": []}
     server: dict[str, list[float]] = {"total": []}
     cand = stack.rcfg.candidates
+    blas = single_threaded_blas()  # the raw dense part with the BLAS threads the retriever serves with
 
     async def search(q: str) -> list[str]:
         t = time.perf_counter()
@@ -296,6 +304,8 @@ async def bench_query(
         else:
             await raw_parts(q, keys)
             keys = await search(q)
+    if blas is not None:
+        blas.restore_original_limits()
     if missing:
         raise RuntimeError(f"{missing} hits of the measured searches had no chunk object: the probe missed them")
     return {
@@ -416,9 +426,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
         work = Path(tempfile.mkdtemp(prefix="ddnrag-bench-retriever-"))
         stack = Stack()
         try:
-            await stack.start(work)
-            if "query" in only:
-                corpus = await write_corpus(stack, "bench100k", args.chunks, int(stack.info.dimension))
+            # The query collection is written while the embedder exports and loads its model: its
+            # vectors are synthetic, of the packaged model's width (checked once the embedder is up).
+            await stack.start(work, wait_embedder=False)
+            ready = asyncio.ensure_future(stack.embedder_ready())
+            try:
+                if "query" in only:
+                    corpus = await write_corpus(stack, "bench100k", args.chunks, model_dim())
+            finally:
+                await ready
+            if "query" in only and stack.info.dimension != model_dim():
+                raise RuntimeError(f"the embedder serves {stack.info.dimension}-dim vectors, not {model_dim()}")
             client = await stack.start_retriever()
             await hnsw_measure()
             if "ingest" in only:
@@ -462,8 +480,8 @@ def main() -> int:
                 "sized so the run fits 10 minutes on a loaded 2-core machine (a larger job amortises "
                 "the job's fixed costs, start and index commit, over more embedding)",
                 "query": f"{args.chunks} chunks in commits of {SEGMENT_CHUNKS} (one segment each, exact dense "
-                "search); vectors synthetic; only the chunk objects the measured searches fetch are "
-                "written (query_chunk_objects_written)",
+                "search), written while the embedder starts; vectors synthetic; only the chunk objects "
+                "the measured searches fetch are written (query_chunk_objects_written)",
                 "hnsw": f"{args.hnsw_n} vectors, built in a thread while the stack starts (so hnsw_build_s "
                 "shares the CPU with it); 300k took 1,028 s to build at load 27-42, 1M 226 s quiet",
             },

@@ -6,7 +6,7 @@
 Three local stacks (`rag up` on free loopback ports) run side by side, differing only in their
 OTEL_* variables (kernel/tracing.py):
 - `traced`: every span exported over OTLP/gRPC to a real receiver in this process (the
-  collector's TraceService, testkit/otlp.py), sampler always on, the SDK's default batching
+  collector's TraceService, testkit/otlp.py), sampler always on, the default batching
   (every 5 s or 512 spans);
 - `untraced`: no endpoint, the default: trace ids made and passed on, nothing recorded;
 - `disabled`: OTEL_SDK_DISABLED=true: no tracing code runs at all.
@@ -47,11 +47,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from gateway_load import QUESTIONS, percentile  # noqa: E402
 
 from bench import _procstat as procstat  # noqa: E402
+from bench._loadclient import QUESTIONS, percentile  # noqa: E402
 from testkit.otlp import OtlpReceiver  # noqa: E402
 from testkit.stack import RunningStack, start_stack  # noqa: E402
 

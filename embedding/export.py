@@ -81,7 +81,7 @@ def dimension_of(model_dir: Path) -> int:
     return int(json.loads((model_dir / "config.json").read_text())["hidden_size"])
 
 
-def _pooled_module(model_dir: Path, pooling: str) -> Any:
+def pooled_module(model_dir: Path, pooling: str) -> Any:
     """A torch module: (input_ids, attention_mask) -> pooled vectors, from the ST model."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
@@ -107,7 +107,7 @@ def _pooled_module(model_dir: Path, pooling: str) -> Any:
     return Pooled().eval()
 
 
-def _write_atomically(target_dir: Path, write: Any) -> None:
+def write_atomically(target_dir: Path, write: Any) -> None:
     target_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}-", dir=target_dir.parent))
     try:
@@ -126,7 +126,7 @@ def export_openvino(model_dir: Path, xml_path: Path, pooling: str = "mean") -> P
     import torch
 
     t0 = time.perf_counter()
-    module = _pooled_module(model_dir, pooling)
+    module = pooled_module(model_dir, pooling)
     example = {
         "input_ids": torch.ones((2, 16), dtype=torch.int64),
         "attention_mask": torch.ones((2, 16), dtype=torch.int64),
@@ -145,7 +145,7 @@ def export_openvino(model_dir: Path, xml_path: Path, pooling: str = "mean") -> P
     def write(tmp: Path) -> None:
         ov.save_model(ov_model, str(tmp / xml_path.name), compress_to_fp16=False)
 
-    _write_atomically(xml_path.parent, write)
+    write_atomically(xml_path.parent, write)
     log.info("exported OpenVINO IR", extra={"path": str(xml_path), "export_s": round(time.perf_counter() - t0, 2)})
     return xml_path
 
@@ -179,6 +179,6 @@ def quantize_int8(
     def write(tmp: Path) -> None:
         ov.save_model(quantized, str(tmp / int8_xml.name), compress_to_fp16=False)
 
-    _write_atomically(int8_xml.parent, write)
+    write_atomically(int8_xml.parent, write)
     log.info("quantized to int8", extra={"path": str(int8_xml), "quantize_s": round(time.perf_counter() - t0, 2)})
     return int8_xml

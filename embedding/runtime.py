@@ -7,6 +7,8 @@ do not depend on the backend. A backend only runs the transformer and pools:
   on CUDA in fp16 when present, else CPU fp32.
 - `OpenVinoBackend`: an OpenVINO IR exported from the same weights (`export.py`), compiled for the
   CPU; the IR's graph already contains the mean pooling.
+- `OnnxRuntimeBackend` (in `ort_variant.py`, apart so that the in-process encoder's users never
+  reach ONNX Runtime): the dynamic int8 variant.
 
 All methods are blocking; the batcher calls them from its one inference thread.
 """

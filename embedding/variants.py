@@ -1,21 +1,25 @@
 """Which CPU variant of the model to serve: the CPU's ISA flags, the quality gate's thresholds,
 its cached verdicts and the serving order.
 
-Variants, fastest first where the CPU runs them natively:
-- `int8`: NNCF static int8 of the OpenVINO IR (integer kernels: VNNI/AMX where present, AVX2
-  `vpmaddubsw` otherwise);
+Variants:
+- `int8-dyn`: ONNX Runtime dynamic int8 (`embedding/onnx_export.py`): the graph's attention,
+  GELU and layer norms fused, int8 weights (per channel, 7-bit: `reduce_range`, so AVX2's
+  `vpmaddubsw` cannot saturate) and activations quantized per batch at run time. The FFN
+  down-projections stay fp32 (they carry the post-GELU outliers). Gated on every CPU;
+- `int8`: NNCF static int8 of the OpenVINO IR, gated only where int8 dot products are native
+  (VNNI/AMX): on an AVX2-only EPYC the OpenVINO CPU plugin runs it with its generic
+  `jit_gemm_I8` kernel, measured no faster than fp32 (and NNCF's calibration costs minutes);
 - `bf16`: the fp32 IR run by the OpenVINO CPU plugin in bfloat16, only on CPUs with native
   bf16 (`avx512_bf16` or AMX): elsewhere it would be emulated and slower than fp32;
 - `fp32`: the IR in fp32: the reference's own arithmetic, never gated, always the fallback.
 
+The service serves the variant the gate measured fastest among those that passed (`chosen`).
 The gate (`GATE_*`, the issue's thresholds) protects retrieval quality: a variant passes when its
 SciFact TRAIN nDCG@10 is at most 0.005 below torch fp32's, and its vectors' cosine to torch fp32's
 on the same texts has mean >= 0.995 and min >= 0.98. A variant that passed is served only if
-the gate also measured it faster than fp32 on this CPU (`servable`): on an AVX2-only EPYC the
-OpenVINO CPU plugin runs int8 matrix products with its generic `jit_gemm_I8` kernel and fp32 ones
-with MLAS, and int8 was no faster there. Verdicts are stored per *gate key*: the
+the gate also measured it faster than fp32 on this CPU (`servable`). Verdicts are stored per *gate key*: the
 model's files, the CPU's relevant ISA flags and the versions of every library that shapes the
-vectors (OpenVINO, NNCF, torch, sentence-transformers, transformers, tokenizers). A different CPU
+vectors (OpenVINO, NNCF, ONNX Runtime, onnx, torch, sentence-transformers, transformers, tokenizers). A different CPU
 or an upgraded library has another key, so it decides again instead of trusting a verdict made
 elsewhere.
 """
@@ -48,15 +52,25 @@ ISA_FLAGS = (
     "amx_int8",
 )
 # The libraries whose versions change the vectors a variant produces (or its reference's).
-LIBRARIES = ("openvino", "nncf", "torch", "sentence-transformers", "transformers", "tokenizers", "numpy")
+LIBRARIES = (
+    "openvino",
+    "nncf",
+    "onnxruntime",
+    "onnx",
+    "torch",
+    "sentence-transformers",
+    "transformers",
+    "tokenizers",
+    "numpy",
+)
 
 GATE_MAX_NDCG_DROP = 0.005
 GATE_MIN_COSINE_MEAN = 0.995
 GATE_MIN_COSINE_MIN = 0.98
 
-# Serving order, fastest first; fp32 is always allowed.
-ORDER = ("int8", "bf16", "fp32")
-GATED = ("int8", "bf16")
+# Every variant; fp32 is always allowed and never gated.
+ORDER = ("int8-dyn", "int8", "bf16", "fp32")
+GATED = ("int8-dyn", "int8", "bf16")
 
 
 def cpu_flags(cpuinfo: str | None = None) -> tuple[str, ...]:
@@ -85,9 +99,11 @@ def int8_native(flags: Iterable[str]) -> bool:
 
 
 def candidates(flags: Iterable[str]) -> list[str]:
-    """The variants worth gating on this CPU, fastest first (fp32 last, never gated)."""
+    """The variants worth gating on this CPU (fp32 last, never gated)."""
     flags = set(flags)
-    out = ["int8"]
+    out = ["int8-dyn"]
+    if int8_native(flags):
+        out.append("int8")
     if bf16_native(flags):
         out.append("bf16")
     return [*out, "fp32"]
@@ -154,6 +170,19 @@ class GateStore:
     def int8_xml(self) -> Path:
         return self.dir / "int8" / "model.xml"
 
+    @property
+    def int8_dyn_onnx(self) -> Path:
+        return self.dir / "int8-dyn" / "model.onnx"
+
+    def files_present(self, variant: str) -> bool:
+        """Whether the files `variant` runs from were made under this key (bf16 and fp32 run the
+        shared fp32 IR)."""
+        if variant == "int8":
+            return self.int8_xml.is_file() and self.int8_xml.with_suffix(".bin").is_file()
+        if variant == "int8-dyn":
+            return self.int8_dyn_onnx.is_file()
+        return True
+
     def read(self) -> dict[str, Any] | None:
         try:
             record = json.loads(self.path.read_text())
@@ -171,16 +200,20 @@ class GateStore:
 
     def allows(self, variant: str) -> bool:
         """Whether `variant` may be served here: fp32 always; a gated variant when its verdict
-        under this key makes it `servable` (and, for int8, its IR is present)."""
+        under this key makes it `servable` and its files are present."""
         if variant == "fp32":
             return True
         record = self.read()
-        ok = servable((record or {}).get("variants", {}).get(variant))
-        if ok and variant == "int8":
-            return self.int8_xml.is_file() and self.int8_xml.with_suffix(".bin").is_file()
-        return ok
+        return servable((record or {}).get("variants", {}).get(variant)) and self.files_present(variant)
 
     def chosen(self) -> str:
-        """The variant `auto` serves: the fastest that passed on this CPU, in `ORDER`; fp32 when
-        nothing was gated under this key."""
-        return next(v for v in candidates(self.flags) if self.allows(v))
+        """The variant `auto` serves: of those that passed on this CPU, the one the gate measured
+        fastest (ties in `ORDER`); fp32 when none passed or nothing was gated under this key."""
+        verdicts = (self.read() or {}).get("variants", {})
+        return fastest([v for v in candidates(self.flags) if v != "fp32" and self.allows(v)], verdicts)
+
+
+def fastest(passed: Iterable[str], verdicts: Mapping[str, Mapping[str, Any]]) -> str:
+    """The variant of `passed` with the highest measured `speedup_over_fp32`, else fp32."""
+    best = sorted(passed, key=lambda v: (-float(verdicts[v].get("speedup_over_fp32", 0.0)), ORDER.index(v)))
+    return best[0] if best else "fp32"

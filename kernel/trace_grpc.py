@@ -1,9 +1,10 @@
 """The gRPC ends of tracing (kernel/tracing.py).
 
-Server: a SERVER span per RPC (`begin_rpc` .. `end_rpc`, in kernel/server.py's outermost
-wrapper, or `ServerTracing` as an interceptor of its own), child of the caller's `traceparent`,
-current while the handler runs, so the handler's stages, calls and log lines join the trace;
-the trace id goes back in the trailing metadata (`x-trace-id`).
+Server: a SERVER span per RPC (`begin_rpc` .. `end_rpc`, called by the wrapper kernel/server.py's
+ObservingInterceptor already puts around every handler for metrics and errors: no interceptor and
+no wrapper of its own, so no extra layer per call or per streamed message), child of the caller's
+`traceparent`, current while the handler runs, so the handler's stages, calls and log lines join
+the trace; the trace id goes back in the trailing metadata (`x-trace-id`).
 
 Client: `traced_channel(channel)` puts the current span's `traceparent` into every call's
 metadata. Not a grpc.aio client interceptor: with one, grpc.aio runs every call through its
@@ -14,7 +15,6 @@ about a microsecond.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from contextvars import Token
 from functools import lru_cache
@@ -92,65 +92,6 @@ def end_rpc(span: Span, token: Token[Span], context: grpc.aio.ServicerContext, c
         if code not in _CLIENT_FAULTS:
             span.set_error(code.name)
         span.end()
-
-
-class ServerTracing(grpc.aio.ServerInterceptor):
-    """The server end as an interceptor of its own, for a server built without kernel/server.py
-    (whose ObservingInterceptor does the same in the wrapper it already puts around each
-    handler, saving a layer per call and per streamed message)."""
-
-    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[override]
-        handler = await continuation(handler_call_details)
-        full = handler_call_details.method
-        if handler is None or not traced_method(full):
-            return handler
-        metadata = handler_call_details.invocation_metadata
-
-        if handler.unary_unary or handler.stream_unary:
-            inner = handler.unary_unary or handler.stream_unary
-
-            async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                span, token = begin_rpc(full, metadata, context)
-                cancelled = False
-                try:
-                    return await inner(request, context)
-                except asyncio.CancelledError:
-                    cancelled = True
-                    raise
-                finally:
-                    end_rpc(span, token, context, cancelled)
-
-            factory = (
-                grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
-            )
-        else:
-            inner = handler.unary_stream or handler.stream_stream
-
-            async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:  # type: ignore[misc]
-                span, token = begin_rpc(full, metadata, context)
-                cancelled = False
-                try:
-                    async for item in inner(request, context):
-                        yield item
-                except (asyncio.CancelledError, GeneratorExit):
-                    cancelled = True
-                    raise
-                finally:
-                    end_rpc(span, token, context, cancelled)
-
-            factory = (
-                grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
-            )
-        return factory(
-            behavior,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-
-
-def server_interceptors() -> list[grpc.aio.ServerInterceptor]:
-    """[ServerTracing()] once `setup_tracing` ran in this process, else nothing."""
-    return [ServerTracing()] if installed() else []
 
 
 def with_trace_context(metadata: Any) -> tuple[tuple[str, Any], ...]:

@@ -4,8 +4,10 @@ service's `auto` backend serves on this CPU (`services/embedder/gate.py` says ho
     .venv/bin/python scripts/export_embedder_openvino.py [--state-dir DIR] [--scifact DIR]
         [--nfcorpus DIR] [--calibration-size N] [--force]
 
-Exports the fp32 OpenVINO IR (if missing), quantises it to static int8 with NNCF, embeds SciFact
-(corpus and TRAIN queries) with torch fp32 and with each gated variant, and records the verdicts
+Exports the fp32 OpenVINO IR (if missing), makes the candidate variants for this CPU (ONNX
+Runtime dynamic int8; NNCF static int8 where VNNI/AMX exist), measures each against fp32, embeds
+SciFact (corpus and TRAIN queries) with torch fp32 and with the fastest candidates until one
+passes, and records the verdicts
 under `<state dir>/models/<model>/variants/<gate key>/gate.json`, keyed by the model, this CPU's
 ISA flags and the library versions. Prints the record (JSON). A recorded verdict is reused
 unless `--force`. `make embedder-int8` runs it; `bench/embedder.py` runs it when it is missing.

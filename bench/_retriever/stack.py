@@ -36,7 +36,9 @@ class Stack:
         self.storage: StorageClient | None = None
         self.embedder: EmbedderClient | None = None
 
-    async def start(self, workdir: Path) -> None:
+    async def start(self, workdir: Path, wait_embedder: bool = True) -> None:
+        """Starts everything but the retriever; returns once storage serves and, unless told not
+        to wait, the embedder too (else `embedder_ready()` waits for it later)."""
         for _ in range(50):
             base = random.randrange(20000, 29000, 10)
             ports = SeaweedPorts.from_base(base, base + 1)
@@ -72,11 +74,16 @@ class Stack:
         )
         self.storage = StorageClient(self.storage_addr, timeout_s=600)
         self.embedder = EmbedderClient(self.embedder_addr, timeout_s=600)
+        self.eport, self.workdir = eport, workdir
         await wait_serving(sport, "ddnrag.storage.v1.StorageService", 120)
-        await wait_serving(eport, "ddnrag.embedder.v1.EmbedderService", 300)
-        self.info = await self.embedder.info()
+        if wait_embedder:
+            await self.embedder_ready()
+
+    async def embedder_ready(self) -> None:
+        """Waits until the embedder serves (its model exported and loaded) and reads its Info."""
+        await wait_serving(self.eport, "ddnrag.embedder.v1.EmbedderService", 300)
+        self.info = await self.embedder.info()  # type: ignore[union-attr]
         log(f"embedder ready: {self.info.backend} {self.info.dtype} on {self.info.device}")
-        self.workdir = workdir
 
     def spawn(self, workdir: Path, svc: str, **settings: object) -> None:
         """`python -m services.<svc>.server` with its settings as DDNRAG_<SVC>_* variables."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kernel.config import env_field
 
-BACKENDS = ("auto", "torch", "openvino", "openvino-bf16", "openvino-int8")
+BACKENDS = ("auto", "torch", "openvino", "openvino-bf16", "openvino-int8", "onnxruntime-int8")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -40,9 +40,9 @@ class EmbedderConfig:
     backend: str = env_field(
         "DDNRAG_EMBEDDER_BACKEND",
         "auto",
-        "auto (torch fp16 on CUDA; on the CPU the fastest variant that passed the quality gate "
-        "recorded for this CPU: int8, then bf16, then fp32), torch, openvino (fp32), "
-        "openvino-bf16 or openvino-int8",
+        "auto (torch fp16 on CUDA; on the CPU the variant the quality gate recorded for this CPU "
+        "as the fastest that passed, else OpenVINO fp32), torch, openvino (fp32), openvino-bf16, "
+        "openvino-int8 (NNCF static) or onnxruntime-int8 (ONNX Runtime dynamic)",
     )
     threads: int = env_field("DDNRAG_EMBEDDER_THREADS", 0, "CPU inference threads (0: the process's CPU count)")
     max_batch_texts: int = env_field(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedding import export
+from embedding import export, ort_variant
 from embedding.runtime import (
     Backend,
     OpenVinoBackend,
@@ -58,7 +58,12 @@ class LoadedModel:
 
 
 # The backend name of each CPU variant.
-VARIANT_BACKENDS = {"int8": "openvino-int8", "bf16": "openvino-bf16", "fp32": "openvino"}
+VARIANT_BACKENDS = {
+    "int8-dyn": "onnxruntime-int8",
+    "int8": "openvino-int8",
+    "bf16": "openvino-bf16",
+    "fp32": "openvino",
+}
 
 
 def choose_backend(requested: str, device: str, variant: str) -> str:
@@ -87,13 +92,13 @@ def load_model(cfg: EmbedderConfig) -> LoadedModel:
     backend: Backend
     if choice == "torch":
         backend = TorchBackend(model_dir, device, threads)
-    elif choice in OPENVINO_PRECISION:
+    elif choice in OPENVINO_PRECISION or choice == "onnxruntime-int8":
         try:
-            backend = _load_openvino(artifacts, model_dir, choice, threads)
+            backend = _load_cpu_variant(artifacts, model_dir, choice, threads)
         except Exception as err:
             if cfg.backend != "auto":
                 raise
-            log.warning("OpenVINO is unusable (%s); falling back to torch", err)
+            log.warning("the %s backend is unusable (%s); falling back to torch", choice, err)
             backend = TorchBackend(model_dir, "cpu", threads)
     else:  # pragma: no cover - choose_backend validated it
         raise ValueError(choice)
@@ -116,14 +121,19 @@ def load_model(cfg: EmbedderConfig) -> LoadedModel:
 OPENVINO_PRECISION = {"openvino": "f32", "openvino-bf16": "bf16", "openvino-int8": ""}
 
 
-def _load_openvino(artifacts: export.Artifacts, model_dir: Path, choice: str, threads: int) -> OpenVinoBackend:
+def _load_cpu_variant(artifacts: export.Artifacts, model_dir: Path, choice: str, threads: int) -> Backend:
     dim = export.dimension_of(model_dir)
-    if choice == "openvino-int8":
+    if choice in ("openvino-int8", "onnxruntime-int8"):
         gates = artifacts.gates()
-        if not gates.allows("int8"):
+        variant = "int8" if choice == "openvino-int8" else "int8-dyn"
+        if not gates.allows(variant):
             raise FileNotFoundError(
-                f"no int8 model that passed the quality gate on this CPU under {gates.dir}; "
-                "run scripts/export_embedder_openvino.py first"
+                f"no {variant} model that passed the quality gate on this CPU under {gates.dir}; "
+                "run `make embedder-int8` (scripts/export_embedder_openvino.py) first"
+            )
+        if variant == "int8-dyn":
+            return ort_variant.OnnxRuntimeBackend(
+                gates.int8_dyn_onnx, threads, name=choice, dtype="int8", dimension=dim
             )
         return OpenVinoBackend(gates.int8_xml, threads, name=choice, dtype="int8", dimension=dim)
     if not artifacts.fp_ready():

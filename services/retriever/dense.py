@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 
 from .fusion import topk
+
+THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def single_threaded_blas() -> Any | None:
+    """Limits numpy's BLAS to one thread in this process, unless a thread variable is set (the
+    operator's choice wins); returns the limiter (`restore_original_limits()` undoes it) or None. Exact dense search is a matrix-vector product,
+    bound by memory bandwidth, not arithmetic: a second BLAS thread gains little on a quiet
+    machine and, on a busy one, the product waits for whichever thread the OS runs last
+    (OpenBLAS with 2 threads: 47 ms p50 for 30k x 384 at load 15 on 2 cores, 13 ms with 1;
+    README, Performance). Called at the retriever's start and by bench/retriever.py's raw parts."""
+    if any(os.environ.get(v) for v in THREAD_VARS):
+        return None
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas")
 
 
 class DenseIndex:

@@ -20,6 +20,7 @@ from kernel.tracing import setup_tracing
 from .catalog import Catalog
 from .config import RetrieverConfig
 from .core import Retriever, Settings
+from .dense import single_threaded_blas
 from .follower import Follower
 from .jobs import JobManager, JobTiming
 from .lease import LeaseBackend, LeaseKeeper, StoreLeaseBackend
@@ -193,6 +194,7 @@ def main() -> None:
         raise SystemExit(2) from None
     setup_logging("retriever", cfg.log_level)
     setup_tracing("retriever")  # OTEL_* variables (kernel/tracing.py)
+    single_threaded_blas()  # the exact dense search's matrix-vector product (dense.py)
     try:
         asyncio.run(serve(cfg))
     except ConfigError as err:

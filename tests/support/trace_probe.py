@@ -13,8 +13,10 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from kernel import trace_grpc, tracing
+from kernel import tracing
 from kernel.errors import not_found
+from kernel.metrics import Metrics
+from kernel.server import ObservingInterceptor
 from kernel.tls import aio_channel
 
 SERVICE = "probe.v1.EchoService"
@@ -48,7 +50,8 @@ async def main(traceparent: str) -> None:
         "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
         "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
     }
-    server = grpc.aio.server(interceptors=trace_grpc.server_interceptors())
+    # The interceptor every service's server has (kernel/server.py), tracing in it once set up.
+    server = grpc.aio.server(interceptors=[ObservingInterceptor(Metrics("probe"), tracing=tracing.installed())])
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

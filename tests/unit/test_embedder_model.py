@@ -34,6 +34,8 @@ def test_device_auto_prefers_cuda_and_falls_back_to_cpu() -> None:
 def test_backend_choice() -> None:
     assert choose_backend("auto", "cuda:0", "int8") == "torch"  # GPU: torch fp16
     assert choose_backend("auto", "cpu", "int8") == "openvino-int8"
+    assert choose_backend("auto", "cpu", "int8-dyn") == "onnxruntime-int8"
+    assert choose_backend("auto", "cuda:0", "int8-dyn") == "torch"
     assert choose_backend("auto", "cpu", "bf16") == "openvino-bf16"
     assert choose_backend("auto", "cpu", "fp32") == "openvino"
     assert choose_backend("torch", "cpu", "int8") == "torch"

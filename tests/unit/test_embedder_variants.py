@@ -25,8 +25,10 @@ def test_cpu_flags_keep_the_isa_that_decides_kernels() -> None:
 
 
 def test_candidates_follow_the_cpu() -> None:
-    assert variants.candidates(variants.cpu_flags(AVX2)) == ["int8", "fp32"]  # bf16 would be emulated
-    assert variants.candidates(variants.cpu_flags(SAPPHIRE)) == ["int8", "bf16", "fp32"]
+    # AVX2 only: no static int8 (the plugin's generic int8 kernel is no faster there), no bf16
+    # (it would be emulated); ONNX Runtime's dynamic int8 everywhere.
+    assert variants.candidates(variants.cpu_flags(AVX2)) == ["int8-dyn", "fp32"]
+    assert variants.candidates(variants.cpu_flags(SAPPHIRE)) == ["int8-dyn", "int8", "bf16", "fp32"]
 
 
 @pytest.mark.parametrize(
@@ -49,6 +51,8 @@ def _int8_files(store: GateStore) -> None:
     store.int8_xml.parent.mkdir(parents=True, exist_ok=True)
     store.int8_xml.write_text("<net/>")
     store.int8_xml.with_suffix(".bin").write_bytes(b"\0")
+    store.int8_dyn_onnx.parent.mkdir(parents=True, exist_ok=True)
+    store.int8_dyn_onnx.write_bytes(b"\0")
 
 
 def test_store_serves_the_fastest_passing_variant(tmp_path: Path) -> None:
@@ -59,10 +63,18 @@ def test_store_serves_the_fastest_passing_variant(tmp_path: Path) -> None:
     ok = {**PASS, **variants.judge(PASS), "speedup_over_fp32": 1.5}
     store.write({"variants": {"int8": fail, "bf16": ok}})
     assert store.chosen() == "bf16" and not store.allows("int8")
-    store.write({"variants": {"int8": ok, "bf16": ok}})
+    store.write({"variants": {"int8": {**ok, "speedup_over_fp32": 2.0}, "bf16": ok}})
     assert store.chosen() == "bf16"  # int8 passed, but its IR is missing
     _int8_files(store)
     assert store.chosen() == "int8" and store.allows("int8")
+    # The fastest that passed wins, whatever its place in ORDER.
+    store.write({"variants": {"int8-dyn": {**ok, "speedup_over_fp32": 1.2}, "int8": {**ok, "speedup_over_fp32": 2.0}}})
+    assert store.chosen() == "int8"
+    store.write({"variants": {"int8-dyn": {**ok, "speedup_over_fp32": 2.5}, "int8": {**ok, "speedup_over_fp32": 2.0}}})
+    assert store.chosen() == "int8-dyn"
+    skipped = {"speedup_over_fp32": 3.0, "passed": False, "skipped": "slower than int8, which passed", "failed": []}
+    store.write({"variants": {"int8-dyn": skipped, "int8": {**ok, "speedup_over_fp32": 2.0}}})
+    assert store.chosen() == "int8"
     # Passing the gate is not enough: a variant no faster than fp32 here is not served.
     store.write({"variants": {"int8": {**ok, "speedup_over_fp32": 0.9}, "bf16": {**ok, "speedup_over_fp32": 1.0}}})
     assert store.chosen() == "fp32"
@@ -73,14 +85,15 @@ def test_store_serves_the_fastest_passing_variant(tmp_path: Path) -> None:
 def test_verdicts_are_per_cpu_and_library_versions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     avx2 = GateStore(tmp_path, "model-a", variants.cpu_flags(AVX2))
     _int8_files(avx2)
-    avx2.write({"variants": {"int8": {**PASS, **variants.judge(PASS), "speedup_over_fp32": 1.5}}})
-    assert avx2.chosen() == "int8"
+    avx2.write({"variants": {"int8-dyn": {**PASS, **variants.judge(PASS), "speedup_over_fp32": 1.5}}})
+    assert avx2.chosen() == "int8-dyn"
     record = avx2.read()
-    assert record and record["cpu_flags"] == ["avx", "avx2", "f16c", "fma"] and "openvino" in record["versions"]
+    assert record and record["cpu_flags"] == ["avx", "avx2", "f16c", "fma"]
+    assert {"openvino", "onnxruntime", "onnx"} <= set(record["versions"])
     # Another CPU, another model or another library version never reuses that verdict.
     assert GateStore(tmp_path, "model-a", variants.cpu_flags(SAPPHIRE)).chosen() == "fp32"
     assert GateStore(tmp_path, "model-b", variants.cpu_flags(AVX2)).chosen() == "fp32"
     real = variants.library_versions()
-    monkeypatch.setattr(variants, "library_versions", lambda: {**real, "nncf": "0.0.1"})
+    monkeypatch.setattr(variants, "library_versions", lambda: {**real, "onnxruntime": "0.0.1"})
     upgraded = GateStore(tmp_path, "model-a", variants.cpu_flags(AVX2))
     assert upgraded.key != avx2.key and upgraded.chosen() == "fp32"
