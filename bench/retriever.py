@@ -44,20 +44,18 @@ import os
 import platform
 import shutil
 import signal
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from bench._retriever.hnsw import Hnsw, bench_hnsw, centers_of, p50, sample  # noqa: E402
 from bench._retriever.stack import Stack, log  # noqa: E402
 from clients.retriever import RetrieverClient  # noqa: E402
 from embedding.packaged import packaged_model_dir  # noqa: E402
@@ -68,7 +66,7 @@ from services.retriever.core import chunk_key  # noqa: E402
 from services.retriever.dense import single_threaded_blas  # noqa: E402
 from services.retriever.embed_plan import planned_texts  # noqa: E402
 from services.retriever.fusion import topk  # noqa: E402
-from services.retriever.index import ChunkRecord, DenseIndex  # noqa: E402
+from services.retriever.index import ChunkRecord  # noqa: E402
 from services.retriever.lexical import Analyzer  # noqa: E402
 from services.retriever.live import IndexOptions, LiveIndex  # noqa: E402
 from services.retriever.merge import MergePolicy  # noqa: E402
@@ -95,70 +93,6 @@ def isa_flags() -> list[str]:
     """The CPU's vector ISA flags that decide inference speed (AVX2/AVX-512/VNNI/bf16/AMX)."""
     flags = cpu_info("flags").split()
     return sorted(f for f in flags if f.startswith(("avx", "amx", "fma")) or "vnni" in f or "bf16" in f)
-
-
-def p50(xs: list[float]) -> float:
-    return float(statistics.median(xs)) if xs else 0.0
-
-
-def centers_of(k: int, dim: int, seed: int) -> np.ndarray:
-    c = np.random.default_rng(seed).normal(size=(k, dim)).astype(np.float32)
-    return c / np.linalg.norm(c, axis=1, keepdims=True)
-
-
-def sample(centers: np.ndarray, n: int, seed: int, noise: float = 0.6) -> np.ndarray:
-    """`n` unit vectors scattered around random `centers` (clustered, like real embeddings)."""
-    rng = np.random.default_rng(seed)
-    k, dim = centers.shape
-    out = np.empty((n, dim), np.float32)
-    step = 100_000
-    for i in range(0, n, step):
-        m = min(step, n - i)
-        x = centers[rng.integers(0, k, m)] + noise / np.sqrt(dim) * rng.normal(size=(m, dim)).astype(np.float32)
-        out[i : i + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
-    return out
-
-
-class Hnsw:
-    """The HNSW graph of this run and its query set: built first, searched later (`measure`)."""
-
-    def __init__(self, n: int, dim: int, queries: int = 200) -> None:
-        log(f"hnsw: {n} clustered vectors, dim {dim}")
-        centers = centers_of(2000, dim, seed=1)
-        self.data = sample(centers, n, seed=2, noise=1.25)
-        self.qs = sample(centers, queries, seed=3, noise=1.25)
-        # Built on every run (nothing is reused across runs): `hnsw_build_s` is this run's build.
-        t0 = time.perf_counter()
-        self.index = DenseIndex(self.data, hnsw_threshold=0)
-        self.build_s = time.perf_counter() - t0
-        log(f"hnsw: built in {self.build_s:.0f}s")
-
-
-def bench_hnsw(h: Hnsw) -> dict[str, object]:
-    """Recall@10 against exact search and single-query latency, on a graph built earlier."""
-    import faiss
-
-    data, qs, index, build_s = h.data, h.qs, h.index, h.build_s
-    n, dim = data.shape
-    queries = len(qs)
-    exact = faiss.IndexFlatIP(dim)
-    exact.add(data)
-    _, truth = exact.search(qs, 10)
-    lat, rec = [], []
-    for i, q in enumerate(qs):
-        t = time.perf_counter()
-        _, ids = index.search(q, 10)
-        lat.append(time.perf_counter() - t)
-        rec.append(len(set(ids.tolist()) & set(truth[i].tolist())) / 10)
-    return {
-        "hnsw_recall_at_10": round(float(np.mean(rec)), 4),
-        "hnsw_p50_ms": round(p50(lat) * 1000, 3),
-        "hnsw_vectors": n,
-        "hnsw_dim": dim,
-        "hnsw_params": {"M": 32, "efConstruction": 80, "efSearch": index.ef_search, "cluster_noise": 1.25},
-        "hnsw_build_s": round(build_s, 1),  # while the stack started (see main_async)
-        "hnsw_queries": queries,
-    }
 
 
 def model_dim() -> int:

@@ -8,9 +8,10 @@ baseline in place of a long average):
 - each sample is the time from taking a permit to the first token (retrieval included),
   averaged over a window of `max(limit, min_window)` samples;
 - `baseline` is the latency with the work not queueing. With `probe_every` > 0 it is measured:
-  every `probe_every` windows the limit drops to `min_limit` for one window (the samples of permits
-  taken at that concurrency), and that window's average is the new baseline; between probes a
-  lower window average replaces it. So the baseline follows the machine (other load on the same
+  after every `probe_every` windows in which the demand filled the limit (so a stack that is not
+  overloaded is never probed), the limit drops to `min_limit` for one window (the samples of
+  permits taken at that concurrency), and that window's average is the new baseline; between
+  probes a lower window average replaces it. So the baseline follows the machine (other load on the same
   cores raises it, a quieter machine lowers it) and never ratchets up with the limit. This is
   TCP Vegas' and BBR's ProbeRTT idea: latency measured at high concurrency says nothing about
   the latency without a queue. With `probe_every` = 0 the lowest window average is let to rise
@@ -99,12 +100,15 @@ class GradientLimit:
             self.baseline = avg
         elif self.probe_every <= 0:
             self.baseline = min(avg, self.baseline * (1 + self.baseline_drift))
+        saturated = max_inflight >= int(self.limit)
         gradient = max(0.5, min(1.0, self.tolerance * self.baseline / avg)) if avg > 0 else 1.0
         target = self.limit * gradient + math.sqrt(self.limit)
         if not (max_inflight < self.limit / 2 and target > self.limit):  # else demand-limited: no news
             new = (1 - self.smoothing) * self.limit + self.smoothing * target
             self.limit = max(float(self.min_limit), min(float(self.ceiling), new))
-        if self.probe_every > 0:
+        if self.probe_every > 0 and saturated:
+            # Counted only in windows whose demand filled the limit: a probe refuses what is past
+            # min_limit for one window, which a stack that is not overloaded should never see.
             self._since_probe += 1
             if self._since_probe >= self.probe_every:
                 self._since_probe = 0

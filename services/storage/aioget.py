@@ -221,6 +221,8 @@ class AsyncGetter:
         sent = time.perf_counter_ns()
         try:
             n = sock.send(req)
+        except BlockingIOError:
+            n = 0  # a full send buffer: the loop sends it below
         except (BrokenPipeError, ConnectionResetError) as err:
             if reused:
                 raise _Stale(str(err)) from None

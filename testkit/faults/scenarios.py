@@ -43,7 +43,10 @@ async def kill_mid_ingestion(
     killed_at = ""
     client = RetrieverClient(stack.addr("DDNRAG_RETRIEVER_PORT"), retries=0)
     try:
-        deadline = time.monotonic() + 120
+        # Until the first commit (a write batch of chunks and their sentence vectors embedded), or
+        # the job's end: on a loaded 2-core machine the first commit can take minutes, and a fixed
+        # 120 s window ended before it, so the kill never happened (a fresh-clone run at load 6-15).
+        deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             job = await harness.job_state(client, job_id)
             if job is not None and pb.JobState.Name(job.state) in harness.TERMINAL:

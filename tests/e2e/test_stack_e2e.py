@@ -97,7 +97,8 @@ async def test_upload_ingest_ask_with_citations(stack: RunningStack) -> None:
                 got = [ev async for ev in iter_sse(sse)]
             kinds = [e.event for e in got]
             assert kinds[0] == "start", kinds
-            assert kinds.count("token") >= 2
+            # The extractive answer is made at once: its pieces leave together (coalesce.py).
+            assert kinds.count("token") >= 1
             assert kinds[-1] == "done", got[-1].data
             done = got[-1].json()
             answer = "".join(e.json()["text"] for e in got if e.event == "token")

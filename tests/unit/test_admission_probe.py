@@ -49,3 +49,10 @@ def test_a_quieter_machine_lowers_the_baseline_at_once() -> None:
     high = lim.baseline
     cpu_bound(lim, 0.01, cores=2, windows=1)
     assert lim.baseline is not None and high is not None and lim.baseline < high
+
+
+def test_a_stack_whose_demand_stays_below_the_limit_is_never_probed() -> None:
+    lim = GradientLimit(limit=16, min_limit=2, ceiling=64, probe_every=3)
+    for _ in range(200):
+        lim.sample(0.01, inflight=5)  # a few users: the limit never binds
+    assert lim.windows > 10 and lim.probes == 0 and not lim.probing

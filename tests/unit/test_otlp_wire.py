@@ -13,7 +13,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from kernel import tracing
+from kernel import trace_export, tracing
 from kernel.otlp_wire import Batch, FastOtlpHttpExporter
 from kernel.tracing import Span, SpanKind
 
@@ -161,3 +161,26 @@ def test_the_http_exporter_posts_the_bytes(recorded: list[Span], http_collector:
     finally:
         exporter.shutdown()
     assert bodies == [batch.encode()]
+
+
+def test_the_export_queue_batches_drops_when_full_and_flushes_at_shutdown() -> None:
+    sent: list[object] = []
+
+    class Exporter:
+        def export(self, batch: Batch) -> None:
+            sent.append([s.name for s in batch.spans])
+
+        def shutdown(self) -> None:
+            sent.append("shutdown")
+
+    env = {"OTEL_BSP_SCHEDULE_DELAY": "60000", "OTEL_BSP_MAX_QUEUE_SIZE": "3", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "2"}
+    batcher = trace_export.BatchExporter(Exporter(), Batch(RESOURCE, "ddnrag"), env)
+    # The export thread out of the way first, so nothing races the assertions below.
+    batcher._stopping = True
+    batcher._wake.set()
+    batcher._thread.join(5)
+    for i in range(4):
+        batcher.on_end(Span(1, i + 1, True, True, f"s{i}"))
+    assert batcher.dropped == 1 and len(batcher.queue) == 3  # a full queue drops; it never blocks
+    batcher.shutdown()
+    assert sent == [["s0", "s1"], ["s2"], "shutdown"]
