@@ -90,5 +90,11 @@ async def test_auto_serves_int8_only_with_a_passing_verdict_for_this_cpu(tmp_pat
     assert here.chosen() == "fp32"
     here.write({"variants": {"int8": {**good, **variants.judge(good)}}})
     _, info, arr = await start_and_embed(tmp_path)
-    assert (info.backend, info.dtype) == ("openvino-int8", "int8")
     assert arr.shape == (len(TEXTS), 384)
+    if "int8" in variants.candidates(here.flags):
+        assert (info.backend, info.dtype) == ("openvino-int8", "int8")
+    else:
+        # NNCF static int8 is a candidate only with VNNI or AMX (measured no faster than fp32 on
+        # AVX2 alone): a pass recorded here is not served. The ONNX Runtime variant that is a
+        # candidate here is served from its verdict in test_embedder_onnx.py.
+        assert (info.backend, info.dtype) == ("openvino", "float32")
