@@ -65,7 +65,7 @@ protos-baseline: setup ## record the current protos as the wire baseline (a deli
 dist: setup ## the two wheels into dist/: ddnrag (the product) and ddnrag-client (stubs + clients + the kernel parts they use), offline
 	$(BIN)/python scripts/build_dist.py --out dist
 
-embedder-int8: setup ## make the embedder's CPU variants (OpenVINO fp32, ONNX Runtime dynamic int8; NNCF static int8 with VNNI/AMX) and run the quality gate on SciFact train and NFCorpus test, cached per CPU (minutes; bench/embedder.py runs it once, timed apart as setup_s)
+embedder-int8: setup ## make the embedder's CPU variants (OpenVINO fp32, ONNX Runtime dynamic int8; NNCF static int8 with VNNI/AMX) and run the quality gate on SciFact train and NFCorpus test, cached per CPU (about 30 min on 2 cores; `bench/embedder.py --setup` runs it first, timed apart as setup_s)
 	$(BIN)/python scripts/export_embedder_openvino.py
 
 clean-data: ## delete the local stack's data (SeaweedFS volumes, state, caches)
