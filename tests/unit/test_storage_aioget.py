@@ -21,13 +21,19 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ke
 Reply = Callable[[asyncio.StreamWriter], Awaitable[bool]]  # False: close the connection after it
 
 
-def ok(body: bytes, *, extra: str = "") -> Reply:
+def raw(data: bytes, *, keep: bool = True) -> Reply:
+    """A reply of exactly these bytes; `keep=False` closes the connection after it."""
+
     async def send(w: asyncio.StreamWriter) -> bool:
-        w.write(f'HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nETag: "e1"\r\n{extra}\r\n'.encode() + body)
+        w.write(data)
         await w.drain()
-        return True
+        return keep
 
     return send
+
+
+def ok(body: bytes, *, extra: str = "") -> Reply:
+    return raw(f'HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nETag: "e1"\r\n{extra}\r\n'.encode() + body)
 
 
 @dataclass
@@ -111,12 +117,7 @@ async def test_a_kept_alive_connection_the_store_closed_is_replaced(server) -> N
 async def test_a_cut_off_body_is_a_retryable_transport_error(server) -> None:
     script, port = server
 
-    async def short(w: asyncio.StreamWriter) -> bool:
-        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b")
-        await w.drain()
-        return False
-
-    script.replies = [short]
+    script.replies = [raw(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b", keep=False)]
     g = getter(port)
     try:
         with pytest.raises(ConnectionError) as ei:
@@ -139,12 +140,7 @@ async def test_store_errors_map_as_boto3s(server, status: int, code: str, reason
     script, port = server
     body = f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>m</Message></Error>".encode()
 
-    async def err(w: asyncio.StreamWriter) -> bool:
-        w.write(f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
-        await w.drain()
-        return True
-
-    script.replies = [err, ok(b"after")]
+    script.replies = [raw(f"HTTP/1.1 {status} X\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body), ok(b"after")]
     g = getter(port)
     try:
         with pytest.raises(ClientError) as ei:
@@ -161,12 +157,7 @@ async def test_store_errors_map_as_boto3s(server, status: int, code: str, reason
 async def test_a_chunked_reply_is_left_to_another_path(server) -> None:
     script, port = server
 
-    async def chunked(w: asyncio.StreamWriter) -> bool:
-        w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
-        await w.drain()
-        return True
-
-    script.replies = [chunked]
+    script.replies = [raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")]
     g = getter(port)
     try:
         with pytest.raises(Unsupported):
