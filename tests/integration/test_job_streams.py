@@ -27,13 +27,18 @@ pytestmark = pytest.mark.asyncio
 
 
 @pytest_asyncio.fixture
-async def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[dict[str, Any]]:
-    opts = [o for o in common_server.SERVER_OPTIONS if not o[0].startswith("grpc.max_connection_age")]
-    monkeypatch.setattr(
-        common_server,
-        "SERVER_OPTIONS",
-        [*opts, ("grpc.max_connection_age_ms", 1000), ("grpc.max_connection_age_grace_ms", 300)],
-    )
+async def service(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> AsyncIterator[dict[str, Any]]:
+    # A test marked `full_connection_age` keeps the servers' own age (300 s), so that the only
+    # thing that can break its stream is the cut it makes itself.
+    if request.node.get_closest_marker("full_connection_age") is None:
+        opts = [o for o in common_server.SERVER_OPTIONS if not o[0].startswith("grpc.max_connection_age")]
+        monkeypatch.setattr(
+            common_server,
+            "SERVER_OPTIONS",
+            [*opts, ("grpc.max_connection_age_ms", 1000), ("grpc.max_connection_age_grace_ms", 300)],
+        )
     store, encoder = DictStore(), HashingEncoder()
     app, port = await serve_retriever(
         tmp_path,
@@ -87,7 +92,12 @@ async def test_stream_outlives_the_servers_connection_age(service: dict[str, Any
     assert seqs == sorted(seqs)
 
 
+@pytest.mark.full_connection_age
 async def test_stream_resumes_after_a_cut_connection(service: dict[str, Any]) -> None:
+    # With the servers' connection age shortened (the other tests here), a slow event could come
+    # after an age cut, so the first resume was sometimes the age's and not this test's cut: it
+    # failed once on a fresh clone with the resumes at sequences 2, 4, 6, ... Here the cut is the
+    # only break.
     service["store"].delay_s = 0.2
     proxy = await FaultProxy("127.0.0.1", service["port"]).start()
     client = RetrieverClient(proxy.addr)
@@ -102,7 +112,9 @@ async def test_stream_resumes_after_a_cut_connection(service: dict[str, Any]) ->
         await client.close()
         await proxy.stop()
     assert got[-1].terminal and got[-1].job.state == 3 and got[-1].job.documents_done == 24
-    assert opened and opened[0] >= got[2].sequence
+    assert len(opened) == 1 and opened[0] >= got[2].sequence  # one resume, from what was seen
+    seqs = [e.sequence for e in got]
+    assert seqs == sorted(seqs)  # in order across the resume (a heartbeat repeats the last one)
 
 
 async def test_idle_stream_gets_heartbeats_and_a_twin_request_joins(service: dict[str, Any]) -> None:
