@@ -48,6 +48,8 @@ async def test_int8_dyn_is_fused_quantized_close_to_torch_and_served_when_gated(
     backend = ort_variant.OnnxRuntimeBackend(
         gates.int8_dyn_onnx, 2, name="onnxruntime-int8", dtype="int8", dimension=384
     )
+    opts = backend.session.get_session_options()
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"  # idle threads sleep
     ids, mask = tok.pad([e.ids for e in tok.encode(DOCS)])
     vec = backend.run(ids, mask)
     vec /= np.linalg.norm(vec, axis=1, keepdims=True)
