@@ -29,9 +29,14 @@ from typing import Any
 
 import grpc
 
+from . import grpc_patches
 from .config import ConfigError, env_field, load_env
 from .targets import grpc_target
 from .trace_grpc import traced_channel
+
+# Every process that makes a gRPC channel or server imports this module: a refused upload or
+# stream then reads the server's status, not INTERNAL (kernel/grpc_patches.py says why).
+grpc_patches.install()
 
 P = "DDNRAG_TLS_"
 
