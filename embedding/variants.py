@@ -119,8 +119,27 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+# The int8-dyn recipe (embedding/ort_variant.py applies it). It is part of the gate key, so a
+# verdict never outlives the recipe it judged.
+INT8_DYN_RECIPE: dict[str, Any] = {
+    "per_channel": True,
+    "reduce_range": True,
+    "weight_type": "QInt8",
+    "op_types": ["MatMul"],
+    "kept_fp32": "ffn output.dense",
+}
+
+
 def gate_key(model_fingerprint: str, flags: Iterable[str], versions: Mapping[str, str]) -> str:
-    blob = json.dumps({"model": model_fingerprint, "flags": sorted(flags), "versions": dict(versions)}, sort_keys=True)
+    blob = json.dumps(
+        {
+            "model": model_fingerprint,
+            "flags": sorted(flags),
+            "versions": dict(versions),
+            "recipes": {"int8-dyn": INT8_DYN_RECIPE},
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
