@@ -61,8 +61,11 @@ class JobRunner:
 
     async def run(self, lj: LiveJob) -> None:
         m, v, req = self.m, lj.view, lj.request
+        lj.running = True
         companion = asyncio.create_task(self._companion(lj), name=f"ingest-{v.job_id}-progress")
         try:
+            if lj.cancel_requested:  # cancelled before this task's first step (JobManager.cancel)
+                raise asyncio.CancelledError
             await m.emit(lj, state="running", stage="parse")
             await m.save(lj)
             if not req.get("listed"):

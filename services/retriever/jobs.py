@@ -206,7 +206,8 @@ class JobManager:
             lj = self.live.get(job_id)
             if lj is not None and lj.task is not None and not lj.task.done():
                 lj.cancel_requested = True
-                lj.task.cancel()
+                if lj.running:  # else its first step sees the request and records the cancellation
+                    lj.task.cancel()
                 await asyncio.gather(lj.task, return_exceptions=True)
                 if lj.view.terminal:
                     return _copy(lj.view)

@@ -58,6 +58,9 @@ class LiveJob:
     cond: asyncio.Condition = field(default_factory=asyncio.Condition)
     task: asyncio.Task[None] | None = None
     cancel_requested: bool = False
+    # Set by the job's task at its first step. A task cancelled before that never runs its body
+    # (so it could record nothing): JobManager.cancel cancels only a task that has begun.
+    running: bool = False
     # Set when this replica stops running the job (finished, cancelled, or lost to a new holder).
     gone: bool = False
     started: float = field(default_factory=time.perf_counter)

@@ -103,6 +103,7 @@ async def test_a_cancel_that_arrives_while_the_job_is_being_adopted_stops_it(tmp
         JobTiming(progress_write_s=3600, follow_poll_s=0.02, adopt_poll_s=3600, heartbeat_s=5),
     )
     await a.start()
+    await asyncio.sleep(0.1)  # the adoption loop's first pass runs now (and finds nothing), then sleeps
     b = await replica(store, "b", tmp_path)
     try:
         assert a.keeper.held and not b.keeper.held
@@ -119,5 +120,35 @@ async def test_a_cancel_that_arrives_while_the_job_is_being_adopted_stops_it(tmp
         assert "index/kb/CURRENT" not in store.data[""]
     finally:
         r.encoder.gate.set()
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_cancel_before_the_jobs_task_first_runs_stops_it(tmp_path: Path) -> None:
+    """The holder has just adopted the job: its task exists but has not run a step. Cancelling a
+    task then means its body never runs, so nothing recorded the cancellation and the job stayed
+    `queued` on this replica for good (a fresh-clone run failed the test above this way, its cancel
+    answering `queued` after 30 s). Here nothing yields between the adoption and the cancel."""
+    store = DictStore()
+    s = Settings(state_dir=tmp_path / "a", chunk_size_tokens=32, chunk_overlap_tokens=4, write_batch=2, embed_batch=2)
+    r = Retriever(store, HashingEncoder(), s, Catalog(store))
+    await r.start()
+    timing = JobTiming(progress_write_s=3600, follow_poll_s=0.02, adopt_poll_s=3600, heartbeat_s=5)
+    a = JobManager(r, LeaseKeeper(StoreLeaseBackend(store), "a", 0.5), timing)
+    await a.start()
+    await asyncio.sleep(0.1)  # the adoption loop's first pass runs now (and finds nothing), then sleeps
+    b = await replica(store, "b", tmp_path)
+    try:
+        specs = await upload(store, "kb", corpus(6))
+        job = await b.start_ingest("kb", specs)  # stored; the holder has not adopted it yet
+        assert job.job_id not in a.live
+        await a._adopt(job.job_id)
+        assert a.live[job.job_id].task is not None and not a.live[job.job_id].task.done()
+        view = await a.cancel(job.job_id, wait_s=5)
+        assert view.state == "cancelled"
+        assert job.job_id not in a.live  # nothing left behind on this replica
+        assert (await b.get(job.job_id)).state == "cancelled"  # and recorded for every replica
+        assert "index/kb/CURRENT" not in store.data[""]
+    finally:
         await a.stop()
         await b.stop()
