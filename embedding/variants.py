@@ -126,7 +126,7 @@ INT8_DYN_RECIPE: dict[str, Any] = {
     "reduce_range": True,
     "weight_type": "QInt8",
     "op_types": ["MatMul"],
-    "kept_fp32": "ffn output.dense",
+    "kept_fp32": "ffn output.dense, and every MatMul of the last layer",
 }
 
 
