@@ -8,7 +8,7 @@ headers arrive -- a request message the client writes just after fails in Core. 
 status the server had already delivered: the caller sees `INTERNAL: Internal error from Core`
 (`Failed "execute_batch": (SendMessageOperation,)`) instead of the server's code and message.
 Found as a flaky test here (an unauthorized reflection call read INTERNAL 2 times in 300 on 2
-loaded cores); it hits any upload the storage service refuses early just the same.
+loaded cores); any client stream that a service refuses before reading it is exposed the same way.
 
 The fix mirrors the upstream one: after a failed write, the call's own status wins. If Core has
 delivered it, it is raised as it is; if not yet, the write waits up to `STATUS_GRACE_S` for it
