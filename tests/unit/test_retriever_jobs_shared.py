@@ -18,14 +18,24 @@ from tests.support.retriever_doubles import DictStore, HashingEncoder, upload
 pytestmark = pytest.mark.asyncio
 
 
-async def replica(store: DictStore, name: str, tmp: Path) -> JobManager:
+async def replica(store: DictStore, name: str, tmp: Path, timing: JobTiming | None = None) -> JobManager:
     s = Settings(state_dir=tmp / name, chunk_size_tokens=32, chunk_overlap_tokens=4, write_batch=2, embed_batch=2)
     r = Retriever(store, HashingEncoder(), s, Catalog(store))
     await r.start()
     keeper = LeaseKeeper(StoreLeaseBackend(store), name, 0.5)
-    jobs = JobManager(r, keeper, JobTiming(progress_write_s=0.05, follow_poll_s=0.02, adopt_poll_s=0.05, heartbeat_s=5))
+    timing = timing or JobTiming(progress_write_s=0.05, follow_poll_s=0.02, adopt_poll_s=0.05, heartbeat_s=5)
+    jobs = JobManager(r, keeper, timing)
     await jobs.start()
     return jobs
+
+
+async def idle_holder(store: DictStore, tmp: Path) -> JobManager:
+    """The lease holder, with its adoption loop and progress poll an hour apart: it runs only the
+    jobs a test hands it."""
+    timing = JobTiming(progress_write_s=3600, follow_poll_s=0.02, adopt_poll_s=3600, heartbeat_s=5)
+    a = await replica(store, "a", tmp, timing)
+    await asyncio.sleep(0.1)  # the adoption loop's first pass runs now (and finds nothing), then sleeps
+    return a
 
 
 def corpus(n: int) -> dict[str, str]:
@@ -94,16 +104,8 @@ async def test_a_cancel_that_arrives_while_the_job_is_being_adopted_stops_it(tmp
     the job as soon as this replica starts it, not wait for that poll (seen as a CLI cancel that
     answered RUNNING on a loaded machine)."""
     store = DictStore()
-    s = Settings(state_dir=tmp_path / "a", chunk_size_tokens=32, chunk_overlap_tokens=4, write_batch=2, embed_batch=2)
-    r = Retriever(store, HashingEncoder(), s, Catalog(store))
-    await r.start()
-    a = JobManager(
-        r,
-        LeaseKeeper(StoreLeaseBackend(store), "a", 0.5),
-        JobTiming(progress_write_s=3600, follow_poll_s=0.02, adopt_poll_s=3600, heartbeat_s=5),
-    )
-    await a.start()
-    await asyncio.sleep(0.1)  # the adoption loop's first pass runs now (and finds nothing), then sleeps
+    a = await idle_holder(store, tmp_path)
+    r = a.r
     b = await replica(store, "b", tmp_path)
     try:
         assert a.keeper.held and not b.keeper.held
@@ -130,13 +132,7 @@ async def test_a_cancel_before_the_jobs_task_first_runs_stops_it(tmp_path: Path)
     `queued` on this replica for good (a fresh-clone run failed the test above this way, its cancel
     answering `queued` after 30 s). Here nothing yields between the adoption and the cancel."""
     store = DictStore()
-    s = Settings(state_dir=tmp_path / "a", chunk_size_tokens=32, chunk_overlap_tokens=4, write_batch=2, embed_batch=2)
-    r = Retriever(store, HashingEncoder(), s, Catalog(store))
-    await r.start()
-    timing = JobTiming(progress_write_s=3600, follow_poll_s=0.02, adopt_poll_s=3600, heartbeat_s=5)
-    a = JobManager(r, LeaseKeeper(StoreLeaseBackend(store), "a", 0.5), timing)
-    await a.start()
-    await asyncio.sleep(0.1)  # the adoption loop's first pass runs now (and finds nothing), then sleeps
+    a = await idle_holder(store, tmp_path)
     b = await replica(store, "b", tmp_path)
     try:
         specs = await upload(store, "kb", corpus(6))
