@@ -69,6 +69,25 @@ def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -
     return value
 
 
+# The largest event id a stream can resume after: the wire fields are int64 (`after_sequence`,
+# `after_seq`), and a larger number would fail in protobuf, not as the client's mistake.
+MAX_EVENT_ID = 2**63 - 1
+
+
+def last_event_id(request: web.Request) -> int:
+    """Where a resumed SSE stream starts: the `Last-Event-ID` header (EventSource sends it) or
+    `?after=`; 0 (from the start) when neither is given."""
+    raw = request.headers.get("Last-Event-ID", "") or request.query.get("after", "")
+    if not raw:
+        return 0
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_EVENT_ID:
+        raise ApiError(
+            400,
+            f"Last-Event-ID (or ?after=) must be the id of an event this stream sent, a whole number; got {raw[:40]!r}",
+        )
+    return int(raw)
+
+
 def query_float(request: web.Request, name: str, default: float, lo: float, hi: float) -> float:
     raw = request.query.get(name, "")
     if raw == "":

@@ -24,7 +24,7 @@ from ..errors import ApiError
 from ..sse import Event, stream_events
 from ..state import CONFIG, UPSTREAMS
 from ..uploads import check_collection
-from ..views import field_num, field_str, json_body, query_int
+from ..views import field_num, field_str, json_body, last_event_id, query_int
 
 routes = web.RouteTableDef()
 
@@ -120,13 +120,11 @@ def _event(ev: ab_pb.RunAbTestResponse | ab_pb.WatchAbTestResponse) -> Event:
 @routes.get("/api/ab/runs/{run_id}/stream")
 async def follow_run(request: web.Request) -> web.StreamResponse:
     """SSE of a running run, from the event after `Last-Event-ID` (or `?after=`)."""
-    raw = request.headers.get("Last-Event-ID") or request.query.get("after", "0")
-    if not raw.isdigit():
-        raise ApiError(400, "Last-Event-ID must be the number of an event this stream sent")
+    after = last_event_id(request)
     client = request.app[AB_CLIENT]
 
     async def events() -> AsyncIterator[Event]:
-        async for ev in client.watch(request.match_info["run_id"], int(raw)):
+        async for ev in client.watch(request.match_info["run_id"], after):
             yield _event(ev)
 
     return await stream_events(request, events())

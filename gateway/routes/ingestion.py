@@ -15,7 +15,7 @@ from ..errors import ApiError
 from ..sse import Event, stream_events
 from ..state import CONFIG, UPSTREAMS
 from ..uploads import check_collection
-from ..views import field_str, json_body, query_bool, query_float, query_int
+from ..views import field_str, json_body, last_event_id, query_bool, query_float, query_int
 
 routes = web.RouteTableDef()
 
@@ -46,20 +46,6 @@ def terminal_event(job: rpb.Job, event_id: str) -> Event:
     return Event("error", data, event_id)
 
 
-def _after_sequence(request: web.Request) -> int:
-    """Where a resumed stream starts: the `Last-Event-ID` header (EventSource sends it) or `?after=`."""
-    raw = request.headers.get("Last-Event-ID", "") or request.query.get("after", "")
-    if not raw:
-        return 0
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"Last-Event-ID must be the integer id of an event, got {raw[:40]!r}") from None
-    if value < 0:
-        raise ApiError(400, "Last-Event-ID must not be negative")
-    return value
-
-
 @routes.get("/api/ingestion/stream")
 async def job_stream(request: web.Request) -> web.StreamResponse:
     """SSE: `progress` events (id = the job's event sequence) until `done` or `error`."""
@@ -76,7 +62,7 @@ async def job_stream_path(request: web.Request) -> web.StreamResponse:
 
 
 async def _follow_job(request: web.Request, job_id: str) -> web.StreamResponse:
-    after = _after_sequence(request)
+    after = last_event_id(request)
     retriever = request.app[UPSTREAMS].retriever
 
     async def events() -> AsyncIterator[Event]:
