@@ -80,7 +80,8 @@ def last_event_id(request: web.Request) -> int:
     raw = request.headers.get("Last-Event-ID", "") or request.query.get("after", "")
     if not raw:
         return 0
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_EVENT_ID:
+    # The length check comes first: int() refuses strings of over 4,300 digits with a ValueError.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(MAX_EVENT_ID)) or int(raw) > MAX_EVENT_ID:
         raise ApiError(
             400,
             f"Last-Event-ID (or ?after=) must be the id of an event this stream sent, a whole number; got {raw[:40]!r}",
